@@ -1,0 +1,267 @@
+"""The model folder: write it, and open it only after every byte has been verified."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from tabship.errors import ArtifactError, OutputExistsError
+
+FORMAT = "tabship-model"
+FORMAT_VERSION = 1
+METADATA = "tabship.json"
+ONNX_FILE = "model.onnx"
+PIPELINE_FILE = "pipeline.skops"
+REPORT_FILE = "report.html"
+KNOWN_FILES = frozenset({ONNX_FILE, PIPELINE_FILE, REPORT_FILE})
+MAX_METADATA_BYTES = 16 * 1024 * 1024
+_PLACEHOLDER = "0" * 64
+
+# Types beyond skops' own safe defaults that our candidate pipelines contain. Written here,
+# never taken from get_untrusted_types(), so a swapped file cannot widen what we load.
+SKOPS_ALLOWED_TYPES = [
+    "numpy.dtype",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+    "sklearn._loss.link.IdentityLink",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.link.MultinomialLogit",
+    "sklearn._loss.loss.HalfSquaredError",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn._loss.loss.HalfMultinomialLoss",
+    "sklearn._loss.loss.HuberLoss",
+    "sklearn._loss.loss.AbsoluteError",
+    "sklearn.ensemble._gb.BinomialDeviance",
+    "sklearn.ensemble._gb.MultinomialDeviance",
+    "sklearn.ensemble._gb.LeastSquaresError",
+    "sklearn.ensemble._gb.HuberLossFunction",
+]
+
+# The libraries whose version decides whether a saved engine still loads.
+ENGINE_LIBRARY = {"onnx": "onnxruntime", "sklearn": "scikit-learn"}
+RECORDED_LIBRARIES = (
+    "tabship",
+    "scikit-learn",
+    "onnxruntime",
+    "skl2onnx",
+    "onnx",
+    "skops",
+    "numpy",
+)
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def installed_version(package: str) -> str | None:
+    """The installed version of `package`, or None, without importing it."""
+    try:
+        return importlib_metadata.version(package)
+    except importlib_metadata.PackageNotFoundError:
+        return None
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions recorded in tabship.json at training time."""
+    versions: dict[str, str | None] = {name: installed_version(name) for name in RECORDED_LIBRARIES}
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def _seal(metadata: dict[str, Any]) -> bytes:
+    """tabship.json bytes carrying the sha256 of themselves (computed with a zero placeholder)."""
+    body = {**metadata, "metadata_sha256": _PLACEHOLDER}
+    text = json.dumps(body, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    digest = sha256_bytes(text.encode())
+    return text.replace(_seal_field(_PLACEHOLDER), _seal_field(digest), 1).encode()
+
+
+def _seal_field(digest: str) -> str:
+    return f'"metadata_sha256": "{digest}"'
+
+
+def check_output_free(directory: Path, force: bool) -> None:
+    """Refuse to replace anything already at `directory` unless the user said --force."""
+    occupied = directory.exists() and (not directory.is_dir() or any(directory.iterdir()))
+    if occupied and not force:
+        raise OutputExistsError(
+            f"{directory} already exists and is not empty; choose another -o or pass --force to replace it"
+        )
+
+
+def write_artifact(
+    directory: Path, metadata: dict[str, Any], files: dict[str, bytes], force: bool = False
+) -> Path:
+    """Write the model folder atomically; refuse to replace an existing one unless `force`."""
+    check_output_free(directory, force)
+    unknown = set(files) - KNOWN_FILES
+    if unknown:
+        raise ArtifactError(f"cannot write unknown artifact files: {', '.join(sorted(unknown))}")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        sealed = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            **metadata,
+            "versions": library_versions(),
+            "files": {name: sha256_bytes(data) for name, data in sorted(files.items())},
+        }
+        (staging / METADATA).write_bytes(_seal(sealed))
+        if directory.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
+            directory.replace(retired / directory.name)
+            staging.replace(directory)
+            shutil.rmtree(retired)
+        else:
+            staging.replace(directory)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return directory
+
+
+def _read_regular(path: Path, limit: int | None = None) -> bytes:
+    """Bytes of a regular file inside the model folder; refuses symlinks and missing files."""
+    if path.is_symlink():
+        raise ArtifactError(f"{path} is a symbolic link; a model folder holds only regular files")
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing; the model folder is incomplete, train it again")
+    if limit is not None and path.stat().st_size > limit:
+        raise ArtifactError(
+            f"{path} is larger than {limit} bytes; it is not a tabship metadata file"
+        )
+    return path.read_bytes()
+
+
+def _check_name(directory: Path, name: str) -> Path:
+    if name not in KNOWN_FILES or Path(name).name != name:
+        raise ArtifactError(
+            f"{directory / METADATA} lists the file {name!r}; only {', '.join(sorted(KNOWN_FILES))} "
+            "are allowed (no paths, no '..')"
+        )
+    return directory / name
+
+
+def _version_key(version: str | None) -> tuple[str, ...]:
+    return tuple((version or "").split(".")[:2])
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An opened, verified model folder."""
+
+    directory: Path
+    metadata: dict[str, Any]
+
+    @property
+    def sha256(self) -> str:
+        """The model's identity: the digest sealed into tabship.json (it covers every file)."""
+        return str(self.metadata["metadata_sha256"])
+
+    @classmethod
+    def open(cls, directory: Path | str) -> Artifact:
+        """Verify tabship.json and every file it lists before anything is deserialised."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise ArtifactError(
+                f"{directory} is not a model folder; train one with `tabship train DATA --target COL -o {directory}`"
+            )
+        meta_path = directory / METADATA
+        raw = _read_regular(meta_path, MAX_METADATA_BYTES)
+        try:
+            metadata = json.loads(raw)
+            claimed = str(metadata["metadata_sha256"])
+        except (ValueError, KeyError, TypeError):
+            raise ArtifactError(
+                f"{meta_path} is not a tabship metadata file (unreadable JSON or no checksum)"
+            ) from None
+        unsealed = raw.replace(_seal_field(claimed).encode(), _seal_field(_PLACEHOLDER).encode(), 1)
+        actual = sha256_bytes(unsealed)
+        if actual != claimed:
+            raise ArtifactError(
+                f"{meta_path} was modified: sha256 expected {claimed}, actual {actual}"
+            )
+        if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
+            raise ArtifactError(
+                f"{meta_path} has format {metadata.get('format')!r} version "
+                f"{metadata.get('format_version')!r}; this tabship reads {FORMAT!r} version "
+                f"{FORMAT_VERSION}: retrain with `tabship train` using this version"
+            )
+        artifact = cls(directory, metadata)
+        for name in artifact.metadata.get("files", {}):
+            artifact.read(name)
+        engine = metadata.get("engine")
+        if engine not in ENGINE_LIBRARY:
+            raise ArtifactError(f"{meta_path} names an unknown engine {engine!r}")
+        needed = ONNX_FILE if engine == "onnx" else PIPELINE_FILE
+        if needed not in metadata["files"]:
+            raise ArtifactError(
+                f"{meta_path} says the {engine} engine serves, but lists no {needed}"
+            )
+        return artifact
+
+    def read(self, name: str) -> bytes:
+        """A listed file's bytes, verified against tabship.json on the very bytes returned."""
+        expected = self.metadata.get("files", {}).get(name)
+        path = _check_name(self.directory, name)
+        if expected is None:
+            raise ArtifactError(
+                f"{path} is not listed in {METADATA}; the folder is not what training wrote"
+            )
+        data = _read_regular(path)
+        actual = sha256_bytes(data)
+        if actual != expected:
+            raise ArtifactError(f"{path} was modified: sha256 expected {expected}, actual {actual}")
+        return data
+
+    def check_versions(self, engine: str) -> None:
+        """Refuse an engine whose library version differs from training in major.minor."""
+        package = ENGINE_LIBRARY[engine]
+        trained = self.metadata.get("versions", {}).get(package)
+        here = installed_version(package)
+        if here is None:
+            raise ArtifactError(
+                f"the {engine} engine needs {package}=={trained}, which is not installed"
+            )
+        if _version_key(trained) != _version_key(here):
+            raise ArtifactError(
+                f"{self.directory} was trained with {package} {trained}, this environment has "
+                f"{here}: install {package}=={trained} or retrain with `tabship train`"
+            )
+
+    def load_onnx(self) -> bytes:
+        """The verified ONNX graph."""
+        self.check_versions("onnx")
+        return self.read(ONNX_FILE)
+
+    def load_pipeline(self) -> Any:
+        """The fitted scikit-learn pipeline, loaded by skops with our fixed allowlist."""
+        self.check_versions("sklearn")
+        data = self.read(PIPELINE_FILE)
+        import skops.io
+
+        try:
+            return skops.io.loads(data, trusted=SKOPS_ALLOWED_TYPES)
+        except Exception as exc:
+            raise ArtifactError(
+                f"{self.directory / PIPELINE_FILE} cannot be loaded safely: {exc}"
+            ) from None

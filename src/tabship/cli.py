@@ -1,0 +1,237 @@
+"""Command line: parse arguments, call one library function, print. No logic lives here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from tabship.train import Row
+
+app = typer.Typer(
+    help="Train the best pipeline for a table, score files with it, serve and ship it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+datasets_app = typer.Typer(help="Built-in datasets.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _fail(exc: Exception) -> None:
+    from tabship.errors import RecordError
+
+    lines = [str(p) for p in exc.problems] if isinstance(exc, RecordError) else [str(exc)]
+    for line in lines:
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(1)
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """List the built-in datasets."""
+    from tabship.datasets import BUILTIN
+
+    for dataset in BUILTIN.values():
+        typer.echo(f"{dataset.name}\ttarget={dataset.target}\t{dataset.description}")
+
+
+@datasets_app.command("fetch")
+def datasets_fetch(name: str) -> None:
+    """Find or download a built-in dataset, verify its sha256 and print its path."""
+    from tabship import datasets
+    from tabship.errors import TabshipError
+
+    try:
+        typer.echo(str(datasets.fetch(name)))
+    except TabshipError as exc:
+        _fail(exc)
+
+
+def _leaderboard_table(
+    rows: list[Row], metrics: tuple[str, ...], best: str, limit: int | None = None
+) -> Any:
+    from rich.table import Table
+
+    table = Table(title="Cross-validated leaderboard (mean ± std over folds)")
+    table.add_column("#", justify="right")
+    table.add_column("model")
+    for name in metrics:
+        table.add_column(name.upper(), justify="right")
+    table.add_column("fit s", justify="right")
+    for position, row in enumerate(rows[:limit], start=1):
+        if row.error:
+            table.add_row(str(position), row.label, *["failed"] * len(metrics), "")
+            continue
+        marker = " *" if row.name == best else ""
+        cells = [_format_metric(row.mean[m], row.std[m]) for m in metrics]
+        table.add_row(str(position), row.label + marker, *cells, f"{row.fit_seconds:.2f}")
+    return table
+
+
+def _format_metric(mean: float, std: float) -> str:
+    if mean != mean:  # NaN: the metric does not apply to this table
+        return "n/a"
+    digits = 4 if abs(mean) < 10 else 0
+    return f"{mean:,.{digits}f} ± {std:,.{digits}f}"
+
+
+def run_training(
+    data: str,
+    target: str,
+    output: Path,
+    **kwargs: Any,
+) -> None:
+    """Train with a progress bar, then print the leaderboard and where the model went."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tabship import metrics
+    from tabship.errors import TabshipError
+    from tabship.train import TrainOptions
+    from tabship.workflow import train_model
+
+    option_names = {"task", "folds", "seed", "models", "exclude", "sort_by"}
+    options = TrainOptions(target=target, **{k: v for k, v in kwargs.items() if k in option_names})
+    extra = {k: v for k, v in kwargs.items() if k not in option_names}
+    console = _console()
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task_id = bar.add_task("cross-validating", total=None)
+
+            def report(label: str, done: int, total: int) -> None:
+                bar.update(
+                    task_id, description=f"cross-validating: {label}", completed=done, total=total
+                )
+
+            trained = train_model(data, options, output, progress=report, **extra)
+    except TabshipError as exc:
+        _fail(exc)
+        return
+    result = trained.result
+    for note in result.warnings:
+        console.print(f"[yellow]warning:[/] {note}")
+    console.print(_leaderboard_table(result.leaderboard, metrics.names(result.task), result.best))
+    parity = trained.artifact.metadata["onnx"]
+    console.print(
+        f"best: {result.best} by {result.sort_by}; engine: {trained.engine} ({parity['reason']}); "
+        f"trained in {result.train_seconds:.1f} s"
+    )
+    console.print(f"model saved to {output}")
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Argument(help="CSV or Parquet file, or a built-in dataset name.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Column to predict.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")] = Path(
+        "model"
+    ),
+    task: Annotated[
+        str | None, typer.Option(help="regression or classification (default: inferred).")
+    ] = None,
+    folds: Annotated[int, typer.Option(min=2, max=20, help="Cross-validation folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed for folds and models.")] = 123,
+    models: Annotated[
+        list[str] | None, typer.Option(help="Only these candidates (comma-separated).")
+    ] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Leave out these candidates.")] = None,
+    sort_by: Annotated[str | None, typer.Option(help="Metric that picks the winner.")] = None,
+    target_label: Annotated[
+        str | None, typer.Option(help="How the form names the prediction.")
+    ] = None,
+    unit: Annotated[str | None, typer.Option(help="Unit of the prediction, e.g. USD.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
+) -> None:
+    """Cross-validate candidate pipelines, keep the best, write the model folder."""
+    if task not in (None, "regression", "classification"):
+        typer.echo(f"error: --task {task!r} is not one of: regression, classification", err=True)
+        raise typer.Exit(1)
+    run_training(
+        data,
+        target,
+        output,
+        task=task,
+        folds=folds,
+        seed=seed,
+        models=_split(models),
+        exclude=_split(exclude),
+        sort_by=sort_by,
+        target_label=target_label,
+        unit=unit,
+        force=force,
+    )
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    data: Annotated[Path, typer.Argument(help="CSV or Parquet table to score.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the scored table.")
+    ],
+    force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+    engine: Annotated[
+        str | None, typer.Option(help="onnx or sklearn (default: the model's).")
+    ] = None,
+) -> None:
+    """Score a whole file in chunks: the input columns plus the prediction."""
+    from tabship.errors import TabshipError
+    from tabship.predictor import Predictor
+    from tabship.scoring import score_file
+
+    try:
+        summary = score_file(Predictor.load(model, engine), data, output, force=force)
+    except TabshipError as exc:
+        _fail(exc)
+        return
+    for note in summary.warnings[:20]:
+        typer.echo(f"warning: {note}", err=True)
+    typer.echo(f"scored {summary.rows} rows into {summary.output}")
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder.")] = Path(
+        "models/insurance"
+    ),
+) -> None:
+    """The insurance showcase: get the data, train (once) and print the leaderboard."""
+    from tabship.datasets import BUILTIN
+
+    dataset = BUILTIN["insurance"]
+    if (output / "tabship.json").is_file():
+        typer.echo(f"{output} already holds a model; delete it to train again")
+        return
+    run_training(
+        dataset.name,
+        dataset.target,
+        output,
+        target_label=dataset.target_label,
+        unit=dataset.unit,
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,146 @@
+"""Built-in datasets (pinned address + sha256) and loading of user tables."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tabship.config import Settings
+from tabship.errors import DatasetError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DOWNLOAD_TIMEOUT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A table tabship knows how to fetch and verify."""
+
+    name: str
+    filename: str
+    url: str
+    sha256: str
+    target: str
+    target_label: str
+    unit: str
+    description: str
+
+
+BUILTIN: dict[str, Dataset] = {
+    "insurance": Dataset(
+        name="insurance",
+        filename="insurance.csv",
+        url="https://raw.githubusercontent.com/pycaret/datasets/main/data/common/insurance.csv",
+        sha256="6e3894cf7d9210613f62c866684055decea694345cd4f244ecd7167041578c68",
+        target="charges",
+        target_label="Expected yearly charges",
+        unit="USD",
+        description="Medical Cost Personal Datasets: yearly charges from age, sex, bmi, "
+        "children, smoker, region (1,338 rows; ODC Database Contents License)",
+    ),
+}
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def get_dataset(name: str) -> Dataset:
+    """The built-in dataset called `name`, or an error listing the known ones."""
+    try:
+        return BUILTIN[name]
+    except KeyError:
+        known = ", ".join(sorted(BUILTIN))
+        raise DatasetError(f"unknown dataset {name!r}; built-in datasets: {known}") from None
+
+
+def _checked(path: Path, dataset: Dataset) -> Path:
+    actual = file_sha256(path)
+    if actual != dataset.sha256:
+        raise DatasetError(
+            f"{path} has sha256 {actual}, expected {dataset.sha256}: the file is not the "
+            f"published {dataset.name} table; delete it and run `tabship datasets fetch "
+            f"{dataset.name}`, or put the right file there"
+        )
+    return path
+
+
+def download(url: str, dest: Path, expected_sha256: str) -> Path:
+    """Download `url` to `dest` atomically, refusing content whose sha256 differs."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, suffix=".part") as part:
+        part_path = Path(part.name)
+        try:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as answer:  # noqa: S310 - pinned https address or a test's loopback server
+                shutil.copyfileobj(answer, part)
+        except (urllib.error.URLError, OSError) as exc:
+            part_path.unlink(missing_ok=True)
+            reason = getattr(exc, "reason", exc)
+            raise DatasetError(
+                f"could not download {url} ({reason}); download it by hand and save it as "
+                f"{dest}, or set TABSHIP_DATA_HOME to a folder that holds {dest.name}"
+            ) from None
+    actual = file_sha256(part_path)
+    if actual != expected_sha256:
+        part_path.unlink(missing_ok=True)
+        raise DatasetError(
+            f"{url} sent a file with sha256 {actual}, expected {expected_sha256}; nothing was "
+            f"saved. Save the published file as {dest} or set TABSHIP_DATA_HOME to its folder"
+        )
+    part_path.replace(dest)
+    return dest
+
+
+def fetch(name: str, settings: Settings | None = None) -> Path:
+    """Path of a verified built-in dataset: TABSHIP_DATA_HOME, else the cache, else download."""
+    dataset = get_dataset(name)
+    settings = settings or Settings.from_env()
+    if settings.data_home is not None:
+        candidate = settings.data_home / dataset.filename
+        if candidate.is_file():
+            return _checked(candidate, dataset)
+    cached = settings.cache_dir / "datasets" / dataset.filename
+    if cached.is_file():
+        return _checked(cached, dataset)
+    return download(dataset.url, cached, dataset.sha256)
+
+
+def resolve(source: str, settings: Settings | None = None) -> Path:
+    """A table path from a user's argument: an existing file, or a built-in dataset name."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if source in BUILTIN:
+        return fetch(source, settings)
+    if path.exists():
+        raise DatasetError(f"{source} is not a file; give a CSV or Parquet file")
+    known = ", ".join(sorted(BUILTIN))
+    raise DatasetError(f"no file {source}; give a CSV or Parquet path or one of: {known}")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a whole CSV or Parquet file into a DataFrame, with one clear error if it cannot."""
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix in {".parquet", ".pq"}:
+            return pd.read_parquet(path)
+        if suffix in {".csv", ".txt", ".gz"} or suffix == "":
+            return pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DatasetError(f"cannot read {path}: {exc}") from None
+    raise DatasetError(f"{path}: unknown file type {suffix!r}; give a .csv or .parquet file")

@@ -1,0 +1,46 @@
+"""The one error root: every message names the bad value and says what to do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TabshipError(Exception):
+    """Base of every error tabship raises on purpose; the CLI prints it as one line."""
+
+
+class DatasetError(TabshipError):
+    """A built-in dataset or a user table cannot be found, read or trusted."""
+
+
+class DataError(TabshipError):
+    """A table cannot be trained on (missing target, empty, one class, ...)."""
+
+
+class ArtifactError(TabshipError):
+    """A model folder is missing, tampered with, or made by incompatible versions."""
+
+
+class OutputExistsError(TabshipError):
+    """Refusing to overwrite something the user already has."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad field of one record."""
+
+    field: str
+    message: str
+    row: int | None = None
+
+    def __str__(self) -> str:
+        where = f"row {self.row}: " if self.row is not None else ""
+        return f"{where}{self.field}: {self.message}"
+
+
+class RecordError(TabshipError):
+    """Records do not match the model's schema; lists every bad field at once."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))

@@ -1,0 +1,88 @@
+"""The library functions behind each CLI command: train to a folder, score a file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tabship import datasets
+from tabship.artifact import ONNX_FILE, PIPELINE_FILE, Artifact, check_output_free, write_artifact
+from tabship.config import Settings
+from tabship.train import Progress, TrainOptions, TrainResult
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """The outcome of `tabship train`: the result, where it was saved and which engine serves."""
+
+    result: TrainResult
+    artifact: Artifact
+    engine: str
+
+
+def _json_params(estimator: Any) -> dict[str, Any]:
+    """The estimator's parameters that JSON can hold (nested objects are named, not dumped)."""
+    out: dict[str, Any] = {}
+    for key, value in sorted(estimator.get_params(deep=False).items()):
+        if value is None or isinstance(value, bool | int | float | str):
+            out[key] = value
+        else:
+            out[key] = repr(value)
+    return out
+
+
+def train_model(
+    data: str,
+    options: TrainOptions,
+    output: Path,
+    *,
+    target_label: str | None = None,
+    unit: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+    settings: Settings | None = None,
+) -> TrainedModel:
+    """Load a table (file or built-in name), train, export ONNX if it matches, write the folder."""
+    import skops.io
+
+    from tabship.export import export
+    from tabship.train import train
+
+    check_output_free(output, force)
+    path = datasets.resolve(data, settings)
+    frame = datasets.read_table(path)
+    result = train(frame, options, progress)
+    onnx_model, parity = export(result.pipeline, result.schema, result.task, result.features)
+    files = {PIPELINE_FILE: skops.io.dumps(result.pipeline)}
+    if onnx_model is not None:
+        files[ONNX_FILE] = onnx_model
+    engine = "onnx" if onnx_model is not None else "sklearn"
+    best = next(row for row in result.leaderboard if row.name == result.best)
+    metadata = {
+        "task": result.task,
+        "target": result.target,
+        "target_label": target_label or result.target,
+        "unit": unit or "",
+        "classes": result.classes,
+        "schema": result.schema.to_dict(),
+        "model": {
+            "name": best.name,
+            "label": best.label,
+            "params": _json_params(result.pipeline.named_steps["model"]),
+            "cv": {"folds": result.folds, "seed": result.seed, "mean": best.mean, "std": best.std},
+        },
+        "engine": engine,
+        "onnx": parity.to_dict(),
+        "leaderboard": [row.to_dict() for row in result.leaderboard],
+        "sort_by": result.sort_by,
+        "training": {
+            "source": path.name,
+            "sha256": datasets.file_sha256(path),
+            "rows": len(result.features),
+            "seconds": round(result.train_seconds, 3),
+            "warnings": result.warnings,
+        },
+    }
+    write_artifact(output, metadata, files, force=force)
+    return TrainedModel(result=result, artifact=Artifact.open(output), engine=engine)

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import hashlib
+import http.server
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tabship import datasets
+from tabship.config import Settings
+from tabship.errors import DatasetError
+
+INSURANCE_SHA = datasets.BUILTIN["insurance"].sha256
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real HTTP server on 127.0.0.1 serving a folder, stopped after the test."""
+    root = tmp_path / "served"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", root
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_found_in_data_home_and_verified(data_home: Path, tmp_path: Path) -> None:
+    settings = Settings(data_home=data_home, cache_dir=tmp_path / "cache")
+    path = datasets.fetch("insurance", settings)
+    assert path == data_home / "insurance.csv"
+    assert datasets.file_sha256(path) == INSURANCE_SHA
+
+
+def test_wrong_checksum_in_data_home_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "insurance.csv").write_text("age,charges\n1,2\n")
+    settings = Settings(data_home=tmp_path, cache_dir=tmp_path / "cache")
+    with pytest.raises(DatasetError) as caught:
+        datasets.fetch("insurance", settings)
+    message = str(caught.value)
+    assert INSURANCE_SHA in message and "tabship datasets fetch insurance" in message
+
+
+def test_cache_is_used_when_no_data_home(data_home: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    (cache / "datasets").mkdir(parents=True)
+    shutil.copy(data_home / "insurance.csv", cache / "datasets" / "insurance.csv")
+    assert (
+        datasets.fetch("insurance", Settings(data_home=None, cache_dir=cache)).parent
+        == cache / "datasets"
+    )
+
+
+def test_download_verifies_and_saves(
+    file_server: tuple[str, Path], data_home: Path, tmp_path: Path
+) -> None:
+    url, root = file_server
+    shutil.copy(data_home / "insurance.csv", root / "insurance.csv")
+    dest = tmp_path / "cache" / "insurance.csv"
+    assert datasets.download(f"{url}/insurance.csv", dest, INSURANCE_SHA) == dest
+    assert datasets.file_sha256(dest) == INSURANCE_SHA
+
+
+def test_download_with_wrong_checksum_saves_nothing(
+    file_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, root = file_server
+    (root / "insurance.csv").write_text("tampered\n")
+    dest = tmp_path / "cache" / "insurance.csv"
+    with pytest.raises(DatasetError) as caught:
+        datasets.download(f"{url}/insurance.csv", dest, INSURANCE_SHA)
+    actual = hashlib.sha256(b"tampered\n").hexdigest()
+    assert actual in str(caught.value) and INSURANCE_SHA in str(caught.value)
+    assert not dest.exists() and list(dest.parent.iterdir()) == []
+
+
+def test_unreachable_network_says_where_to_put_the_file(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    dest = tmp_path / "cache" / "insurance.csv"
+    with pytest.raises(DatasetError) as caught:
+        datasets.download(f"http://127.0.0.1:{closed_port}/insurance.csv", dest, INSURANCE_SHA)
+    assert f"save it as {dest}" in str(caught.value) and "TABSHIP_DATA_HOME" in str(caught.value)
+
+
+def test_unknown_dataset_and_missing_file() -> None:
+    with pytest.raises(DatasetError, match="built-in datasets: insurance"):
+        datasets.get_dataset("titanic")
+    with pytest.raises(
+        DatasetError, match="no file nowhere.csv; give a CSV or Parquet path or one of: insurance"
+    ):
+        datasets.resolve("nowhere.csv")
+
+
+def test_reads_csv_and_parquet(tmp_path: Path, tiny_table: pd.DataFrame) -> None:
+    tiny_table.to_parquet(tmp_path / "t.parquet")
+    tiny_table.to_csv(tmp_path / "t.csv", index=False)
+    from_parquet = datasets.read_table(tmp_path / "t.parquet")
+    from_csv = datasets.read_table(tmp_path / "t.csv")
+    pd.testing.assert_frame_equal(from_parquet, tiny_table)
+    assert list(from_csv.columns) == list(tiny_table.columns)
+
+
+def test_unreadable_tables_give_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "t.xlsx").write_bytes(b"x")
+    with pytest.raises(DatasetError, match="unknown file type '.xlsx'"):
+        datasets.read_table(tmp_path / "t.xlsx")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DatasetError, match="cannot read"):
+        datasets.read_table(tmp_path / "empty.csv")
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    with pytest.raises(DatasetError, match="cannot read"):
+        datasets.read_table(tmp_path / "bad.parquet")
+
+
+def test_settings_read_environment(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {"TABSHIP_DATA_HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "x")}
+    )
+    assert settings.data_home == tmp_path
+    assert settings.cache_dir == tmp_path / "x" / "tabship"

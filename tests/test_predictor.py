@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tabship.errors import RecordError
+from tabship.predictor import Predictor
+from tabship.workflow import TrainedModel
+
+PATIENT = {"age": 40, "bmi": 31.5, "children": 2, "smoker": "yes", "region": "south"}
+
+
+def test_onnx_and_sklearn_engines_agree(tiny_model: TrainedModel) -> None:
+    folder = tiny_model.artifact.directory
+    onnx = Predictor.load(folder)
+    sklearn = Predictor.load(folder, engine="sklearn")
+    assert onnx.engine.name == "onnx" and sklearn.engine.name == "sklearn"
+    records = [PATIENT, {**PATIENT, "smoker": "no", "age": 20}]
+    a, b = onnx.predict(records).values, sklearn.predict(records).values
+    assert np.allclose(a, b, rtol=1e-4)
+    assert a[0] > a[1] + 10000  # smokers cost far more in the synthetic table
+
+
+def test_predict_matches_the_fitted_pipeline(tiny_model: TrainedModel) -> None:
+    predictor = Predictor.load(tiny_model.artifact.directory)
+    features = tiny_model.result.features
+    records = features.head(25).to_dict(orient="records")
+    expected = tiny_model.result.pipeline.predict(features.head(25))
+    assert np.allclose(predictor.predict(records).values, expected, rtol=1e-4)
+
+
+def test_bad_records_and_warnings(tiny_model: TrainedModel) -> None:
+    predictor = Predictor.load(tiny_model.artifact.directory)
+    with pytest.raises(RecordError, match="smoker: 'male' is not one of: no, yes"):
+        predictor.predict([{**PATIENT, "smoker": "male"}])
+    answer = predictor.predict([{**PATIENT, "bmi": 80.0}])
+    assert answer.warnings and answer.warnings[0].startswith(
+        "bmi: 80 is outside the training range"
+    )
+
+
+def test_classification_returns_labels_and_probabilities(
+    cancer_model: TrainedModel, cancer_csv: Path
+) -> None:
+    predictor = Predictor.load(cancer_model.artifact.directory)
+    frame = pd.read_csv(cancer_csv).head(40)
+    records = frame.drop(columns="diagnosis").to_dict(orient="records")
+    answer = predictor.predict(records)
+    assert set(answer.values) <= {"benign", "malignant"}
+    assert answer.probabilities is not None
+    for label, proba in zip(answer.values, answer.probabilities, strict=True):
+        assert set(proba) == {"benign", "malignant"}
+        assert sum(proba.values()) == pytest.approx(1.0, abs=1e-5)
+        assert max(proba, key=proba.__getitem__) == label
+    assert np.mean(np.array(answer.values) == frame["diagnosis"].to_numpy()) > 0.9
+
+
+def test_onnx_engine_imports_neither_pandas_nor_sklearn(tiny_model: TrainedModel) -> None:
+    script = (
+        "import json, sys\n"
+        "from tabship.predictor import Predictor\n"
+        f"p = Predictor.load({str(tiny_model.artifact.directory)!r})\n"
+        f"p.predict([{json.dumps(PATIENT)}])\n"
+        "print(json.dumps(sorted(m for m in ('pandas', 'sklearn', 'scipy', 'skops') if m in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []

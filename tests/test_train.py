@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tabship.errors import DataError, TabshipError
+from tabship.train import TrainOptions, infer_task, train
+from tabship.workflow import TrainedModel
+
+from .conftest import FAST_MODELS
+
+QUICK = {"folds": 3, "models": FAST_MODELS}
+
+
+def quick(target: str = "charges", **kwargs: object) -> TrainOptions:
+    return TrainOptions(target=target, **{**QUICK, **kwargs})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "options", "message"),
+    [
+        (lambda f: f, quick("cost"), "target column 'cost' is not in the table; columns: age, bmi"),
+        (lambda f: f.iloc[:0], quick(), "the table has no rows"),
+        (
+            lambda f: f.assign(charges=np.nan),
+            quick(),
+            "target column 'charges' is empty in every row",
+        ),
+        (
+            lambda f: f.assign(charges=f["smoker"]),
+            quick(task="regression"),
+            "target column 'charges' is not numeric (e.g. 'no'), so it cannot be a regression target",
+        ),
+        (lambda f: f.assign(charges="yes"), quick(task="classification"), "has one class ('yes')"),
+        (lambda f: f.iloc[:5], quick(), "the table has 5 usable rows; 3-fold CV needs at least 6"),
+        (
+            lambda f: f[["charges"]].assign(flat=1),
+            quick(),
+            "no usable feature columns besides 'charges'",
+        ),
+    ],
+)
+def test_bad_tables_get_one_clear_message(
+    tiny_table: pd.DataFrame, mutate, options: TrainOptions, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(DataError) as caught:
+        train(mutate(tiny_table), options)
+    assert message in str(caught.value)
+
+
+def test_rare_class_is_refused_with_advice(tiny_table: pd.DataFrame) -> None:
+    labels = np.where(tiny_table.index < 2, "rare", "common")
+    with pytest.raises(
+        DataError, match="class 'rare' of 'label' has 2 rows, fewer than the 3 CV folds"
+    ):
+        train(tiny_table.assign(label=labels), quick("label"))
+
+
+def test_unknown_model_and_metric_names(tiny_table: pd.DataFrame) -> None:
+    with pytest.raises(
+        TabshipError, match="unknown model svm for regression; choose from: decision_tree"
+    ):
+        train(tiny_table, quick(models=["svm"]))
+    with pytest.raises(DataError, match="unknown metric 'auc' for regression"):
+        train(tiny_table, quick(sort_by="auc"))
+
+
+def test_empty_targets_and_useless_columns_are_dropped_with_warnings(
+    tiny_table: pd.DataFrame,
+) -> None:
+    frame = tiny_table.assign(flat="same", blank=np.nan)
+    frame.loc[[0, 1, 2], "charges"] = np.nan
+    result = train(frame, quick())
+    assert "3 rows with an empty 'charges' dropped" in result.warnings
+    assert any("'flat' has the single value 'same'" in w for w in result.warnings)
+    assert any("'blank' is empty in every row" in w for w in result.warnings)
+    assert len(result.features) == len(tiny_table) - 3
+    assert "flat" not in result.schema.names
+
+
+def test_same_seed_same_leaderboard(tiny_table: pd.DataFrame) -> None:
+    first = train(tiny_table, quick())
+    second = train(tiny_table, quick(n_jobs=1))
+    assert [(r.name, r.mean) for r in first.leaderboard] == [
+        (r.name, r.mean) for r in second.leaderboard
+    ]
+    other = train(tiny_table, quick(seed=9))
+    assert [r.mean for r in other.leaderboard] != [r.mean for r in first.leaderboard]
+
+
+def test_leaderboard_is_sorted_by_the_chosen_metric(tiny_table: pd.DataFrame) -> None:
+    by_mae = train(tiny_table, quick(sort_by="mae"))
+    maes = [row.mean["mae"] for row in by_mae.leaderboard]
+    assert maes == sorted(maes)
+    assert by_mae.best == by_mae.leaderboard[0].name
+
+
+def test_task_inference() -> None:
+    assert infer_task(pd.Series([1.5, 2.25, 3.0])) == "regression"
+    assert infer_task(pd.Series(range(50))) == "regression"
+    assert infer_task(pd.Series([0, 1, 1, 0])) == "classification"
+    assert infer_task(pd.Series(["a", "b"])) == "classification"
+
+
+def test_classification_on_breast_cancer(cancer_model: TrainedModel) -> None:
+    result = cancer_model.result
+    assert result.task == "classification"
+    assert result.classes == ["benign", "malignant"]
+    best = result.leaderboard[0]
+    assert set(best.mean) == {"accuracy", "auc", "f1", "precision", "recall", "log_loss"}
+    assert best.mean["accuracy"] > 0.93 and best.mean["auc"] > 0.97
+
+
+def test_multiclass_with_missing_values(tiny_table: pd.DataFrame) -> None:
+    frame = tiny_table.astype({"bmi": float, "region": object})
+    frame.loc[[1, 8], "bmi"] = np.nan
+    frame.loc[[2, 9], "region"] = None
+    options = TrainOptions(target="region", folds=3, models=["logistic", "random_forest"])
+    result = train(
+        frame.dropna(subset=["region"]).drop(columns="charges").assign(cost=frame["charges"]),
+        options,
+    )
+    assert result.classes == ["east", "north", "south"]
+    assert np.isfinite(result.leaderboard[0].mean["auc"])
+
+
+@pytest.mark.slow
+def test_insurance_leaderboard_meets_the_bar(insurance_model: TrainedModel) -> None:
+    result = insurance_model.result
+    assert len([row for row in result.leaderboard if not row.error]) >= 8
+    best = result.leaderboard[0]
+    assert best.mean["r2"] >= 0.85
+    assert best.mean["mae"] <= 2600
