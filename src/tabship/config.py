@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
+
+from tabship.errors import ConfigError
 
 
 def _default_cache_dir(env: Mapping[str, str]) -> Path:
@@ -31,3 +34,56 @@ class Settings:
             data_home=Path(data_home) if data_home else None,
             cache_dir=Path(cache_dir) if cache_dir else _default_cache_dir(env),
         )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum:g}")
+    return value
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How `tabship serve` runs; every field is also a TABSHIP_* variable."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    max_batch: int = 1000
+    max_body_bytes: int = 1024 * 1024
+    max_concurrency: int = 64
+    drain_delay: float = 2.0
+    graceful_timeout: float = 20.0
+    engine: str | None = None
+
+    @classmethod
+    def resolve(
+        cls, flags: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
+    ) -> ServeSettings:
+        """Flag (when given, not None) > TABSHIP_* variable > default."""
+        env = os.environ if env is None else env
+        defaults = cls()
+        from_env = cls(
+            host=env.get("TABSHIP_HOST") or defaults.host,
+            port=int(_number(env, "TABSHIP_PORT", defaults.port, 0)),
+            workers=int(_number(env, "TABSHIP_WORKERS", defaults.workers, 1)),
+            max_batch=int(_number(env, "TABSHIP_MAX_BATCH", defaults.max_batch, 1)),
+            max_body_bytes=int(
+                _number(env, "TABSHIP_MAX_BODY_BYTES", defaults.max_body_bytes, 1024)
+            ),
+            max_concurrency=int(
+                _number(env, "TABSHIP_MAX_CONCURRENCY", defaults.max_concurrency, 1)
+            ),
+            drain_delay=_number(env, "TABSHIP_DRAIN_DELAY", defaults.drain_delay, 0),
+            graceful_timeout=_number(env, "TABSHIP_GRACEFUL_TIMEOUT", defaults.graceful_timeout, 0),
+            engine=env.get("TABSHIP_ENGINE") or None,
+        )
+        given: dict[str, Any] = {key: value for key, value in (flags or {}).items() if value is not None}
+        return replace(from_env, **given)

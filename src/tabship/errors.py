@@ -21,6 +21,34 @@ class ArtifactError(TabshipError):
     """A model folder is missing, tampered with, or made by incompatible versions."""
 
 
+class ConfigError(TabshipError):
+    """A setting (flag or TABSHIP_* variable) has a value that cannot be used."""
+
+
+class RequestError(TabshipError):
+    """An HTTP request the server refuses before validation; carries its status code."""
+
+    status = 400
+
+
+class BodyTooLargeError(RequestError):
+    """The body or the batch is over its limit."""
+
+    status = 413
+
+
+class MediaTypeError(RequestError):
+    """The body is not of a content type the route takes."""
+
+    status = 415
+
+
+class MalformedBodyError(RequestError):
+    """The body is not valid JSON (or UTF-8), or not of the expected shape."""
+
+    status = 422
+
+
 class OutputExistsError(TabshipError):
     """Refusing to overwrite something the user already has."""
 

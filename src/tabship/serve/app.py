@@ -1,0 +1,357 @@
+"""The FastAPI app: routes translate HTTP to one Predictor.predict call, nothing more."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from tabship import __version__
+from tabship.config import ServeSettings
+from tabship.errors import (
+    BodyTooLargeError,
+    MalformedBodyError,
+    RecordError,
+    RequestError,
+    TabshipError,
+)
+from tabship.predictor import Prediction, Predictor
+from tabship.serve import contract, form
+from tabship.serve.metrics import CONTENT_TYPE, Metrics
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+ROUTES = frozenset(
+    {"/", "/predict", "/predict_api", "/v1/predict", "/v1/model", "/docs", "/openapi.json", *PROBES}
+)
+
+
+@dataclass
+class ServerState:
+    """What the probes report: warmed up and ready, or draining before exit."""
+
+    ready: bool = False
+    draining: bool = False
+    in_flight: int = 0
+
+
+def _route_label(path: str) -> str:
+    if path in ROUTES:
+        return path
+    return "/static" if path.startswith("/static/") else "other"
+
+
+class Guard:
+    """Outermost layer: concurrency cap, body limit, metrics and one JSON log line per request."""
+
+    def __init__(
+        self, app: ASGIApp, state: ServerState, metrics: Metrics, settings: ServeSettings
+    ) -> None:
+        self.app = app
+        self.state = state
+        self.metrics = metrics
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path = scope["path"]
+        route = _route_label(path)
+        status = 500
+        probe = path in PROBES
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        if not probe and self.state.in_flight >= self.settings.max_concurrency:
+            self.metrics.rejected.inc()
+            await _plain(
+                send_and_record, 503, {"detail": "server busy; retry shortly"}, {"retry-after": "1"}
+            )
+        else:
+            limit = self.settings.max_body_bytes
+            declared = _content_length(scope)
+            if declared is not None and declared > limit:
+                await _plain(
+                    send_and_record,
+                    413,
+                    {"detail": f"body: {declared} bytes is over the {limit}-byte limit"},
+                )
+            else:
+                if not probe:
+                    self.state.in_flight += 1
+                    self.metrics.in_flight.inc()
+                try:
+                    await self.app(scope, _limited(receive, limit), send_and_record)
+                finally:
+                    if not probe:
+                        self.state.in_flight -= 1
+                        self.metrics.in_flight.dec()
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(route, scope["method"], status, elapsed)
+        line = {
+            "ts": round(time.time(), 3),
+            "method": scope["method"],
+            "route": route,
+            "status": status,
+            "ms": round(elapsed * 1000, 3),
+            "rows": scope.get("state", {}).get("rows", 0),
+        }
+        sys.stdout.write(json.dumps(line) + "\n")
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """A receive that stops a chunked body as soon as it passes the limit."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLargeError(f"body: over the {limit}-byte limit")
+        return message
+
+    return wrapped
+
+
+async def _plain(
+    send: Send, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+) -> None:
+    body = json.dumps(payload).encode()
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_response(exc: TabshipError) -> JSONResponse:
+    """The one place that maps tabship errors to HTTP statuses and bodies."""
+    if isinstance(exc, RecordError):
+        detail = [
+            {
+                "loc": _location(p.field, p.row),
+                "field": p.field,
+                "row": p.row,
+                "msg": p.message,
+                "type": "value_error",
+            }
+            for p in exc.problems
+        ]
+        return JSONResponse({"detail": detail, "message": str(exc)}, status_code=422)
+    status = exc.status if isinstance(exc, RequestError) else 400
+    return JSONResponse({"detail": str(exc), "message": str(exc)}, status_code=status)
+
+
+def _location(field: str, row: int | None) -> list[str | int]:
+    if field in ("instances", "(record)") and row is None:
+        return ["body", field]
+    return ["body", "instances", row, field] if row is not None else ["body", field]
+
+
+def model_info(predictor: Predictor) -> dict[str, Any]:
+    """What /v1/model and every /v1/predict answer say about the model."""
+    meta = predictor.metadata
+    return {
+        "name": meta["model"]["name"],
+        "task": meta["task"],
+        "target": meta["target"],
+        "engine": predictor.engine.name,
+        "sha256": predictor.artifact.sha256,
+    }
+
+
+def create_app(
+    predictor: Predictor, settings: ServeSettings | None = None, state: ServerState | None = None
+) -> Any:
+    """The ASGI app for one loaded model: routes, error mapping, probes and limits."""
+    settings = settings or ServeSettings()
+    state = state or ServerState()
+    metrics = Metrics()
+    schema = predictor.schema
+    warm_record = contract.example_record(schema)
+    has_report = "report.html" in predictor.metadata.get("files", {})
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        predictor.predict([warm_record])  # the first run allocates; keep that off a user's request
+        state.ready = True
+        yield
+        state.ready = False
+
+    app = FastAPI(
+        title=f"tabship: {predictor.metadata.get('target_label') or predictor.target}",
+        version=__version__,
+        description="Predictions from a model trained by tabship. Every field is required and no others are allowed.",
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    static_dir = resources.files("tabship.serve") / "static"
+    app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")
+
+    @app.exception_handler(TabshipError)
+    async def on_tabship_error(_: Request, exc: TabshipError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}\n")
+        return JSONResponse(
+            {"detail": "internal error; the server log has the details"}, status_code=500
+        )
+
+    async def predict_records(request: Request, records: Any) -> Prediction:
+        prediction = predictor.predict(records)
+        request.state.rows = len(records)
+        metrics.predictions.inc(len(records))
+        return prediction
+
+    record_body = contract.json_body(contract.record_schema(schema))
+    batch_body = contract.json_body(contract.batch_schema(schema, settings.max_batch))
+    responses: dict[int | str, dict[str, Any]] = {
+        413: {"description": "Body or batch over the limit"},
+        415: {"description": "Body is not application/json"},
+        422: {"description": "Invalid input; every bad field is named"},
+    }
+
+    @app.post(
+        "/predict_api",
+        openapi_extra={"requestBody": record_body},
+        responses=responses,
+        summary="Predict one record; answers the bare value",
+    )
+    async def predict_api(request: Request) -> JSONResponse:
+        contract.require_json(request.headers.get("content-type"))
+        record = contract.parse_json(await request.body())
+        if not isinstance(record, dict):
+            raise MalformedBodyError("body: must be one JSON object of field: value")
+        prediction = await predict_records(request, [record])
+        return JSONResponse(prediction.values[0])
+
+    @app.post(
+        "/v1/predict",
+        openapi_extra={"requestBody": batch_body},
+        responses=responses,
+        summary="Predict a batch of records",
+    )
+    async def predict_batch(request: Request) -> JSONResponse:
+        contract.require_json(request.headers.get("content-type"))
+        body = contract.parse_json(await request.body())
+        if not isinstance(body, dict) or "instances" not in body:
+            raise MalformedBodyError('body: must be an object {"instances": [record, ...]}')
+        extra = sorted(set(body) - {"instances"})
+        if extra:
+            raise MalformedBodyError(f"{extra[0]}: is not allowed; the body holds only 'instances'")
+        instances = body["instances"]
+        if isinstance(instances, list) and len(instances) > settings.max_batch:
+            raise BodyTooLargeError(
+                f"instances: {len(instances)} records is over the batch limit of {settings.max_batch}"
+            )
+        prediction = await predict_records(request, instances)
+        answer: dict[str, Any] = {
+            "predictions": prediction.values,
+            "warnings": prediction.warnings,
+            "model": model_info(predictor),
+        }
+        if prediction.probabilities is not None:
+            answer["probabilities"] = prediction.probabilities
+        return JSONResponse(answer)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(
+            form.render_page(predictor, form.fields_for(predictor), report=has_report)
+        )
+
+    @app.post("/predict", response_class=HTMLResponse, include_in_schema=False)
+    async def predict_form(request: Request) -> HTMLResponse:
+        submitted, record, problems = form.parse_form(
+            await request.body(), request.headers.get("content-type"), schema.features
+        )
+        prediction = None
+        if not problems:
+            try:
+                prediction = await predict_records(request, [record])
+            except RecordError as exc:
+                problems = exc.problems
+        fields = form.fields_for(predictor, submitted, problems)
+        html = form.render_page(predictor, fields, prediction, report=has_report)
+        return HTMLResponse(html, status_code=422 if problems else 200)
+
+    @app.get("/v1/model", summary="The model's metadata: schema, metrics, engine, versions")
+    async def model_metadata() -> JSONResponse:
+        meta = predictor.metadata
+        keys = (
+            "task",
+            "target",
+            "target_label",
+            "unit",
+            "classes",
+            "schema",
+            "model",
+            "onnx",
+            "leaderboard",
+            "sort_by",
+            "training",
+            "versions",
+            "created",
+            "format_version",
+        )
+        return JSONResponse(
+            {
+                **{k: meta.get(k) for k in keys},
+                **model_info(predictor),
+                "max_batch": settings.max_batch,
+            }
+        )
+
+    @app.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", summary="Readiness: model loaded and warmed up, not draining")
+    async def readyz() -> JSONResponse:
+        if state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        if not state.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    return Guard(app, state, metrics, settings)

@@ -1,0 +1,95 @@
+"""The HTTP contract derived from a model's schema: JSON Schemas, examples, body parsing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tabship.errors import MalformedBodyError, MediaTypeError
+from tabship.schema import MISSING_LEVEL, Feature, Schema
+
+
+def feature_schema(feature: Feature) -> dict[str, Any]:
+    """JSON Schema of one field: its type, levels, and the training range as documentation."""
+    if feature.kind == "numeric":
+        out: dict[str, Any] = {"type": "integer" if feature.integer else "number"}
+        out["description"] = (
+            f"Seen in training: {feature.minimum:g} to {feature.maximum:g}; values outside "
+            "are accepted with a warning."
+        )
+    else:
+        levels = [level for level in feature.levels if level != MISSING_LEVEL]
+        out = {"type": "string", "enum": levels}
+    if feature.allow_missing:
+        out = {"anyOf": [out, {"type": "null"}]}
+    return {"title": feature.name, **out}
+
+
+def example_record(schema: Schema) -> dict[str, Any]:
+    """A valid record: the middle of each numeric range, the first level of each category."""
+    record: dict[str, Any] = {}
+    for feature in schema.features:
+        if feature.kind == "numeric":
+            middle = ((feature.minimum or 0.0) + (feature.maximum or 0.0)) / 2
+            record[feature.name] = round(middle) if feature.integer else round(middle, 2)
+        else:
+            record[feature.name] = next(level for level in feature.levels if level != MISSING_LEVEL)
+    return record
+
+
+def record_schema(schema: Schema) -> dict[str, Any]:
+    """JSON Schema of one record: every field required, no others allowed."""
+    return {
+        "title": "Record",
+        "type": "object",
+        "properties": {f.name: feature_schema(f) for f in schema.features},
+        "required": schema.names,
+        "additionalProperties": False,
+        "example": example_record(schema),
+    }
+
+
+def batch_schema(schema: Schema, max_batch: int) -> dict[str, Any]:
+    """JSON Schema of the /v1/predict body."""
+    return {
+        "title": "PredictRequest",
+        "type": "object",
+        "properties": {
+            "instances": {
+                "type": "array",
+                "items": record_schema(schema),
+                "minItems": 1,
+                "maxItems": max_batch,
+            }
+        },
+        "required": ["instances"],
+        "additionalProperties": False,
+        "example": {"instances": [example_record(schema)]},
+    }
+
+
+def json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI requestBody for a JSON route."""
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def require_json(content_type: str | None) -> None:
+    """Refuse bodies that are not declared as JSON (415)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        shown = media or "none"
+        raise MediaTypeError(f"content type {shown!r} is not accepted; send application/json")
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a JSON body; NaN and Infinity parse here so validation can name their field."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise MalformedBodyError(f"body: not valid UTF-8 at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise MalformedBodyError(
+            f"body: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    except RecursionError:
+        raise MalformedBodyError("body: JSON nested too deeply") from None

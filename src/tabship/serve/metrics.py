@@ -1,0 +1,57 @@
+"""Prometheus metrics for one server process, in their own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+# Latency buckets in seconds, dense below 10 ms where a healthy prediction lands.
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Requests, latency, predictions, validation errors and in-flight requests."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "tabship_requests",
+            "HTTP requests answered.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tabship_request_duration_seconds",
+            "Time from request start to the end of the answer.",
+            ["route", "status"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.predictions = Counter("tabship_predictions", "Rows predicted.", registry=self.registry)
+        self.validation_errors = Counter(
+            "tabship_validation_errors",
+            "Requests refused for invalid input, by status.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "tabship_requests_in_flight", "Requests being handled.", registry=self.registry
+        )
+        self.rejected = Counter(
+            "tabship_overload_rejections",
+            "Requests answered 503 by the concurrency cap.",
+            registry=self.registry,
+        )
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request."""
+        code = str(status)
+        self.requests.labels(route, method, code).inc()
+        self.latency.labels(route, code).observe(seconds)
+        if status in (413, 415, 422):
+            self.validation_errors.labels(code).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return bytes(generate_latest(self.registry))

@@ -1,0 +1,134 @@
+"""Draining on SIGTERM and the concurrency cap, with requests really held in flight.
+
+A request is held in flight by sending its headers and only part of its body: the server has
+admitted it and waits for the rest, exactly like a slow client.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..servers import start_server
+
+pytestmark = pytest.mark.slow
+
+PATIENT = {
+    "age": 40,
+    "sex": "female",
+    "bmi": 27.0,
+    "children": 2,
+    "smoker": "no",
+    "region": "southeast",
+}
+BODY = json.dumps(PATIENT).encode()
+SPLIT = 10
+
+
+def open_request(port: int) -> socket.socket:
+    """Send headers and the first bytes of a /predict_api body; the rest comes later."""
+    conn = socket.create_connection(("127.0.0.1", port), timeout=15)
+    head = (
+        f"POST /predict_api HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(BODY)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    conn.sendall(head + BODY[:SPLIT])
+    return conn
+
+
+def finish_request(conn: socket.socket) -> tuple[int, bytes]:
+    conn.sendall(BODY[SPLIT:])
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    conn.close()
+    status = int(data.split(b" ", 2)[1])
+    return status, data.split(b"\r\n\r\n", 1)[1]
+
+
+def wait_in_flight(url: str, expected: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if f"tabship_requests_in_flight {float(expected)}" in httpx.get(url + "/metrics").text:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the server never had {expected} requests in flight")
+
+
+def test_sigterm_drains_fifty_in_flight_requests(model_dir: Path, tmp_path: Path) -> None:
+    server = start_server(model_dir, tmp_path, "--drain-delay", "1.5", "--graceful-timeout", "10")
+    held = [open_request(server.port) for _ in range(50)]
+    wait_in_flight(server.url, 50)
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    ready = httpx.get(server.url + "/readyz", timeout=1)
+    assert ready.status_code == 503 and ready.json() == {"status": "draining"}
+    assert time.monotonic() - signalled < 1.0
+    assert httpx.get(server.url + "/healthz").status_code == 200
+    results = [finish_request(conn) for conn in held]
+    assert [status for status, _ in results] == [200] * 50
+    assert all(float(body) > 0 for _, body in results)
+    assert server.process.wait(timeout=15) == 0
+    assert time.monotonic() - signalled < 10
+    server.stop()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.url + "/readyz", timeout=1)
+
+
+def test_concurrency_cap_answers_503_at_once_and_probes_pass(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    server = start_server(model_dir, tmp_path, "--max-concurrency", "2")
+    try:
+        held = [open_request(server.port) for _ in range(2)]
+        wait_in_flight(server.url, 2)
+        started = time.monotonic()
+        refused = httpx.post(server.url + "/predict_api", json=PATIENT, timeout=5)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert time.monotonic() - started < 1.0
+        assert httpx.get(server.url + "/readyz").status_code == 200
+        assert httpx.get(server.url + "/healthz").status_code == 200
+        assert [finish_request(conn)[0] for conn in held] == [200, 200]
+        assert httpx.post(server.url + "/predict_api", json=PATIENT).status_code == 200
+        assert "tabship_overload_rejections_total 1.0" in httpx.get(server.url + "/metrics").text
+    finally:
+        assert server.stop() == 0
+
+
+def test_settings_come_from_tabship_variables(model_dir: Path, tmp_path: Path) -> None:
+    server = start_server(model_dir, tmp_path, env={"TABSHIP_MAX_BATCH": "3"})
+    try:
+        assert httpx.get(server.url + "/v1/model").json()["max_batch"] == 3
+        answer = httpx.post(server.url + "/v1/predict", json={"instances": [PATIENT] * 4})
+        assert answer.status_code == 413
+    finally:
+        server.stop()
+
+
+def test_two_workers_share_the_port(model_dir: Path, tmp_path: Path) -> None:
+    server = start_server(model_dir, tmp_path, "--workers", "2")
+    try:
+        answers = [
+            httpx.post(server.url + "/predict_api", json=PATIENT).status_code for _ in range(20)
+        ]
+        assert answers == [200] * 20
+    finally:
+        assert server.stop(timeout=30) == 0
+
+
+def test_bad_model_folder_fails_fast_with_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    from ..servers import TABSHIP
+
+    result = subprocess.run(
+        [TABSHIP, "serve", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "tabship.json is missing" in result.stderr
