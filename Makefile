@@ -8,10 +8,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TABSHIP_DATA_HOME ?= $(abspath ../shared/datasets)
 
-.PHONY: help install demo test check lint format typecheck bench clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help install system-deps demo test check lint format typecheck bench clean
 
 help:
-	@echo "make demo   - install into .venv, get the insurance data, train and show the model"
+	@echo "make demo   - install into .venv, get the insurance data, train, serve on http://localhost:8080"
 	@echo "make test   - install and run every test"
 	@echo "make check  - format check, lint, mypy --strict, tests"
 	@echo "make bench  - benchmarks (writes bench/results.json)"
@@ -29,10 +31,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Debian's Chromium for the browser tests; skipped when present, retried when apt fails.
+system-deps:
+	@command -v chromium >/dev/null || for attempt in 1 2 3; do \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null && break; \
+	  echo "apt-get attempt $$attempt failed; retrying" >&2; sleep 5; \
+	  [ $$attempt -lt 3 ] || exit 1; \
+	done
+
 demo: install
 	$(BIN)/tabship demo
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest
 
 format: install

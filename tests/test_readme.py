@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from .servers import free_port
+
 REPO = Path(__file__).resolve().parents[1]
+TABSHIP = str(Path(sys.executable).with_name("tabship"))
 
 
 def test_readme_opens_with_make_demo_and_make_test() -> None:
@@ -23,11 +29,11 @@ def test_readme_opens_with_make_demo_and_make_test() -> None:
 
 
 @pytest.mark.slow
-def test_demo_trains_the_insurance_model(tmp_path: Path) -> None:
-    tabship = str(Path(sys.executable).with_name("tabship"))
+def test_demo_trains_once_then_serves(tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200"}
+    model = str(tmp_path / "m")
     first = subprocess.run(
-        [tabship, "demo", "-o", str(tmp_path / "m")],
+        [TABSHIP, "demo", "-o", model, "--no-serve"],
         capture_output=True,
         text=True,
         env=env,
@@ -35,11 +41,27 @@ def test_demo_trains_the_insurance_model(tmp_path: Path) -> None:
     )
     assert first.returncode == 0, first.stderr
     assert "Cross-validated leaderboard" in first.stdout and "engine: onnx" in first.stdout
-    second = subprocess.run(
-        [tabship, "demo", "-o", str(tmp_path / "m")],
-        capture_output=True,
-        text=True,
+    port = free_port()
+    log = (tmp_path / "demo.log").open("w")
+    demo = subprocess.Popen(
+        [TABSHIP, "demo", "-o", model, "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
         env=env,
-        timeout=600,
     )
-    assert "already holds a model" in second.stdout
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        page = httpx.get(f"http://127.0.0.1:{port}/")
+        assert page.status_code == 200 and "Expected yearly charges" in page.text
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=30) == 0
+        log.close()
+    output = (tmp_path / "demo.log").read_text()
+    assert "already holds a model; serving it" in output and f"http://localhost:{port}" in output

@@ -85,5 +85,7 @@ class ServeSettings:
             graceful_timeout=_number(env, "TABSHIP_GRACEFUL_TIMEOUT", defaults.graceful_timeout, 0),
             engine=env.get("TABSHIP_ENGINE") or None,
         )
-        given: dict[str, Any] = {key: value for key, value in (flags or {}).items() if value is not None}
+        given: dict[str, Any] = {
+            key: value for key, value in (flags or {}).items() if value is not None
+        }
         return replace(from_env, **given)
