@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import httpx
 import pytest
@@ -261,9 +262,13 @@ def test_metrics_count_requests_predictions_and_errors(server: Server) -> None:
 
 
 def test_one_json_log_line_per_request(server: Server) -> None:
+    time.sleep(0.2)  # a line is written just after its answer; let earlier tests' lines land
     before = len(server.log_lines())
     post_json(server, "/v1/predict", {"instances": [PATIENT, PATIENT]})
     httpx.get(server.url + "/nope")
+    deadline = time.monotonic() + 5
+    while len(server.log_lines()) < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
     lines = [json.loads(line) for line in server.log_lines()[before:]]
     assert [
         (entry["method"], entry["route"], entry["status"], entry["rows"]) for entry in lines

@@ -254,8 +254,7 @@ def create_app(
         summary="Predict one record; answers the bare value",
     )
     async def predict_api(request: Request) -> JSONResponse:
-        contract.require_json(request.headers.get("content-type"))
-        record = contract.parse_json(await request.body())
+        record = contract.read_json(request.headers.get("content-type"), await request.body())
         if not isinstance(record, dict):
             raise MalformedBodyError("body: must be one JSON object of field: value")
         prediction = await predict_records(request, [record])
@@ -268,8 +267,7 @@ def create_app(
         summary="Predict a batch of records",
     )
     async def predict_batch(request: Request) -> JSONResponse:
-        contract.require_json(request.headers.get("content-type"))
-        body = contract.parse_json(await request.body())
+        body = contract.read_json(request.headers.get("content-type"), await request.body())
         if not isinstance(body, dict) or "instances" not in body:
             raise MalformedBodyError('body: must be an object {"instances": [record, ...]}')
         extra = sorted(set(body) - {"instances"})

@@ -73,6 +73,12 @@ def json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
+def read_json(content_type: str | None, body: bytes) -> Any:
+    """The decoded body of a JSON route: 415 unless declared JSON, 422 unless it parses."""
+    require_json(content_type)
+    return parse_json(body)
+
+
 def require_json(content_type: str | None) -> None:
     """Refuse bodies that are not declared as JSON (415)."""
     media = (content_type or "").split(";", 1)[0].strip().lower()

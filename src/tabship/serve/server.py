@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import multiprocessing
 import os
 import signal
@@ -78,6 +79,9 @@ def _config(app: object, settings: ServeSettings) -> uvicorn.Config:
 
 def run_worker(model: Path, settings: ServeSettings, sock: socket.socket | None = None) -> None:
     """Load the model and serve until a signal ends the process."""
+    # Log collectors read stdout as lines; a block buffer would hold them back for minutes.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     predictor = Predictor.load(model, settings.engine)
     state = ServerState()
     server = DrainingServer(

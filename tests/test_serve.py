@@ -1,0 +1,61 @@
+"""The serving layer in-process: what it imports, and the contract it derives from a schema."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tabship.config import ServeSettings
+from tabship.errors import ConfigError, MalformedBodyError, MediaTypeError
+from tabship.predictor import Predictor
+from tabship.serve import contract
+from tabship.workflow import TrainedModel
+
+
+def test_serving_an_onnx_model_imports_no_sklearn_pandas_or_scipy(tiny_model: TrainedModel) -> None:
+    script = (
+        "import json, sys\n"
+        "from tabship.predictor import Predictor\n"
+        "from tabship.serve.app import create_app\n"
+        f"create_app(Predictor.load({str(tiny_model.artifact.directory)!r}))\n"
+        "print(json.dumps(sorted(m for m in ('pandas', 'sklearn', 'scipy', 'skops') if m in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_example_record_is_valid_and_schema_is_strict(tiny_model: TrainedModel) -> None:
+    predictor = Predictor.load(tiny_model.artifact.directory)
+    example = contract.example_record(predictor.schema)
+    assert predictor.predict([example]).warnings == []
+    record = contract.record_schema(predictor.schema)
+    assert record["additionalProperties"] is False and record["required"] == predictor.schema.names
+    assert contract.batch_schema(predictor.schema, 7)["properties"]["instances"]["maxItems"] == 7
+
+
+def test_json_reading_errors() -> None:
+    assert contract.read_json("application/json; charset=utf-8", b'{"a": NaN}')["a"] != 0
+    with pytest.raises(MediaTypeError, match="'text/plain' is not accepted"):
+        contract.read_json("text/plain", b"{}")
+    with pytest.raises(MediaTypeError, match="'none' is not accepted"):
+        contract.read_json(None, b"{}")
+    with pytest.raises(MalformedBodyError, match="invalid JSON at line 1 column 2"):
+        contract.read_json("application/json", b"{x")
+
+
+def test_serve_settings_flag_over_variable_over_default() -> None:
+    env = {"TABSHIP_PORT": "9000", "TABSHIP_MAX_BATCH": "10", "TABSHIP_HOST": "0.0.0.0"}
+    settings = ServeSettings.resolve({"port": 9100, "workers": None}, env)
+    assert (settings.port, settings.max_batch, settings.host, settings.workers) == (
+        9100,
+        10,
+        "0.0.0.0",
+        1,
+    )
+    with pytest.raises(ConfigError, match="TABSHIP_MAX_BATCH='many' is not a number"):
+        ServeSettings.resolve({}, {"TABSHIP_MAX_BATCH": "many"})
+    with pytest.raises(ConfigError, match="TABSHIP_WORKERS='0' must be at least 1"):
+        ServeSettings.resolve({}, {"TABSHIP_WORKERS": "0"})
