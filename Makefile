@@ -10,7 +10,7 @@ export TABSHIP_DATA_HOME ?= $(abspath ../shared/datasets)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps demo test check lint format typecheck bench clean
+.PHONY: help install system-deps demo test check lint format typecheck bench image-size clean
 
 help:
 	@echo "make demo   - install into .venv, get the insurance data, train, serve on http://localhost:8080"
@@ -31,8 +31,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian's Chromium for the browser tests; skipped when present, retried when apt fails.
+# Debian's Chromium for the browser tests, podman + runc + a local base image for the container
+# tests; each step is skipped when done and retried when apt fails.
 system-deps:
+	bash scripts/setup-podman.sh
 	@command -v chromium >/dev/null || for attempt in 1 2 3; do \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null && break; \
@@ -60,6 +62,9 @@ check: lint typecheck test
 
 bench: install
 	$(BIN)/python bench/predict_latency.py
+
+image-size: install system-deps
+	$(BIN)/python bench/image_size.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

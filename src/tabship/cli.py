@@ -272,6 +272,54 @@ def serve(
 
 
 @app.command()
+def build(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    tag: Annotated[str, typer.Option("--tag", "-t", help="Image name, e.g. insurance-app:v1.")],
+    engine: Annotated[
+        str | None, typer.Option(help="docker or podman (default: whichever works).")
+    ] = None,
+    base_image: Annotated[
+        str | None, typer.Option(help="Base image with python3 (default python:3.11-slim).")
+    ] = None,
+    wheelhouse: Annotated[
+        Path | None,
+        typer.Option(
+            help="Install only wheels from this folder; missing ones are downloaded into it first."
+        ),
+    ] = None,
+    push: Annotated[bool, typer.Option(help="Push the image after building.")] = False,
+    context_dir: Annotated[
+        Path | None, typer.Option(help="Write the build context here (new or empty folder).")
+    ] = None,
+) -> None:
+    """Build a hardened serving image for a model folder with docker or podman."""
+    from tabship.config import Settings
+    from tabship.container import DEFAULT_BASE_IMAGE, ImageOptions, build_image
+    from tabship.errors import TabshipError
+    from tabship.runner import Runner
+
+    options = ImageOptions(
+        tag=tag,
+        base_image=base_image or DEFAULT_BASE_IMAGE,
+        engine=engine,
+        wheelhouse=wheelhouse,
+        push=push,
+        context_dir=context_dir,
+    )
+    try:
+        built = build_image(
+            model, options, Runner(echo=True), Settings.from_env().cache_dir / "wheels"
+        )
+    except TabshipError as exc:
+        _fail(exc)
+        return
+    typer.echo(
+        f"built {built.tag} with {built.engine} (context: {built.context})"
+        + (", pushed" if built.pushed else "")
+    )
+
+
+@app.command()
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model folder.")] = Path(
         "models/insurance"

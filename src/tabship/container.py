@@ -1,0 +1,258 @@
+"""Container images: render the Dockerfile (pure), write the build context, run docker or podman."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from tabship import __version__
+from tabship.artifact import Artifact
+from tabship.errors import ConfigError, OutputExistsError
+from tabship.runner import Runner, ToolError
+
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
+RUNTIME_UID = 10001
+PORT = 8080
+# What serving imports; the rest of the image is their dependency closure, nothing else.
+SERVING_PACKAGES = ("numpy", "onnxruntime", "fastapi", "uvicorn", "jinja2", "prometheus-client")
+SKLEARN_PACKAGES = ("scikit-learn", "skops", "pandas")
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """What `tabship build` was asked for."""
+
+    tag: str
+    base_image: str = DEFAULT_BASE_IMAGE
+    engine: str | None = None
+    wheelhouse: Path | None = None
+    push: bool = False
+    context_dir: Path | None = None
+    python_version: str = f"{sys.version_info.major}.{sys.version_info.minor}"
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def dependency_closure(top: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of `top` and everything they require here (markers evaluated, no extras)."""
+    from packaging.requirements import Requirement
+
+    pins: dict[str, str] = {}
+    pending = list(top)
+    while pending:
+        name = _normal(pending.pop())
+        if name in pins:
+            continue
+        try:
+            pins[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            raise ConfigError(
+                f"{name} is needed in the image but not installed here; install tabship's dependencies"
+            ) from None
+        for text in metadata.requires(name) or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(requirement.name)
+    return dict(sorted(pins.items()))
+
+
+def serving_pins(engine: str) -> dict[str, str]:
+    """Pinned packages for an image serving with `engine` (no scikit-learn when ONNX serves)."""
+    return dependency_closure(SERVING_PACKAGES + (SKLEARN_PACKAGES if engine == "sklearn" else ()))
+
+
+def render_requirements(pins: dict[str, str], hashes: dict[str, list[str]]) -> str:
+    """A requirements file with exact versions and the sha256 of every allowed wheel."""
+    lines = ["# Serving dependencies, pinned to the versions tabship trained with.\n"]
+    for name, version in pins.items():
+        digests = " ".join(f"--hash=sha256:{h}" for h in hashes.get(name, []))
+        lines.append(f"{name}=={version} {digests}".rstrip() + "\n")
+    return "".join(lines)
+
+
+def render_dockerfile(artifact: Artifact, options: ImageOptions) -> str:
+    """The multi-stage Dockerfile: a builder with pip, a final stage with the venv and the model only."""
+    meta = artifact.metadata
+    labels = {
+        "org.opencontainers.image.title": f"tabship model {meta['model']['name']} ({meta['target']})",
+        "org.opencontainers.image.version": __version__,
+        "org.opencontainers.image.source": f"pkg:pypi/tabship@{__version__}",
+        "org.opencontainers.image.created": str(meta["created"]),
+        "org.opencontainers.image.revision": artifact.sha256,
+        "io.tabship.model.sha256": artifact.sha256,
+        "io.tabship.engine": str(meta["engine"]),
+        **options.labels,
+    }
+    label_lines = " \\\n      ".join(f'{key}="{value}"' for key, value in labels.items())
+    health = (
+        "import os, urllib.request; "
+        "urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('TABSHIP_PORT', '8080') + '/healthz', timeout=2)"
+    )
+    return f"""# syntax=docker/dockerfile:1
+# Rendered by tabship {__version__}. Builder: installs pinned wheels from wheels/ only (no index).
+FROM {options.base_image} AS builder
+HEALTHCHECK NONE
+LABEL io.tabship.stage="builder"
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+COPY requirements.txt /build/requirements.txt
+COPY wheels/ /build/wheels/
+COPY tabship/ /opt/app/lib/tabship/
+RUN python3 -m venv /opt/venv \\
+ && /opt/venv/bin/pip install --no-index --find-links /build/wheels --no-deps --require-hashes -r /build/requirements.txt \\
+ && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \\
+ && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {{}} + \\
+ && find /opt/venv -name '*.pyx' -delete -o -name '*.pxd' -delete -o -name '*.h' -delete \\
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib /opt/app/lib
+
+# Runtime: no pip, no compilers, no caches; a numeric non-root user; read-only root file system friendly.
+FROM {options.base_image}
+LABEL {label_lines}
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/app/lib /opt/app/lib
+COPY model/ /opt/app/model/
+ENV PATH=/opt/venv/bin:$PATH \\
+    PYTHONPATH=/opt/app/lib \\
+    PYTHONDONTWRITEBYTECODE=1 \\
+    PYTHONUNBUFFERED=1 \\
+    TABSHIP_HOST=0.0.0.0 \\
+    TABSHIP_PORT={PORT}
+USER {RUNTIME_UID}:{RUNTIME_UID}
+WORKDIR /tmp
+EXPOSE {PORT}
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \\
+  CMD ["/opt/venv/bin/python", "-c", "{health}"]
+CMD ["/opt/venv/bin/python", "-m", "tabship.serve", "/opt/app/model"]
+"""
+
+
+DOCKERIGNORE = "**/__pycache__\n**/*.pyc\n.git\n"
+
+
+def _wheel_matches(path: Path, name: str, version: str) -> bool:
+    parts = path.name.split("-")
+    return len(parts) >= 5 and _normal(parts[0]) == name and parts[1] == version
+
+
+def fill_wheelhouse(
+    pins: dict[str, str], wheelhouse: Path, python_version: str, runner: Runner
+) -> dict[str, list[str]]:
+    """Download into `wheelhouse` whatever pinned wheel it lacks; return each package's wheel sha256s."""
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    missing = [
+        f"{name}=={version}"
+        for name, version in pins.items()
+        if not any(_wheel_matches(p, name, version) for p in wheelhouse.glob("*.whl"))
+    ]
+    if missing:
+        runner.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                python_version,
+                "--dest",
+                str(wheelhouse),
+                *missing,
+            ],
+            step="download wheels into the wheelhouse",
+        )
+    hashes: dict[str, list[str]] = {}
+    for name, version in pins.items():
+        wheels = sorted(p for p in wheelhouse.glob("*.whl") if _wheel_matches(p, name, version))
+        if not wheels:
+            raise ToolError(
+                f"the wheelhouse {wheelhouse} has no wheel for {name}=={version}; download it there (pip download)"
+            )
+        hashes[name] = [hashlib.sha256(w.read_bytes()).hexdigest() for w in wheels]
+    return hashes
+
+
+def write_context(
+    artifact: Artifact, options: ImageOptions, runner: Runner, default_wheelhouse: Path
+) -> Path:
+    """Write the build context: Dockerfile, .dockerignore, requirements.txt, wheels/, model/, tabship/."""
+    context = options.context_dir or Path(tempfile.mkdtemp(prefix="tabship-build-"))
+    if context.exists() and any(context.iterdir()):
+        raise OutputExistsError(f"{context} is not empty; give --context-dir a new or empty folder")
+    context.mkdir(parents=True, exist_ok=True)
+    pins = serving_pins(str(artifact.metadata["engine"]))
+    wheelhouse = options.wheelhouse or default_wheelhouse
+    hashes = fill_wheelhouse(pins, wheelhouse, options.python_version, runner)
+    (context / "wheels").mkdir()
+    for name, version in pins.items():
+        for wheel in wheelhouse.glob("*.whl"):
+            if _wheel_matches(wheel, name, version):
+                shutil.copy2(wheel, context / "wheels" / wheel.name)
+    model = context / "model"
+    model.mkdir()
+    for name in ["tabship.json", *artifact.metadata["files"]]:
+        (model / name).write_bytes(
+            artifact.read(name)
+            if name != "tabship.json"
+            else (artifact.directory / name).read_bytes()
+        )
+    package = Path(__file__).resolve().parent
+    shutil.copytree(
+        package, context / "tabship", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    (context / "requirements.txt").write_text(render_requirements(pins, hashes))
+    (context / ".dockerignore").write_text(DOCKERIGNORE)
+    (context / "Dockerfile").write_text(render_dockerfile(artifact, options))
+    return context
+
+
+def pick_engine(preferred: str | None, runner: Runner) -> str:
+    """The container engine: the one asked for, else docker when its daemon answers, else podman."""
+    if preferred is not None:
+        if preferred not in ("docker", "podman"):
+            raise ConfigError(f"--engine {preferred!r} is not one of: docker, podman")
+        return preferred
+    has_docker, has_podman = shutil.which("docker") is not None, shutil.which("podman") is not None
+    if has_docker and (
+        not has_podman
+        or runner.run(["docker", "info"], step="docker info", check=False).returncode == 0
+    ):
+        return "docker"
+    if has_podman:
+        return "podman"
+    raise ToolError("build: neither docker nor podman is installed; install one, or pass --engine")
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """The outcome of `tabship build`."""
+
+    tag: str
+    engine: str
+    context: Path
+    pushed: bool
+
+
+def build_image(
+    model: Path, options: ImageOptions, runner: Runner, default_wheelhouse: Path
+) -> BuiltImage:
+    """Verify the model, write the context and build (and push) the image with docker or podman."""
+    artifact = Artifact.open(model)
+    engine = pick_engine(options.engine, runner)
+    context = write_context(artifact, options, runner, default_wheelhouse)
+    build: list[str] = [engine, "build", "--tag", options.tag]
+    if engine == "podman":
+        build += ["--format", "docker"]  # the OCI format drops HEALTHCHECK
+    runner.run([*build, str(context)], step=f"{engine} build")
+    if options.push:
+        runner.run([engine, "push", options.tag], step=f"{engine} push")
+    return BuiltImage(options.tag, engine, context, options.push)
