@@ -35,6 +35,12 @@ install: $(STAMP)
 # tests; each step is skipped when done and retried when apt fails.
 system-deps:
 	bash scripts/setup-podman.sh
+	@command -v kubectl >/dev/null || for attempt in 1 2 3; do \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kubernetes-client >/dev/null && break; \
+	  echo "apt-get attempt $$attempt failed; retrying" >&2; sleep 5; \
+	  [ $$attempt -lt 3 ] || exit 1; \
+	done
 	@command -v chromium >/dev/null || for attempt in 1 2 3; do \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null && break; \

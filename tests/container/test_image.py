@@ -52,7 +52,7 @@ def image(insurance_model: TrainedModel, tmp_path_factory: pytest.TempPathFactor
     if podman("image", "exists", BASE_IMAGE, check=False).returncode != 0:
         pytest.skip(f"base image {BASE_IMAGE} is missing; run scripts/setup-podman.sh")
     tag = f"localhost/tabship-e2e-{uuid.uuid4().hex[:8]}:test"
-    wheelhouse = REPO / ".pytest_cache" / "tabship-wheels"
+    wheelhouse = REPO / ".pytest_cache" / "tabship-cache" / "wheels"
     started = time.monotonic()
     built = subprocess.run(
         [

@@ -185,6 +185,7 @@ def test_unknown_route_and_method(server: Server) -> None:
 def test_probes_model_and_docs(server: Server) -> None:
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
     assert httpx.get(server.url + "/readyz").json() == {"status": "ready"}
+    assert httpx.get(server.url + "/startupz").json() == {"status": "started"}
     model = httpx.get(server.url + "/v1/model").json()
     assert model["task"] == "regression" and model["engine"] == "onnx" and model["max_batch"] == 50
     assert [f["name"] for f in model["schema"]] == [

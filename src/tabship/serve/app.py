@@ -34,7 +34,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+PROBES = frozenset({"/healthz", "/readyz", "/startupz", "/metrics"})
 ROUTES = frozenset(
     {"/", "/predict", "/predict_api", "/v1/predict", "/v1/model", "/docs", "/openapi.json", *PROBES}
 )
@@ -339,6 +339,14 @@ def create_app(
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
+
+    @app.get(
+        "/startupz", summary="Startup: model loaded and warmed up (draining does not change it)"
+    )
+    async def startupz() -> JSONResponse:
+        if not state.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "started"})
 
     @app.get("/readyz", summary="Readiness: model loaded and warmed up, not draining")
     async def readyz() -> JSONResponse:

@@ -1,0 +1,327 @@
+"""Deploy plans: GKE (the tutorial's steps 3-10 on today's GCP) and any cluster kubectl reaches.
+
+A plan is a list of steps, each an argument list (with an optional check that skips it when
+its resource exists), so `--dry-run` prints exactly what a real run executes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tabship.artifact import Artifact
+from tabship.container import ImageOptions, build_image
+from tabship.deploy.manifests import ManifestOptions, dns_name, render_manifests, write_manifests
+from tabship.deploy.policy import check_objects
+from tabship.errors import TabshipError
+from tabship.runner import Runner, ToolError
+
+EXTERNAL_IP_TRIES = 60
+EXTERNAL_IP_WAIT_SECONDS = 5.0
+
+
+@dataclass
+class Step:
+    """One step: skipped when `check` succeeds; `command` runs, or `work` does it in-process."""
+
+    title: str
+    command: list[str]
+    check: list[str] | None = None
+    work: Callable[[], None] | None = None
+    capture: Callable[[str], None] | None = None
+
+
+@dataclass(frozen=True)
+class GkeOptions:
+    """What `tabship deploy gke` was asked for."""
+
+    project: str
+    region: str
+    cluster: str = "tabship"
+    repository: str = "tabship"
+    nodes: int | None = None
+    engine: str = "docker"
+    name: str | None = None
+    namespace: str | None = None
+    manifests_dir: Path | None = None
+    wheelhouse: Path | None = None
+    manifest_options: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class DeployState:
+    """What earlier steps learned for later ones."""
+
+    digest: str | None = None
+    external_ip: str = ""
+
+
+def registry_host(region: str) -> str:
+    """Artifact Registry's Docker host for a region (gcr.io no longer takes pushes)."""
+    return f"{region}-docker.pkg.dev"
+
+
+def gke_image(artifact: Artifact, options: GkeOptions, name: str) -> str:
+    """REGION-docker.pkg.dev/PROJECT/REPOSITORY/NAME:TAG, tagged with the model's sha256 prefix."""
+    return f"{registry_host(options.region)}/{options.project}/{options.repository}/{name}:{artifact.sha256[:12]}"
+
+
+def _cluster_steps(options: GkeOptions) -> list[Step]:
+    where = ["--location", options.region, "--project", options.project]
+    if options.nodes is None:
+        create = ["gcloud", "container", "clusters", "create-auto", options.cluster, *where]
+    else:
+        create = [
+            "gcloud",
+            "container",
+            "clusters",
+            "create",
+            options.cluster,
+            "--num-nodes",
+            str(options.nodes),
+            *where,
+        ]
+    return [
+        Step(
+            "create the GKE cluster (if missing)",
+            create,
+            check=["gcloud", "container", "clusters", "describe", options.cluster, *where],
+        ),
+        Step(
+            "get cluster credentials for kubectl",
+            ["gcloud", "container", "clusters", "get-credentials", options.cluster, *where],
+        ),
+    ]
+
+
+def _rollout_steps(
+    kubectl: list[str],
+    name: str,
+    directory: Path,
+    state: DeployState,
+    runner: Runner,
+    namespace: str | None,
+) -> list[Step]:
+    ns = ["--namespace", namespace] if namespace else []
+
+    def wait_for_ip() -> None:
+        for _ in range(EXTERNAL_IP_TRIES):
+            result = runner.run(
+                [
+                    *kubectl,
+                    "get",
+                    "service",
+                    name,
+                    *ns,
+                    "--output",
+                    "jsonpath={.status.loadBalancer.ingress[0].ip}",
+                ],
+                step="read the Service's external IP",
+            )
+            state.external_ip = result.stdout.strip()
+            if state.external_ip:
+                return
+            time.sleep(EXTERNAL_IP_WAIT_SECONDS)
+        raise ToolError(
+            f"the Service {name} got no external IP in {EXTERNAL_IP_TRIES * EXTERNAL_IP_WAIT_SECONDS:.0f} s; see `kubectl describe service {name}`"
+        )
+
+    return [
+        Step("apply the manifests", [*kubectl, "apply", "--kustomize", str(directory)]),
+        Step(
+            "wait for the rollout",
+            [*kubectl, "rollout", "status", f"deployment/{name}", *ns, "--timeout", "600s"],
+        ),
+        Step(
+            "wait for the external IP",
+            [
+                *kubectl,
+                "get",
+                "service",
+                name,
+                *ns,
+                "--output",
+                "jsonpath={.status.loadBalancer.ingress[0].ip}",
+            ],
+            work=wait_for_ip,
+        ),
+    ]
+
+
+def _manifest_step(
+    artifact: Artifact,
+    image: Callable[[], str],
+    directory: Path,
+    name: str,
+    namespace: str | None,
+    extra: dict[str, object],
+) -> Step:
+    def write() -> None:
+        options = ManifestOptions(image=image(), name=name, namespace=namespace, **extra)  # type: ignore[arg-type]
+        objects = render_manifests(artifact, options)
+        findings = check_objects(objects)
+        if findings:
+            raise TabshipError("the manifests break policy: " + "; ".join(str(f) for f in findings))
+        write_manifests(objects, directory, namespace, force=True)
+
+    return Step(
+        "write the Kubernetes manifests",
+        ["tabship", "manifests", str(artifact.directory), "--image", "IMAGE", "-o", str(directory)],
+        work=write,
+    )
+
+
+def plan_gke(
+    artifact: Artifact, options: GkeOptions, runner: Runner, state: DeployState
+) -> list[Step]:
+    """Every step of `tabship deploy gke`, in order."""
+    name = dns_name(options.name or f"tabship-{artifact.metadata['target']}")
+    image = gke_image(artifact, options, name)
+    directory = options.manifests_dir or Path(tempfile.mkdtemp(prefix="tabship-k8s-"))
+    where = ["--location", options.region, "--project", options.project]
+    engine = options.engine
+
+    def build() -> None:
+        build_image(
+            artifact.directory,
+            ImageOptions(tag=image, engine=engine, wheelhouse=options.wheelhouse),
+            runner,
+            (options.wheelhouse or directory / "wheels"),
+        )
+
+    def remember_digest(out: str) -> None:
+        digest = out.strip().rsplit("@", 1)[-1]
+        state.digest = digest if digest.startswith("sha256:") else None
+
+    def image_ref() -> str:
+        return f"{image.rsplit(':', 1)[0]}@{state.digest}" if state.digest else image
+
+    inspect = [
+        engine,
+        "image",
+        "inspect",
+        "--format",
+        "{{.Digest}}" if engine == "podman" else "{{index .RepoDigests 0}}",
+        image,
+    ]
+    return [
+        Step(
+            "enable the Artifact Registry and GKE APIs",
+            [
+                "gcloud",
+                "services",
+                "enable",
+                "artifactregistry.googleapis.com",
+                "container.googleapis.com",
+                "--project",
+                options.project,
+            ],
+        ),
+        Step(
+            "create the Artifact Registry repository (if missing)",
+            [
+                "gcloud",
+                "artifacts",
+                "repositories",
+                "create",
+                options.repository,
+                "--repository-format",
+                "docker",
+                *where,
+            ],
+            check=["gcloud", "artifacts", "repositories", "describe", options.repository, *where],
+        ),
+        Step(
+            "let the container engine push there",
+            ["gcloud", "auth", "configure-docker", registry_host(options.region), "--quiet"],
+        ),
+        Step(
+            "build the image (if this model's tag is not in the registry)",
+            ["tabship", "build", str(artifact.directory), "--tag", image, "--engine", engine],
+            check=[
+                "gcloud",
+                "artifacts",
+                "docker",
+                "images",
+                "describe",
+                image,
+                "--project",
+                options.project,
+            ],
+            work=build,
+        ),
+        Step(
+            "push the image",
+            [engine, "push", image],
+            check=[
+                "gcloud",
+                "artifacts",
+                "docker",
+                "images",
+                "describe",
+                image,
+                "--project",
+                options.project,
+            ],
+        ),
+        Step("read the image digest", inspect, capture=remember_digest),
+        *_cluster_steps(options),
+        _manifest_step(
+            artifact, image_ref, directory, name, options.namespace, options.manifest_options
+        ),
+        *_rollout_steps(["kubectl"], name, directory, state, runner, options.namespace),
+    ]
+
+
+def plan_k8s(
+    artifact: Artifact,
+    image: str,
+    context: str | None,
+    runner: Runner,
+    state: DeployState,
+    name: str | None = None,
+    namespace: str | None = None,
+    manifests_dir: Path | None = None,
+    extra: dict[str, object] | None = None,
+) -> list[Step]:
+    """`tabship deploy k8s`: manifests for an existing image, applied to the cluster kubectl reaches."""
+    resolved = dns_name(name or f"tabship-{artifact.metadata['target']}")
+    directory = manifests_dir or Path(tempfile.mkdtemp(prefix="tabship-k8s-"))
+    kubectl = ["kubectl", *(["--context", context] if context else [])]
+    return [
+        _manifest_step(artifact, lambda: image, directory, resolved, namespace, extra or {}),
+        *_rollout_steps(kubectl, resolved, directory, state, runner, namespace),
+    ]
+
+
+def apply_plan(steps: list[Step], runner: Runner, say: Callable[[str], None]) -> None:
+    """Run the steps in order; skip those whose check passes; stop at the first failure with advice."""
+    total = len(steps)
+    for number, step in enumerate(steps, start=1):
+        label = f"[{number}/{total}] {step.title}"
+        if runner.dry_run:
+            say(label)
+            if step.check:
+                say("    skip if this succeeds: " + " ".join(step.check))
+            say("    " + " ".join(step.command))
+            continue
+        try:
+            if step.check and runner.run(step.check, step=step.title, check=False).returncode == 0:
+                say(f"{label}: exists, skipped")
+                continue
+            say(label)
+            if step.work is not None:
+                step.work()
+            elif step.capture is not None:
+                # Only a hint for later steps (the digest): without it they use the tag.
+                result = runner.run(step.command, step=step.title, check=False)
+                step.capture(result.stdout if result.returncode == 0 else "")
+            else:
+                runner.run(step.command, step=step.title)
+        except TabshipError as exc:
+            raise ToolError(
+                f"step {number}/{total} ({step.title}) failed: {exc}. Fix the cause and run the same command again: finished steps are skipped"
+            ) from None

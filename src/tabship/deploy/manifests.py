@@ -1,0 +1,291 @@
+"""Kubernetes objects for a model, rendered as plain dicts (pure), and written as a kustomize folder."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tabship import __version__
+from tabship.artifact import Artifact
+from tabship.errors import ConfigError
+
+PORT = 8080
+RUNTIME_UID = 10001
+FILES = {
+    "ServiceAccount": "serviceaccount.yaml",
+    "Deployment": "deployment.yaml",
+    "Service": "service.yaml",
+    "HorizontalPodAutoscaler": "hpa.yaml",
+    "PodDisruptionBudget": "pdb.yaml",
+    "NetworkPolicy": "networkpolicy.yaml",
+}
+
+
+@dataclass(frozen=True)
+class ManifestOptions:
+    """What `tabship manifests` was asked for; times are in seconds."""
+
+    image: str
+    name: str | None = None
+    namespace: str | None = None
+    min_replicas: int = 2
+    max_replicas: int = 10
+    cpu_target: int = 70
+    cpu: str = "250m"
+    memory: str = "512Mi"
+    digest: str | None = None
+    pre_stop_seconds: int = 5
+    drain_delay: int = 2
+    graceful_timeout: int = 20
+
+
+def dns_name(text: str) -> str:
+    """A DNS-1123 label from any text: lower case, dashes, at most 63 characters."""
+    label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63].strip("-")
+    if not label:
+        raise ConfigError(f"{text!r} gives no usable Kubernetes name; pass --name")
+    return label
+
+
+def _image(options: ManifestOptions) -> str:
+    if options.digest and "@" not in options.image:
+        return f"{options.image.rsplit(':', 1)[0] if ':' in options.image.rsplit('/', 1)[-1] else options.image}@{options.digest}"
+    return options.image
+
+
+def _check(options: ManifestOptions) -> None:
+    if not 1 <= options.min_replicas <= options.max_replicas:
+        raise ConfigError(
+            f"--min-replicas {options.min_replicas} and --max-replicas {options.max_replicas}: need 1 <= min <= max"
+        )
+    if not 1 <= options.cpu_target <= 100:
+        raise ConfigError(f"--cpu-target {options.cpu_target} must be a percentage from 1 to 100")
+    if not re.fullmatch(r"\d+(\.\d+)?m?", options.cpu):
+        raise ConfigError(f"--cpu {options.cpu!r} is not a CPU quantity such as 250m or 1")
+    if not re.fullmatch(r"\d+(Ki|Mi|Gi|K|M|G)?", options.memory):
+        raise ConfigError(f"--memory {options.memory!r} is not a memory quantity such as 512Mi")
+
+
+def grace_period(options: ManifestOptions) -> int:
+    """Seconds Kubernetes waits after starting termination: preStop + drain + in-flight + margin."""
+    return options.pre_stop_seconds + options.drain_delay + options.graceful_timeout + 3
+
+
+def render_manifests(artifact: Artifact, options: ManifestOptions) -> list[dict[str, Any]]:
+    """ServiceAccount, Deployment, Service, HPA, PDB and NetworkPolicy for one model."""
+    _check(options)
+    meta = artifact.metadata
+    name = dns_name(options.name or f"tabship-{meta['target']}")
+    selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name}
+    labels = {
+        **selector,
+        "app.kubernetes.io/version": artifact.sha256[:12],
+        "app.kubernetes.io/component": "predictor",
+        "app.kubernetes.io/part-of": "tabship",
+        "app.kubernetes.io/managed-by": "tabship",
+    }
+
+    def metadata(kind_labels: dict[str, str] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": name, "labels": kind_labels or labels}
+        if options.namespace:
+            out["namespace"] = options.namespace
+        return out
+
+    def probe(path: str, period: int, failures: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": path, "port": "http"},
+            "periodSeconds": period,
+            "timeoutSeconds": 2,
+            "failureThreshold": failures,
+        }
+
+    container = {
+        "name": "predictor",
+        "image": _image(options),
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "env": [
+            {"name": "TABSHIP_HOST", "value": "0.0.0.0"},  # noqa: S104 - inside the pod network
+            {"name": "TABSHIP_PORT", "value": str(PORT)},
+            {"name": "TABSHIP_DRAIN_DELAY", "value": str(options.drain_delay)},
+            {"name": "TABSHIP_GRACEFUL_TIMEOUT", "value": str(options.graceful_timeout)},
+        ],
+        "resources": {
+            "requests": {"cpu": options.cpu, "memory": options.memory},
+            "limits": {"memory": options.memory},
+        },
+        "startupProbe": probe("/startupz", 1, 60),
+        "readinessProbe": probe("/readyz", 5, 2),
+        "livenessProbe": probe("/healthz", 10, 3),
+        # The endpoint is removed while the pod sleeps here, before SIGTERM starts the drain.
+        "lifecycle": {"preStop": {"sleep": {"seconds": options.pre_stop_seconds}}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - the pod's own emptyDir
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            **metadata(),
+            "annotations": {
+                "tabship.io/model-sha256": artifact.sha256,
+                "tabship.io/version": __version__,
+            },
+        },
+        "spec": {
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": selector},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {"tabship.io/model-sha256": artifact.sha256},
+                },
+                "spec": {
+                    "serviceAccountName": name,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": grace_period(options),
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUNTIME_UID,
+                        "runAsGroup": RUNTIME_UID,
+                        "fsGroup": RUNTIME_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": key,
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": selector},
+                        }
+                        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+                    ],
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}
+                    ],
+                },
+            },
+        },
+    }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": metadata(),
+            "automountServiceAccountToken": False,
+        },
+        deployment,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": metadata(),
+            "spec": {
+                "type": "LoadBalancer",
+                "selector": selector,
+                "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            },
+        },
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": metadata(),
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                "minReplicas": options.min_replicas,
+                "maxReplicas": options.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {
+                                "type": "Utilization",
+                                "averageUtilization": options.cpu_target,
+                            },
+                        },
+                    }
+                ],
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
+            },
+        },
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": metadata(),
+            "spec": {
+                "maxUnavailable": 1,
+                "selector": {"matchLabels": selector},
+                "unhealthyPodEvictionPolicy": "AlwaysAllow",
+            },
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": metadata(),
+            "spec": {
+                "podSelector": {"matchLabels": selector},
+                "policyTypes": ["Ingress", "Egress"],
+                # Load-balancer traffic arrives from outside the cluster, so the port is open to all;
+                # the server needs no egress at all.
+                "ingress": [{"ports": [{"port": PORT, "protocol": "TCP"}]}],
+                "egress": [],
+            },
+        },
+    ]
+
+
+def render_kustomization(objects: list[dict[str, Any]], namespace: str | None) -> dict[str, Any]:
+    """The kustomization.yaml listing one file per object."""
+    out: dict[str, Any] = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [FILES[obj["kind"]] for obj in objects],
+    }
+    if namespace:
+        out["namespace"] = namespace
+    return out
+
+
+def to_yaml(obj: dict[str, Any]) -> str:
+    """Block-style YAML with keys in the order they were written."""
+    import yaml
+
+    return str(yaml.safe_dump(obj, sort_keys=False, default_flow_style=False))
+
+
+def write_manifests(
+    objects: list[dict[str, Any]], directory: Path, namespace: str | None, force: bool = False
+) -> list[Path]:
+    """Write the kustomize folder; refuse to replace files there unless `force`."""
+    targets = {FILES[obj["kind"]]: obj for obj in objects}
+    existing = [name for name in [*targets, "kustomization.yaml"] if (directory / name).exists()]
+    if existing and not force:
+        from tabship.errors import OutputExistsError
+
+        raise OutputExistsError(
+            f"{directory} already has {', '.join(existing)}; choose another -o or pass --force"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for filename, obj in targets.items():
+        (directory / filename).write_text(to_yaml(obj))
+        written.append(directory / filename)
+    (directory / "kustomization.yaml").write_text(to_yaml(render_kustomization(objects, namespace)))
+    return [*written, directory / "kustomization.yaml"]

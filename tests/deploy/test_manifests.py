@@ -1,0 +1,281 @@
+"""Rendered manifests: their content, the official schemas, kustomize, and the policy checker."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tabship.deploy.manifests import (
+    ManifestOptions,
+    grace_period,
+    render_manifests,
+    write_manifests,
+)
+from tabship.deploy.policy import RULES, check_objects, load_folder
+from tabship.errors import ConfigError, OutputExistsError
+from tabship.workflow import TrainedModel
+
+VALIDATE = str(Path(sys.executable).with_name("kubernetes-validate"))
+TABSHIP = str(Path(sys.executable).with_name("tabship"))
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.fixture
+def objects(tiny_model: TrainedModel) -> list[dict[str, Any]]:
+    return render_manifests(
+        tiny_model.artifact, ManifestOptions(image="registry.example/team/charges:v1")
+    )
+
+
+def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {obj["kind"]: obj for obj in objects}
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return by_kind(objects)["Deployment"]["spec"]["template"]["spec"]["containers"][0]  # type: ignore[no-any-return]
+
+
+def test_objects_are_production_shaped(
+    objects: list[dict[str, Any]], tiny_model: TrainedModel
+) -> None:
+    kinds = by_kind(objects)
+    assert list(kinds) == [
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    ]
+    deployment = kinds["Deployment"]
+    assert "replicas" not in deployment["spec"]
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    pod = deployment["spec"]["template"]["spec"]
+    assert (
+        pod["automountServiceAccountToken"] is False
+        and pod["serviceAccountName"] == "tabship-charges"
+    )
+    c = container(objects)
+    paths = [c[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")]
+    assert paths == ["/startupz", "/readyz", "/healthz"]
+    assert c["resources"] == {
+        "requests": {"cpu": "250m", "memory": "512Mi"},
+        "limits": {"memory": "512Mi"},
+    }
+    sc = c["securityContext"]
+    assert (
+        sc["runAsNonRoot"]
+        and sc["runAsUser"] >= 10000
+        and sc["readOnlyRootFilesystem"]
+        and not sc["allowPrivilegeEscalation"]
+    )
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {
+        "type": "RuntimeDefault"
+    }
+    assert (
+        c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+        and pod["volumes"][0]["emptyDir"]
+    )
+    pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert (
+        pre_stop + 2 + 20
+        < pod["terminationGracePeriodSeconds"]
+        == grace_period(ManifestOptions(image="x:1"))
+    )
+    service = kinds["Service"]["spec"]
+    assert service["type"] == "LoadBalancer" and service["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert c["ports"][0]["containerPort"] == 8080
+    hpa = kinds["HorizontalPodAutoscaler"]["spec"]
+    assert (
+        hpa["minReplicas"],
+        hpa["maxReplicas"],
+        hpa["metrics"][0]["resource"]["target"]["averageUtilization"],
+    ) == (2, 10, 70)
+    labels = deployment["metadata"]["labels"]
+    assert (
+        labels["app.kubernetes.io/name"] == "tabship-charges"
+        and labels["app.kubernetes.io/managed-by"] == "tabship"
+    )
+    assert (
+        deployment["metadata"]["annotations"]["tabship.io/model-sha256"]
+        == tiny_model.artifact.sha256
+    )
+
+
+def test_image_by_digest_and_options(tiny_model: TrainedModel) -> None:
+    options = ManifestOptions(
+        image="registry.example/team/charges:v1",
+        digest=DIGEST,
+        name="Charges API",
+        namespace="ml",
+        min_replicas=3,
+        max_replicas=6,
+        cpu="500m",
+        memory="1Gi",
+    )
+    objects = render_manifests(tiny_model.artifact, options)
+    c = container(objects)
+    assert c["image"] == f"registry.example/team/charges@{DIGEST}"
+    assert all(
+        obj["metadata"]["namespace"] == "ml" and obj["metadata"]["name"] == "charges-api"
+        for obj in objects
+    )
+    assert c["resources"]["limits"]["memory"] == "1Gi"
+    with pytest.raises(ConfigError, match="need 1 <= min <= max"):
+        render_manifests(
+            tiny_model.artifact, ManifestOptions(image="x:1", min_replicas=5, max_replicas=2)
+        )
+    with pytest.raises(ConfigError, match="not a memory quantity"):
+        render_manifests(tiny_model.artifact, ManifestOptions(image="x:1", memory="lots"))
+
+
+def test_folder_validates_against_official_schemas_and_kustomize(
+    objects: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    written = write_manifests(objects, tmp_path / "k8s", None)
+    resources = [str(p) for p in written if p.name != "kustomization.yaml"]
+    for version in ("1.30.0", "1.37.0"):
+        result = subprocess.run(
+            [VALIDATE, "--strict", "--kubernetes-version", version, *resources],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.count("passed") == len(resources)
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is missing; `make test` installs it")
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(tmp_path / "k8s")], capture_output=True, text=True
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    kinds = [line for line in rendered.stdout.splitlines() if line.startswith("kind: ")]
+    assert sorted(kinds) == sorted(f"kind: {obj['kind']}" for obj in objects)
+    with pytest.raises(OutputExistsError, match="pass --force"):
+        write_manifests(objects, tmp_path / "k8s", None)
+
+
+def test_our_manifests_pass_policy(objects: list[dict[str, Any]]) -> None:
+    assert check_objects(objects) == []
+
+
+def _pod(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    return by_kind(objs)["Deployment"]["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def _sc(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    return container(objs)["securityContext"]  # type: ignore[no-any-return]
+
+
+def _drop_kind(kind: str) -> Callable[[list[dict[str, Any]]], None]:
+    def mutate(objs: list[dict[str, Any]]) -> None:
+        objs[:] = [o for o in objs if o["kind"] != kind]
+
+    return mutate
+
+
+# One deliberately bad variant per rule: the checker must name exactly that rule.
+BAD: dict[str, Callable[[list[dict[str, Any]]], None]] = {
+    "privileged-container": lambda o: _sc(o).update(privileged=True),
+    "privilege-escalation-container": lambda o: _sc(o).update(allowPrivilegeEscalation=True),
+    "run-as-non-root": lambda o: (
+        _sc(o).pop("runAsNonRoot"),
+        _pod(o)["securityContext"].pop("runAsNonRoot"),
+    ),
+    "container-security-context-user-group-id": lambda o: _sc(o).update(runAsUser=1000),
+    "drop-net-raw-capability": lambda o: _sc(o).update(
+        capabilities={"drop": ["ALL"], "add": ["NET_RAW"]}
+    ),
+    "container-seccomp-profile": lambda o: _sc(o).update(seccompProfile={"type": "Unconfined"}),
+    "no-read-only-root-fs": lambda o: _sc(o).update(readOnlyRootFilesystem=False),
+    "unset-cpu-requirements": lambda o: container(o)["resources"]["requests"].pop("cpu"),
+    "unset-memory-requirements": lambda o: container(o)["resources"].pop("limits"),
+    "container-memory-requests-equal-limits": lambda o: container(o)["resources"]["limits"].update(
+        memory="2Gi"
+    ),
+    "no-startup-probe": lambda o: container(o).pop("startupProbe"),
+    "no-readiness-probe": lambda o: container(o).pop("readinessProbe"),
+    "no-liveness-probe": lambda o: container(o).pop("livenessProbe"),
+    "pod-probes": lambda o: container(o)["livenessProbe"]["httpGet"].update(path="/readyz"),
+    "latest-tag": lambda o: container(o).update(image="registry.example/team/charges:latest"),
+    "host-network": lambda o: _pod(o).update(hostNetwork=True),
+    "host-pid": lambda o: _pod(o).update(hostPID=True),
+    "host-ipc": lambda o: _pod(o).update(hostIPC=True),
+    "writable-host-mount": lambda o: _pod(o)["volumes"].append(
+        {"name": "host", "hostPath": {"path": "/var"}}
+    ),
+    "automount-service-account-token": lambda o: _pod(o).pop("automountServiceAccountToken"),
+    "default-service-account": lambda o: _pod(o).pop("serviceAccountName"),
+    "no-rolling-update-strategy": lambda o: by_kind(o)["Deployment"]["spec"].update(
+        strategy={"type": "Recreate"}
+    ),
+    "deployment-targeted-by-hpa-does-not-have-replicas-configured": lambda o: by_kind(o)[
+        "Deployment"
+    ]["spec"].update(replicas=3),
+    "deployment-has-poddisruptionbudget": _drop_kind("PodDisruptionBudget"),
+    "non-isolated-pod": _drop_kind("NetworkPolicy"),
+    "termination-grace-period": lambda o: _pod(o).update(terminationGracePeriodSeconds=10),
+    "dangling-service": lambda o: by_kind(o)["Service"]["spec"].update(
+        selector={"app.kubernetes.io/name": "other"}
+    ),
+}
+
+
+def test_every_rule_has_a_bad_fixture() -> None:
+    assert set(BAD) == set(RULES)
+
+
+@pytest.mark.parametrize("rule", sorted(BAD))
+def test_each_bad_fixture_fires_its_rule(objects: list[dict[str, Any]], rule: str) -> None:
+    bad = copy.deepcopy(objects)
+    BAD[rule](bad)
+    findings = check_objects(bad)
+    assert {f.rule for f in findings} == {rule}, findings
+    assert findings[0].path.startswith(("Deployment/tabship-charges", "Service/tabship-charges"))
+
+
+def test_cli_manifests_and_check(tiny_model: TrainedModel, tmp_path: Path) -> None:
+    out = tmp_path / "k8s"
+    made = subprocess.run(
+        [
+            TABSHIP,
+            "manifests",
+            str(tiny_model.artifact.directory),
+            "--image",
+            "registry.example/x:v1",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0 and "policy: 0 findings" in made.stdout
+    assert (
+        subprocess.run(
+            [TABSHIP, "check-manifests", str(out)], capture_output=True, text=True
+        ).returncode
+        == 0
+    )
+    text = (
+        (out / "deployment.yaml")
+        .read_text()
+        .replace("readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false")
+    )
+    (out / "deployment.yaml").write_text(text)
+    checked = subprocess.run([TABSHIP, "check-manifests", str(out)], capture_output=True, text=True)
+    assert checked.returncode == 1
+    assert checked.stdout.startswith(
+        "no-read-only-root-fs: Deployment/tabship-charges.spec.template.spec.containers[predictor]: "
+    )
+    assert len(load_folder(out)) == 6
