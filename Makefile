@@ -66,8 +66,15 @@ typecheck: install
 
 check: lint typecheck test
 
+# Load is generated with wrk (Debian package), pinned apart from the server with taskset.
 bench: install
+	@command -v wrk >/dev/null || for attempt in 1 2 3; do \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null && break; \
+	  sleep 5; [ $$attempt -lt 3 ] || exit 1; \
+	done
 	$(BIN)/python bench/predict_latency.py
+	$(BIN)/python bench/serve_load.py
 
 image-size: install system-deps
 	$(BIN)/python bench/image_size.py

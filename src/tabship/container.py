@@ -20,7 +20,16 @@ DEFAULT_BASE_IMAGE = "python:3.11-slim"
 RUNTIME_UID = 10001
 PORT = 8080
 # What serving imports; the rest of the image is their dependency closure, nothing else.
-SERVING_PACKAGES = ("numpy", "onnxruntime", "fastapi", "uvicorn", "jinja2", "prometheus-client")
+SERVING_PACKAGES = (
+    "numpy",
+    "onnxruntime",
+    "fastapi",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "jinja2",
+    "prometheus-client",
+)
 SKLEARN_PACKAGES = ("scikit-learn", "skops", "pandas")
 
 

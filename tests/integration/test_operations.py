@@ -71,7 +71,9 @@ def test_sigterm_drains_fifty_in_flight_requests(model_dir: Path, tmp_path: Path
     assert ready.status_code == 503 and ready.json() == {"status": "draining"}
     assert time.monotonic() - signalled < 1.0
     assert httpx.get(server.url + "/healthz").status_code == 200
-    assert httpx.get(server.url + "/startupz").status_code == 200  # started stays true while draining
+    assert (
+        httpx.get(server.url + "/startupz").status_code == 200
+    )  # started stays true while draining
     results = [finish_request(conn) for conn in held]
     assert [status for status, _ in results] == [200] * 50
     assert all(float(body) > 0 for _, body in results)
