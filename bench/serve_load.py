@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pandas as pd
 
 from tabship.datasets import BUILTIN, fetch
