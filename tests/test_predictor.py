@@ -71,3 +71,28 @@ def test_onnx_engine_imports_neither_pandas_nor_sklearn(tiny_model: TrainedModel
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_big_batches_split_across_threads_give_identical_results(tiny_model: TrainedModel) -> None:
+    from tabship.engines import PARALLEL_MIN_ROWS
+
+    from .conftest import make_tiny_table
+
+    frame = make_tiny_table(rows=PARALLEL_MIN_ROWS + 1234, seed=3).drop(columns="charges")
+    single = Predictor.load(tiny_model.artifact.directory, threads=1)
+    several = Predictor.load(tiny_model.artifact.directory, threads=3)
+    batch = single.schema.validate_frame(frame)
+    one, _ = single.predict_batch(batch)
+    split, _ = several.predict_batch(batch)
+    assert len(split) == len(frame) and np.array_equal(one, split)
+
+
+def test_big_classification_batches_keep_probabilities_aligned(cancer_model: TrainedModel, cancer_csv: Path) -> None:
+    frame = pd.read_csv(cancer_csv).drop(columns="diagnosis")
+    frame = pd.concat([frame] * 40, ignore_index=True)
+    single = Predictor.load(cancer_model.artifact.directory, threads=1)
+    several = Predictor.load(cancer_model.artifact.directory, threads=2)
+    batch = single.schema.validate_frame(frame)
+    labels_one, proba_one = single.predict_batch(batch)
+    labels_two, proba_two = several.predict_batch(batch)
+    assert np.array_equal(labels_one, labels_two) and np.array_equal(proba_one, proba_two)

@@ -196,12 +196,17 @@ def predict(
     ] = None,
 ) -> None:
     """Score a whole file in chunks: the input columns plus the prediction."""
+    import os
+
     from tabship.errors import TabshipError
     from tabship.predictor import Predictor
     from tabship.scoring import score_file
 
     try:
-        summary = score_file(Predictor.load(model, engine), data, output, force=force)
+        threads = os.cpu_count() or 1
+        summary = score_file(
+            Predictor.load(model, engine, threads=threads), data, output, force=force
+        )
     except TabshipError as exc:
         _fail(exc)
         return

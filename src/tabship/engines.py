@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from typing import Any, Protocol
 
 import numpy as np
 
 from tabship.schema import Schema
+
+# Below this many rows one run on one thread is faster than handing chunks to others.
+PARALLEL_MIN_ROWS = 20_000
 
 
 class Engine(Protocol):
@@ -44,17 +49,39 @@ class OnnxEngine:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        # One request is one small row: threads would only add hand-over latency.
-        options.intra_op_num_threads = threads
+        # A request is one small row: threads inside a run would only add hand-over latency.
+        # Big batches are split into row chunks run side by side instead (see run()).
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
+        self._threads = max(1, threads)
+        self._pool: ThreadPoolExecutor | None = None
         self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self._schema = schema
         self._input_names = [node.name for node in self._session.get_inputs()]
         self._classification = task == "classification"
 
     def run(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Run the graph on one batch of validated columns."""
-        outputs = self._session.run(None, onnx_feeds(self._schema, self._input_names, columns))
+        """Run the graph on validated columns; big batches run in row chunks on every thread."""
+        feeds = onnx_feeds(self._schema, self._input_names, columns)
+        rows = len(next(iter(feeds.values())))
+        if self._threads == 1 or rows < PARALLEL_MIN_ROWS:
+            return self._shape(self._session.run(None, feeds))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="tabship-onnx")
+        bounds = np.linspace(0, rows, self._threads + 1, dtype=np.int64)
+        # ONNX Runtime releases the GIL while it runs, so the chunks really run in parallel.
+        parts = list(
+            self._pool.map(
+                lambda span: self._session.run(
+                    None, {k: v[span[0] : span[1]] for k, v in feeds.items()}
+                ),
+                pairwise(bounds),
+            )
+        )
+        merged = [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
+        return self._shape(merged)
+
+    def _shape(self, outputs: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
         if self._classification:
             return np.asarray(outputs[0]).ravel(), np.asarray(outputs[1], dtype=np.float64)
         return np.asarray(outputs[0], dtype=np.float64).ravel(), None

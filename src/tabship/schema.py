@@ -271,14 +271,14 @@ class Schema:
                     )
                 columns[feature.name] = numbers.reshape(-1, 1)
             else:
-                text = (
-                    raw.astype(object)
-                    .where(~empty, MISSING_LEVEL)
-                    .astype(str)
-                    .to_numpy(dtype=object)
-                )
                 allowed = [level for level in feature.levels if level != MISSING_LEVEL]
-                unknown = ~empty & ~np.isin(text, allowed)
+                # One hashed lookup per column; code -1 means empty or not a known level.
+                labels = (
+                    raw if raw.dtype.kind in "OUT" or str(raw.dtype) == "str" else raw.astype(str)
+                )
+                codes = pd.Index(allowed, dtype=object).get_indexer(pd.Index(labels))
+                unknown = ~empty & (codes < 0)
+                text = np.array([*allowed, MISSING_LEVEL], dtype=object)[codes]
                 _flag(
                     problems,
                     feature,

@@ -77,12 +77,17 @@ def _config(app: object, settings: ServeSettings) -> uvicorn.Config:
     )
 
 
-def run_worker(model: Path, settings: ServeSettings, sock: socket.socket | None = None) -> None:
-    """Load the model and serve until a signal ends the process."""
+def run_worker(
+    model: Path,
+    settings: ServeSettings,
+    sock: socket.socket | None = None,
+    predictor: Predictor | None = None,
+) -> None:
+    """Load the model (unless given) and serve until a signal ends the process."""
     # Log collectors read stdout as lines; a block buffer would hold them back for minutes.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
-    predictor = Predictor.load(model, settings.engine)
+    predictor = predictor or Predictor.load(model, settings.engine)
     state = ServerState()
     server = DrainingServer(
         _config(create_app(predictor, settings, state), settings), state, settings.drain_delay
@@ -94,9 +99,9 @@ def run_worker(model: Path, settings: ServeSettings, sock: socket.socket | None 
 
 def serve(model: Path, settings: ServeSettings) -> None:
     """Serve `model`: in this process for one worker, else N worker processes on one socket."""
-    Predictor.load(model, settings.engine)  # fail here, once, on a bad model folder
+    predictor = Predictor.load(model, settings.engine)  # fail here, once, on a bad model folder
     if settings.workers == 1:
-        run_worker(model, settings)
+        run_worker(model, settings, predictor=predictor)
         return
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
