@@ -232,6 +232,10 @@ def serve(
         int | None,
         typer.Option(help="Requests handled at once before 503 [TABSHIP_MAX_CONCURRENCY, 64]."),
     ] = None,
+    request_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds before a request gets 504 [TABSHIP_REQUEST_TIMEOUT, 30]."),
+    ] = None,
     drain_delay: Annotated[
         float | None,
         typer.Option(
@@ -260,6 +264,7 @@ def serve(
         "max_concurrency": max_concurrency,
         "drain_delay": drain_delay,
         "graceful_timeout": graceful_timeout,
+        "request_timeout": request_timeout,
         "engine": engine,
     }
     try:

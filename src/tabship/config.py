@@ -61,6 +61,7 @@ class ServeSettings:
     max_concurrency: int = 64
     drain_delay: float = 2.0
     graceful_timeout: float = 20.0
+    request_timeout: float = 30.0
     engine: str | None = None
 
     @classmethod
@@ -83,6 +84,9 @@ class ServeSettings:
             ),
             drain_delay=_number(env, "TABSHIP_DRAIN_DELAY", defaults.drain_delay, 0),
             graceful_timeout=_number(env, "TABSHIP_GRACEFUL_TIMEOUT", defaults.graceful_timeout, 0),
+            request_timeout=_number(
+                env, "TABSHIP_REQUEST_TIMEOUT", defaults.request_timeout, 0.001
+            ),
             engine=env.get("TABSHIP_ENGINE") or None,
         )
         given: dict[str, Any] = {

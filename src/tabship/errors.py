@@ -49,6 +49,12 @@ class MalformedBodyError(RequestError):
     status = 422
 
 
+class RequestTimeoutError(RequestError):
+    """The request took longer than the server's request timeout."""
+
+    status = 504
+
+
 class OutputExistsError(TabshipError):
     """Refusing to overwrite something the user already has."""
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -20,6 +22,7 @@ from tabship.config import ServeSettings
 from tabship.errors import (
     BodyTooLargeError,
     RecordError,
+    RequestTimeoutError,
     TabshipError,
 )
 from tabship.predictor import Prediction, Predictor
@@ -33,6 +36,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+# A single record is a few hundred bytes and predicts in microseconds: answer it inline.
+INLINE_MAX_BYTES = 16 * 1024
 PROBES = frozenset({"/healthz", "/readyz", "/startupz", "/metrics"})
 ROUTES = frozenset(
     {"/", "/predict", "/predict_api", "/v1/predict", "/v1/model", "/docs", "/openapi.json", *PROBES}
@@ -70,6 +75,7 @@ class Guard:
         self.metrics = metrics
         self.settings = settings
         self.api = api
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="tabship-batch")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,7 +145,27 @@ class Guard:
             return 0
         if body is None:
             return 0  # the client went away; nobody to answer
-        status, data, rows = self.api.answer(path, _header(scope, b"content-type"), body)
+        content_type = _header(scope, b"content-type")
+        if len(body) <= INLINE_MAX_BYTES:
+            status, data, rows = self.api.answer(path, content_type, body)
+        else:
+            # A big batch runs in a thread so the loop can answer 504 at the timeout and keep
+            # serving; the thread finishes on its own and its result is dropped.
+            work = asyncio.get_running_loop().run_in_executor(
+                self.pool, self.api.answer, path, content_type, body
+            )
+            try:
+                status, data, rows = await asyncio.wait_for(
+                    work, timeout=self.settings.request_timeout
+                )
+            except TimeoutError:
+                limit_s = self.settings.request_timeout
+                status, payload = error_payload(
+                    RequestTimeoutError(
+                        f"request: took longer than the {limit_s:g} s request timeout; send smaller batches"
+                    )
+                )
+                data, rows = json.dumps(payload).encode(), 0
         await _send_bytes(send, status, data)
         return rows
 
