@@ -87,7 +87,9 @@ def test_big_batches_split_across_threads_give_identical_results(tiny_model: Tra
     assert len(split) == len(frame) and np.array_equal(one, split)
 
 
-def test_big_classification_batches_keep_probabilities_aligned(cancer_model: TrainedModel, cancer_csv: Path) -> None:
+def test_big_classification_batches_keep_probabilities_aligned(
+    cancer_model: TrainedModel, cancer_csv: Path
+) -> None:
     frame = pd.read_csv(cancer_csv).drop(columns="diagnosis")
     frame = pd.concat([frame] * 40, ignore_index=True)
     single = Predictor.load(cancer_model.artifact.directory, threads=1)

@@ -137,18 +137,27 @@ def test_bad_model_folder_fails_fast_with_one_line(tmp_path: Path) -> None:
     assert "tabship.json is missing" in result.stderr
 
 
-def test_request_over_the_timeout_gets_504_and_the_next_works(model_dir: Path, tmp_path: Path) -> None:
+def test_request_over_the_timeout_gets_504_and_the_next_works(
+    model_dir: Path, tmp_path: Path
+) -> None:
     env = {"TABSHIP_REQUEST_TIMEOUT": "0.05", "TABSHIP_MAX_BODY_BYTES": str(64 * 1024 * 1024)}
     server = start_server(model_dir, tmp_path, "--max-batch", "200000", env=env)
     try:
         body = json.dumps({"instances": [PATIENT] * 150_000}).encode()
         started = time.monotonic()
-        slow = httpx.post(server.url + "/v1/predict", content=body, headers={"content-type": "application/json"}, timeout=60)
+        slow = httpx.post(
+            server.url + "/v1/predict",
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=60,
+        )
         elapsed = time.monotonic() - started
         assert slow.status_code == 504 and "0.05 s request timeout" in slow.json()["message"]
         assert elapsed < 5  # answered at the timeout, not after the whole batch
         assert httpx.post(server.url + "/predict_api", json=PATIENT, timeout=10).status_code == 200
-        small = httpx.post(server.url + "/v1/predict", json={"instances": [PATIENT] * 50}, timeout=10)
+        small = httpx.post(
+            server.url + "/v1/predict", json={"instances": [PATIENT] * 50}, timeout=10
+        )
         assert small.status_code == 200 and len(small.json()["predictions"]) == 50
         assert 'status="504"' in httpx.get(server.url + "/metrics").text
     finally:

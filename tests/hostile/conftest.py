@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tabship.workflow import TrainedModel
+
+from ..servers import Server, start_server
+
+
+@pytest.fixture(scope="module")
+def server(
+    insurance_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    running = start_server(
+        insurance_model.artifact.directory,
+        tmp_path_factory.mktemp("hostile"),
+        "--max-concurrency",
+        "256",
+    )
+    yield running
+    assert running.stop() == 0
