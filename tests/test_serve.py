@@ -59,3 +59,51 @@ def test_serve_settings_flag_over_variable_over_default() -> None:
         ServeSettings.resolve({}, {"TABSHIP_MAX_BATCH": "many"})
     with pytest.raises(ConfigError, match="TABSHIP_WORKERS='0' must be at least 1"):
         ServeSettings.resolve({}, {"TABSHIP_WORKERS": "0"})
+
+
+def test_readiness_waits_for_the_warm_up_and_liveness_does_not(tiny_model: TrainedModel) -> None:
+    import asyncio
+
+    import httpx
+
+    from tabship.serve.app import ServerState, create_app
+
+    state = ServerState()
+    app = create_app(Predictor.load(tiny_model.artifact.directory), state=state)
+
+    async def scenario() -> list[tuple[str, int]]:
+        seen: list[tuple[str, int]] = []
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://tabship"
+        )
+        for path in ("/readyz", "/startupz", "/healthz"):  # model loaded, warm-up not yet run
+            seen.append((path, (await client.get(path)).status_code))
+        inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        outbox: list[dict[str, str]] = []
+
+        async def send(message: dict[str, str]) -> None:
+            outbox.append(message)
+
+        await inbox.put({"type": "lifespan.startup"})
+        lifespan = asyncio.create_task(
+            app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, send)
+        )
+        while not any(m["type"] == "lifespan.startup.complete" for m in outbox):
+            await asyncio.sleep(0.01)
+        seen.append(("/readyz after warm-up", (await client.get("/readyz")).status_code))
+        state.draining = True
+        seen.append(("/readyz draining", (await client.get("/readyz")).status_code))
+        seen.append(("/healthz draining", (await client.get("/healthz")).status_code))
+        await inbox.put({"type": "lifespan.shutdown"})
+        await lifespan
+        await client.aclose()
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        ("/readyz", 503),
+        ("/startupz", 503),
+        ("/healthz", 200),
+        ("/readyz after warm-up", 200),
+        ("/readyz draining", 503),
+        ("/healthz draining", 200),
+    ]
