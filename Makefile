@@ -10,7 +10,7 @@ export TABSHIP_DATA_HOME ?= $(abspath ../shared/datasets)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps demo test check lint format typecheck bench image-size clean
+.PHONY: help install system-deps demo test check lint format typecheck bench soak image-size clean
 
 help:
 	@echo "make demo   - install into .venv, get the insurance data, train, serve on http://localhost:8080"
@@ -75,6 +75,9 @@ bench: install
 	done
 	$(BIN)/python bench/predict_latency.py
 	$(BIN)/python bench/serve_load.py
+
+soak: install
+	SOAK_SECONDS=600 $(BIN)/python -m pytest tests/soak -s
 
 image-size: install system-deps
 	$(BIN)/python bench/image_size.py
