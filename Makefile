@@ -10,7 +10,7 @@ export TABSHIP_DATA_HOME ?= $(abspath ../shared/datasets)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps demo test check lint format typecheck bench soak image-size clean
+.PHONY: help install system-deps demo test check lint format typecheck bench soak sbom image-size clean
 
 help:
 	@echo "make demo   - install into .venv, get the insurance data, train, serve on http://localhost:8080"
@@ -75,6 +75,10 @@ bench: install
 	done
 	$(BIN)/python bench/predict_latency.py
 	$(BIN)/python bench/serve_load.py
+
+sbom: install
+	test -f models/insurance/tabship.json || $(BIN)/tabship demo --no-serve
+	$(BIN)/tabship sbom models/insurance -o sbom.cdx.json
 
 soak: install
 	SOAK_SECONDS=600 $(BIN)/python -m pytest tests/soak -s

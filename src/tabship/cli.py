@@ -329,6 +329,32 @@ def build(
     )
 
 
+@app.command()
+def sbom(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="SBOM file to write (CycloneDX JSON).")
+    ] = Path("sbom.cdx.json"),
+    wheelhouse: Annotated[
+        Path | None, typer.Option(help="Wheel folder (default: the build cache).")
+    ] = None,
+) -> None:
+    """Write a CycloneDX SBOM of the serving image's environment for this model."""
+    from tabship.config import Settings
+    from tabship.container import write_sbom
+    from tabship.errors import TabshipError
+    from tabship.runner import Runner
+
+    try:
+        written = write_sbom(
+            model, output, wheelhouse or Settings.from_env().cache_dir / "wheels", Runner()
+        )
+    except TabshipError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"wrote {written}")
+
+
 deploy_app = typer.Typer(help="Deploy a model to Kubernetes.", no_args_is_help=True)
 app.add_typer(deploy_app, name="deploy")
 

@@ -9,7 +9,14 @@ import time
 
 import httpx
 
-RECORD = {"age": 40, "sex": "female", "bmi": 27.5, "children": 2, "smoker": "no", "region": "southeast"}
+RECORD = {
+    "age": 40,
+    "sex": "female",
+    "bmi": 27.5,
+    "children": 2,
+    "smoker": "no",
+    "region": "southeast",
+}
 
 
 def main(url: str, seconds: float, threads: int) -> None:

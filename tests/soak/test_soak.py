@@ -31,10 +31,22 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def test_steady_load_without_errors_or_memory_growth(insurance_model: TrainedModel, tmp_path: Path) -> None:
+def test_steady_load_without_errors_or_memory_growth(
+    insurance_model: TrainedModel, tmp_path: Path
+) -> None:
     server = start_server(insurance_model.artifact.directory, tmp_path)
     try:
-        load = subprocess.Popen([sys.executable, str(Path(__file__).with_name("load.py")), server.url, str(SECONDS), "4"], stdout=subprocess.PIPE, text=True)
+        load = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("load.py")),
+                server.url,
+                str(SECONDS),
+                "4",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         baseline_at = 120.0 if SECONDS >= 600 else SECONDS / 5
         started = time.monotonic()
         samples: list[tuple[float, float]] = []
@@ -46,7 +58,9 @@ def test_steady_load_without_errors_or_memory_growth(insurance_model: TrainedMod
         baseline = next(mb for at, mb in samples if at >= baseline_at)
         end = samples[-1][1]
         peak = max(mb for _, mb in samples)
-        print(f"\nsoak {SECONDS:.0f} s: {counts['ok']} rounds ok, {counts['errors']} errors; RSS {baseline:.1f} MB at {baseline_at:.0f} s, {end:.1f} MB at the end, peak {peak:.1f} MB")
+        print(
+            f"\nsoak {SECONDS:.0f} s: {counts['ok']} rounds ok, {counts['errors']} errors; RSS {baseline:.1f} MB at {baseline_at:.0f} s, {end:.1f} MB at the end, peak {peak:.1f} MB"
+        )
         assert counts["errors"] == 0 and counts["ok"] > 0
         assert end - baseline < 20
     finally:

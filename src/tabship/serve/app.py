@@ -400,7 +400,12 @@ def create_app(
         "/metrics",
         summary="Prometheus metrics",
         response_class=Response,
-        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}},
+        responses={
+            200: {
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "description": "Prometheus text format",
+            }
+        },
     )
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
