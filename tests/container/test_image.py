@@ -166,3 +166,111 @@ def test_runs_hardened_answers_like_the_local_predictor_and_stops_cleanly(
         )
     finally:
         podman("rm", "--force", name, check=False)
+
+
+def run_container(image: str, port: int, *extra: str, env: dict[str, str] | None = None) -> str:
+    name = f"tabship-e2e-{uuid.uuid4().hex[:8]}"
+    env_args = [
+        a
+        for k, v in {"TABSHIP_PORT": str(port), **(env or {})}.items()
+        for a in ("--env", f"{k}={v}")
+    ]
+    podman(
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--user",
+        "10001:10001",
+        "--health-cmd",
+        "none",
+        *env_args,
+        *extra,
+        image,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return name
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise AssertionError(podman("logs", name, check=False).stdout)
+
+
+def test_container_drains_two_hundred_requests_on_podman_stop(image: str) -> None:
+    from ..integration.test_operations import finish_request, open_request, wait_in_flight
+
+    port = free_port()
+    name = run_container(image, port, env={"TABSHIP_MAX_CONCURRENCY": "256"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        held = [open_request(port) for _ in range(200)]
+        wait_in_flight(url, 200)
+        started = time.monotonic()
+        stopper = subprocess.Popen(
+            ["podman", "stop", "--time", "30", name],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 5
+        while httpx.get(url + "/readyz", timeout=1).status_code != 503:
+            assert time.monotonic() < deadline, "readiness never turned 503"
+            time.sleep(0.02)
+        results = [finish_request(conn) for conn in held]
+        assert [status for status, _ in results] == [200] * 200
+        assert stopper.wait(timeout=40) == 0
+        stopped_after = time.monotonic() - started
+        state = json.loads(podman("inspect", name).stdout)[0]["State"]
+        print(
+            f"\ncontainer drained 200 requests; stopped {stopped_after:.2f} s after podman stop; exit {state['ExitCode']}"
+        )
+        assert state["ExitCode"] == 0 and stopped_after < 30
+    finally:
+        podman("rm", "--force", name, check=False)
+
+
+def test_memory_stays_bounded_under_the_biggest_batches(image: str) -> None:
+    port = free_port()
+    name = run_container(image, port, "--memory", "512m", "--cpus", "1")
+    try:
+        load = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "tests" / "soak" / "load.py"),
+                f"http://127.0.0.1:{port}",
+                "30",
+                "4",
+                "1000",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        counts = json.loads(load.stdout)
+        state = json.loads(podman("inspect", name).stdout)[0]["State"]
+        peak = (
+            int(
+                podman(
+                    "exec", name, "cat", "/sys/fs/cgroup/memory/memory.max_usage_in_bytes"
+                ).stdout
+            )
+            / 2**20
+        )
+        print(
+            f"\n512m/1 CPU container: {counts['ok']} rounds of 1,000-row batches, {counts['errors']} errors; peak {peak:.0f} MiB; OOM killed: {state['OOMKilled']}"
+        )
+        assert counts["errors"] == 0 and counts["ok"] > 0
+        assert state["Running"] and not state["OOMKilled"]
+        assert peak < 400
+    finally:
+        podman("rm", "--force", name, check=False)

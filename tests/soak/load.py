@@ -19,14 +19,14 @@ RECORD = {
 }
 
 
-def main(url: str, seconds: float, threads: int) -> None:
+def main(url: str, seconds: float, threads: int, batch_rows: int = 0) -> None:
     counts = {"ok": 0, "errors": 0}
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
 
     def worker(index: int) -> None:
         with httpx.Client(base_url=url, timeout=10) as client:
-            batch = {"instances": [RECORD] * (1 + index * 20)}
+            batch = {"instances": [RECORD] * (batch_rows or 1 + index * 20)}
             while time.monotonic() < deadline:
                 try:
                     ok = client.post("/predict_api", json=RECORD).status_code == 200
@@ -45,4 +45,9 @@ def main(url: str, seconds: float, threads: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))
+    main(
+        sys.argv[1],
+        float(sys.argv[2]),
+        int(sys.argv[3]),
+        int(sys.argv[4]) if len(sys.argv) > 4 else 0,
+    )
