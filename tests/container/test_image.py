@@ -235,6 +235,8 @@ def test_container_drains_two_hundred_requests_on_podman_stop(image: str) -> Non
             f"\ncontainer drained 200 requests; stopped {stopped_after:.2f} s after podman stop; exit {state['ExitCode']}"
         )
         assert state["ExitCode"] == 0 and stopped_after < 30
+        with pytest.raises(httpx.ConnectError):  # after the drain, new connections are refused
+            httpx.get(url + "/readyz", timeout=1)
     finally:
         podman("rm", "--force", name, check=False)
 
