@@ -112,41 +112,11 @@ def test_runs_hardened_answers_like_the_local_predictor_and_stops_cleanly(
     image: str, insurance_model: TrainedModel
 ) -> None:
     port = free_port()
-    name = f"tabship-e2e-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
-    podman(
-        "run",
-        "--detach",
-        "--name",
-        name,
-        "--network",
-        "host",
-        "--read-only",
-        "--tmpfs",
-        "/tmp",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "--user",
-        "10001:10001",
-        "--health-cmd",
-        "none",
-        "--env",
-        f"TABSHIP_PORT={port}",
-        image,
-    )
+    name = run_container(image, port)
+    ready_after = time.monotonic() - started
+    url = f"http://127.0.0.1:{port}"
     try:
-        url = f"http://127.0.0.1:{port}"
-        ready_after = None
-        while time.monotonic() - started < 60:
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    ready_after = time.monotonic() - started
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        assert ready_after is not None, podman("logs", name, check=False).stdout
         assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
         answer = httpx.post(url + "/predict_api", json=PATIENT)
         expected = Predictor.load(insurance_model.artifact.directory).predict([PATIENT]).values[0]

@@ -199,6 +199,16 @@ def plan_gke(
     def image_ref() -> str:
         return f"{image.rsplit(':', 1)[0]}@{state.digest}" if state.digest else image
 
+    in_registry = [
+        "gcloud",
+        "artifacts",
+        "docker",
+        "images",
+        "describe",
+        image,
+        "--project",
+        options.project,
+    ]
     inspect = [
         engine,
         "image",
@@ -241,31 +251,13 @@ def plan_gke(
         Step(
             "build the image (if this model's tag is not in the registry)",
             ["tabship", "build", str(artifact.directory), "--tag", image, "--engine", engine],
-            check=[
-                "gcloud",
-                "artifacts",
-                "docker",
-                "images",
-                "describe",
-                image,
-                "--project",
-                options.project,
-            ],
+            check=in_registry,
             work=build,
         ),
         Step(
             "push the image",
             [engine, "push", image],
-            check=[
-                "gcloud",
-                "artifacts",
-                "docker",
-                "images",
-                "describe",
-                image,
-                "--project",
-                options.project,
-            ],
+            check=in_registry,
         ),
         Step("read the image digest", inspect, capture=remember_digest),
         *_cluster_steps(options),
