@@ -145,6 +145,7 @@ def test_folder_validates_against_official_schemas_and_kustomize(
     objects: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     written = write_manifests(objects, tmp_path / "k8s", None)
+    assert "&id" not in (tmp_path / "k8s" / "deployment.yaml").read_text()  # no YAML anchors
     resources = [str(p) for p in written if p.name != "kustomization.yaml"]
     for version in ("1.30.0", "1.37.0"):
         result = subprocess.run(

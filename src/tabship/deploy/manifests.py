@@ -264,10 +264,17 @@ def render_kustomization(objects: list[dict[str, Any]], namespace: str | None) -
 
 
 def to_yaml(obj: dict[str, Any]) -> str:
-    """Block-style YAML with keys in the order they were written."""
+    """Block-style YAML with keys in the order they were written, and no anchors.
+
+    The objects share their label dicts; spelling them out keeps each file readable alone.
+    """
     import yaml
 
-    return str(yaml.safe_dump(obj, sort_keys=False, default_flow_style=False))
+    class Plain(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return str(yaml.dump(obj, Dumper=Plain, sort_keys=False, default_flow_style=False))
 
 
 def write_manifests(
