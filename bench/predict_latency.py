@@ -13,14 +13,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from insurance_model import MODEL, ensure_model
 
 from tabship.datasets import BUILTIN, fetch
 from tabship.predictor import Predictor
-from tabship.train import TrainOptions
-from tabship.workflow import train_model
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "models" / "insurance"
 RESULTS = ROOT / "bench" / "results.json"
 CALLS = 5000
 WARMUP = 500
@@ -48,14 +46,7 @@ def summary(samples: list[float]) -> dict[str, float]:
 
 def main() -> None:
     dataset = BUILTIN["insurance"]
-    if not (MODEL / "tabship.json").is_file():
-        train_model(
-            dataset.name,
-            TrainOptions(target=dataset.target),
-            MODEL,
-            target_label=dataset.target_label,
-            unit=dataset.unit,
-        )
+    ensure_model()
     frame = pd.read_csv(fetch(dataset.name)).drop(columns=dataset.target)
     rows = frame.to_dict(orient="records")
     records = [[rows[i % len(rows)]] for i in range(WARMUP + CALLS)]

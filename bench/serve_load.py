@@ -21,15 +21,13 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+from insurance_model import MODEL, ensure_model
 
-from tabship.datasets import BUILTIN, fetch
+from tabship.datasets import fetch
 from tabship.predictor import Predictor
-from tabship.train import TrainOptions
-from tabship.workflow import train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-MODEL = ROOT / "models" / "insurance"
 RESULTS = BENCH / "results.json"
 BIN = Path(sys.executable).parent
 RUN_SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
@@ -219,15 +217,7 @@ def file_scoring(frame: pd.DataFrame) -> dict[str, float]:
 
 
 def main() -> None:
-    dataset = BUILTIN["insurance"]
-    if not (MODEL / "tabship.json").is_file():
-        train_model(
-            dataset.name,
-            TrainOptions(target=dataset.target),
-            MODEL,
-            target_label=dataset.target_label,
-            unit=dataset.unit,
-        )
+    ensure_model()
     results: dict[str, object] = {"cores": os.cpu_count(), "run_seconds": RUN_SECONDS, "runs": RUNS}
     results["serving"] = serve = serving()
     results["cold_start_s"] = cold = cold_start()

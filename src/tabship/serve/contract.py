@@ -79,9 +79,14 @@ def read_json(content_type: str | None, body: bytes) -> Any:
     return parse_json(body)
 
 
+def media_type(content_type: str | None) -> str:
+    """The media type of a Content-Type header, without parameters, lower case."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
 def require_json(content_type: str | None) -> None:
     """Refuse bodies that are not declared as JSON (415)."""
-    media = (content_type or "").split(";", 1)[0].strip().lower()
+    media = media_type(content_type)
     if media != "application/json" and not media.endswith("+json"):
         shown = media or "none"
         raise MediaTypeError(f"content type {shown!r} is not accepted; send application/json")

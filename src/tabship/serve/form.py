@@ -11,6 +11,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from tabship.errors import MalformedBodyError, MediaTypeError, Problem
 from tabship.predictor import Prediction, Predictor
 from tabship.schema import MISSING_LEVEL, Feature
+from tabship.serve.contract import media_type
 
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 _environment = Environment(
@@ -87,7 +88,7 @@ def parse_form(
     body: bytes, content_type: str | None, features: tuple[Feature, ...]
 ) -> tuple[dict[str, str], dict[str, Any], list[Problem]]:
     """Submitted text, the typed record, and the problems found while typing it."""
-    media = (content_type or "").split(";", 1)[0].strip().lower()
+    media = media_type(content_type)
     if media != FORM_MEDIA_TYPE:
         raise MediaTypeError(
             f"content type {media or 'none'!r} is not accepted; submit the form as {FORM_MEDIA_TYPE}"

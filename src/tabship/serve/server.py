@@ -93,7 +93,7 @@ def run_worker(
         _config(create_app(predictor, settings, state), settings), state, settings.drain_delay
     )
     server.run(sockets=[sock] if sock is not None else None)
-    if server.started is False and sock is None:
+    if not server.started:  # uvicorn could not bind or start; it has said why on stderr
         sys.exit(1)
 
 
