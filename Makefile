@@ -10,13 +10,14 @@ export TABSHIP_DATA_HOME ?= $(abspath ../shared/datasets)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps demo test check lint format typecheck bench soak sbom image-size clean
+.PHONY: help install system-deps demo test check lint format typecheck bench bench-training soak sbom image-size clean
 
 help:
 	@echo "make demo   - install into .venv, get the insurance data, train, serve on http://localhost:8080"
 	@echo "make test   - install and run every test"
 	@echo "make check  - format check, lint, mypy --strict, tests"
 	@echo "make bench  - benchmarks (writes bench/results.json)"
+	@echo "make bench-training - training against PyCaret 3.3.2 (writes bench/training.json)"
 
 # pip retries transient registry failures itself; the outer loop covers a failed resolve.
 $(STAMP): pyproject.toml
@@ -75,6 +76,10 @@ bench: install
 	done
 	$(BIN)/python bench/predict_latency.py
 	$(BIN)/python bench/serve_load.py
+
+# PyCaret runs in its own environment (.bench/pycaret): it pins an older scikit-learn.
+bench-training: install
+	$(BIN)/python bench/train_vs_pycaret.py
 
 sbom: install
 	test -f models/insurance/tabship.json || $(BIN)/tabship demo --no-serve

@@ -39,6 +39,7 @@ def test_folder_layout_and_metadata(tiny_model: TrainedModel) -> None:
     assert sorted(p.name for p in folder.iterdir()) == [
         "model.onnx",
         "pipeline.skops",
+        "report.html",
         "tabship.json",
     ]
     meta = tiny_model.artifact.metadata
@@ -51,7 +52,7 @@ def test_folder_layout_and_metadata(tiny_model: TrainedModel) -> None:
     assert [row["name"] for row in meta["leaderboard"]][0] == meta["model"]["name"]
 
 
-@pytest.mark.parametrize("name", ["model.onnx", "pipeline.skops"])
+@pytest.mark.parametrize("name", ["model.onnx", "pipeline.skops", "report.html"])
 def test_tampered_model_file_is_refused(model_copy: Path, name: str) -> None:
     flip_byte(model_copy / name, 200)
     with pytest.raises(ArtifactError) as caught:

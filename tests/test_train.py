@@ -130,5 +130,81 @@ def test_insurance_leaderboard_meets_the_bar(insurance_model: TrainedModel) -> N
     result = insurance_model.result
     assert len([row for row in result.leaderboard if not row.error]) >= 8
     best = result.leaderboard[0]
-    assert best.mean["r2"] >= 0.85
-    assert best.mean["mae"] <= 2600
+    # Issue 8's bar: a default GradientBoostingRegressor scores about 0.855 / 2,500 here.
+    assert best.mean["r2"] >= 0.855
+    assert best.mean["mae"] <= 1800
+
+
+def test_holdout_is_kept_out_of_cv_and_scored_once(tiny_table: pd.DataFrame) -> None:
+    result = train(tiny_table, quick(holdout=0.25))
+    holdout = result.holdout
+    assert holdout is not None and len(holdout.labels) == 30 and len(result.features) == 90
+    assert len(result.validator.features) == 90
+    seen = set(map(tuple, result.features.to_numpy().tolist()))
+    assert not seen & set(map(tuple, holdout.features.to_numpy().tolist()))
+    assert set(holdout.scores) == {"mae", "rmse", "r2", "rmsle", "mape"}
+    expected = result.pipeline.predict(holdout.features)
+    assert holdout.scores["mae"] == pytest.approx(np.mean(np.abs(holdout.labels - expected)))
+    again = train(tiny_table, quick(holdout=0.25))
+    assert again.holdout is not None and again.holdout.scores == holdout.scores
+
+
+def test_classification_holdout_is_stratified(tiny_table: pd.DataFrame) -> None:
+    frame = tiny_table.drop(columns="charges")
+    result = train(frame, quick("smoker", holdout=0.3, models=["logistic", "decision_tree"]))
+    assert result.holdout is not None
+    share = np.mean(result.holdout.labels == 1)
+    assert share == pytest.approx(np.mean(result.labels == 1), abs=0.03)
+    assert {"accuracy", "auc", "log_loss"} <= set(result.holdout.scores)
+
+
+@pytest.mark.parametrize(
+    ("holdout", "message"),
+    [
+        (0.95, "--holdout 0.95 is outside 0 to 0.9"),
+        (0.001, "--holdout 0.001 of 120 rows leaves too few rows"),
+    ],
+)
+def test_bad_holdout_gets_advice(tiny_table: pd.DataFrame, holdout: float, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        train(tiny_table, quick(holdout=holdout))
+
+
+def test_expanded_candidates_learn_interactions_generically(tiny_table: pd.DataFrame) -> None:
+    """bmi costs more for smokers: a product plain ridge cannot draw; no rule names a column."""
+    noise = np.random.default_rng(3).normal(0, 500, len(tiny_table))
+    smokes = tiny_table["smoker"] == "yes"
+    frame = tiny_table.assign(
+        charges=250 * tiny_table["age"] + 900 * tiny_table["bmi"] * smokes + noise
+    )
+    result = train(frame, quick(models=["ridge", "ridge_poly"], folds=5))
+    scores = {row.name: row.mean["r2"] for row in result.leaderboard}
+    assert scores["ridge_poly"] > scores["ridge"]
+    assert "expand" in result.pipeline.named_steps
+
+
+def test_wide_tables_leave_expansion_out_with_a_note(tiny_table: pd.DataFrame) -> None:
+    rng = np.random.default_rng(1)
+    wide = tiny_table.assign(**{f"x{i}": rng.normal(size=len(tiny_table)) for i in range(40)})
+    result = train(wide, quick(models=["ridge", "ridge_poly"]))
+    assert [row.name for row in result.leaderboard] == ["ridge"]
+    assert any(
+        "degree-2 feature candidates left out: 48 encoded columns" in w for w in result.warnings
+    )
+
+
+def test_imbalanced_classes_get_weights_where_the_model_takes_them(
+    tiny_table: pd.DataFrame,
+) -> None:
+    frame = tiny_table.assign(rare=np.where(tiny_table.index % 8 == 0, "yes", "no"))
+    result = train(
+        frame.drop(columns="charges"), quick("rare", models=["logistic", "gradient_boosting"])
+    )
+    assert result.validator.balanced
+    assert any("classes are imbalanced" in w for w in result.warnings)
+    model = result.pipeline.named_steps["model"]
+    if "class_weight" in model.get_params():
+        assert model.class_weight == "balanced"
+    even = train(frame.drop(columns="charges"), quick("region", models=["logistic"]))
+    assert not even.validator.balanced
+    assert "class_weight" not in str(even.pipeline.named_steps["model"])

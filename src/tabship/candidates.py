@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from scipy import stats
 from sklearn import ensemble, linear_model, naive_bayes, neighbors, tree
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures, StandardScaler
 
 from tabship.errors import TabshipError
 from tabship.schema import Schema
@@ -18,14 +19,72 @@ from tabship.schema import Schema
 Task = Literal["regression", "classification"]
 
 
+# Degree-2 expansion of w encoded columns gives w + w(w+1)/2 columns; past this width the
+# linear models it feeds get slower than the trees they are meant to rival.
+EXPAND_MAX_WIDTH = 40
+
+
 @dataclass(frozen=True)
 class Candidate:
-    """A model family to cross-validate: its estimator factory and whether it needs scaling."""
+    """A model family to cross-validate: its estimator factory and what it needs upstream.
+
+    `scale`: standardise numbers first (distance and penalised linear models).
+    `expand`: add degree-2 products of the encoded columns, so a linear model can learn
+    interactions such as "bmi matters more for smokers" without a rule about any table.
+    `space`: where `--tune` samples the estimator's parameters.
+    """
 
     name: str
     label: str
     make: Callable[[int], Any]
     scale: bool
+    expand: bool = False
+    space: dict[str, Any] = field(default_factory=dict)
+
+
+def _forest_space() -> dict[str, Any]:
+    return {
+        "n_estimators": stats.randint(50, 400),
+        "max_depth": [None, 4, 6, 8, 12, 16],
+        "min_samples_leaf": stats.randint(1, 20),
+        "max_features": [1.0, 0.8, 0.6, "sqrt"],
+    }
+
+
+def _boosting_space() -> dict[str, Any]:
+    return {
+        "n_estimators": stats.randint(50, 400),
+        "learning_rate": stats.loguniform(0.01, 0.3),
+        "max_depth": stats.randint(2, 7),
+        "min_samples_leaf": stats.randint(1, 30),
+        "subsample": stats.uniform(0.6, 0.4),
+    }
+
+
+def _hist_space() -> dict[str, Any]:
+    return {
+        "learning_rate": stats.loguniform(0.01, 0.3),
+        "max_iter": stats.randint(50, 400),
+        "max_leaf_nodes": stats.randint(8, 64),
+        "min_samples_leaf": stats.randint(5, 60),
+        "l2_regularization": stats.loguniform(1e-4, 10.0),
+    }
+
+
+def _tree_space() -> dict[str, Any]:
+    return {"max_depth": [None, 3, 4, 6, 8, 12], "min_samples_leaf": stats.randint(1, 40)}
+
+
+def _knn_space() -> dict[str, Any]:
+    return {"n_neighbors": stats.randint(2, 40), "weights": ["uniform", "distance"]}
+
+
+def _alpha_space() -> dict[str, Any]:
+    return {"alpha": stats.loguniform(1e-4, 100.0)}
+
+
+def _huber_space() -> dict[str, Any]:
+    return {"alpha": stats.loguniform(1e-6, 1.0), "epsilon": stats.uniform(1.05, 1.0)}
 
 
 def _regressors() -> list[Candidate]:
@@ -33,45 +92,86 @@ def _regressors() -> list[Candidate]:
         Candidate(
             "linear", "Linear regression", lambda seed: linear_model.LinearRegression(), True
         ),
-        Candidate("ridge", "Ridge regression", lambda seed: linear_model.Ridge(), True),
         Candidate(
-            "lasso", "Lasso regression", lambda seed: linear_model.Lasso(max_iter=5000), True
+            "ridge",
+            "Ridge regression",
+            lambda seed: linear_model.Ridge(),
+            True,
+            space=_alpha_space(),
         ),
         Candidate(
-            "elastic_net", "Elastic net", lambda seed: linear_model.ElasticNet(max_iter=5000), True
+            "ridge_poly",
+            "Ridge regression (degree-2 features)",
+            lambda seed: linear_model.Ridge(),
+            True,
+            expand=True,
+            space=_alpha_space(),
+        ),
+        Candidate(
+            "lasso",
+            "Lasso regression",
+            lambda seed: linear_model.Lasso(max_iter=5000),
+            True,
+            space=_alpha_space(),
+        ),
+        Candidate(
+            "elastic_net",
+            "Elastic net",
+            lambda seed: linear_model.ElasticNet(max_iter=5000),
+            True,
+            space={**_alpha_space(), "l1_ratio": stats.uniform(0.05, 0.9)},
         ),
         Candidate(
             "huber",
             "Huber regression",
             lambda seed: linear_model.HuberRegressor(max_iter=1000),
             True,
+            space=_huber_space(),
+        ),
+        # A robust loss on expanded features: linear enough to extrapolate sensibly, robust
+        # enough for heavy-tailed targets.
+        Candidate(
+            "huber_poly",
+            "Huber regression (degree-2 features)",
+            lambda seed: linear_model.HuberRegressor(max_iter=2000),
+            True,
+            expand=True,
+            space=_huber_space(),
         ),
         Candidate(
-            "knn", "k-nearest neighbours", lambda seed: neighbors.KNeighborsRegressor(), True
+            "knn",
+            "k-nearest neighbours",
+            lambda seed: neighbors.KNeighborsRegressor(),
+            True,
+            space=_knn_space(),
         ),
         Candidate(
             "decision_tree",
             "Decision tree",
             lambda seed: tree.DecisionTreeRegressor(random_state=seed),
             False,
+            space=_tree_space(),
         ),
         Candidate(
             "random_forest",
             "Random forest",
             lambda seed: ensemble.RandomForestRegressor(random_state=seed),
             False,
+            space=_forest_space(),
         ),
         Candidate(
             "extra_trees",
             "Extra trees",
             lambda seed: ensemble.ExtraTreesRegressor(random_state=seed),
             False,
+            space=_forest_space(),
         ),
         Candidate(
             "gradient_boosting",
             "Gradient boosting",
             lambda seed: ensemble.GradientBoostingRegressor(random_state=seed),
             False,
+            space=_boosting_space(),
         ),
         # Heavy-tailed targets pull a squared loss towards their outliers; a robust loss
         # is the generic remedy and lets CV decide whether the table needs it.
@@ -80,12 +180,14 @@ def _regressors() -> list[Candidate]:
             "Gradient boosting (Huber loss)",
             lambda seed: ensemble.GradientBoostingRegressor(loss="huber", random_state=seed),
             False,
+            space={**_boosting_space(), "alpha": stats.uniform(0.7, 0.25)},
         ),
         Candidate(
             "hist_gradient_boosting",
             "Histogram gradient boosting",
             lambda seed: ensemble.HistGradientBoostingRegressor(random_state=seed),
             False,
+            space=_hist_space(),
         ),
     ]
 
@@ -97,42 +199,64 @@ def _classifiers() -> list[Candidate]:
             "Logistic regression",
             lambda seed: linear_model.LogisticRegression(max_iter=2000),
             True,
+            space={"C": stats.loguniform(1e-3, 100.0)},
         ),
         Candidate(
-            "naive_bayes", "Gaussian naive Bayes", lambda seed: naive_bayes.GaussianNB(), True
+            "logistic_poly",
+            "Logistic regression (degree-2 features)",
+            lambda seed: linear_model.LogisticRegression(max_iter=2000),
+            True,
+            expand=True,
+            space={"C": stats.loguniform(1e-3, 100.0)},
         ),
         Candidate(
-            "knn", "k-nearest neighbours", lambda seed: neighbors.KNeighborsClassifier(), True
+            "naive_bayes",
+            "Gaussian naive Bayes",
+            lambda seed: naive_bayes.GaussianNB(),
+            True,
+            space={"var_smoothing": stats.loguniform(1e-12, 1e-3)},
+        ),
+        Candidate(
+            "knn",
+            "k-nearest neighbours",
+            lambda seed: neighbors.KNeighborsClassifier(),
+            True,
+            space=_knn_space(),
         ),
         Candidate(
             "decision_tree",
             "Decision tree",
             lambda seed: tree.DecisionTreeClassifier(random_state=seed),
             False,
+            space=_tree_space(),
         ),
         Candidate(
             "random_forest",
             "Random forest",
             lambda seed: ensemble.RandomForestClassifier(random_state=seed),
             False,
+            space=_forest_space(),
         ),
         Candidate(
             "extra_trees",
             "Extra trees",
             lambda seed: ensemble.ExtraTreesClassifier(random_state=seed),
             False,
+            space=_forest_space(),
         ),
         Candidate(
             "gradient_boosting",
             "Gradient boosting",
             lambda seed: ensemble.GradientBoostingClassifier(random_state=seed),
             False,
+            space=_boosting_space(),
         ),
         Candidate(
             "hist_gradient_boosting",
             "Histogram gradient boosting",
             lambda seed: ensemble.HistGradientBoostingClassifier(random_state=seed),
             False,
+            space=_hist_space(),
         ),
     ]
 
@@ -159,8 +283,24 @@ def select(task: Task, include: list[str] | None, exclude: list[str] | None) -> 
     return chosen
 
 
-def build_pipeline(schema: Schema, candidate: Candidate, seed: int) -> Pipeline:
-    """An unfitted pipeline: impute and (for models that need it) scale numbers, one-hot categories."""
+def encoded_width(schema: Schema) -> int:
+    """How many columns the encoder hands the model: one per number, one per known level."""
+    return sum(1 if f.kind == "numeric" else len(f.levels) for f in schema.features)
+
+
+def build_pipeline(
+    schema: Schema,
+    candidate: Candidate,
+    seed: int,
+    *,
+    expand: bool | None = None,
+    balanced: bool = False,
+) -> Pipeline:
+    """An unfitted pipeline: impute and (for models that need it) scale numbers, one-hot categories.
+
+    `expand` overrides the candidate's own choice (tuning tries both); `balanced` weights
+    classes by inverse frequency where the estimator takes class weights.
+    """
     numeric = [f for f in schema.features if f.kind == "numeric"]
     categorical = [f for f in schema.features if f.kind == "categorical"]
     parts: list[tuple[str, Any, list[str]]] = []
@@ -180,5 +320,20 @@ def build_pipeline(schema: Schema, candidate: Candidate, seed: int) -> Pipeline:
             sparse_output=False,
         )
         parts.append(("categorical", encoder, [f.name for f in categorical]))
-    prepare = ColumnTransformer(parts, remainder="drop")
-    return Pipeline([("prepare", prepare), ("model", candidate.make(seed))])
+    steps = [("prepare", ColumnTransformer(parts, remainder="drop"))]
+    if candidate.expand if expand is None else expand:
+        # Trees gain nothing from squares (a split on x is a split on x squared); products
+        # are what they cannot build in one split.
+        steps.append(
+            (
+                "expand",
+                PolynomialFeatures(2, interaction_only=not candidate.scale, include_bias=False),
+            )
+        )
+        if candidate.scale:
+            steps.append(("rescale", StandardScaler()))
+    model = candidate.make(seed)
+    if balanced and "class_weight" in model.get_params():
+        model.set_params(class_weight="balanced")
+    steps.append(("model", model))
+    return Pipeline(steps)

@@ -68,6 +68,33 @@ def classification_scores(
     }
 
 
+def single_scorer(
+    task: str, metric: str, n_classes: int
+) -> Callable[[Any, Any, np.ndarray], float]:
+    """A scoring callable for one metric, signed so that larger is better.
+
+    Permutation importance scores hundreds of shuffled copies; the common metrics get a
+    plain numpy path instead of computing the whole set each time.
+    """
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    full = scorer(task, n_classes)
+
+    def score(estimator: Any, features: Any, y_true: np.ndarray) -> float:
+        if metric in ("mae", "rmse", "r2"):
+            y = np.asarray(y_true, dtype=np.float64)
+            error = y - np.asarray(estimator.predict(features), dtype=np.float64)
+            if metric == "mae":
+                return -float(np.mean(np.abs(error)))
+            if metric == "rmse":
+                return -float(np.sqrt(np.mean(error**2)))
+            return 1.0 - float(np.sum(error**2) / np.sum((y - y.mean()) ** 2))
+        if metric == "accuracy":
+            return float(np.mean(estimator.predict(features) == np.asarray(y_true)))
+        return sign * full(estimator, features, y_true)[metric]
+
+    return score
+
+
 def scorer(task: str, n_classes: int) -> Scorer:
     """A cross_validate scoring callable returning every metric of the task."""
     if task == "regression":

@@ -7,20 +7,25 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import KFold, StratifiedKFold, cross_validate
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from tabship import metrics
-from tabship.candidates import Candidate, Task, build_pipeline, select
+from tabship.candidates import EXPAND_MAX_WIDTH, Candidate, Task, encoded_width, select
+from tabship.crossval import CrossValidator, Row, rank
 from tabship.errors import DataError
 from tabship.schema import Schema, infer_schema
+from tabship.tune import TuningSummary, tune
 
 CLASSIFICATION_MAX_INTEGER_LEVELS = 10
+# Below this ratio of the rarest to the commonest class, classes are weighted by inverse
+# frequency where the model allows, so the majority cannot win by being ignored.
+IMBALANCE_RATIO = 0.5
+DEFAULT_TIME_BUDGET = 60.0
 
 Progress = Callable[[str, int, int], None]
 
@@ -37,34 +42,9 @@ class TrainOptions:
     exclude: list[str] | None = None
     sort_by: str | None = None
     n_jobs: int | None = None
-
-
-def _finite_or_none(values: dict[str, float]) -> dict[str, float | None]:
-    """JSON has no NaN: a metric that is undefined for a table (RMSLE of negatives) is null."""
-    return {key: (value if np.isfinite(value) else None) for key, value in values.items()}
-
-
-@dataclass(frozen=True)
-class Row:
-    """One candidate's cross-validated scores (mean and standard deviation per metric)."""
-
-    name: str
-    label: str
-    mean: dict[str, float]
-    std: dict[str, float]
-    fit_seconds: float
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form for tabship.json."""
-        return {
-            "name": self.name,
-            "label": self.label,
-            "mean": _finite_or_none(self.mean),
-            "std": _finite_or_none(self.std),
-            "fit_seconds": self.fit_seconds,
-            "error": self.error,
-        }
+    holdout: float = 0.0
+    tune: bool = False
+    time_budget: float = DEFAULT_TIME_BUDGET
 
 
 @dataclass
@@ -80,11 +60,35 @@ class TrainResult:
     pipeline: Pipeline
     features: pd.DataFrame
     labels: np.ndarray
+    validator: CrossValidator
+    candidate: Candidate
     classes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     folds: int = 5
     seed: int = 123
     train_seconds: float = 0.0
+    holdout: Holdout | None = None
+    tuning: TuningSummary | None = None
+
+    @property
+    def chosen(self) -> Row:
+        """The leaderboard row of the model that was refit and shipped."""
+        return next(row for row in self.leaderboard if row.name == self.best)
+
+    def fresh_pipeline(self) -> Pipeline:
+        """An unfitted copy of the chosen pipeline (for out-of-fold predictions)."""
+        row = self.chosen
+        return self.validator.pipeline(self.candidate, row.expand, row.params)
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """Rows kept out of every fit and every tuning trial, and the shipped model's scores on them."""
+
+    features: pd.DataFrame
+    labels: np.ndarray
+    fraction: float
+    scores: dict[str, float]
 
 
 def infer_task(target: pd.Series) -> Task:
@@ -157,62 +161,63 @@ def prepare(
     return task, schema, features, labels, classes, notes
 
 
-def _cv_splitter(task: Task, folds: int, seed: int) -> KFold | StratifiedKFold:
-    if task == "classification":
-        return StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return KFold(n_splits=folds, shuffle=True, random_state=seed)
-
-
-def _evaluate(
-    candidate: Candidate,
-    schema: Schema,
-    task: Task,
-    features: pd.DataFrame,
-    labels: np.ndarray,
-    options: TrainOptions,
-    n_classes: int,
-) -> Row:
-    pipeline = build_pipeline(schema, candidate, options.seed)
-    scorer = metrics.scorer(task, n_classes)
+def _split_holdout(
+    task: Task, features: pd.DataFrame, labels: np.ndarray, options: TrainOptions
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame | None, np.ndarray | None]:
+    if not options.holdout:
+        return features, labels, None, None
+    if not 0.0 < options.holdout < 0.9:
+        raise DataError(f"--holdout {options.holdout:g} is outside 0 to 0.9; e.g. --holdout 0.2")
+    held = round(len(features) * options.holdout)
+    if held < 1 or len(features) - held < 2 * options.folds:
+        raise DataError(
+            f"--holdout {options.holdout:g} of {len(features)} rows leaves too few rows for "
+            f"{options.folds}-fold CV or none to hold out; lower --holdout or --folds"
+        )
     try:
-        scores = cross_validate(
-            pipeline,
+        fit_x, held_x, fit_y, held_y = train_test_split(
             features,
             labels,
-            cv=_cv_splitter(task, options.folds, options.seed),
-            scoring=scorer,
-            n_jobs=options.n_jobs,
-            error_score="raise",
+            test_size=options.holdout,
+            random_state=options.seed,
+            stratify=labels if task == "classification" else None,
         )
-    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
-        return Row(
-            candidate.name, candidate.label, {}, {}, 0.0, error=f"{type(exc).__name__}: {exc}"
+    except ValueError as exc:
+        raise DataError(f"--holdout {options.holdout:g} cannot keep every class: {exc}") from exc
+    if task == "classification" and np.min(np.bincount(fit_y)) < options.folds:
+        raise DataError(
+            f"after the {options.holdout:g} holdout a class has fewer rows than the "
+            f"{options.folds} CV folds; lower --holdout or --folds"
         )
-    names = metrics.names(task)
-    return Row(
-        name=candidate.name,
-        label=candidate.label,
-        mean={m: float(np.mean(scores[f"test_{m}"])) for m in names},
-        std={m: float(np.std(scores[f"test_{m}"])) for m in names},
-        fit_seconds=float(np.mean(scores["fit_time"])),
+    return (
+        fit_x.reset_index(drop=True),
+        np.asarray(fit_y),
+        held_x.reset_index(drop=True),
+        np.asarray(held_y),
     )
 
 
-def rank(rows: list[Row], sort_by: str) -> list[Row]:
-    """Best first by `sort_by`; failed candidates last; ties keep candidate order."""
-    sign = 1.0 if metrics.higher_is_better(sort_by) else -1.0
+def is_imbalanced(task: Task, labels: np.ndarray) -> bool:
+    """Whether the rarest class is under IMBALANCE_RATIO of the commonest."""
+    if task != "classification":
+        return False
+    counts = np.bincount(labels)
+    counts = counts[counts > 0]
+    return bool(counts.min() / counts.max() < IMBALANCE_RATIO)
 
-    def key(row: Row) -> tuple[int, float]:
-        value = row.mean.get(sort_by, float("nan"))
-        return (1, 0.0) if row.error or np.isnan(value) else (0, -sign * value)
 
-    return sorted(rows, key=key)
+def score_holdout(
+    pipeline: Pipeline, task: Task, features: pd.DataFrame, labels: np.ndarray, n_classes: int
+) -> dict[str, float]:
+    """Every metric of the task for a fitted pipeline on rows it never saw."""
+    scorer = metrics.scorer(task, n_classes)
+    return scorer(pipeline, features, labels)
 
 
 def train(
     frame: pd.DataFrame, options: TrainOptions, progress: Progress | None = None
 ) -> TrainResult:
-    """Cross-validate the chosen candidates on `frame` and refit the best on all rows."""
+    """Cross-validate the candidates (and tune the best), refit the winner, score the holdout."""
     started = time.perf_counter()
     task, schema, features, labels, classes, notes = prepare(frame, options)
     pool = select(task, options.models, options.exclude)
@@ -221,27 +226,67 @@ def train(
         raise DataError(
             f"unknown metric {sort_by!r} for {task}; choose from: {', '.join(metrics.names(task))}"
         )
-    n_jobs = options.n_jobs or min(options.folds, os.cpu_count() or 1)
-    options = TrainOptions(**{**options.__dict__, "n_jobs": n_jobs})
+    expandable = encoded_width(schema) <= EXPAND_MAX_WIDTH
+    if not expandable and any(c.expand for c in pool):
+        notes.append(
+            f"degree-2 feature candidates left out: {encoded_width(schema)} encoded columns "
+            f"(more than {EXPAND_MAX_WIDTH})"
+        )
+        pool = [c for c in pool if not c.expand] or pool
+    fit_x, fit_y, held_x, held_y = _split_holdout(task, features, labels, options)
+    balanced = is_imbalanced(task, fit_y)
+    if balanced:
+        notes.append("classes are imbalanced: weighted by inverse frequency where the model allows")
+    validator = CrossValidator(
+        schema=schema,
+        task=task,
+        features=fit_x,
+        labels=fit_y,
+        folds=options.folds,
+        seed=options.seed,
+        n_jobs=options.n_jobs or min(options.folds, os.cpu_count() or 1),
+        n_classes=len(classes),
+        balanced=balanced,
+    )
     rows: list[Row] = []
+    seconds: dict[str, float] = {}
+    tuning: TuningSummary | None = None
     with warnings.catch_warnings():
         # Solvers that stop at max_iter still give a usable model; CV scores judge it.
         warnings.simplefilter("ignore", ConvergenceWarning)
         for index, candidate in enumerate(pool):
             if progress:
                 progress(candidate.label, index, len(pool))
-            rows.append(_evaluate(candidate, schema, task, features, labels, options, len(classes)))
+            row, seconds[candidate.name] = validator.timed_score(candidate)
+            rows.append(row)
+        leaderboard = rank(rows, sort_by)
+        if leaderboard[0].error:
+            raise DataError(f"every candidate failed; the first error: {leaderboard[0].error}")
+        if options.tune:
+            tuned, tuning = tune(
+                validator,
+                pool,
+                leaderboard,
+                sort_by=sort_by,
+                budget=options.time_budget,
+                base_seconds=seconds,
+                expandable=expandable,
+                progress=progress,
+            )
+            notes.extend(tuning.notes)
+            leaderboard = rank(leaderboard + tuned, sort_by)
         if progress:
             progress("refit", len(pool), len(pool))
-        leaderboard = rank(rows, sort_by)
         best = leaderboard[0]
-        if best.error:
-            raise DataError(f"every candidate failed; the first error: {best.error}")
-        chosen = next(c for c in pool if c.name == best.name)
-        pipeline = build_pipeline(schema, chosen, options.seed).fit(features, labels)
+        chosen = next(c for c in pool if c.name == (best.candidate or best.name))
+        pipeline = validator.pipeline(chosen, best.expand, best.params).fit(fit_x, fit_y)
     for row in rows:
         if row.error:
             notes.append(f"{row.label} failed in cross-validation ({row.error}); left out")
+    holdout = None
+    if held_x is not None and held_y is not None:
+        scores = score_holdout(pipeline, task, held_x, held_y, len(classes))
+        holdout = Holdout(held_x, held_y, options.holdout, scores)
     return TrainResult(
         task=task,
         target=options.target,
@@ -250,11 +295,15 @@ def train(
         sort_by=sort_by,
         best=best.name,
         pipeline=pipeline,
-        features=features,
-        labels=labels,
+        features=fit_x,
+        labels=fit_y,
+        validator=validator,
+        candidate=chosen,
         classes=classes,
         warnings=notes,
         folds=options.folds,
         seed=options.seed,
         train_seconds=time.perf_counter() - started,
+        holdout=holdout,
+        tuning=tuning,
     )

@@ -6,8 +6,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tabship import datasets
-from tabship.artifact import ONNX_FILE, PIPELINE_FILE, Artifact, check_output_free, write_artifact
+from tabship.artifact import (
+    ONNX_FILE,
+    PIPELINE_FILE,
+    REPORT_FILE,
+    Artifact,
+    check_output_free,
+    write_artifact,
+)
 from tabship.config import Settings
 from tabship.train import Progress, TrainOptions, TrainResult
 
@@ -25,11 +34,27 @@ def _json_params(estimator: Any) -> dict[str, Any]:
     """The estimator's parameters that JSON can hold (nested objects are named, not dumped)."""
     out: dict[str, Any] = {}
     for key, value in sorted(estimator.get_params(deep=False).items()):
+        if isinstance(value, str) and value == "deprecated":
+            continue  # scikit-learn's placeholder for a parameter on its way out
+        if isinstance(value, np.generic):
+            value = value.item()
         if value is None or isinstance(value, bool | int | float | str):
             out[key] = value
         else:
             out[key] = repr(value)
     return out
+
+
+def _holdout(result: TrainResult) -> dict[str, Any] | None:
+    """The holdout's size and the chosen model's scores on it, or None when none was kept."""
+    if result.holdout is None:
+        return None
+    return {
+        "fraction": result.holdout.fraction,
+        "rows": len(result.holdout.labels),
+        "seed": result.seed,
+        "scores": result.holdout.scores,
+    }
 
 
 def train_model(
@@ -47,6 +72,7 @@ def train_model(
     import skops.io
 
     from tabship.export import export
+    from tabship.report import build_report
     from tabship.train import train
 
     check_output_free(output, force)
@@ -58,7 +84,7 @@ def train_model(
     if onnx_model is not None:
         files[ONNX_FILE] = onnx_model
     engine = "onnx" if onnx_model is not None else "sklearn"
-    best = next(row for row in result.leaderboard if row.name == result.best)
+    best = result.chosen
     metadata = {
         "task": result.task,
         "target": result.target,
@@ -70,8 +96,14 @@ def train_model(
             "name": best.name,
             "label": best.label,
             "params": _json_params(result.pipeline.named_steps["model"]),
+            "candidate": best.candidate or best.name,
+            "tuned": best.tuned,
+            "expand": bool(best.expand if best.expand is not None else result.candidate.expand),
+            "class_weight": "balanced" if result.validator.balanced else None,
             "cv": {"folds": result.folds, "seed": result.seed, "mean": best.mean, "std": best.std},
+            "holdout": _holdout(result),
         },
+        "tuning": result.tuning.to_dict() if result.tuning else None,
         "engine": engine,
         "onnx": parity.to_dict(),
         "leaderboard": [row.to_dict() for row in result.leaderboard],
@@ -84,5 +116,8 @@ def train_model(
             "warnings": result.warnings,
         },
     }
+    if progress:
+        progress("report", 1, 1)
+    files[REPORT_FILE] = build_report(result, metadata).encode("utf-8")
     write_artifact(output, metadata, files, force=force)
     return TrainedModel(result=result, artifact=Artifact.open(output), engine=engine)

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from tabship import __version__
+from tabship.artifact import REPORT_FILE
 from tabship.config import ServeSettings
 from tabship.errors import (
     BodyTooLargeError,
@@ -253,7 +254,7 @@ def create_app(
     metrics = Metrics()
     schema = predictor.schema
     warm_record = contract.example_record(schema)
-    has_report = "report.html" in predictor.metadata.get("files", {})
+    has_report = REPORT_FILE in predictor.metadata.get("files", {})
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -333,6 +334,14 @@ def create_app(
         return HTMLResponse(
             form.render_page(predictor, form.fields_for(predictor), report=has_report)
         )
+
+    if has_report:
+        # Read (and sha256-checked) once at start; a self-contained file, so one response.
+        report_html = predictor.artifact.read(REPORT_FILE)
+
+        @app.get("/report", response_class=HTMLResponse, include_in_schema=False)
+        async def training_report() -> Response:
+            return Response(report_html, media_type="text/html; charset=utf-8")
 
     @app.post("/predict", response_class=HTMLResponse, include_in_schema=False)
     async def predict_form(request: Request) -> HTMLResponse:

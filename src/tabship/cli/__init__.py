@@ -1,0 +1,14 @@
+"""Command line: parse arguments, call one library function, print. No logic lives here."""
+
+from __future__ import annotations
+
+# Importing the command modules registers their commands on the app, in --help order.
+from tabship.cli import serving, shipping, training
+from tabship.cli.common import app
+
+__all__ = ["app", "main", "serving", "shipping", "training"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

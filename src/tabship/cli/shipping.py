@@ -1,0 +1,258 @@
+"""Commands that ship a model: image, SBOM, manifests, deploy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tabship.cli.common import app, deploy_app, fail
+
+
+@app.command()
+def build(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    tag: Annotated[str, typer.Option("--tag", "-t", help="Image name, e.g. insurance-app:v1.")],
+    engine: Annotated[
+        str | None, typer.Option(help="docker or podman (default: whichever works).")
+    ] = None,
+    base_image: Annotated[
+        str | None, typer.Option(help="Base image with python3 (default python:3.11-slim).")
+    ] = None,
+    wheelhouse: Annotated[
+        Path | None,
+        typer.Option(
+            help="Install only wheels from this folder; missing ones are downloaded into it first."
+        ),
+    ] = None,
+    push: Annotated[bool, typer.Option(help="Push the image after building.")] = False,
+    context_dir: Annotated[
+        Path | None, typer.Option(help="Write the build context here (new or empty folder).")
+    ] = None,
+) -> None:
+    """Build a hardened serving image for a model folder with docker or podman."""
+    from tabship.config import Settings
+    from tabship.container import DEFAULT_BASE_IMAGE, ImageOptions, build_image
+    from tabship.errors import TabshipError
+    from tabship.runner import Runner
+
+    options = ImageOptions(
+        tag=tag,
+        base_image=base_image or DEFAULT_BASE_IMAGE,
+        engine=engine,
+        wheelhouse=wheelhouse,
+        push=push,
+        context_dir=context_dir,
+    )
+    try:
+        built = build_image(
+            model, options, Runner(echo=True), Settings.from_env().cache_dir / "wheels"
+        )
+    except TabshipError as exc:
+        fail(exc)
+        return
+    typer.echo(
+        f"built {built.tag} with {built.engine} (context: {built.context})"
+        + (", pushed" if built.pushed else "")
+    )
+
+
+@app.command()
+def sbom(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="SBOM file to write (CycloneDX JSON).")
+    ] = Path("sbom.cdx.json"),
+    wheelhouse: Annotated[
+        Path | None, typer.Option(help="Wheel folder (default: the build cache).")
+    ] = None,
+) -> None:
+    """Write a CycloneDX SBOM of the serving image's environment for this model."""
+    from tabship.config import Settings
+    from tabship.container import write_sbom
+    from tabship.errors import TabshipError
+    from tabship.runner import Runner
+
+    try:
+        written = write_sbom(
+            model, output, wheelhouse or Settings.from_env().cache_dir / "wheels", Runner()
+        )
+    except TabshipError as exc:
+        fail(exc)
+        return
+    typer.echo(f"wrote {written}")
+
+
+def _manifest_extra(
+    min_replicas: int, max_replicas: int, cpu_target: int, cpu: str, memory: str
+) -> dict[str, Any]:
+    return {
+        "min_replicas": min_replicas,
+        "max_replicas": max_replicas,
+        "cpu_target": cpu_target,
+        "cpu": cpu,
+        "memory": memory,
+    }
+
+
+@app.command()
+def manifests(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    image: Annotated[
+        str, typer.Option(help="Image reference, ideally by digest (name@sha256:...).")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Kustomize folder to write.")
+    ] = Path("k8s"),
+    name: Annotated[str | None, typer.Option(help="Object name (default tabship-TARGET).")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Namespace for every object.")] = None,
+    min_replicas: Annotated[int, typer.Option(help="HPA minimum.")] = 2,
+    max_replicas: Annotated[int, typer.Option(help="HPA maximum.")] = 10,
+    cpu_target: Annotated[int, typer.Option(help="HPA CPU utilisation target, percent.")] = 70,
+    cpu: Annotated[str, typer.Option(help="CPU request per pod.")] = "250m",
+    memory: Annotated[str, typer.Option(help="Memory request and limit per pod.")] = "512Mi",
+    force: Annotated[bool, typer.Option(help="Replace files already in the folder.")] = False,
+) -> None:
+    """Write a kustomize folder (kubectl apply -k DIR) that passes the policy checker."""
+    from tabship.artifact import Artifact
+    from tabship.deploy.manifests import ManifestOptions, render_manifests, write_manifests
+    from tabship.deploy.policy import check_objects
+    from tabship.errors import TabshipError
+
+    try:
+        options = ManifestOptions(
+            image=image,
+            name=name,
+            namespace=namespace,
+            **_manifest_extra(min_replicas, max_replicas, cpu_target, cpu, memory),
+        )
+        objects = render_manifests(Artifact.open(model), options)
+        findings = check_objects(objects)
+        if findings:
+            raise TabshipError("; ".join(str(f) for f in findings))
+        written = write_manifests(objects, output, namespace, force=force)
+    except TabshipError as exc:
+        fail(exc)
+        return
+    typer.echo(
+        f"wrote {len(written)} files to {output}; policy: 0 findings. Apply with: kubectl apply -k {output}"
+    )
+
+
+@app.command("check-manifests")
+def check_manifests(
+    directory: Annotated[
+        Path, typer.Argument(help="Folder of Kubernetes YAML (kustomize or plain).")
+    ],
+) -> None:
+    """Check manifests against Pod Security "restricted" and tabship's hardening rules."""
+    from tabship.deploy.policy import check_objects, load_folder
+    from tabship.errors import TabshipError
+
+    try:
+        findings = check_objects(load_folder(directory))
+    except TabshipError as exc:
+        fail(exc)
+        return
+    for finding in findings:
+        typer.echo(str(finding))
+    typer.echo(f"{len(findings)} findings in {directory}", err=True)
+    if findings:
+        raise typer.Exit(1)
+
+
+@deploy_app.command("gke")
+def deploy_gke(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    project: Annotated[str, typer.Option(help="Google Cloud project id.")],
+    region: Annotated[str, typer.Option(help="Region, e.g. europe-west1.")],
+    cluster: Annotated[
+        str, typer.Option(help="GKE cluster name (created if missing).")
+    ] = "tabship",
+    repository: Annotated[
+        str, typer.Option(help="Artifact Registry repository (created if missing).")
+    ] = "tabship",
+    nodes: Annotated[
+        int | None,
+        typer.Option(help="Standard cluster with N nodes per zone (default: Autopilot)."),
+    ] = None,
+    autopilot: Annotated[bool, typer.Option(help="Autopilot cluster (the default).")] = False,
+    engine: Annotated[str, typer.Option(help="docker or podman, to build and push.")] = "docker",
+    name: Annotated[
+        str | None, typer.Option(help="Object and image name (default tabship-TARGET).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Keep the manifests in this folder.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print every command; change nothing.")] = False,
+) -> None:
+    """Artifact Registry, build and push, GKE cluster, kubectl apply, rollout, external IP."""
+    from tabship.artifact import Artifact
+    from tabship.config import Settings
+    from tabship.deploy.gke import DeployState, GkeOptions, apply_plan, plan_gke
+    from tabship.errors import TabshipError
+    from tabship.runner import Runner
+
+    if nodes is not None and autopilot:
+        typer.echo(
+            "error: --nodes makes a Standard cluster; do not combine it with --autopilot", err=True
+        )
+        raise typer.Exit(1)
+    runner = Runner(dry_run=dry_run)
+    state = DeployState()
+    try:
+        options = GkeOptions(
+            project=project,
+            region=region,
+            cluster=cluster,
+            repository=repository,
+            nodes=nodes,
+            engine=engine,
+            name=name,
+            manifests_dir=output,
+            wheelhouse=Settings.from_env().cache_dir / "wheels",
+        )
+        apply_plan(plan_gke(Artifact.open(model), options, runner, state), runner, typer.echo)
+    except TabshipError as exc:
+        fail(exc)
+        return
+    if not dry_run:
+        typer.echo(f"deployed: http://{state.external_ip}/")
+
+
+@deploy_app.command("k8s")
+def deploy_k8s(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    image: Annotated[
+        str, typer.Option(help="An image the cluster can pull (built with `tabship build`).")
+    ],
+    context: Annotated[
+        str | None, typer.Option(help="kubectl context (default: the current one).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Object name (default tabship-TARGET).")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Namespace for every object.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Keep the manifests in this folder.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print every command; change nothing.")] = False,
+) -> None:
+    """Apply the manifests to any cluster kubectl reaches, wait for the rollout and the IP."""
+    from tabship.artifact import Artifact
+    from tabship.deploy.gke import DeployState, apply_plan, plan_k8s
+    from tabship.errors import TabshipError
+    from tabship.runner import Runner
+
+    runner = Runner(dry_run=dry_run)
+    state = DeployState()
+    try:
+        apply_plan(
+            plan_k8s(Artifact.open(model), image, context, runner, state, name, namespace, output),
+            runner,
+            typer.echo,
+        )
+    except TabshipError as exc:
+        fail(exc)
+        return
+    if not dry_run:
+        typer.echo(f"deployed: http://{state.external_ip}/")

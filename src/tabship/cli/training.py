@@ -1,0 +1,215 @@
+"""Commands that make models: datasets, train, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from tabship.cli.common import app, console, datasets_app, fail, split_names
+
+if TYPE_CHECKING:
+    from tabship.crossval import Row
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """List the built-in datasets."""
+    from tabship.datasets import BUILTIN
+
+    for dataset in BUILTIN.values():
+        typer.echo(f"{dataset.name}\ttarget={dataset.target}\t{dataset.description}")
+
+
+@datasets_app.command("fetch")
+def datasets_fetch(name: str) -> None:
+    """Find or download a built-in dataset, verify its sha256 and print its path."""
+    from tabship import datasets
+    from tabship.errors import TabshipError
+
+    try:
+        typer.echo(str(datasets.fetch(name)))
+    except TabshipError as exc:
+        fail(exc)
+
+
+def _leaderboard_table(
+    rows: list[Row], metrics: tuple[str, ...], best: str, limit: int | None = None
+) -> Any:
+    from rich.table import Table
+
+    table = Table(title="Cross-validated leaderboard (mean ± std over folds)")
+    table.add_column("#", justify="right")
+    table.add_column("model")
+    for name in metrics:
+        table.add_column(name.upper(), justify="right")
+    table.add_column("fit s", justify="right")
+    for position, row in enumerate(rows[:limit], start=1):
+        if row.error:
+            table.add_row(str(position), row.label, *["failed"] * len(metrics), "")
+            continue
+        marker = " *" if row.name == best else ""
+        cells = [_format_metric(row.mean[m], row.std[m]) for m in metrics]
+        table.add_row(str(position), row.label + marker, *cells, f"{row.fit_seconds:.2f}")
+    return table
+
+
+def _format_metric(mean: float, std: float) -> str:
+    if mean != mean:  # NaN: the metric does not apply to this table
+        return "n/a"
+    digits = 4 if abs(mean) < 10 else 0
+    return f"{mean:,.{digits}f} ± {std:,.{digits}f}"
+
+
+def _progress_text(label: str) -> str:
+    if label.startswith("tuning") or label in ("refit", "report"):
+        return label
+    return f"cross-validating: {label}"
+
+
+def run_training(
+    data: str,
+    target: str,
+    output: Path,
+    **kwargs: Any,
+) -> None:
+    """Train with a progress bar, then print the leaderboard and where the model went."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tabship import metrics
+    from tabship.artifact import REPORT_FILE
+    from tabship.errors import TabshipError
+    from tabship.train import TrainOptions
+    from tabship.workflow import train_model
+
+    option_names = set(TrainOptions.__dataclass_fields__) - {"target"}
+    options = TrainOptions(target=target, **{k: v for k, v in kwargs.items() if k in option_names})
+    extra = {k: v for k, v in kwargs.items() if k not in option_names}
+    out = console()
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=out,
+            transient=True,
+        ) as bar:
+            task_id = bar.add_task("cross-validating", total=None)
+
+            def report(label: str, done: int, total: int) -> None:
+                bar.update(task_id, description=_progress_text(label), completed=done, total=total)
+
+            trained = train_model(data, options, output, progress=report, **extra)
+    except TabshipError as exc:
+        fail(exc)
+        return
+    result = trained.result
+    for note in result.warnings:
+        out.print(f"[yellow]warning:[/] {note}")
+    out.print(_leaderboard_table(result.leaderboard, metrics.names(result.task), result.best))
+    parity = trained.artifact.metadata["onnx"]
+    out.print(
+        f"best: {result.chosen.label} by {result.sort_by} (CV); engine: {trained.engine} "
+        f"({parity['reason']}); trained in {result.train_seconds:.1f} s"
+    )
+    if result.tuning:
+        out.print(
+            f"tuning: {result.tuning.seconds:.1f} s of the {result.tuning.budget:g} s budget, "
+            f"trials {result.tuning.trials}"
+        )
+    if result.holdout:
+        scores = result.holdout.scores
+        out.print(
+            f"holdout ({len(result.holdout.labels)} rows no model saw): "
+            + ", ".join(f"{m} {_format_metric(scores[m], 0.0).split(' ±')[0]}" for m in scores)
+        )
+    out.print(f"model saved to {output}; report: {output / REPORT_FILE}")
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Argument(help="CSV or Parquet file, or a built-in dataset name.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Column to predict.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")] = Path(
+        "model"
+    ),
+    task: Annotated[
+        str | None, typer.Option(help="regression or classification (default: inferred).")
+    ] = None,
+    folds: Annotated[int, typer.Option(min=2, max=20, help="Cross-validation folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed for folds, holdout, tuning and models.")] = 123,
+    models: Annotated[
+        list[str] | None, typer.Option(help="Only these candidates (comma-separated).")
+    ] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Leave out these candidates.")] = None,
+    sort_by: Annotated[str | None, typer.Option(help="Metric that picks the winner.")] = None,
+    holdout: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=0.9, help="Keep this share of rows out of all training, e.g. 0.2."
+        ),
+    ] = 0.0,
+    tune: Annotated[
+        bool, typer.Option(help="Randomised search over the top 3 candidates' settings.")
+    ] = False,
+    time_budget: Annotated[
+        float, typer.Option(min=1.0, help="Seconds the --tune search may take.")
+    ] = 60.0,
+    target_label: Annotated[
+        str | None, typer.Option(help="How the form names the prediction.")
+    ] = None,
+    unit: Annotated[str | None, typer.Option(help="Unit of the prediction, e.g. USD.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
+) -> None:
+    """Cross-validate candidate pipelines, keep the best, write the model folder and its report."""
+    if task not in (None, "regression", "classification"):
+        typer.echo(f"error: --task {task!r} is not one of: regression, classification", err=True)
+        raise typer.Exit(1)
+    run_training(
+        data,
+        target,
+        output,
+        task=task,
+        folds=folds,
+        seed=seed,
+        models=split_names(models),
+        exclude=split_names(exclude),
+        sort_by=sort_by,
+        holdout=holdout,
+        tune=tune,
+        time_budget=time_budget,
+        target_label=target_label,
+        unit=unit,
+        force=force,
+    )
+
+
+@app.command()
+def report(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the report in the default web browser.")
+    ] = False,
+) -> None:
+    """Print the path of the model's training report (verified), or open it."""
+    import webbrowser
+
+    from tabship.artifact import REPORT_FILE, Artifact
+    from tabship.errors import ArtifactError, TabshipError
+
+    try:
+        artifact = Artifact.open(model)
+        if REPORT_FILE not in artifact.metadata.get("files", {}):
+            raise ArtifactError(
+                f"{model} has no {REPORT_FILE} (trained by an older tabship); train it again"
+            )
+        artifact.read(REPORT_FILE)  # checks its sha256 before anyone reads it
+    except TabshipError as exc:
+        fail(exc)
+        return
+    path = (model / REPORT_FILE).resolve()
+    typer.echo(str(path))
+    if open_browser and not webbrowser.open(path.as_uri()):
+        typer.echo("no web browser found; open the path above", err=True)

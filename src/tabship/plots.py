@@ -1,0 +1,144 @@
+"""The report's figures as PNG bytes, drawn with matplotlib's file-only backend."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as skm
+
+from tabship.evaluation import Importance
+
+WIDTH, HEIGHT, DPI = 6.0, 4.2, 100
+ACCENT = "#1f5fae"
+MUTED = "#9aa7b8"
+
+
+@contextmanager
+def _figure(title: str, xlabel: str, ylabel: str) -> Iterator[tuple[Any, Any, io.BytesIO]]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here or on a server; only files are drawn
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(WIDTH, HEIGHT), dpi=DPI)
+    buffer = io.BytesIO()
+    try:
+        axes.set_title(title)
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(ylabel)
+        axes.grid(alpha=0.3)
+        yield figure, axes, buffer
+        figure.tight_layout()
+        figure.savefig(buffer, format="png")
+    finally:
+        pyplot.close(figure)
+
+
+def predicted_vs_actual(actual: np.ndarray, predicted: np.ndarray, target: str) -> bytes:
+    """Scatter of predictions against truth with the identity line."""
+    with _figure(f"Predicted vs actual {target}", f"actual {target}", "predicted") as (
+        _,
+        axes,
+        buffer,
+    ):
+        axes.scatter(actual, predicted, s=8, alpha=0.5, color=ACCENT, linewidths=0)
+        low = float(min(actual.min(), predicted.min()))
+        high = float(max(actual.max(), predicted.max()))
+        axes.plot([low, high], [low, high], color="black", linewidth=1, label="perfect")
+        axes.legend(loc="upper left")
+    return buffer.getvalue()
+
+
+def residuals(actual: np.ndarray, predicted: np.ndarray, target: str) -> bytes:
+    """Residuals (actual - predicted) against the prediction, with the zero line."""
+    with _figure("Residuals", f"predicted {target}", "actual - predicted") as (_, axes, buffer):
+        axes.scatter(predicted, actual - predicted, s=8, alpha=0.5, color=ACCENT, linewidths=0)
+        axes.axhline(0.0, color="black", linewidth=1)
+    return buffer.getvalue()
+
+
+def confusion(actual: np.ndarray, predicted: np.ndarray, classes: list[str]) -> bytes:
+    """Confusion matrix with counts in the cells."""
+    matrix = skm.confusion_matrix(actual, predicted, labels=list(range(len(classes))))
+    with _figure("Confusion matrix", "predicted class", "actual class") as (figure, axes, buffer):
+        axes.grid(False)
+        image = axes.imshow(matrix, cmap="Blues")
+        figure.colorbar(image, ax=axes)
+        ticks = range(len(classes))
+        axes.set_xticks(ticks, classes, rotation=45, ha="right")
+        axes.set_yticks(ticks, classes)
+        threshold = matrix.max() / 2
+        for (row, column), count in np.ndenumerate(matrix):
+            colour = "white" if count > threshold else "black"
+            axes.text(column, row, str(count), ha="center", va="center", color=colour)
+    return buffer.getvalue()
+
+
+def _one_vs_rest(
+    actual: np.ndarray, proba: np.ndarray, classes: list[str]
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, is-this-class, score) per curve: the positive class alone when there are two."""
+    if len(classes) == 2:
+        return [(classes[1], actual == 1, proba[:, 1])]
+    return [(name, actual == index, proba[:, index]) for index, name in enumerate(classes)]
+
+
+def roc(actual: np.ndarray, proba: np.ndarray, classes: list[str]) -> bytes:
+    """ROC curve per class (one for binary), with its AUC in the legend."""
+    with _figure("ROC curve", "false positive rate", "true positive rate") as (_, axes, buffer):
+        for name, truth, score in _one_vs_rest(actual, proba, classes):
+            if truth.all() or not truth.any():
+                continue
+            fpr, tpr, _ = skm.roc_curve(truth, score)
+            axes.plot(fpr, tpr, label=f"{name} (AUC {skm.auc(fpr, tpr):.3f})")
+        axes.plot([0, 1], [0, 1], color=MUTED, linestyle="--", linewidth=1, label="chance")
+        axes.legend(loc="lower right")
+    return buffer.getvalue()
+
+
+def precision_recall(actual: np.ndarray, proba: np.ndarray, classes: list[str]) -> bytes:
+    """Precision-recall curve per class (one for binary), with average precision."""
+    with _figure("Precision-recall curve", "recall", "precision") as (_, axes, buffer):
+        for name, truth, score in _one_vs_rest(actual, proba, classes):
+            if not truth.any():
+                continue
+            precision, recall, _ = skm.precision_recall_curve(truth, score)
+            average = skm.average_precision_score(truth, score)
+            axes.plot(recall, precision, label=f"{name} (AP {average:.3f})")
+        axes.set_ylim(0.0, 1.05)
+        axes.legend(loc="lower left")
+    return buffer.getvalue()
+
+
+def importance(items: list[Importance], metric: str) -> bytes:
+    """Horizontal bars: drop in the metric when each feature is shuffled, biggest on top."""
+    shown = list(reversed(items[:20]))
+    with _figure("Permutation feature importance", f"drop in {metric} when shuffled", "") as (
+        _,
+        axes,
+        buffer,
+    ):
+        axes.barh(
+            [item.feature for item in shown],
+            [item.mean for item in shown],
+            xerr=[item.std for item in shown],
+            color=ACCENT,
+        )
+        axes.axvline(0.0, color="black", linewidth=1)
+    return buffer.getvalue()
+
+
+def target_distribution(labels: np.ndarray, target: str, classes: list[str]) -> bytes:
+    """Histogram of a numeric target, or the count of each class."""
+    with _figure(f"Distribution of {target}", target, "rows") as (_, axes, buffer):
+        if classes:
+            counts = np.bincount(labels, minlength=len(classes))
+            axes.bar(classes, counts, color=ACCENT)
+            axes.tick_params(axis="x", labelrotation=45)
+        else:
+            axes.hist(labels, bins=40, color=ACCENT)
+    return buffer.getvalue()

@@ -1,0 +1,205 @@
+"""The training report: one self-contained HTML file with the leaderboard and the plots."""
+
+from __future__ import annotations
+
+import base64
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
+
+from tabship import metrics, plots
+from tabship.artifact import library_versions
+from tabship.evaluation import Evaluation, evaluate
+from tabship.schema import MISSING_LEVEL
+from tabship.train import TrainResult
+
+# The plot ids a reader (and the browser test) can rely on, per task.
+REGRESSION_PLOTS = ("predicted-vs-actual", "residuals", "importance", "target")
+CLASSIFICATION_PLOTS = ("confusion", "roc", "precision-recall", "importance", "target")
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One embedded figure: a stable id, its caption and the PNG as a data URI."""
+
+    id: str
+    title: str
+    caption: str
+    uri: str
+
+
+def _png(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _plots(result: TrainResult, evaluation: Evaluation, labels: np.ndarray) -> list[Plot]:
+    source = f"On {evaluation.source}."
+    target = result.target
+    found: list[Plot] = []
+    if result.task == "regression":
+        found += [
+            Plot(
+                "predicted-vs-actual",
+                "Predicted vs actual",
+                source + " Points on the line are perfect predictions.",
+                _png(plots.predicted_vs_actual(evaluation.actual, evaluation.predicted, target)),
+            ),
+            Plot(
+                "residuals",
+                "Residuals",
+                source + " A band around zero with no shape means the model missed no pattern.",
+                _png(plots.residuals(evaluation.actual, evaluation.predicted, target)),
+            ),
+        ]
+    else:
+        assert evaluation.proba is not None
+        classes = result.classes
+        found += [
+            Plot(
+                "confusion",
+                "Confusion matrix",
+                source + " Rows are the true class, columns the predicted one.",
+                _png(plots.confusion(evaluation.actual, evaluation.predicted, classes)),
+            ),
+            Plot(
+                "roc",
+                "ROC curve",
+                source + " One curve per class against the rest (the positive class if two).",
+                _png(plots.roc(evaluation.actual, evaluation.proba, classes)),
+            ),
+            Plot(
+                "precision-recall",
+                "Precision-recall curve",
+                source + " Precision and recall at every probability threshold.",
+                _png(plots.precision_recall(evaluation.actual, evaluation.proba, classes)),
+            ),
+        ]
+    found += [
+        Plot(
+            "importance",
+            "Permutation feature importance",
+            f"{source} How much {evaluation.importance_metric} drops when one feature's values "
+            f"are shuffled ({len(evaluation.importance)} features, mean and spread of repeats).",
+            _png(plots.importance(evaluation.importance, evaluation.importance_metric)),
+        ),
+        Plot(
+            "target",
+            f"Distribution of {target}",
+            f"All {len(labels):,} rows with a target.",
+            _png(plots.target_distribution(labels, target, result.classes)),
+        ),
+    ]
+    return found
+
+
+def _columns(result: TrainResult, features: pd.DataFrame) -> list[dict[str, Any]]:
+    summary = []
+    for feature in result.schema.features:
+        column = features[feature.name]
+        if feature.kind == "numeric":
+            missing = int(column.isna().sum())
+            seen = f"{feature.minimum:,.4g} to {feature.maximum:,.4g}"
+        else:
+            missing = int((column == MISSING_LEVEL).sum())
+            known = [level for level in feature.levels if level != MISSING_LEVEL]
+            seen = (
+                f"{len(known)} levels: " + ", ".join(known[:8]) + (" …" if len(known) > 8 else "")
+            )
+        summary.append(
+            {
+                "name": feature.name,
+                "kind": feature.kind,
+                "dtype": feature.dtype,
+                "missing": missing,
+                "seen": seen,
+            }
+        )
+    return summary
+
+
+def _number(value: float | None, metric: str) -> str:
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    if metric in ("mae", "rmse") and abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.4f}"
+
+
+def _leaderboard(result: TrainResult) -> list[dict[str, Any]]:
+    names = metrics.names(result.task)
+    rows = []
+    for position, row in enumerate(result.leaderboard, start=1):
+        cells = [
+            {
+                "text": f"{_number(row.mean.get(m), m)} ± {_number(row.std.get(m), m)}"
+                if m in row.mean
+                else "n/a",
+                "value": row.mean.get(m) if np.isfinite(row.mean.get(m, np.nan)) else "",
+            }
+            for m in names
+        ]
+        rows.append(
+            {
+                "rank": position,
+                "label": row.label,
+                "name": row.name,
+                "chosen": row.name == result.best,
+                "tuned": row.tuned,
+                "trials": row.trials,
+                "cells": cells,
+                "fit_seconds": row.fit_seconds,
+                "error": row.error,
+            }
+        )
+    return rows
+
+
+def render_report(result: TrainResult, metadata: dict[str, Any], evaluation: Evaluation) -> str:
+    """The report's HTML for a trained result and the metadata written beside it."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    features = result.features
+    labels = result.labels
+    if result.holdout is not None:
+        features = pd.concat([features, result.holdout.features], ignore_index=True)
+        labels = np.concatenate([labels, result.holdout.labels])
+    names = metrics.names(result.task)
+    chosen = result.chosen
+    holdout = result.holdout
+    environment = Environment(
+        loader=PackageLoader("tabship", "templates"), autoescape=select_autoescape(["html"])
+    )
+    return environment.get_template("report.html").render(
+        result=result,
+        metadata=metadata,
+        evaluation=evaluation,
+        metric_names=names,
+        sort_by=result.sort_by,
+        leaderboard=_leaderboard(result),
+        chosen=chosen,
+        comparison=[
+            {
+                "metric": m,
+                "cv": f"{_number(chosen.mean.get(m), m)} ± {_number(chosen.std.get(m), m)}",
+                "holdout": _number(holdout.scores.get(m), m) if holdout else None,
+            }
+            for m in names
+        ],
+        plots=_plots(result, evaluation, labels),
+        columns=_columns(result, features),
+        total_rows=len(labels),
+        tuning=result.tuning,
+        versions=library_versions(),
+    )
+
+
+def build_report(result: TrainResult, metadata: dict[str, Any]) -> str:
+    """Evaluate the chosen model on unseen rows and render the report around it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        evaluation = evaluate(result)
+    return render_report(result, metadata, evaluation)
