@@ -272,11 +272,7 @@ class Schema:
                 columns[feature.name] = numbers.reshape(-1, 1)
             else:
                 allowed = [level for level in feature.levels if level != MISSING_LEVEL]
-                # One hashed lookup per column; code -1 means empty or not a known level.
-                labels = (
-                    raw if raw.dtype.kind in "OUT" or str(raw.dtype) == "str" else raw.astype(str)
-                )
-                codes = pd.Index(allowed, dtype=object).get_indexer(pd.Index(labels))
+                codes = _level_codes(raw, allowed)
                 unknown = ~empty & (codes < 0)
                 text = np.array([*allowed, MISSING_LEVEL], dtype=object)[codes]
                 _flag(
@@ -293,6 +289,24 @@ class Schema:
         if problems:
             raise RecordError(problems[:MAX_LISTED_PROBLEMS])
         return Batch(columns=columns, rows=len(frame), warnings=warnings)
+
+
+def _level_codes(raw: pd.Series, allowed: list[str]) -> np.ndarray:
+    """Each row's index in `allowed`, -1 for empty or unknown: one hashed lookup per column.
+
+    Arrow-backed text (what pandas and our CSV reader give) is looked up in Arrow itself;
+    turning a million strings into Python objects first would cost more than the model.
+    """
+    import pandas as pd
+
+    if hasattr(raw.array, "__arrow_array__") and raw.dtype.kind in "OUT":
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        found = pc.index_in(pa.array(raw.array), value_set=pa.array(allowed, pa.string()))
+        return np.asarray(pc.fill_null(found, -1).to_numpy(), dtype=np.intp)
+    labels = raw if raw.dtype.kind in "OUT" or str(raw.dtype) == "str" else raw.astype(str)
+    return np.asarray(pd.Index(allowed, dtype=object).get_indexer(pd.Index(labels)))
 
 
 def _flag(
