@@ -37,6 +37,9 @@ ROUTES = frozenset(
 )
 
 
+_QUOTED_METHODS = {m: f'"{m}"' for m in ("GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS")}
+
+
 @dataclass
 class ServerState:
     """What the probes report: warmed up and ready, or draining before exit."""
@@ -162,15 +165,13 @@ class Guard:
                         self.metrics.in_flight.dec()
         elapsed = time.perf_counter() - started
         self.metrics.observe(route, scope["method"], status, elapsed)
-        line = {
-            "ts": round(time.time(), 3),
-            "method": scope["method"],
-            "route": route,
-            "status": status,
-            "ms": round(elapsed * 1000, 3),
-            "rows": scope.get("state", {}).get("rows", 0),
-        }
-        sys.stdout.write(json.dumps(line) + "\n")
+        # The line is JSON; only the method comes from the client, so only it is escaped.
+        method = _QUOTED_METHODS.get(scope["method"]) or json.dumps(scope["method"])
+        rows = scope.get("state", {}).get("rows", 0)
+        sys.stdout.write(
+            f'{{"ts": {time.time():.3f}, "method": {method}, "route": "{route}", '
+            f'"status": {status}, "ms": {elapsed * 1000:.3f}, "rows": {rows}}}\n'
+        )
 
     async def _answer_json(
         self, scope: Scope, receive: Receive, send: Send, path: str, limit: int
