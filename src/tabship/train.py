@@ -58,17 +58,33 @@ class TrainResult:
     sort_by: str
     best: str
     pipeline: Pipeline
-    features: pd.DataFrame
-    labels: np.ndarray
     validator: CrossValidator
     candidate: Candidate
     classes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    folds: int = 5
-    seed: int = 123
     train_seconds: float = 0.0
     holdout: Holdout | None = None
     tuning: TuningSummary | None = None
+
+    @property
+    def features(self) -> pd.DataFrame:
+        """The rows the model was cross-validated and fitted on (the holdout excluded)."""
+        return self.validator.features
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The encoded target of `features`."""
+        return self.validator.labels
+
+    @property
+    def folds(self) -> int:
+        """Cross-validation folds."""
+        return self.validator.folds
+
+    @property
+    def seed(self) -> int:
+        """The seed of folds, holdout, tuning and models."""
+        return self.validator.seed
 
     @property
     def chosen(self) -> Row:
@@ -295,14 +311,10 @@ def train(
         sort_by=sort_by,
         best=best.name,
         pipeline=pipeline,
-        features=fit_x,
-        labels=fit_y,
         validator=validator,
         candidate=chosen,
         classes=classes,
         warnings=notes,
-        folds=options.folds,
-        seed=options.seed,
         train_seconds=time.perf_counter() - started,
         holdout=holdout,
         tuning=tuning,
