@@ -12,7 +12,7 @@ import pytest
 
 from tabship.workflow import TrainedModel
 
-TABSHIP = str(Path(sys.executable).with_name("tabship"))
+from .servers import TABSHIP
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .servers import free_port
+from .servers import TABSHIP, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-TABSHIP = str(Path(sys.executable).with_name("tabship"))
 
 
 def test_readme_opens_with_make_demo_and_make_test() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,10 @@ import pytest
 from tabship.container import serving_pins
 from tabship.workflow import TrainedModel
 
+from .servers import TABSHIP
+
 pytestmark = pytest.mark.slow
 
-TABSHIP = str(Path(sys.executable).with_name("tabship"))
 WHEELS = Path(__file__).resolve().parents[1] / ".pytest_cache" / "tabship-cache" / "wheels"
 
 

@@ -15,8 +15,9 @@ import pytest
 from tabship import artifact as art
 from tabship.workflow import TrainedModel
 
+from .servers import TABSHIP
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "tabship"
-TABSHIP = str(Path(sys.executable).with_name("tabship"))
 
 
 class Booby:

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tabship.candidates import select
 from tabship.errors import DataError, TabshipError
 from tabship.train import TrainOptions, infer_task, train
 from tabship.workflow import TrainedModel
@@ -202,9 +203,13 @@ def test_imbalanced_classes_get_weights_where_the_model_takes_them(
     )
     assert result.validator.balanced
     assert any("classes are imbalanced" in w for w in result.warnings)
-    model = result.pipeline.named_steps["model"]
-    if "class_weight" in model.get_params():
-        assert model.class_weight == "balanced"
+    # The shipped model, whichever won, and each candidate as the validator builds it.
+    assert result.pipeline.get_params().get("model__class_weight", "balanced") == "balanced"
+    pool = {c.name: c for c in select("classification", ["logistic", "gradient_boosting"], None)}
+    logistic = result.validator.pipeline(pool["logistic"]).named_steps["model"]
+    assert logistic.class_weight == "balanced"
+    boosting = result.validator.pipeline(pool["gradient_boosting"]).named_steps["model"]
+    assert "class_weight" not in boosting.get_params()  # takes none, so it is built unchanged
     even = train(frame.drop(columns="charges"), quick("region", models=["logistic"]))
     assert not even.validator.balanced
     assert "class_weight" not in str(even.pipeline.named_steps["model"])

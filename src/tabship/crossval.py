@@ -25,8 +25,8 @@ def _finite_or_none(values: dict[str, float]) -> dict[str, float | None]:
 class Row:
     """One leaderboard row: a candidate (or a tuned variant of one) and its CV scores.
 
-    `candidate` names the family it was built from; `expand` and `params` are what tuning
-    changed (both empty for the candidate as defined).
+    `candidate` names the family it was built from; `expand` says whether degree-2 features
+    were added, and `params` what tuning changed (empty for the candidate as defined).
     """
 
     name: str
@@ -36,7 +36,7 @@ class Row:
     fit_seconds: float
     error: str | None = None
     candidate: str = ""
-    expand: bool | None = None
+    expand: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     trials: int = 0
 
@@ -117,7 +117,8 @@ class CrossValidator:
             std={},
             fit_seconds=0.0,
             candidate=candidate.name,
-            expand=expand,
+            # Recorded resolved, so the row alone says what was fitted.
+            expand=candidate.expand if expand is None else expand,
             params=dict(params or {}),
             trials=trials,
         )

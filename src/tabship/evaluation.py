@@ -99,8 +99,7 @@ def _out_of_fold(result: TrainResult) -> Evaluation:
     for estimator, test in zip(scores["estimator"], scores["indices"]["test"], strict=True):
         features = validator.features.iloc[test]
         if proba is not None:
-            # A fold may miss a class; place each column under its class index.
-            proba[np.ix_(test, estimator.classes_)] = estimator.predict_proba(features)
+            proba[test] = metrics.class_probabilities(estimator, features, len(result.classes))
             predicted[test] = np.argmax(proba[test], axis=1)
         else:
             predicted[test] = estimator.predict(features)
@@ -121,8 +120,7 @@ def _on_holdout(result: TrainResult) -> Evaluation:
     pipeline = result.pipeline
     proba = None
     if result.task == "classification":
-        proba = np.zeros((len(holdout.labels), len(result.classes)))
-        proba[:, pipeline.classes_] = pipeline.predict_proba(holdout.features)
+        proba = metrics.class_probabilities(pipeline, holdout.features, len(result.classes))
         predicted = np.argmax(proba, axis=1)
     else:
         predicted = np.asarray(pipeline.predict(holdout.features), dtype=np.float64)

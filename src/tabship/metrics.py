@@ -30,20 +30,65 @@ def higher_is_better(metric: str) -> bool:
     return metric not in _LOWER_IS_BETTER
 
 
+def _rmsle(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    if np.any(y_true < 0):
+        return float("nan")  # undefined for negative targets
+    return float(np.sqrt(np.mean((np.log1p(np.clip(y_pred, 0, None)) - np.log1p(y_true)) ** 2)))
+
+
+def _r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    total = float(np.sum((y_true - y_true.mean()) ** 2))
+    residual = float(np.sum((y_true - y_pred) ** 2))
+    if total == 0.0:  # a constant target: perfect or nothing, as scikit-learn scores it
+        return 1.0 if residual == 0.0 else 0.0
+    return 1.0 - residual / total
+
+
+# Plain numpy: permutation importance scores hundreds of shuffled copies with these.
+EPSILON = float(np.finfo(np.float64).eps)  # scikit-learn's floor for MAPE's denominator
+_REGRESSION_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "mae": lambda y, p: float(np.mean(np.abs(y - p))),
+    "rmse": lambda y, p: float(np.sqrt(np.mean((y - p) ** 2))),
+    "r2": _r2,
+    "rmsle": _rmsle,
+    "mape": lambda y, p: float(np.mean(np.abs(y - p) / np.maximum(np.abs(y), EPSILON))),
+}
+
+
+def _auc(y_true: np.ndarray, proba: np.ndarray, labels: list[int]) -> float:
+    if len(labels) == 2:
+        return float(skm.roc_auc_score(y_true, proba[:, 1]))
+    return float(
+        skm.roc_auc_score(y_true, proba, multi_class="ovr", average="weighted", labels=labels)
+    )
+
+
+def _averaged(metric: Any) -> Callable[[np.ndarray, np.ndarray, list[int]], float]:
+    """F1, precision or recall: of the positive class when binary, else class-weighted."""
+
+    def score(y_true: np.ndarray, proba: np.ndarray, labels: list[int]) -> float:
+        average = "binary" if len(labels) == 2 else "weighted"
+        predicted = np.argmax(proba, axis=1)
+        return float(metric(y_true, predicted, average=average, zero_division=0))
+
+    return score
+
+
+_CLASSIFICATION_METRICS: dict[str, Callable[[np.ndarray, np.ndarray, list[int]], float]] = {
+    "accuracy": lambda y, proba, labels: float(np.mean(np.argmax(proba, axis=1) == y)),
+    "auc": _auc,
+    "f1": _averaged(skm.f1_score),
+    "precision": _averaged(skm.precision_score),
+    "recall": _averaged(skm.recall_score),
+    "log_loss": lambda y, proba, labels: float(skm.log_loss(y, proba, labels=labels)),
+}
+
+
 def regression_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """MAE, RMSE, R2, RMSLE (NaN when the target has negatives) and MAPE."""
-    rmsle = float("nan")
-    if np.all(y_true >= 0):
-        rmsle = float(
-            np.sqrt(np.mean((np.log1p(np.clip(y_pred, 0, None)) - np.log1p(y_true)) ** 2))
-        )
-    return {
-        "mae": float(skm.mean_absolute_error(y_true, y_pred)),
-        "rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
-        "r2": float(skm.r2_score(y_true, y_pred)),
-        "rmsle": rmsle,
-        "mape": float(skm.mean_absolute_percentage_error(y_true, y_pred)),
-    }
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    return {name: metric(y_true, y_pred) for name, metric in _REGRESSION_METRICS.items()}
 
 
 def classification_scores(
@@ -51,48 +96,52 @@ def classification_scores(
 ) -> dict[str, float]:
     """Accuracy, AUC, F1, precision, recall (binary, else weighted) and log-loss."""
     labels = list(range(n_classes))
-    y_pred = np.argmax(proba, axis=1)
-    binary = n_classes == 2
-    average = "binary" if binary else "weighted"
-    if binary:
-        auc = skm.roc_auc_score(y_true, proba[:, 1])
-    else:
-        auc = skm.roc_auc_score(y_true, proba, multi_class="ovr", average="weighted", labels=labels)
-    return {
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "auc": float(auc),
-        "f1": float(skm.f1_score(y_true, y_pred, average=average, zero_division=0)),
-        "precision": float(skm.precision_score(y_true, y_pred, average=average, zero_division=0)),
-        "recall": float(skm.recall_score(y_true, y_pred, average=average, zero_division=0)),
-        "log_loss": float(skm.log_loss(y_true, proba, labels=labels)),
-    }
+    y_true = np.asarray(y_true)
+    return {name: metric(y_true, proba, labels) for name, metric in _CLASSIFICATION_METRICS.items()}
+
+
+def class_probabilities(estimator: Any, features: Any, n_classes: int) -> np.ndarray:
+    """predict_proba with one column per class of the task, even for classes a fit never saw.
+
+    A CV fold may miss a rare class; each column goes under its class index.
+    """
+    proba = np.zeros((len(features), n_classes))
+    proba[:, estimator.classes_] = estimator.predict_proba(features)
+    return proba
 
 
 def single_scorer(
     task: str, metric: str, n_classes: int
 ) -> Callable[[Any, Any, np.ndarray], float]:
-    """A scoring callable for one metric, signed so that larger is better.
-
-    Permutation importance scores hundreds of shuffled copies; the common metrics get a
-    plain numpy path instead of computing the whole set each time.
-    """
+    """A scoring callable for one metric, signed so that larger is better."""
     sign = 1.0 if higher_is_better(metric) else -1.0
-    full = scorer(task, n_classes)
+    if task == "regression":
+        one = _REGRESSION_METRICS[metric]
 
-    def score(estimator: Any, features: Any, y_true: np.ndarray) -> float:
-        if metric in ("mae", "rmse", "r2"):
-            y = np.asarray(y_true, dtype=np.float64)
-            error = y - np.asarray(estimator.predict(features), dtype=np.float64)
-            if metric == "mae":
-                return -float(np.mean(np.abs(error)))
-            if metric == "rmse":
-                return -float(np.sqrt(np.mean(error**2)))
-            return 1.0 - float(np.sum(error**2) / np.sum((y - y.mean()) ** 2))
-        if metric == "accuracy":
-            return float(np.mean(estimator.predict(features) == np.asarray(y_true)))
-        return sign * full(estimator, features, y_true)[metric]
+        def score_regression(estimator: Any, features: Any, y_true: np.ndarray) -> float:
+            predicted = np.asarray(estimator.predict(features), dtype=np.float64)
+            return sign * one(np.asarray(y_true, dtype=np.float64), predicted)
 
-    return score
+        return score_regression
+    chosen = _CLASSIFICATION_METRICS[metric]
+    labels = list(range(n_classes))
+
+    def score_classification(estimator: Any, features: Any, y_true: np.ndarray) -> float:
+        proba = class_probabilities(estimator, features, n_classes)
+        return sign * chosen(np.asarray(y_true), proba, labels)
+
+    return score_classification
+
+
+def format_score(mean: float | None, std: float | None = None) -> str:
+    """A metric for people: no decimals from 100 up (with thousands separators), four below."""
+    if mean is None or not np.isfinite(mean):
+        return "n/a"  # undefined for this table, e.g. RMSLE of negative targets
+    digits = 4 if abs(mean) < 100 else 0
+    text = f"{mean:,.{digits}f}"
+    if std is not None and np.isfinite(std):
+        text += f" ± {std:,.{digits}f}"
+    return text
 
 
 def scorer(task: str, n_classes: int) -> Scorer:
@@ -100,16 +149,12 @@ def scorer(task: str, n_classes: int) -> Scorer:
     if task == "regression":
 
         def score_regression(estimator: Any, features: Any, y_true: np.ndarray) -> dict[str, float]:
-            return regression_scores(
-                np.asarray(y_true, dtype=np.float64), estimator.predict(features)
-            )
+            return regression_scores(y_true, estimator.predict(features))
 
         return score_regression
 
     def score_classification(estimator: Any, features: Any, y_true: np.ndarray) -> dict[str, float]:
-        # A fold may miss a class; place each column under its class index.
-        proba = np.zeros((len(y_true), n_classes))
-        proba[:, estimator.classes_] = estimator.predict_proba(features)
-        return classification_scores(np.asarray(y_true), proba, n_classes)
+        proba = class_probabilities(estimator, features, n_classes)
+        return classification_scores(y_true, proba, n_classes)
 
     return score_classification

@@ -121,23 +121,13 @@ def _columns(result: TrainResult, features: pd.DataFrame) -> list[dict[str, Any]
     return summary
 
 
-def _number(value: float | None, metric: str) -> str:
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    if metric in ("mae", "rmse") and abs(value) >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.4f}"
-
-
 def _leaderboard(result: TrainResult) -> list[dict[str, Any]]:
     names = metrics.names(result.task)
     rows = []
     for position, row in enumerate(result.leaderboard, start=1):
         cells = [
             {
-                "text": f"{_number(row.mean.get(m), m)} ± {_number(row.std.get(m), m)}"
-                if m in row.mean
-                else "n/a",
+                "text": metrics.format_score(row.mean.get(m), row.std.get(m)),
                 "value": row.mean.get(m) if np.isfinite(row.mean.get(m, np.nan)) else "",
             }
             for m in names
@@ -184,8 +174,8 @@ def render_report(result: TrainResult, metadata: dict[str, Any], evaluation: Eva
         comparison=[
             {
                 "metric": m,
-                "cv": f"{_number(chosen.mean.get(m), m)} ± {_number(chosen.std.get(m), m)}",
-                "holdout": _number(holdout.scores.get(m), m) if holdout else None,
+                "cv": metrics.format_score(chosen.mean.get(m), chosen.std.get(m)),
+                "holdout": metrics.format_score(holdout.scores.get(m)) if holdout else None,
             }
             for m in names
         ],

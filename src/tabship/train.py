@@ -222,14 +222,6 @@ def is_imbalanced(task: Task, labels: np.ndarray) -> bool:
     return bool(counts.min() / counts.max() < IMBALANCE_RATIO)
 
 
-def score_holdout(
-    pipeline: Pipeline, task: Task, features: pd.DataFrame, labels: np.ndarray, n_classes: int
-) -> dict[str, float]:
-    """Every metric of the task for a fitted pipeline on rows it never saw."""
-    scorer = metrics.scorer(task, n_classes)
-    return scorer(pipeline, features, labels)
-
-
 def train(
     frame: pd.DataFrame, options: TrainOptions, progress: Progress | None = None
 ) -> TrainResult:
@@ -301,7 +293,7 @@ def train(
             notes.append(f"{row.label} failed in cross-validation ({row.error}); left out")
     holdout = None
     if held_x is not None and held_y is not None:
-        scores = score_holdout(pipeline, task, held_x, held_y, len(classes))
+        scores = metrics.scorer(task, len(classes))(pipeline, held_x, held_y)
         holdout = Holdout(held_x, held_y, options.holdout, scores)
     return TrainResult(
         task=task,

@@ -98,7 +98,7 @@ def train_model(
             "params": _json_params(result.pipeline.named_steps["model"]),
             "candidate": best.candidate or best.name,
             "tuned": best.tuned,
-            "expand": bool(best.expand if best.expand is not None else result.candidate.expand),
+            "expand": best.expand,
             "class_weight": "balanced" if result.validator.balanced else None,
             "cv": {"folds": result.folds, "seed": result.seed, "mean": best.mean, "std": best.std},
             "holdout": _holdout(result),

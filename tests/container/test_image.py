@@ -22,13 +22,12 @@ import pytest
 from tabship.predictor import Predictor
 from tabship.workflow import TrainedModel
 
-from ..servers import free_port
+from ..servers import TABSHIP, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.container]
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_IMAGE = os.environ.get("TABSHIP_TEST_BASE_IMAGE", "localhost/debian-python:bookworm")
-TABSHIP = str(Path(sys.executable).with_name("tabship"))
 PATIENT = {
     "age": 47,
     "sex": "female",

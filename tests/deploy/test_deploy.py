@@ -18,9 +18,10 @@ import pytest
 
 from tabship.workflow import TrainedModel
 
+from ..servers import TABSHIP
+
 pytestmark = pytest.mark.slow
 
-TABSHIP = str(Path(sys.executable).with_name("tabship"))
 REPO = Path(__file__).resolve().parents[2]
 IP = "203.0.113.10"
 DIGEST = "sha256:" + "cd" * 32

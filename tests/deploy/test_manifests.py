@@ -22,8 +22,9 @@ from tabship.deploy.policy import RULES, check_objects, load_folder
 from tabship.errors import ConfigError, OutputExistsError
 from tabship.workflow import TrainedModel
 
+from ..servers import TABSHIP
+
 VALIDATE = str(Path(sys.executable).with_name("kubernetes-validate"))
-TABSHIP = str(Path(sys.executable).with_name("tabship"))
 DIGEST = "sha256:" + "ab" * 32
 
 

@@ -39,6 +39,8 @@ def _leaderboard_table(
 ) -> Any:
     from rich.table import Table
 
+    from tabship.metrics import format_score
+
     table = Table(title="Cross-validated leaderboard (mean ± std over folds)")
     table.add_column("#", justify="right")
     table.add_column("model")
@@ -50,16 +52,9 @@ def _leaderboard_table(
             table.add_row(str(position), row.label, *["failed"] * len(metrics), "")
             continue
         marker = " *" if row.name == best else ""
-        cells = [_format_metric(row.mean[m], row.std[m]) for m in metrics]
+        cells = [format_score(row.mean[m], row.std[m]) for m in metrics]
         table.add_row(str(position), row.label + marker, *cells, f"{row.fit_seconds:.2f}")
     return table
-
-
-def _format_metric(mean: float, std: float) -> str:
-    if mean != mean:  # NaN: the metric does not apply to this table
-        return "n/a"
-    digits = 4 if abs(mean) < 10 else 0
-    return f"{mean:,.{digits}f} ± {std:,.{digits}f}"
 
 
 def _progress_text(label: str) -> str:
@@ -123,7 +118,7 @@ def run_training(
         scores = result.holdout.scores
         out.print(
             f"holdout ({len(result.holdout.labels)} rows no model saw): "
-            + ", ".join(f"{m} {_format_metric(scores[m], 0.0).split(' ±')[0]}" for m in scores)
+            + ", ".join(f"{m} {metrics.format_score(scores[m])}" for m in scores)
         )
     out.print(f"model saved to {output}; report: {output / REPORT_FILE}")
 

@@ -77,13 +77,17 @@ class Guard:
         self.app: ASGIApp | None = None
         self.building: asyncio.Future[ASGIApp] | None = None
 
+    def start_building(self) -> asyncio.Future[ASGIApp]:
+        """Build the FastAPI app once, in a thread, off the event loop."""
+        if self.building is None:
+            loop = asyncio.get_running_loop()
+            self.building = loop.run_in_executor(self.pool, self.make_framework)
+        return self.building
+
     async def framework(self) -> ASGIApp:
-        """The FastAPI app for the other routes, built once (in a thread, off the event loop)."""
+        """The FastAPI app for the other routes (waits for the build when it is still running)."""
         if self.app is None:
-            if self.building is None:
-                loop = asyncio.get_running_loop()
-                self.building = loop.run_in_executor(self.pool, self.make_framework)
-            self.app = await self.building
+            self.app = await self.start_building()
         return self.app
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
@@ -94,9 +98,7 @@ class Guard:
                 # The first run allocates; keep that off a user's request.
                 self.predictor.predict([contract.example_record(self.predictor.schema)])
                 self.state.ready = True
-                self.building = asyncio.get_running_loop().run_in_executor(
-                    self.pool, self.make_framework
-                )
+                self.start_building()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.state.ready = False
