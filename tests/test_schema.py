@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from tabship.errors import RecordError
-from tabship.schema import MISSING_LEVEL, Feature, Schema, infer_schema
+from tabship.profile import infer_schema
+from tabship.schema import MISSING_LEVEL, Feature, Schema
 
 GOOD = {"age": 40, "bmi": 31.5, "children": 2, "smoker": "no", "region": "south"}
 

@@ -49,6 +49,26 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
     return value
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a yes/no value; use 1 or 0")
+
+
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in env.get(name, "").split(",") if part.strip())
+
+
+def strict_categories_from_env(env: Mapping[str, str] | None = None) -> bool:
+    """TABSHIP_STRICT_CATEGORIES for commands other than serve (tabship predict)."""
+    return _flag(os.environ if env is None else env, "TABSHIP_STRICT_CATEGORIES", False)
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """How `tabship serve` runs; every field is also a TABSHIP_* variable."""
@@ -62,7 +82,13 @@ class ServeSettings:
     drain_delay: float = 2.0
     graceful_timeout: float = 20.0
     request_timeout: float = 30.0
+    # A client must deliver its headers and body within this many seconds (408 after).
+    read_timeout: float = 10.0
+    max_header_bytes: int = 16 * 1024
     engine: str | None = None
+    strict_categories: bool = False
+    # Host header values answered; empty means any (a pod behind a load balancer sees many).
+    allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def resolve(
@@ -87,7 +113,13 @@ class ServeSettings:
             request_timeout=_number(
                 env, "TABSHIP_REQUEST_TIMEOUT", defaults.request_timeout, 0.001
             ),
+            read_timeout=_number(env, "TABSHIP_READ_TIMEOUT", defaults.read_timeout, 0.001),
+            max_header_bytes=int(
+                _number(env, "TABSHIP_MAX_HEADER_BYTES", defaults.max_header_bytes, 1024)
+            ),
             engine=env.get("TABSHIP_ENGINE") or None,
+            strict_categories=_flag(env, "TABSHIP_STRICT_CATEGORIES", defaults.strict_categories),
+            allowed_hosts=_names(env, "TABSHIP_ALLOWED_HOSTS"),
         )
         given: dict[str, Any] = {
             key: value for key, value in (flags or {}).items() if value is not None

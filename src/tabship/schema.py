@@ -23,7 +23,6 @@ Kind = Literal["numeric", "categorical"]
 # A categorical value the table left empty is encoded as its own level, because the ONNX
 # converter cannot impute strings; numeric gaps stay NaN for the pipeline's imputer.
 MISSING_LEVEL = ""
-ID_LIKE_MIN_ROWS = 20
 MAX_LISTED_PROBLEMS = 20
 
 _ABSENT = object()
@@ -323,59 +322,3 @@ def _flag(
         problems.append(
             Problem(feature.name, f"{value!r:.60} {message}", first_row + int(position))
         )
-
-
-def infer_feature(name: str, column: pd.Series) -> Feature | str:
-    """Describe one column, or return the reason it cannot be a feature."""
-    present = column.dropna()
-    if present.empty:
-        return f"column {name!r} is empty in every row; ignored"
-    distinct = present.nunique()
-    if distinct == 1:
-        return f"column {name!r} has the single value {present.iloc[0]!r} in every row; ignored"
-    allow_missing = bool(len(present) < len(column))
-    kind_code = column.dtype.kind
-    if kind_code in "iuf":
-        values = present.to_numpy(dtype=np.float64)
-        integer = bool(np.all(values == np.round(values)))
-        numbers_rows = values.max() - values.min() + 1 == len(column)
-        if integer and distinct == len(column) >= ID_LIKE_MIN_ROWS and numbers_rows:
-            return f"column {name!r} numbers the rows (a different value in each); ignored"
-        return Feature(
-            name=name,
-            kind="numeric",
-            dtype=str(column.dtype),
-            allow_missing=allow_missing,
-            integer=integer,
-            minimum=float(values.min()),
-            maximum=float(values.max()),
-        )
-    if kind_code in "mM":
-        return f"column {name!r} holds dates or times ({column.dtype}), which tabship does not use yet; ignored"
-    levels = sorted({str(value) for value in present})
-    if len(levels) == len(column) >= ID_LIKE_MIN_ROWS:
-        return f"column {name!r} looks like an ID (a different value in each of {len(column)} rows); ignored"
-    if allow_missing:
-        levels.insert(0, MISSING_LEVEL)
-    return Feature(
-        name=name,
-        kind="categorical",
-        dtype="bool" if kind_code == "b" else "string",
-        allow_missing=allow_missing,
-        levels=tuple(levels),
-    )
-
-
-def infer_schema(frame: pd.DataFrame, target: str) -> tuple[Schema, list[str]]:
-    """The schema of every usable column but the target, and a warning per ignored column."""
-    features: list[Feature] = []
-    warnings: list[str] = []
-    for name in frame.columns:
-        if name == target:
-            continue
-        described = infer_feature(str(name), frame[name])
-        if isinstance(described, Feature):
-            features.append(described)
-        else:
-            warnings.append(described)
-    return Schema(tuple(features)), warnings

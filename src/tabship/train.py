@@ -18,7 +18,8 @@ from tabship import metrics
 from tabship.candidates import EXPAND_MAX_WIDTH, Candidate, Task, encoded_width, select
 from tabship.crossval import CrossValidator, Row, rank
 from tabship.errors import DataError
-from tabship.schema import Schema, infer_schema
+from tabship.profile import infer_schema
+from tabship.schema import Schema
 from tabship.tune import TuningSummary, tune
 
 CLASSIFICATION_MAX_INTEGER_LEVELS = 10
