@@ -8,7 +8,7 @@ import pytest
 
 from tabship.errors import RecordError
 from tabship.profile import infer_schema
-from tabship.schema import MISSING_LEVEL, Feature, Schema
+from tabship.schema import MAX_LISTED_PROBLEMS, MISSING_LEVEL, UNSEEN_LEVEL, Feature, Schema
 
 GOOD = {"age": 40, "bmi": 31.5, "children": 2, "smoker": "no", "region": "south"}
 
@@ -83,44 +83,83 @@ def test_validate_builds_engine_arrays(schema: Schema) -> None:
     assert batch.warnings == []
 
 
-def test_unknown_category_lists_allowed_levels(schema: Schema) -> None:
-    assert problems(schema, [{**GOOD, "smoker": "male"}]) == [
-        "smoker: 'male' is not one of: no, yes"
+def test_unseen_category_is_predicted_as_unknown_with_a_warning(schema: Schema) -> None:
+    batch = schema.validate([{**GOOD, "smoker": "male"}])
+    assert batch.columns["smoker"][0, 0] == UNSEEN_LEVEL
+    assert batch.unseen == {"smoker": 1}
+    assert batch.warnings == [
+        "smoker: 'male' is not one of the 2 values seen in training (e.g. no, yes); "
+        "predicted as unknown"
     ]
+
+
+def test_strict_categories_refuse_unseen_values(schema: Schema) -> None:
+    with pytest.raises(RecordError) as caught:
+        schema.validate([{**GOOD, "smoker": "male"}], strict_categories=True)
+    assert [str(p) for p in caught.value.problems] == [
+        "smoker: 'male' is not one of the 2 values seen in training (e.g. no, yes)"
+    ]
+
+
+def test_messages_list_at_most_ten_levels() -> None:
+    feature = Feature(
+        "code", "categorical", "string", False, levels=tuple(f"c{i:03d}" for i in range(301))
+    )
+    message = feature.unseen_message("zzz")
+    assert message.startswith("'zzz' is not one of the 301 values seen in training (e.g. c000, ")
+    assert message.endswith("c009, ...)") and "c010" not in message
 
 
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"age": None}, "age: is required; null is not allowed"),
-        ({"age": "40"}, "age: must be a number, got str '40'"),
-        ({"age": True}, "age: must be a number, got bool True"),
+        ({"age": None}, "age: is required; it cannot be empty"),
+        ({"age": "40"}, "age: must be a number, got '40'"),
+        ({"age": True}, "age: must be a number, got True"),
         ({"bmi": float("nan")}, "bmi: must be a finite number, got nan"),
-        ({"bmi": float("inf")}, "bmi: must be a finite number, got inf"),
+        (
+            {"bmi": float("inf")},
+            "bmi: must be a finite number between -3.4e+38 and 3.4e+38, got inf",
+        ),
+        ({"bmi": 1e308}, "bmi: must be a finite number between -3.4e+38 and 3.4e+38, got 1e+308"),
+        ({"age": 10**4000}, "age: must be a finite number between -3.4e+38 and 3.4e+38, got 1000"),
         ({"children": 1.5}, "children: must be a whole number, got 1.5"),
-        ({"smoker": None}, "smoker: is required; one of: no, yes"),
-        ({"smoker": 1}, "smoker: must be a string, one of: no, yes; got int"),
-        ({"smoker": ["no"]}, "smoker: must be a string, one of: no, yes; got list"),
+        ({"smoker": None}, "smoker: is required; it cannot be empty"),
+        ({"smoker": ""}, "smoker: is required; it cannot be empty"),
+        ({"smoker": 1}, "smoker: must be text, got 1"),
+        ({"smoker": ["no"]}, "smoker: must be text, got ['no']"),
     ],
 )
 def test_each_bad_value_names_its_field(
     schema: Schema, change: dict[str, object], expected: str
 ) -> None:
-    assert problems(schema, [{**GOOD, **change}]) == [expected]
+    found = problems(schema, [{**GOOD, **change}])
+    assert len(found) == 1 and found[0].startswith(expected)
 
 
 def test_missing_and_extra_fields(schema: Schema) -> None:
     record = {k: v for k, v in GOOD.items() if k != "region"} | {"sex": "male"}
     found = problems(schema, [record])
-    assert found[0] == "region: is missing; this field is required"
-    assert found[1].startswith("sex: is not a field of this model; fields: age, bmi")
+    assert found == [
+        "region: is missing; this field is required",
+        "sex: is not a field of this model",
+        "(record): 1 unknown field(s); the fields are age, bmi, children, smoker, region",
+    ]
+
+
+def test_thousands_of_unknown_fields_are_capped_and_the_fields_named_once(schema: Schema) -> None:
+    record = {**GOOD, **{f"x{i}": 1 for i in range(80_000)}}
+    found = problems(schema, [record])
+    assert len(found) <= MAX_LISTED_PROBLEMS + 1
+    assert found[-1].startswith("(record): 80000 unknown field(s); the fields are age")
+    assert sum("age, bmi" in line for line in found) == 1
 
 
 def test_every_bad_field_reported_at_once_with_rows(schema: Schema) -> None:
-    found = problems(schema, [GOOD, {**GOOD, "age": "x", "smoker": "maybe"}, "not a record"])
+    found = problems(schema, [GOOD, {**GOOD, "age": "x", "smoker": 7}, "not a record"])
     assert found == [
-        "row 1: age: must be a number, got str 'x'",
-        "row 1: smoker: 'maybe' is not one of: no, yes",
+        "row 1: age: must be a number, got 'x'",
+        "row 1: smoker: must be text, got 7",
         "row 2: (record): must be an object of field: value",
     ]
 
@@ -137,27 +176,58 @@ def test_out_of_range_is_a_warning(schema: Schema) -> None:
 
 
 def test_validate_frame_flags_rows_by_number(schema: Schema, tiny_table: pd.DataFrame) -> None:
-    frame = tiny_table.drop(columns="charges").astype({"age": object})
+    frame = tiny_table.drop(columns="charges").astype({"age": object, "bmi": object})
     frame.loc[2, "age"] = "forty"
+    frame.loc[3, "bmi"] = 1e300
     frame.loc[5, "smoker"] = "sometimes"
     with pytest.raises(RecordError) as caught:
-        schema.validate_frame(frame, first_row=101)
+        schema.validate_frame(frame, first_row=101, strict_categories=True)
     assert [str(p) for p in caught.value.problems] == [
-        "row 103: age: 'forty' is not a number",
-        "row 106: smoker: 'sometimes' is not one of: no, yes",
+        "row 103: age: must be a number, got 'forty'",
+        "row 104: bmi: must be a finite number between -3.4e+38 and 3.4e+38, got 1e+300",
+        "row 106: smoker: 'sometimes' is not one of the 2 values seen in training (e.g. no, yes)",
     ]
 
 
-def test_validate_frame_missing_column_and_range_warning(
+def test_validate_frame_counts_unseen_values_per_field(
     schema: Schema, tiny_table: pd.DataFrame
 ) -> None:
-    with pytest.raises(RecordError, match="region: column is missing"):
-        schema.validate_frame(tiny_table.drop(columns="region"))
-    wide = tiny_table.assign(bmi=tiny_table["bmi"] * 3)
-    batch = schema.validate_frame(wide)
+    frame = tiny_table.drop(columns="charges")
+    frame.loc[[1, 4, 9], "region"] = ["west", "west", "=cmd"]
+    frame.loc[7, "smoker"] = "sometimes"
+    batch = schema.validate_frame(frame)
+    assert batch.unseen == {"smoker": 1, "region": 3}
+    assert batch.columns["region"][[1, 4, 9], 0].tolist() == [UNSEEN_LEVEL] * 3
+    assert batch.columns["region"][0, 0] == frame.loc[0, "region"]
     assert any(
-        w.startswith("bmi: ") and "rows outside the training range" in w for w in batch.warnings
+        w.startswith("region: 3 rows held values not seen in training") for w in batch.warnings
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "text"),
+    [
+        ("age", "forty", "forty"),
+        ("bmi", float("inf"), "inf"),
+        ("bmi", 1e300, "1e300"),
+        ("children", 1.5, "1.5"),
+        ("smoker", None, ""),
+    ],
+)
+def test_the_same_fault_reads_the_same_in_json_form_and_table(
+    schema: Schema, tiny_table: pd.DataFrame, field: str, value: object, text: str
+) -> None:
+    """One rule per fault: the JSON path, the form's text and a table cell give one message."""
+    feature = next(f for f in schema.features if f.name == field)
+    from_json = problems(schema, [{**GOOD, field: value}])
+    from_form = feature.read_text(text)[1]
+    frame = tiny_table.drop(columns="charges").head(3).astype({field: object})
+    frame.loc[1, field] = value
+    with pytest.raises(RecordError) as caught:
+        schema.validate_frame(frame)
+    from_table = caught.value.problems[0]
+    assert from_json == [f"{field}: {from_form}"]
+    assert (from_table.field, from_table.message) == (field, from_form)
 
 
 def test_bool_columns_are_categorical() -> None:

@@ -13,10 +13,10 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from tabship.card import FORMAT, FORMAT_VERSION, ModelCard
 from tabship.errors import ArtifactError, OutputExistsError
+from tabship.onnx_safety import check_self_contained
 
-FORMAT = "tabship-model"
-FORMAT_VERSION = 1
 METADATA = "tabship.json"
 ONNX_FILE = "model.onnx"
 PIPELINE_FILE = "pipeline.skops"
@@ -48,6 +48,14 @@ SKOPS_ALLOWED_TYPES = [
     "sklearn.ensemble._gb.MultinomialDeviance",
     "sklearn.ensemble._gb.LeastSquaresError",
     "sklearn.ensemble._gb.HuberLossFunction",
+    # LightGBM and XGBoost keep their trees in a Booster that skops rebuilds from its state.
+    "collections.OrderedDict",
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMRegressor",
+    "lightgbm.sklearn.LGBMClassifier",
+    "xgboost.core.Booster",
+    "xgboost.sklearn.XGBRegressor",
+    "xgboost.sklearn.XGBClassifier",
 ]
 
 # The libraries whose version decides whether a saved engine still loads.
@@ -170,12 +178,12 @@ class Artifact:
     """An opened, verified model folder."""
 
     directory: Path
-    metadata: dict[str, Any]
+    card: ModelCard
 
     @property
     def sha256(self) -> str:
         """The model's identity: the digest sealed into tabship.json (it covers every file)."""
-        return str(self.metadata["metadata_sha256"])
+        return self.card.sha256
 
     @classmethod
     def open(cls, directory: Path | str) -> Artifact:
@@ -200,20 +208,12 @@ class Artifact:
             raise ArtifactError(
                 f"{meta_path} was modified: sha256 expected {claimed}, actual {actual}"
             )
-        if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(
-                f"{meta_path} has format {metadata.get('format')!r} version "
-                f"{metadata.get('format_version')!r}; this tabship reads {FORMAT!r} version "
-                f"{FORMAT_VERSION}: retrain with `tabship train` using this version"
-            )
-        artifact = cls(directory, metadata)
-        for name in artifact.metadata.get("files", {}):
+        artifact = cls(directory, ModelCard.from_json(metadata, str(meta_path)))
+        for name in artifact.card.files:
             artifact.read(name)
-        engine = metadata.get("engine")
-        if engine not in ENGINE_LIBRARY:
-            raise ArtifactError(f"{meta_path} names an unknown engine {engine!r}")
+        engine = artifact.card.engine
         needed = ONNX_FILE if engine == "onnx" else PIPELINE_FILE
-        if needed not in metadata["files"]:
+        if needed not in artifact.card.files:
             raise ArtifactError(
                 f"{meta_path} says the {engine} engine serves, but lists no {needed}"
             )
@@ -221,7 +221,7 @@ class Artifact:
 
     def read(self, name: str) -> bytes:
         """A listed file's bytes, verified against tabship.json on the very bytes returned."""
-        expected = self.metadata.get("files", {}).get(name)
+        expected = self.card.files.get(name)
         path = _check_name(self.directory, name)
         if expected is None:
             raise ArtifactError(
@@ -236,7 +236,7 @@ class Artifact:
     def check_versions(self, engine: str) -> None:
         """Refuse an engine whose library version differs from training in major.minor."""
         package = ENGINE_LIBRARY[engine]
-        trained = self.metadata.get("versions", {}).get(package)
+        trained = self.card.versions.get(package)
         here = installed_version(package)
         if here is None:
             raise ArtifactError(
@@ -251,7 +251,9 @@ class Artifact:
     def load_onnx(self) -> bytes:
         """The verified ONNX graph."""
         self.check_versions("onnx")
-        return self.read(ONNX_FILE)
+        model = self.read(ONNX_FILE)
+        check_self_contained(model, str(self.directory / ONNX_FILE))
+        return model
 
     def load_pipeline(self) -> Any:
         """The fitted scikit-learn pipeline, loaded by skops with our fixed allowlist."""

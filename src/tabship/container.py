@@ -90,15 +90,15 @@ def render_requirements(pins: dict[str, str], hashes: dict[str, list[str]]) -> s
 
 def render_dockerfile(artifact: Artifact, options: ImageOptions) -> str:
     """The multi-stage Dockerfile: a builder with pip, a final stage with the venv and the model only."""
-    meta = artifact.metadata
+    card = artifact.card
     labels = {
-        "org.opencontainers.image.title": f"tabship model {meta['model']['name']} ({meta['target']})",
+        "org.opencontainers.image.title": f"tabship model {card.model.name} ({card.target})",
         "org.opencontainers.image.version": __version__,
         "org.opencontainers.image.source": f"pkg:pypi/tabship@{__version__}",
-        "org.opencontainers.image.created": str(meta["created"]),
+        "org.opencontainers.image.created": card.created,
         "org.opencontainers.image.revision": artifact.sha256,
         "io.tabship.model.sha256": artifact.sha256,
-        "io.tabship.engine": str(meta["engine"]),
+        "io.tabship.engine": card.engine,
         **options.labels,
     }
     label_lines = " \\\n      ".join(f'{key}="{value}"' for key, value in labels.items())
@@ -198,7 +198,7 @@ def write_context(
     if context.exists() and any(context.iterdir()):
         raise OutputExistsError(f"{context} is not empty; give --context-dir a new or empty folder")
     context.mkdir(parents=True, exist_ok=True)
-    pins = serving_pins(str(artifact.metadata["engine"]))
+    pins = serving_pins(artifact.card.engine)
     wheelhouse = options.wheelhouse or default_wheelhouse
     hashes = fill_wheelhouse(pins, wheelhouse, options.python_version, runner)
     (context / "wheels").mkdir()
@@ -208,7 +208,7 @@ def write_context(
                 shutil.copy2(wheel, context / "wheels" / wheel.name)
     model = context / "model"
     model.mkdir()
-    for name in ["tabship.json", *artifact.metadata["files"]]:
+    for name in ["tabship.json", *artifact.card.files]:
         (model / name).write_bytes(
             artifact.read(name)
             if name != "tabship.json"
@@ -274,7 +274,7 @@ def write_sbom(model: Path, output: Path, wheelhouse: Path, runner: Runner) -> P
     installs, in a scratch virtual environment, and described by cyclonedx-py.
     """
     artifact = Artifact.open(model)
-    pins = serving_pins(str(artifact.metadata["engine"]))
+    pins = serving_pins(artifact.card.engine)
     hashes = fill_wheelhouse(pins, wheelhouse, ImageOptions(tag="sbom").python_version, runner)
     scratch = Path(tempfile.mkdtemp(prefix="tabship-sbom-"))
     try:

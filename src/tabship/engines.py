@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tabship.errors import ArtifactError, EngineError
 from tabship.schema import Schema
 
 # Below this many rows one run on one thread is faster than handing chunks to others.
@@ -19,9 +20,33 @@ class Engine(Protocol):
 
     name: str
 
-    def run(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(
+        self, columns: dict[str, np.ndarray], rows: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Predicted values (regression) or class indices, and probabilities or None."""
         ...
+
+
+def checked_output(
+    values: np.ndarray, proba: np.ndarray | None, rows: int, engine: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The engine's answer, refused unless it has one finite prediction per row.
+
+    A graph is data: a crafted or broken one may answer any shape. JSON cannot carry NaN or
+    Infinity either, so they are caught here, where the row is still known.
+    """
+    if len(values) != rows or (proba is not None and len(proba) != rows):
+        raise EngineError(
+            f"the {engine} engine answered {len(values)} predictions for {rows} rows; the model is broken"
+        )
+    checked = values if proba is None else proba
+    if checked.dtype.kind == "f" and not np.isfinite(checked).all():
+        row = int(np.flatnonzero(~np.isfinite(checked).reshape(rows, -1).all(axis=1))[0])
+        raise EngineError(
+            f"the {engine} engine gave no finite prediction for row {row}; "
+            "the input is too far outside what the model can compute"
+        )
+    return values, proba
 
 
 def onnx_feeds(
@@ -45,7 +70,9 @@ class OnnxEngine:
 
     name = "onnx"
 
-    def __init__(self, model: bytes, schema: Schema, task: str, threads: int = 1) -> None:
+    def __init__(
+        self, model: bytes, schema: Schema, task: str, threads: int = 1, where: str = "model.onnx"
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -55,15 +82,30 @@ class OnnxEngine:
         options.inter_op_num_threads = 1
         self._threads = max(1, threads)
         self._pool: ThreadPoolExecutor | None = None
-        self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        try:
+            self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ONNX Runtime raises its own untyped errors for bad graphs
+            raise ArtifactError(f"{where}: ONNX Runtime cannot load the model: {exc}") from None
         self._schema = schema
         self._input_names = [node.name for node in self._session.get_inputs()]
+        if len(self._input_names) != len(schema.features):
+            raise ArtifactError(
+                f"{where}: the graph takes {len(self._input_names)} inputs, the schema lists "
+                f"{len(schema.features)} features; the folder is inconsistent, retrain it"
+            )
         self._classification = task == "classification"
 
-    def run(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(
+        self, columns: dict[str, np.ndarray], rows: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Run the graph on validated columns; big batches run in row chunks on every thread."""
-        feeds = onnx_feeds(self._schema, self._input_names, columns)
-        rows = len(next(iter(feeds.values())))
+        try:
+            values, proba = self._run(onnx_feeds(self._schema, self._input_names, columns), rows)
+        except Exception as exc:  # onnxruntime's errors have no common Python base
+            raise EngineError(f"the onnx engine failed: {type(exc).__name__}: {exc}") from None
+        return checked_output(values, proba, rows, self.name)
+
+    def _run(self, feeds: dict[str, np.ndarray], rows: int) -> tuple[np.ndarray, np.ndarray | None]:
         if self._threads == 1 or rows < PARALLEL_MIN_ROWS:
             return self._shape(self._session.run(None, feeds))
         if self._pool is None:
@@ -97,12 +139,19 @@ class SklearnEngine:
         self._schema = schema
         self._classification = task == "classification"
 
-    def run(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(
+        self, columns: dict[str, np.ndarray], rows: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Build the frame the pipeline was fitted on and predict."""
         import pandas as pd
 
         frame = pd.DataFrame({name: columns[name].ravel() for name in self._schema.names})
-        if self._classification:
-            proba = np.asarray(self._pipeline.predict_proba(frame), dtype=np.float64)
-            return np.argmax(proba, axis=1), proba
-        return np.asarray(self._pipeline.predict(frame), dtype=np.float64), None
+        try:
+            if self._classification:
+                proba = np.asarray(self._pipeline.predict_proba(frame), dtype=np.float64)
+                values, out = np.argmax(proba, axis=1), proba
+            else:
+                values, out = np.asarray(self._pipeline.predict(frame), dtype=np.float64), None
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise EngineError(f"the sklearn engine failed: {type(exc).__name__}: {exc}") from None
+        return checked_output(values, out, rows, self.name)

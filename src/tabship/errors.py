@@ -6,7 +6,12 @@ from dataclasses import dataclass
 
 
 class TabshipError(Exception):
-    """Base of every error tabship raises on purpose; the CLI prints it as one line."""
+    """Base of every error tabship raises on purpose; the CLI prints it as one line.
+
+    `status` is the HTTP status the server answers when the error reaches a request.
+    """
+
+    status = 400
 
 
 class DatasetError(TabshipError):
@@ -23,6 +28,12 @@ class ArtifactError(TabshipError):
 
 class ConfigError(TabshipError):
     """A setting (flag or TABSHIP_* variable) has a value that cannot be used."""
+
+
+class EngineError(TabshipError):
+    """The inference engine failed or answered nonsense: the server's fault, not the client's."""
+
+    status = 500
 
 
 class RequestError(TabshipError):

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from tabship.artifact import Artifact
+from tabship.artifact import ONNX_FILE, Artifact
+from tabship.card import ModelCard
 from tabship.engines import Engine, OnnxEngine, SklearnEngine
 from tabship.errors import ArtifactError
 from tabship.schema import Batch, Schema
@@ -27,40 +28,47 @@ class Prediction:
 class Predictor:
     """A verified model folder, ready to predict records or validated batches."""
 
-    def __init__(self, artifact: Artifact, engine: Engine) -> None:
-        meta = artifact.metadata
+    def __init__(self, artifact: Artifact, engine: Engine, strict_categories: bool = False) -> None:
         self.artifact = artifact
+        self.card: ModelCard = artifact.card
         self.engine = engine
-        self.schema = Schema.from_dict(meta["schema"])
-        self.task: str = meta["task"]
-        self.target: str = meta["target"]
-        self.classes: list[str] = list(meta.get("classes", []))
+        self.schema: Schema = self.card.schema
+        self.task = self.card.task
+        self.target = self.card.target
+        self.classes = list(self.card.classes)
+        self.strict_categories = strict_categories
 
     @classmethod
-    def load(cls, directory: Path | str, engine: str | None = None, threads: int = 1) -> Predictor:
+    def load(
+        cls,
+        directory: Path | str,
+        engine: str | None = None,
+        threads: int = 1,
+        strict_categories: bool = False,
+    ) -> Predictor:
         """Open and verify a model folder; `engine` forces 'onnx' or 'sklearn' over the recorded one."""
         artifact = Artifact.open(directory)
-        meta = artifact.metadata
-        chosen = engine or meta["engine"]
-        schema = Schema.from_dict(meta["schema"])
+        card = artifact.card
+        chosen = engine or card.engine
         if chosen == "onnx":
-            if "model.onnx" not in meta["files"]:
+            if ONNX_FILE not in card.files:
                 raise ArtifactError(
-                    f"{directory} has no model.onnx ({meta['onnx']['reason']}); use the sklearn engine"
+                    f"{directory} has no {ONNX_FILE} ({card.onnx.reason}); use the sklearn engine"
                 )
-            return cls(artifact, OnnxEngine(artifact.load_onnx(), schema, meta["task"], threads))
+            model = artifact.load_onnx()
+            return cls(
+                artifact,
+                OnnxEngine(model, card.schema, card.task, threads, where=str(directory)),
+                strict_categories,
+            )
         if chosen == "sklearn":
-            return cls(artifact, SklearnEngine(artifact.load_pipeline(), schema, meta["task"]))
+            pipeline = artifact.load_pipeline()
+            return cls(artifact, SklearnEngine(pipeline, card.schema, card.task), strict_categories)
         raise ArtifactError(f"unknown engine {chosen!r}; choose onnx or sklearn")
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """The artifact's tabship.json content."""
-        return self.artifact.metadata
 
     def predict(self, records: Sequence[Mapping[str, Any]]) -> Prediction:
         """Validate JSON-like records and predict them; raises RecordError naming bad fields."""
-        batch = self.schema.validate(records)
+        batch = self.schema.validate(records, strict_categories=self.strict_categories)
         values, proba = self.predict_batch(batch)
         if self.task == "classification":
             assert proba is not None
@@ -71,4 +79,4 @@ class Predictor:
 
     def predict_batch(self, batch: Batch) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw engine output for validated columns: values or class indices, and probabilities."""
-        return self.engine.run(batch.columns)
+        return self.engine.run(batch.columns, batch.rows)

@@ -104,10 +104,10 @@ def run_training(
     for note in result.warnings:
         out.print(f"[yellow]warning:[/] {note}")
     out.print(_leaderboard_table(result.leaderboard, metrics.names(result.task), result.best))
-    parity = trained.artifact.metadata["onnx"]
+    parity = trained.artifact.card.onnx
     out.print(
         f"best: {result.chosen.label} by {result.sort_by} (CV); engine: {trained.engine} "
-        f"({parity['reason']}); trained in {result.train_seconds:.1f} s"
+        f"({parity.reason}); trained in {result.train_seconds:.1f} s"
     )
     if result.tuning:
         out.print(
@@ -196,7 +196,7 @@ def report(
 
     try:
         artifact = Artifact.open(model)
-        if REPORT_FILE not in artifact.metadata.get("files", {}):
+        if REPORT_FILE not in artifact.card.files:
             raise ArtifactError(
                 f"{model} has no {REPORT_FILE} (trained by an older tabship); train it again"
             )

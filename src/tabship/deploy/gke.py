@@ -178,7 +178,7 @@ def plan_gke(
     artifact: Artifact, options: GkeOptions, runner: Runner, state: DeployState
 ) -> list[Step]:
     """Every step of `tabship deploy gke`, in order."""
-    name = dns_name(options.name or f"tabship-{artifact.metadata['target']}")
+    name = dns_name(options.name or f"tabship-{artifact.card.target}")
     image = gke_image(artifact, options, name)
     directory = options.manifests_dir or Path(tempfile.mkdtemp(prefix="tabship-k8s-"))
     where = ["--location", options.region, "--project", options.project]
@@ -280,7 +280,7 @@ def plan_k8s(
     extra: dict[str, object] | None = None,
 ) -> list[Step]:
     """`tabship deploy k8s`: manifests for an existing image, applied to the cluster kubectl reaches."""
-    resolved = dns_name(name or f"tabship-{artifact.metadata['target']}")
+    resolved = dns_name(name or f"tabship-{artifact.card.target}")
     directory = manifests_dir or Path(tempfile.mkdtemp(prefix="tabship-k8s-"))
     kubectl = ["kubectl", *(["--context", context] if context else [])]
     return [

@@ -76,8 +76,7 @@ def grace_period(options: ManifestOptions) -> int:
 def render_manifests(artifact: Artifact, options: ManifestOptions) -> list[dict[str, Any]]:
     """ServiceAccount, Deployment, Service, HPA, PDB and NetworkPolicy for one model."""
     _check(options)
-    meta = artifact.metadata
-    name = dns_name(options.name or f"tabship-{meta['target']}")
+    name = dns_name(options.name or f"tabship-{artifact.card.target}")
     selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name}
     labels = {
         **selector,
