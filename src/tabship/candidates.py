@@ -13,8 +13,9 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures, StandardScaler
 
+from tabship.converters import installed
 from tabship.errors import TabshipError
-from tabship.schema import Schema
+from tabship.schema import Feature, Schema
 
 Task = Literal["regression", "classification"]
 
@@ -69,6 +70,58 @@ def _hist_space() -> dict[str, Any]:
         "min_samples_leaf": stats.randint(5, 60),
         "l2_regularization": stats.loguniform(1e-4, 10.0),
     }
+
+
+def _lightgbm_space() -> dict[str, Any]:
+    return {
+        "n_estimators": stats.randint(50, 600),
+        "learning_rate": stats.loguniform(0.01, 0.3),
+        "num_leaves": stats.randint(4, 64),
+        "min_child_samples": stats.randint(5, 60),
+        "colsample_bytree": stats.uniform(0.5, 0.5),
+        "reg_lambda": stats.loguniform(1e-3, 10.0),
+    }
+
+
+def _xgboost_space() -> dict[str, Any]:
+    return {
+        "n_estimators": stats.randint(50, 600),
+        "learning_rate": stats.loguniform(0.01, 0.3),
+        "max_depth": stats.randint(2, 9),
+        "min_child_weight": stats.loguniform(0.5, 20.0),
+        "subsample": stats.uniform(0.6, 0.4),
+        "colsample_bytree": stats.uniform(0.5, 0.5),
+        "reg_lambda": stats.loguniform(1e-3, 10.0),
+    }
+
+
+# Cross-validation already runs one fold per core, so each booster gets one thread:
+# more would oversubscribe the cores and slow every fold down.
+BOOSTER_THREADS = 1
+
+
+def _boosters(task: Task) -> list[Candidate]:
+    """LightGBM and XGBoost, when installed; they import lazily so `--help` stays instant."""
+    found: list[Candidate] = []
+    if installed("lightgbm"):
+
+        def lightgbm(seed: int) -> Any:
+            import lightgbm
+
+            model = lightgbm.LGBMRegressor if task == "regression" else lightgbm.LGBMClassifier
+            return model(random_state=seed, n_jobs=BOOSTER_THREADS, verbose=-1)
+
+        found.append(Candidate("lightgbm", "LightGBM", lightgbm, False, space=_lightgbm_space()))
+    if installed("xgboost"):
+
+        def xgboost(seed: int) -> Any:
+            import xgboost
+
+            model = xgboost.XGBRegressor if task == "regression" else xgboost.XGBClassifier
+            return model(random_state=seed, n_jobs=BOOSTER_THREADS)
+
+        found.append(Candidate("xgboost", "XGBoost", xgboost, False, space=_xgboost_space()))
+    return found
 
 
 def _tree_space() -> dict[str, Any]:
@@ -263,7 +316,7 @@ def _classifiers() -> list[Candidate]:
 
 def candidates(task: Task) -> list[Candidate]:
     """Every candidate for a task, in leaderboard tie-break order."""
-    return _regressors() if task == "regression" else _classifiers()
+    return (_regressors() if task == "regression" else _classifiers()) + _boosters(task)
 
 
 def select(task: Task, include: list[str] | None, exclude: list[str] | None) -> list[Candidate]:
@@ -283,9 +336,26 @@ def select(task: Task, include: list[str] | None, exclude: list[str] | None) -> 
     return chosen
 
 
+# Past this many levels a categorical column is encoded compactly: its commonest levels get a
+# column each and the rest share one "infrequent" column, so width and memory stay bounded.
+POOLED_LEVELS = 32
+# A level seen in fewer training rows than this is pooled with the infrequent ones.
+POOLED_MIN_ROWS = 5
+# Where tuning looks for the pooled width; CV decides whether more levels are worth it.
+POOLED_LEVELS_SPACE = [8, 16, 32, 64]
+POOLED_PARAM = "prepare__pooled__max_categories"
+
+
+def is_pooled(feature: Feature) -> bool:
+    """Whether a categorical feature has too many levels to one-hot in full."""
+    return feature.kind == "categorical" and len(feature.levels) > POOLED_LEVELS
+
+
 def encoded_width(schema: Schema) -> int:
-    """How many columns the encoder hands the model: one per number, one per known level."""
-    return sum(1 if f.kind == "numeric" else len(f.levels) for f in schema.features)
+    """How many columns the encoder hands the model: one per number, one per (kept) level."""
+    return sum(
+        1 if f.kind == "numeric" else min(len(f.levels), POOLED_LEVELS) for f in schema.features
+    )
 
 
 def build_pipeline(
@@ -302,7 +372,8 @@ def build_pipeline(
     classes by inverse frequency where the estimator takes class weights.
     """
     numeric = [f for f in schema.features if f.kind == "numeric"]
-    categorical = [f for f in schema.features if f.kind == "categorical"]
+    categorical = [f for f in schema.features if f.kind == "categorical" and not is_pooled(f)]
+    pooled = [f for f in schema.features if is_pooled(f)]
     parts: list[tuple[str, Any, list[str]]] = []
     if numeric:
         steps: list[tuple[str, Any]] = []
@@ -320,6 +391,17 @@ def build_pipeline(
             sparse_output=False,
         )
         parts.append(("categorical", encoder, [f.name for f in categorical]))
+    if pooled:
+        # An unseen value encodes as all zeros, as in the full one-hot: skl2onnx's encoder
+        # has no "infrequent_if_exist" path for unknowns, and parity is what ships.
+        pooled_encoder = OneHotEncoder(
+            categories=[list(f.levels) for f in pooled],
+            handle_unknown="ignore",
+            min_frequency=POOLED_MIN_ROWS,
+            max_categories=POOLED_LEVELS,
+            sparse_output=False,
+        )
+        parts.append(("pooled", pooled_encoder, [f.name for f in pooled]))
     steps = [("prepare", ColumnTransformer(parts, remainder="drop"))]
     if candidate.expand if expand is None else expand:
         # Trees gain nothing from squares (a split on x is a split on x squared); products

@@ -91,12 +91,17 @@ class CrossValidator:
     def pipeline(
         self, candidate: Candidate, expand: bool | None = None, params: dict[str, Any] | None = None
     ) -> Pipeline:
-        """The candidate's unfitted pipeline, with tuned model parameters if given."""
+        """The candidate's unfitted pipeline, with tuned parameters if given.
+
+        A plain name is the model's parameter; a `step__param` path reaches the preparation.
+        """
         built = build_pipeline(
             self.schema, candidate, self.seed, expand=expand, balanced=self.balanced
         )
         if params:
-            built.set_params(**{f"model__{key}": value for key, value in params.items()})
+            built.set_params(
+                **{key if "__" in key else f"model__{key}": value for key, value in params.items()}
+            )
         return built
 
     def score(

@@ -17,6 +17,9 @@ from tabship.schema import Schema
 # relative to the size of the predictions; classification must agree almost exactly.
 REGRESSION_RELATIVE_TOLERANCE = 1e-4
 PROBABILITY_TOLERANCE = 1e-5
+# onnxmltools' LightGBM and XGBoost converters emit TreeEnsemble nodes of ai.onnx.ml opset 3;
+# the main domain stays at the newest skl2onnx has tested.
+ML_OPSET = 3
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,12 @@ class Parity:
 
 def convert(pipeline: Pipeline, schema: Schema, task: str) -> bytes:
     """Serialise the whole pipeline as an ONNX graph with one input per feature."""
-    from skl2onnx import convert_sklearn
+    from skl2onnx import convert_sklearn, get_latest_tested_opset_version
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
+    from tabship.converters import register_converters
+
+    register_converters()
     inputs = [
         (f.name, FloatTensorType([None, 1]) if f.kind == "numeric" else StringTensorType([None, 1]))
         for f in schema.features
@@ -54,7 +60,12 @@ def convert(pipeline: Pipeline, schema: Schema, task: str) -> bytes:
     options = {id(pipeline): {"zipmap": False}} if task == "classification" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # skl2onnx warns about opset choices it then handles
-        model = convert_sklearn(pipeline, initial_types=inputs, options=options)
+        model = convert_sklearn(
+            pipeline,
+            initial_types=inputs,
+            options=options,
+            target_opset={"": get_latest_tested_opset_version(), "ai.onnx.ml": ML_OPSET},
+        )
     return bytes(model.SerializeToString())
 
 

@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ID_LIKE_MIN_ROWS = 20
+# A text column with a distinct value in over half of its rows is a name or a code rather than
+# a category: most of its levels are seen once, so they teach nothing and every new row brings
+# a new one.
+ID_LIKE_DISTINCT_SHARE = 0.5
 
 
 def infer_feature(name: str, column: pd.Series) -> Feature | str:
@@ -42,8 +46,11 @@ def infer_feature(name: str, column: pd.Series) -> Feature | str:
     if kind_code in "mM":
         return f"column {name!r} holds dates or times ({column.dtype}), which tabship does not use yet; ignored"
     levels = sorted({str(value) for value in present})
-    if len(levels) == len(column) >= ID_LIKE_MIN_ROWS:
-        return f"column {name!r} looks like an ID (a different value in each of {len(column)} rows); ignored"
+    if len(column) >= ID_LIKE_MIN_ROWS and len(levels) > ID_LIKE_DISTINCT_SHARE * len(column):
+        return (
+            f"column {name!r} looks like an ID or a name ({len(levels)} distinct values in "
+            f"{len(column)} rows, over {ID_LIKE_DISTINCT_SHARE:.0%}); ignored"
+        )
     if allow_missing:
         levels.insert(0, MISSING_LEVEL)
     return Feature(

@@ -9,7 +9,7 @@ from typing import Any
 
 from sklearn.model_selection import ParameterSampler
 
-from tabship.candidates import Candidate
+from tabship.candidates import POOLED_LEVELS_SPACE, POOLED_PARAM, Candidate, is_pooled
 from tabship.crossval import CrossValidator, Row, rank
 
 TOP_CANDIDATES = 3
@@ -70,11 +70,16 @@ class _Family:
     trials: int = 0
 
 
-def _sampler(candidate: Candidate, seed: int, expandable: bool) -> Iterator[dict[str, Any]]:
+def _sampler(
+    candidate: Candidate, seed: int, expandable: bool, pooled: bool
+) -> Iterator[dict[str, Any]]:
     space = dict(candidate.space)
     if expandable and not candidate.expand:
         # Feature engineering is one more dimension of the search: CV decides if it helps.
         space["expand"] = [False, True]
+    if pooled:
+        # So does how many levels of a many-valued column keep a column of their own.
+        space[POOLED_PARAM] = POOLED_LEVELS_SPACE
     return iter(ParameterSampler(space, n_iter=10_000, random_state=seed))
 
 
@@ -103,7 +108,12 @@ def tune(
             _Family(
                 candidate,
                 row,
-                _sampler(candidate, validator.seed + len(families), expandable),
+                _sampler(
+                    candidate,
+                    validator.seed + len(families),
+                    expandable,
+                    any(is_pooled(f) for f in validator.schema.features),
+                ),
                 base_seconds.get(candidate.name, 1.0) / work({}, candidate.expand),
             )
         )

@@ -38,7 +38,9 @@ def _json_params(estimator: Any) -> dict[str, Any]:
             continue  # scikit-learn's placeholder for a parameter on its way out
         if isinstance(value, np.generic):
             value = value.item()
-        if value is None or isinstance(value, bool | int | float | str):
+        if isinstance(value, float) and not np.isfinite(value):
+            out[key] = None  # JSON has no NaN; XGBoost's `missing` marker is one
+        elif value is None or isinstance(value, bool | int | float | str):
             out[key] = value
         else:
             out[key] = repr(value)
