@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import shutil
 from pathlib import Path
@@ -70,7 +71,8 @@ def test_holdout_scores_sit_next_to_cv_and_plots_say_holdout(
     assert "the holdout (30 rows no fit or tuning trial saw)" in html
     assert "25 % of the table (30 rows" in html and "not kept" not in html
     assert f"{holdout.scores['r2']:.4f}" in html
-    meta = model.artifact.metadata["model"]["holdout"]
+    written = json.loads((model.artifact.directory / "tabship.json").read_text())
+    meta = written["model"]["holdout"]
     assert meta["rows"] == 30 and meta["scores"]["r2"] == pytest.approx(holdout.scores["r2"])
 
 

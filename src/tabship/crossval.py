@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import KFold, StratifiedKFold, cross_validate
+from sklearn.model_selection import KFold, StratifiedKFold, cross_validate, train_test_split
 from sklearn.pipeline import Pipeline
 
 from tabship import metrics
@@ -39,6 +39,7 @@ class Row:
     expand: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     trials: int = 0
+    rows: int = 0
 
     @property
     def tuned(self) -> bool:
@@ -59,6 +60,7 @@ class Row:
             "trials": self.trials,
             "expand": self.expand,
             "params": {key: _plain(value) for key, value in self.params.items()},
+            "rows": self.rows,
         }
 
 
@@ -126,6 +128,7 @@ class CrossValidator:
             expand=candidate.expand if expand is None else expand,
             params=dict(params or {}),
             trials=trials,
+            rows=len(self.features),
         )
         try:
             scores = cross_validate(
@@ -147,6 +150,17 @@ class CrossValidator:
             fit_seconds=float(np.mean(scores["fit_time"])),
         )
 
+    def subset(self, rows: int) -> CrossValidator:
+        """The same folds and seed on a seeded sample of `rows` rows (stratified for labels)."""
+        features, _, labels, _ = train_test_split(
+            self.features,
+            self.labels,
+            train_size=rows,
+            random_state=self.seed,
+            stratify=self.labels if self.task == "classification" else None,
+        )
+        return replace(self, features=features.reset_index(drop=True), labels=np.asarray(labels))
+
     def timed_score(self, candidate: Candidate, **kwargs: Any) -> tuple[Row, float]:
         """`score` and the wall-clock seconds it took (tuning plans its budget with them)."""
         started = time.perf_counter()
@@ -155,11 +169,15 @@ class CrossValidator:
 
 
 def rank(rows: list[Row], sort_by: str) -> list[Row]:
-    """Best first by `sort_by`; failed candidates last; ties keep candidate order."""
+    """Best first by `sort_by`; failed candidates last; ties keep candidate order.
+
+    Rows scored on more rows come first: a candidate a race dropped on a sample ranks below
+    those it carried to larger ones, whatever its noisier small-sample score says.
+    """
     sign = 1.0 if metrics.higher_is_better(sort_by) else -1.0
 
-    def key(row: Row) -> tuple[int, float]:
+    def key(row: Row) -> tuple[int, int, float]:
         value = row.mean.get(sort_by, float("nan"))
-        return (1, 0.0) if row.error or np.isnan(value) else (0, -sign * value)
+        return (1, 0, 0.0) if row.error or np.isnan(value) else (0, -row.rows, -sign * value)
 
     return sorted(rows, key=key)

@@ -19,6 +19,7 @@ from tabship.candidates import EXPAND_MAX_WIDTH, Candidate, Task, encoded_width,
 from tabship.crossval import CrossValidator, Row, rank
 from tabship.errors import DataError
 from tabship.profile import infer_schema
+from tabship.racing import compare, fit_estimate
 from tabship.schema import Schema
 from tabship.tune import TuningSummary, tune
 
@@ -45,7 +46,9 @@ class TrainOptions:
     n_jobs: int | None = None
     holdout: float = 0.0
     tune: bool = False
-    time_budget: float = DEFAULT_TIME_BUDGET
+    # Seconds for the whole run (comparison, tuning, refit); None: no bound, and tuning
+    # gets DEFAULT_TIME_BUDGET.
+    time_budget: float | None = None
 
 
 @dataclass
@@ -257,36 +260,41 @@ def train(
         n_classes=len(classes),
         balanced=balanced,
     )
-    rows: list[Row] = []
-    seconds: dict[str, float] = {}
     tuning: TuningSummary | None = None
+    clock = time.monotonic
+    deadline = None if options.time_budget is None else clock() + options.time_budget
     with warnings.catch_warnings():
         # Solvers that stop at max_iter still give a usable model; CV scores judge it.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for index, candidate in enumerate(pool):
-            if progress:
-                progress(candidate.label, index, len(pool))
-            row, seconds[candidate.name] = validator.timed_score(candidate)
-            rows.append(row)
+        comparison = compare(validator, pool, sort_by, deadline=deadline, progress=progress)
+        rows = comparison.rows
+        notes.extend(comparison.notes)
         leaderboard = rank(rows, sort_by)
         if leaderboard[0].error:
             raise DataError(f"every candidate failed; the first error: {leaderboard[0].error}")
         if options.tune:
-            tuned, tuning = tune(
-                validator,
-                pool,
-                leaderboard,
-                sort_by=sort_by,
-                budget=options.time_budget,
-                base_seconds=seconds,
-                expandable=expandable,
-                progress=progress,
-            )
-            notes.extend(tuning.notes)
-            leaderboard = rank(leaderboard + tuned, sort_by)
-        if progress:
-            progress("refit", len(pool), len(pool))
+            budget = DEFAULT_TIME_BUDGET
+            if deadline is not None:
+                # The refit of the best so far must still fit in what the budget leaves.
+                budget = deadline - clock() - fit_estimate(leaderboard[0], len(fit_x))
+            if budget >= 1.0:
+                tuned, tuning = tune(
+                    validator,
+                    pool,
+                    leaderboard,
+                    sort_by=sort_by,
+                    budget=budget,
+                    base_seconds=comparison.seconds,
+                    expandable=expandable,
+                    progress=progress,
+                )
+                notes.extend(tuning.notes)
+                leaderboard = rank(leaderboard + tuned, sort_by)
+            else:
+                notes.append("tuning skipped: the time budget was spent by the comparison")
         best = leaderboard[0]
+        if progress:
+            progress(f"refit on {len(fit_x):,} rows: {best.label}", 1, 1)
         chosen = next(c for c in pool if c.name == (best.candidate or best.name))
         pipeline = validator.pipeline(chosen, best.expand, best.params).fit(fit_x, fit_y)
     for row in rows:

@@ -81,6 +81,8 @@ def train_model(
     path = datasets.resolve(data, settings)
     frame = datasets.read_table(path)
     result = train(frame, options, progress)
+    if progress:
+        progress("ONNX export and parity check", 1, 1)
     onnx_model, parity = export(result.pipeline, result.schema, result.task, result.features)
     files = {PIPELINE_FILE: skops.io.dumps(result.pipeline)}
     if onnx_model is not None:
@@ -115,6 +117,7 @@ def train_model(
             "sha256": datasets.file_sha256(path),
             "rows": len(result.features),
             "seconds": round(result.train_seconds, 3),
+            "time_budget_seconds": options.time_budget,
             "warnings": result.warnings,
         },
     }

@@ -1,0 +1,100 @@
+"""The comparison: every candidate by CV, raced on growing subsamples when the table is large."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tabship.candidates import Candidate
+from tabship.crossval import CrossValidator, Row, rank
+
+# Below this many rows every candidate is cross-validated on every row: it is cheap enough.
+RACE_MIN_ROWS = 10_000
+# The first rung of a race; smaller samples rank candidates too noisily to drop any.
+FIRST_RUNG_ROWS = 3_000
+# Each rung has this many times the rows of the one before and keeps this share of candidates.
+RUNG_GROWTH = 3
+KEEP_SHARE = 1 / 3
+
+Clock = Callable[[], float]
+Progress = Callable[[str, int, int], None]
+
+
+def rungs(rows: int) -> list[int]:
+    """Row counts of the race's rungs, smallest first, the last one the whole table."""
+    if rows <= RACE_MIN_ROWS:
+        return [rows]
+    sizes = [rows]
+    while sizes[-1] // RUNG_GROWTH >= FIRST_RUNG_ROWS:
+        sizes.append(sizes[-1] // RUNG_GROWTH)
+    return sizes[::-1]
+
+
+@dataclass
+class Comparison:
+    """Every candidate's best-informed row, the seconds each took, and what was skipped."""
+
+    rows: list[Row]
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def compare(
+    validator: CrossValidator,
+    pool: list[Candidate],
+    sort_by: str,
+    *,
+    deadline: float | None = None,
+    progress: Progress | None = None,
+    clock: Clock = time.monotonic,
+) -> Comparison:
+    """Score the pool rung by rung, keeping the best third at each; one row per candidate.
+
+    A candidate's row is from the largest rung it reached, so the leaderboard says on how many
+    rows each was judged. Past the deadline no further candidate starts (the first always
+    does, so there is a model to ship).
+    """
+    sizes = rungs(len(validator.features))
+    latest: dict[str, Row] = {}
+    result = Comparison(rows=[])
+    alive = list(pool)
+    skipped: list[str] = []
+    steps = sum(len(pool) for _ in sizes)
+    done = 0
+    for number, size in enumerate(sizes):
+        if number and len(alive) == 1 and size != sizes[-1]:
+            continue  # one survivor: go straight to the whole table
+        judge = validator if size == len(validator.features) else validator.subset(size)
+        scored: list[Row] = []
+        for candidate in alive:
+            if deadline is not None and latest and clock() >= deadline:
+                skipped.append(candidate.label)
+                continue
+            if progress:
+                progress(f"comparing on {size:,} rows: {candidate.label}", done, steps)
+            done += 1
+            row, seconds = judge.timed_score(candidate)
+            result.seconds[candidate.name] = seconds
+            latest[candidate.name] = row
+            scored.append(row)
+        if size == sizes[-1] or not scored:
+            break
+        ranked = [row for row in rank(scored, sort_by) if not row.error]
+        keep = max(1, math.ceil(len(ranked) * KEEP_SHARE)) if ranked else 0
+        names = {row.name for row in ranked[:keep]}
+        alive = [c for c in alive if c.name in names]
+        steps = done + len(alive) * (len(sizes) - number - 1)
+    if skipped:
+        result.notes.append(
+            f"time budget spent before {', '.join(dict.fromkeys(skipped))} could be compared"
+        )
+    result.rows = [latest[c.name] for c in pool if c.name in latest]
+    return result
+
+
+def fit_estimate(row: Row, rows: int) -> float:
+    """Seconds a refit of `row`'s pipeline on `rows` rows may take, from its CV fit time."""
+    scored = max(row.rows, 1)
+    return row.fit_seconds * max(rows / scored, 1.0)
