@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -42,7 +43,7 @@ def test_folder_layout_and_metadata(tiny_model: TrainedModel) -> None:
         "report.html",
         "tabship.json",
     ]
-    meta = tiny_model.artifact.metadata
+    meta = json.loads((folder / art.METADATA).read_text())
     assert meta["format_version"] == art.FORMAT_VERSION and meta["engine"] == "onnx"
     assert meta["onnx"]["passed"] and meta["onnx"]["max_abs_diff"] <= meta["onnx"]["tolerance"]
     assert meta["files"]["model.onnx"] == art.sha256_bytes((folder / "model.onnx").read_bytes())
@@ -102,11 +103,46 @@ def test_path_tricks_in_file_list_are_refused(model_copy: Path, name: str) -> No
         Artifact.open(model_copy)
 
 
-def test_other_format_version_is_refused(model_copy: Path) -> None:
-    reseal(model_copy, {"format_version": 2})
+def test_a_newer_major_format_is_refused_naming_the_tabship_that_reads_it(
+    model_copy: Path,
+) -> None:
+    versions = json.loads((model_copy / art.METADATA).read_text())["versions"]
+    reseal(model_copy, {"format_version": "2.0", "versions": {**versions, "tabship": "2.3.0"}})
     with pytest.raises(
-        ArtifactError, match="version 2; this tabship reads 'tabship-model' version 1: retrain"
+        ArtifactError,
+        match="written by tabship 2.3.0 in model format 2.0; this tabship reads format 1.x: "
+        "install tabship 2.3.0 or later",
     ):
+        Artifact.open(model_copy)
+
+
+def test_a_newer_minor_format_with_unknown_keys_is_read(model_copy: Path) -> None:
+    reseal(model_copy, {"format_version": "1.9", "drift": {"bins": [1, 2]}, "owner": "x"})
+    card = Artifact.open(model_copy).card
+    assert card.format_version == (1, 9) and card.target == "charges"
+
+
+def test_round_one_cards_are_read(model_copy: Path) -> None:
+    reseal(model_copy, {"format_version": 1})
+    assert Artifact.open(model_copy).card.format_version == (1, 0)
+
+
+def test_the_card_is_typed(tiny_model: TrainedModel) -> None:
+    card = tiny_model.artifact.card
+    assert card.task == "regression" and card.engine == "onnx" and card.title == "Charges"
+    assert card.model.cv.folds == 3 and card.onnx.passed and card.training.rows == 120
+    assert card.schema.names == ["age", "bmi", "children", "smoker", "region"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        card.target = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"task": "ranking"}, {"engine": "tensorflow"}, {"model": {"name": "x"}}, {"training": 3}],
+)
+def test_a_malformed_card_names_what_is_wrong(model_copy: Path, change: dict[str, object]) -> None:
+    reseal(model_copy, change)
+    with pytest.raises(ArtifactError, match="tabship.json"):
         Artifact.open(model_copy)
 
 
@@ -147,7 +183,7 @@ def test_existing_output_is_not_overwritten(model_copy: Path) -> None:
 def test_force_replaces_atomically(model_copy: Path, tiny_model: TrainedModel) -> None:
     meta = {
         k: v
-        for k, v in tiny_model.artifact.metadata.items()
+        for k, v in tiny_model.artifact.card.document.items()
         if k not in {"metadata_sha256", "files", "versions", "format", "format_version", "created"}
     }
     files = {
@@ -157,5 +193,5 @@ def test_force_replaces_atomically(model_copy: Path, tiny_model: TrainedModel) -
     (model_copy / "stale.txt").write_text("old")
     art.write_artifact(model_copy, meta, files, force=True)
     assert not (model_copy / "stale.txt").exists()
-    assert Artifact.open(model_copy).metadata["engine"] == "onnx"
+    assert Artifact.open(model_copy).card.engine == "onnx"
     assert [p.name for p in model_copy.parent.iterdir() if p.name.startswith(".")] == []

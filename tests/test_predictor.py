@@ -27,6 +27,22 @@ def test_onnx_and_sklearn_engines_agree(tiny_model: TrainedModel) -> None:
     assert a[0] > a[1] + 10000  # smokers cost far more in the synthetic table
 
 
+def test_unseen_values_predict_the_same_on_both_engines(tiny_model: TrainedModel) -> None:
+    """An unseen category reaches both engines as the same unknown level: they agree."""
+    folder = tiny_model.artifact.directory
+    records = [
+        {**PATIENT, "smoker": "sometimes"},
+        {**PATIENT, "region": "atlantis", "smoker": "no"},
+        {**PATIENT, "region": "=1+1", "smoker": "??"},
+    ]
+    onnx = Predictor.load(folder).predict(records)
+    sklearn = Predictor.load(folder, engine="sklearn").predict(records)
+    assert onnx.unseen == sklearn.unseen == {"smoker": 2, "region": 2}
+    assert np.allclose(onnx.values, sklearn.values, rtol=1e-4)
+    known = Predictor.load(folder).predict([PATIENT]).values[0]
+    assert onnx.values[0] != known  # "unknown" is not silently read as a seen level
+
+
 def test_predict_matches_the_fitted_pipeline(tiny_model: TrainedModel) -> None:
     predictor = Predictor.load(tiny_model.artifact.directory)
     features = tiny_model.result.features
@@ -36,9 +52,13 @@ def test_predict_matches_the_fitted_pipeline(tiny_model: TrainedModel) -> None:
 
 
 def test_bad_records_and_warnings(tiny_model: TrainedModel) -> None:
+    strict = Predictor.load(tiny_model.artifact.directory, strict_categories=True)
+    with pytest.raises(RecordError, match="smoker: 'male' is not one of the 2 values seen"):
+        strict.predict([{**PATIENT, "smoker": "male"}])
     predictor = Predictor.load(tiny_model.artifact.directory)
-    with pytest.raises(RecordError, match="smoker: 'male' is not one of: no, yes"):
-        predictor.predict([{**PATIENT, "smoker": "male"}])
+    unseen = predictor.predict([{**PATIENT, "smoker": "male", "region": "mars"}])
+    assert unseen.unseen == {"smoker": 1, "region": 1}
+    assert [w.split(":")[0] for w in unseen.warnings] == ["smoker", "region"]
     answer = predictor.predict([{**PATIENT, "bmi": 80.0}])
     assert answer.warnings and answer.warnings[0].startswith(
         "bmi: 80 is outside the training range"

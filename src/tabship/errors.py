@@ -36,6 +36,12 @@ class EngineError(TabshipError):
     status = 500
 
 
+class InternalError(TabshipError):
+    """Something failed that no input should make fail; the details go to the server log."""
+
+    status = 500
+
+
 class RequestError(TabshipError):
     """An HTTP request the server refuses before validation; carries its status code."""
 
@@ -64,6 +70,46 @@ class RequestTimeoutError(RequestError):
     """The request took longer than the server's request timeout."""
 
     status = 504
+
+
+class BadHostError(RequestError):
+    """The Host header is not one the server was told to answer (--allowed-hosts)."""
+
+    status = 400
+
+
+class NotFoundError(RequestError):
+    """No route has this path."""
+
+    status = 404
+
+
+class MethodNotAllowedError(RequestError):
+    """The path exists, but not for this method; `allow` lists the methods it takes."""
+
+    status = 405
+
+    def __init__(self, message: str, allow: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+
+class ReadTimeoutError(RequestError):
+    """The client did not send its headers or body within the read timeout."""
+
+    status = 408
+
+
+class HeadersTooLargeError(RequestError):
+    """The request line and headers are over the header size limit."""
+
+    status = 431
+
+
+class BusyError(RequestError):
+    """Every concurrency slot is taken: answered at once, with Retry-After, never queued."""
+
+    status = 503
 
 
 class OutputExistsError(TabshipError):

@@ -23,6 +23,8 @@ class Prediction:
     values: list[Any]
     probabilities: list[dict[str, float]] | None = None
     warnings: list[str] = field(default_factory=list)
+    # Rows per feature whose category was not seen in training (predicted as unknown).
+    unseen: dict[str, int] = field(default_factory=dict)
 
 
 class Predictor:
@@ -74,8 +76,8 @@ class Predictor:
             assert proba is not None
             labels = [self.classes[int(i)] for i in values]
             probabilities = [dict(zip(self.classes, map(float, row), strict=True)) for row in proba]
-            return Prediction(labels, probabilities, batch.warnings)
-        return Prediction(values.tolist(), None, batch.warnings)
+            return Prediction(labels, probabilities, batch.warnings, batch.unseen)
+        return Prediction(values.tolist(), None, batch.warnings, batch.unseen)
 
     def predict_batch(self, batch: Batch) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw engine output for validated columns: values or class indices, and probabilities."""

@@ -18,6 +18,8 @@ def server(
         tmp_path_factory.mktemp("hostile"),
         "--max-concurrency",
         "256",
+        # Strict: an unseen category is one more bad value to refuse with a 422.
+        env={"TABSHIP_STRICT_CATEGORIES": "1"},
     )
     yield running
     assert running.stop() == 0

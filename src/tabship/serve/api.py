@@ -1,91 +1,85 @@
-"""The JSON data plane: /predict_api and /v1/predict as plain functions of (content type, body).
+"""The JSON data plane: /predict_api, /v1/predict and /v1/model translate JSON to the predictor.
 
-The outermost ASGI layer calls these directly, so a prediction skips the web framework's
-per-request machinery; FastAPI calls the same functions for its documented routes.
+They never validate or predict on their own: records go to `Predictor.predict`, errors are
+raised as TabshipError and mapped to answers by the one mapper.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+from concurrent.futures import Executor
 from typing import Any
 
 from tabship.config import ServeSettings
-from tabship.errors import (
-    BodyTooLargeError,
-    MalformedBodyError,
-    RecordError,
-    RequestError,
-    TabshipError,
-)
+from tabship.errors import BodyTooLargeError, MalformedBodyError, RequestTimeoutError
 from tabship.predictor import Prediction, Predictor
 from tabship.serve import contract
-from tabship.serve.metrics import Metrics
+from tabship.serve.http import Answer, Request, json_answer
+from tabship.serve.prometheus import Metrics
 
-
-def _location(field: str, row: int | None) -> list[str | int]:
-    if field in ("instances", "(record)") and row is None:
-        return ["body", field]
-    return ["body", "instances", row, field] if row is not None else ["body", field]
-
-
-def error_payload(exc: TabshipError) -> tuple[int, dict[str, Any]]:
-    """The one place that maps tabship errors to an HTTP status and body."""
-    if isinstance(exc, RecordError):
-        detail = [
-            {
-                "loc": _location(p.field, p.row),
-                "field": p.field,
-                "row": p.row,
-                "msg": p.message,
-                "type": "value_error",
-            }
-            for p in exc.problems
-        ]
-        return 422, {"detail": detail, "message": str(exc)}
-    status = exc.status if isinstance(exc, RequestError) else 400
-    return status, {"detail": str(exc), "message": str(exc)}
+# A single record is a few hundred bytes and predicts in microseconds: answer it inline.
+INLINE_MAX_BYTES = 16 * 1024
 
 
 def model_info(predictor: Predictor) -> dict[str, Any]:
     """What /v1/model and every /v1/predict answer say about the model."""
-    meta = predictor.metadata
+    card = predictor.card
     return {
-        "name": meta["model"]["name"],
-        "task": meta["task"],
-        "target": meta["target"],
+        "name": card.model.name,
+        "task": card.task,
+        "target": card.target,
         "engine": predictor.engine.name,
-        "sha256": predictor.artifact.sha256,
+        "sha256": card.sha256,
     }
 
 
 class JsonApi:
-    """Parse, validate, predict and shape the answer; raises TabshipError for bad input."""
+    """Parse, predict and shape the answer; raises TabshipError for bad input."""
 
-    def __init__(self, predictor: Predictor, settings: ServeSettings, metrics: Metrics) -> None:
+    def __init__(
+        self, predictor: Predictor, settings: ServeSettings, metrics: Metrics, pool: Executor
+    ) -> None:
         self.predictor = predictor
         self.settings = settings
         self.metrics = metrics
+        self.pool = pool
         self.info = model_info(predictor)
-        self.routes = {"/predict_api": self.predict_one, "/v1/predict": self.predict_many}
 
-    def _predict(self, records: Any) -> Prediction:
-        prediction = self.predictor.predict(records)
-        self.metrics.predictions.inc(len(records))
+    async def predict(self, request: Request, records: Any) -> Prediction:
+        """Predict inline when small; big batches run in a thread, bounded by the timeout."""
+        if len(request.body) <= INLINE_MAX_BYTES:
+            prediction = self.predictor.predict(records)
+        else:
+            # The loop stays free to answer others; at the timeout the client gets 504 and the
+            # thread finishes on its own, its result dropped.
+            work = asyncio.get_running_loop().run_in_executor(
+                self.pool, self.predictor.predict, records
+            )
+            try:
+                prediction = await asyncio.wait_for(work, timeout=self.settings.request_timeout)
+            except TimeoutError:
+                limit = self.settings.request_timeout
+                raise RequestTimeoutError(
+                    f"request: took longer than the {limit:g} s request timeout; send smaller batches"
+                ) from None
+        request.rows = len(records)
+        self.metrics.count_prediction(len(records), prediction.unseen)
         return prediction
 
-    def predict_one(self, content_type: str | None, body: bytes) -> tuple[Any, int]:
+    async def predict_one(self, request: Request) -> Answer:
         """The tutorial's route: one record in, the bare prediction out."""
-        record = contract.read_json(content_type, body)
+        record = contract.read_json(request.content_type, request.body)
         if not isinstance(record, dict):
             raise MalformedBodyError("body: must be one JSON object of field: value")
-        return self._predict([record]).values[0], 1
+        prediction = await self.predict(request, [record])
+        return json_answer(prediction.values[0])
 
-    def predict_many(self, content_type: str | None, body: bytes) -> tuple[Any, int]:
+    async def predict_many(self, request: Request) -> Answer:
         """{"instances": [...]} in; predictions, warnings and the model out."""
-        payload = contract.read_json(content_type, body)
+        payload = contract.read_json(request.content_type, request.body)
         if not isinstance(payload, dict) or "instances" not in payload:
             raise MalformedBodyError('body: must be an object {"instances": [record, ...]}')
-        extra = sorted(set(payload) - {"instances"})
+        extra = sorted(str(key)[:60] for key in payload if key != "instances")
         if extra:
             raise MalformedBodyError(f"{extra[0]}: is not allowed; the body holds only 'instances'")
         instances = payload["instances"]
@@ -93,7 +87,7 @@ class JsonApi:
             raise BodyTooLargeError(
                 f"instances: {len(instances)} records is over the batch limit of {self.settings.max_batch}"
             )
-        prediction = self._predict(instances)
+        prediction = await self.predict(request, instances)
         answer: dict[str, Any] = {
             "predictions": prediction.values,
             "warnings": prediction.warnings,
@@ -101,13 +95,10 @@ class JsonApi:
         }
         if prediction.probabilities is not None:
             answer["probabilities"] = prediction.probabilities
-        return answer, len(instances)
+        return json_answer(answer)
 
-    def answer(self, route: str, content_type: str | None, body: bytes) -> tuple[int, bytes, int]:
-        """Status, JSON bytes and rows for a request to one of `routes`."""
-        try:
-            payload, rows = self.routes[route](content_type, body)
-            status = 200
-        except TabshipError as exc:
-            (status, payload), rows = error_payload(exc), 0
-        return status, json.dumps(payload, separators=(",", ":")).encode(), rows
+    async def model(self, request: Request) -> Answer:
+        """The model card as written, with the engine actually serving and the batch limit."""
+        return json_answer(
+            {**self.predictor.card.document, **self.info, "max_batch": self.settings.max_batch}
+        )

@@ -6,22 +6,37 @@ import json
 from typing import Any
 
 from tabship.errors import MalformedBodyError, MediaTypeError
-from tabship.schema import MISSING_LEVEL, Feature, Schema
+from tabship.predictor import Predictor
+from tabship.schema import FLOAT32_MAX, MAX_SHOWN_LEVELS, Feature, Schema
 
 
 def feature_schema(feature: Feature) -> dict[str, Any]:
     """JSON Schema of one field: its type, levels, and the training range as documentation."""
     if feature.kind == "numeric":
-        out: dict[str, Any] = {"type": "integer" if feature.integer else "number"}
+        # The model computes in 32-bit floats: larger numbers are refused.
+        out: dict[str, Any] = {
+            "type": "integer" if feature.integer else "number",
+            "minimum": -FLOAT32_MAX,
+            "maximum": FLOAT32_MAX,
+        }
         out["description"] = (
             f"Seen in training: {feature.minimum:g} to {feature.maximum:g}; values outside "
             "are accepted with a warning."
         )
     else:
-        levels = [level for level in feature.levels if level != MISSING_LEVEL]
-        out = {"type": "string", "enum": levels}
+        levels = feature.known_levels
+        shown = ", ".join(levels[:MAX_SHOWN_LEVELS]) + (
+            ", ..." if len(levels) > MAX_SHOWN_LEVELS else ""
+        )
+        # Not an enum: a value unseen in training is predicted as unknown with a warning.
+        out = {
+            "type": "string",
+            "description": f"Seen in training: {len(levels)} values ({shown}); others are "
+            "predicted as unknown, with a warning.",
+            "example": levels[0],
+        }
     if feature.allow_missing:
-        out = {"anyOf": [out, {"type": "null"}]}
+        out["nullable"] = True  # OpenAPI 3.0's spelling of "or null"
     return {"title": feature.name, **out}
 
 
@@ -33,7 +48,7 @@ def example_record(schema: Schema) -> dict[str, Any]:
             middle = ((feature.minimum or 0.0) + (feature.maximum or 0.0)) / 2
             record[feature.name] = round(middle) if feature.integer else round(middle, 2)
         else:
-            record[feature.name] = next(level for level in feature.levels if level != MISSING_LEVEL)
+            record[feature.name] = feature.known_levels[0]
     return record
 
 
@@ -68,9 +83,30 @@ def batch_schema(schema: Schema, max_batch: int) -> dict[str, Any]:
     }
 
 
-def json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAPI requestBody for a JSON route."""
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
+def form_schema(schema: Schema) -> dict[str, Any]:
+    """JSON Schema of the form post: every field as text (the form's inputs)."""
+    return {
+        "type": "object",
+        "properties": {f.name: {"type": "string"} for f in schema.features},
+    }
+
+
+def batch_answer_schema(predictor: Predictor) -> dict[str, Any]:
+    """JSON Schema of a /v1/predict answer."""
+    value: dict[str, Any] = (
+        {"type": "number"} if predictor.task == "regression" else {"type": "string"}
+    )
+    properties: dict[str, Any] = {
+        "predictions": {"type": "array", "items": value},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+        "model": {"type": "object"},
+    }
+    if predictor.task == "classification":
+        properties["probabilities"] = {
+            "type": "array",
+            "items": {"type": "object", "additionalProperties": {"type": "number"}},
+        }
+    return {"type": "object", "properties": properties, "required": ["predictions", "warnings"]}
 
 
 def read_json(content_type: str | None, body: bytes) -> Any:
@@ -104,3 +140,5 @@ def parse_json(body: bytes) -> Any:
         ) from None
     except RecursionError:
         raise MalformedBodyError("body: JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise MalformedBodyError(f"body: invalid JSON: {str(exc)[:120]}") from None

@@ -8,12 +8,14 @@ from urllib.parse import parse_qsl
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from tabship.errors import MalformedBodyError, MediaTypeError, Problem
+from tabship.errors import MalformedBodyError, MediaTypeError, Problem, RecordError
 from tabship.predictor import Prediction, Predictor
-from tabship.schema import MISSING_LEVEL, Feature
+from tabship.schema import Feature
 from tabship.serve.contract import media_type
+from tabship.serve.http import Answer, Request, html_answer
+from tabship.serve.prometheus import Metrics
 
-FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+MEDIA_TYPE = "application/x-www-form-urlencoded"
 _environment = Environment(
     loader=PackageLoader("tabship.serve", "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
@@ -79,7 +81,7 @@ def fields_for(
             item.step = "1" if feature.integer else "any"
             item.hint = f"seen in training: {item.minimum} to {item.maximum}"
         else:
-            item.options = [level for level in feature.levels if level != MISSING_LEVEL]
+            item.options = list(feature.known_levels)
         out.append(item)
     return out
 
@@ -87,11 +89,11 @@ def fields_for(
 def parse_form(
     body: bytes, content_type: str | None, features: tuple[Feature, ...]
 ) -> tuple[dict[str, str], dict[str, Any], list[Problem]]:
-    """Submitted text, the typed record, and the problems found while typing it."""
+    """Submitted text, the typed record, and the problems the features found in the text."""
     media = media_type(content_type)
-    if media != FORM_MEDIA_TYPE:
+    if media != MEDIA_TYPE:
         raise MediaTypeError(
-            f"content type {media or 'none'!r} is not accepted; submit the form as {FORM_MEDIA_TYPE}"
+            f"content type {media or 'none'!r} is not accepted; submit the form as {MEDIA_TYPE}"
         )
     try:
         pairs = parse_qsl(
@@ -104,22 +106,50 @@ def parse_form(
     problems: list[Problem] = []
     for feature in features:
         text = submitted.get(feature.name, "")
-        if text == "":
-            record[feature.name] = None
-            if not feature.allow_missing:
-                problems.append(Problem(feature.name, "is required; enter a value"))
-        elif feature.kind == "numeric":
-            try:
-                number = float(text)
-            except ValueError:
-                problems.append(Problem(feature.name, f"{text!r:.40} is not a number"))
-                continue
-            record[feature.name] = (
-                int(number) if feature.integer and number.is_integer() else number
-            )
-        else:
-            record[feature.name] = text
+        # The form's text is typed here; the predictor then applies the same feature rules.
+        value, problem, _ = feature.read_text(text)
+        if problem is not None:
+            problems.append(Problem(feature.name, problem))
+        record[feature.name] = (
+            None if text == "" else (text if feature.kind != "numeric" else _typed(value))
+        )
     return submitted, record, problems
+
+
+def _typed(value: float) -> int | float:
+    return int(value) if value.is_integer() else value
+
+
+class FormPage:
+    """GET / draws the form; POST /predict answers it with the prediction and its warnings."""
+
+    def __init__(self, predictor: Predictor, metrics: Metrics, report: bool) -> None:
+        self.predictor = predictor
+        self.metrics = metrics
+        self.report = report
+
+    async def page(self, request: Request) -> Answer:
+        """The empty form."""
+        return html_answer(
+            render_page(self.predictor, fields_for(self.predictor), report=self.report)
+        )
+
+    async def submit(self, request: Request) -> Answer:
+        """The form again, with the prediction or each problem beside its field."""
+        features = self.predictor.schema.features
+        submitted, record, problems = parse_form(request.body, request.content_type, features)
+        prediction = None
+        if not problems:
+            try:
+                prediction = self.predictor.predict([record])
+            except RecordError as exc:
+                problems = exc.problems
+            else:
+                request.rows = 1
+                self.metrics.count_prediction(1, prediction.unseen)
+        fields = fields_for(self.predictor, submitted, problems)
+        html = render_page(self.predictor, fields, prediction, report=self.report)
+        return html_answer(html, status=422 if problems else 200)
 
 
 def render_page(
@@ -129,32 +159,30 @@ def render_page(
     report: bool = False,
 ) -> str:
     """The whole HTML page: form, and the prediction with its warnings when there is one."""
-    meta = predictor.metadata
+    card = predictor.card
     result = None
     if prediction is not None:
         result = _describe(predictor, prediction)
-    best = meta["model"]
     template = _environment.get_template("index.html")
     return template.render(
-        title=meta.get("target_label") or readable(predictor.target),
+        title=card.target_label or readable(card.target),
         fields=fields,
         result=result,
         warnings=prediction.warnings if prediction else [],
-        model_label=best["label"],
-        engine=meta["engine"],
-        cv=best["cv"],
-        sort_by=meta.get("sort_by", ""),
+        model_label=card.model.label,
+        engine=predictor.engine.name,
+        cv_mean=card.model.cv.mean.get(card.sort_by),
+        sort_by=card.sort_by,
         report=report,
     )
 
 
 def _describe(predictor: Predictor, prediction: Prediction) -> dict[str, Any]:
-    meta = predictor.metadata
-    label = meta.get("target_label") or readable(predictor.target)
-    unit = meta.get("unit") or ""
+    card = predictor.card
+    label = card.target_label or readable(card.target)
     value = prediction.values[0]
     if predictor.task == "regression":
-        return {"label": label, "value": f"{value:,.2f}", "unit": unit, "probabilities": []}
+        return {"label": label, "value": f"{value:,.2f}", "unit": card.unit, "probabilities": []}
     assert prediction.probabilities is not None
     ranked = sorted(prediction.probabilities[0].items(), key=lambda item: -item[1])
     return {

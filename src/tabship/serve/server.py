@@ -20,6 +20,7 @@ import uvicorn
 from tabship.config import ServeSettings
 from tabship.predictor import Predictor
 from tabship.serve.app import ServerState, create_app
+from tabship.serve.protocol import guarded_protocol
 
 
 class DrainingServer(uvicorn.Server):
@@ -74,7 +75,13 @@ def _config(app: object, settings: ServeSettings) -> uvicorn.Config:
         timeout_graceful_shutdown=int(settings.graceful_timeout) or None,
         server_header=False,
         lifespan="on",
+        http=guarded_protocol(settings),
+        ws="none",
     )
+
+
+def _load(model: Path, settings: ServeSettings) -> Predictor:
+    return Predictor.load(model, settings.engine, strict_categories=settings.strict_categories)
 
 
 def run_worker(
@@ -87,7 +94,7 @@ def run_worker(
     # Log collectors read stdout as lines; a block buffer would hold them back for minutes.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
-    predictor = predictor or Predictor.load(model, settings.engine)
+    predictor = predictor or _load(model, settings)
     state = ServerState()
     server = DrainingServer(
         _config(create_app(predictor, settings, state), settings), state, settings.drain_delay
@@ -99,7 +106,7 @@ def run_worker(
 
 def serve(model: Path, settings: ServeSettings) -> None:
     """Serve `model`: in this process for one worker, else N worker processes on one socket."""
-    predictor = Predictor.load(model, settings.engine)  # fail here, once, on a bad model folder
+    predictor = _load(model, settings)  # fail here, once, on a bad model folder
     if settings.workers == 1:
         run_worker(model, settings, predictor=predictor)
         return

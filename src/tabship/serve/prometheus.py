@@ -8,9 +8,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
-# Latency buckets in seconds, dense below 10 ms where a healthy prediction lands.
-# Methods come from clients; past this many label sets the cache stops growing.
+# Past this many label sets the cache stops growing (labels are bounded, but be sure).
 MAX_CACHED_LABEL_SETS = 256
+# Latency buckets in seconds, dense below 10 ms where a healthy prediction lands.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -48,6 +48,19 @@ class Metrics:
             "Requests answered 503 by the concurrency cap.",
             registry=self.registry,
         )
+        # Labelled by the model's own feature names: a fixed set, never a client's string.
+        self.unseen = Counter(
+            "tabship_unseen_category",
+            "Rows whose category was not seen in training, by feature (predicted as unknown).",
+            ["feature"],
+            registry=self.registry,
+        )
+
+    def count_prediction(self, rows: int, unseen: dict[str, int]) -> None:
+        """Rows predicted, and the unseen categories among them."""
+        self.predictions.inc(rows)
+        for feature, count in unseen.items():
+            self.unseen.labels(feature).inc(count)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request."""

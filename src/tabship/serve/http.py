@@ -1,0 +1,129 @@
+"""ASGI plumbing shared by every layer: the request, the answer, and the one error mapper."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tabship.errors import BusyError, MethodNotAllowedError, RecordError, TabshipError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON = "application/json"
+HTML = "text/html; charset=utf-8"
+# Pages load only their own files; the report's inline script is allowed by its hash.
+PAGE_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self'{scripts}; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+API_POLICY = "default-src 'none'; frame-ancestors 'none'"
+
+
+@dataclass
+class Request:
+    """One HTTP request once its body is in: what handlers read."""
+
+    method: str
+    path: str
+    headers: dict[bytes, bytes]
+    body: bytes = b""
+    # Set by handlers for the log line: how many rows this request predicted.
+    rows: int = 0
+
+    def header(self, name: bytes) -> str | None:
+        """A header's value as text (latin-1, as HTTP defines it), or None."""
+        value = self.headers.get(name)
+        return None if value is None else value.decode("latin-1")
+
+    @property
+    def content_type(self) -> str | None:
+        """The Content-Type header."""
+        return self.header(b"content-type")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A whole response: status, body and the headers that go with it."""
+
+    status: int
+    body: bytes
+    content_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+
+def dump_json(payload: Any) -> bytes:
+    """JSON bytes with NaN and Infinity refused: strict parsers reject them."""
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+def json_answer(payload: Any, status: int = 200) -> Answer:
+    """A JSON answer."""
+    return Answer(status, dump_json(payload), JSON, (("content-security-policy", API_POLICY),))
+
+
+def html_answer(text: str | bytes, status: int = 200, scripts: tuple[str, ...] = ()) -> Answer:
+    """An HTML page with its Content-Security-Policy; `scripts` are hashes of inline scripts."""
+    allowed = "".join(f" 'sha256-{digest}'" for digest in scripts)
+    body = text.encode() if isinstance(text, str) else text
+    return Answer(
+        status, body, HTML, (("content-security-policy", PAGE_POLICY.format(scripts=allowed)),)
+    )
+
+
+def _location(field: str, row: int | None) -> list[str | int]:
+    if field in ("instances", "(record)") and row is None:
+        return ["body", field]
+    return ["body", "instances", row, field] if row is not None else ["body", field]
+
+
+def error_payload(exc: TabshipError) -> tuple[int, dict[str, Any]]:
+    """The one place that maps tabship errors to an HTTP status and body {detail, message}."""
+    if isinstance(exc, RecordError):
+        detail = [
+            {
+                "loc": _location(p.field, p.row),
+                "field": p.field,
+                "row": p.row,
+                "msg": p.message,
+                "type": "value_error",
+            }
+            for p in exc.problems
+        ]
+        return 422, {"detail": detail, "message": str(exc)}
+    if exc.status >= 500 and not isinstance(exc, BusyError):
+        # The cause is for the server log, not for the client.
+        message = "internal error; the server log has the details"
+        return exc.status, {"detail": message, "message": message}
+    return exc.status, {"detail": str(exc), "message": str(exc)}
+
+
+def error_answer(exc: TabshipError) -> Answer:
+    """The answer for an error, with the headers its status calls for."""
+    status, payload = error_payload(exc)
+    headers: tuple[tuple[str, str], ...] = (("content-security-policy", API_POLICY),)
+    if isinstance(exc, BusyError):
+        headers += (("retry-after", "1"),)
+    if isinstance(exc, MethodNotAllowedError):
+        headers += (("allow", ", ".join(exc.allow)),)
+    return Answer(status, dump_json(payload), JSON, headers)
+
+
+async def send_answer(send: Send, answer: Answer, close: bool = False) -> None:
+    """Send a whole answer; `close` tells the client this connection ends after it."""
+    headers = [
+        (b"content-type", answer.content_type.encode()),
+        (b"content-length", str(len(answer.body)).encode()),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    headers += [(k.encode(), v.encode("latin-1")) for k, v in answer.headers]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})

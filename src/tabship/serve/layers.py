@@ -1,0 +1,254 @@
+"""The ASGI layers every request passes, outermost first: accounting, limits, dispatch.
+
+Accounting is outermost so every answer, a limit's refusal included, gets its metric and its
+log line, written in a `finally` even when something below fails. Limits read the whole body
+under a deadline before a concurrency slot is taken, so a client that stalls can hold a
+socket but never a slot. Dispatch finds the route in the one table and maps errors once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+
+from tabship.config import ServeSettings
+from tabship.errors import (
+    BadHostError,
+    BodyTooLargeError,
+    BusyError,
+    InternalError,
+    ReadTimeoutError,
+    TabshipError,
+)
+from tabship.serve.http import (
+    ASGIApp,
+    Message,
+    Receive,
+    Request,
+    Scope,
+    Send,
+    error_answer,
+    send_answer,
+)
+from tabship.serve.prometheus import Metrics
+from tabship.serve.routes import RouteTable
+
+# Statuses of requests that ended without an answer: nginx's "client closed request".
+CLIENT_CLOSED = 499
+KNOWN_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
+# A body over the limit is read and thrown away up to this many times the limit, so simple
+# clients that send everything before reading see the 413 instead of a reset connection.
+DISCARD_FACTOR = 64
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was answered."""
+
+
+@dataclass
+class ServerState:
+    """What the probes report: warmed up and ready, or draining before exit."""
+
+    ready: bool = False
+    draining: bool = False
+    in_flight: int = 0
+
+
+def method_label(method: str) -> str:
+    """The method as a metric label: clients invent methods, the label set must stay small."""
+    return method if method in KNOWN_METHODS else "other"
+
+
+class Accounting:
+    """Metrics and one JSON log line per request, whatever happens below."""
+
+    def __init__(self, app: ASGIApp, table: RouteTable, metrics: Metrics) -> None:
+        self.app = app
+        self.table = table
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status = 0
+
+        async def recorded(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recorded)
+        except ClientGone:
+            status = status or CLIENT_CLOSED
+        except Exception as exc:  # the last net: count it, log it, answer 500 if still possible
+            sys.stderr.write(f"internal error: {''.join(traceback.format_exception(exc))}")
+            if status == 0:
+                await send_answer(
+                    recorded, error_answer(InternalError("internal error")), close=True
+                )
+            status = status or 500
+        finally:
+            self._account(scope, status or CLIENT_CLOSED, time.perf_counter() - started)
+
+    def _account(self, scope: Scope, status: int, elapsed: float) -> None:
+        route = self.table.label(scope["path"])
+        method = scope["method"]
+        self.metrics.observe(route, method_label(method), status, elapsed)
+        shown = method if method in KNOWN_METHODS else json.dumps(method[:32])[1:-1]
+        rows = scope.get("state", {}).get("rows", 0)
+        sys.stdout.write(
+            f'{{"ts": {time.time():.3f}, "method": "{shown}", "route": "{route}", '
+            f'"status": {status}, "ms": {elapsed * 1000:.3f}, "rows": {rows}}}\n'
+        )
+
+
+class Limits:
+    """Host check, body size and read deadline, then the concurrency cap."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        table: RouteTable,
+        state: ServerState,
+        settings: ServeSettings,
+        metrics: Metrics,
+    ) -> None:
+        self.app = app
+        self.table = table
+        self.state = state
+        self.settings = settings
+        self.metrics = metrics
+        self.hosts = frozenset(settings.allowed_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        deadline = time.monotonic() + self.settings.read_timeout
+        try:
+            self._check_host(scope)
+            body = await self._read_body(scope, receive, deadline)
+        except BodyTooLargeError as exc:
+            await self._discard(receive, deadline)
+            await send_answer(send, error_answer(exc), close=True)
+            return
+        except TabshipError as exc:
+            await send_answer(send, error_answer(exc), close=True)
+            return
+        replay = _replay(body, receive)
+        if self.table.is_probe(scope["method"], scope["path"]):
+            await self.app(scope, replay, send)
+            return
+        if self.state.in_flight >= self.settings.max_concurrency:
+            self.metrics.rejected.inc()
+            await send_answer(send, error_answer(BusyError("server busy; retry shortly")))
+            return
+        self.state.in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            self.state.in_flight -= 1
+            self.metrics.in_flight.dec()
+
+    def _check_host(self, scope: Scope) -> None:
+        if not self.hosts:
+            return
+        host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name.lower().strip("[]") not in self.hosts:
+            raise BadHostError(f"host {host[:100]!r} is not served here; see --allowed-hosts")
+
+    async def _read_body(self, scope: Scope, receive: Receive, deadline: float) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            raise BodyTooLargeError(f"body: {declared} bytes is over the {limit}-byte limit")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await _receive_by(receive, deadline)
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLargeError(f"body: over the {limit}-byte limit")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _discard(self, receive: Receive, deadline: float) -> None:
+        """Read and drop what the client is still sending, up to a bound and the deadline."""
+        budget = self.settings.max_body_bytes * DISCARD_FACTOR
+        try:
+            while budget > 0:
+                message = await _receive_by(receive, deadline)
+                if message["type"] == "http.disconnect":
+                    raise ClientGone
+                budget -= len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
+        except ReadTimeoutError:
+            return
+
+
+async def _receive_by(receive: Receive, deadline: float) -> Message:
+    remaining = deadline - time.monotonic()
+    try:
+        if remaining <= 0:
+            raise TimeoutError
+        return await asyncio.wait_for(receive(), remaining)
+    except TimeoutError:
+        raise ReadTimeoutError(
+            "request: the body did not arrive within the read timeout; send it at once"
+        ) from None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the body already read, then passes on (for disconnects)."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class Dispatch:
+    """Find the route, hand the handler the request, send its answer; errors map once."""
+
+    def __init__(self, table: RouteTable) -> None:
+        self.table = table
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        request = Request(
+            method=scope["method"],
+            path=scope["path"],
+            headers=dict(scope["headers"]),
+            body=message.get("body", b""),
+        )
+        try:
+            route = self.table.find(request.method, request.path)
+            answer = await route.handler(request)
+        except TabshipError as exc:
+            answer = error_answer(exc)
+        scope.setdefault("state", {})["rows"] = request.rows
+        await send_answer(send, answer)
