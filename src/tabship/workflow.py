@@ -55,7 +55,7 @@ def _holdout(result: TrainResult) -> dict[str, Any] | None:
         "fraction": result.holdout.fraction,
         "rows": len(result.holdout.labels),
         "seed": result.seed,
-        "scores": result.holdout.scores,
+        "scores": {k: (v if np.isfinite(v) else None) for k, v in result.holdout.scores.items()},
     }
 
 
@@ -89,6 +89,7 @@ def train_model(
         files[ONNX_FILE] = onnx_model
     engine = "onnx" if onnx_model is not None else "sklearn"
     best = result.chosen
+    row = best.to_dict()  # JSON-ready: a metric undefined for this table is null, not NaN
     metadata = {
         "task": result.task,
         "target": result.target,
@@ -104,7 +105,12 @@ def train_model(
             "tuned": best.tuned,
             "expand": best.expand,
             "class_weight": "balanced" if result.validator.balanced else None,
-            "cv": {"folds": result.folds, "seed": result.seed, "mean": best.mean, "std": best.std},
+            "cv": {
+                "folds": result.folds,
+                "seed": result.seed,
+                "mean": row["mean"],
+                "std": row["std"],
+            },
             "holdout": _holdout(result),
         },
         "tuning": result.tuning.to_dict() if result.tuning else None,
