@@ -12,13 +12,16 @@ import pytest
 
 from tabship.workflow import TrainedModel
 
+from .conftest import make_tiny_table
 from .servers import TABSHIP
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
+def run(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run(
-        [TABSHIP, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+        [TABSHIP, *args], capture_output=True, text=True, cwd=cwd, env=environ, timeout=300
     )
 
 
@@ -95,7 +98,7 @@ def test_predict_writes_scores_and_refuses_overwrite(
 ) -> None:
     out = tmp_path / "scored.csv"
     result = run("predict", str(tiny_model.artifact.directory), str(tiny_csv), "-o", str(out))
-    assert result.returncode == 0 and "scored 120 rows" in result.stdout
+    assert result.returncode == 0 and "predicted 120 rows" in result.stdout
     assert "predicted_charges" in pd.read_csv(out).columns
     assert_one_line_error(
         run("predict", str(tiny_model.artifact.directory), str(tiny_csv), "-o", str(out)),
@@ -131,7 +134,7 @@ def test_predict_bad_rows_list_every_problem(tiny_model: TrainedModel, tmp_path:
     pd.DataFrame(
         {
             "age": [30, "old"],
-            "bmi": [25.0, 26.0],
+            "bmi": [25.0, "heavy"],
             "children": [0, 1],
             "smoker": ["no", "male"],
             "region": ["east"] * 2,
@@ -142,6 +145,125 @@ def test_predict_bad_rows_list_every_problem(tiny_model: TrainedModel, tmp_path:
     )
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "error: row 2: age: 'old' is not a number",
-        "error: row 2: smoker: 'male' is not one of: no, yes",
+        "error: row 2: age: must be a number, got 'old'",
+        "error: row 2: bmi: must be a number, got 'heavy'",
     ]
+
+
+def test_predict_counts_unseen_categories_or_refuses_them(
+    tiny_model: TrainedModel, tmp_path: Path
+) -> None:
+    rows = tmp_path / "rows.csv"
+    frame = make_tiny_table(rows=30, seed=3).drop(columns="charges")
+    frame.loc[[0, 5, 9], "region"] = "west"
+    frame.to_csv(rows, index=False)
+    model = str(tiny_model.artifact.directory)
+    lenient = run("predict", model, str(rows), "-o", str(tmp_path / "a.csv"))
+    assert lenient.returncode == 0, lenient.stderr
+    assert (
+        "warning: rows.csv: region: 3 rows held values not seen in training; predicted as unknown"
+        in lenient.stderr.splitlines()
+    )
+    strict = run("predict", model, str(rows), "-o", str(tmp_path / "b.csv"), "--strict-categories")
+    assert_one_line_error(strict, "row 1: region: 'west' is not one of the 3 values")
+    assert len(strict.stderr.splitlines()) == 3  # one line per refused row
+    from_env = run(
+        "predict", model, str(rows), "-o", str(tmp_path / "c.csv"),
+        env={"TABSHIP_STRICT_CATEGORIES": "1"},
+    )  # fmt: skip
+    assert from_env.returncode == 1 and not (tmp_path / "c.csv").exists()
+    overridden = run(
+        "predict", model, str(rows), "-o", str(tmp_path / "d.csv"), "--no-strict-categories",
+        env={"TABSHIP_STRICT_CATEGORIES": "1"},
+    )  # fmt: skip
+    assert overridden.returncode == 0, overridden.stderr
+
+
+def test_predict_guards_formulas_unless_told_not_to(
+    tiny_model: TrainedModel, tmp_path: Path
+) -> None:
+    rows = tmp_path / "rows.csv"
+    frame = make_tiny_table(rows=3, seed=3).drop(columns="charges")
+    frame["note"] = ["=cmd|' /C calc'!A0", "@SUM(1)", "fine"]
+    frame.to_csv(rows, index=False)
+    model = str(tiny_model.artifact.directory)
+    assert run("predict", model, str(rows), "-o", str(tmp_path / "a.csv")).returncode == 0
+    assert list(pd.read_csv(tmp_path / "a.csv")["note"]) == [
+        "'=cmd|' /C calc'!A0",
+        "'@SUM(1)",
+        "fine",
+    ]
+    verbatim = run("predict", model, str(rows), "-o", str(tmp_path / "b.csv"), "--no-formula-guard")
+    assert verbatim.returncode == 0
+    assert list(pd.read_csv(tmp_path / "b.csv")["note"]) == list(frame["note"])
+    assert "Parquet output is written as it is" in " ".join(run("predict", "--help").stdout.split())
+
+
+def test_builder_option_and_its_deprecated_alias(tiny_model: TrainedModel) -> None:
+    help_text = run("build", "--help").stdout
+    assert "--builder" in help_text and "--engine" not in help_text
+    model = str(tiny_model.artifact.directory)
+    alias = run("build", model, "-t", "x:1", "--engine", "lxc")
+    assert alias.stderr.splitlines() == [
+        "warning: --engine is deprecated on build and deploy and goes in the next release; "
+        "use --builder",
+        "error: --builder 'lxc' is not one of: docker, podman",
+    ]
+    assert_one_line_error(
+        run("build", model, "-t", "x:1", "--builder", "lxc"), "--builder 'lxc' is not one of"
+    )
+    both = run("build", model, "-t", "x:1", "--builder", "docker", "--engine", "podman")
+    assert both.returncode == 1 and "disagree; pass only --builder" in both.stderr
+    dry = run(
+        "deploy", "gke", model, "--project", "p", "--region", "europe-west1",
+        "--engine", "podman", "--dry-run",
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    assert "deprecated" in dry.stderr and "--builder podman" in dry.stdout
+    assert "podman push" in dry.stdout
+
+
+def test_usage_errors_share_the_one_error_path(tiny_model: TrainedModel) -> None:
+    model = str(tiny_model.artifact.directory)
+    assert_one_line_error(
+        run(
+            "deploy", "gke", model, "--project", "p", "--region", "r", "--nodes", "2", "--autopilot"
+        ),
+        "--nodes makes a Standard cluster",
+    )
+    assert_one_line_error(
+        run("manifests", model, "--image", "registry.example/x:latest", "-o", "/nonexistent/k"),
+        "the manifests break policy: latest-tag",
+    )
+
+
+def test_serve_flags_reach_the_settings(
+    tiny_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import tabship.serve.server
+    from tabship.cli import app
+    from tabship.config import ServeSettings
+
+    seen: list[ServeSettings] = []
+    monkeypatch.setattr(
+        tabship.serve.server, "serve", lambda model, settings: seen.append(settings)
+    )
+    monkeypatch.setenv("TABSHIP_READ_TIMEOUT", "7")
+    args = [
+        "serve",
+        str(tiny_model.artifact.directory),
+        "--allowed-hosts",
+        "API.example, localhost",
+    ]
+    extra = ["--max-header-bytes", "4096", "--strict-categories"]
+    outcome = CliRunner().invoke(app, [*args, *extra])
+    assert outcome.exit_code == 0, outcome.output
+    settings = seen[0]
+    assert settings.allowed_hosts == ("api.example", "localhost")
+    assert (settings.max_header_bytes, settings.strict_categories) == (4096, True)
+    assert settings.read_timeout == 7.0  # the variable, as no flag was given
+    outcome = CliRunner().invoke(app, [*args, "--read-timeout", "2.5"])
+    assert seen[1].read_timeout == 2.5 and seen[1].strict_categories is False
+    assert seen[1].max_header_bytes == ServeSettings().max_header_bytes

@@ -18,7 +18,7 @@ from tabship.container import (
     serving_pins,
     write_context,
 )
-from tabship.errors import OutputExistsError
+from tabship.errors import ConfigError, DataError, OutputExistsError
 from tabship.runner import Runner
 from tabship.workflow import TrainedModel
 
@@ -150,3 +150,107 @@ def test_context_holds_only_what_the_image_needs(tiny_model: TrainedModel, tmp_p
     with pytest.raises(OutputExistsError, match="is not empty"):
         write_context(tiny_model.artifact, options, Runner(), tmp_path / "unused")
     shutil.rmtree(context)
+
+
+# A target column name that, pasted into a LABEL unescaped, closes the quote, expands a
+# variable and starts a RUN instruction; the second one also breaks the line.
+HOSTILE_TARGET = 'charges" \\ $HOME ${PATH} RUN touch /pwned # é'
+HOSTILE_LINE_BREAK = 'charges"\nRUN touch /pwned\nLABEL x="'
+
+
+def train_hostile(folder: Path, target: str, target_label: str | None = None) -> TrainedModel:
+    """A quick model (one candidate, two folds) whose target column is named `target`."""
+    from tabship.train import TrainOptions
+    from tabship.workflow import train_model
+
+    from .conftest import make_tiny_table
+
+    folder.mkdir(parents=True, exist_ok=True)
+    make_tiny_table().rename(columns={"charges": target}).to_csv(folder / "t.csv", index=False)
+    options = TrainOptions(target=target, folds=2, models=["ridge"])
+    return train_model(str(folder / "t.csv"), options, folder / "model", target_label=target_label)
+
+
+def instructions(dockerfile: str) -> list[str]:
+    """The instruction keyword of every logical line (continuations joined, comments dropped)."""
+    logical = dockerfile.replace("\\\n", " ").splitlines()
+    return [line.split()[0] for line in logical if line.strip() and not line.startswith("#")]
+
+
+def unquote(word: str) -> str:
+    """The Dockerfile lexer's reading of one double-quoted word: \\ escapes only \\ " and $."""
+    assert word[0] == word[-1] == '"'
+    out, chars = [], iter(word[1:-1])
+    for ch in chars:
+        if ch == "\\":
+            following = next(chars)
+            out.append(following if following in '\\"$' else ch + following)
+        else:
+            assert ch not in '"$', f"unescaped {ch} in {word}"
+            out.append(ch)
+    return "".join(out)
+
+
+def label_values(dockerfile: str) -> dict[str, str]:
+    """LABEL key="value" pairs of the final stage, read the way the lexer reads them."""
+    import shlex
+
+    line = next(
+        line
+        for line in final_stage(dockerfile).replace("\\\n", " ").splitlines()
+        if line.startswith("LABEL ")
+    )
+    pairs = re.findall(r'([\w./-]+)=("(?:[^"\\]|\\.)*")', line)
+    assert " ".join(f"{k}={v}" for k, v in pairs) == " ".join(line.split(" ", 1)[1].split())
+    shlex.split(line)  # also one well-formed shell-like line
+    return {key: unquote(value) for key, value in pairs}
+
+
+@pytest.fixture(scope="module")
+def hostile_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    return train_hostile(
+        tmp_path_factory.mktemp("hostile"), HOSTILE_TARGET, target_label='Cost "$1" \\ RUN id'
+    )
+
+
+def test_hostile_target_name_is_quoted_in_labels(
+    hostile_model: TrainedModel, dockerfile: str, tmp_path: Path
+) -> None:
+    text = render_dockerfile(hostile_model.artifact, ImageOptions(tag="t:1"))
+    assert instructions(text) == instructions(dockerfile)  # no instruction added
+    assert not re.search(r"^\s*RUN", final_stage(text), re.M)
+    labels = label_values(text)
+    assert labels["org.opencontainers.image.title"] == f"tabship model ridge ({HOSTILE_TARGET})"
+    assert labels["org.opencontainers.image.description"] == 'predicts Cost "$1" \\ RUN id'
+    path = tmp_path / "Dockerfile"
+    path.write_text(text)
+    linted = subprocess.run(
+        [HADOLINT, "--warning", "DL3057", str(path)], capture_output=True, text=True
+    )
+    assert linted.returncode == 0 and linted.stdout == "", linted.stdout
+
+
+@pytest.mark.parametrize(
+    ("target", "label"),
+    [(HOSTILE_LINE_BREAK, None), ("charges", 'fine"\rRUN id'), ("charges", "tab\there")],
+)
+def test_line_breaks_and_control_characters_are_refused(
+    tmp_path: Path, target: str, label: str | None
+) -> None:
+    model = train_hostile(tmp_path, target, target_label=label)
+    with pytest.raises(DataError, match="newline or control character") as caught:
+        render_dockerfile(model.artifact, ImageOptions(tag="t:1"))
+    assert repr(label if label else target) in str(caught.value)
+
+
+def test_user_labels_and_base_image_cannot_add_instructions(tiny_model: TrainedModel) -> None:
+    with pytest.raises(DataError, match="the label x 'a\\\\nRUN id'"):
+        render_dockerfile(tiny_model.artifact, ImageOptions(tag="t:1", labels={"x": "a\nRUN id"}))
+    with pytest.raises(ConfigError, match="label name"):
+        render_dockerfile(tiny_model.artifact, ImageOptions(tag="t:1", labels={'x="1" y': "v"}))
+    with pytest.raises(ConfigError, match="--base-image"):
+        render_dockerfile(
+            tiny_model.artifact, ImageOptions(tag="t:1", base_image="python:3.11\nRUN id")
+        )
+    quoted = render_dockerfile(tiny_model.artifact, ImageOptions(tag="t:1", labels={"x": '"$'}))
+    assert label_values(quoted)["x"] == '"$'

@@ -17,7 +17,7 @@ def test_public_api_is_exactly_all() -> None:
         "TabshipError",
         "TrainOptions",
         "__version__",
-        "score_file",
+        "predict_file",
         "train_model",
     ]
     for name in tabship.__all__:

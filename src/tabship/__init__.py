@@ -22,7 +22,7 @@ _EXPORTS = {
     "Schema": "tabship.schema",
     "TrainOptions": "tabship.train",
     "train_model": "tabship.workflow",
-    "score_file": "tabship.scoring",
+    "predict_file": "tabship.batch",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -1,4 +1,8 @@
-"""Container images: render the Dockerfile (pure), write the build context, run docker or podman."""
+"""Container images: render the Dockerfile (pure), write the build context, run docker or podman.
+
+"Builder" is the container tool (docker or podman); "engine" stays the inference engine
+(onnx or sklearn) recorded in the model card.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from pathlib import Path
 
 from tabship import __version__
 from tabship.artifact import Artifact
-from tabship.errors import ConfigError, OutputExistsError
+from tabship.errors import ConfigError, DataError, OutputExistsError
 from tabship.runner import Runner, ToolError
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
@@ -39,7 +43,7 @@ class ImageOptions:
 
     tag: str
     base_image: str = DEFAULT_BASE_IMAGE
-    engine: str | None = None
+    builder: str | None = None
     wheelhouse: Path | None = None
     push: bool = False
     context_dir: Path | None = None
@@ -88,11 +92,54 @@ def render_requirements(pins: dict[str, str], hashes: dict[str, list[str]]) -> s
     return "".join(lines)
 
 
-def render_dockerfile(artifact: Artifact, options: ImageOptions) -> str:
-    """The multi-stage Dockerfile: a builder with pip, a final stage with the venv and the model only."""
+# Characters a Dockerfile line cannot carry inside a quoted word: a newline ends the
+# instruction (a backslash before it only continues the line), and the rest are control bytes.
+_UNQUOTABLE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
+_IMAGE_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
+_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+
+
+def refuse_line_breaks(value: str, what: str) -> None:
+    """DataError naming `what` and `value` when it holds a newline or control character."""
+    if _UNQUOTABLE.search(value):
+        raise DataError(
+            f"{what} {value!r} holds a newline or control character, which a Dockerfile LABEL "
+            "cannot carry; rename it (retrain with a name without it) and build again"
+        )
+
+
+def quote_label(value: str) -> str:
+    """`value` as a double-quoted Dockerfile word that reads back as exactly `value`.
+
+    Inside double quotes the Dockerfile lexer treats only `\\`, `"` and `$` specially (the
+    last expands variables), so each is backslash-escaped. A newline or control character
+    cannot be written in a quoted word at all (a backslash before a newline only continues
+    the line), so it is refused.
+    """
+    refuse_line_breaks(value, "the label value")
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
+
+
+def _label_lines(artifact: Artifact, options: ImageOptions) -> str:
     card = artifact.card
+    # The user's own strings are checked first, so a refusal names the string they wrote.
+    for value, what in (
+        (card.target, "the target column name"),
+        (card.target_label, "the target label (--target-label)"),
+        (card.unit, "the unit (--unit)"),
+        *((value, f"the label {key}") for key, value in options.labels.items()),
+    ):
+        refuse_line_breaks(value, what)
+    bad_keys = [key for key in options.labels if not _LABEL_KEY.fullmatch(key)]
+    if bad_keys:
+        raise ConfigError(
+            f"label name {bad_keys[0]!r} is not of letters, digits, '.', '/', '-' and '_'"
+        )
+    described = f"predicts {card.title}" + (f" in {card.unit}" if card.unit else "")
     labels = {
         "org.opencontainers.image.title": f"tabship model {card.model.name} ({card.target})",
+        "org.opencontainers.image.description": described,
         "org.opencontainers.image.version": __version__,
         "org.opencontainers.image.source": f"pkg:pypi/tabship@{__version__}",
         "org.opencontainers.image.created": card.created,
@@ -101,7 +148,20 @@ def render_dockerfile(artifact: Artifact, options: ImageOptions) -> str:
         "io.tabship.engine": card.engine,
         **options.labels,
     }
-    label_lines = " \\\n      ".join(f'{key}="{value}"' for key, value in labels.items())
+    return " \\\n      ".join(f"{key}={quote_label(value)}" for key, value in labels.items())
+
+
+def render_dockerfile(artifact: Artifact, options: ImageOptions) -> str:
+    """The multi-stage Dockerfile: a builder with pip, a final stage with the venv and the model only.
+
+    Every value from the model card or the user is quoted by `quote_label`; the base image must
+    look like an image reference, so no user string can start a new instruction.
+    """
+    if not _IMAGE_REFERENCE.fullmatch(options.base_image):
+        raise ConfigError(
+            f"--base-image {options.base_image!r} is not an image reference such as python:3.11-slim"
+        )
+    label_lines = _label_lines(artifact, options)
     health = (
         "import os, urllib.request; "
         "urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('TABSHIP_PORT', '8080') + '/healthz', timeout=2)"
@@ -224,12 +284,20 @@ def write_context(
     return context
 
 
-def pick_engine(preferred: str | None, runner: Runner) -> str:
-    """The container engine: the one asked for, else docker when its daemon answers, else podman."""
+BUILDERS = ("docker", "podman")
+
+
+def check_builder(builder: str) -> str:
+    """`builder` if it is a container tool tabship drives, else a ConfigError."""
+    if builder not in BUILDERS:
+        raise ConfigError(f"--builder {builder!r} is not one of: {', '.join(BUILDERS)}")
+    return builder
+
+
+def pick_builder(preferred: str | None, runner: Runner) -> str:
+    """The container tool: the one asked for, else docker when its daemon answers, else podman."""
     if preferred is not None:
-        if preferred not in ("docker", "podman"):
-            raise ConfigError(f"--engine {preferred!r} is not one of: docker, podman")
-        return preferred
+        return check_builder(preferred)
     has_docker, has_podman = shutil.which("docker") is not None, shutil.which("podman") is not None
     if has_docker and (
         not has_podman
@@ -238,7 +306,7 @@ def pick_engine(preferred: str | None, runner: Runner) -> str:
         return "docker"
     if has_podman:
         return "podman"
-    raise ToolError("build: neither docker nor podman is installed; install one, or pass --engine")
+    raise ToolError("build: neither docker nor podman is installed; install one, or pass --builder")
 
 
 @dataclass(frozen=True)
@@ -246,7 +314,7 @@ class BuiltImage:
     """The outcome of `tabship build`."""
 
     tag: str
-    engine: str
+    builder: str
     context: Path
     pushed: bool
 
@@ -256,15 +324,15 @@ def build_image(
 ) -> BuiltImage:
     """Verify the model, write the context and build (and push) the image with docker or podman."""
     artifact = Artifact.open(model)
-    engine = pick_engine(options.engine, runner)
+    builder = pick_builder(options.builder, runner)
     context = write_context(artifact, options, runner, default_wheelhouse)
-    build: list[str] = [engine, "build", "--tag", options.tag]
-    if engine == "podman":
+    build: list[str] = [builder, "build", "--tag", options.tag]
+    if builder == "podman":
         build += ["--format", "docker"]  # the OCI format drops HEALTHCHECK
-    runner.run([*build, str(context)], step=f"{engine} build")
+    runner.run([*build, str(context)], step=f"{builder} build")
     if options.push:
-        runner.run([engine, "push", options.tag], step=f"{engine} push")
-    return BuiltImage(options.tag, engine, context, options.push)
+        runner.run([builder, "push", options.tag], step=f"{builder} push")
+    return BuiltImage(options.tag, builder, context, options.push)
 
 
 def write_sbom(model: Path, output: Path, wheelhouse: Path, runner: Runner) -> Path:

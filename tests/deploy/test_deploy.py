@@ -1,9 +1,9 @@
-"""`tabship deploy gke|k8s` against recording stand-ins for gcloud, kubectl and the container engine.
+"""`tabship deploy gke|k8s` against recording stand-ins for gcloud, kubectl and the container builder.
 
 No cluster or GCP project is reachable here. The stand-ins are small programs put first on
 PATH: each records its arguments, answers `describe` for what exists in a state folder, makes
 it exist on `create`, and fails on purpose when told to. The image build itself is real up to
-the engine call (context, wheelhouse); the engine is a stand-in too.
+the builder call (context, wheelhouse); the builder is a stand-in too.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def deploy(model: Path, env: dict[str, str], *extra: str) -> subprocess.Complete
         "demo-project",
         "--region",
         "europe-west1",
-        "--engine",
+        "--builder",
         "podman",
         *extra,
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import subprocess
 import sys
@@ -11,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tabship.deploy.manifests import (
+    FILES,
     ManifestOptions,
     grace_period,
     render_manifests,
+    write_folder,
     write_manifests,
 )
 from tabship.deploy.policy import RULES, check_objects, load_folder
@@ -142,10 +146,77 @@ def test_image_by_digest_and_options(tiny_model: TrainedModel) -> None:
         render_manifests(tiny_model.artifact, ManifestOptions(image="x:1", memory="lots"))
 
 
+def validate_folder(folder: Path, objects: list[dict[str, Any]]) -> None:
+    """Both schema versions with kubernetes-validate --strict, then kubectl kustomize."""
+    resources = [str(folder / FILES[obj["kind"]]) for obj in objects]
+    for version in ("1.30.0", "1.37.0"):
+        result = subprocess.run(
+            [VALIDATE, "--strict", "--kubernetes-version", version, *resources],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.count("passed") == len(resources)
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is missing; `make test` installs it")
+    rendered = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True)
+    assert rendered.returncode == 0, rendered.stderr
+
+    def by_kind_name(obj: dict[str, Any]) -> str:
+        return str(obj["kind"])
+
+    # kustomize re-emits every object; they must come back exactly as rendered.
+    assert sorted(yaml.safe_load_all(rendered.stdout), key=by_kind_name) == sorted(
+        objects, key=by_kind_name
+    )
+
+
+# Quotes, a flow mapping, a comment sign, a YAML document of its own, unicode.
+HOSTILE_TARGET = 'Chärges": {x: 1}\n# not a comment\n---\nkind: Secret\n"\\ \'#'
+
+
+def test_hostile_target_name_round_trips_through_yaml(tmp_path: Path) -> None:
+    from ..test_container import train_hostile
+
+    model = train_hostile(tmp_path / "train", HOSTILE_TARGET)
+    options = ManifestOptions(image="registry.example/team/charges:v1", namespace="ml-prod")
+    objects = render_manifests(model.artifact, options)
+    name = objects[0]["metadata"]["name"]
+    assert name == "tabship-ch-rges-x-1-not-a-comment-kind-secret"
+    deployment = by_kind(objects)["Deployment"]
+    assert deployment["metadata"]["annotations"]["tabship.io/target"] == HOSTILE_TARGET
+    written = write_manifests(model.artifact, options, tmp_path / "k8s")
+    assert [yaml.safe_load(path.read_text()) for path in written[:-1]] == objects
+    assert sorted(obj["kind"] for obj in load_folder(tmp_path / "k8s")) == sorted(
+        obj["kind"] for obj in objects
+    )
+    validate_folder(tmp_path / "k8s", objects)
+
+
+def test_user_strings_that_are_not_kubernetes_names_are_refused(tiny_model: TrainedModel) -> None:
+    with pytest.raises(
+        ConfigError, match=re.escape("--namespace 'ml\\nkind: x' is not a Kubernetes")
+    ):
+        render_manifests(tiny_model.artifact, ManifestOptions(image="x:1", namespace="ml\nkind: x"))
+    with pytest.raises(ConfigError, match="--image 'x:1 # y' is not an image reference"):
+        render_manifests(tiny_model.artifact, ManifestOptions(image="x:1 # y"))
+    with pytest.raises(ConfigError, match="gives no usable Kubernetes name"):
+        render_manifests(tiny_model.artifact, ManifestOptions(image="x:1", name="ÄÖ: #"))
+
+
+def test_write_manifests_refuses_what_breaks_policy(
+    tiny_model: TrainedModel, tmp_path: Path
+) -> None:
+    options = ManifestOptions(image="registry.example/team/charges:latest")
+    with pytest.raises(ConfigError, match="the manifests break policy: latest-tag"):
+        write_manifests(tiny_model.artifact, options, tmp_path / "k8s")
+    assert not (tmp_path / "k8s").exists()
+
+
 def test_folder_validates_against_official_schemas_and_kustomize(
     objects: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    written = write_manifests(objects, tmp_path / "k8s", None)
+    written = write_folder(objects, tmp_path / "k8s", None)
     assert "&id" not in (tmp_path / "k8s" / "deployment.yaml").read_text()  # no YAML anchors
     resources = [str(p) for p in written if p.name != "kustomization.yaml"]
     for version in ("1.30.0", "1.37.0"):
@@ -165,7 +236,7 @@ def test_folder_validates_against_official_schemas_and_kustomize(
     kinds = [line for line in rendered.stdout.splitlines() if line.startswith("kind: ")]
     assert sorted(kinds) == sorted(f"kind: {obj['kind']}" for obj in objects)
     with pytest.raises(OutputExistsError, match="pass --force"):
-        write_manifests(objects, tmp_path / "k8s", None)
+        write_folder(objects, tmp_path / "k8s", None)
 
 
 def test_our_manifests_pass_policy(objects: list[dict[str, Any]]) -> None:

@@ -1,13 +1,41 @@
-"""What every command shares: the Typer apps, the console and the one-line failure."""
+"""What every command shares: the Typer apps, the console, and the one error path."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
+
+from tabship.errors import ConfigError, RecordError, TabshipError
+
+
+def error_lines(error: TabshipError) -> list[str]:
+    """What the user reads: one line per bad field of a RecordError, else the message."""
+    if isinstance(error, RecordError):
+        return [str(problem) for problem in error.problems]
+    return [str(error)]
+
+
+class Commands(TyperGroup):
+    """The root group: the only place a TabshipError from any command is caught and printed.
+
+    It wraps every subcommand (nested groups included), so the console script and typer's
+    CliRunner print the same `error: ...` lines and exit 1; commands never catch errors.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TabshipError as error:
+            for line in error_lines(error):
+                typer.echo(f"error: {line}", err=True)
+            raise typer.Exit(1) from None
+
 
 app = typer.Typer(
-    help="Train the best pipeline for a table, score files with it, serve and ship it.",
+    cls=Commands,
+    help="Train the best pipeline for a table, predict files with it, serve and ship it.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -25,16 +53,23 @@ def console(stderr: bool = False) -> Any:
     return Console(stderr=stderr)
 
 
-def fail(exc: Exception) -> None:
-    from tabship.errors import RecordError
-
-    lines = [str(p) for p in exc.problems] if isinstance(exc, RecordError) else [str(exc)]
-    for line in lines:
-        typer.echo(f"error: {line}", err=True)
-    raise typer.Exit(1)
-
-
 def split_names(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
     return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def builder_choice(builder: str | None, engine: str | None) -> str | None:
+    """--builder, or the deprecated --engine alias of build and deploy (with a warning)."""
+    if engine is None:
+        return builder
+    typer.echo(
+        "warning: --engine is deprecated on build and deploy and goes in the next release; "
+        "use --builder",
+        err=True,
+    )
+    if builder is not None and builder != engine:
+        raise ConfigError(
+            f"--builder {builder!r} and --engine {engine!r} disagree; pass only --builder"
+        )
+    return engine

@@ -7,40 +7,66 @@ from typing import Annotated
 
 import typer
 
-from tabship.cli.common import app, fail
+from tabship.cli.common import app, split_names
 from tabship.cli.training import run_training
+
+WARNINGS_SHOWN = 20
 
 
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
-    data: Annotated[Path, typer.Argument(help="CSV or Parquet table to score.")],
+    data: Annotated[Path, typer.Argument(help="CSV or Parquet table to predict.")],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Where to write the scored table.")
+        Path,
+        typer.Option(
+            "--output", "-o", help="Where to write the table with predictions (.csv or .parquet)."
+        ),
     ],
     force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
     engine: Annotated[
         str | None, typer.Option(help="onnx or sklearn (default: the model's).")
     ] = None,
+    strict_categories: Annotated[
+        bool | None,
+        typer.Option(
+            "--strict-categories/--no-strict-categories",
+            help="Refuse rows holding a category not seen in training, instead of predicting "
+            "them as unknown [TABSHIP_STRICT_CATEGORIES, off].",
+            show_default=False,
+        ),
+    ] = None,
+    formula_guard: Annotated[
+        bool,
+        typer.Option(
+            "--formula-guard/--no-formula-guard",
+            help="CSV output: prefix ' to text cells starting with = + - @ tab or CR, so a "
+            "spreadsheet shows them instead of running them as formulas. Numbers are never "
+            "changed; Parquet output is written as it is.",
+        ),
+    ] = True,
 ) -> None:
-    """Score a whole file in chunks: the input columns plus the prediction."""
+    """Predict a whole file in chunks: the input columns plus the prediction."""
     import os
 
-    from tabship.errors import TabshipError
+    from tabship.batch import predict_file
+    from tabship.config import strict_categories_from_env
     from tabship.predictor import Predictor
-    from tabship.scoring import score_file
 
-    try:
-        threads = os.cpu_count() or 1
-        summary = score_file(
-            Predictor.load(model, engine, threads=threads), data, output, force=force
-        )
-    except TabshipError as exc:
-        fail(exc)
-        return
-    for note in summary.warnings[:20]:
+    strict = strict_categories_from_env() if strict_categories is None else strict_categories
+    predictor = Predictor.load(model, engine, threads=os.cpu_count() or 1, strict_categories=strict)
+    summary = predict_file(predictor, data, output, force=force, formula_guard=formula_guard)
+    for note in summary.warnings[:WARNINGS_SHOWN]:
         typer.echo(f"warning: {note}", err=True)
-    typer.echo(f"scored {summary.rows} rows into {summary.output}")
+    if len(summary.warnings) > WARNINGS_SHOWN:
+        typer.echo(f"warning: ... and {len(summary.warnings) - WARNINGS_SHOWN} more", err=True)
+    for field, count in summary.unseen.items():
+        typer.echo(
+            f"warning: {data.name}: {field}: {count} rows held values not seen in training; "
+            "predicted as unknown",
+            err=True,
+        )
+    typer.echo(f"predicted {summary.rows} rows into {summary.output}")
 
 
 @app.command()
@@ -64,6 +90,21 @@ def serve(
         float | None,
         typer.Option(help="Seconds before a request gets 504 [TABSHIP_REQUEST_TIMEOUT, 30]."),
     ] = None,
+    read_timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Seconds a client has to send its headers and body before 408 "
+            "[TABSHIP_READ_TIMEOUT, 10].",
+        ),
+    ] = None,
+    max_header_bytes: Annotated[
+        int | None,
+        typer.Option(
+            min=1024,
+            help="Largest request head in bytes, else 431 [TABSHIP_MAX_HEADER_BYTES, 16384].",
+        ),
+    ] = None,
     drain_delay: Annotated[
         float | None,
         typer.Option(
@@ -79,34 +120,51 @@ def serve(
     engine: Annotated[
         str | None, typer.Option(help="onnx or sklearn [TABSHIP_ENGINE, default: the model's].")
     ] = None,
+    strict_categories: Annotated[
+        bool | None,
+        typer.Option(
+            "--strict-categories/--no-strict-categories",
+            help="Answer 422 for a category not seen in training, instead of predicting it as "
+            "unknown with a warning [TABSHIP_STRICT_CATEGORIES, off].",
+            show_default=False,
+        ),
+    ] = None,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated Host header values to answer; others get 400 "
+            "[TABSHIP_ALLOWED_HOSTS, default: any]."
+        ),
+    ] = None,
 ) -> None:
     """Serve the web form and the JSON API for a model folder."""
     from tabship.config import ServeSettings
-    from tabship.errors import TabshipError
+    from tabship.serve.server import serve as run_server
 
-    flags = {
-        "host": host,
-        "port": port,
-        "workers": workers,
-        "max_batch": max_batch,
-        "max_concurrency": max_concurrency,
-        "drain_delay": drain_delay,
-        "graceful_timeout": graceful_timeout,
-        "request_timeout": request_timeout,
-        "engine": engine,
-    }
-    try:
-        settings = ServeSettings.resolve(flags)
-        from tabship.serve.server import serve as run_server
-
-        display = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host  # noqa: S104 - shown, not bound
-        typer.echo(
-            f"serving {model} on http://{display}:{settings.port}  (form: /, API docs: /docs)",
-            err=True,
-        )
-        run_server(model, settings)
-    except TabshipError as exc:
-        fail(exc)
+    hosts = split_names([allowed_hosts] if allowed_hosts is not None else None)
+    settings = ServeSettings.resolve(
+        {
+            "host": host,
+            "port": port,
+            "workers": workers,
+            "max_batch": max_batch,
+            "max_concurrency": max_concurrency,
+            "drain_delay": drain_delay,
+            "graceful_timeout": graceful_timeout,
+            "request_timeout": request_timeout,
+            "read_timeout": read_timeout,
+            "max_header_bytes": max_header_bytes,
+            "engine": engine,
+            "strict_categories": strict_categories,
+            "allowed_hosts": tuple(h.lower() for h in hosts) if hosts else None,
+        }
+    )
+    display = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host  # noqa: S104 - shown, not bound
+    typer.echo(
+        f"serving {model} on http://{display}:{settings.port}  (form: /, API docs: /docs)",
+        err=True,
+    )
+    run_server(model, settings)
 
 
 @app.command()

@@ -7,14 +7,14 @@ from typing import Annotated, Any
 
 import typer
 
-from tabship.cli.common import app, deploy_app, fail
+from tabship.cli.common import app, builder_choice, deploy_app
 
 
 @app.command()
 def build(
     model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
     tag: Annotated[str, typer.Option("--tag", "-t", help="Image name, e.g. insurance-app:v1.")],
-    engine: Annotated[
+    builder: Annotated[
         str | None, typer.Option(help="docker or podman (default: whichever works).")
     ] = None,
     base_image: Annotated[
@@ -30,30 +30,26 @@ def build(
     context_dir: Annotated[
         Path | None, typer.Option(help="Write the build context here (new or empty folder).")
     ] = None,
+    engine: Annotated[
+        str | None, typer.Option(hidden=True, help="Deprecated alias of --builder.")
+    ] = None,
 ) -> None:
     """Build a hardened serving image for a model folder with docker or podman."""
     from tabship.config import Settings
     from tabship.container import DEFAULT_BASE_IMAGE, ImageOptions, build_image
-    from tabship.errors import TabshipError
     from tabship.runner import Runner
 
     options = ImageOptions(
         tag=tag,
         base_image=base_image or DEFAULT_BASE_IMAGE,
-        engine=engine,
+        builder=builder_choice(builder, engine),
         wheelhouse=wheelhouse,
         push=push,
         context_dir=context_dir,
     )
-    try:
-        built = build_image(
-            model, options, Runner(echo=True), Settings.from_env().cache_dir / "wheels"
-        )
-    except TabshipError as exc:
-        fail(exc)
-        return
+    built = build_image(model, options, Runner(echo=True), Settings.from_env().cache_dir / "wheels")
     typer.echo(
-        f"built {built.tag} with {built.engine} (context: {built.context})"
+        f"built {built.tag} with {built.builder} (context: {built.context})"
         + (", pushed" if built.pushed else "")
     )
 
@@ -71,16 +67,11 @@ def sbom(
     """Write a CycloneDX SBOM of the serving image's environment for this model."""
     from tabship.config import Settings
     from tabship.container import write_sbom
-    from tabship.errors import TabshipError
     from tabship.runner import Runner
 
-    try:
-        written = write_sbom(
-            model, output, wheelhouse or Settings.from_env().cache_dir / "wheels", Runner()
-        )
-    except TabshipError as exc:
-        fail(exc)
-        return
+    written = write_sbom(
+        model, output, wheelhouse or Settings.from_env().cache_dir / "wheels", Runner()
+    )
     typer.echo(f"wrote {written}")
 
 
@@ -116,25 +107,15 @@ def manifests(
 ) -> None:
     """Write a kustomize folder (kubectl apply -k DIR) that passes the policy checker."""
     from tabship.artifact import Artifact
-    from tabship.deploy.manifests import ManifestOptions, render_manifests, write_manifests
-    from tabship.deploy.policy import check_objects
-    from tabship.errors import TabshipError
+    from tabship.deploy.manifests import ManifestOptions, write_manifests
 
-    try:
-        options = ManifestOptions(
-            image=image,
-            name=name,
-            namespace=namespace,
-            **_manifest_extra(min_replicas, max_replicas, cpu_target, cpu, memory),
-        )
-        objects = render_manifests(Artifact.open(model), options)
-        findings = check_objects(objects)
-        if findings:
-            raise TabshipError("; ".join(str(f) for f in findings))
-        written = write_manifests(objects, output, namespace, force=force)
-    except TabshipError as exc:
-        fail(exc)
-        return
+    options = ManifestOptions(
+        image=image,
+        name=name,
+        namespace=namespace,
+        **_manifest_extra(min_replicas, max_replicas, cpu_target, cpu, memory),
+    )
+    written = write_manifests(Artifact.open(model), options, output, force=force)
     typer.echo(
         f"wrote {len(written)} files to {output}; policy: 0 findings. Apply with: kubectl apply -k {output}"
     )
@@ -148,13 +129,8 @@ def check_manifests(
 ) -> None:
     """Check manifests against Pod Security "restricted" and tabship's hardening rules."""
     from tabship.deploy.policy import check_objects, load_folder
-    from tabship.errors import TabshipError
 
-    try:
-        findings = check_objects(load_folder(directory))
-    except TabshipError as exc:
-        fail(exc)
-        return
+    findings = check_objects(load_folder(directory))
     for finding in findings:
         typer.echo(str(finding))
     typer.echo(f"{len(findings)} findings in {directory}", err=True)
@@ -178,7 +154,9 @@ def deploy_gke(
         typer.Option(help="Standard cluster with N nodes per zone (default: Autopilot)."),
     ] = None,
     autopilot: Annotated[bool, typer.Option(help="Autopilot cluster (the default).")] = False,
-    engine: Annotated[str, typer.Option(help="docker or podman, to build and push.")] = "docker",
+    builder: Annotated[
+        str | None, typer.Option(help="docker or podman, to build and push (default docker).")
+    ] = None,
     name: Annotated[
         str | None, typer.Option(help="Object and image name (default tabship-TARGET).")
     ] = None,
@@ -186,37 +164,33 @@ def deploy_gke(
         Path | None, typer.Option("--output", "-o", help="Keep the manifests in this folder.")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print every command; change nothing.")] = False,
+    engine: Annotated[
+        str | None, typer.Option(hidden=True, help="Deprecated alias of --builder.")
+    ] = None,
 ) -> None:
     """Artifact Registry, build and push, GKE cluster, kubectl apply, rollout, external IP."""
     from tabship.artifact import Artifact
     from tabship.config import Settings
     from tabship.deploy.gke import DeployState, GkeOptions, apply_plan, plan_gke
-    from tabship.errors import TabshipError
+    from tabship.errors import ConfigError
     from tabship.runner import Runner
 
     if nodes is not None and autopilot:
-        typer.echo(
-            "error: --nodes makes a Standard cluster; do not combine it with --autopilot", err=True
-        )
-        raise typer.Exit(1)
+        raise ConfigError("--nodes makes a Standard cluster; do not combine it with --autopilot")
     runner = Runner(dry_run=dry_run)
     state = DeployState()
-    try:
-        options = GkeOptions(
-            project=project,
-            region=region,
-            cluster=cluster,
-            repository=repository,
-            nodes=nodes,
-            engine=engine,
-            name=name,
-            manifests_dir=output,
-            wheelhouse=Settings.from_env().cache_dir / "wheels",
-        )
-        apply_plan(plan_gke(Artifact.open(model), options, runner, state), runner, typer.echo)
-    except TabshipError as exc:
-        fail(exc)
-        return
+    options = GkeOptions(
+        project=project,
+        region=region,
+        cluster=cluster,
+        repository=repository,
+        nodes=nodes,
+        builder=builder_choice(builder, engine) or "docker",
+        name=name,
+        manifests_dir=output,
+        wheelhouse=Settings.from_env().cache_dir / "wheels",
+    )
+    apply_plan(plan_gke(Artifact.open(model), options, runner, state), runner, typer.echo)
     if not dry_run:
         typer.echo(f"deployed: http://{state.external_ip}/")
 
@@ -240,19 +214,14 @@ def deploy_k8s(
     """Apply the manifests to any cluster kubectl reaches, wait for the rollout and the IP."""
     from tabship.artifact import Artifact
     from tabship.deploy.gke import DeployState, apply_plan, plan_k8s
-    from tabship.errors import TabshipError
     from tabship.runner import Runner
 
     runner = Runner(dry_run=dry_run)
     state = DeployState()
-    try:
-        apply_plan(
-            plan_k8s(Artifact.open(model), image, context, runner, state, name, namespace, output),
-            runner,
-            typer.echo,
-        )
-    except TabshipError as exc:
-        fail(exc)
-        return
+    apply_plan(
+        plan_k8s(Artifact.open(model), image, context, runner, state, name, namespace, output),
+        runner,
+        typer.echo,
+    )
     if not dry_run:
         typer.echo(f"deployed: http://{state.external_ip}/")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tabship.cli.common import app, console, datasets_app, fail, split_names
+from tabship.cli.common import app, console, datasets_app, split_names
 
 if TYPE_CHECKING:
     from tabship.crossval import Row
@@ -26,12 +26,8 @@ def datasets_list() -> None:
 def datasets_fetch(name: str) -> None:
     """Find or download a built-in dataset, verify its sha256 and print its path."""
     from tabship import datasets
-    from tabship.errors import TabshipError
 
-    try:
-        typer.echo(str(datasets.fetch(name)))
-    except TabshipError as exc:
-        fail(exc)
+    typer.echo(str(datasets.fetch(name)))
 
 
 def _leaderboard_table(
@@ -73,7 +69,6 @@ def run_training(
 
     from tabship import metrics
     from tabship.artifact import REPORT_FILE
-    from tabship.errors import TabshipError
     from tabship.train import TrainOptions
     from tabship.workflow import train_model
 
@@ -81,24 +76,20 @@ def run_training(
     options = TrainOptions(target=target, **{k: v for k, v in kwargs.items() if k in option_names})
     extra = {k: v for k, v in kwargs.items() if k not in option_names}
     out = console()
-    try:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            console=out,
-            transient=True,
-        ) as bar:
-            task_id = bar.add_task("cross-validating", total=None)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=out,
+        transient=True,
+    ) as bar:
+        task_id = bar.add_task("cross-validating", total=None)
 
-            def report(label: str, done: int, total: int) -> None:
-                bar.update(task_id, description=_progress_text(label), completed=done, total=total)
+        def report(label: str, done: int, total: int) -> None:
+            bar.update(task_id, description=_progress_text(label), completed=done, total=total)
 
-            trained = train_model(data, options, output, progress=report, **extra)
-    except TabshipError as exc:
-        fail(exc)
-        return
+        trained = train_model(data, options, output, progress=report, **extra)
     result = trained.result
     for note in result.warnings:
         out.print(f"[yellow]warning:[/] {note}")
@@ -163,9 +154,10 @@ def train(
     force: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
 ) -> None:
     """Cross-validate candidate pipelines, keep the best, write the model folder and its report."""
+    from tabship.errors import ConfigError
+
     if task not in (None, "regression", "classification"):
-        typer.echo(f"error: --task {task!r} is not one of: regression, classification", err=True)
-        raise typer.Exit(1)
+        raise ConfigError(f"--task {task!r} is not one of: regression, classification")
     run_training(
         data,
         target,
@@ -196,18 +188,14 @@ def report(
     import webbrowser
 
     from tabship.artifact import REPORT_FILE, Artifact
-    from tabship.errors import ArtifactError, TabshipError
+    from tabship.errors import ArtifactError
 
-    try:
-        artifact = Artifact.open(model)
-        if REPORT_FILE not in artifact.card.files:
-            raise ArtifactError(
-                f"{model} has no {REPORT_FILE} (trained by an older tabship); train it again"
-            )
-        artifact.read(REPORT_FILE)  # checks its sha256 before anyone reads it
-    except TabshipError as exc:
-        fail(exc)
-        return
+    artifact = Artifact.open(model)
+    if REPORT_FILE not in artifact.card.files:
+        raise ArtifactError(
+            f"{model} has no {REPORT_FILE} (trained by an older tabship); train it again"
+        )
+    artifact.read(REPORT_FILE)  # checks its sha256 before anyone reads it
     path = (model / REPORT_FILE).resolve()
     typer.echo(str(path))
     if open_browser and not webbrowser.open(path.as_uri()):

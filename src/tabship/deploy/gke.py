@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tabship.artifact import Artifact
-from tabship.container import ImageOptions, build_image
-from tabship.deploy.manifests import ManifestOptions, dns_name, render_manifests, write_manifests
-from tabship.deploy.policy import check_objects
+from tabship.container import ImageOptions, build_image, check_builder
+from tabship.deploy.manifests import ManifestOptions, dns_name, write_manifests
 from tabship.errors import TabshipError
 from tabship.runner import Runner, ToolError
 
@@ -43,7 +42,7 @@ class GkeOptions:
     cluster: str = "tabship"
     repository: str = "tabship"
     nodes: int | None = None
-    engine: str = "docker"
+    builder: str = "docker"
     name: str | None = None
     namespace: str | None = None
     manifests_dir: Path | None = None
@@ -161,11 +160,7 @@ def _manifest_step(
 ) -> Step:
     def write() -> None:
         options = ManifestOptions(image=image(), name=name, namespace=namespace, **extra)  # type: ignore[arg-type]
-        objects = render_manifests(artifact, options)
-        findings = check_objects(objects)
-        if findings:
-            raise TabshipError("the manifests break policy: " + "; ".join(str(f) for f in findings))
-        write_manifests(objects, directory, namespace, force=True)
+        write_manifests(artifact, options, directory, force=True)
 
     return Step(
         "write the Kubernetes manifests",
@@ -182,12 +177,12 @@ def plan_gke(
     image = gke_image(artifact, options, name)
     directory = options.manifests_dir or Path(tempfile.mkdtemp(prefix="tabship-k8s-"))
     where = ["--location", options.region, "--project", options.project]
-    engine = options.engine
+    builder = check_builder(options.builder)
 
     def build() -> None:
         build_image(
             artifact.directory,
-            ImageOptions(tag=image, engine=engine, wheelhouse=options.wheelhouse),
+            ImageOptions(tag=image, builder=builder, wheelhouse=options.wheelhouse),
             runner,
             (options.wheelhouse or directory / "wheels"),
         )
@@ -210,11 +205,11 @@ def plan_gke(
         options.project,
     ]
     inspect = [
-        engine,
+        builder,
         "image",
         "inspect",
         "--format",
-        "{{.Digest}}" if engine == "podman" else "{{index .RepoDigests 0}}",
+        "{{.Digest}}" if builder == "podman" else "{{index .RepoDigests 0}}",
         image,
     ]
     return [
@@ -245,18 +240,18 @@ def plan_gke(
             check=["gcloud", "artifacts", "repositories", "describe", options.repository, *where],
         ),
         Step(
-            "let the container engine push there",
+            "let the container builder push there",
             ["gcloud", "auth", "configure-docker", registry_host(options.region), "--quiet"],
         ),
         Step(
             "build the image (if this model's tag is not in the registry)",
-            ["tabship", "build", str(artifact.directory), "--tag", image, "--engine", engine],
+            ["tabship", "build", str(artifact.directory), "--tag", image, "--builder", builder],
             check=in_registry,
             work=build,
         ),
         Step(
             "push the image",
-            [engine, "push", image],
+            [builder, "push", image],
             check=in_registry,
         ),
         Step("read the image digest", inspect, capture=remember_digest),

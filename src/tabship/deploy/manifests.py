@@ -9,7 +9,8 @@ from typing import Any
 
 from tabship import __version__
 from tabship.artifact import Artifact
-from tabship.errors import ConfigError
+from tabship.deploy.policy import check_objects
+from tabship.errors import ConfigError, OutputExistsError
 
 PORT = 8080
 RUNTIME_UID = 10001
@@ -43,7 +44,7 @@ class ManifestOptions:
 
 def dns_name(text: str) -> str:
     """A DNS-1123 label from any text: lower case, dashes, at most 63 characters."""
-    label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63].strip("-")
+    label = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].strip("-")
     if not label:
         raise ConfigError(f"{text!r} gives no usable Kubernetes name; pass --name")
     return label
@@ -55,7 +56,21 @@ def _image(options: ManifestOptions) -> str:
     return options.image
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+# An image reference: registry, path, tag and digest characters only (no space, quote or newline).
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
+
+
 def _check(options: ManifestOptions) -> None:
+    if options.namespace is not None and not _DNS_LABEL.fullmatch(options.namespace):
+        raise ConfigError(
+            f"--namespace {options.namespace!r} is not a Kubernetes namespace name "
+            "(lower-case letters, digits and '-', at most 63)"
+        )
+    if not _IMAGE.fullmatch(options.image):
+        raise ConfigError(
+            f"--image {options.image!r} is not an image reference such as registry/name:tag"
+        )
     if not 1 <= options.min_replicas <= options.max_replicas:
         raise ConfigError(
             f"--min-replicas {options.min_replicas} and --max-replicas {options.max_replicas}: need 1 <= min <= max"
@@ -140,6 +155,8 @@ def render_manifests(artifact: Artifact, options: ManifestOptions) -> list[dict[
             "annotations": {
                 "tabship.io/model-sha256": artifact.sha256,
                 "tabship.io/version": __version__,
+                # The column name as the table spelled it; the YAML dumper quotes it.
+                "tabship.io/target": artifact.card.target,
             },
         },
         "spec": {
@@ -276,15 +293,13 @@ def to_yaml(obj: dict[str, Any]) -> str:
     return str(yaml.dump(obj, Dumper=Plain, sort_keys=False, default_flow_style=False))
 
 
-def write_manifests(
+def write_folder(
     objects: list[dict[str, Any]], directory: Path, namespace: str | None, force: bool = False
 ) -> list[Path]:
-    """Write the kustomize folder; refuse to replace files there unless `force`."""
+    """Write objects as a kustomize folder; refuse to replace files there unless `force`."""
     targets = {FILES[obj["kind"]]: obj for obj in objects}
     existing = [name for name in [*targets, "kustomization.yaml"] if (directory / name).exists()]
     if existing and not force:
-        from tabship.errors import OutputExistsError
-
         raise OutputExistsError(
             f"{directory} already has {', '.join(existing)}; choose another -o or pass --force"
         )
@@ -295,3 +310,16 @@ def write_manifests(
         written.append(directory / filename)
     (directory / "kustomization.yaml").write_text(to_yaml(render_kustomization(objects, namespace)))
     return [*written, directory / "kustomization.yaml"]
+
+
+def write_manifests(
+    artifact: Artifact, options: ManifestOptions, directory: Path, force: bool = False
+) -> list[Path]:
+    """Render the objects, refuse them if they break the policy, write the kustomize folder."""
+    objects = render_manifests(artifact, options)
+    findings = check_objects(objects)
+    if findings:
+        raise ConfigError(
+            "the manifests break policy: " + "; ".join(str(finding) for finding in findings)
+        )
+    return write_folder(objects, directory, options.namespace, force=force)

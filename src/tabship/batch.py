@@ -1,0 +1,179 @@
+"""Batch prediction of a whole file in chunks, so memory stays flat in the file's size."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from tabship.errors import DatasetError, OutputExistsError
+from tabship.predictor import Predictor
+
+DEFAULT_CHUNK_ROWS = 100_000
+PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
+# OWASP's CSV-injection list: a spreadsheet runs a cell starting with one of these as a formula.
+FORMULA_START = r"^[=+\-@\t\r]"
+# "-3" or "+1.5e3" is a number to a spreadsheet, not a formula: it stays as it is.
+PLAIN_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What a batch prediction run did; `unseen` counts rows per field holding a new category."""
+
+    rows: int
+    output: Path
+    warnings: list[str]
+    unseen: dict[str, int] = field(default_factory=dict)
+
+
+def _chunks(path: Path, predictor: Predictor, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    suffix = path.suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+            yield batch.to_pandas()
+        return
+    # Read categories as text, so a chunk of codes such as "01" is not parsed as numbers.
+    text_columns = {f.name: str for f in predictor.schema.features if f.kind == "categorical"}
+    yield from pd.read_csv(path, chunksize=chunk_rows, dtype=text_columns)
+
+
+def prediction_columns(
+    predictor: Predictor, values: np.ndarray, proba: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """Output columns: the prediction, and one probability column per class."""
+    name = f"predicted_{predictor.target}"
+    if predictor.task == "regression":
+        return {name: values}
+    assert proba is not None
+    out: dict[str, np.ndarray] = {
+        name: np.asarray(predictor.classes, dtype=object)[values.astype(np.int64)]
+    }
+    for index, label in enumerate(predictor.classes):
+        out[f"probability_{label}"] = proba[:, index]
+    return out
+
+
+def guard_text(text: str) -> str:
+    """One header cell with the same rule as `guard_formulas`."""
+    flagged = re.match(FORMULA_START, text) and not re.match(PLAIN_NUMBER, text)
+    return f"'{text}" if flagged else text
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+    )
+
+
+def _guard_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    flagged = pc.match_substring_regex(column, FORMULA_START)
+    if not pc.any(flagged).as_py():  # the common case costs one vectorised scan
+        return column
+    flagged = pc.and_kleene(flagged, pc.invert(pc.match_substring_regex(column, PLAIN_NUMBER)))
+    quote, nothing = pa.scalar("'", column.type), pa.scalar("", column.type)
+    quoted = pc.binary_join_element_wise(quote, column, nothing)
+    return pc.if_else(flagged, quoted, column)
+
+
+def guard_formulas(table: pa.Table) -> pa.Table:
+    """Prefix `'` to every string cell and column name a spreadsheet would run as a formula.
+
+    Number columns are never touched, nor text that is a plain number ("-3").
+    """
+    columns = []
+    for column in table.columns:
+        kind = column.type
+        if (pa.types.is_dictionary(kind) and _is_text(kind.value_type)) or _is_text(kind):
+            # One layout for the kernels: dictionaries and string views become plain text.
+            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+                column = column.cast(pa.large_string())
+            column = _guard_column(column)
+        columns.append(column)
+    return pa.table(columns, names=[guard_text(name) for name in table.column_names])
+
+
+def _check_paths(source: Path, output: Path, force: bool) -> None:
+    if not source.is_file():
+        raise DatasetError(f"no file {source}; give the CSV or Parquet table to predict")
+    if output.exists() and not force:
+        raise OutputExistsError(
+            f"{output} already exists; choose another -o or pass --force to replace it"
+        )
+    if output.resolve() == source.resolve():
+        raise OutputExistsError(
+            f"{output} is the input file; write the predictions to another file"
+        )
+
+
+def predict_file(
+    predictor: Predictor,
+    source: Path,
+    output: Path,
+    force: bool = False,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    formula_guard: bool = True,
+) -> BatchSummary:
+    """Predict every row of `source` into `output` (CSV or Parquet by suffix), input columns kept.
+
+    The output appears only when every row was predicted, and an existing file is replaced only
+    with `force`. CSV cells that a spreadsheet would run as formulas get a leading `'` unless
+    `formula_guard` is off; Parquet is written as it is (no spreadsheet opens it).
+    """
+    _check_paths(source, output, force)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    parquet = output.suffix.lower() in PARQUET_SUFFIXES
+    descriptor, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
+    os.close(descriptor)
+    partial = Path(name)
+    rows = 0
+    warnings: list[str] = []
+    unseen: dict[str, int] = {}
+    writer = None
+    try:
+        for chunk in _chunks(source, predictor, chunk_rows):
+            batch = predictor.schema.validate_frame(
+                chunk, first_row=rows + 1, strict_categories=predictor.strict_categories
+            )
+            values, proba = predictor.predict_batch(batch)
+            predicted = chunk.assign(**prediction_columns(predictor, values, proba))
+            warnings.extend(batch.warnings)
+            for feature, count in batch.unseen.items():
+                unseen[feature] = unseen.get(feature, 0) + count
+            table = pa.Table.from_pandas(predicted, preserve_index=False)
+            if parquet:
+                writer = writer or pq.ParquetWriter(partial, table.schema)
+                writer.write_table(table)
+            else:
+                # Arrow's writer formats numbers in C++, several times faster than to_csv; each
+                # chunk is written on its own, so a column's type may differ between chunks.
+                with partial.open("ab" if rows else "wb") as sink:
+                    pa_csv.write_csv(
+                        guard_formulas(table) if formula_guard else table,
+                        sink,
+                        pa_csv.WriteOptions(include_header=rows == 0, quoting_style="needed"),
+                    )
+            rows += len(chunk)
+        if writer is not None:
+            writer.close()
+            writer = None
+        if rows == 0:
+            raise DatasetError(f"{source} has no rows to predict")
+        partial.replace(output)
+    except (ValueError, OSError) as exc:
+        raise DatasetError(f"cannot predict {source}: {exc}") from None
+    finally:
+        if writer is not None:
+            writer.close()
+        partial.unlink(missing_ok=True)
+    return BatchSummary(rows=rows, output=output, warnings=warnings, unseen=unseen)

@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tabship.batch import predict_file
+from tabship.errors import OutputExistsError, RecordError
+from tabship.predictor import Predictor
+from tabship.train import TrainOptions
+from tabship.workflow import TrainedModel, train_model
+
+from .conftest import make_tiny_table
+
+
+@pytest.fixture
+def predictor(tiny_model: TrainedModel) -> Predictor:
+    return Predictor.load(tiny_model.artifact.directory)
+
+
+@pytest.fixture
+def new_rows(tmp_path: Path) -> Path:
+    path = tmp_path / "new.csv"
+    make_tiny_table(rows=250, seed=99).drop(columns="charges").to_csv(path, index=False)
+    return path
+
+
+def test_scores_csv_in_chunks_like_one_batch(
+    predictor: Predictor, new_rows: Path, tmp_path: Path
+) -> None:
+    chunked = predict_file(predictor, new_rows, tmp_path / "a.csv", chunk_rows=40)
+    whole = predict_file(predictor, new_rows, tmp_path / "b.csv", chunk_rows=10_000)
+    assert chunked.rows == whole.rows == 250
+    a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
+    pd.testing.assert_frame_equal(a, b)
+    assert list(a.columns) == ["age", "bmi", "children", "smoker", "region", "predicted_charges"]
+    records = pd.read_csv(new_rows).head(5).to_dict(orient="records")
+    assert np.allclose(a["predicted_charges"].head(5), predictor.predict(records).values, rtol=1e-5)
+
+
+def test_scores_parquet_to_parquet(predictor: Predictor, new_rows: Path, tmp_path: Path) -> None:
+    source = tmp_path / "new.parquet"
+    pd.read_csv(new_rows).to_parquet(source)
+    predict_file(predictor, source, tmp_path / "out.parquet", chunk_rows=64)
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert len(out) == 250 and out["predicted_charges"].notna().all()
+
+
+def test_refuses_to_overwrite_unless_forced(
+    predictor: Predictor, new_rows: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "scores.csv"
+    target.write_text("keep me\n")
+    with pytest.raises(OutputExistsError, match="pass --force"):
+        predict_file(predictor, new_rows, target)
+    assert target.read_text() == "keep me\n"
+    with pytest.raises(OutputExistsError, match="is the input file"):
+        predict_file(predictor, new_rows, new_rows, force=True)
+    predict_file(predictor, new_rows, target, force=True)
+    assert len(pd.read_csv(target)) == 250
+
+
+def test_bad_row_names_its_file_row_and_leaves_no_output(
+    predictor: Predictor, new_rows: Path, tmp_path: Path
+) -> None:
+    frame = pd.read_csv(new_rows)
+    frame["age"] = frame["age"].astype(object)
+    frame.loc[130, "age"] = "old"
+    frame.to_csv(new_rows, index=False)
+    with pytest.raises(RecordError) as caught:
+        predict_file(predictor, new_rows, tmp_path / "out.csv", chunk_rows=50)
+    assert [str(p) for p in caught.value.problems] == ["row 131: age: must be a number, got 'old'"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.csv"]
+
+
+def test_unseen_categories_are_counted_over_chunks_or_refused_when_strict(
+    tiny_model: TrainedModel, new_rows: Path, tmp_path: Path
+) -> None:
+    frame = pd.read_csv(new_rows)
+    frame.loc[[3, 130, 131, 249], "region"] = "west"
+    frame.loc[7, "smoker"] = "often"
+    frame.to_csv(new_rows, index=False)
+    lenient = Predictor.load(tiny_model.artifact.directory)
+    summary = predict_file(lenient, new_rows, tmp_path / "out.csv", chunk_rows=50)
+    assert summary.rows == 250 and summary.unseen == {"region": 4, "smoker": 1}
+    assert pd.read_csv(tmp_path / "out.csv")["predicted_charges"].notna().all()
+    strict = Predictor.load(tiny_model.artifact.directory, strict_categories=True)
+    with pytest.raises(RecordError) as caught:
+        predict_file(strict, new_rows, tmp_path / "strict.csv", chunk_rows=50)
+    problems = [str(problem) for problem in caught.value.problems]
+    assert "row 8: smoker: 'often' is not one of the 2 values seen in training" in problems[0]
+    assert any(p.startswith("row 4: region: 'west' is not one of the 3 values") for p in problems)
+    assert not (tmp_path / "strict.csv").exists()
+
+
+HOSTILE_CELLS = ["=1+2", "+SUM(A1)", "-2+3", "@cmd", "\tx", "\rx", "safe", "-3", "+1.5e3", None]
+
+
+def test_formula_cells_are_guarded_in_csv_only(
+    predictor: Predictor, new_rows: Path, tmp_path: Path
+) -> None:
+    frame = pd.read_csv(new_rows).head(len(HOSTILE_CELLS))
+    frame["note"] = HOSTILE_CELLS
+    frame["=HYPERLINK()"] = "x"
+    frame["balance"] = [-5.0, 1.0, -2.5, 0.0, 3.0, -1.0, 2.0, -3.0, 4.0, 5.0]
+    source = tmp_path / "in.parquet"  # Parquet keeps the tab and CR cells exactly
+    frame.to_parquet(source)
+    predict_file(predictor, source, tmp_path / "out.csv", chunk_rows=4)
+    out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert list(out["note"]) == [
+        "'=1+2", "'+SUM(A1)", "'-2+3", "'@cmd", "'\tx", "'\rx", "safe", "-3", "+1.5e3", "",
+    ]  # fmt: skip
+    assert "'=HYPERLINK()" in out.columns and "=HYPERLINK()" not in out.columns
+    assert list(out["balance"]) == list(frame["balance"])  # numbers untouched
+    raw = predict_file(predictor, source, tmp_path / "raw.csv", formula_guard=False)
+    verbatim = pd.read_csv(raw.output, keep_default_na=False)
+    assert list(verbatim["note"])[:6] == HOSTILE_CELLS[:6] and "=HYPERLINK()" in verbatim.columns
+    assert list(verbatim["predicted_charges"]) == list(out["predicted_charges"])
+    predict_file(predictor, source, tmp_path / "out.parquet")
+    assert list(pd.read_parquet(tmp_path / "out.parquet")["note"])[:9] == HOSTILE_CELLS[:9]
+
+
+def test_predicted_labels_are_guarded(tmp_path: Path) -> None:
+    frame = make_tiny_table()
+    frame["charges"] = np.where(frame["smoker"] == "yes", "=HIGH()", "@low")
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    options = TrainOptions(target="charges", folds=2, models=["logistic"])
+    model = train_model(str(tmp_path / "t.csv"), options, tmp_path / "m")
+    predictor = Predictor.load(model.artifact.directory)
+    predict_file(predictor, tmp_path / "t.csv", tmp_path / "out.csv")
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert set(out["predicted_charges"]) == {"'=HIGH()", "'@low"}
+    assert set(out["charges"]) == {"'=HIGH()", "'@low"}
+    assert {"'probability_=HIGH()", "probability_@low"} & set(out.columns) == {"probability_@low"}
+
+
+def test_classification_adds_probability_columns(
+    cancer_model: TrainedModel, cancer_csv: Path, tmp_path: Path
+) -> None:
+    predictor = Predictor.load(cancer_model.artifact.directory)
+    predict_file(predictor, cancer_csv, tmp_path / "out.csv")
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert {"predicted_diagnosis", "probability_benign", "probability_malignant"} <= set(
+        out.columns
+    )
+    assert (out["predicted_diagnosis"] == out["diagnosis"]).mean() > 0.9
+
+
+def test_guard_reads_every_text_layout_and_leaves_numbers() -> None:
+    import pyarrow as pa
+
+    from tabship.batch import guard_formulas
+
+    cells = ["=1", "ok", None, "-4"]
+    table = pa.table(
+        {
+            "plain": pa.array(cells, pa.string()),
+            "large": pa.array(cells, pa.large_string()),
+            "view": pa.array(cells, pa.string_view()),
+            "levels": pa.array(cells).dictionary_encode(),
+            "-1": pa.array([-1, 2, None, -3]),
+        }
+    )
+    guarded = guard_formulas(table)
+    assert guarded.column_names == ["plain", "large", "view", "levels", "-1"]
+    for name in ("plain", "large", "view", "levels"):
+        assert guarded[name].to_pylist() == ["'=1", "ok", None, "-4"], name
+    assert guarded["-1"].to_pylist() == [-1, 2, None, -3]
