@@ -63,3 +63,33 @@ def test_demo_trains_once_then_serves(tmp_path: Path) -> None:
         log.close()
     output = (tmp_path / "demo.log").read_text()
     assert "already holds a model; serving it" in output and f"http://localhost:{port}" in output
+
+
+# Flags added or renamed in issue 12: each is in the command's --help and in the README.
+DOCUMENTED_FLAGS = {
+    ("predict",): ["--strict-categories", "--no-formula-guard", "--engine"],
+    ("serve",): [
+        "--strict-categories",
+        "--allowed-hosts",
+        "--read-timeout",
+        "--max-header-bytes",
+        "--engine",
+    ],
+    ("build",): ["--builder"],
+    ("deploy", "gke"): ["--builder"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(DOCUMENTED_FLAGS))
+def test_readme_documents_the_flags_the_cli_has(command: tuple[str, ...]) -> None:
+    readme = (REPO / "README.md").read_text()
+    env = {**os.environ, "COLUMNS": "200"}
+    shown = subprocess.run(
+        [TABSHIP, *command, "--help"], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    for flag in DOCUMENTED_FLAGS[command]:
+        assert flag in shown, f"{' '.join(command)} --help lacks {flag}"
+        assert f"`{flag}" in readme, f"the README does not mention {flag}"
+    if command in (("build",), ("deploy", "gke")):
+        assert "--engine" not in shown  # the deprecated alias is hidden
+    assert "--engine docker|podman`, `--push" not in readme

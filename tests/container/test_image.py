@@ -60,7 +60,7 @@ def image(insurance_model: TrainedModel, tmp_path_factory: pytest.TempPathFactor
             str(insurance_model.artifact.directory),
             "-t",
             tag,
-            "--engine",
+            "--builder",
             "podman",
             "--base-image",
             BASE_IMAGE,
@@ -245,3 +245,29 @@ def test_memory_stays_bounded_under_the_biggest_batches(image: str) -> None:
         assert peak < 400
     finally:
         podman("rm", "--force", name, check=False)
+
+
+def test_hostile_labels_read_back_exactly_from_a_real_build(tmp_path: Path) -> None:
+    """The quoted LABEL instruction, built by podman on an empty image, holds the exact strings."""
+    from tabship.container import ImageOptions, render_dockerfile
+
+    from ..test_container import HOSTILE_TARGET, final_stage, train_hostile
+
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed; `make test` installs it (scripts/setup-podman.sh)")
+    label = 'Cost "$1" \\ ${HOME} RUN id'
+    model = train_hostile(tmp_path / "train", HOSTILE_TARGET, target_label=label)
+    rendered = final_stage(render_dockerfile(model.artifact, ImageOptions(tag="t:1")))
+    instruction = rendered[rendered.index("\nLABEL ") + 1 : rendered.index("\nCOPY ")]
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM scratch\n{instruction}\n")
+    tag = f"localhost/tabship-labels-{uuid.uuid4().hex[:8]}:test"
+    podman("build", "--format", "docker", "--quiet", "--tag", tag, str(context))
+    try:
+        labels = json.loads(podman("image", "inspect", "--format", "{{json .Labels}}", tag).stdout)
+    finally:
+        podman("rmi", "--force", tag, check=False)
+    assert labels["org.opencontainers.image.title"] == f"tabship model ridge ({HOSTILE_TARGET})"
+    assert labels["org.opencontainers.image.description"] == f"predicts {label}"
+    assert labels["io.tabship.model.sha256"] == model.artifact.sha256
