@@ -53,13 +53,13 @@ def finish_request(conn: socket.socket) -> tuple[int, bytes]:
     return status, data.split(b"\r\n\r\n", 1)[1]
 
 
-def wait_in_flight(url: str, expected: int, timeout: float = 10) -> None:
+def wait_for_gauge(url: str, gauge: str, expected: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if f"tabship_requests_in_flight {float(expected)}" in httpx.get(url + "/metrics").text:
+        if f"{gauge} {float(expected)}" in httpx.get(url + "/metrics").text:
             return
         time.sleep(0.02)
-    raise AssertionError(f"the server never had {expected} requests in flight")
+    raise AssertionError(f"the server never had {gauge} at {expected}")
 
 
 def test_sigterm_drains_two_hundred_in_flight_requests(model_dir: Path, tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ def test_sigterm_drains_two_hundred_in_flight_requests(model_dir: Path, tmp_path
         "256",
     )
     held = [open_request(server.port) for _ in range(200)]
-    wait_in_flight(server.url, 200)
+    wait_for_gauge(server.url, "tabship_requests_open", 200)
     signalled = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     ready = httpx.get(server.url + "/readyz", timeout=1)
@@ -98,30 +98,45 @@ def test_concurrency_cap_answers_503_at_once_and_probes_pass(
     model_dir: Path, tmp_path: Path
 ) -> None:
     cap = 4
-    server = start_server(model_dir, tmp_path, "--max-concurrency", str(cap))
+    env = {"TABSHIP_REQUEST_TIMEOUT": "120", "TABSHIP_MAX_BODY_BYTES": str(64 * 1024 * 1024)}
+    server = start_server(
+        model_dir, tmp_path, "--max-concurrency", str(cap), "--max-batch", "400000", env=env
+    )
     try:
-        held = [open_request(server.port) for _ in range(cap)]
-        wait_in_flight(server.url, cap)
+        # A slot is taken once a body is in: big batches hold theirs while they are predicted.
+        heavy = json.dumps({"instances": [PATIENT] * 300_000}).encode()
 
         def timed_post(_: int) -> tuple[int, str | None, float]:
             started = time.monotonic()
             answer = httpx.post(server.url + "/predict_api", json=PATIENT, timeout=5)
             return answer.status_code, answer.headers.get("retry-after"), time.monotonic() - started
 
-        # 4 x C requests in all: the C held ones plus 3 x C more arriving at once.
-        with ThreadPoolExecutor(3 * cap) as pool:
-            refused = list(pool.map(timed_post, range(3 * cap)))
+        with ThreadPoolExecutor(cap) as senders:
+            held = [
+                senders.submit(
+                    httpx.post,
+                    server.url + "/v1/predict",
+                    content=heavy,
+                    headers={"content-type": "application/json"},
+                    timeout=120,
+                )
+                for _ in range(cap)
+            ]
+            wait_for_gauge(server.url, "tabship_requests_in_flight", cap, timeout=60)
+            # 4 x C requests in all: the C held ones plus 3 x C more arriving at once.
+            with ThreadPoolExecutor(3 * cap) as pool:
+                refused = list(pool.map(timed_post, range(3 * cap)))
+            assert httpx.get(server.url + "/readyz").status_code == 200
+            assert httpx.get(server.url + "/healthz").status_code == 200
+            answers = [future.result().status_code for future in held]
         assert {(status, retry) for status, retry, _ in refused} == {(503, "1")}
+        assert answers == [200] * cap
         # The server's own clock (its access log) says how fast it answered; the client's
         # includes building twelve HTTP clients at once in Python.
-        time.sleep(0.2)
         logged = [json.loads(line) for line in server.log_lines() if '"status": 503' in line]
         slowest = max(entry["ms"] for entry in logged)
         print(f"\n503 answers: {len(logged)}, slowest {slowest:.2f} ms in the server")
         assert len(logged) == 3 * cap and slowest < 100
-        assert httpx.get(server.url + "/readyz").status_code == 200
-        assert httpx.get(server.url + "/healthz").status_code == 200
-        assert [finish_request(conn)[0] for conn in held] == [200] * cap
         assert httpx.post(server.url + "/predict_api", json=PATIENT).status_code == 200
         metrics = httpx.get(server.url + "/metrics").text
         assert f"tabship_overload_rejections_total {float(3 * cap)}" in metrics

@@ -7,7 +7,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tabship.errors import BusyError, MethodNotAllowedError, RecordError, TabshipError
+from tabship.errors import (
+    BusyError,
+    MethodNotAllowedError,
+    RecordError,
+    RequestError,
+    TabshipError,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -97,7 +103,7 @@ def error_payload(exc: TabshipError) -> tuple[int, dict[str, Any]]:
             for p in exc.problems
         ]
         return 422, {"detail": detail, "message": str(exc)}
-    if exc.status >= 500 and not isinstance(exc, BusyError):
+    if exc.status >= 500 and not isinstance(exc, RequestError):
         # The cause is for the server log, not for the client.
         message = "internal error; the server log has the details"
         return exc.status, {"detail": message, "message": message}

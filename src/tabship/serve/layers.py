@@ -22,6 +22,7 @@ from tabship.errors import (
     BusyError,
     InternalError,
     ReadTimeoutError,
+    RequestError,
     TabshipError,
 )
 from tabship.serve.http import (
@@ -81,6 +82,9 @@ class Accounting:
                 status = message["status"]
             await send(message)
 
+        counted = not self.table.is_probe(scope["method"], scope["path"])
+        if counted:
+            self.metrics.open.inc()
         try:
             await self.app(scope, receive, recorded)
         except ClientGone:
@@ -93,6 +97,8 @@ class Accounting:
                 )
             status = status or 500
         finally:
+            if counted:
+                self.metrics.open.dec()
             self._account(scope, status or CLIENT_CLOSED, time.perf_counter() - started)
 
     def _account(self, scope: Scope, status: int, elapsed: float) -> None:
@@ -250,5 +256,7 @@ class Dispatch:
             answer = await route.handler(request)
         except TabshipError as exc:
             answer = error_answer(exc)
+            if answer.status >= 500 and not isinstance(exc, RequestError):
+                sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}\n")
         scope.setdefault("state", {})["rows"] = request.rows
         await send_answer(send, answer)

@@ -40,7 +40,14 @@ class Metrics:
             registry=self.registry,
         )
         self.in_flight = Gauge(
-            "tabship_requests_in_flight", "Requests being handled.", registry=self.registry
+            "tabship_requests_in_flight",
+            "Requests holding a concurrency slot (their body is in; being predicted or answered).",
+            registry=self.registry,
+        )
+        self.open = Gauge(
+            "tabship_requests_open",
+            "Requests not yet answered, including those whose body is still arriving.",
+            registry=self.registry,
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.rejected = Counter(

@@ -16,7 +16,7 @@ from tabship.config import ServeSettings
 from tabship.errors import HeadersTooLargeError, ReadTimeoutError, RequestError
 from tabship.serve.http import error_payload
 
-_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
 def _raw_answer(error: RequestError) -> bytes:
@@ -83,6 +83,10 @@ def guarded_protocol(settings: ServeSettings) -> type[HttpToolsProtocol]:
             # headers get their own deadline from its first byte.
             self._in_headers = True
             self._header_bytes = 0
+
+        def send_400_response(self, msg: str) -> None:
+            # httptools refused the request line or headers: answer in our shape, not text.
+            self._refuse(RequestError("request: not valid HTTP/1.1 (request line or headers)"))
 
         def _arm(self) -> None:
             self._header_timer = self.loop.call_later(timeout, self._headers_late)

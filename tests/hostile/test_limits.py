@@ -1,0 +1,202 @@
+"""Attacks on the server's limits, over real sockets: stalled clients, endless headers, huge
+bodies, odd methods and hosts. Each closes a hole found against round one's server."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import requests
+
+from tabship.workflow import TrainedModel
+
+from ..servers import Server, start_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.hostile]
+
+GOOD = {"age": 40, "sex": "female", "bmi": 27.5, "children": 2, "smoker": "no", "region": "south"}
+READ_TIMEOUT = 1.5
+
+
+@pytest.fixture(scope="module")
+def server(
+    insurance_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    running = start_server(
+        insurance_model.artifact.directory,
+        tmp_path_factory.mktemp("limits"),
+        "--max-concurrency",
+        "2",
+        env={
+            "TABSHIP_READ_TIMEOUT": str(READ_TIMEOUT),
+            "TABSHIP_MAX_HEADER_BYTES": "8192",
+            "TABSHIP_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        },
+    )
+    yield running
+    assert running.stop() == 0
+
+
+def connect(server: Server) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
+
+
+def read_answer(conn: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split(" ")[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def stalled_body(server: Server) -> socket.socket:
+    """Headers promising 200 bytes of body, then ten bytes, then nothing."""
+    conn = connect(server)
+    conn.sendall(
+        b"POST /predict_api HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 200\r\n\r\n{"age": 40'
+    )
+    return conn
+
+
+def test_stalled_clients_hold_no_slot_and_get_408(server: Server) -> None:
+    stalled = [stalled_body(server) for _ in range(2)]  # as many as --max-concurrency
+    time.sleep(0.2)
+    started = time.monotonic()
+    answer = httpx.post(server.url + "/predict_api", json=GOOD, timeout=5)
+    assert answer.status_code == 200 and time.monotonic() - started < 0.5
+    for conn in stalled:
+        status, _, body = read_answer(conn)
+        assert status == 408 and "read timeout" in json.loads(body)["message"]
+        conn.close()
+
+
+def test_headers_that_never_end_get_408(server: Server) -> None:
+    conn = connect(server)
+    conn.sendall(b"POST /predict_api HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
+    started = time.monotonic()
+    status, _, body = read_answer(conn)
+    assert status == 408 and json.loads(body)["detail"].startswith("headers: did not arrive")
+    assert READ_TIMEOUT - 0.2 < time.monotonic() - started < READ_TIMEOUT + 2
+    conn.close()
+    with connect(server) as silent:  # connects and says nothing at all
+        assert read_answer(silent)[0] == 408
+
+
+def rss_kib(server: Server) -> int:
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+
+def test_an_endless_header_is_cut_at_the_cap_with_431(server: Server) -> None:
+    before = rss_kib(server)
+    conn = connect(server)
+    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
+    sent = 0
+    try:
+        while sent < 200 * 1024 * 1024:
+            conn.sendall(b"a" * 65536)
+            sent += 65536
+    except OSError:
+        pass  # the server closed the connection: what we want
+    assert sent < 8 * 1024 * 1024
+    status, headers, body = read_answer(conn)
+    conn.close()
+    assert status == 431 and headers["content-type"] == "application/json"
+    assert json.loads(body)["message"] == "headers: over the 8192-byte limit"
+    assert rss_kib(server) - before < 20 * 1024
+
+
+def huge_batch() -> bytes:
+    return json.dumps({"instances": [GOOD] * 100_000}).encode()
+
+
+def test_a_body_far_over_the_limit_is_answered_413_to_urllib_and_requests(server: Server) -> None:
+    body = huge_batch()
+    assert len(body) > 8 * 1024 * 1024
+    request = urllib.request.Request(
+        server.url + "/v1/predict", data=body, headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=30)
+    assert caught.value.code == 413
+    assert "over the 1048576-byte limit" in json.loads(caught.value.read())["message"]
+    answer = requests.post(
+        server.url + "/v1/predict",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert answer.status_code == 413 and answer.json()["detail"].startswith("body: ")
+    # Chunked, so no Content-Length warns the server in advance.
+    chunked = requests.post(
+        server.url + "/v1/predict",
+        data=iter([body[i : i + 65536] for i in range(0, len(body), 65536)]),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert chunked.status_code == 413
+
+
+def test_numbers_past_float32_and_huge_integers_are_422(server: Server) -> None:
+    for token in ("1e308", "-1e39", "9" * 5000):
+        body = json.dumps(GOOD).replace("27.5", token).encode()
+        answer = httpx.post(
+            server.url + "/predict_api", content=body, headers={"content-type": "application/json"}
+        )
+        assert answer.status_code == 422, (token[:10], answer.text[:200])
+        payload = answer.json()
+        assert "bmi" in payload["message"] or "invalid JSON" in payload["message"]
+
+
+def test_invented_methods_share_one_metric_label(server: Server) -> None:
+    for method in ("PROPFIND", "MKCOL", "LOCK", "REPORT"):
+        assert httpx.request(method, server.url + "/v1/predict").status_code == 405
+    # A method HTTP's grammar does not know is refused by the parser, in the same body shape.
+    invented = httpx.request("BREW", server.url + "/v1/predict")
+    assert invented.status_code == 400 and invented.json()["message"].startswith("request: ")
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'method="other"' in metrics
+    assert "PROPFIND" not in metrics and "MKCOL" not in metrics
+
+
+def test_other_hosts_are_refused(server: Server) -> None:
+    answer = httpx.get(server.url + "/healthz", headers={"host": "evil.example"})
+    assert answer.status_code == 400 and "evil.example" in answer.json()["message"]
+    assert httpx.get(server.url + "/healthz", headers={"host": "localhost:80"}).status_code == 200
+
+
+def test_pages_carry_security_headers_and_no_outside_address(server: Server) -> None:
+    for path in ("/", "/docs", "/report"):
+        answer = httpx.get(server.url + path)
+        assert answer.status_code == 200
+        policy = answer.headers["content-security-policy"]
+        assert (
+            "frame-ancestors 'none'" in policy
+            and "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
+        )
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert not re.search(r"(src|href)=\"(https?:)?//", answer.text), path
+    for path in ("/static/swagger-ui-bundle.js", "/static/swagger-ui.css", "/static/docs.js"):
+        assert httpx.get(server.url + path).status_code == 200
+    assert httpx.post(server.url + "/predict_api", json=GOOD).headers["x-content-type-options"]
+
+
+def test_a_client_that_leaves_is_logged_as_499(server: Server) -> None:
+    conn = stalled_body(server)
+    time.sleep(0.2)
+    conn.close()
+    time.sleep(0.5)
+    lines = [json.loads(line) for line in server.log_lines()]
+    assert any(line["status"] == 499 and line["route"] == "/predict_api" for line in lines)
+    assert all(line["status"] < 500 for line in lines)
