@@ -1,0 +1,287 @@
+"""The serving core in-process: the route table, each ASGI layer alone, and the error mapper."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tabship.config import ServeSettings
+from tabship.errors import (
+    BadHostError,
+    BodyTooLargeError,
+    BusyError,
+    EngineError,
+    HeadersTooLargeError,
+    InternalError,
+    MalformedBodyError,
+    MediaTypeError,
+    MethodNotAllowedError,
+    NotFoundError,
+    ReadTimeoutError,
+    RequestTimeoutError,
+)
+from tabship.predictor import Predictor
+from tabship.serve.app import App, create_app
+from tabship.serve.http import Answer, Request, dump_json, error_payload, json_answer
+from tabship.serve.layers import Accounting, ClientGone, Dispatch, Limits, ServerState
+from tabship.serve.prometheus import Metrics
+from tabship.serve.routes import Route, RouteTable
+from tabship.workflow import TrainedModel
+
+PATIENT = {"age": 40, "bmi": 31.5, "children": 2, "smoker": "yes", "region": "south"}
+Message = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def app(tiny_model: TrainedModel) -> App:
+    return create_app(Predictor.load(tiny_model.artifact.directory))
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tabship")
+
+
+def run(coroutine: Awaitable[Any]) -> Any:
+    return asyncio.run(coroutine)  # type: ignore[arg-type]
+
+
+def scope(
+    method: str = "POST", path: str = "/x", headers: list[tuple[bytes, bytes]] | None = None
+) -> dict[str, Any]:
+    return {"type": "http", "method": method, "path": path, "headers": headers or [], "state": {}}
+
+
+def receiving(*messages: Message, stall: bool = False) -> Callable[[], Awaitable[Message]]:
+    queue = list(messages)
+
+    async def receive() -> Message:
+        if queue:
+            return queue.pop(0)
+        if stall:
+            await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+
+    @property
+    def status(self) -> int:
+        return int(self.messages[0]["status"])
+
+    @property
+    def headers(self) -> dict[bytes, bytes]:
+        return dict(self.messages[0]["headers"])
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.messages[1]["body"])
+
+
+def test_every_route_is_in_openapi_and_has_its_own_metric_label(app: App) -> None:
+    async def scenario() -> tuple[dict[str, Any], str]:
+        async with client(app) as http:
+            spec = (await http.get("/openapi.json")).json()
+            for route in app.table.routes:
+                await http.request(route.method, route.path)
+            return spec, (await http.get("/metrics")).text
+
+    spec, metrics = run(scenario())
+    documented = {(m.upper(), path) for path, ops in spec["paths"].items() for m in ops}
+    assert documented == {(r.method, r.path) for r in app.table.routes}
+    labels = {app.table.label(r.path) for r in app.table.routes}
+    assert len(labels) == len(app.table.paths) and "other" not in labels
+    for route in app.table.routes:
+        assert f'route="{route.path}"' in metrics, route.path
+    assert app.table.label("/admin") == "other"
+
+
+def test_the_form_and_the_json_api_give_the_same_value(app: App) -> None:
+    async def scenario() -> tuple[float, str]:
+        async with client(app) as http:
+            value = (await http.post("/predict_api", json=PATIENT)).json()
+            page = await http.post("/predict", data={k: str(v) for k, v in PATIENT.items()})
+            return value, page.text
+
+    value, page = run(scenario())
+    assert f'<output id="prediction">{value:,.2f}</output>' in page
+
+
+def test_a_route_is_one_entry_and_duplicates_are_refused() -> None:
+    async def hello(request: Request) -> Answer:
+        return json_answer("hi")
+
+    table = RouteTable([Route("GET", "/hello", hello, "Say hello")])
+    assert table.find("GET", "/hello").handler is hello
+    with pytest.raises(ValueError, match="declared twice"):
+        RouteTable([Route("GET", "/a", hello, "a"), Route("GET", "/a", hello, "b")])
+
+
+def dispatcher() -> Dispatch:
+    async def fail(request: Request) -> Answer:
+        raise EngineError("the onnx engine answered 3 predictions for 1 rows")
+
+    async def echo(request: Request) -> Answer:
+        request.rows = 2
+        return json_answer({"body": request.body.decode()})
+
+    return Dispatch(
+        RouteTable([Route("POST", "/echo", echo, "echo"), Route("GET", "/fail", fail, "fail")])
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "needle"),
+    [
+        ("GET", "/nowhere", 404, "'/nowhere' is not a route of this server; see /docs"),
+        ("DELETE", "/echo", 405, "'DELETE' is not allowed on /echo; use POST"),
+        ("GET", "/fail", 500, "internal error; the server log has the details"),
+    ],
+)
+def test_dispatch_maps_errors_once(
+    method: str, path: str, status: int, needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = Outbox()
+    run(dispatcher()(scope(method, path), receiving({"type": "http.request", "body": b""}), out))
+    assert out.status == status and out.json["message"] == needle == out.json["detail"]
+    if status == 405:
+        assert out.headers[b"allow"] == b"POST"
+    if status == 500:  # the cause goes to the log, not to the client
+        assert "answered 3 predictions for 1 rows" in capsys.readouterr().err
+
+
+def test_dispatch_hands_the_body_and_records_rows() -> None:
+    out, where = Outbox(), scope("POST", "/echo")
+    run(dispatcher()(where, receiving({"type": "http.request", "body": b"abc"}), out))
+    assert out.json == {"body": "abc"} and where["state"]["rows"] == 2
+    assert out.headers[b"x-content-type-options"] == b"nosniff"
+
+
+def limits(app: Any, **settings: Any) -> tuple[Limits, ServerState]:
+    async def probe(request: Request) -> Answer:
+        return json_answer("ok")
+
+    table = RouteTable([Route("GET", "/healthz", probe, "probe", probe=True)])
+    state = ServerState()
+    return Limits(app, table, state, ServeSettings(**settings), Metrics()), state
+
+
+async def answered(scope: Any, receive: Any, send: Any) -> None:
+    message = await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": message["body"]})
+
+
+def test_limits_read_the_body_before_taking_a_slot() -> None:
+    layer, state = limits(answered, max_concurrency=1, read_timeout=0.2)
+    state.in_flight = 1  # the one slot is taken
+    stalled = Outbox()
+    run(
+        layer(
+            scope(),
+            receiving({"type": "http.request", "body": b"{", "more_body": True}, stall=True),
+            stalled,
+        )
+    )
+    assert stalled.status == 408  # a stalled body times out; it never waited for a slot
+    busy = Outbox()
+    run(layer(scope(), receiving({"type": "http.request", "body": b"{}"}), busy))
+    assert busy.status == 503 and busy.headers[b"retry-after"] == b"1"
+    probe = Outbox()
+    run(layer(scope("GET", "/healthz"), receiving({"type": "http.request", "body": b""}), probe))
+    assert probe.status == 200  # probes pass a full server
+
+
+def test_limits_refuse_big_bodies_after_reading_them_away() -> None:
+    layer, _ = limits(answered, max_body_bytes=1024)
+    chunks = [{"type": "http.request", "body": b"x" * 1000, "more_body": True}] * 10
+    chunks.append({"type": "http.request", "body": b"", "more_body": False})
+    receive = receiving(*chunks)
+    out = Outbox()
+    run(layer(scope(), receive, out))
+    assert out.status == 413 and out.headers[b"connection"] == b"close"
+    assert run(receive()) == {"type": "http.disconnect"}  # everything sent was read
+    declared = Outbox()
+    headers = [(b"content-length", b"999999")]
+    run(layer(scope(headers=headers), receiving({"type": "http.request", "body": b""}), declared))
+    assert declared.status == 413 and "999999 bytes" in declared.json["message"]
+
+
+def test_limits_check_the_host() -> None:
+    layer, _ = limits(answered, allowed_hosts=("api.example",))
+    bad, good = Outbox(), Outbox()
+    run(layer(scope(headers=[(b"host", b"evil.example")]), receiving(), bad))
+    run(
+        layer(
+            scope(headers=[(b"host", b"api.example:8080")]),
+            receiving({"type": "http.request", "body": b"1"}),
+            good,
+        )
+    )
+    assert bad.status == 400 and good.status == 200
+
+
+def test_accounting_counts_and_logs_even_a_crash(capsys: pytest.CaptureFixture[str]) -> None:
+    async def crash(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("a bug")
+
+    async def leave(scope: Any, receive: Any, send: Any) -> None:
+        raise ClientGone
+
+    metrics = Metrics()
+    table = RouteTable([])
+    out = Outbox()
+    run(Accounting(crash, table, metrics)(scope("POST", "/v1/predict"), receiving(), out))
+    run(Accounting(leave, table, metrics)(scope("PROPFIND", "/x"), receiving(), Outbox()))
+    assert out.status == 500 and "a bug" not in out.json["message"]
+    captured = capsys.readouterr()
+    assert "RuntimeError: a bug" in captured.err
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert [(line["status"], line["method"]) for line in lines] == [
+        (500, "POST"),
+        (499, "PROPFIND"),
+    ]
+    text = metrics.render().decode()
+    assert 'method="POST",route="other",status="500"' in text
+    assert 'method="other",route="other",status="499"' in text
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (BadHostError("h"), 400),
+        (NotFoundError("n"), 404),
+        (MethodNotAllowedError("m", ("GET",)), 405),
+        (ReadTimeoutError("r"), 408),
+        (BodyTooLargeError("b"), 413),
+        (MediaTypeError("t"), 415),
+        (MalformedBodyError("j"), 422),
+        (HeadersTooLargeError("h"), 431),
+        (InternalError("secret"), 500),
+        (EngineError("secret"), 500),
+        (BusyError("busy"), 503),
+        (RequestTimeoutError("slow"), 504),
+    ],
+)
+def test_one_body_shape_for_every_status(error: Exception, status: int) -> None:
+    got, payload = error_payload(error)  # type: ignore[arg-type]
+    assert got == status and set(payload) == {"detail", "message"}
+    assert "secret" not in json.dumps(payload)
+
+
+def test_answers_never_carry_nan_or_infinity() -> None:
+    with pytest.raises(ValueError):
+        dump_json([float("nan")])
+    with pytest.raises(ValueError):
+        dump_json({"p": float("inf")})
