@@ -30,7 +30,7 @@ def written_metadata(folder: Path) -> dict:  # type: ignore[type-arg]
 def independent_onnx_output(model: bytes, prepared: tuple) -> list[np.ndarray]:  # type: ignore[type-arg]
     _, schema, features, *_ = prepared
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    columns = {name: features[name].to_numpy().reshape(-1, 1) for name in schema.names}
+    columns = {name: features[name].to_numpy().reshape(-1, 1) for name in schema.input_names}
     return session.run(None, onnx_feeds(schema, [i.name for i in session.get_inputs()], columns))  # type: ignore[no-any-return]
 
 

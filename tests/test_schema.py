@@ -42,7 +42,7 @@ def test_schema_round_trips_through_json_form(schema: Schema) -> None:
     assert Schema.from_dict(schema.to_dict()) == schema
 
 
-def test_ignores_id_constant_empty_and_date_columns(tiny_table: pd.DataFrame) -> None:
+def test_ignores_id_constant_and_empty_columns_keeps_dates(tiny_table: pd.DataFrame) -> None:
     frame = tiny_table.assign(
         row_id=np.arange(len(tiny_table)),
         customer=[f"c{i:04d}" for i in range(len(tiny_table))],
@@ -52,13 +52,14 @@ def test_ignores_id_constant_empty_and_date_columns(tiny_table: pd.DataFrame) ->
     )
     inferred, warnings = infer_schema(frame, "charges")
     assert "row_id" not in inferred.names and "customer" not in inferred.names
-    assert {"plan", "notes", "seen"}.isdisjoint(inferred.names)
+    assert {"plan", "notes"}.isdisjoint(inferred.names)
     text = "\n".join(warnings)
     assert "'row_id' numbers the rows" in text
     assert "'customer' looks like an ID" in text
     assert "'plan' has the single value 'basic'" in text
     assert "'notes' is empty in every row" in text
-    assert "'seen' holds dates" in text
+    # Dates are features now, expanded into calendar parts (tests/test_dates.py).
+    assert next(f for f in inferred.features if f.name == "seen").kind == "date"
 
 
 def test_missing_values_become_allowed(tiny_table: pd.DataFrame) -> None:

@@ -354,7 +354,8 @@ def is_pooled(feature: Feature) -> bool:
 def encoded_width(schema: Schema) -> int:
     """How many columns the encoder hands the model: one per number, one per (kept) level."""
     return sum(
-        1 if f.kind == "numeric" else min(len(f.levels), POOLED_LEVELS) for f in schema.features
+        min(len(f.levels), POOLED_LEVELS) if f.kind == "categorical" else len(f.inputs)
+        for f in schema.features
     )
 
 
@@ -371,7 +372,8 @@ def build_pipeline(
     `expand` overrides the candidate's own choice (tuning tries both); `balanced` weights
     classes by inverse frequency where the estimator takes class weights.
     """
-    numeric = [f for f in schema.features if f.kind == "numeric"]
+    # A date arrives as numeric calendar parts (see Feature.inputs).
+    numeric = [f for f in schema.features if f.kind != "categorical"]
     categorical = [f for f in schema.features if f.kind == "categorical" and not is_pooled(f)]
     pooled = [f for f in schema.features if is_pooled(f)]
     parts: list[tuple[str, Any, list[str]]] = []
@@ -383,7 +385,7 @@ def build_pipeline(
         if candidate.scale:
             steps.append(("scale", StandardScaler()))
         numeric_step: Any = Pipeline(steps) if steps else "passthrough"
-        parts.append(("numeric", numeric_step, [f.name for f in numeric]))
+        parts.append(("numeric", numeric_step, [name for f in numeric for name in f.inputs]))
     if categorical:
         encoder = OneHotEncoder(
             categories=[list(f.levels) for f in categorical],

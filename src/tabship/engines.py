@@ -52,16 +52,14 @@ def checked_output(
 def onnx_feeds(
     schema: Schema, input_names: list[str], columns: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """Engine input: float32 numbers and string categories, one (n, 1) tensor per feature.
+    """Engine input: float32 numbers and string categories, one (n, 1) tensor per input.
 
     The converter rewrites names it dislikes (spaces become underscores), so inputs are
-    matched by position, which it keeps.
+    matched by position, which it keeps. A date feature is several numeric inputs.
     """
     return {
-        input_name: columns[feature.name].astype(np.float32)
-        if feature.kind == "numeric"
-        else columns[feature.name]
-        for feature, input_name in zip(schema.features, input_names, strict=True)
+        input_name: columns[name] if text else columns[name].astype(np.float32)
+        for (name, text), input_name in zip(schema.inputs, input_names, strict=True)
     }
 
 
@@ -88,10 +86,10 @@ class OnnxEngine:
             raise ArtifactError(f"{where}: ONNX Runtime cannot load the model: {exc}") from None
         self._schema = schema
         self._input_names = [node.name for node in self._session.get_inputs()]
-        if len(self._input_names) != len(schema.features):
+        if len(self._input_names) != len(schema.inputs):
             raise ArtifactError(
                 f"{where}: the graph takes {len(self._input_names)} inputs, the schema lists "
-                f"{len(schema.features)} features; the folder is inconsistent, retrain it"
+                f"{len(schema.inputs)} inputs; the folder is inconsistent, retrain it"
             )
         self._classification = task == "classification"
 
@@ -145,7 +143,7 @@ class SklearnEngine:
         """Build the frame the pipeline was fitted on and predict."""
         import pandas as pd
 
-        frame = pd.DataFrame({name: columns[name].ravel() for name in self._schema.names})
+        frame = pd.DataFrame({name: columns[name].ravel() for name in self._schema.input_names})
         try:
             if self._classification:
                 proba = np.asarray(self._pipeline.predict_proba(frame), dtype=np.float64)

@@ -19,6 +19,9 @@ IMPORTANCE_REPEATS = 5
 # Permutation importance predicts repeats x features times; a sample keeps that quick on
 # large tables and is plenty to rank the features.
 IMPORTANCE_MAX_ROWS = 2000
+# The report's out-of-fold plots refit the chosen pipeline once per fold; past this many rows
+# a seeded sample shows the same picture without repeating the whole table's CV.
+EVALUATION_MAX_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -75,13 +78,16 @@ def _importances(
     stacked = np.concatenate(drops, axis=1)
     ranked = [
         Importance(name, float(np.mean(stacked[i])), float(np.std(stacked[i])))
-        for i, name in enumerate(result.schema.names)
+        for i, name in enumerate(result.schema.input_names)
     ]
     return sorted(ranked, key=lambda item: -item.mean)
 
 
 def _out_of_fold(result: TrainResult) -> Evaluation:
     validator = result.validator
+    if len(validator.labels) > EVALUATION_MAX_ROWS:
+        validator = validator.subset(EVALUATION_MAX_ROWS)
+    sample = "" if validator is result.validator else " of a seeded sample"
     scores = cross_validate(
         result.fresh_pipeline(),
         validator.features,
@@ -105,7 +111,10 @@ def _out_of_fold(result: TrainResult) -> Evaluation:
             predicted[test] = estimator.predict(features)
         fitted.append((estimator, features, validator.labels[test]))
     return Evaluation(
-        source=f"out-of-fold predictions of {result.folds}-fold cross-validation ({rows:,} rows)",
+        source=(
+            f"out-of-fold predictions of {result.folds}-fold cross-validation "
+            f"({rows:,} rows{sample})"
+        ),
         actual=validator.labels,
         predicted=predicted,
         proba=proba,

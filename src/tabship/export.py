@@ -54,8 +54,8 @@ def convert(pipeline: Pipeline, schema: Schema, task: str) -> bytes:
 
     register_converters()
     inputs = [
-        (f.name, FloatTensorType([None, 1]) if f.kind == "numeric" else StringTensorType([None, 1]))
-        for f in schema.features
+        (name, StringTensorType([None, 1]) if text else FloatTensorType([None, 1]))
+        for name, text in schema.inputs
     ]
     options = {id(pipeline): {"zipmap": False}} if task == "classification" else None
     with warnings.catch_warnings():
@@ -84,7 +84,7 @@ def export(
         return None, Parity(
             False, None, None, rows, f"conversion failed: {type(exc).__name__}: {message}"
         )
-    columns = {name: features[name].to_numpy().reshape(-1, 1) for name in schema.names}
+    columns = {name: features[name].to_numpy().reshape(-1, 1) for name in schema.input_names}
     input_names = [node.name for node in session.get_inputs()]
     outputs = session.run(None, onnx_feeds(schema, input_names, columns))
     if task == "regression":

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tabship import dates
 from tabship.schema import MISSING_LEVEL, Feature, Schema
 
 if TYPE_CHECKING:
@@ -16,6 +17,46 @@ ID_LIKE_MIN_ROWS = 20
 # a category: most of its levels are seen once, so they teach nothing and every new row brings
 # a new one.
 ID_LIKE_DISTINCT_SHARE = 0.5
+# A text column is a date column when this share of its values parse as dates; the rest
+# (typos, "unknown") become missing dates rather than a reason to ignore the column.
+DATE_SHARE = 0.95
+# Values tried before parsing a whole column, so a plain text column costs little.
+DATE_PROBE = 200
+
+
+def stamps(column: pd.Series) -> np.ndarray | None:
+    """The column as datetime64[s] if it holds dates (a datetime dtype or date text), else None."""
+    if column.dtype.kind == "M":
+        if getattr(column.dt, "tz", None) is not None:
+            column = column.dt.tz_convert("UTC").dt.tz_localize(None)
+        return np.asarray(column.to_numpy(dtype="datetime64[s]"))
+    if column.dtype.kind in "iufb":
+        return None
+    present = [value for value in column.dropna().to_numpy(dtype=object) if isinstance(value, str)]
+    if not present:
+        return None
+    first = dates.day_first(present)
+    probe = dates.parse(present[:DATE_PROBE], first)
+    if np.mean(~np.isnat(probe)) < DATE_SHARE:
+        return None
+    parsed = dates.parse(column.to_numpy(dtype=object), first)
+    if np.sum(~np.isnat(parsed)) < DATE_SHARE * len(present):
+        return None
+    return parsed
+
+
+def _date_feature(name: str, column: pd.Series, parsed: np.ndarray) -> Feature | str:
+    present = parsed[~np.isnat(parsed)]
+    if len(np.unique(present)) == 1:
+        return f"column {name!r} has the single date {present[0]} in every row; ignored"
+    text: list[object] = [] if column.dtype.kind == "M" else list(column.dropna())
+    return Feature(
+        name=name,
+        kind="date",
+        dtype="datetime" if dates.has_time(present) else "date",
+        allow_missing=bool(len(present) < len(parsed)),
+        day_first=dates.day_first(v for v in text if isinstance(v, str)),
+    )
 
 
 def infer_feature(name: str, column: pd.Series) -> Feature | str:
@@ -43,8 +84,11 @@ def infer_feature(name: str, column: pd.Series) -> Feature | str:
             minimum=float(values.min()),
             maximum=float(values.max()),
         )
-    if kind_code in "mM":
-        return f"column {name!r} holds dates or times ({column.dtype}), which tabship does not use yet; ignored"
+    parsed = stamps(column)
+    if parsed is not None:
+        return _date_feature(name, column, parsed)
+    if kind_code == "m":
+        return f"column {name!r} holds durations ({column.dtype}), which tabship does not use yet; ignored"
     levels = sorted({str(value) for value in present})
     if len(column) >= ID_LIKE_MIN_ROWS and len(levels) > ID_LIKE_DISTINCT_SHARE * len(column):
         return (

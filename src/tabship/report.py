@@ -99,8 +99,12 @@ def _plots(result: TrainResult, evaluation: Evaluation, labels: np.ndarray) -> l
 def _columns(result: TrainResult, features: pd.DataFrame) -> list[dict[str, Any]]:
     summary = []
     for feature in result.schema.features:
-        column = features[feature.name]
-        if feature.kind == "numeric":
+        column = features[feature.inputs[0]]
+        if feature.kind == "date":
+            parts = [name.removeprefix(f"{feature.name}.") for name in feature.inputs]
+            missing = int(column.isna().sum())
+            seen = "expanded into " + ", ".join(part.replace("_", " ") for part in parts)
+        elif feature.kind == "numeric":
             missing = int(column.isna().sum())
             seen = f"{feature.minimum:,.4g} to {feature.maximum:,.4g}"
         else:

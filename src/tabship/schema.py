@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from tabship import dates
 from tabship.errors import Problem, RecordError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-Kind = Literal["numeric", "categorical"]
+Kind = Literal["numeric", "categorical", "date"]
 
 # A categorical value the table left empty is encoded as its own level, because the ONNX
 # converter cannot impute strings; numeric gaps stay NaN for the pipeline's imputer.
@@ -33,6 +34,8 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 UNSEEN_LEVEL = "\x00unseen"
 MAX_SHOWN_LEVELS = 10
 EMPTY = "is required; it cannot be empty"
+NOT_A_DATE = "must be a date such as 2024-05-31 or 2024-05-31T14:30 (ISO 8601), got"
+_NAT = np.datetime64("NaT", "s")
 
 
 def shown(value: object) -> str:
@@ -57,9 +60,30 @@ class Feature:
     minimum: float | None = None
     maximum: float | None = None
     levels: tuple[str, ...] = ()
+    # Dates: slashed dates put the day first, as the training column did ("31/01/2024").
+    day_first: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_known", frozenset(self.known_levels))
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The engine's input columns for this feature: itself, or one number per date part.
+
+        Dates reach the model as calendar parts computed before the pipeline, so the ONNX
+        graph takes only numbers and text, and serving computes the parts with numpy.
+        """
+        if self.kind != "date":
+            return (self.name,)
+        return tuple(f"{self.name}.{part}" for part in dates.part_names(self.dtype == "datetime"))
+
+    def date_parts(self, stamps: np.ndarray) -> dict[str, np.ndarray]:
+        """The engine's (n, 1) part columns for datetime64 `stamps` of this date feature."""
+        found = dates.parts(stamps, self.dtype == "datetime")
+        return {
+            name: column.reshape(-1, 1)
+            for name, column in zip(self.inputs, found.values(), strict=True)
+        }
 
     @property
     def known_levels(self) -> tuple[str, ...]:
@@ -76,6 +100,8 @@ class Feature:
         }
         if self.kind == "numeric":
             out |= {"integer": self.integer, "minimum": self.minimum, "maximum": self.maximum}
+        elif self.kind == "date":
+            out |= {"day_first": self.day_first, "parts": list(self.inputs)}
         else:
             out["levels"] = list(self.levels)
         return out
@@ -92,6 +118,7 @@ class Feature:
             minimum=data.get("minimum"),
             maximum=data.get("maximum"),
             levels=tuple(str(level) for level in data.get("levels", ())),
+            day_first=bool(data.get("day_first", False)),
         )
 
     def unseen_message(self, value: object) -> str:
@@ -112,10 +139,12 @@ class Feature:
     def read(self, value: object, strict: bool = False) -> tuple[Any, str | None, str | None]:
         """A JSON value as the engine takes it, with the problem (refused) or warning it raises."""
         if value is None:
-            missing = math.nan if self.kind == "numeric" else MISSING_LEVEL
+            missing: Any = {"numeric": math.nan, "date": _NAT}.get(self.kind, MISSING_LEVEL)
             return missing, (None if self.allow_missing else EMPTY), None
         if self.kind == "numeric":
             return self._number(value)
+        if self.kind == "date":
+            return self._date(value)
         if type(value) is bool and self.dtype == "bool":
             value = str(value)
         if not isinstance(value, str):
@@ -156,6 +185,14 @@ class Feature:
         if isinstance(cell, float) and math.isnan(cell):
             return self.read(None, strict)
         return self.read(cell, strict)
+
+    def _date(self, value: object) -> tuple[np.datetime64, str | None, str | None]:
+        if not isinstance(value, str):
+            return _NAT, f"{NOT_A_DATE} {shown(value)}", None
+        stamp = dates.parse([value], self.day_first)[0]
+        if np.isnat(stamp):
+            return _NAT, f"{NOT_A_DATE} {shown(value)}", None
+        return stamp, None, None
 
     def _number(self, value: object) -> tuple[float, str | None, str | None]:
         kind = type(value)
@@ -225,11 +262,29 @@ class Schema:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_names", frozenset(f.name for f in self.features))
+        # Computed once: engines read the input list on every request.
+        inputs = [
+            (name, feature.kind == "categorical")
+            for feature in self.features
+            for name in feature.inputs
+        ]
+        object.__setattr__(self, "_inputs", inputs)
+        object.__setattr__(self, "_input_names", [name for name, _ in inputs])
 
     @property
     def names(self) -> list[str]:
         """Feature names in engine order."""
         return [f.name for f in self.features]
+
+    @property
+    def inputs(self) -> list[tuple[str, bool]]:
+        """The engine's input columns in order, each with whether it is text (a category)."""
+        return self._inputs  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def input_names(self) -> list[str]:
+        """The engine's input column names in order (a date gives one per part)."""
+        return self._input_names  # type: ignore[attr-defined,no-any-return]
 
     def to_dict(self) -> list[dict[str, Any]]:
         """JSON-ready list of features."""
@@ -270,12 +325,13 @@ class Schema:
                 break
         if problems.items:
             raise RecordError(problems.items)
-        columns = {
-            feature.name: np.array(
-                column, dtype=np.float64 if feature.kind == "numeric" else object
-            ).reshape(count, 1)
-            for feature, column in zip(self.features, values, strict=True)
-        }
+        columns: dict[str, np.ndarray] = {}
+        for feature, column in zip(self.features, values, strict=True):
+            if feature.kind == "date":
+                columns |= feature.date_parts(np.array(column, dtype="datetime64[s]"))
+            else:
+                dtype = np.float64 if feature.kind == "numeric" else object
+                columns[feature.name] = np.array(column, dtype=dtype).reshape(count, 1)
         return Batch(columns=columns, rows=count, warnings=warnings, unseen=unseen)
 
     def _read_record(
@@ -347,6 +403,8 @@ class Schema:
             empty = raw.isna().to_numpy()
             if feature.kind == "numeric":
                 column, refused = _numeric_column(feature, raw, empty, warnings)
+            elif feature.kind == "date":
+                column, refused = _date_column(feature, raw, empty)
             else:
                 column, unknown = _categorical_column(feature, raw, empty)
                 refused = unknown if strict_categories else np.zeros(len(raw), dtype=bool)
@@ -363,7 +421,10 @@ class Schema:
             for position in np.flatnonzero(refused)[:MAX_LISTED_PROBLEMS]:
                 _, problem, _ = feature.read_cell(raw.iloc[int(position)], strict_categories)
                 problems.add(feature.name, problem or EMPTY, first_row + int(position))
-            columns[feature.name] = column.reshape(-1, 1)
+            if feature.kind == "date":
+                columns |= feature.date_parts(column)
+            else:
+                columns[feature.name] = column.reshape(-1, 1)
         if problems.items:
             raise RecordError(problems.items)
         return Batch(columns=columns, rows=len(frame), warnings=warnings, unseen=unseen)
@@ -389,6 +450,19 @@ def _numeric_column(
             f"{_fmt(feature.minimum)} to {_fmt(feature.maximum)}; their predictions are extrapolations"
         )
     return numbers, refused
+
+
+def _date_column(
+    feature: Feature, raw: pd.Series, empty: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The column as datetime64[s] and the mask of cells that are not dates."""
+    if raw.dtype.kind == "M":
+        if getattr(raw.dt, "tz", None) is not None:
+            raw = raw.dt.tz_convert("UTC").dt.tz_localize(None)
+        stamps = raw.to_numpy(dtype="datetime64[s]")
+    else:
+        stamps = dates.parse(raw.to_numpy(dtype=object), feature.day_first)
+    return stamps, ~empty & np.isnat(stamps)
 
 
 def _categorical_column(

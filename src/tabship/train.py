@@ -18,7 +18,7 @@ from tabship import metrics
 from tabship.candidates import EXPAND_MAX_WIDTH, Candidate, Task, encoded_width, select
 from tabship.crossval import CrossValidator, Row, rank
 from tabship.errors import DataError
-from tabship.profile import infer_schema
+from tabship.profile import infer_schema, stamps
 from tabship.racing import compare, fit_estimate
 from tabship.schema import Schema
 from tabship.tune import TuningSummary, tune
@@ -176,6 +176,14 @@ def prepare(
     notes.extend(ignored)
     if not schema.features:
         raise DataError(f"no usable feature columns besides {target!r}: {'; '.join(ignored)}")
+    date_columns = [f.name for f in schema.features if f.kind == "date"]
+    if date_columns:
+        # The few values of a date column that are not dates train as missing dates.
+        frame = frame.assign(**{name: stamps(frame[name]) for name in date_columns})
+        notes.append(
+            f"date columns {', '.join(date_columns)} expanded into calendar parts "
+            "(year, month, day, day of week, day of year; hour when times are present)"
+        )
     batch = schema.validate_frame(frame)
     features = pd.DataFrame({name: column.ravel() for name, column in batch.columns.items()})
     return task, schema, features, labels, classes, notes
