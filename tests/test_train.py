@@ -134,6 +134,10 @@ def test_insurance_leaderboard_meets_the_bar(insurance_model: TrainedModel) -> N
     # Issue 8's bar: a default GradientBoostingRegressor scores about 0.855 / 2,500 here.
     assert best.mean["r2"] >= 0.855
     assert best.mean["mae"] <= 1800
+    # The boosters users expect are on the board, scored on every row like the rest.
+    boosters = {row.name: row for row in result.leaderboard if row.name in ("lightgbm", "xgboost")}
+    assert sorted(boosters) == ["lightgbm", "xgboost"]
+    assert all(not row.error and row.rows == 1338 for row in boosters.values())
 
 
 def test_holdout_is_kept_out_of_cv_and_scored_once(tiny_table: pd.DataFrame) -> None:

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tabship.candidates import POOLED_LEVELS, build_pipeline, candidates, encoded_width, is_pooled
+from tabship.profile import infer_feature, infer_schema
+from tabship.schema import Feature
+
+
+def _codes(rows: int, distinct: int, seed: int = 1) -> pd.Series:
+    """`distinct` codes over `rows` rows, every code present at least once."""
+    rng = np.random.default_rng(seed)
+    index = np.concatenate([np.arange(distinct), rng.integers(0, distinct, rows - distinct)])
+    return pd.Series([f"N{i:04d}" for i in rng.permutation(index)])
+
+
+def test_a_text_column_mostly_distinct_is_dropped_as_id_like() -> None:
+    # Most values distinct but some repeating: a name column, not a category.
+    described = infer_feature("name", _codes(400, 300))
+    assert isinstance(described, str)
+    assert "'name' looks like an ID or a name (300 distinct values in 400 rows" in described
+
+
+def test_a_text_column_under_half_distinct_is_kept_and_pooled() -> None:
+    described = infer_feature("code", _codes(400, 150))
+    assert isinstance(described, Feature) and described.kind == "categorical"
+    assert len(described.levels) == 150 and is_pooled(described)
+
+
+def test_numbers_with_many_values_are_not_id_like() -> None:
+    values = pd.Series(np.random.default_rng(2).normal(size=400))
+    described = infer_feature("reading", values)
+    assert isinstance(described, Feature) and described.kind == "numeric"
+
+
+def test_pooled_levels_keep_the_encoded_width_bounded() -> None:
+    frame = pd.DataFrame({"code": _codes(2_000, 500), "size": np.arange(2_000.0) % 7})
+    frame["target"] = np.arange(2_000.0)
+    schema, warnings = infer_schema(frame, "target")
+    assert warnings == []
+    assert encoded_width(schema) == POOLED_LEVELS + 1
+    ridge = next(c for c in candidates("regression") if c.name == "ridge")
+    features = frame.drop(columns=["target"])
+    encoded = build_pipeline(schema, ridge, 0)[:-1].fit_transform(features, frame["target"])
+    assert encoded.shape[1] <= POOLED_LEVELS + 1
