@@ -1,4 +1,8 @@
-"""`make bench`: serving load against the bare-FastAPI ceiling, batch rates, cold start, memory.
+"""`make bench`: serving load against two yardsticks, batch rates, cold start, memory.
+
+The yardsticks run on the same uvicorn/httptools/uvloop stack: a bare FastAPI app that parses
+the record with pydantic (the "ceiling" people build by hand), and a raw ASGI app that only
+reads and json-loads the body (what the stack itself allows).
 
 Every figure that depends on the machine is reported next to a baseline measured in the same
 run (the ceiling app, scikit-learn, pandas), because this machine is noisy. Server on core 0,
@@ -61,7 +65,7 @@ def start(kind: str, port: int) -> subprocess.Popen[bytes]:
     else:
         command = [
             str(BIN / "uvicorn"),
-            "ceiling_app:app",
+            "ceiling_app:app" if kind == "ceiling" else "raw_app:app",
             "--port",
             str(port),
             "--log-level",
@@ -120,12 +124,12 @@ def rss_mb(pid: int) -> float:
 
 
 def serving() -> dict[str, object]:
-    ports = {"ceiling": free_port(), "tabship": free_port()}
+    ports = {"ceiling": free_port(), "raw": free_port(), "tabship": free_port()}
     servers = {kind: start(kind, port) for kind, port in ports.items()}
     results: dict[str, object] = {}
     try:
         for kind, port in ports.items():
-            path = "/readyz" if kind == "tabship" else "/docs"
+            path = {"tabship": "/readyz", "ceiling": "/docs", "raw": "/"}[kind]
             wait_ready(f"http://127.0.0.1:{port}{path}", servers[kind])
             wrk(port, 32, 5)  # warm-up
         runs: dict[str, list[dict[str, float]]] = {}
@@ -227,6 +231,7 @@ def main() -> None:
     existing = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     RESULTS.write_text(json.dumps({**existing, **results}, indent=2, default=float) + "\n")
     c32, t32, c1, t1 = (serve[k] for k in ("ceiling@32", "tabship@32", "ceiling@1", "tabship@1"))
+    r32, r1 = serve["raw@32"], serve["raw@1"]
     print(
         f"machine: {os.cpu_count()} cores; {RUNS} runs x {RUN_SECONDS} s per setting; server on core 0, wrk on core 1"
     )
@@ -235,11 +240,17 @@ def main() -> None:
     print(
         f"| 32 conn requests/s | {t32['rps']:,.0f} | ceiling {c32['rps']:,.0f} | {t32['rps'] / c32['rps']:.0%} | >= 80% |"
     )  # type: ignore[index]
+    print(
+        f"| 32 conn requests/s | {t32['rps']:,.0f} | raw ASGI {r32['rps']:,.0f} | {t32['rps'] / r32['rps']:.0%} | |"
+    )  # type: ignore[index]
     print(f"| 32 conn p99 ms | {t32['p99_ms']:.2f} | ceiling {c32['p99_ms']:.2f} | | <= 8 ms |")  # type: ignore[index]
     print(f"| 32 conn non-2xx | {t32['non_2xx']} | | | 0 |")  # type: ignore[index]
     print(f"| 1 conn p50 ms | {t1['p50_ms']:.3f} | ceiling {c1['p50_ms']:.3f} | | <= 0.25 ms |")  # type: ignore[index]
     print(
         f"| 1 conn requests/s | {t1['rps']:,.0f} | ceiling {c1['rps']:,.0f} | {t1['rps'] / c1['rps']:.0%} | |"
+    )  # type: ignore[index]
+    print(
+        f"| 1 conn requests/s | {t1['rps']:,.0f} | raw ASGI {r1['rps']:,.0f} | {t1['rps'] / r1['rps']:.0%} | |"
     )  # type: ignore[index]
     print(
         f"| Predictor.predict 1M rows/s | {b['tabship_rows_per_s']:,.0f} | sklearn {b['sklearn_rows_per_s']:,.0f} | {b['ratio']:.2f}x | >= 1.5x |"

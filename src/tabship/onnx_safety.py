@@ -43,32 +43,35 @@ def _varint(data: memoryview, pos: int) -> tuple[int, int]:
 def _walk(data: memoryview, message: str, depth: int) -> None:
     if depth > _MAX_DEPTH:
         raise ValueError("graphs nested too deeply")
-    nested = _NESTED[message]
     pos = 0
     while pos < len(data):
         key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(data, pos)
-            if message == "tensor" and number == _TENSOR_DATA_LOCATION and value != 0:
-                raise ArtifactError("model.onnx stores a tensor as external data")
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        elif wire == 2:
-            size, pos = _varint(data, pos)
-            if pos + size > len(data):
-                raise ValueError("truncated field")
-            if message == "tensor" and number == _TENSOR_EXTERNAL_DATA:
-                raise ArtifactError("model.onnx stores a tensor as external data")
-            if number in nested:
-                _walk(data[pos : pos + size], nested[number], depth + 1)
-            pos += size
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
+        pos = _field(data, pos, message, key >> 3, key & 7, depth)
     if pos != len(data):
         raise ValueError("truncated field")
+
+
+def _field(data: memoryview, pos: int, message: str, number: int, wire: int, depth: int) -> int:
+    """Check one field of `message` starting at `pos`; return where the next one starts."""
+    external = message == "tensor" and number in (_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION)
+    if wire == 0:
+        value, pos = _varint(data, pos)
+        if external and value != 0:
+            raise ArtifactError("model.onnx stores a tensor as external data")
+        return pos
+    if wire in (1, 5):
+        return pos + (8 if wire == 1 else 4)
+    if wire != 2:
+        raise ValueError(f"unsupported wire type {wire}")
+    size, pos = _varint(data, pos)
+    if pos + size > len(data):
+        raise ValueError("truncated field")
+    if external:
+        raise ArtifactError("model.onnx stores a tensor as external data")
+    nested = _NESTED[message].get(number)
+    if nested is not None:
+        _walk(data[pos : pos + size], nested, depth + 1)
+    return pos + size
 
 
 def check_self_contained(model: bytes, where: str) -> None:

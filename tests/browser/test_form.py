@@ -68,7 +68,7 @@ def test_emptied_field_shows_the_error_beside_it(browser: Any, server: Server, s
     error = page.locator(".field.invalid .error")
     assert error.count() == 1
     assert error.get_attribute("data-field") == "age"
-    assert error.inner_text() == "is required; enter a value"
+    assert error.inner_text() == "is required; it cannot be empty"
     assert page.locator(".field.invalid input[name=age]").count() == 1
     assert not page.is_visible("#prediction")
     page.close()

@@ -37,76 +37,83 @@ def _raw_answer(error: RequestError) -> bytes:
     )
 
 
-def guarded_protocol(settings: ServeSettings) -> type[HttpToolsProtocol]:
-    """The protocol class for uvicorn's `http=` setting, with these settings' limits."""
-    cap = settings.max_header_bytes
-    timeout = settings.read_timeout
+class GuardedProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol that refuses oversized or late headers; limits set by the factory."""
 
-    class GuardedProtocol(HttpToolsProtocol):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._header_bytes = 0
-            self._in_headers = True
-            self._header_timer: asyncio.TimerHandle | None = None
+    header_cap = 16 * 1024
+    read_timeout = 10.0
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_bytes = 0
+        self._in_headers = True
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        counting = self._in_headers
+        super().data_received(data)
+        if counting and self._in_headers:
+            self._header_bytes += len(data)
+            if self._header_bytes > self.header_cap:
+                self._refuse(
+                    HeadersTooLargeError(f"headers: over the {self.header_cap}-byte limit")
+                )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_headers = True
+        self._header_bytes = 0
+        if self._header_timer is None:
             self._arm()
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._disarm()
+        super().on_headers_complete()
 
-        def data_received(self, data: bytes) -> None:
-            counting = self._in_headers
-            super().data_received(data)
-            if counting and self._in_headers:
-                self._header_bytes += len(data)
-                if self._header_bytes > cap:
-                    self._refuse(HeadersTooLargeError(f"headers: over the {cap}-byte limit"))
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # The next request on this connection starts with the keep-alive timer; its
+        # headers get their own deadline from its first byte.
+        self._in_headers = True
+        self._header_bytes = 0
 
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._in_headers = True
-            self._header_bytes = 0
-            if self._header_timer is None:
-                self._arm()
+    def send_400_response(self, msg: str) -> None:
+        # httptools refused the request line or headers: answer in our shape, not text.
+        self._refuse(RequestError("request: not valid HTTP/1.1 (request line or headers)"))
 
-        def on_headers_complete(self) -> None:
-            self._in_headers = False
-            self._disarm()
-            super().on_headers_complete()
+    def _arm(self) -> None:
+        self._header_timer = self.loop.call_later(self.read_timeout, self._headers_late)
 
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            # The next request on this connection starts with the keep-alive timer; its
-            # headers get their own deadline from its first byte.
-            self._in_headers = True
-            self._header_bytes = 0
-
-        def send_400_response(self, msg: str) -> None:
-            # httptools refused the request line or headers: answer in our shape, not text.
-            self._refuse(RequestError("request: not valid HTTP/1.1 (request line or headers)"))
-
-        def _arm(self) -> None:
-            self._header_timer = self.loop.call_later(timeout, self._headers_late)
-
-        def _disarm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-
-        def _headers_late(self) -> None:
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
             self._header_timer = None
-            if self._in_headers and not self.transport.is_closing():
-                if self._header_bytes == 0 and self.cycle is not None:
-                    return  # an idle keep-alive connection: uvicorn's own timer ends it
-                self._refuse(ReadTimeoutError("headers: did not arrive within the read timeout"))
 
-        def _refuse(self, error: RequestError) -> None:
-            self._disarm()
-            if not self.transport.is_closing():
-                self.transport.write(_raw_answer(error))
-                self.transport.close()
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self._in_headers and not self.transport.is_closing():
+            self._refuse(ReadTimeoutError("headers: did not arrive within the read timeout"))
 
-    return GuardedProtocol
+    def _refuse(self, error: RequestError) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(_raw_answer(error))
+            self.transport.close()
+
+
+def guarded_protocol(settings: ServeSettings) -> type[HttpToolsProtocol]:
+    """The protocol class for uvicorn's `http=` setting, with these settings' limits."""
+    return type(
+        "GuardedProtocol",
+        (GuardedProtocol,),
+        {"header_cap": settings.max_header_bytes, "read_timeout": settings.read_timeout},
+    )
