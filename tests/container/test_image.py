@@ -120,8 +120,10 @@ def test_runs_hardened_answers_like_the_local_predictor_and_stops_cleanly(
         answer = httpx.post(url + "/predict_api", json=PATIENT)
         expected = Predictor.load(insurance_model.artifact.directory).predict([PATIENT]).values[0]
         assert answer.status_code == 200 and answer.json() == pytest.approx(expected, rel=1e-9)
+        assert httpx.post(url + "/predict_api", json={**PATIENT, "age": "old"}).status_code == 422
+        # A category not seen in training is predicted as unknown, not refused.
         assert (
-            httpx.post(url + "/predict_api", json={**PATIENT, "smoker": "male"}).status_code == 422
+            httpx.post(url + "/predict_api", json={**PATIENT, "region": "mars"}).status_code == 200
         )
         stop_started = time.monotonic()
         podman("stop", "--time", "10", name)
@@ -177,14 +179,14 @@ def run_container(image: str, port: int, *extra: str, env: dict[str, str] | None
 
 
 def test_container_drains_two_hundred_requests_on_podman_stop(image: str) -> None:
-    from ..integration.test_operations import finish_request, open_request, wait_in_flight
+    from ..integration.test_operations import finish_request, open_request, wait_for_gauge
 
     port = free_port()
     name = run_container(image, port, env={"TABSHIP_MAX_CONCURRENCY": "256"})
     url = f"http://127.0.0.1:{port}"
     try:
         held = [open_request(port) for _ in range(200)]
-        wait_in_flight(url, 200)
+        wait_for_gauge(url, "tabship_requests_open", 200)
         started = time.monotonic()
         stopper = subprocess.Popen(
             ["podman", "stop", "--time", "30", name],
