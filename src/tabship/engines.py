@@ -8,8 +8,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tabship.errors import ArtifactError, EngineError
-from tabship.schema import Schema
+from tabship.errors import ArtifactError, EngineError, Problem, RecordError
+from tabship.schema import MAX_LISTED_PROBLEMS, Schema
 
 # Below this many rows one run on one thread is faster than handing chunks to others.
 PARALLEL_MIN_ROWS = 20_000
@@ -41,10 +41,19 @@ def checked_output(
         )
     checked = values if proba is None else proba
     if checked.dtype.kind == "f" and not np.isfinite(checked).all():
-        row = int(np.flatnonzero(~np.isfinite(checked).reshape(rows, -1).all(axis=1))[0])
-        raise EngineError(
-            f"the {engine} engine gave no finite prediction for row {row}; "
-            "the input is too far outside what the model can compute"
+        rows_bad = np.flatnonzero(~np.isfinite(checked).reshape(rows, -1).all(axis=1))
+        # Finite inputs the model cannot compute (a linear model times 1e38 overflows): the
+        # values are the cause, so the client hears about its rows, not a server error.
+        raise RecordError(
+            [
+                Problem(
+                    "(record)",
+                    "the model gives no finite prediction for these values; they are too far "
+                    "outside the training range",
+                    int(row) if rows > 1 else None,
+                )
+                for row in rows_bad[:MAX_LISTED_PROBLEMS]
+            ]
         )
     return values, proba
 

@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from tabship import artifact as art
-from tabship.errors import ArtifactError, EngineError
+from tabship.errors import ArtifactError, EngineError, RecordError
 from tabship.onnx_safety import check_self_contained
 from tabship.predictor import Predictor
 from tabship.workflow import TrainedModel
@@ -98,8 +98,8 @@ def test_garbage_and_unloadable_graphs_are_artifact_errors(folder: Path) -> None
         Predictor.load(folder)
 
 
-def test_an_answer_of_the_wrong_length_is_refused(folder: Path) -> None:
-    """A graph that ignores its rows and answers three values fails cleanly, never silently."""
+def constant_graph(values: list[float]) -> bytes:
+    """A graph with the tiny model's five inputs that answers `values`, whatever it is given."""
     inputs = [
         helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, 1])
         for name in ("age", "bmi", "children")
@@ -107,15 +107,30 @@ def test_an_answer_of_the_wrong_length_is_refused(folder: Path) -> None:
         helper.make_tensor_value_info(name, TensorProto.STRING, [None, 1])
         for name in ("smoker", "region")
     ]
-    values = helper.make_tensor("v", TensorProto.FLOAT, [3, 1], [1.0, 2.0, 3.0])
-    node = helper.make_node("Constant", [], ["variable"], value=values)
+    shape = [len(values), 1]
+    tensor = helper.make_tensor("v", TensorProto.FLOAT, shape, values)
+    node = helper.make_node("Constant", [], ["variable"], value=tensor)
     graph = helper.make_graph(
-        [node], "g", inputs, [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [3, 1])]
+        [node], "g", inputs, [helper.make_tensor_value_info("variable", TensorProto.FLOAT, shape)]
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    replace_onnx(folder, model.SerializeToString())
+    return model.SerializeToString()
+
+
+def test_an_answer_of_the_wrong_length_is_refused(folder: Path) -> None:
+    """A graph that ignores its rows and answers three values fails cleanly, never silently."""
+    replace_onnx(folder, constant_graph([1.0, 2.0, 3.0]))
     predictor = Predictor.load(folder)
     with pytest.raises(EngineError, match="answered 3 predictions for 1 rows"):
         predictor.predict([PATIENT])
     assert np.isfinite(predictor.predict([PATIENT] * 3).values).all()
+
+
+def test_a_non_finite_prediction_is_refused_naming_the_row(folder: Path) -> None:
+    """JSON has no NaN or Infinity: a row the model cannot compute is a 422, not a bad answer."""
+    replace_onnx(folder, constant_graph([1.0, float("inf")]))
+    with pytest.raises(RecordError) as caught:
+        Predictor.load(folder).predict([PATIENT, PATIENT])
+    assert [(p.field, p.row) for p in caught.value.problems] == [("(record)", 1)]
+    assert "no finite prediction" in str(caught.value)

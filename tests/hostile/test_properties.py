@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tabship.artifact import Artifact
-from tabship.schema import MISSING_LEVEL, Feature, Schema
+from tabship.schema import Feature, Schema
 from tabship.workflow import TrainedModel
 
 from ..servers import Server
@@ -28,7 +28,7 @@ RUNS = settings(
 
 def valid_value(feature: Feature) -> st.SearchStrategy[Any]:
     if feature.kind == "categorical":
-        return st.sampled_from([level for level in feature.levels if level != MISSING_LEVEL])
+        return st.sampled_from(feature.known_levels)
     low, high = feature.minimum or 0.0, feature.maximum or 0.0
     # Out-of-range numbers are valid too (answered with a warning): go well past both ends.
     span = max(high - low, 1.0)
@@ -58,7 +58,7 @@ def invalid_value(feature: Feature) -> st.SearchStrategy[Any]:
 
 
 def schema_of(model: TrainedModel) -> Schema:
-    return Schema.from_dict(Artifact.open(model.artifact.directory).metadata["schema"])
+    return Artifact.open(model.artifact.directory).card.schema
 
 
 def test_any_valid_record_gives_200_and_a_finite_number(

@@ -47,6 +47,7 @@ def test_schemathesis_finds_no_failure(server: Server, tmp_path: Path) -> None:
     operations = sum(
         len(methods) for methods in httpx.get(server.url + "/openapi.json").json()["paths"].values()
     )
-    assert f"Tested: {operations}" in summary, summary
+    # Every route is documented; schemathesis leaves out the one that serves the spec itself.
+    assert f"Tested: {operations - 1}" in summary, summary
     metrics = httpx.get(server.url + "/metrics").text
     assert not re.search(r'tabship_requests_total\{[^}]*status="5\d\d"', metrics)

@@ -10,19 +10,23 @@ from tabship.predictor import Predictor
 from tabship.schema import FLOAT32_MAX, MAX_SHOWN_LEVELS, Feature, Schema
 
 
-def feature_schema(feature: Feature) -> dict[str, Any]:
+def feature_schema(feature: Feature, strict: bool = False) -> dict[str, Any]:
     """JSON Schema of one field: its type, levels, and the training range as documentation."""
     if feature.kind == "numeric":
         # The model computes in 32-bit floats: larger numbers are refused.
+        # An integer bound is written as an integer: generators round a float bound up.
+        bound: float = int(FLOAT32_MAX) if feature.integer else FLOAT32_MAX
         out: dict[str, Any] = {
             "type": "integer" if feature.integer else "number",
-            "minimum": -FLOAT32_MAX,
-            "maximum": FLOAT32_MAX,
+            "minimum": -bound,
+            "maximum": bound,
         }
         out["description"] = (
             f"Seen in training: {feature.minimum:g} to {feature.maximum:g}; values outside "
             "are accepted with a warning."
         )
+    elif strict:  # unseen values are refused: the levels are the contract
+        out = {"type": "string", "enum": list(feature.known_levels)}
     else:
         levels = feature.known_levels
         shown = ", ".join(levels[:MAX_SHOWN_LEVELS]) + (
@@ -34,6 +38,7 @@ def feature_schema(feature: Feature) -> dict[str, Any]:
             "description": f"Seen in training: {len(levels)} values ({shown}); others are "
             "predicted as unknown, with a warning.",
             "example": levels[0],
+            "minLength": 0 if feature.allow_missing else 1,  # "" is an empty field
         }
     if feature.allow_missing:
         out["nullable"] = True  # OpenAPI 3.0's spelling of "or null"
@@ -52,19 +57,19 @@ def example_record(schema: Schema) -> dict[str, Any]:
     return record
 
 
-def record_schema(schema: Schema) -> dict[str, Any]:
+def record_schema(schema: Schema, strict: bool = False) -> dict[str, Any]:
     """JSON Schema of one record: every field required, no others allowed."""
     return {
         "title": "Record",
         "type": "object",
-        "properties": {f.name: feature_schema(f) for f in schema.features},
+        "properties": {f.name: feature_schema(f, strict) for f in schema.features},
         "required": schema.names,
         "additionalProperties": False,
         "example": example_record(schema),
     }
 
 
-def batch_schema(schema: Schema, max_batch: int) -> dict[str, Any]:
+def batch_schema(schema: Schema, max_batch: int, strict: bool = False) -> dict[str, Any]:
     """JSON Schema of the /v1/predict body."""
     return {
         "title": "PredictRequest",
@@ -72,7 +77,7 @@ def batch_schema(schema: Schema, max_batch: int) -> dict[str, Any]:
         "properties": {
             "instances": {
                 "type": "array",
-                "items": record_schema(schema),
+                "items": record_schema(schema, strict),
                 "minItems": 1,
                 "maxItems": max_batch,
             }
@@ -83,11 +88,26 @@ def batch_schema(schema: Schema, max_batch: int) -> dict[str, Any]:
     }
 
 
-def form_schema(schema: Schema) -> dict[str, Any]:
-    """JSON Schema of the form post: every field as text (the form's inputs)."""
+# What the form's number inputs send: plain decimals, no exponent, so within float32.
+_WHOLE_TEXT = r"^\s*[-+]?\d{1,30}\s*$"
+_DECIMAL_TEXT = r"^\s*[-+]?(\d{1,30}(\.\d*)?|\.\d{1,30})\s*$"
+
+
+def form_field(feature: Feature, strict: bool = False) -> dict[str, Any]:
+    """JSON Schema of one form input's text."""
+    if feature.kind == "numeric":
+        return {"type": "string", "pattern": _WHOLE_TEXT if feature.integer else _DECIMAL_TEXT}
+    if strict:
+        return {"type": "string", "enum": list(feature.known_levels)}
+    return {"type": "string", "pattern": r"\S"}
+
+
+def form_schema(schema: Schema, strict: bool = False) -> dict[str, Any]:
+    """JSON Schema of the form post: each input's text; empty only where the field may be."""
     return {
         "type": "object",
-        "properties": {f.name: {"type": "string"} for f in schema.features},
+        "properties": {f.name: form_field(f, strict) for f in schema.features},
+        "required": [f.name for f in schema.features if not f.allow_missing],
     }
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tabship import __version__
-from tabship.serve.routes import RouteTable
+from tabship.serve.routes import Route, RouteTable
 
 _REASONS = {
     400: "Bad request (e.g. a Host not served here)",
@@ -26,19 +27,28 @@ _ERROR = {
 }
 
 
-def _operation(summary: str, route: Any) -> dict[str, Any]:
+def _error(route: Route, status: int) -> dict[str, Any]:
+    """How `route` answers `status`: our error body, or what the page or probe sends instead."""
+    if route.probe and status == 503:  # a probe's "no" has the probe's own shape
+        content = {route.media: {"schema": route.answer}}
+    elif route.media == "text/html" and status == 422:  # the form again, with the problems
+        content = {route.media: {"schema": {"type": "string"}}}
+    else:
+        content = {"application/json": {"schema": _ERROR}}
+    return {"description": _REASONS.get(status, "Error"), "content": content}
+
+
+def _operation(summary: str, route: Route) -> dict[str, Any]:
     answer_schema = route.answer or {"type": "string"}
     operation: dict[str, Any] = {
         "summary": summary,
-        "operationId": f"{route.method.lower()}{route.path.replace('/', '_').replace('.', '_')}",
+        "operationId": route.method.lower()
+        + (re.sub(r"\W+", "_", route.path).rstrip("_") or "_root"),
         "responses": {
             "200": {"description": "OK", "content": {route.media: {"schema": answer_schema}}},
             **{
-                str(status): {
-                    "description": _REASONS.get(status, "Error"),
-                    "content": {"application/json": {"schema": _ERROR}},
-                }
-                for status in sorted({*route.errors, 404, 405, 408, 431})
+                str(status): _error(route, status)
+                for status in sorted({*route.errors, 400, 404, 405, 408, 431})
             },
         },
     }

@@ -83,10 +83,16 @@ def build_routes(context: Context) -> RouteTable:
 
     api, form, probes, docs = context.api, context.form, context.probes, context.docs
     schema, max_batch = context.predictor.schema, context.settings.max_batch
-    record = {"application/json": contract.record_schema(schema)}
-    batch = {"application/json": contract.batch_schema(schema, max_batch)}
+    strict = context.predictor.strict_categories
+    record = {"application/json": contract.record_schema(schema, strict)}
+    batch = {"application/json": contract.batch_schema(schema, max_batch, strict)}
     refused = (413, 415, 422)
     html, text = "text/html", "text/plain"
+    status = {
+        "type": "object",
+        "properties": {"status": {"type": "string"}},
+        "required": ["status"],
+    }
     routes = [
         Route("GET", "/", form.page, "The prediction form", media=html),
         Route(
@@ -95,8 +101,8 @@ def build_routes(context: Context) -> RouteTable:
             form.submit,
             "Form submit; answers the page",
             media=html,
-            body={FORM: contract.form_schema(schema)},
-            errors=(413, 415),
+            body={FORM: contract.form_schema(schema, strict)},
+            errors=(413, 415, 422),
         ),
         Route(
             "POST",
@@ -123,13 +129,21 @@ def build_routes(context: Context) -> RouteTable:
             "The model card: schema, metrics, engine, versions",
             answer={"type": "object"},
         ),
-        Route("GET", "/healthz", probes.healthz, "Liveness: the process answers", probe=True),
+        Route(
+            "GET",
+            "/healthz",
+            probes.healthz,
+            "Liveness: the process answers",
+            probe=True,
+            answer=status,
+        ),
         Route(
             "GET",
             "/startupz",
             probes.startupz,
             "Startup: model loaded and warmed up",
             probe=True,
+            answer=status,
             errors=(503,),
         ),
         Route(
@@ -138,6 +152,7 @@ def build_routes(context: Context) -> RouteTable:
             probes.readyz,
             "Readiness: warmed up and not draining",
             probe=True,
+            answer=status,
             errors=(503,),
         ),
         Route(
