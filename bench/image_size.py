@@ -54,7 +54,7 @@ def main() -> None:
                 str(trained.artifact.directory),
                 "-t",
                 tag,
-                "--engine",
+                "--builder",
                 "podman",
                 "--base-image",
                 BASE,

@@ -27,7 +27,7 @@ PORT = 8080
 SERVING_PACKAGES = (
     "numpy",
     "onnxruntime",
-    "fastapi",
+    "swagger-ui-bundle",
     "uvicorn",
     "uvloop",
     "httptools",

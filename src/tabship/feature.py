@@ -1,0 +1,218 @@
+"""One input column as the model saw it in training, and the rules its values must follow.
+
+The JSON, form and table paths all ask the feature, so one fault reads the same wherever it
+is found. Only numpy here: the serving path never imports pandas or scikit-learn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from tabship import dates
+
+Kind = Literal["numeric", "categorical", "date"]
+
+# A categorical value the table left empty is encoded as its own level, because the ONNX
+# converter cannot impute strings; numeric gaps stay NaN for the pipeline's imputer.
+MISSING_LEVEL = ""
+
+# The model computes in 32-bit floats: a larger number would become infinity inside the graph.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# An unseen category reaches the engine as this text, which no table can hold as a level, so
+# every encoder treats it as unknown (one-hot: all zeros), the same in ONNX and scikit-learn.
+UNSEEN_LEVEL = "\x00unseen"
+MAX_SHOWN_LEVELS = 10
+EMPTY = "is required; it cannot be empty"
+NOT_A_DATE = "must be a date such as 2024-05-31 or 2024-05-31T14:30 (ISO 8601), got"
+_NAT = np.datetime64("NaT", "s")
+
+
+def shown(value: object) -> str:
+    """A value as messages quote it: short, whatever the client sent."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One input column as the model saw it in training, and the rules for its values.
+
+    The JSON, form and table paths all ask the feature, so one fault reads the same
+    wherever it is found.
+    """
+
+    name: str
+    kind: Kind
+    dtype: str
+    allow_missing: bool
+    integer: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    levels: tuple[str, ...] = ()
+    # Dates: slashed dates put the day first, as the training column did ("31/01/2024").
+    day_first: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_known", frozenset(self.known_levels))
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The engine's input columns for this feature: itself, or one number per date part.
+
+        Dates reach the model as calendar parts computed before the pipeline, so the ONNX
+        graph takes only numbers and text, and serving computes the parts with numpy.
+        """
+        if self.kind != "date":
+            return (self.name,)
+        return tuple(f"{self.name}.{part}" for part in dates.part_names(self.dtype == "datetime"))
+
+    def date_parts(self, stamps: np.ndarray) -> dict[str, np.ndarray]:
+        """The engine's (n, 1) part columns for datetime64 `stamps` of this date feature."""
+        found = dates.parts(stamps, self.dtype == "datetime")
+        return {
+            name: column.reshape(-1, 1)
+            for name, column in zip(self.inputs, found.values(), strict=True)
+        }
+
+    @property
+    def known_levels(self) -> tuple[str, ...]:
+        """The categories seen in training, without the level that stands for 'missing'."""
+        return tuple(level for level in self.levels if level != MISSING_LEVEL)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description, as stored in tabship.json."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "dtype": self.dtype,
+            "allow_missing": self.allow_missing,
+        }
+        if self.kind == "numeric":
+            out |= {"integer": self.integer, "minimum": self.minimum, "maximum": self.maximum}
+        elif self.kind == "date":
+            out |= {"day_first": self.day_first, "parts": list(self.inputs)}
+        else:
+            out["levels"] = list(self.levels)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Feature:
+        """Inverse of to_dict."""
+        return cls(
+            name=str(data["name"]),
+            kind=data["kind"],
+            dtype=str(data["dtype"]),
+            allow_missing=bool(data["allow_missing"]),
+            integer=bool(data.get("integer", False)),
+            minimum=data.get("minimum"),
+            maximum=data.get("maximum"),
+            levels=tuple(str(level) for level in data.get("levels", ())),
+            day_first=bool(data.get("day_first", False)),
+        )
+
+    def unseen_message(self, value: object) -> str:
+        """'x' is not one of the N values seen in training (e.g. a, b, c, ...)."""
+        known = self.known_levels
+        examples = ", ".join(known[:MAX_SHOWN_LEVELS]) + (
+            ", ..." if len(known) > MAX_SHOWN_LEVELS else ""
+        )
+        return f"{shown(value)} is not one of the {len(known)} values seen in training (e.g. {examples})"
+
+    def range_warning(self, number: float) -> str:
+        """The warning for a number outside what training saw."""
+        return (
+            f"{self.name}: {_fmt(number)} is outside the training range "
+            f"{_fmt(self.minimum)} to {_fmt(self.maximum)}; the prediction is an extrapolation"
+        )
+
+    def read(self, value: object, strict: bool = False) -> tuple[Any, str | None, str | None]:
+        """A JSON value as the engine takes it, with the problem (refused) or warning it raises."""
+        if value is None:
+            missing: Any = {"numeric": math.nan, "date": _NAT}.get(self.kind, MISSING_LEVEL)
+            return missing, (None if self.allow_missing else EMPTY), None
+        if self.kind == "numeric":
+            return self._number(value)
+        if self.kind == "date":
+            return self._date(value)
+        if type(value) is bool and self.dtype == "bool":
+            value = str(value)
+        if not isinstance(value, str):
+            return MISSING_LEVEL, f"must be text, got {shown(value)}", None
+        if value in self._known:  # type: ignore[attr-defined]
+            return value, None, None
+        if value == MISSING_LEVEL:
+            return MISSING_LEVEL, (None if self.allow_missing else EMPTY), None
+        if strict:
+            return MISSING_LEVEL, self.unseen_message(value), None
+        return (
+            UNSEEN_LEVEL,
+            None,
+            f"{self.name}: {self.unseen_message(value)}; predicted as unknown",
+        )
+
+    def read_text(self, text: str, strict: bool = False) -> tuple[Any, str | None, str | None]:
+        """Text from a form or a table cell: empty is missing, numbers are parsed first."""
+        text = text.strip()
+        if text == "":
+            return self.read(None, strict)
+        if self.kind == "numeric":
+            try:
+                number = float(text)
+            except ValueError:
+                return math.nan, f"must be a number, got {shown(text)}", None
+            if self.integer and number.is_integer() and abs(number) <= FLOAT32_MAX:
+                return self.read(int(number), strict)
+            return self.read(number, strict)
+        return self.read(text, strict)
+
+    def read_cell(self, cell: object, strict: bool = False) -> tuple[Any, str | None, str | None]:
+        """A table cell as pandas gives it: text, a numpy number, or a missing marker."""
+        if isinstance(cell, str):
+            return self.read_text(cell, strict)
+        if isinstance(cell, np.generic):
+            cell = cell.item()
+        if isinstance(cell, float) and math.isnan(cell):
+            return self.read(None, strict)
+        return self.read(cell, strict)
+
+    def _date(self, value: object) -> tuple[np.datetime64, str | None, str | None]:
+        if not isinstance(value, str):
+            return _NAT, f"{NOT_A_DATE} {shown(value)}", None
+        stamp = dates.parse([value], self.day_first)[0]
+        if np.isnat(stamp):
+            return _NAT, f"{NOT_A_DATE} {shown(value)}", None
+        return stamp, None, None
+
+    def _number(self, value: object) -> tuple[float, str | None, str | None]:
+        kind = type(value)
+        if kind is not float and kind is not int:
+            return math.nan, f"must be a number, got {shown(value)}", None
+        # Compared before float(): an integer of a thousand digits does not fit a float at all.
+        if not (-FLOAT32_MAX <= value <= FLOAT32_MAX):  # type: ignore[operator]
+            if kind is float and math.isnan(value):  # type: ignore[arg-type]
+                return math.nan, f"must be a finite number, got {shown(value)}", None
+            bound = f"{FLOAT32_MAX:.3g}"
+            return (
+                math.nan,
+                f"must be a finite number between -{bound} and {bound}, got {shown(value)}",
+                None,
+            )
+        number = float(value)  # type: ignore[arg-type]
+        if self.integer and not number.is_integer():
+            return number, f"must be a whole number, got {shown(value)}", None
+        low = -math.inf if self.minimum is None else self.minimum
+        high = math.inf if self.maximum is None else self.maximum
+        if number < low or number > high:
+            return number, None, self.range_warning(number)
+        return number, None, None
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
