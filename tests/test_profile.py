@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tabship.candidates import POOLED_LEVELS, build_pipeline, candidates, encoded_width, is_pooled
+from tabship.candidates import candidates
+from tabship.preparation import POOLED_LEVELS, build_pipeline, encoded_width, is_pooled
 from tabship.profile import infer_feature, infer_schema
 from tabship.schema import Feature
 

@@ -56,6 +56,9 @@ SKOPS_ALLOWED_TYPES = [
     "xgboost.core.Booster",
     "xgboost.sklearn.XGBRegressor",
     "xgboost.sklearn.XGBClassifier",
+    # The seeded folds a target encoding cross-fits with.
+    "sklearn.model_selection._split.KFold",
+    "sklearn.model_selection._split.StratifiedKFold",
 ]
 
 # The libraries whose version decides whether a saved engine still loads.

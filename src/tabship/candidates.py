@@ -8,21 +8,11 @@ from typing import Any, Literal
 
 from scipy import stats
 from sklearn import ensemble, linear_model, naive_bayes, neighbors, tree
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures, StandardScaler
 
 from tabship.converters import installed
 from tabship.errors import TabshipError
-from tabship.schema import Feature, Schema
 
 Task = Literal["regression", "classification"]
-
-
-# Degree-2 expansion of w encoded columns gives w + w(w+1)/2 columns; past this width the
-# linear models it feeds get slower than the trees they are meant to rival.
-EXPAND_MAX_WIDTH = 40
 
 
 @dataclass(frozen=True)
@@ -112,6 +102,21 @@ def _boosters(task: Task) -> list[Candidate]:
             return model(random_state=seed, n_jobs=BOOSTER_THREADS, verbose=-1)
 
         found.append(Candidate("lightgbm", "LightGBM", lightgbm, False, space=_lightgbm_space()))
+
+        # Smaller steps over more, smaller trees: slower to fit, and on larger tables often
+        # the better of the two; CV picks.
+        def lightgbm_fine(seed: int) -> Any:
+            return lightgbm(seed).set_params(n_estimators=1000, learning_rate=0.03, num_leaves=15)
+
+        found.append(
+            Candidate(
+                "lightgbm_fine",
+                "LightGBM (1,000 small steps)",
+                lightgbm_fine,
+                False,
+                space=_lightgbm_space(),
+            )
+        )
     if installed("xgboost"):
 
         def xgboost(seed: int) -> Any:
@@ -334,90 +339,3 @@ def select(task: Task, include: list[str] | None, exclude: list[str] | None) -> 
     if not chosen:
         raise TabshipError("--models and --exclude leave no candidate to train")
     return chosen
-
-
-# Past this many levels a categorical column is encoded compactly: its commonest levels get a
-# column each and the rest share one "infrequent" column, so width and memory stay bounded.
-POOLED_LEVELS = 32
-# A level seen in fewer training rows than this is pooled with the infrequent ones.
-POOLED_MIN_ROWS = 5
-# Where tuning looks for the pooled width; CV decides whether more levels are worth it.
-POOLED_LEVELS_SPACE = [8, 16, 32, 64]
-POOLED_PARAM = "prepare__pooled__max_categories"
-
-
-def is_pooled(feature: Feature) -> bool:
-    """Whether a categorical feature has too many levels to one-hot in full."""
-    return feature.kind == "categorical" and len(feature.levels) > POOLED_LEVELS
-
-
-def encoded_width(schema: Schema) -> int:
-    """How many columns the encoder hands the model: one per number, one per (kept) level."""
-    return sum(
-        min(len(f.levels), POOLED_LEVELS) if f.kind == "categorical" else len(f.inputs)
-        for f in schema.features
-    )
-
-
-def build_pipeline(
-    schema: Schema,
-    candidate: Candidate,
-    seed: int,
-    *,
-    expand: bool | None = None,
-    balanced: bool = False,
-) -> Pipeline:
-    """An unfitted pipeline: impute and (for models that need it) scale numbers, one-hot categories.
-
-    `expand` overrides the candidate's own choice (tuning tries both); `balanced` weights
-    classes by inverse frequency where the estimator takes class weights.
-    """
-    # A date arrives as numeric calendar parts (see Feature.inputs).
-    numeric = [f for f in schema.features if f.kind != "categorical"]
-    categorical = [f for f in schema.features if f.kind == "categorical" and not is_pooled(f)]
-    pooled = [f for f in schema.features if is_pooled(f)]
-    parts: list[tuple[str, Any, list[str]]] = []
-    if numeric:
-        steps: list[tuple[str, Any]] = []
-        if any(f.allow_missing for f in numeric):
-            steps.append(("impute", SimpleImputer(strategy="median")))
-        # Trees compare float32 thresholds; scaling before them would break ONNX parity.
-        if candidate.scale:
-            steps.append(("scale", StandardScaler()))
-        numeric_step: Any = Pipeline(steps) if steps else "passthrough"
-        parts.append(("numeric", numeric_step, [name for f in numeric for name in f.inputs]))
-    if categorical:
-        encoder = OneHotEncoder(
-            categories=[list(f.levels) for f in categorical],
-            handle_unknown="ignore",
-            sparse_output=False,
-        )
-        parts.append(("categorical", encoder, [f.name for f in categorical]))
-    if pooled:
-        # An unseen value encodes as all zeros, as in the full one-hot: skl2onnx's encoder
-        # has no "infrequent_if_exist" path for unknowns, and parity is what ships.
-        pooled_encoder = OneHotEncoder(
-            categories=[list(f.levels) for f in pooled],
-            handle_unknown="ignore",
-            min_frequency=POOLED_MIN_ROWS,
-            max_categories=POOLED_LEVELS,
-            sparse_output=False,
-        )
-        parts.append(("pooled", pooled_encoder, [f.name for f in pooled]))
-    steps = [("prepare", ColumnTransformer(parts, remainder="drop"))]
-    if candidate.expand if expand is None else expand:
-        # Trees gain nothing from squares (a split on x is a split on x squared); products
-        # are what they cannot build in one split.
-        steps.append(
-            (
-                "expand",
-                PolynomialFeatures(2, interaction_only=not candidate.scale, include_bias=False),
-            )
-        )
-        if candidate.scale:
-            steps.append(("rescale", StandardScaler()))
-    model = candidate.make(seed)
-    if balanced and "class_weight" in model.get_params():
-        model.set_params(class_weight="balanced")
-    steps.append(("model", model))
-    return Pipeline(steps)

@@ -12,7 +12,8 @@ from sklearn.model_selection import KFold, StratifiedKFold, cross_validate, trai
 from sklearn.pipeline import Pipeline
 
 from tabship import metrics
-from tabship.candidates import Candidate, Task, build_pipeline
+from tabship.candidates import Candidate, Task
+from tabship.preparation import TargetType, build_pipeline
 from tabship.schema import Schema
 
 
@@ -98,7 +99,12 @@ class CrossValidator:
         A plain name is the model's parameter; a `step__param` path reaches the preparation.
         """
         built = build_pipeline(
-            self.schema, candidate, self.seed, expand=expand, balanced=self.balanced
+            self.schema,
+            candidate,
+            self.seed,
+            expand=expand,
+            balanced=self.balanced,
+            target_type=self.target_type,
         )
         if params:
             built.set_params(
@@ -149,6 +155,13 @@ class CrossValidator:
             std={m: float(np.std(scores[f"test_{m}"])) for m in names},
             fit_seconds=float(np.mean(scores["fit_time"])),
         )
+
+    @property
+    def target_type(self) -> TargetType | None:
+        """The target encoding this task allows: numbers and two classes, not more."""
+        if self.task == "regression":
+            return "continuous"
+        return "binary" if self.n_classes == 2 else None
 
     def subset(self, rows: int) -> CrossValidator:
         """The same folds and seed on a seeded sample of `rows` rows (stratified for labels)."""

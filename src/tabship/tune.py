@@ -9,8 +9,9 @@ from typing import Any
 
 from sklearn.model_selection import ParameterSampler
 
-from tabship.candidates import POOLED_LEVELS_SPACE, POOLED_PARAM, Candidate, is_pooled
+from tabship.candidates import Candidate
 from tabship.crossval import CrossValidator, Row, rank
+from tabship.preparation import POOLED_LEVELS_SPACE, POOLED_PARAM, is_pooled
 
 TOP_CANDIDATES = 3
 # A trial's cost is predicted from the slowest seconds-per-unit-of-work seen so far for its

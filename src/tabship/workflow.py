@@ -72,6 +72,7 @@ def train_model(
 ) -> TrainedModel:
     """Load a table (file or built-in name), train, export ONNX if it matches, write the folder."""
     import skops.io
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
     from tabship.export import export
     from tabship.report import build_report
@@ -83,7 +84,8 @@ def train_model(
     result = train(frame, options, progress)
     if progress:
         progress("ONNX export and parity check", 1, 1)
-    onnx_model, parity = export(result.pipeline, result.schema, result.task, result.features)
+    with threadpool_limits(limits=1, user_api="openmp"):  # see train(): no spin-waiting
+        onnx_model, parity = export(result.pipeline, result.schema, result.task, result.features)
     files = {PIPELINE_FILE: skops.io.dumps(result.pipeline)}
     if onnx_model is not None:
         files[ONNX_FILE] = onnx_model
@@ -129,6 +131,7 @@ def train_model(
     }
     if progress:
         progress("report", 1, 1)
-    files[REPORT_FILE] = build_report(result, metadata).encode("utf-8")
+    with threadpool_limits(limits=1, user_api="openmp"):
+        files[REPORT_FILE] = build_report(result, metadata).encode("utf-8")
     write_artifact(output, metadata, files, force=force)
     return TrainedModel(result=result, artifact=Artifact.open(output), engine=engine)
