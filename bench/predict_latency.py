@@ -56,7 +56,7 @@ def main() -> None:
     frames = [frame.iloc[[i % len(frame)]] for i in range(WARMUP + CALLS)]
 
     results = {
-        "model": onnx.metadata["model"]["name"],
+        "model": onnx.card.model.name,
         "tabship_onnx_predict": summary(timed_calls(onnx.predict, records)),
         "tabship_sklearn_engine_predict": summary(timed_calls(sklearn_engine.predict, records)),
         "sklearn_pipeline_predict_one_row_frame": summary(timed_calls(pipeline.predict, frames)),
