@@ -27,7 +27,7 @@ from tabship.errors import (
 )
 from tabship.predictor import Predictor
 from tabship.serve.app import App, create_app
-from tabship.serve.http import Answer, Request, dump_json, error_payload, json_answer
+from tabship.serve.http import READ_LATE, Answer, Request, dump_json, error_payload, json_answer
 from tabship.serve.layers import Accounting, ClientGone, Dispatch, Limits, ServerState
 from tabship.serve.prometheus import Metrics
 from tabship.serve.routes import Route, RouteTable
@@ -184,16 +184,16 @@ async def answered(scope: Any, receive: Any, send: Any) -> None:
 
 
 def test_limits_read_the_body_before_taking_a_slot() -> None:
-    layer, state = limits(answered, max_concurrency=1, read_timeout=0.2)
+    layer, state = limits(answered, max_concurrency=1)
     state.in_flight = 1  # the one slot is taken
-    stalled = Outbox()
-    run(
-        layer(
-            scope(),
-            receiving({"type": "http.request", "body": b"{", "more_body": True}, stall=True),
-            stalled,
-        )
-    )
+    stalled, where = Outbox(), scope()
+
+    async def late_body() -> Message:
+        # What the protocol does at the read deadline: flag the request and wake the app.
+        where["state"][READ_LATE] = True
+        return {"type": "http.request", "body": b"", "more_body": True}
+
+    run(layer(where, late_body, stalled))
     assert stalled.status == 408  # a stalled body times out; it never waited for a slot
     busy = Outbox()
     run(layer(scope(), receiving({"type": "http.request", "body": b"{}"}), busy))
@@ -242,8 +242,10 @@ def test_accounting_counts_and_logs_even_a_crash(capsys: pytest.CaptureFixture[s
     metrics = Metrics()
     table = RouteTable([])
     out = Outbox()
-    run(Accounting(crash, table, metrics)(scope("POST", "/v1/predict"), receiving(), out))
-    run(Accounting(leave, table, metrics)(scope("PROPFIND", "/x"), receiving(), Outbox()))
+    state = ServerState()
+    metrics.watch(state)
+    run(Accounting(crash, table, metrics, state)(scope("POST", "/v1/predict"), receiving(), out))
+    run(Accounting(leave, table, metrics, state)(scope("PROPFIND", "/x"), receiving(), Outbox()))
     assert out.status == 500 and "a bug" not in out.json["message"]
     captured = capsys.readouterr()
     assert "RuntimeError: a bug" in captured.err
@@ -255,6 +257,7 @@ def test_accounting_counts_and_logs_even_a_crash(capsys: pytest.CaptureFixture[s
     text = metrics.render().decode()
     assert 'method="POST",route="other",status="500"' in text
     assert 'method="other",route="other",status="499"' in text
+    assert "tabship_requests_open 0.0" in text and state.open == 0
 
 
 @pytest.mark.parametrize(

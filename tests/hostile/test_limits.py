@@ -81,6 +81,22 @@ def test_stalled_clients_hold_no_slot_and_get_408(server: Server) -> None:
         conn.close()
 
 
+def test_a_body_that_never_starts_gets_408_logged_and_counted(server: Server) -> None:
+    with connect(server) as conn:
+        conn.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 50\r\n\r\n"
+        )
+        status, headers, body = read_answer(conn)
+    assert status == 408 and headers["connection"] == "close"
+    assert json.loads(body)["message"].startswith("request: the body did not arrive")
+    time.sleep(0.2)
+    assert any(
+        json.loads(line)["status"] == 408 and json.loads(line)["route"] == "/v1/predict"
+        for line in server.log_lines()
+    )
+
+
 def test_headers_that_never_end_get_408(server: Server) -> None:
     conn = connect(server)
     conn.sendall(b"POST /predict_api HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")

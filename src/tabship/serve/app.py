@@ -108,5 +108,8 @@ def create_app(
     )
     table = build_routes(context)
     context.docs.table = table
-    http = Accounting(Limits(Dispatch(table), table, state, settings, metrics), table, metrics)
+    metrics.watch(state)
+    http = Accounting(
+        Limits(Dispatch(table), table, state, settings, metrics), table, metrics, state
+    )
     return App(context, table, http)

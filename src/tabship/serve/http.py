@@ -30,6 +30,8 @@ PAGE_POLICY = (
     "frame-ancestors 'none'"
 )
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
+# Set in a request's scope state by the protocol when its body is late.
+READ_LATE = "tabship.read_late"
 
 
 @dataclass
@@ -121,14 +123,27 @@ def error_answer(exc: TabshipError) -> Answer:
     return Answer(status, dump_json(payload), JSON, headers)
 
 
+_ENCODED: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[bytes, bytes]]] = {}
+
+
+def _fixed_headers(answer: Answer) -> list[tuple[bytes, bytes]]:
+    """The headers every answer of this kind carries, encoded once (there are few kinds)."""
+    key = (answer.content_type, answer.headers)
+    encoded = _ENCODED.get(key)
+    if encoded is None:
+        encoded = [
+            (b"content-type", answer.content_type.encode()),
+            (b"x-content-type-options", b"nosniff"),
+            *((k.encode(), v.encode("latin-1")) for k, v in answer.headers),
+        ]
+        if len(_ENCODED) < 256:  # only fixed header sets repeat; do not grow on the rest
+            _ENCODED[key] = encoded
+    return encoded
+
+
 async def send_answer(send: Send, answer: Answer, close: bool = False) -> None:
     """Send a whole answer; `close` tells the client this connection ends after it."""
-    headers = [
-        (b"content-type", answer.content_type.encode()),
-        (b"content-length", str(len(answer.body)).encode()),
-        (b"x-content-type-options", b"nosniff"),
-    ]
-    headers += [(k.encode(), v.encode("latin-1")) for k, v in answer.headers]
+    headers = [(b"content-length", str(len(answer.body)).encode()), *_fixed_headers(answer)]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})

@@ -2,13 +2,14 @@
 
 Accounting is outermost so every answer, a limit's refusal included, gets its metric and its
 log line, written in a `finally` even when something below fails. Limits read the whole body
-under a deadline before a concurrency slot is taken, so a client that stalls can hold a
-socket but never a slot. Dispatch finds the route in the one table and maps errors once.
+before a concurrency slot is taken, so a client that stalls can hold a socket but never a
+slot; the read deadline itself is kept by the protocol (serve/protocol.py), which flags a
+late body in the request's state. Dispatch finds the route in the one table and maps errors
+once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
@@ -26,6 +27,7 @@ from tabship.errors import (
     TabshipError,
 )
 from tabship.serve.http import (
+    READ_LATE,
     ASGIApp,
     Message,
     Receive,
@@ -44,6 +46,7 @@ KNOWN_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "P
 # A body over the limit is read and thrown away up to this many times the limit, so simple
 # clients that send everything before reading see the 413 instead of a reset connection.
 DISCARD_FACTOR = 64
+LATE_BODY = "request: the body did not arrive within the read timeout; send it at once"
 
 
 class ClientGone(Exception):
@@ -56,7 +59,9 @@ class ServerState:
 
     ready: bool = False
     draining: bool = False
+    # Plain counters, read by the metrics' gauges at scrape time: nothing to lock per request.
     in_flight: int = 0
+    open: int = 0
 
 
 def method_label(method: str) -> str:
@@ -67,10 +72,13 @@ def method_label(method: str) -> str:
 class Accounting:
     """Metrics and one JSON log line per request, whatever happens below."""
 
-    def __init__(self, app: ASGIApp, table: RouteTable, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, table: RouteTable, metrics: Metrics, state: ServerState
+    ) -> None:
         self.app = app
         self.table = table
         self.metrics = metrics
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -84,7 +92,7 @@ class Accounting:
 
         counted = not self.table.is_probe(scope["method"], scope["path"])
         if counted:
-            self.metrics.open.inc()
+            self.state.open += 1
         try:
             await self.app(scope, receive, recorded)
         except ClientGone:
@@ -98,7 +106,7 @@ class Accounting:
             status = status or 500
         finally:
             if counted:
-                self.metrics.open.dec()
+                self.state.open -= 1
             self._account(scope, status or CLIENT_CLOSED, time.perf_counter() - started)
 
     def _account(self, scope: Scope, status: int, elapsed: float) -> None:
@@ -132,12 +140,11 @@ class Limits:
         self.hosts = frozenset(settings.allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        deadline = time.monotonic() + self.settings.read_timeout
         try:
             self._check_host(scope)
-            body = await self._read_body(scope, receive, deadline)
+            body = await self._read_body(scope, receive)
         except BodyTooLargeError as exc:
-            await self._discard(receive, deadline)
+            await self._discard(scope, receive)
             await send_answer(send, error_answer(exc), close=True)
             return
         except TabshipError as exc:
@@ -152,12 +159,10 @@ class Limits:
             await send_answer(send, error_answer(BusyError("server busy; retry shortly")))
             return
         self.state.in_flight += 1
-        self.metrics.in_flight.inc()
         try:
             await self.app(scope, replay, send)
         finally:
             self.state.in_flight -= 1
-            self.metrics.in_flight.dec()
 
     def _check_host(self, scope: Scope) -> None:
         if not self.hosts:
@@ -167,7 +172,7 @@ class Limits:
         if name.lower().strip("[]") not in self.hosts:
             raise BadHostError(f"host {host[:100]!r} is not served here; see --allowed-hosts")
 
-    async def _read_body(self, scope: Scope, receive: Receive, deadline: float) -> bytes:
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.settings.max_body_bytes
         declared = _content_length(scope)
         if declared is not None and declared > limit:
@@ -175,25 +180,21 @@ class Limits:
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await _receive_by(receive, deadline)
-            if message["type"] == "http.disconnect":
-                raise ClientGone
+            message = await _receive(scope, receive)
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise BodyTooLargeError(f"body: over the {limit}-byte limit")
             chunks.append(chunk)
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                return chunk if len(chunks) == 1 else b"".join(chunks)
 
-    async def _discard(self, receive: Receive, deadline: float) -> None:
+    async def _discard(self, scope: Scope, receive: Receive) -> None:
         """Read and drop what the client is still sending, up to a bound and the deadline."""
         budget = self.settings.max_body_bytes * DISCARD_FACTOR
         try:
             while budget > 0:
-                message = await _receive_by(receive, deadline)
-                if message["type"] == "http.disconnect":
-                    raise ClientGone
+                message = await _receive(scope, receive)
                 budget -= len(message.get("body", b""))
                 if not message.get("more_body", False):
                     return
@@ -201,16 +202,14 @@ class Limits:
             return
 
 
-async def _receive_by(receive: Receive, deadline: float) -> Message:
-    remaining = deadline - time.monotonic()
-    try:
-        if remaining <= 0:
-            raise TimeoutError
-        return await asyncio.wait_for(receive(), remaining)
-    except TimeoutError:
-        raise ReadTimeoutError(
-            "request: the body did not arrive within the read timeout; send it at once"
-        ) from None
+async def _receive(scope: Scope, receive: Receive) -> Message:
+    """The next body message; ClientGone if the client left, 408 once the body is late."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone
+    if message.get("more_body") and (scope.get("state") or {}).get(READ_LATE):
+        raise ReadTimeoutError(LATE_BODY)
+    return message
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

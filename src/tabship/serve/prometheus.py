@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -12,6 +12,13 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 MAX_CACHED_LABEL_SETS = 256
 # Latency buckets in seconds, dense below 10 ms where a healthy prediction lands.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Counts(Protocol):
+    """What the gauges read: the server's own counters."""
+
+    in_flight: int
+    open: int
 
 
 class Metrics:
@@ -62,6 +69,11 @@ class Metrics:
             ["feature"],
             registry=self.registry,
         )
+
+    def watch(self, state: Counts) -> None:
+        """Read the in-flight and open counts from the server's state when scraped."""
+        self.in_flight.set_function(lambda: state.in_flight)
+        self.open.set_function(lambda: state.open)
 
     def count_prediction(self, rows: int, unseen: dict[str, int]) -> None:
         """Rows predicted, and the unseen categories among them."""

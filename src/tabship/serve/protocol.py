@@ -14,7 +14,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tabship.config import ServeSettings
 from tabship.errors import HeadersTooLargeError, ReadTimeoutError, RequestError
-from tabship.serve.http import error_payload
+from tabship.serve.http import READ_LATE, error_payload
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
@@ -38,7 +38,13 @@ def _raw_answer(error: RequestError) -> bytes:
 
 
 class GuardedProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol that refuses oversized or late headers; limits set by the factory."""
+    """HttpToolsProtocol with a header size cap and one read deadline per request.
+
+    The deadline runs from a request's first byte (or the connection's opening) to the end of
+    its body. Late headers are answered here with 408; a late body is flagged in the request's
+    state and the app woken, so the limits layer answers the 408 and it is logged and counted.
+    One timer per request, in the protocol: the app's hot path waits on nothing extra.
+    """
 
     header_cap = 16 * 1024
     read_timeout = 10.0
@@ -76,8 +82,11 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
-        self._disarm()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -91,17 +100,22 @@ class GuardedProtocol(HttpToolsProtocol):
         self._refuse(RequestError("request: not valid HTTP/1.1 (request line or headers)"))
 
     def _arm(self) -> None:
-        self._header_timer = self.loop.call_later(self.read_timeout, self._headers_late)
+        self._header_timer = self.loop.call_later(self.read_timeout, self._late)
 
     def _disarm(self) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
 
-    def _headers_late(self) -> None:
+    def _late(self) -> None:
         self._header_timer = None
-        if self._in_headers and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self._in_headers:
             self._refuse(ReadTimeoutError("headers: did not arrive within the read timeout"))
+        elif self.cycle is not None and self.cycle.more_body:
+            self.cycle.scope["state"][READ_LATE] = True
+            self.cycle.message_event.set()
 
     def _refuse(self, error: RequestError) -> None:
         self._disarm()
