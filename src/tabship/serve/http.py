@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from tabship.errors import (
     BusyError,
@@ -34,21 +34,23 @@ API_POLICY = "default-src 'none'; frame-ancestors 'none'"
 READ_LATE = "tabship.read_late"
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     """One HTTP request once its body is in: what handlers read."""
 
     method: str
     path: str
-    headers: dict[bytes, bytes]
+    headers: list[tuple[bytes, bytes]]
     body: bytes = b""
     # Set by handlers for the log line: how many rows this request predicted.
     rows: int = 0
 
     def header(self, name: bytes) -> str | None:
         """A header's value as text (latin-1, as HTTP defines it), or None."""
-        value = self.headers.get(name)
-        return None if value is None else value.decode("latin-1")
+        for key, value in self.headers:
+            if key == name:
+                return bytes(value).decode("latin-1")
+        return None
 
     @property
     def content_type(self) -> str | None:
@@ -56,14 +58,13 @@ class Request:
         return self.header(b"content-type")
 
 
-@dataclass(frozen=True)
-class Answer:
-    """A whole response: status, body and the headers that go with it."""
+class Answer(NamedTuple):
+    """A whole response: status, body and the headers that go with it (a tuple: cheap to make)."""
 
     status: int
     body: bytes
     content_type: str = JSON
-    headers: tuple[tuple[str, str], ...] = field(default=())
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def dump_json(payload: Any) -> bytes:

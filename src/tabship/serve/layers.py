@@ -247,7 +247,7 @@ class Dispatch:
         request = Request(
             method=scope["method"],
             path=scope["path"],
-            headers=dict(scope["headers"]),
+            headers=scope["headers"],
             body=message.get("body", b""),
         )
         try:
