@@ -238,7 +238,9 @@ def test_form_page_and_submit_without_javascript(server: Server) -> None:
 
 def test_metrics_count_requests_predictions_and_errors(server: Server) -> None:
     post_json(server, "/predict_api", PATIENT)
-    post_json(server, "/predict_api", {**PATIENT, "smoker": "male"})
+    post_json(server, "/predict_api", {**PATIENT, "age": "forty"})
+    for region in ("mars", "venus", "mars"):
+        assert post_json(server, "/predict_api", {**PATIENT, "region": region}).status_code == 200
     text = httpx.get(server.url + "/metrics").text
     values = {}
     for line in text.splitlines():
@@ -253,7 +255,10 @@ def test_metrics_count_requests_predictions_and_errors(server: Server) -> None:
         'tabship_request_duration_seconds_bucket{le="0.005",route="/predict_api",status="200"}'
         in values
     )
-    assert "tabship_requests_in_flight" in values
+    assert "tabship_requests_in_flight" in values and "tabship_requests_open" in values
+    # Labelled by the model's feature, never by the client's value.
+    assert values['tabship_unseen_category_total{feature="region"}'] >= 3
+    assert "mars" not in text and "venus" not in text
     assert all(math.isfinite(v) for v in values.values())
 
 
