@@ -288,3 +288,18 @@ def test_answers_never_carry_nan_or_infinity() -> None:
         dump_json([float("nan")])
     with pytest.raises(ValueError):
         dump_json({"p": float("inf")})
+
+
+def test_pages_and_answers_name_the_engine_that_runs(tiny_model: TrainedModel) -> None:
+    """Round one showed the recorded engine even when --engine sklearn served."""
+    app = create_app(Predictor.load(tiny_model.artifact.directory, engine="sklearn"))
+
+    async def scenario() -> tuple[str, dict[str, Any]]:
+        async with client(app) as http:
+            page = (await http.get("/")).text
+            model = (await http.get("/v1/model")).json()
+            return page, model
+
+    page, model = run(scenario())
+    assert "served by sklearn" in page and model["engine"] == "sklearn"
+    assert tiny_model.artifact.card.engine == "onnx"
