@@ -47,6 +47,8 @@ def test_regression_report_has_its_plots_leaderboard_and_data(tiny_model: Traine
     assert [name for _, name in rows] == [row.name for row in tiny_model.result.leaderboard]
     assert [name for chosen, name in rows if chosen] == [tiny_model.result.best]
     assert "out-of-fold predictions of 3-fold cross-validation (120 rows)" in html
+    assert "rows scored</button>" in html and '<td data-value="120">120</td>' in html
+    assert "candidates were raced" not in html  # 120 rows: every candidate saw them all
     assert "none kept (train with <code>--holdout 0.2</code>" in html
     assert html.count("not kept") == 5  # one per metric in the CV-vs-holdout table
     for column in ("age", "bmi", "children", "smoker", "region"):

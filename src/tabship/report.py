@@ -146,6 +146,7 @@ def _leaderboard(result: TrainResult) -> list[dict[str, Any]]:
                 "trials": row.trials,
                 "cells": cells,
                 "fit_seconds": row.fit_seconds,
+                "rows": row.rows,
                 "error": row.error,
             }
         )
