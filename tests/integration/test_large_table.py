@@ -66,16 +66,18 @@ def _pss_kb(pid: int) -> int:
 def test_a_million_rows_train_inside_4_gb(tmp_path: Path) -> None:
     table = tmp_path / "million.parquet"
     million_rows(table)
-    process = subprocess.Popen(
-        [TABSHIP, "train", str(table), "--target", "y", "-o", str(tmp_path / "m")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log = tmp_path / "train.log"
     peak = 0
-    while process.poll() is None:
-        peak = max(peak, sum(_pss_kb(pid) for pid in _tree(process.pid)))
-        time.sleep(0.5)
-    assert process.returncode == 0, process.stderr.read() if process.stderr else ""
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [TABSHIP, "train", str(table), "--target", "y", "-o", str(tmp_path / "m")],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        while process.poll() is None:
+            peak = max(peak, sum(_pss_kb(pid) for pid in _tree(process.pid)))
+            time.sleep(0.5)
+    assert process.returncode == 0, log.read_text()[-2000:]
     assert 0 < peak < MEMORY_LIMIT_KB, f"peak {peak / 1024**2:.2f} GiB"
     meta = json.loads((tmp_path / "m" / "tabship.json").read_text())
     scored = sorted({row["rows"] for row in meta["leaderboard"]})
