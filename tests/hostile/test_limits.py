@@ -38,7 +38,7 @@ def server(
         env={
             "TABSHIP_READ_TIMEOUT": str(READ_TIMEOUT),
             "TABSHIP_MAX_HEADER_BYTES": "8192",
-            "TABSHIP_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "TABSHIP_ALLOWED_HOSTS": "127.0.0.1,localhost,[::1]",
         },
     )
     yield running
@@ -186,10 +186,108 @@ def test_invented_methods_share_one_metric_label(server: Server) -> None:
     assert "PROPFIND" not in metrics and "MKCOL" not in metrics
 
 
+def raw_request(server: Server, head: bytes, *rest: bytes) -> tuple[int, dict[str, str], bytes]:
+    with connect(server) as conn:
+        conn.sendall(head)
+        for part in rest:
+            conn.sendall(part)
+        return read_answer(conn)
+
+
 def test_other_hosts_are_refused(server: Server) -> None:
-    answer = httpx.get(server.url + "/healthz", headers={"host": "evil.example"})
+    answer = httpx.get(server.url + "/v1/model", headers={"host": "evil.example"})
     assert answer.status_code == 400 and "evil.example" in answer.json()["message"]
-    assert httpx.get(server.url + "/healthz", headers={"host": "localhost:80"}).status_code == 200
+    assert httpx.get(server.url + "/v1/model", headers={"host": "localhost:80"}).status_code == 200
+    assert httpx.get(server.url + "/v1/model", headers={"host": "[::1]:80"}).status_code == 200
+    for host in (b"[localhost]", b"[127.0.0.1]:1"):
+        head = b"GET /v1/model HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+        assert raw_request(server, head)[0] == 400, host
+    # Two Host fields, and an absolute target naming another host, are refused too.
+    two = b"GET /v1/model HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+    assert raw_request(server, two)[0] == 400
+    absolute = (
+        b"GET http://evil.example/v1/model HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    assert raw_request(server, absolute)[0] == 400
+    # Probes answer whatever the Host: the kubelet asks by the pod's IP.
+    assert httpx.get(server.url + "/readyz", headers={"host": "10.1.2.3:8080"}).status_code == 200
+
+
+def test_a_chunked_body_crossing_the_limit_in_its_last_chunk_gets_413(server: Server) -> None:
+    started = time.monotonic()
+    status, _, body = raw_request(
+        server,
+        b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n",
+        b"%x\r\n" % 1_100_000 + b" " * 1_100_000 + b"\r\n0\r\n\r\n",
+    )
+    assert status == 413 and time.monotonic() - started < READ_TIMEOUT
+    assert json.loads(body)["message"] == "body: over the 1048576-byte limit"
+
+
+def test_trailers_never_become_headers_and_are_capped(server: Server) -> None:
+    # A Content-Type sent only as a trailer does not make the body JSON.
+    body = json.dumps(GOOD).encode()
+    status, _, _ = raw_request(
+        server,
+        b"POST /predict_api HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n",
+        b"%x\r\n%s\r\n0\r\nContent-Type: application/json\r\n\r\n" % (len(body), body),
+    )
+    assert status == 415
+    before = rss_kib(server)
+    with connect(server) as conn:
+        conn.sendall(
+            b"POST /predict_api HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: application/json\r\n\r\n2\r\n{}\r\n0\r\n"
+        )
+        try:
+            for _ in range(2000):
+                conn.sendall(b"X-T: " + b"a" * 4096 + b"\r\n")
+        except OSError:
+            pass  # closed by the server: what we want
+        status, _, _ = read_answer(conn)
+    assert status == 431
+    assert rss_kib(server) - before < 20 * 1024
+
+
+def test_bare_line_breaks_do_not_keep_a_connection_open(server: Server) -> None:
+    with connect(server) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        time.sleep(0.2)
+        conn.recv(65536)
+        started = time.monotonic()
+        conn.sendall(b"\r\n")
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    assert time.monotonic() - started < READ_TIMEOUT + 2
+    assert data.startswith(b"HTTP/1.1 408")
+
+
+def test_a_big_head_in_one_read_gets_431_and_is_logged(server: Server) -> None:
+    head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: " + b"a" * 12_000 + b"\r\n\r\n"
+    status, _, body = raw_request(server, head)
+    assert status == 431 and json.loads(body)["detail"].startswith("headers: over the 8192")
+    time.sleep(0.2)
+    assert any(json.loads(line)["status"] == 431 for line in server.log_lines())
+    assert 'status="431"' in httpx.get(server.url + "/metrics").text
+
+
+def test_expect_continue_over_the_limit_is_refused_before_the_body(server: Server) -> None:
+    with connect(server) as conn:
+        conn.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 5000000\r\nExpect: 100-continue\r\n\r\n"
+        )
+        first = conn.recv(65536)
+    assert first.startswith(b"HTTP/1.1 413"), first[:40]
+
+
+def test_head_answers_like_get_without_a_body(server: Server) -> None:
+    answer = httpx.head(server.url + "/")
+    assert answer.status_code == 200 and answer.content == b""
+    assert int(answer.headers["content-length"]) > 1000
 
 
 def test_pages_carry_security_headers_and_no_outside_address(server: Server) -> None:

@@ -98,6 +98,13 @@ def serve(
             "[TABSHIP_READ_TIMEOUT, 10].",
         ),
     ] = None,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(
+            min=1024,
+            help="Largest request body in bytes, else 413 [TABSHIP_MAX_BODY_BYTES, 1048576].",
+        ),
+    ] = None,
     max_header_bytes: Annotated[
         int | None,
         typer.Option(
@@ -154,6 +161,7 @@ def serve(
             "request_timeout": request_timeout,
             "read_timeout": read_timeout,
             "max_header_bytes": max_header_bytes,
+            "max_body_bytes": max_body_bytes,
             "engine": engine,
             "strict_categories": strict_categories,
             "allowed_hosts": tuple(h.lower() for h in hosts) if hosts else None,
@@ -184,7 +192,10 @@ def demo(
 
     dataset = BUILTIN["insurance"]
     if (output / "tabship.json").is_file():
-        typer.echo(f"{output} already holds a model; serving it (delete the folder to train again)")
+        typer.echo(
+            f"{output} already holds a model; serving it (delete the folder to train again)",
+            err=True,
+        )
     else:
         run_training(
             dataset.name,

@@ -15,7 +15,7 @@ from tabship.predictor import Predictor
 from tabship.serve import contract
 from tabship.serve.api import JsonApi
 from tabship.serve.form import FormPage, readable
-from tabship.serve.http import ASGIApp, Receive, Scope, Send
+from tabship.serve.http import Receive, Scope, Send
 from tabship.serve.layers import Accounting, Dispatch, Limits, ServerState
 from tabship.serve.openapi import render_openapi
 from tabship.serve.pages import Docs, ReportPage
@@ -44,10 +44,14 @@ class Context:
 class App:
     """Lifespan (warm up, then ready) and the layered HTTP app."""
 
-    def __init__(self, context: Context, table: RouteTable, http: ASGIApp) -> None:
+    def __init__(self, context: Context, table: RouteTable, http: Accounting) -> None:
         self.context = context
         self.table = table
         self.http = http
+
+    def refused(self, status: int, seconds: float) -> None:
+        """Log and count a request the protocol refused before the app saw it."""
+        self.http.refused(status, seconds)
 
     @property
     def state(self) -> ServerState:

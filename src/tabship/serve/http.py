@@ -142,10 +142,10 @@ def _fixed_headers(answer: Answer) -> list[tuple[bytes, bytes]]:
     return encoded
 
 
-async def send_answer(send: Send, answer: Answer, close: bool = False) -> None:
-    """Send a whole answer; `close` tells the client this connection ends after it."""
+async def send_answer(send: Send, answer: Answer, close: bool = False, head: bool = False) -> None:
+    """Send a whole answer; `close` ends the connection after it; `head` sends no body."""
     headers = [(b"content-length", str(len(answer.body)).encode()), *_fixed_headers(answer)]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-    await send({"type": "http.response.body", "body": answer.body})
+    await send({"type": "http.response.body", "body": b"" if head else answer.body})

@@ -45,7 +45,7 @@ CLIENT_CLOSED = 499
 KNOWN_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
 # A body over the limit is read and thrown away up to this many times the limit, so simple
 # clients that send everything before reading see the 413 instead of a reset connection.
-DISCARD_FACTOR = 64
+DISCARD_FACTOR = 16
 LATE_BODY = "request: the body did not arrive within the read timeout; send it at once"
 
 
@@ -112,9 +112,18 @@ class Accounting:
     def _account(self, scope: Scope, status: int, elapsed: float) -> None:
         route = self.table.label(scope["path"])
         method = scope["method"]
-        self.metrics.observe(route, method_label(method), status, elapsed)
         shown = method if method in KNOWN_METHODS else json.dumps(method[:32])[1:-1]
         rows = scope.get("state", {}).get("rows", 0)
+        self._write(route, method_label(method), shown, status, elapsed, rows)
+
+    def refused(self, status: int, elapsed: float) -> None:
+        """Account for a request the protocol refused before the app saw it (400, 408, 431)."""
+        self._write("other", "other", "other", status, elapsed, 0)
+
+    def _write(
+        self, route: str, label: str, shown: str, status: int, elapsed: float, rows: int
+    ) -> None:
+        self.metrics.observe(route, label, status, elapsed)
         sys.stdout.write(
             f'{{"ts": {time.time():.3f}, "method": "{shown}", "route": "{route}", '
             f'"status": {status}, "ms": {elapsed * 1000:.3f}, "rows": {rows}}}\n'
@@ -137,21 +146,24 @@ class Limits:
         self.state = state
         self.settings = settings
         self.metrics = metrics
-        self.hosts = frozenset(settings.allowed_hosts)
+        self.hosts = frozenset(host_name(host) for host in settings.allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        probe = self.table.is_probe(scope["method"], scope["path"])
         try:
-            self._check_host(scope)
+            if not probe:  # the kubelet asks by pod IP: probes answer whatever the Host
+                self._check_host(scope["headers"])
             body = await self._read_body(scope, receive)
-        except BodyTooLargeError as exc:
-            await self._discard(scope, receive)
-            await send_answer(send, error_answer(exc), close=True)
+        except _TooLarge as exc:
+            if exc.unread:
+                await self._discard(scope, receive)
+            await send_answer(send, error_answer(exc.error), close=True)
             return
         except TabshipError as exc:
             await send_answer(send, error_answer(exc), close=True)
             return
         replay = _replay(body, receive)
-        if self.table.is_probe(scope["method"], scope["path"]):
+        if probe:
             await self.app(scope, replay, send)
             return
         if self.state.in_flight >= self.settings.max_concurrency:
@@ -164,29 +176,37 @@ class Limits:
         finally:
             self.state.in_flight -= 1
 
-    def _check_host(self, scope: Scope) -> None:
+    def _check_host(self, headers: list[tuple[bytes, bytes]]) -> None:
+        hosts = [value for key, value in headers if key == b"host"]
+        if len(hosts) > 1:  # RFC 9112 3.2: a request with two Host fields is refused
+            raise BadHostError("host: the request has more than one Host header")
         if not self.hosts:
             return
-        host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if name.lower().strip("[]") not in self.hosts:
+        host = (hosts[0] if hosts else b"").decode("latin-1")
+        if host_name(host) not in self.hosts:
             raise BadHostError(f"host {host[:100]!r} is not served here; see --allowed-hosts")
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.settings.max_body_bytes
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            raise BodyTooLargeError(f"body: {declared} bytes is over the {limit}-byte limit")
+            # A client waiting for "100 Continue" has sent nothing: answer before it does.
+            waiting = any(k == b"expect" for k, _ in scope["headers"])
+            raise _TooLarge(
+                BodyTooLargeError(f"body: {declared} bytes is over the {limit}-byte limit"),
+                unread=not waiting,
+            )
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await _receive(scope, receive)
             chunk = message.get("body", b"")
             size += len(chunk)
+            more = message.get("more_body", False)
             if size > limit:
-                raise BodyTooLargeError(f"body: over the {limit}-byte limit")
+                raise _TooLarge(BodyTooLargeError(f"body: over the {limit}-byte limit"), more)
             chunks.append(chunk)
-            if not message.get("more_body", False):
+            if not more:
                 return chunk if len(chunks) == 1 else b"".join(chunks)
 
     async def _discard(self, scope: Scope, receive: Receive) -> None:
@@ -200,6 +220,24 @@ class Limits:
                     return
         except ReadTimeoutError:
             return
+
+
+class _TooLarge(Exception):
+    """A body over the limit, and whether some of it is still to be read from the client."""
+
+    def __init__(self, error: BodyTooLargeError, unread: bool) -> None:
+        self.error = error
+        self.unread = unread
+
+
+def host_name(host: str) -> str:
+    """The name in a Host value or an --allowed-hosts entry: no port, IPv6 without brackets."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        inner, closed, _ = host[1:].partition("]")
+        # Brackets hold an IPv6 address only; '[localhost]' names nothing.
+        return inner if closed and ":" in inner else "\x00invalid"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 async def _receive(scope: Scope, receive: Receive) -> Message:
@@ -258,4 +296,4 @@ class Dispatch:
             if answer.status >= 500 and not isinstance(exc, RequestError):
                 sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}\n")
         scope.setdefault("state", {})["rows"] = request.rows
-        await send_answer(send, answer)
+        await send_answer(send, answer, head=request.method == "HEAD")

@@ -8,15 +8,28 @@ byte cap, 408 when the headers have not arrived within the read timeout.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tabship.config import ServeSettings
-from tabship.errors import HeadersTooLargeError, ReadTimeoutError, RequestError
+from tabship.errors import (
+    BodyTooLargeError,
+    HeadersTooLargeError,
+    ReadTimeoutError,
+    RequestError,
+)
 from tabship.serve.http import READ_LATE, error_payload
+from tabship.serve.layers import DISCARD_FACTOR
 
-_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+}
 
 
 def _raw_answer(error: RequestError) -> bytes:
@@ -37,23 +50,35 @@ def _raw_answer(error: RequestError) -> bytes:
     )
 
 
+class _HeadersTooLarge(Exception):
+    """Raised inside a parser callback to stop parsing a request head over the cap."""
+
+
 class GuardedProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol with a header size cap and one read deadline per request.
+    """HttpToolsProtocol with size caps and one read deadline per request.
 
     The deadline runs from a request's first byte (or the connection's opening) to the end of
     its body. Late headers are answered here with 408; a late body is flagged in the request's
     state and the app woken, so the limits layer answers the 408 and it is logged and counted.
     One timer per request, in the protocol: the app's hot path waits on nothing extra.
+    The head (request line, headers, and chunked trailers, which are dropped) is capped at
+    `header_cap` bytes (431); a message's body bytes at `body_cap` (413, connection closed).
     """
 
     header_cap = 16 * 1024
+    body_cap = 16 * 1024 * 1024
     read_timeout = 10.0
+    # Told of each refusal made here (status, seconds), for the log line and the metrics.
+    on_refusal: Callable[[int, float], None] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._header_bytes = 0
+        self._head_bytes = 0
+        self._body_bytes = 0
         self._in_headers = True
-        self._header_timer: asyncio.TimerHandle | None = None
+        self._too_large = False
+        self._started = time.perf_counter()
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -64,24 +89,41 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._timer is None and self._in_headers:
+            self._arm()  # any byte between requests starts the next one's deadline
         counting = self._in_headers
         super().data_received(data)
         if counting and self._in_headers:
-            self._header_bytes += len(data)
-            if self._header_bytes > self.header_cap:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.header_cap:
                 self._refuse(
                     HeadersTooLargeError(f"headers: over the {self.header_cap}-byte limit")
                 )
+        elif not counting:
+            self._body_bytes += len(data)
+            if self._body_bytes > self.body_cap and not self.transport.is_closing():
+                self._refuse(BodyTooLargeError(f"body: over the {self.body_cap}-byte limit"))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
-        self._header_bytes = 0
-        if self._header_timer is None:
+        self._head_bytes = self._body_bytes = 0
+        if self._timer is None:
             self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        if self._in_headers:
+            super().on_header(name, value)
+        # Chunked trailers arrive after the headers: counted, never added to them.
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        self._use_target_authority()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -90,25 +132,41 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        # The next request on this connection starts with the keep-alive timer; its
-        # headers get their own deadline from its first byte.
         self._in_headers = True
-        self._header_bytes = 0
+        self._head_bytes = self._body_bytes = 0
 
     def send_400_response(self, msg: str) -> None:
-        # httptools refused the request line or headers: answer in our shape, not text.
-        self._refuse(RequestError("request: not valid HTTP/1.1 (request line or headers)"))
+        # httptools refused the head, or a callback stopped it: answer in our shape, not text.
+        if self._too_large:
+            self._refuse(HeadersTooLargeError(f"headers: over the {self.header_cap}-byte limit"))
+        else:
+            self._refuse(RequestError("request: not valid HTTP/1.1 (request line or headers)"))
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self.header_cap:
+            self._too_large = True
+            raise _HeadersTooLarge
+
+    def _use_target_authority(self) -> None:
+        """An absolute-form target names the host itself (RFC 9112 3.2.2): it replaces Host."""
+        if not self.url.lower().startswith((b"http://", b"https://")):
+            return
+        authority = self.url.split(b"/", 3)[2]
+        self.headers[:] = [(k, v) for k, v in self.headers if k != b"host"]
+        self.headers.append((b"host", authority))
 
     def _arm(self) -> None:
-        self._header_timer = self.loop.call_later(self.read_timeout, self._late)
+        self._started = time.perf_counter()
+        self._timer = self.loop.call_later(self.read_timeout, self._late)
 
     def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _late(self) -> None:
-        self._header_timer = None
+        self._timer = None
         if self.transport.is_closing():
             return
         if self._in_headers:
@@ -119,15 +177,25 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _refuse(self, error: RequestError) -> None:
         self._disarm()
-        if not self.transport.is_closing():
-            self.transport.write(_raw_answer(error))
-            self.transport.close()
+        if self.transport.is_closing():
+            return
+        self.transport.write(_raw_answer(error))
+        self.transport.close()
+        if self.on_refusal is not None:
+            self.on_refusal(error.status, time.perf_counter() - self._started)
 
 
-def guarded_protocol(settings: ServeSettings) -> type[HttpToolsProtocol]:
+def guarded_protocol(
+    settings: ServeSettings, on_refusal: Callable[[int, float], None] | None = None
+) -> type[HttpToolsProtocol]:
     """The protocol class for uvicorn's `http=` setting, with these settings' limits."""
     return type(
         "GuardedProtocol",
         (GuardedProtocol,),
-        {"header_cap": settings.max_header_bytes, "read_timeout": settings.read_timeout},
+        {
+            "header_cap": settings.max_header_bytes,
+            "body_cap": settings.max_body_bytes * DISCARD_FACTOR,
+            "read_timeout": settings.read_timeout,
+            "on_refusal": staticmethod(on_refusal) if on_refusal else None,
+        },
     )

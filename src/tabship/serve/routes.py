@@ -53,9 +53,10 @@ class RouteTable:
         methods = self._by_path.get(path)
         if methods is None:
             raise NotFoundError(f"{path[:200]!r} is not a route of this server; see /docs")
-        route = methods.get(method)
+        # HEAD is GET without the body (RFC 9110 9.3.2), wherever GET is answered.
+        route = methods.get("GET" if method == "HEAD" else method)
         if route is None:
-            allowed = tuple(sorted(methods))
+            allowed = tuple(sorted({*methods, *(("HEAD",) if "GET" in methods else ())}))
             raise MethodNotAllowedError(
                 f"{method[:32]!r} is not allowed on {path}; use {' or '.join(allowed)}", allowed
             )
@@ -67,7 +68,7 @@ class RouteTable:
 
     def is_probe(self, method: str, path: str) -> bool:
         """Whether this request goes to a probe (never queued behind work)."""
-        route = self._by_path.get(path, {}).get(method)
+        route = self._by_path.get(path, {}).get("GET" if method == "HEAD" else method)
         return route is not None and route.probe
 
     @property

@@ -19,7 +19,7 @@ import uvicorn
 
 from tabship.config import ServeSettings
 from tabship.predictor import Predictor
-from tabship.serve.app import ServerState, create_app
+from tabship.serve.app import App, ServerState, create_app
 from tabship.serve.protocol import guarded_protocol
 
 
@@ -65,9 +65,9 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def _config(app: object, settings: ServeSettings) -> uvicorn.Config:
+def _config(app: App, settings: ServeSettings) -> uvicorn.Config:
     return uvicorn.Config(
-        app,  # type: ignore[arg-type]
+        app,
         host=settings.host,
         port=settings.port,
         access_log=False,  # the app writes its own JSON line per request
@@ -75,7 +75,7 @@ def _config(app: object, settings: ServeSettings) -> uvicorn.Config:
         timeout_graceful_shutdown=int(settings.graceful_timeout) or None,
         server_header=False,
         lifespan="on",
-        http=guarded_protocol(settings),
+        http=guarded_protocol(settings, app.refused),
         ws="none",
     )
 
