@@ -111,6 +111,9 @@ def test_onnx_images_carry_no_scikit_learn() -> None:
         "pip",
         "setuptools",
     } & set(onnx)
+    assert "lightgbm" not in serving_pins("onnx", "lightgbm_fine")
+    assert "lightgbm" in serving_pins("sklearn", "lightgbm_fine")
+    assert "xgboost-cpu" in serving_pins("sklearn", "xgboost")
     sklearn = serving_pins("sklearn")
     assert {"scikit-learn", "scipy", "pandas", "skops"} <= set(sklearn)
 

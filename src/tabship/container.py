@@ -35,6 +35,8 @@ SERVING_PACKAGES = (
     "prometheus-client",
 )
 SKLEARN_PACKAGES = ("scikit-learn", "skops", "pandas")
+# Candidate name prefix -> the package its fitted model unpickles from (see candidates.py).
+BOOSTER_PACKAGES = {"lightgbm": "lightgbm", "xgboost": "xgboost-cpu"}
 
 
 @dataclass(frozen=True)
@@ -78,9 +80,15 @@ def dependency_closure(top: tuple[str, ...]) -> dict[str, str]:
     return dict(sorted(pins.items()))
 
 
-def serving_pins(engine: str) -> dict[str, str]:
-    """Pinned packages for an image serving with `engine` (no scikit-learn when ONNX serves)."""
-    return dependency_closure(SERVING_PACKAGES + (SKLEARN_PACKAGES if engine == "sklearn" else ()))
+def serving_pins(engine: str, model: str = "") -> dict[str, str]:
+    """Pinned packages for an image serving with `engine` (no scikit-learn when ONNX serves).
+
+    A booster served by scikit-learn also needs its own library; under ONNX it needs none.
+    """
+    if engine != "sklearn":
+        return dependency_closure(SERVING_PACKAGES)
+    boosters = tuple(lib for prefix, lib in BOOSTER_PACKAGES.items() if model.startswith(prefix))
+    return dependency_closure(SERVING_PACKAGES + SKLEARN_PACKAGES + boosters)
 
 
 def render_requirements(pins: dict[str, str], hashes: dict[str, list[str]]) -> str:
@@ -258,7 +266,7 @@ def write_context(
     if context.exists() and any(context.iterdir()):
         raise OutputExistsError(f"{context} is not empty; give --context-dir a new or empty folder")
     context.mkdir(parents=True, exist_ok=True)
-    pins = serving_pins(artifact.card.engine)
+    pins = serving_pins(artifact.card.engine, artifact.card.model.name)
     wheelhouse = options.wheelhouse or default_wheelhouse
     hashes = fill_wheelhouse(pins, wheelhouse, options.python_version, runner)
     (context / "wheels").mkdir()
@@ -342,7 +350,7 @@ def write_sbom(model: Path, output: Path, wheelhouse: Path, runner: Runner) -> P
     installs, in a scratch virtual environment, and described by cyclonedx-py.
     """
     artifact = Artifact.open(model)
-    pins = serving_pins(artifact.card.engine)
+    pins = serving_pins(artifact.card.engine, artifact.card.model.name)
     hashes = fill_wheelhouse(pins, wheelhouse, ImageOptions(tag="sbom").python_version, runner)
     scratch = Path(tempfile.mkdtemp(prefix="tabship-sbom-"))
     try:

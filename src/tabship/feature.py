@@ -95,7 +95,12 @@ class Feature:
         if self.kind == "numeric":
             out |= {"integer": self.integer, "minimum": self.minimum, "maximum": self.maximum}
         elif self.kind == "date":
-            out |= {"day_first": self.day_first, "parts": list(self.inputs)}
+            out |= {
+                "day_first": self.day_first,
+                "parts": list(self.inputs),
+                "minimum": self.minimum,
+                "maximum": self.maximum,
+            }
         else:
             out["levels"] = list(self.levels)
         return out
@@ -180,12 +185,33 @@ class Feature:
             return self.read(None, strict)
         return self.read(cell, strict)
 
+    def date_text(self, seconds: float | None) -> str:
+        """A bound of this date feature as ISO text ('' when training recorded none)."""
+        if seconds is None:
+            return ""
+        stamp = np.datetime64(int(seconds), "s")
+        text = str(stamp.astype("datetime64[m]" if self.dtype == "datetime" else "datetime64[D]"))
+        return text
+
     def _date(self, value: object) -> tuple[np.datetime64, str | None, str | None]:
         if not isinstance(value, str):
             return _NAT, f"{NOT_A_DATE} {shown(value)}", None
         stamp = dates.parse([value], self.day_first)[0]
         if np.isnat(stamp):
             return _NAT, f"{NOT_A_DATE} {shown(value)}", None
+        seconds = stamp.astype(np.int64)
+        low = -math.inf if self.minimum is None else self.minimum
+        high = math.inf if self.maximum is None else self.maximum
+        if seconds < low or seconds > high:
+            return (
+                stamp,
+                None,
+                (
+                    f"{self.name}: {value[:40]} is outside the training range "
+                    f"{self.date_text(self.minimum)} to {self.date_text(self.maximum)}; "
+                    "the prediction is an extrapolation"
+                ),
+            )
         return stamp, None, None
 
     def _number(self, value: object) -> tuple[float, str | None, str | None]:

@@ -50,11 +50,15 @@ def _date_feature(name: str, column: pd.Series, parsed: np.ndarray) -> Feature |
     if len(np.unique(present)) == 1:
         return f"column {name!r} has the single date {present[0]} in every row; ignored"
     text: list[object] = [] if column.dtype.kind == "M" else list(column.dropna())
+    seconds = present.astype(np.int64)
     return Feature(
         name=name,
         kind="date",
         dtype="datetime" if dates.has_time(present) else "date",
         allow_missing=bool(len(present) < len(parsed)),
+        # The range seen, in seconds since 1970: the form's bounds and the range warning.
+        minimum=float(seconds.min()),
+        maximum=float(seconds.max()),
         day_first=dates.day_first(v for v in text if isinstance(v, str)),
     )
 

@@ -25,6 +25,14 @@ def feature_schema(feature: Feature, strict: bool = False) -> dict[str, Any]:
             f"Seen in training: {feature.minimum:g} to {feature.maximum:g}; values outside "
             "are accepted with a warning."
         )
+    elif feature.kind == "date":
+        out = {
+            "type": "string",
+            "format": "date-time" if feature.dtype == "datetime" else "date",
+            "description": f"ISO 8601. Seen in training: {feature.date_text(feature.minimum)} "
+            f"to {feature.date_text(feature.maximum)}; others are accepted with a warning.",
+            "example": feature.date_text(feature.maximum),
+        }
     elif strict:  # unseen values are refused: the levels are the contract
         out = {"type": "string", "enum": list(feature.known_levels)}
     else:
@@ -52,9 +60,19 @@ def example_record(schema: Schema) -> dict[str, Any]:
         if feature.kind == "numeric":
             middle = ((feature.minimum or 0.0) + (feature.maximum or 0.0)) / 2
             record[feature.name] = round(middle) if feature.integer else round(middle, 2)
+        elif feature.kind == "date":
+            record[feature.name] = _example_date(feature)
         else:
             record[feature.name] = feature.known_levels[0]
     return record
+
+
+def _example_date(feature: Feature) -> str:
+    """The middle of the training range, as the ISO text the API takes."""
+    if feature.minimum is None or feature.maximum is None:
+        return "2024-01-01T00:00:00" if feature.dtype == "datetime" else "2024-01-01"
+    middle = feature.date_text((feature.minimum + feature.maximum) / 2)
+    return middle + ":00" if feature.dtype == "datetime" else middle
 
 
 def record_schema(schema: Schema, strict: bool = False) -> dict[str, Any]:
@@ -97,6 +115,8 @@ def form_field(feature: Feature, strict: bool = False) -> dict[str, Any]:
     """JSON Schema of one form input's text."""
     if feature.kind == "numeric":
         return {"type": "string", "pattern": _WHOLE_TEXT if feature.integer else _DECIMAL_TEXT}
+    if feature.kind == "date":
+        return {"type": "string", "format": "date-time" if feature.dtype == "datetime" else "date"}
     if strict:
         return {"type": "string", "enum": list(feature.known_levels)}
     return {"type": "string", "pattern": r"\S"}

@@ -42,6 +42,8 @@ class Field:
     minimum: str = ""
     maximum: str = ""
     step: str = "any"
+    # The HTML input type of a date field: date, or datetime-local when times were seen.
+    input_type: str = ""
     options: list[str] = field(default_factory=list)
     required: bool = True
     hint: str = ""
@@ -79,6 +81,11 @@ def fields_for(
                 _number_text(feature.maximum),
             )
             item.step = "1" if feature.integer else "any"
+            item.hint = f"seen in training: {item.minimum} to {item.maximum}"
+        elif feature.kind == "date":
+            item.minimum = feature.date_text(feature.minimum)
+            item.maximum = feature.date_text(feature.maximum)
+            item.input_type = "datetime-local" if feature.dtype == "datetime" else "date"
             item.hint = f"seen in training: {item.minimum} to {item.maximum}"
         else:
             item.options = list(feature.known_levels)
