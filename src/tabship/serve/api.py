@@ -7,6 +7,7 @@ raised as TabshipError and mapped to answers by the one mapper.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -45,37 +46,45 @@ class JsonApi:
         self.pool = pool
         self.info = model_info(predictor)
 
-    async def predict(self, request: Request, records: Any) -> Prediction:
-        """Predict inline when small; big batches run in a thread, bounded by the timeout."""
+    async def predict_one(self, request: Request) -> Answer:
+        """The tutorial's route: one record in, the bare prediction out."""
+        return await self._run(request, self._one)
+
+    async def predict_many(self, request: Request) -> Answer:
+        """{"instances": [...]} in; predictions, warnings and the model out."""
+        return await self._run(request, self._many)
+
+    async def _run(self, request: Request, work: Callable[[Request], Answer]) -> Answer:
+        """Answer small bodies inline; parse and predict big ones in a thread, within the timeout.
+
+        Parsing a big batch's JSON takes as long as predicting it: both leave the event loop,
+        which keeps answering others (probes, the 503s of a full server). At the timeout the
+        client gets 504 and the thread finishes on its own, its result dropped.
+        """
         if len(request.body) <= INLINE_MAX_BYTES:
-            prediction = self.predictor.predict(records)
-        else:
-            # The loop stays free to answer others; at the timeout the client gets 504 and the
-            # thread finishes on its own, its result dropped.
-            work = asyncio.get_running_loop().run_in_executor(
-                self.pool, self.predictor.predict, records
-            )
-            try:
-                prediction = await asyncio.wait_for(work, timeout=self.settings.request_timeout)
-            except TimeoutError:
-                limit = self.settings.request_timeout
-                raise RequestTimeoutError(
-                    f"request: took longer than the {limit:g} s request timeout; send smaller batches"
-                ) from None
+            return work(request)
+        future = asyncio.get_running_loop().run_in_executor(self.pool, work, request)
+        try:
+            return await asyncio.wait_for(future, timeout=self.settings.request_timeout)
+        except TimeoutError:
+            limit = self.settings.request_timeout
+            raise RequestTimeoutError(
+                f"request: took longer than the {limit:g} s request timeout; send smaller batches"
+            ) from None
+
+    def _predict(self, request: Request, records: Any) -> Prediction:
+        prediction = self.predictor.predict(records)
         request.rows = len(records)
         self.metrics.count_prediction(len(records), prediction.unseen)
         return prediction
 
-    async def predict_one(self, request: Request) -> Answer:
-        """The tutorial's route: one record in, the bare prediction out."""
+    def _one(self, request: Request) -> Answer:
         record = contract.read_json(request.content_type, request.body)
         if not isinstance(record, dict):
             raise MalformedBodyError("body: must be one JSON object of field: value")
-        prediction = await self.predict(request, [record])
-        return json_answer(prediction.values[0])
+        return json_answer(self._predict(request, [record]).values[0])
 
-    async def predict_many(self, request: Request) -> Answer:
-        """{"instances": [...]} in; predictions, warnings and the model out."""
+    def _many(self, request: Request) -> Answer:
         payload = contract.read_json(request.content_type, request.body)
         if not isinstance(payload, dict) or "instances" not in payload:
             raise MalformedBodyError('body: must be an object {"instances": [record, ...]}')
@@ -87,7 +96,7 @@ class JsonApi:
             raise BodyTooLargeError(
                 f"instances: {len(instances)} records is over the batch limit of {self.settings.max_batch}"
             )
-        prediction = await self.predict(request, instances)
+        prediction = self._predict(request, instances)
         answer: dict[str, Any] = {
             "predictions": prediction.values,
             "warnings": prediction.warnings,
