@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -80,3 +81,12 @@ def start_server(
         time.sleep(0.05)
     server.stop(signal.SIGKILL)
     raise RuntimeError("server did not become ready")
+
+
+def serving(
+    model: Path, workdir: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """A server for a fixture to `yield from`: started, handed over, then stopped cleanly."""
+    running = start_server(model, workdir, *args, env=env)
+    yield running
+    assert running.stop() == 0

@@ -85,7 +85,16 @@ def test_a_file_with_dates_is_predicted_like_the_api(
     rows = pd.DataFrame({"day": ["2021-03-05", "2021-09-05"], "shop": ["north", "south"]})
     rows.to_csv(tmp_path / "rows.csv", index=False)
     predictor = Predictor.load(dated_model.artifact.directory)
-    predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.csv")
+    summary = predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.csv")
+    assert summary.warnings == []
+    late = rows.assign(day=["2031-03-05", "2021-09-05"])
+    late.to_csv(tmp_path / "late.csv", index=False)
+    warned = predict_file(predictor, tmp_path / "late.csv", tmp_path / "late-out.csv")
+    # The same range rule as the API, summed per column for a file.
+    assert warned.warnings == [
+        "day: 1 rows outside the training range 2021-01-01 to 2022-02-04; "
+        "their predictions are extrapolations"
+    ]
     scored = pd.read_csv(tmp_path / "out.csv")
     api = predictor.predict(rows.to_dict(orient="records")).values
     assert np.allclose(scored["predicted_sales"], api, rtol=1e-6)

@@ -128,11 +128,23 @@ class Feature:
         )
         return f"{shown(value)} is not one of the {len(known)} values seen in training (e.g. {examples})"
 
-    def range_warning(self, number: float) -> str:
-        """The warning for a number outside what training saw."""
+    @property
+    def range_text(self) -> str:
+        """The range training saw, as people read it: '18 to 64', '2021-01-01 to 2022-02-04'."""
+        shown_bound = self.date_text if self.kind == "date" else _fmt
+        return f"{shown_bound(self.minimum)} to {shown_bound(self.maximum)}"
+
+    def outside(self, value: float) -> bool:
+        """Whether a number (for dates: seconds since 1970) lies outside the training range."""
+        low = -math.inf if self.minimum is None else self.minimum
+        high = math.inf if self.maximum is None else self.maximum
+        return bool(value < low or value > high)
+
+    def range_warning(self, shown_value: str) -> str:
+        """The one warning for a value outside what training saw, on every path."""
         return (
-            f"{self.name}: {_fmt(number)} is outside the training range "
-            f"{_fmt(self.minimum)} to {_fmt(self.maximum)}; the prediction is an extrapolation"
+            f"{self.name}: {shown_value} is outside the training range {self.range_text}; "
+            "the prediction is an extrapolation"
         )
 
     def read(self, value: object, strict: bool = False) -> tuple[Any, str | None, str | None]:
@@ -199,19 +211,8 @@ class Feature:
         stamp = dates.parse([value], self.day_first)[0]
         if np.isnat(stamp):
             return _NAT, f"{NOT_A_DATE} {shown(value)}", None
-        seconds = stamp.astype(np.int64)
-        low = -math.inf if self.minimum is None else self.minimum
-        high = math.inf if self.maximum is None else self.maximum
-        if seconds < low or seconds > high:
-            return (
-                stamp,
-                None,
-                (
-                    f"{self.name}: {value[:40]} is outside the training range "
-                    f"{self.date_text(self.minimum)} to {self.date_text(self.maximum)}; "
-                    "the prediction is an extrapolation"
-                ),
-            )
+        if self.outside(float(stamp.astype(np.int64))):
+            return stamp, None, self.range_warning(value[:40])
         return stamp, None, None
 
     def _number(self, value: object) -> tuple[float, str | None, str | None]:
@@ -231,10 +232,8 @@ class Feature:
         number = float(value)  # type: ignore[arg-type]
         if self.integer and not number.is_integer():
             return number, f"must be a whole number, got {shown(value)}", None
-        low = -math.inf if self.minimum is None else self.minimum
-        high = math.inf if self.maximum is None else self.maximum
-        if number < low or number > high:
-            return number, None, self.range_warning(number)
+        if self.outside(number):
+            return number, None, self.range_warning(_fmt(number))
         return number, None, None
 
 

@@ -23,7 +23,6 @@ from tabship.feature import (
     UNSEEN_LEVEL,
     Feature,
     Kind,
-    _fmt,
     shown,
 )
 
@@ -228,7 +227,7 @@ class Schema:
             if feature.kind == "numeric":
                 column, refused = _numeric_column(feature, raw, empty, warnings)
             elif feature.kind == "date":
-                column, refused = _date_column(feature, raw, empty)
+                column, refused = _date_column(feature, raw, empty, warnings)
             else:
                 column, unknown = _categorical_column(feature, raw, empty)
                 refused = unknown if strict_categories else np.zeros(len(raw), dtype=bool)
@@ -261,19 +260,27 @@ def _numeric_column(
         refused = (~empty & np.isnan(numbers)) | (np.abs(numbers) > FLOAT32_MAX)
         if feature.integer:
             refused |= np.isfinite(numbers) & (numbers != np.round(numbers))
-        low = -np.inf if feature.minimum is None else feature.minimum
-        high = np.inf if feature.maximum is None else feature.maximum
-        outside = int((~refused & ((numbers < low) | (numbers > high))).sum())
-    if outside:
-        warnings.append(
-            f"{feature.name}: {outside} rows outside the training range "
-            f"{_fmt(feature.minimum)} to {_fmt(feature.maximum)}; their predictions are extrapolations"
-        )
+    _warn_outside(feature, numbers, ~refused & ~np.isnan(numbers), warnings)
     return numbers, refused
 
 
+def _warn_outside(
+    feature: Feature, values: np.ndarray, usable: np.ndarray, warnings: list[str]
+) -> None:
+    """One warning per column for the rows outside the training range (numbers or dates)."""
+    low = -np.inf if feature.minimum is None else feature.minimum
+    high = np.inf if feature.maximum is None else feature.maximum
+    with np.errstate(invalid="ignore"):
+        outside = int((usable & ((values < low) | (values > high))).sum())
+    if outside:
+        warnings.append(
+            f"{feature.name}: {outside} rows outside the training range {feature.range_text}; "
+            "their predictions are extrapolations"
+        )
+
+
 def _date_column(
-    feature: Feature, raw: pd.Series, empty: np.ndarray
+    feature: Feature, raw: pd.Series, empty: np.ndarray, warnings: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The column as datetime64[s] and the mask of cells that are not dates."""
     if raw.dtype.kind == "M":
@@ -282,7 +289,9 @@ def _date_column(
         stamps = raw.to_numpy(dtype="datetime64[s]")
     else:
         stamps = dates.parse(raw.to_numpy(dtype=object), feature.day_first)
-    return stamps, ~empty & np.isnat(stamps)
+    known = ~np.isnat(stamps)
+    _warn_outside(feature, stamps.astype(np.int64).astype(np.float64), known, warnings)
+    return stamps, ~empty & ~known
 
 
 def _categorical_column(

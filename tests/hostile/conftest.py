@@ -6,14 +6,14 @@ import pytest
 
 from tabship.workflow import TrainedModel
 
-from ..servers import Server, start_server
+from ..servers import Server, serving
 
 
 @pytest.fixture(scope="module")
 def server(
     insurance_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    running = start_server(
+    yield from serving(
         insurance_model.artifact.directory,
         tmp_path_factory.mktemp("hostile"),
         "--max-concurrency",
@@ -21,5 +21,3 @@ def server(
         # Strict: an unseen category is one more bad value to refuse with a 422.
         env={"TABSHIP_STRICT_CATEGORIES": "1"},
     )
-    yield running
-    assert running.stop() == 0

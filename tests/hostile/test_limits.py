@@ -18,7 +18,7 @@ import requests
 
 from tabship.workflow import TrainedModel
 
-from ..servers import Server, start_server
+from ..servers import Server, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.hostile]
 
@@ -30,7 +30,7 @@ READ_TIMEOUT = 1.5
 def server(
     insurance_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    running = start_server(
+    yield from serving(
         insurance_model.artifact.directory,
         tmp_path_factory.mktemp("limits"),
         "--max-concurrency",
@@ -41,8 +41,6 @@ def server(
             "TABSHIP_ALLOWED_HOSTS": "127.0.0.1,localhost,[::1]",
         },
     )
-    yield running
-    assert running.stop() == 0
 
 
 def connect(server: Server) -> socket.socket:

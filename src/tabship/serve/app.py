@@ -14,7 +14,7 @@ from tabship.config import ServeSettings
 from tabship.predictor import Predictor
 from tabship.serve import contract
 from tabship.serve.api import JsonApi
-from tabship.serve.form import FormPage, readable
+from tabship.serve.form import FormPage, page_title
 from tabship.serve.http import Receive, Scope, Send
 from tabship.serve.layers import Accounting, Dispatch, Limits, ServerState
 from tabship.serve.openapi import render_openapi
@@ -88,7 +88,7 @@ def create_app(
     state = state or ServerState()
     metrics = Metrics()
     card = predictor.card
-    title = f"tabship: {card.target_label or readable(card.target)}"
+    title = f"tabship: {page_title(card)}"
 
     def openapi(table: RouteTable) -> dict[str, object]:
         return render_openapi(

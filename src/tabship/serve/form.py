@@ -6,28 +6,27 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from jinja2 import Environment, PackageLoader, select_autoescape
-
+from tabship.card import ModelCard
 from tabship.errors import MalformedBodyError, MediaTypeError, Problem, RecordError
 from tabship.predictor import Prediction, Predictor
 from tabship.schema import Feature
 from tabship.serve.contract import media_type
 from tabship.serve.http import Answer, Request, html_answer
+from tabship.serve.pages import render
 from tabship.serve.prometheus import Metrics
 
 MEDIA_TYPE = "application/x-www-form-urlencoded"
-_environment = Environment(
-    loader=PackageLoader("tabship.serve", "templates"),
-    autoescape=select_autoescape(default=True, default_for_string=True),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 
 
 def readable(name: str) -> str:
     """A column name as a person reads it: 'bmi' -> 'Bmi', 'num_children' -> 'Num children'."""
     text = name.replace("_", " ").replace("-", " ").strip()
     return text[:1].upper() + text[1:] if text else name
+
+
+def page_title(card: ModelCard) -> str:
+    """What the pages call the prediction: the label given at training, else the column."""
+    return card.target_label or readable(card.target)
 
 
 @dataclass
@@ -170,9 +169,9 @@ def render_page(
     result = None
     if prediction is not None:
         result = _describe(predictor, prediction)
-    template = _environment.get_template("index.html")
-    return template.render(
-        title=card.target_label or readable(card.target),
+    return render(
+        "index.html",
+        title=page_title(card),
         fields=fields,
         result=result,
         warnings=prediction.warnings if prediction else [],
@@ -186,7 +185,7 @@ def render_page(
 
 def _describe(predictor: Predictor, prediction: Prediction) -> dict[str, Any]:
     card = predictor.card
-    label = card.target_label or readable(card.target)
+    label = page_title(card)
     value = prediction.values[0]
     if predictor.task == "regression":
         return {"label": label, "value": f"{value:,.2f}", "unit": card.unit, "probabilities": []}

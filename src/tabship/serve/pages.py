@@ -24,10 +24,20 @@ if TYPE_CHECKING:
     from tabship.serve.routes import RouteTable
 
 _SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+# The one template environment of the server's pages: every value autoescaped for HTML.
 _environment = Environment(
     loader=PackageLoader("tabship.serve", "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
 )
+
+
+def render(template: str, **values: Any) -> str:
+    """A page from the server's templates."""
+    return _environment.get_template(template).render(**values)
+
+
 STATIC_CACHE = (("cache-control", "public, max-age=3600"),)
 
 
@@ -68,7 +78,7 @@ class Docs:
 
     async def page(self, request: Request) -> Answer:
         """Swagger UI over /openapi.json."""
-        html = _environment.get_template("docs.html").render(title=self.title, version=__version__)
+        html = render("docs.html", title=self.title, version=__version__)
         return html_answer(html)
 
 
