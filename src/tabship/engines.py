@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from typing import Any, Protocol
@@ -40,7 +42,7 @@ def checked_output(
             f"the {engine} engine answered {len(values)} predictions for {rows} rows; the model is broken"
         )
     checked = values if proba is None else proba
-    if checked.dtype.kind == "f" and not np.isfinite(checked).all():
+    if checked.dtype.kind == "f" and not _all_finite(checked):
         rows_bad = np.flatnonzero(~np.isfinite(checked).reshape(rows, -1).all(axis=1))
         # Finite inputs the model cannot compute (a linear model times 1e38 overflows): the
         # values are the cause, so the client hears about its rows, not a server error.
@@ -56,6 +58,13 @@ def checked_output(
             ]
         )
     return values, proba
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """Whether every value is finite; one row (the common request) skips numpy's reduction."""
+    if array.size == 1:
+        return math.isfinite(array.item())
+    return bool(np.isfinite(array).all())
 
 
 def onnx_feeds(
@@ -95,6 +104,16 @@ class OnnxEngine:
             raise ArtifactError(f"{where}: ONNX Runtime cannot load the model: {exc}") from None
         self._schema = schema
         self._input_names = [node.name for node in self._session.get_inputs()]
+        self._output_names = [node.name for node in self._session.get_outputs()]
+        # The binding under InferenceSession.run: the wrapper re-checks, on every call, input
+        # names that onnx_feeds builds from the graph itself at load, which costs a small
+        # request as much as a tenth of the model. Older or other builds fall back to run().
+        binding = getattr(self._session, "_sess", None)
+        self._run_graph: Callable[[dict[str, np.ndarray]], list[Any]] = (
+            (lambda feeds: binding.run(self._output_names, feeds, None))
+            if binding is not None and hasattr(binding, "run")
+            else (lambda feeds: self._session.run(self._output_names, feeds))
+        )
         if len(self._input_names) != len(schema.inputs):
             raise ArtifactError(
                 f"{where}: the graph takes {len(self._input_names)} inputs, the schema lists "
@@ -114,16 +133,14 @@ class OnnxEngine:
 
     def _run(self, feeds: dict[str, np.ndarray], rows: int) -> tuple[np.ndarray, np.ndarray | None]:
         if self._threads == 1 or rows < PARALLEL_MIN_ROWS:
-            return self._shape(self._session.run(None, feeds))
+            return self._shape(self._run_graph(feeds))
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="tabship-onnx")
         bounds = np.linspace(0, rows, self._threads + 1, dtype=np.int64)
         # ONNX Runtime releases the GIL while it runs, so the chunks really run in parallel.
         parts = list(
             self._pool.map(
-                lambda span: self._session.run(
-                    None, {k: v[span[0] : span[1]] for k, v in feeds.items()}
-                ),
+                lambda span: self._run_graph({k: v[span[0] : span[1]] for k, v in feeds.items()}),
                 pairwise(bounds),
             )
         )

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -16,15 +15,14 @@ from tabship.errors import ArtifactError
 from tabship.schema import Batch, Schema
 
 
-@dataclass(frozen=True)
-class Prediction:
+class Prediction(NamedTuple):
     """Predictions for a list of records, in order, with the validation warnings."""
 
     values: list[Any]
-    probabilities: list[dict[str, float]] | None = None
-    warnings: list[str] = field(default_factory=list)
+    probabilities: list[dict[str, float]] | None
+    warnings: list[str]
     # Rows per feature whose category was not seen in training (predicted as unknown).
-    unseen: dict[str, int] = field(default_factory=dict)
+    unseen: dict[str, int]
 
 
 class Predictor:

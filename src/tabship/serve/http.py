@@ -67,9 +67,13 @@ class Answer(NamedTuple):
     headers: tuple[tuple[str, str], ...] = ()
 
 
+# Made once: json.dumps with options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def dump_json(payload: Any) -> bytes:
     """JSON bytes with NaN and Infinity refused: strict parsers reject them."""
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(payload).encode()
 
 
 def json_answer(payload: Any, status: int = 200) -> Answer:
