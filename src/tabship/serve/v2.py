@@ -54,7 +54,7 @@ class V2Api:
         self.name = model_name(predictor, settings)
         # The model's digest names the one version served: a new model is a new version.
         self.version = predictor.card.sha256[:12]
-        self.reader = TensorReader(predictor.schema, settings.max_batch)
+        self.reader = TensorReader(predictor.schema, settings.max_batch, self.name, self.version)
         self.classes = list(predictor.classes)
         self.output_types = {"predict": "FP64" if predictor.task == "regression" else "BYTES"}
         if predictor.task == "classification":

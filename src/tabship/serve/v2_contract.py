@@ -65,13 +65,15 @@ def input_schema(schema: Schema, max_batch: int) -> dict[str, Any]:
     }
 
 
-def request_schema(schema: Schema, max_batch: int) -> dict[str, Any]:
+def request_schema(schema: Schema, max_batch: int, name: str, version: str) -> dict[str, Any]:
     """$inference_request for this model (MLServer's pandas-codec layout)."""
     return {
         "title": "InferenceRequest",
         "type": "object",
         "properties": {
             "id": {"type": "string"},
+            "model_name": {"type": "string", "enum": [name]},
+            "model_version": {"type": "string", "enum": [version]},
             "parameters": _PARAMETERS,
             "inputs": {
                 "type": "array",
@@ -143,7 +145,7 @@ def v2_routes(v2: V2Api, schema: Schema, max_batch: int) -> list[Route]:
     name = {"name": {"type": "string", "enum": [v2.name]}}
     version = {**name, "version": {"type": "string", "enum": [v2.version]}}
     infer_body = {
-        "application/json": request_schema(schema, max_batch),
+        "application/json": request_schema(schema, max_batch, v2.name, v2.version),
         "application/octet-stream": {"type": "string", "format": "binary"},
     }
     ready = {

@@ -20,7 +20,8 @@ from tabship.serve import binary_tensors
 INTEGERS = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 FLOATS = frozenset({"FP16", "FP32", "FP64"})
 NUMBERS = INTEGERS | FLOATS
-REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
+# The protocol's fields, and the model's name and version as the kserve SDK also sends them.
+REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs", "model_name", "model_version"})
 INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 
 
@@ -67,7 +68,8 @@ def _listed(names: list[str]) -> str:
 class TensorReader:
     """Reads V2 inference requests for one schema."""
 
-    def __init__(self, schema: Schema, max_batch: int) -> None:
+    def __init__(self, schema: Schema, max_batch: int, name: str, version: str) -> None:
+        self.names = {"model_name": name, "model_version": version}
         self.schema = schema
         self.max_batch = max_batch
         self.features = {feature.name: feature for feature in schema.features}
@@ -83,6 +85,12 @@ class TensorReader:
                 f"{extra[0]}: is not a field of an inference request "
                 "(id, parameters, inputs, outputs)"
             )
+        for key, served in self.names.items():
+            given = payload.get(key)
+            if given is not None and given != served:
+                raise MalformedBodyError(
+                    f"{key}: {str(given)[:60]!r} is not {served!r}, the model served here"
+                )
         request_id = payload.get("id")
         if request_id is not None and not isinstance(request_id, str):
             raise MalformedBodyError("id: must be a string")
@@ -224,7 +232,8 @@ def _check_json(name: str, datatype: str, values: list[Any]) -> None:
         elif datatype == "BOOL":
             fits = kind is bool
         elif datatype in INTEGERS:
-            fits = kind is int
+            # JSON has one number type: clients may write a whole number as 40.0.
+            fits = kind is int or (kind is float and value.is_integer())
         else:
             fits = kind is int or kind is float
         if not fits:
