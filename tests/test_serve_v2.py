@@ -267,6 +267,15 @@ def test_binary_tensor_codec_round_trips_and_checks_sizes() -> None:
         (lambda b: b.update(outputs=[{"name": "proba"}]), 400, "'proba' is not an output"),
         (lambda b: b.update(extra=1), 400, "extra: is not a field of an inference request"),
         (lambda b: b.update(id=5), 400, "id: must be a string"),
+        (lambda b: b.update(parameters="x"), 400, "parameters: must be a JSON object"),
+        (lambda b: b["inputs"][0].update(parameters=[1]), 400, "inputs.age.parameters: must be"),
+        (
+            lambda b: b.update(outputs=[{"name": "predict", "parameters": 5}]),
+            400,
+            "must be an object",
+        ),
+        (lambda b: b.update(outputs=[3]), 400, "outputs[0]: must be an object with a name"),
+        (lambda b: b.update(model_name="other"), 400, "model_name: 'other' is not"),
         (
             lambda b: [t.update(shape=[1001], data=t["data"] * 0) for t in b["inputs"]],
             413,

@@ -100,9 +100,10 @@ class Accounting:
         except Exception as exc:  # the last net: count it, log it, answer 500 if still possible
             sys.stderr.write(f"internal error: {''.join(traceback.format_exception(exc))}")
             if status == 0:
-                await send_answer(
-                    recorded, error_answer(InternalError("internal error")), close=True
+                internal = error_answer(
+                    InternalError("internal error"), self.table.style(scope["path"])
                 )
+                await send_answer(recorded, internal, close=True)
             status = status or 500
         finally:
             if counted:

@@ -120,7 +120,8 @@ class TensorReader:
             feature = self._feature(name, columns)
             count = self._rows(tensor, name, rows)
             rows = count
-            size = (tensor.get("parameters") or {}).get("binary_data_size")
+            parameters = _object(tensor.get("parameters") or {}, f"inputs.{name}.parameters")
+            size = parameters.get("binary_data_size")
             if size is not None:
                 raw, offset = binary_tensors.take(binary, offset, size, name)
                 values = binary_tensors.decode(name, tensor["datatype"], count, raw)
@@ -156,7 +157,7 @@ class TensorReader:
         """The tensor's row count from its shape and datatype, checked against the others."""
         datatype = tensor.get("datatype")
         feature = self.features[name]
-        if datatype not in accepted(feature):
+        if not isinstance(datatype, str) or datatype not in accepted(feature):
             allowed = (
                 "FP64, FP32, INT64, INT32 or another number type"
                 if feature.kind == "numeric"
