@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from tabship.serve.app import Context
 
 Handler = Callable[[Request], Awaitable[Answer]]
+# Templated paths remembered once matched (a server answers a few model paths).
+MAX_REMEMBERED_PATHS = 256
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class RouteTable:
         # Templated paths by segment count: a handful, tried only when no exact path matches.
         self._templates: dict[int, list[tuple[tuple[str, ...], str]]] = {}
         self._styles: dict[str, str] = {}
+        self._matched: dict[str, tuple[str, dict[str, str]]] = {}
         for route in self.routes:
             methods = self._by_path.setdefault(route.path, {})
             if route.method in methods:
@@ -62,9 +65,21 @@ class RouteTable:
                 self._styles[segments[1]] = route.style
 
     def _lookup(self, path: str) -> tuple[str, dict[str, str]] | None:
-        """The table path that answers `path`, and the values of its `{param}` segments."""
+        """The table path that answers `path`, and the values of its `{param}` segments.
+
+        A templated path is matched once, then remembered: the layers ask three times per
+        request. The memory is bounded, so clients inventing paths cannot grow it.
+        """
         if path in self._by_path:
             return path, {}
+        found = self._matched.get(path)
+        if found is None:
+            found = self._match_template(path)
+            if found is not None and len(self._matched) < MAX_REMEMBERED_PATHS:
+                self._matched[path] = found
+        return found
+
+    def _match_template(self, path: str) -> tuple[str, dict[str, str]] | None:
         segments = path.split("/")
         for template, template_path in self._templates.get(len(segments), ()):
             params: dict[str, str] = {}

@@ -8,7 +8,6 @@ shapes, datatypes and sizes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +54,7 @@ def accepted(feature: Feature) -> frozenset[str]:
 
 
 def _object(value: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
+    if type(value) is not dict:
         raise MalformedBodyError(f"{where}: must be a JSON object")
     return value
 
@@ -73,6 +72,8 @@ class TensorReader:
         self.schema = schema
         self.max_batch = max_batch
         self.features = {feature.name: feature for feature in schema.features}
+        # Looked up per input on every request: computed once.
+        self.accepted = {feature.name: accepted(feature) for feature in schema.features}
 
     def read(self, header: bytes, binary: memoryview) -> Columns:
         """Decode the JSON header and its binary part into records, or raise a 400 naming the input."""
@@ -112,16 +113,19 @@ class TensorReader:
         columns: dict[str, list[Any]] = {}
         rows: int | None = None
         offset = 0
-        for index, item in enumerate(inputs):
-            tensor = _object(item, f"inputs[{index}]")
+        for index, tensor in enumerate(inputs):
+            if type(tensor) is not dict:
+                raise MalformedBodyError(f"inputs[{index}]: must be a JSON object")
             name = tensor.get("name")
-            if not isinstance(name, str):
+            if type(name) is not str:
                 raise MalformedBodyError(f"inputs[{index}].name: must be a string")
             feature = self._feature(name, columns)
             count = self._rows(tensor, name, rows)
             rows = count
-            parameters = _object(tensor.get("parameters") or {}, f"inputs.{name}.parameters")
-            size = parameters.get("binary_data_size")
+            parameters = tensor.get("parameters")
+            size = None
+            if parameters:
+                size = _object(parameters, f"inputs.{name}.parameters").get("binary_data_size")
             if size is not None:
                 raw, offset = binary_tensors.take(binary, offset, size, name)
                 values = binary_tensors.decode(name, tensor["datatype"], count, raw)
@@ -156,8 +160,8 @@ class TensorReader:
     def _rows(self, tensor: Mapping[str, Any], name: str, rows: int | None) -> int:
         """The tensor's row count from its shape and datatype, checked against the others."""
         datatype = tensor.get("datatype")
-        feature = self.features[name]
-        if not isinstance(datatype, str) or datatype not in accepted(feature):
+        if type(datatype) is not str or datatype not in self.accepted[name]:
+            feature = self.features[name]
             allowed = (
                 "FP64, FP32, INT64, INT32 or another number type"
                 if feature.kind == "numeric"
@@ -168,7 +172,9 @@ class TensorReader:
                 f"{feature.kind} input; send {allowed}"
             )
         shape = tensor.get("shape")
-        if (
+        if type(shape) is list and len(shape) == 1 and type(shape[0]) is int and shape[0] >= 0:
+            count: int = shape[0]  # the common case, checked without a generator
+        elif (
             not isinstance(shape, list)
             or not 1 <= len(shape) <= 2
             or any(type(dim) is not int or dim < 0 for dim in shape)
@@ -177,7 +183,8 @@ class TensorReader:
             raise MalformedBodyError(
                 f"inputs.{name}.shape: {str(shape)[:60]} is not [N] or [N, 1] (one row per element)"
             )
-        count: int = shape[0]
+        else:
+            count = shape[0]
         if count == 0:
             raise MalformedBodyError(f"inputs.{name}.shape: has no rows; send at least one")
         if count > self.max_batch:
@@ -194,32 +201,52 @@ class TensorReader:
     def _inline(self, tensor: Mapping[str, Any], name: str, count: int) -> list[Any]:
         """A tensor's JSON data, flattened (row-major, nested or not), of `count` elements."""
         data = tensor.get("data")
-        if not isinstance(data, list):
+        if type(data) is not list:
             raise MalformedBodyError(
                 f"inputs.{name}.data: must be a list (or give parameters.binary_data_size)"
             )
-        flat: list[Any] = []
-        pending = [iter(data)]
-        while pending:
-            for value in pending[-1]:
-                if isinstance(value, list):
-                    pending.append(iter(value))
-                    break
-                flat.append(value)
-                if len(flat) > count:
+        datatype = tensor["datatype"]
+        fits = _JSON_TYPES.get(datatype, _NUMBER_TYPES)
+        if len(data) == count:  # flat data of the JSON types the datatype takes: one pass
+            for value in data:
+                if type(value) not in fits:
                     break
             else:
-                pending.pop()
-                continue
-            if len(flat) > count:
-                break
+                return data
+        flat = _flatten(data, count)
         if len(flat) != count:
             shown = f"more than {count}" if len(flat) > count else str(len(flat))
             raise MalformedBodyError(
                 f"inputs.{name}.data: {shown} elements, but the shape holds {count}"
             )
-        _check_json(name, tensor["datatype"], flat)
+        _check_json(name, datatype, flat)
         return flat
+
+
+_NONE = type(None)
+_NUMBER_TYPES = frozenset({int, float, _NONE})
+_JSON_TYPES = {
+    "BYTES": frozenset({str, _NONE}),
+    "BOOL": frozenset({bool, _NONE}),
+    **{datatype: frozenset({int, _NONE}) for datatype in INTEGERS},
+}
+
+
+def _flatten(data: list[Any], count: int) -> list[Any]:
+    """Nested lists in row-major order, flat; stops once past `count` elements."""
+    flat: list[Any] = []
+    pending = [iter(data)]
+    while pending:
+        for value in pending[-1]:
+            if isinstance(value, list):
+                pending.append(iter(value))
+                break
+            flat.append(value)
+            if len(flat) > count:
+                return flat
+        else:
+            pending.pop()
+    return flat
 
 
 def _check_json(name: str, datatype: str, values: list[Any]) -> None:
@@ -246,7 +273,8 @@ def _check_json(name: str, datatype: str, values: list[Any]) -> None:
 def _convert(feature: Feature, datatype: str, values: list[Any]) -> list[Any]:
     """Values as the record path takes them: NaN is missing, flags of a number are 0 or 1."""
     if datatype in FLOATS:
-        return [None if value is not None and math.isnan(value) else value for value in values]
+        # NaN is the one value not equal to itself.
+        return [None if value != value else value for value in values]
     if datatype == "BOOL" and feature.kind == "numeric":
         return [None if value is None else int(value) for value in values]
     return values
