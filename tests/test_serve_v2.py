@@ -349,3 +349,58 @@ def test_openapi_documents_v2_with_path_parameters(app: App, name: str) -> None:
     assert set(infer["requestBody"]["content"]) == {"application/json", "application/octet-stream"}
     error = infer["responses"]["400"]["content"]["application/json"]["schema"]
     assert error["required"] == ["error"]
+
+
+@pytest.fixture(scope="module")
+def flags(tmp_path_factory: pytest.TempPathFactory) -> App:
+    """A model with a true/false column, announced and taken as BOOL."""
+    from tabship.train import TrainOptions
+    from tabship.workflow import train_model
+
+    from .conftest import make_tiny_table
+
+    folder = tmp_path_factory.mktemp("flags")
+    table = make_tiny_table()
+    table["smoker"] = table["smoker"] == "yes"
+    table.to_csv(folder / "flags.csv", index=False)
+    options = TrainOptions(target="charges", folds=3, models=["decision_tree"])
+    model = train_model(str(folder / "flags.csv"), options, folder / "flags")
+    served = create_app(Predictor.load(model.artifact.directory))
+    served.state.ready = True
+    return served
+
+
+def test_a_flag_is_bool_in_json_and_binary(flags: App) -> None:
+    name = flags.context.v2.name
+    inputs = request(flags, "GET", f"/v2/models/{name}").json()["inputs"]
+    assert {"name": "smoker", "datatype": "BOOL", "shape": [-1]} in inputs
+    rows = {**ROWS, "smoker": [True, False]}
+    v1 = request(flags, "POST", "/v1/predict", json={"instances": records(rows)}).json()
+    as_json = request(
+        flags,
+        "POST",
+        f"/v2/models/{name}/infer",
+        json={"inputs": tensors(rows, {**TYPES, "smoker": "BOOL"})},
+    ).json()
+    assert as_json["outputs"][0]["data"] == v1["predictions"]
+    as_text = tensors({**rows, "smoker": ["True", "False"]})
+    answer = request(flags, "POST", f"/v2/models/{name}/infer", json={"inputs": as_text})
+    assert answer.json()["outputs"][0]["data"] == v1["predictions"]
+    flag = triton.InferInput("smoker", [2], "BOOL")
+    flag.set_data_from_numpy(np.array([True, False]), binary_data=True)
+    others = [triton.InferInput(k, [2], TYPES[k]) for k in ROWS if k != "smoker"]
+    for tensor, key in zip(others, [k for k in ROWS if k != "smoker"], strict=True):
+        array = np.array(ROWS[key], dtype=object if TYPES[key] == "BYTES" else None)
+        tensor.set_data_from_numpy(
+            array.astype(np.int64) if TYPES[key] == "INT64" else array, binary_data=False
+        )
+    wanted = [triton.InferRequestedOutput("predict", binary_data=False)]
+    body, size = _get_inference_request([*others, flag], "", wanted, 0, False, False, 0, None, None)
+    binary = request(
+        flags,
+        "POST",
+        f"/v2/models/{name}/infer",
+        content=body,
+        headers={"Inference-Header-Content-Length": str(size)},
+    )
+    assert binary.json()["outputs"][0]["data"] == v1["predictions"]
