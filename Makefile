@@ -10,7 +10,7 @@ export TABSHIP_DATA_HOME ?= $(abspath ../shared/datasets)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps demo test check lint format typecheck bench bench-training soak sbom image-size clean
+.PHONY: help install system-deps kserve-client demo test check lint format typecheck bench bench-training soak sbom image-size clean
 
 help:
 	@echo "make demo   - install into .venv, get the insurance data, train, serve on http://localhost:8080"
@@ -49,10 +49,24 @@ system-deps:
 	  [ $$attempt -lt 3 ] || exit 1; \
 	done
 
+# The kserve SDK pins pandas < 3: its client runs from its own environment in the V2 tests.
+KSERVE_VENV := .venv-kserve
+KSERVE_STAMP := $(KSERVE_VENV)/.installed
+$(KSERVE_STAMP): tests/clients/kserve-requirements.txt
+	test -x $(KSERVE_VENV)/bin/python || $(PYTHON) -m venv $(KSERVE_VENV)
+	for attempt in 1 2 3; do \
+	  $(KSERVE_VENV)/bin/python -m pip install --quiet --retries 5 -r tests/clients/kserve-requirements.txt && break; \
+	  echo "install attempt $$attempt failed; retrying" >&2; sleep 5; \
+	  [ $$attempt -lt 3 ] || exit 1; \
+	done
+	touch $(KSERVE_STAMP)
+
+kserve-client: $(KSERVE_STAMP)
+
 demo: install
 	$(BIN)/tabship demo
 
-test: install system-deps
+test: install system-deps kserve-client
 	$(BIN)/python -m pytest
 
 format: install
@@ -76,6 +90,7 @@ bench: install
 	done
 	$(BIN)/python bench/predict_latency.py
 	$(BIN)/python bench/serve_load.py
+	$(BIN)/python bench/v2_load.py
 
 # PyCaret runs in its own environment (.bench/pycaret): it pins an older scikit-learn.
 bench-training: install
@@ -92,4 +107,4 @@ image-size: install system-deps
 	$(BIN)/python bench/image_size.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(KSERVE_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -81,7 +81,9 @@ def start(kind: str, port: int) -> subprocess.Popen[bytes]:
     )
 
 
-def wrk(port: int, connections: int, seconds: int) -> dict[str, float]:
+def wrk(
+    port: int, connections: int, seconds: int, script: Path = BENCH / "post.lua"
+) -> dict[str, float]:
     out = subprocess.run(
         [
             "taskset",
@@ -93,7 +95,7 @@ def wrk(port: int, connections: int, seconds: int) -> dict[str, float]:
             f"-d{seconds}s",
             "--latency",
             "-s",
-            str(BENCH / "post.lua"),
+            str(script),
             f"http://127.0.0.1:{port}",
         ],
         capture_output=True,

@@ -87,6 +87,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
 
 
 @pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """A quick classifier on the tiny table: smoker (no/yes) from the other columns."""
+    folder = tmp_path_factory.mktemp("smokers")
+    make_tiny_table().to_csv(folder / "tiny.csv", index=False)
+    options = TrainOptions(target="smoker", folds=3, models=["logistic", "decision_tree"])
+    return train_model(str(folder / "tiny.csv"), options, folder / "smokers")
+
+
+@pytest.fixture(scope="session")
 def cancer_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scikit-learn's bundled breast-cancer data as a CSV with a text label."""
     from sklearn.datasets import load_breast_cancer

@@ -53,6 +53,9 @@ def test_hardening_items(dockerfile: str, tiny_model: TrainedModel) -> None:
         and "TABSHIP_HOST=0.0.0.0" in runtime
         and "EXPOSE 8080" in runtime
     )
+    # The Open Inference Protocol's model name stays the folder's (/v2/models/NAME).
+    name = tiny_model.artifact.directory.name
+    assert f"    TABSHIP_MODEL_NAME={name}\n" in runtime
     assert "pip" not in runtime.lower()
     assert "RUN " not in runtime  # nothing is built or installed in the final stage
     assert f'io.tabship.model.sha256="{tiny_model.artifact.sha256}"' in runtime

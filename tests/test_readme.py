@@ -74,7 +74,9 @@ DOCUMENTED_FLAGS = {
         "--read-timeout",
         "--max-header-bytes",
         "--engine",
+        "--model-name",
     ],
+    ("manifests",): ["--kserve"],
     ("build",): ["--builder"],
     ("deploy", "gke"): ["--builder"],
 }

@@ -89,6 +89,8 @@ class ServeSettings:
     strict_categories: bool = False
     # Host header values answered; empty means any (a pod behind a load balancer sees many).
     allowed_hosts: tuple[str, ...] = ()
+    # The model's name in the Open Inference Protocol's paths; None: the model folder's name.
+    model_name: str | None = None
 
     @classmethod
     def resolve(
@@ -120,6 +122,7 @@ class ServeSettings:
             engine=env.get("TABSHIP_ENGINE") or None,
             strict_categories=_flag(env, "TABSHIP_STRICT_CATEGORIES", defaults.strict_categories),
             allowed_hosts=_names(env, "TABSHIP_ALLOWED_HOSTS"),
+            model_name=env.get("TABSHIP_MODEL_NAME") or None,
         )
         given: dict[str, Any] = {
             key: value for key, value in (flags or {}).items() if value is not None

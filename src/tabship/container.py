@@ -170,6 +170,14 @@ def render_dockerfile(artifact: Artifact, options: ImageOptions) -> str:
             f"--base-image {options.base_image!r} is not an image reference such as python:3.11-slim"
         )
     label_lines = _label_lines(artifact, options)
+    # The image serves the folder as /opt/app/model: keep the Open Inference Protocol's model
+    # name the folder's own (a name of other characters leaves the default, "model").
+    folder = artifact.directory.resolve().name
+    model_name = (
+        f" \\\n    TABSHIP_MODEL_NAME={folder}"
+        if re.fullmatch(r"[A-Za-z0-9._-]{1,100}", folder)
+        else ""
+    )
     health = (
         "import os, urllib.request; "
         "urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('TABSHIP_PORT', '8080') + '/healthz', timeout=2)"
@@ -201,7 +209,7 @@ ENV PATH=/opt/venv/bin:$PATH \\
     PYTHONDONTWRITEBYTECODE=1 \\
     PYTHONUNBUFFERED=1 \\
     TABSHIP_HOST=0.0.0.0 \\
-    TABSHIP_PORT={PORT}
+    TABSHIP_PORT={PORT}{model_name}
 USER {RUNTIME_UID}:{RUNTIME_UID}
 WORKDIR /tmp
 EXPOSE {PORT}

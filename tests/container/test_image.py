@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from tabship.predictor import Predictor
@@ -273,3 +274,43 @@ def test_hostile_labels_read_back_exactly_from_a_real_build(tmp_path: Path) -> N
     assert labels["org.opencontainers.image.title"] == f"tabship model ridge ({HOSTILE_TARGET})"
     assert labels["org.opencontainers.image.description"] == f"predicts {label}"
     assert labels["io.tabship.model.sha256"] == model.artifact.sha256
+
+
+def test_runs_as_the_kserve_runtime_says_and_speaks_v2(
+    image: str, insurance_model: TrainedModel
+) -> None:
+    """The image with the environment the KServe ServingRuntime gives it: probes, then V2."""
+    import tritonclient.http as triton
+
+    from tabship.deploy.kserve import render_kserve
+    from tabship.deploy.manifests import ManifestOptions
+
+    objects = render_kserve(insurance_model.artifact, ManifestOptions(image=image))
+    container = next(o for o in objects if o["kind"] == "ServingRuntime")["spec"]["containers"][0]
+    port = free_port()
+    env = {item["name"]: item["value"] for item in container["env"]} | {"TABSHIP_PORT": str(port)}
+    name = run_container(image, port, env=env)
+    try:
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            path = container[probe]["httpGet"]["path"]
+            assert httpx.get(f"http://127.0.0.1:{port}{path}").status_code == 200, probe
+        client = triton.InferenceServerClient(url=f"127.0.0.1:{port}")
+        try:
+            model = env["TABSHIP_MODEL_NAME"]
+            assert client.is_server_ready() and client.is_model_ready(model)
+            inputs = []
+            for tensor in client.get_model_metadata(model)["inputs"]:
+                value = PATIENT[tensor["name"]]
+                dtype = {"BYTES": object, "INT64": "int64", "FP64": "float64"}[tensor["datatype"]]
+                data = triton.InferInput(tensor["name"], [1], tensor["datatype"])
+                data.set_data_from_numpy(np.array([value], dtype=dtype))
+                inputs.append(data)
+            result = client.infer(model, inputs).as_numpy("predict")
+        finally:
+            client.close()
+        expected = Predictor.load(insurance_model.artifact.directory).predict([PATIENT]).values[0]
+        assert result.tolist() == [pytest.approx(expected, rel=1e-9)]
+        logs = podman("logs", name).stdout.splitlines()
+        assert any('"route": "/v2/models/{name}/infer", "status": 200' in line for line in logs)
+    finally:
+        podman("rm", "--force", name, check=False)

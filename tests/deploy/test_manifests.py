@@ -306,7 +306,8 @@ BAD: dict[str, Callable[[list[dict[str, Any]]], None]] = {
 
 
 def test_every_rule_has_a_bad_fixture() -> None:
-    assert set(BAD) == set(RULES)
+    # The KServe rules have theirs in test_kserve.py.
+    assert set(BAD) == {rule for rule in RULES if not rule.startswith("kserve-")}
 
 
 @pytest.mark.parametrize("rule", sorted(BAD))

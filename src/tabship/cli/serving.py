@@ -143,8 +143,15 @@ def serve(
             "[TABSHIP_ALLOWED_HOSTS, default: any]."
         ),
     ] = None,
+    model_name: Annotated[
+        str | None,
+        typer.Option(
+            help="The model's name in the Open Inference Protocol's /v2/models/NAME paths "
+            "[TABSHIP_MODEL_NAME, default: the model folder's name]."
+        ),
+    ] = None,
 ) -> None:
-    """Serve the web form and the JSON API for a model folder."""
+    """Serve the web form, the JSON API and the Open Inference Protocol (/v2) for a model folder."""
     from tabship.config import ServeSettings
     from tabship.serve.server import serve as run_server
 
@@ -165,6 +172,7 @@ def serve(
             "engine": engine,
             "strict_categories": strict_categories,
             "allowed_hosts": tuple(h.lower() for h in hosts) if hosts else None,
+            "model_name": model_name,
         }
     )
     display = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host  # noqa: S104 - shown, not bound

@@ -104,6 +104,14 @@ def manifests(
     cpu: Annotated[str, typer.Option(help="CPU request per pod.")] = "250m",
     memory: Annotated[str, typer.Option(help="Memory request and limit per pod.")] = "512Mi",
     force: Annotated[bool, typer.Option(help="Replace files already in the folder.")] = False,
+    kserve: Annotated[
+        bool,
+        typer.Option(
+            "--kserve",
+            help="A KServe InferenceService (v1beta1, protocolVersion v2) and its ServingRuntime "
+            "instead of a Deployment and Service.",
+        ),
+    ] = False,
 ) -> None:
     """Write a kustomize folder (kubectl apply -k DIR) that passes the policy checker."""
     from tabship.artifact import Artifact
@@ -115,7 +123,7 @@ def manifests(
         namespace=namespace,
         **_manifest_extra(min_replicas, max_replicas, cpu_target, cpu, memory),
     )
-    written = write_manifests(Artifact.open(model), options, output, force=force)
+    written = write_manifests(Artifact.open(model), options, output, force=force, kserve=kserve)
     typer.echo(
         f"wrote {len(written)} files to {output}; policy: 0 findings. Apply with: kubectl apply -k {output}"
     )

@@ -21,6 +21,8 @@ FILES = {
     "HorizontalPodAutoscaler": "hpa.yaml",
     "PodDisruptionBudget": "pdb.yaml",
     "NetworkPolicy": "networkpolicy.yaml",
+    "ServingRuntime": "servingruntime.yaml",
+    "InferenceService": "inferenceservice.yaml",
 }
 
 
@@ -313,10 +315,20 @@ def write_folder(
 
 
 def write_manifests(
-    artifact: Artifact, options: ManifestOptions, directory: Path, force: bool = False
+    artifact: Artifact,
+    options: ManifestOptions,
+    directory: Path,
+    force: bool = False,
+    kserve: bool = False,
 ) -> list[Path]:
-    """Render the objects, refuse them if they break the policy, write the kustomize folder."""
-    objects = render_manifests(artifact, options)
+    """Render the objects (KServe's with `kserve`), refuse them if they break the policy, write
+    the kustomize folder."""
+    if kserve:
+        from tabship.deploy.kserve import render_kserve
+
+        objects = render_kserve(artifact, options)
+    else:
+        objects = render_manifests(artifact, options)
     findings = check_objects(objects)
     if findings:
         raise ConfigError(

@@ -42,7 +42,15 @@ RULES: dict[str, str] = {
     "non-isolated-pod": "a NetworkPolicy must select the pods",
     "termination-grace-period": "(tabship) preStop + drain + in-flight time must fit the grace period",
     "dangling-service": "a Service must select the pods of a Deployment",
+    "kserve-protocol-v2": "(tabship) an InferenceService's model speaks protocolVersion v2",
+    "kserve-runtime": "(tabship) the model's runtime is a ServingRuntime here that supports its format and v2",
+    "kserve-raw-deployment": "(tabship) RawDeployment mode: Knative would drop the startup probe and preStop",
 }
+# Container fields an InferenceService's model may set over its runtime's container.
+_MODEL_CONTAINER_KEYS = (
+    "image", "env", "resources", "securityContext", "startupProbe", "readinessProbe",
+    "livenessProbe", "lifecycle", "volumeMounts", "ports", "args", "command",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -163,6 +171,89 @@ def _pod_rules(pod: dict[str, Any]) -> Iterator[tuple[str, str]]:
         yield "default-service-account", "serviceAccountName is empty or default"
 
 
+def _pod_container_rules(
+    pod: dict[str, Any], c: dict[str, Any], where: str
+) -> Iterator[tuple[str, str, str]]:
+    """A container's rules, and whether its shutdown fits the pod's grace period."""
+    for rule, message in _container_rules(pod, c):
+        yield rule, message, f"{where}.containers[{c.get('name')}]"
+    pre_stop = (((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get(
+        "seconds", 0
+    )
+    needed = (
+        pre_stop
+        + _env_seconds(c, "TABSHIP_DRAIN_DELAY")
+        + _env_seconds(c, "TABSHIP_GRACEFUL_TIMEOUT")
+    )
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    if needed >= grace:
+        yield (
+            "termination-grace-period",
+            f"preStop {pre_stop}s + drain + in-flight = {needed:g}s does not fit terminationGracePeriodSeconds {grace}",
+            where,
+        )
+
+
+def _named(objects: list[dict[str, Any]], kind: str, name: object) -> dict[str, Any] | None:
+    for obj in objects:
+        if obj.get("kind") == kind and (obj.get("metadata") or {}).get("name") == name:
+            return obj
+    return None
+
+
+def _runtime_rules(
+    model: dict[str, Any], runtime: dict[str, Any] | None, where: str
+) -> Iterator[tuple[str, str, str]]:
+    name = model.get("runtime")
+    if runtime is None:
+        yield "kserve-runtime", f"runtime {name!r} is not a ServingRuntime in these objects", where
+        return
+    spec = runtime.get("spec") or {}
+    if "v2" not in (spec.get("protocolVersions") or []):
+        yield "kserve-runtime", f"ServingRuntime {name!r} does not list protocolVersions v2", where
+    wanted = (model.get("modelFormat") or {}).get("name")
+    formats = [f.get("name") for f in spec.get("supportedModelFormats") or []]
+    if wanted not in formats:
+        yield (
+            "kserve-runtime",
+            f"ServingRuntime {name!r} supports {formats}, not the model's format {wanted!r}",
+            where,
+        )
+
+
+def _inference_service_rules(
+    service: dict[str, Any], objects: list[dict[str, Any]]
+) -> Iterator[tuple[str, str, str]]:
+    """The predictor's pod and its runtime's containers as the model's fields override them."""
+    meta = service.get("metadata") or {}
+    base = f"InferenceService/{meta.get('name')}.spec.predictor"
+    predictor = (service.get("spec") or {}).get("predictor") or {}
+    model = predictor.get("model") or {}
+    if (meta.get("annotations") or {}).get("serving.kserve.io/deploymentMode") != "RawDeployment":
+        yield (
+            "kserve-raw-deployment",
+            "the serving.kserve.io/deploymentMode annotation is not RawDeployment",
+            base,
+        )
+    for rule, message in _pod_rules(predictor):
+        yield rule, message, base
+    if model.get("protocolVersion") != "v2":
+        yield (
+            "kserve-protocol-v2",
+            f"model.protocolVersion is {model.get('protocolVersion')!r}",
+            f"{base}.model",
+        )
+    runtime = _named(objects, "ServingRuntime", model.get("runtime"))
+    yield from _runtime_rules(model, runtime, f"{base}.model.runtime")
+    overrides = {key: model[key] for key in _MODEL_CONTAINER_KEYS if key in model}
+    runtime_containers = ((runtime or {}).get("spec") or {}).get("containers") or []
+    for c in [
+        *({**c, **overrides} for c in runtime_containers),
+        *(predictor.get("containers") or []),
+    ]:
+        yield from _pod_container_rules(predictor, c, base)
+
+
 def _deployment_rules(
     deployment: dict[str, Any], objects: list[dict[str, Any]]
 ) -> Iterator[tuple[str, str, str]]:
@@ -175,23 +266,8 @@ def _deployment_rules(
     for rule, message in _pod_rules(pod):
         yield rule, message, f"{base}.spec.template.spec"
     for c in pod.get("containers") or []:
-        for rule, message in _container_rules(pod, c):
-            yield rule, message, f"{base}.spec.template.spec.containers[{c.get('name')}]"
-        pre_stop = (((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get(
-            "seconds", 0
-        )
-        needed = (
-            pre_stop
-            + _env_seconds(c, "TABSHIP_DRAIN_DELAY")
-            + _env_seconds(c, "TABSHIP_GRACEFUL_TIMEOUT")
-        )
-        grace = pod.get("terminationGracePeriodSeconds", 30)
-        if needed >= grace:
-            yield (
-                "termination-grace-period",
-                f"preStop {pre_stop}s + drain + in-flight = {needed:g}s does not fit terminationGracePeriodSeconds {grace}",
-                f"{base}.spec.template.spec",
-            )
+        where = f"{base}.spec.template.spec"
+        yield from _pod_container_rules(pod, c, where)
     strategy = spec.get("strategy") or {}
     if (
         strategy.get("type") != "RollingUpdate"
@@ -236,6 +312,11 @@ def check_objects(objects: list[dict[str, Any]]) -> list[Finding]:
     findings = []
     pod_labels = []
     for obj in objects:
+        if obj.get("kind") == "InferenceService":
+            findings += [
+                Finding(rule, message, path)
+                for rule, message, path in _inference_service_rules(obj, objects)
+            ]
         if obj.get("kind") == "Deployment":
             findings += [
                 Finding(rule, message, path)

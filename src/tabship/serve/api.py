@@ -54,6 +54,14 @@ class JsonApi:
         """{"instances": [...]} in; predictions, warnings and the model out."""
         return await self._run(request, self._many)
 
+    async def answer(self, request: Request, work: Callable[[Request], Answer]) -> Answer:
+        """Run another protocol's parse-predict-answer `work` the way this API runs its own."""
+        return await self._run(request, work)
+
+    def predict_records(self, request: Request, records: Any) -> Prediction:
+        """Predict records for another protocol (V2) through this API's prediction path."""
+        return self._predict(request, records)
+
     async def _run(self, request: Request, work: Callable[[Request], Answer]) -> Answer:
         """Answer small bodies inline; parse and predict big ones in a thread, within the timeout.
 

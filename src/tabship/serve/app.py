@@ -22,6 +22,7 @@ from tabship.serve.pages import Docs, ReportPage
 from tabship.serve.probes import Probes
 from tabship.serve.prometheus import Metrics
 from tabship.serve.routes import RouteTable, build_routes
+from tabship.serve.v2 import V2Api
 
 __all__ = ["App", "ServerState", "create_app"]
 
@@ -39,6 +40,7 @@ class Context:
     probes: Probes
     docs: Docs
     report: ReportPage | None
+    v2: V2Api
 
 
 class App:
@@ -99,16 +101,18 @@ def create_app(
         )
 
     report = ReportPage(predictor.artifact) if REPORT_FILE in card.files else None
+    api = JsonApi(predictor, settings, metrics, ThreadPoolExecutor(2, "tabship-batch"))
     context = Context(
         predictor=predictor,
         settings=settings,
         state=state,
         metrics=metrics,
-        api=JsonApi(predictor, settings, metrics, ThreadPoolExecutor(2, "tabship-batch")),
+        api=api,
         form=FormPage(predictor, metrics, report is not None),
         probes=Probes(state, metrics),
         docs=Docs(title, openapi),
         report=report,
+        v2=V2Api(predictor, settings, state, api),
     )
     table = build_routes(context)
     context.docs.table = table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from tabship.errors import (
@@ -32,6 +32,9 @@ PAGE_POLICY = (
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
 # Set in a request's scope state by the protocol when its body is late.
 READ_LATE = "tabship.read_late"
+# Error body styles: tabship's {detail, message}, or the Open Inference Protocol's {error}.
+TABSHIP_ERRORS = "tabship"
+V2_ERRORS = "v2"
 
 
 @dataclass(slots=True)
@@ -44,6 +47,8 @@ class Request:
     body: bytes = b""
     # Set by handlers for the log line: how many rows this request predicted.
     rows: int = 0
+    # The values of the route's `{param}` path segments.
+    params: dict[str, str] = field(default_factory=dict)
 
     def header(self, name: bytes) -> str | None:
         """A header's value as text (latin-1, as HTTP defines it), or None."""
@@ -96,8 +101,23 @@ def _location(field: str, row: int | None) -> list[str | int]:
     return ["body", "instances", row, field] if row is not None else ["body", field]
 
 
-def error_payload(exc: TabshipError) -> tuple[int, dict[str, Any]]:
-    """The one place that maps tabship errors to an HTTP status and body {detail, message}."""
+def error_payload(exc: TabshipError, style: str = TABSHIP_ERRORS) -> tuple[int, dict[str, Any]]:
+    """The one place that maps tabship errors to an HTTP status and body.
+
+    tabship's routes answer {detail, message}. The Open Inference Protocol's answer
+    {"error": message} with 400 for invalid input (tabship's 422); the bad fields, when known,
+    go in an extra key.
+    """
+    status, payload = _tabship_payload(exc)
+    if style != V2_ERRORS:
+        return status, payload
+    out: dict[str, Any] = {"error": payload["message"]}
+    if isinstance(exc, RecordError):
+        out["detail"] = [{"input": p.field, "row": p.row, "msg": p.message} for p in exc.problems]
+    return (400 if status == 422 else status), out
+
+
+def _tabship_payload(exc: TabshipError) -> tuple[int, dict[str, Any]]:
     if isinstance(exc, RecordError):
         detail = [
             {
@@ -117,9 +137,9 @@ def error_payload(exc: TabshipError) -> tuple[int, dict[str, Any]]:
     return exc.status, {"detail": str(exc), "message": str(exc)}
 
 
-def error_answer(exc: TabshipError) -> Answer:
-    """The answer for an error, with the headers its status calls for."""
-    status, payload = error_payload(exc)
+def error_answer(exc: TabshipError, style: str = TABSHIP_ERRORS) -> Answer:
+    """The answer for an error, in the route's style, with the headers its status calls for."""
+    status, payload = error_payload(exc, style)
     headers: tuple[tuple[str, str], ...] = (("content-security-policy", API_POLICY),)
     if isinstance(exc, BusyError):
         headers += (("retry-after", "1"),)

@@ -100,9 +100,10 @@ class Accounting:
         except Exception as exc:  # the last net: count it, log it, answer 500 if still possible
             sys.stderr.write(f"internal error: {''.join(traceback.format_exception(exc))}")
             if status == 0:
-                await send_answer(
-                    recorded, error_answer(InternalError("internal error")), close=True
+                internal = error_answer(
+                    InternalError("internal error"), self.table.style(scope["path"])
                 )
+                await send_answer(recorded, internal, close=True)
             status = status or 500
         finally:
             if counted:
@@ -157,10 +158,11 @@ class Limits:
         except _TooLarge as exc:
             if exc.unread:
                 await self._discard(scope, receive)
-            await send_answer(send, error_answer(exc.error), close=True)
+            style = self.table.style(scope["path"])
+            await send_answer(send, error_answer(exc.error, style), close=True)
             return
         except TabshipError as exc:
-            await send_answer(send, error_answer(exc), close=True)
+            await send_answer(send, error_answer(exc, self.table.style(scope["path"])), close=True)
             return
         replay = _replay(body, receive)
         if probe:
@@ -168,7 +170,8 @@ class Limits:
             return
         if self.state.in_flight >= self.settings.max_concurrency:
             self.metrics.rejected.inc()
-            await send_answer(send, error_answer(BusyError("server busy; retry shortly")))
+            busy = BusyError("server busy; retry shortly")
+            await send_answer(send, error_answer(busy, self.table.style(scope["path"])))
             return
         self.state.in_flight += 1
         try:
@@ -289,10 +292,10 @@ class Dispatch:
             body=message.get("body", b""),
         )
         try:
-            route = self.table.find(request.method, request.path)
+            route, request.params = self.table.match(request.method, request.path)
             answer = await route.handler(request)
         except TabshipError as exc:
-            answer = error_answer(exc)
+            answer = error_answer(exc, self.table.style(request.path))
             if answer.status >= 500 and not isinstance(exc, RequestError):
                 sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}\n")
         scope.setdefault("state", {})["rows"] = request.rows

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from tabship import __version__
+from tabship.serve.http import V2_ERRORS
 from tabship.serve.routes import Route, RouteTable
 
 _REASONS = {
@@ -25,6 +26,12 @@ _ERROR = {
     "properties": {"detail": {}, "message": {"type": "string"}},
     "required": ["detail", "message"],
 }
+# The Open Inference Protocol's error: {"error": message}, bad inputs listed in "detail".
+_V2_ERROR = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "detail": {"type": "array"}},
+    "required": ["error"],
+}
 
 
 def _error(route: Route, status: int) -> dict[str, Any]:
@@ -34,7 +41,8 @@ def _error(route: Route, status: int) -> dict[str, Any]:
     elif route.media == "text/html" and status == 422:  # the form again, with the problems
         content = {route.media: {"schema": {"type": "string"}}}
     else:
-        content = {"application/json": {"schema": _ERROR}}
+        shape = _V2_ERROR if route.style == V2_ERRORS else _ERROR
+        content = {"application/json": {"schema": shape}}
     return {"description": _REASONS.get(status, "Error"), "content": content}
 
 
@@ -52,6 +60,11 @@ def _operation(summary: str, route: Route) -> dict[str, Any]:
             },
         },
     }
+    if route.path_params:
+        operation["parameters"] = [
+            {"name": name, "in": "path", "required": True, "schema": schema}
+            for name, schema in route.path_params.items()
+        ]
     if route.body:
         operation["requestBody"] = {
             "required": True,

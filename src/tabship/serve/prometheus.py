@@ -94,7 +94,7 @@ class Metrics:
                 self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
-        if status in (413, 415, 422):
+        if status in (400, 413, 415, 422):
             self.validation_errors.labels(str(status)).inc()
 
     def render(self) -> bytes:

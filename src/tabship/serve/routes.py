@@ -1,7 +1,8 @@
 """The one route table: (method, path) -> handler, read by dispatch, metrics and OpenAPI.
 
 Adding a route is one entry in `build_routes` plus its handler; the layers, the metric
-labels and /openapi.json follow from the table.
+labels and /openapi.json follow from the table. A path may hold `{param}` segments (the Open
+Inference Protocol's model names); the template, never the client's path, is the label.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tabship.errors import MethodNotAllowedError, NotFoundError
-from tabship.serve.http import Answer, Request
+from tabship.serve.http import TABSHIP_ERRORS, Answer, Request
 
 if TYPE_CHECKING:
     from tabship.serve.app import Context
 
 Handler = Callable[[Request], Awaitable[Answer]]
+# Templated paths remembered once matched (a server answers a few model paths).
+MAX_REMEMBERED_PATHS = 256
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,10 @@ class Route:
     answer: dict[str, Any] = field(default_factory=dict)
     media: str = "application/json"
     errors: tuple[int, ...] = ()
+    # The error body shape the route's protocol expects (serve/http.py error_payload).
+    style: str = TABSHIP_ERRORS
+    # OpenAPI: the JSON Schema of each `{param}` segment of the path.
+    path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class RouteTable:
@@ -42,34 +49,91 @@ class RouteTable:
     def __init__(self, routes: Iterable[Route]) -> None:
         self.routes = tuple(routes)
         self._by_path: dict[str, dict[str, Route]] = {}
+        # Templated paths by segment count: a handful, tried only when no exact path matches.
+        self._templates: dict[int, list[tuple[tuple[str, ...], str]]] = {}
+        self._styles: dict[str, str] = {}
+        self._matched: dict[str, tuple[str, dict[str, str]]] = {}
         for route in self.routes:
             methods = self._by_path.setdefault(route.path, {})
             if route.method in methods:
                 raise ValueError(f"route {route.method} {route.path} is declared twice")
             methods[route.method] = route
+            segments = tuple(route.path.split("/"))
+            if "{" in route.path and len(methods) == 1:
+                self._templates.setdefault(len(segments), []).append((segments, route.path))
+            if route.style != TABSHIP_ERRORS:
+                self._styles[segments[1]] = route.style
 
-    def find(self, method: str, path: str) -> Route:
-        """The route for a request, or the 404/405 error that answers it."""
-        methods = self._by_path.get(path)
-        if methods is None:
+    def _lookup(self, path: str) -> tuple[str, dict[str, str]] | None:
+        """The table path that answers `path`, and the values of its `{param}` segments.
+
+        A templated path is matched once, then remembered: the layers ask three times per
+        request. The memory is bounded, so clients inventing paths cannot grow it.
+        """
+        if path in self._by_path:
+            return path, {}
+        found = self._matched.get(path)
+        if found is None:
+            found = self._match_template(path)
+            if found is not None and len(self._matched) < MAX_REMEMBERED_PATHS:
+                self._matched[path] = found
+        return found
+
+    def _match_template(self, path: str) -> tuple[str, dict[str, str]] | None:
+        segments = path.split("/")
+        for template, template_path in self._templates.get(len(segments), ()):
+            params: dict[str, str] = {}
+            for want, got in zip(template, segments, strict=True):
+                if want.startswith("{"):
+                    if not got:
+                        break
+                    params[want[1:-1]] = got
+                elif want != got:
+                    break
+            else:
+                return template_path, params
+        return None
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        """The route for a request with its path parameters, or the 404/405 error that answers it."""
+        found = self._lookup(path)
+        if found is None:
             raise NotFoundError(f"{path[:200]!r} is not a route of this server; see /docs")
+        template, params = found
+        methods = self._by_path[template]
         # HEAD is GET without the body (RFC 9110 9.3.2), wherever GET is answered.
         route = methods.get("GET" if method == "HEAD" else method)
         if route is None:
             allowed = tuple(sorted({*methods, *(("HEAD",) if "GET" in methods else ())}))
             raise MethodNotAllowedError(
-                f"{method[:32]!r} is not allowed on {path}; use {' or '.join(allowed)}", allowed
+                f"{method[:32]!r} is not allowed on {path[:200]}; use {' or '.join(allowed)}",
+                allowed,
             )
-        return route
+        return route, params
+
+    def find(self, method: str, path: str) -> Route:
+        """The route for a request, or the 404/405 error that answers it."""
+        return self.match(method, path)[0]
 
     def label(self, path: str) -> str:
-        """The metric and log label of a path: the route's own, or 'other' for unknown paths."""
-        return path if path in self._by_path else "other"
+        """The metric and log label of a path: its route's path or template, else 'other'."""
+        if path in self._by_path:
+            return path
+        found = self._lookup(path)
+        return "other" if found is None else found[0]
 
     def is_probe(self, method: str, path: str) -> bool:
         """Whether this request goes to a probe (never queued behind work)."""
-        route = self._by_path.get(path, {}).get("GET" if method == "HEAD" else method)
+        found = self._by_path.get(path)
+        if found is None:
+            lookup = self._lookup(path)
+            found = {} if lookup is None else self._by_path[lookup[0]]
+        route = found.get("GET" if method == "HEAD" else method)
         return route is not None and route.probe
+
+    def style(self, path: str) -> str:
+        """The error style for a path: its protocol's, also for paths under it that do not exist."""
+        return self._styles.get(path.split("/", 2)[1] if path.count("/") else "", TABSHIP_ERRORS)
 
     @property
     def paths(self) -> list[str]:
@@ -81,6 +145,7 @@ def build_routes(context: Context) -> RouteTable:
     """Every route the server answers, with its handler."""
     from tabship.serve import contract, pages
     from tabship.serve.form import MEDIA_TYPE as FORM
+    from tabship.serve.v2_contract import v2_routes
 
     api, form, probes, docs = context.api, context.form, context.probes, context.docs
     schema, max_batch = context.predictor.schema, context.settings.max_batch
@@ -171,6 +236,7 @@ def build_routes(context: Context) -> RouteTable:
             Route("GET", path, handler, "A static file used by the pages", media=media)
             for path, handler, media in pages.static_routes()
         ),
+        *v2_routes(context.v2, schema, max_batch),
     ]
     if context.report is not None:
         routes.append(

@@ -1,0 +1,220 @@
+"""The Open Inference Protocol (KServe/Triton "V2" REST): health, metadata and infer.
+
+A protocol module in the sense of the serving core: it translates V2 tensors to the records
+the JSON API predicts and back, through the JSON API's own prediction path, so the same
+validation, limits, metrics and log line apply. Errors are TabshipError, answered in the
+protocol's {"error": ...} shape by the one error mapper (the routes' `style`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from tabship import __version__
+from tabship.errors import ConfigError, MalformedBodyError, MediaTypeError, NotFoundError
+from tabship.predictor import Prediction
+from tabship.serve import binary_tensors
+from tabship.serve.contract import media_type
+from tabship.serve.http import API_POLICY, JSON, Answer, Request, dump_json, json_answer
+from tabship.serve.v2_tensors import Columns, TensorReader, datatype_of
+
+if TYPE_CHECKING:
+    from tabship.config import ServeSettings
+    from tabship.predictor import Predictor
+    from tabship.serve.api import JsonApi
+    from tabship.serve.layers import ServerState
+
+EXTENSIONS = ["binary_tensor_data"]
+BINARY = "application/octet-stream"
+# What an infer body may be declared as: JSON, Triton's binary form, or nothing (its client).
+BODY_TYPES = frozenset({"", JSON, BINARY})
+
+
+def model_name(predictor: Predictor, settings: ServeSettings) -> str:
+    """The model's name in /v2/models/NAME: --model-name, else the model folder's name."""
+    name = settings.model_name or predictor.artifact.directory.resolve().name
+    if not name or "/" in name or not name.isprintable() or name != name.strip():
+        raise ConfigError(
+            f"model name {name[:60]!r} cannot be a path segment; pass --model-name with "
+            "letters, digits, '-', '_' or '.'"
+        )
+    return name
+
+
+class V2Api:
+    """The V2 handlers for one model."""
+
+    def __init__(
+        self, predictor: Predictor, settings: ServeSettings, state: ServerState, api: JsonApi
+    ) -> None:
+        self.predictor = predictor
+        self.state = state
+        self.api = api
+        self.name = model_name(predictor, settings)
+        # The model's digest names the one version served: a new model is a new version.
+        self.version = predictor.card.sha256[:12]
+        self.reader = TensorReader(predictor.schema, settings.max_batch, self.name, self.version)
+        self.classes = list(predictor.classes)
+        self.output_types = {"predict": "FP64" if predictor.task == "regression" else "BYTES"}
+        if predictor.task == "classification":
+            self.output_types["predict_proba"] = "FP64"
+        self.metadata = json_answer(self._metadata())
+        self.server_metadata = json_answer(
+            {"name": "tabship", "version": __version__, "extensions": EXTENSIONS}
+        )
+
+    def _metadata(self) -> dict[str, Any]:
+        outputs = [{"name": "predict", "datatype": self.output_types["predict"], "shape": [-1]}]
+        if "predict_proba" in self.output_types:
+            outputs.append(
+                {"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(self.classes)]}
+            )
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": f"tabship_{self.predictor.engine.name}",
+            "inputs": [
+                {"name": f.name, "datatype": datatype_of(f), "shape": [-1]}
+                for f in self.predictor.schema.features
+            ],
+            "outputs": outputs,
+        }
+
+    def _check_model(self, request: Request) -> None:
+        """404 unless the path names this model (and, if given, its version)."""
+        name = request.params.get("name", "")
+        if name != self.name:
+            raise NotFoundError(
+                f"model {name[:100]!r} is not served here; this server serves {self.name!r}"
+            )
+        version = request.params.get("version")
+        if version is not None and version != self.version:
+            raise NotFoundError(
+                f"model {self.name!r} has no version {version[:100]!r}; its version is "
+                f"{self.version!r}"
+            )
+
+    async def server(self, request: Request) -> Answer:
+        """Server metadata: name, version, extensions."""
+        return self.server_metadata
+
+    async def live(self, request: Request) -> Answer:
+        """Liveness: the process answers."""
+        return json_answer({"live": True})
+
+    async def ready(self, request: Request) -> Answer:
+        """Readiness: warmed up and not draining, else 503."""
+        ready = self.state.ready and not self.state.draining
+        return json_answer({"ready": ready}, 200 if ready else 503)
+
+    async def model(self, request: Request) -> Answer:
+        """Model metadata: inputs and outputs with their datatypes and shapes."""
+        self._check_model(request)
+        return self.metadata
+
+    async def model_ready(self, request: Request) -> Answer:
+        """The model is loaded and warmed up."""
+        self._check_model(request)
+        ready = self.state.ready and not self.state.draining
+        return json_answer({"name": self.name, "ready": ready}, 200 if ready else 503)
+
+    async def infer(self, request: Request) -> Answer:
+        """Predict V2 tensors (JSON or binary) through the JSON API's prediction path."""
+        self._check_model(request)
+        return await self.api.answer(request, self._infer)
+
+    def _infer(self, request: Request) -> Answer:
+        media = media_type(request.content_type)
+        if media not in BODY_TYPES and not media.endswith("+json"):
+            raise MediaTypeError(
+                f"content type {media!r} is not accepted; send application/json, or "
+                "application/octet-stream with Inference-Header-Content-Length"
+            )
+        encoding = (request.header(b"content-encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            raise MediaTypeError(
+                f"content encoding {encoding[:40]!r} is not accepted; send the body uncompressed"
+            )
+        header, binary = binary_tensors.split_body(
+            request.body, request.header(binary_tensors.HEADER.encode())
+        )
+        columns = self.reader.read(header, binary)
+        prediction = self.api.predict_records(request, columns.records)
+        return self._answer(columns, prediction)
+
+    def _answer(self, columns: Columns, prediction: Prediction) -> Answer:
+        """The inference response; outputs asked for in binary go after the JSON header."""
+        wanted = self._outputs(columns)
+        outputs: list[dict[str, Any]] = []
+        blobs: list[bytes] = []
+        for name, binary in wanted:
+            values, shape = self._values(name, prediction, columns.rows)
+            output: dict[str, Any] = {
+                "name": name,
+                "datatype": self.output_types[name],
+                "shape": shape,
+            }
+            parameters: dict[str, Any] = {}
+            if name == "predict_proba":
+                parameters["classes"] = json.dumps(self.classes)
+            if binary:
+                blob = binary_tensors.encode(self.output_types[name], values)
+                parameters["binary_data_size"] = len(blob)
+                blobs.append(blob)
+            else:
+                output["data"] = values
+            if parameters:
+                output["parameters"] = parameters
+            outputs.append(output)
+        answer: dict[str, Any] = {"model_name": self.name, "model_version": self.version}
+        if columns.id is not None:
+            answer["id"] = columns.id
+        if prediction.warnings:
+            # Parameter values are scalars in the protocol: one warning per line.
+            answer["parameters"] = {
+                "warnings": "\n".join(prediction.warnings),
+                "warning_count": len(prediction.warnings),
+            }
+        answer["outputs"] = outputs
+        if not blobs:
+            return json_answer(answer)
+        head = dump_json(answer)
+        return Answer(
+            200,
+            b"".join([head, *blobs]),
+            BINARY,
+            (
+                ("content-security-policy", API_POLICY),
+                (binary_tensors.HEADER, str(len(head))),
+            ),
+        )
+
+    def _outputs(self, columns: Columns) -> list[tuple[str, bool]]:
+        """The outputs to answer, each with whether it goes in binary."""
+        default = columns.parameters.get("binary_data_output") is True
+        if columns.outputs is None:
+            return [(name, default) for name in self.output_types]
+        wanted: list[tuple[str, bool]] = []
+        for index, item in enumerate(columns.outputs):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise MalformedBodyError(f"outputs[{index}]: must be an object with a name")
+            name = item["name"]
+            if name not in self.output_types or any(name == seen for seen, _ in wanted):
+                raise MalformedBodyError(
+                    f"outputs[{index}].name: {name[:60]!r} is not an output of this model "
+                    f"(or is asked twice); the outputs are {', '.join(self.output_types)}"
+                )
+            parameters = item.get("parameters") or {}
+            if not isinstance(parameters, dict):
+                raise MalformedBodyError(f"outputs[{index}].parameters: must be an object")
+            binary = parameters.get("binary_data", default)
+            wanted.append((name, binary is True))
+        return wanted
+
+    def _values(self, name: str, prediction: Prediction, rows: int) -> tuple[list[Any], list[int]]:
+        if name == "predict":
+            return prediction.values, [rows]
+        assert prediction.probabilities is not None
+        flat = [row[label] for row in prediction.probabilities for label in self.classes]
+        return flat, [rows, len(self.classes)]

@@ -1,0 +1,280 @@
+"""V2 inference requests as columns: MLServer's pandas-codec layout, one input per feature.
+
+Each input is one feature's column, `shape: [N]` (or `[N, 1]`), its data inline as JSON or
+in the binary part. The columns become the same records /v1 takes, so validation, limits,
+warnings and messages are the schema's own; this module only checks the wire format: names,
+shapes, datatypes and sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tabship.errors import BodyTooLargeError, MalformedBodyError
+from tabship.schema import MAX_SHOWN_LEVELS, Feature, Schema
+from tabship.serve import binary_tensors
+
+INTEGERS = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
+FLOATS = frozenset({"FP16", "FP32", "FP64"})
+NUMBERS = INTEGERS | FLOATS
+# The protocol's fields, and the model's name and version as the kserve SDK also sends them.
+REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs", "model_name", "model_version"})
+INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
+
+
+@dataclass(frozen=True)
+class Columns:
+    """A decoded request: rows, the columns by feature, and what it asks back."""
+
+    rows: int
+    records: list[dict[str, Any]]
+    id: str | None
+    parameters: Mapping[str, Any]
+    outputs: list[Mapping[str, Any]] | None
+
+
+def datatype_of(feature: Feature) -> str:
+    """The datatype the model metadata announces for a feature."""
+    if feature.kind == "numeric":
+        return "INT64" if feature.integer else "FP64"
+    if feature.dtype == "bool":
+        return "BOOL"
+    return "BYTES"
+
+
+def accepted(feature: Feature) -> frozenset[str]:
+    """The datatypes a feature's input may arrive in (converted to the schema's type)."""
+    if feature.kind == "numeric":
+        return NUMBERS | {"BOOL"}
+    if feature.dtype == "bool":
+        return frozenset({"BOOL", "BYTES"})
+    return frozenset({"BYTES"})
+
+
+def _object(value: Any, where: str) -> Mapping[str, Any]:
+    if type(value) is not dict:
+        raise MalformedBodyError(f"{where}: must be a JSON object")
+    return value
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(repr(name[:60]) for name in names[:MAX_SHOWN_LEVELS])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > MAX_SHOWN_LEVELS else "")
+
+
+class TensorReader:
+    """Reads V2 inference requests for one schema."""
+
+    def __init__(self, schema: Schema, max_batch: int, name: str, version: str) -> None:
+        self.names = {"model_name": name, "model_version": version}
+        self.schema = schema
+        self.max_batch = max_batch
+        self.features = {feature.name: feature for feature in schema.features}
+        # Looked up per input on every request: computed once.
+        self.accepted = {feature.name: accepted(feature) for feature in schema.features}
+
+    def read(self, header: bytes, binary: memoryview) -> Columns:
+        """Decode the JSON header and its binary part into records, or raise a 400 naming the input."""
+        from tabship.serve.contract import parse_json
+
+        payload = _object(parse_json(header), "body")
+        extra = sorted(str(key)[:60] for key in payload if key not in REQUEST_KEYS)
+        if extra:
+            raise MalformedBodyError(
+                f"{extra[0]}: is not a field of an inference request "
+                "(id, parameters, inputs, outputs)"
+            )
+        for key, served in self.names.items():
+            given = payload.get(key)
+            if given is not None and given != served:
+                raise MalformedBodyError(
+                    f"{key}: {str(given)[:60]!r} is not {served!r}, the model served here"
+                )
+        request_id = payload.get("id")
+        if request_id is not None and not isinstance(request_id, str):
+            raise MalformedBodyError("id: must be a string")
+        parameters = _object(payload.get("parameters") or {}, "parameters")
+        outputs = payload.get("outputs")
+        if outputs is not None and not isinstance(outputs, list):
+            raise MalformedBodyError("outputs: must be a list of {name, parameters}")
+        inputs = payload.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            raise MalformedBodyError("inputs: must be a non-empty list, one input per feature")
+        columns, rows = self._columns(inputs, binary)
+        names = list(columns)
+        records = [
+            dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)
+        ]
+        return Columns(rows, records, request_id, parameters, outputs)
+
+    def _columns(self, inputs: list[Any], binary: memoryview) -> tuple[dict[str, list[Any]], int]:
+        columns: dict[str, list[Any]] = {}
+        rows: int | None = None
+        offset = 0
+        for index, tensor in enumerate(inputs):
+            if type(tensor) is not dict:
+                raise MalformedBodyError(f"inputs[{index}]: must be a JSON object")
+            name = tensor.get("name")
+            if type(name) is not str:
+                raise MalformedBodyError(f"inputs[{index}].name: must be a string")
+            feature = self._feature(name, columns)
+            count = self._rows(tensor, name, rows)
+            rows = count
+            parameters = tensor.get("parameters")
+            size = None
+            if parameters:
+                size = _object(parameters, f"inputs.{name}.parameters").get("binary_data_size")
+            if size is not None:
+                raw, offset = binary_tensors.take(binary, offset, size, name)
+                values = binary_tensors.decode(name, tensor["datatype"], count, raw)
+            else:
+                values = self._inline(tensor, name, count)
+            columns[feature.name] = _convert(feature, tensor["datatype"], values)
+        if offset != len(binary):
+            raise MalformedBodyError(
+                f"body: {len(binary) - offset} bytes after the last binary input; "
+                "binary_data_size must add up to the binary part"
+            )
+        missing = [name for name in self.features if name not in columns]
+        if missing:
+            raise MalformedBodyError(
+                f"inputs: {_listed(missing)} missing; send one input per feature "
+                f"({len(self.features)} in all, see GET /v2/models/NAME)"
+            )
+        assert rows is not None
+        return columns, rows
+
+    def _feature(self, name: str, seen: Mapping[str, Any]) -> Feature:
+        feature = self.features.get(name)
+        if feature is None:
+            raise MalformedBodyError(
+                f"inputs.{name[:60]}: is not an input of this model; the inputs are "
+                f"{_listed(list(self.features))}"
+            )
+        if name in seen:
+            raise MalformedBodyError(f"inputs.{name}: is given twice")
+        return feature
+
+    def _rows(self, tensor: Mapping[str, Any], name: str, rows: int | None) -> int:
+        """The tensor's row count from its shape and datatype, checked against the others."""
+        datatype = tensor.get("datatype")
+        if type(datatype) is not str or datatype not in self.accepted[name]:
+            feature = self.features[name]
+            allowed = (
+                "FP64, FP32, INT64, INT32 or another number type"
+                if feature.kind == "numeric"
+                else " or ".join(sorted(accepted(feature)))
+            )
+            raise MalformedBodyError(
+                f"inputs.{name}.datatype: {str(datatype)[:20]!r} does not fit this "
+                f"{feature.kind} input; send {allowed}"
+            )
+        shape = tensor.get("shape")
+        if type(shape) is list and len(shape) == 1 and type(shape[0]) is int and shape[0] >= 0:
+            count: int = shape[0]  # the common case, checked without a generator
+        elif (
+            not isinstance(shape, list)
+            or not 1 <= len(shape) <= 2
+            or any(type(dim) is not int or dim < 0 for dim in shape)
+            or (len(shape) == 2 and shape[1] != 1)
+        ):
+            raise MalformedBodyError(
+                f"inputs.{name}.shape: {str(shape)[:60]} is not [N] or [N, 1] (one row per element)"
+            )
+        else:
+            count = shape[0]
+        if count == 0:
+            raise MalformedBodyError(f"inputs.{name}.shape: has no rows; send at least one")
+        if count > self.max_batch:
+            raise BodyTooLargeError(
+                f"inputs.{name}.shape: {count} rows is over the batch limit of {self.max_batch}"
+            )
+        if rows is not None and count != rows:
+            raise MalformedBodyError(
+                f"inputs.{name}.shape: {count} rows, but the inputs before it have {rows}; "
+                "every input is one column of the same rows"
+            )
+        return count
+
+    def _inline(self, tensor: Mapping[str, Any], name: str, count: int) -> list[Any]:
+        """A tensor's JSON data, flattened (row-major, nested or not), of `count` elements."""
+        data = tensor.get("data")
+        if type(data) is not list:
+            raise MalformedBodyError(
+                f"inputs.{name}.data: must be a list (or give parameters.binary_data_size)"
+            )
+        datatype = tensor["datatype"]
+        fits = _JSON_TYPES.get(datatype, _NUMBER_TYPES)
+        if len(data) == count:  # flat data of the JSON types the datatype takes: one pass
+            for value in data:
+                if type(value) not in fits:
+                    break
+            else:
+                return data
+        flat = _flatten(data, count)
+        if len(flat) != count:
+            shown = f"more than {count}" if len(flat) > count else str(len(flat))
+            raise MalformedBodyError(
+                f"inputs.{name}.data: {shown} elements, but the shape holds {count}"
+            )
+        _check_json(name, datatype, flat)
+        return flat
+
+
+_NONE = type(None)
+_NUMBER_TYPES = frozenset({int, float, _NONE})
+_JSON_TYPES = {
+    "BYTES": frozenset({str, _NONE}),
+    "BOOL": frozenset({bool, _NONE}),
+    **{datatype: frozenset({int, _NONE}) for datatype in INTEGERS},
+}
+
+
+def _flatten(data: list[Any], count: int) -> list[Any]:
+    """Nested lists in row-major order, flat; stops once past `count` elements."""
+    flat: list[Any] = []
+    pending = [iter(data)]
+    while pending:
+        for value in pending[-1]:
+            if isinstance(value, list):
+                pending.append(iter(value))
+                break
+            flat.append(value)
+            if len(flat) > count:
+                return flat
+        else:
+            pending.pop()
+    return flat
+
+
+def _check_json(name: str, datatype: str, values: list[Any]) -> None:
+    """Each JSON element is of the tensor's datatype (null stands for a missing value)."""
+    for index, value in enumerate(values):
+        if value is None:
+            continue
+        kind = type(value)
+        if datatype == "BYTES":
+            fits = kind is str
+        elif datatype == "BOOL":
+            fits = kind is bool
+        elif datatype in INTEGERS:
+            # JSON has one number type: clients may write a whole number as 40.0.
+            fits = kind is int or (kind is float and value.is_integer())
+        else:
+            fits = kind is int or kind is float
+        if not fits:
+            raise MalformedBodyError(
+                f"inputs.{name}.data[{index}]: {str(value)[:40]!r} is not {datatype}"
+            )
+
+
+def _convert(feature: Feature, datatype: str, values: list[Any]) -> list[Any]:
+    """Values as the record path takes them: NaN is missing, flags of a number are 0 or 1."""
+    if datatype in FLOATS:
+        # NaN is the one value not equal to itself.
+        return [None if value != value else value for value in values]
+    if datatype == "BOOL" and feature.kind == "numeric":
+        return [None if value is None else int(value) for value in values]
+    return values

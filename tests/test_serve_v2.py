@@ -1,0 +1,406 @@
+"""The Open Inference Protocol in-process: routes, JSON and binary tensors, errors, labels."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from collections.abc import Awaitable
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tritonclient.http._utils import _get_inference_request
+
+from tabship.config import ServeSettings
+from tabship.errors import ConfigError
+from tabship.predictor import Predictor
+from tabship.serve.app import App, create_app
+from tabship.serve.binary_tensors import decode, encode, split_body
+from tabship.workflow import TrainedModel
+
+ROWS = {
+    "age": [40, 63],
+    "bmi": [31.5, 70.0],
+    "children": [2, 0],
+    "smoker": ["yes", "maybe"],
+    "region": ["south", "north"],
+}
+TYPES = {"age": "INT64", "bmi": "FP64", "children": "INT64", "smoker": "BYTES", "region": "BYTES"}
+
+
+def run(coroutine: Awaitable[Any]) -> Any:
+    return asyncio.run(coroutine)  # type: ignore[arg-type]
+
+
+def tensors(rows: dict[str, list[Any]], types: dict[str, str] = TYPES) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "shape": [len(values)], "datatype": types[name], "data": values}
+        for name, values in rows.items()
+    ]
+
+
+def records(rows: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    return [dict(zip(rows, row, strict=True)) for row in zip(*rows.values(), strict=True)]
+
+
+async def call(app: App, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tabship") as client:
+        return await client.request(method, path, **kwargs)
+
+
+def request(app: App, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    return run(call(app, method, path, **kwargs))  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def app(tiny_model: TrainedModel) -> App:
+    served = create_app(Predictor.load(tiny_model.artifact.directory))
+    served.state.ready = True
+    return served
+
+
+@pytest.fixture(scope="module")
+def name(app: App) -> str:
+    return app.context.v2.name
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_classifier: TrainedModel) -> App:
+    served = create_app(Predictor.load(tiny_classifier.artifact.directory))
+    served.state.ready = True
+    return served
+
+
+def test_server_metadata_lists_the_binary_extension(app: App) -> None:
+    answer = request(app, "GET", "/v2")
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "name": "tabship",
+        "version": answer.json()["version"],
+        "extensions": ["binary_tensor_data"],
+    }
+
+
+def test_health_live_and_ready_until_warm_and_while_draining(tiny_model: TrainedModel) -> None:
+    cold = create_app(Predictor.load(tiny_model.artifact.directory))
+    assert request(cold, "GET", "/v2/health/live").json() == {"live": True}
+    assert request(cold, "GET", "/v2/health/ready").status_code == 503
+    name = cold.context.v2.name
+    assert request(cold, "GET", f"/v2/models/{name}/ready").status_code == 503
+    cold.state.ready = True
+    assert request(cold, "GET", "/v2/health/ready").json() == {"ready": True}
+    assert request(cold, "GET", f"/v2/models/{name}/ready").json() == {"name": name, "ready": True}
+    cold.state.draining = True
+    assert request(cold, "GET", "/v2/health/ready").status_code == 503
+
+
+def test_model_metadata_names_inputs_outputs_and_the_batch_dimension(
+    app: App, name: str, tiny_model: TrainedModel
+) -> None:
+    body = request(app, "GET", f"/v2/models/{name}").json()
+    assert name == tiny_model.artifact.directory.name
+    version = tiny_model.artifact.sha256[:12]
+    assert body["name"] == name and body["versions"] == [version]
+    assert body["platform"] == "tabship_onnx"
+    assert body["inputs"] == [
+        {"name": feature, "datatype": datatype, "shape": [-1]}
+        for feature, datatype in TYPES.items()
+    ]
+    assert body["outputs"] == [{"name": "predict", "datatype": "FP64", "shape": [-1]}]
+    assert request(app, "GET", f"/v2/models/{name}/versions/{version}").json() == body
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/v2/models/other", "model 'other' is not served here"),
+        ("/v2/models/{name}/versions/7", "has no version '7'"),
+        ("/v2/models/{name}/versions/7/ready", "has no version '7'"),
+        ("/v2/models/other/ready", "model 'other' is not served here"),
+        ("/v2/nothing", "is not a route of this server"),
+    ],
+)
+def test_unknown_model_or_version_is_404_in_the_protocols_error_shape(
+    app: App, name: str, path: str, message: str
+) -> None:
+    answer = request(app, "GET", path.format(name=name))
+    assert answer.status_code == 404
+    assert list(answer.json()) == ["error"] and message in answer.json()["error"]
+
+
+def test_model_name_flag_overrides_the_folder_name(tiny_model: TrainedModel) -> None:
+    predictor = Predictor.load(tiny_model.artifact.directory)
+    served = create_app(predictor, ServeSettings(model_name="insurance-charges"))
+    assert request(served, "GET", "/v2/models/insurance-charges").status_code == 200
+    assert (
+        request(served, "GET", f"/v2/models/{tiny_model.artifact.directory.name}").status_code
+        == 404
+    )
+    with pytest.raises(ConfigError, match="cannot be a path segment"):
+        create_app(predictor, ServeSettings(model_name="a/b"))
+
+
+def test_json_infer_equals_v1_in_any_input_order_with_id_and_warnings(app: App, name: str) -> None:
+    shuffled = list(reversed(tensors(ROWS)))
+    body = {"id": "req-7", "inputs": shuffled}
+    answer = request(app, "POST", f"/v2/models/{name}/infer", json=body)
+    assert answer.status_code == 200, answer.text
+    v1 = request(app, "POST", "/v1/predict", json={"instances": records(ROWS)}).json()
+    got = answer.json()
+    assert got["id"] == "req-7" and got["model_name"] == name
+    assert got["outputs"] == [
+        {"name": "predict", "datatype": "FP64", "shape": [2], "data": v1["predictions"]}
+    ]
+    assert got["parameters"] == {"warnings": "\n".join(v1["warnings"]), "warning_count": 2}
+    assert "smoker: 'maybe' is not one of the 2 values" in got["parameters"]["warnings"]
+
+
+def test_shapes_n_by_1_nested_data_and_other_number_types_are_converted(
+    app: App, name: str
+) -> None:
+    inputs = tensors(ROWS, {**TYPES, "age": "FP32", "children": "INT32"})
+    inputs[1] = {"name": "bmi", "shape": [2, 1], "datatype": "FP64", "data": [[31.5], [70.0]]}
+    answer = request(app, "POST", f"/v2/models/{name}/infer", json={"inputs": inputs})
+    v1 = request(app, "POST", "/v1/predict", json={"instances": records(ROWS)}).json()
+    assert answer.json()["outputs"][0]["data"] == v1["predictions"]
+
+
+def test_classifier_answers_labels_and_probabilities_by_default(classifier: App) -> None:
+    name = classifier.context.v2.name
+    meta = request(classifier, "GET", f"/v2/models/{name}").json()
+    assert meta["outputs"] == [
+        {"name": "predict", "datatype": "BYTES", "shape": [-1]},
+        {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 2]},
+    ]
+    rows = {k: v for k, v in ROWS.items() if k != "smoker"} | {"charges": [31000.0, 4000.0]}
+    types = {**TYPES, "charges": "FP64"}
+    answer = request(
+        classifier, "POST", f"/v2/models/{name}/infer", json={"inputs": tensors(rows, types)}
+    ).json()
+    v1 = request(classifier, "POST", "/v1/predict", json={"instances": records(rows)}).json()
+    predict, proba = answer["outputs"]
+    assert predict == {
+        "name": "predict",
+        "datatype": "BYTES",
+        "shape": [2],
+        "data": v1["predictions"],
+    }
+    assert proba["shape"] == [2, 2] and json.loads(proba["parameters"]["classes"]) == ["no", "yes"]
+    assert proba["data"] == [p[label] for p in v1["probabilities"] for label in ("no", "yes")]
+    only = request(
+        classifier,
+        "POST",
+        f"/v2/models/{name}/infer",
+        json={"inputs": tensors(rows, types), "outputs": [{"name": "predict_proba"}]},
+    ).json()
+    assert [output["name"] for output in only["outputs"]] == ["predict_proba"]
+
+
+def test_tritonclient_binary_request_and_binary_answer(app: App, name: str) -> None:
+    # The body as tritonclient builds it: JSON header, then each input's bytes.
+    inputs = []
+    for feature, values in ROWS.items():
+        datatype = TYPES[feature]
+        tensor = triton.InferInput(feature, [2], datatype)
+        array = np.array(values, dtype=object if datatype == "BYTES" else np.float64)
+        if datatype == "INT64":
+            array = array.astype(np.int64)
+        tensor.set_data_from_numpy(array, binary_data=True)
+        inputs.append(tensor)
+    body, header_size = _get_inference_request(inputs, "b1", None, 0, False, False, 0, None, None)
+    answer = request(
+        app,
+        "POST",
+        f"/v2/models/{name}/infer",
+        content=body,
+        headers={"Inference-Header-Content-Length": str(header_size)},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/octet-stream"
+    result = triton.InferResult.from_response_body(
+        answer.content, header_length=int(answer.headers["inference-header-content-length"])
+    )
+    v1 = request(app, "POST", "/v1/predict", json={"instances": records(ROWS)}).json()
+    assert result.as_numpy("predict").tolist() == v1["predictions"]
+    assert result.get_response()["id"] == "b1"
+
+
+def test_binary_tensor_codec_round_trips_and_checks_sizes() -> None:
+    text = encode("BYTES", ["a", "é", ""])
+    assert text == b"\x01\x00\x00\x00a\x02\x00\x00\x00\xc3\xa9\x00\x00\x00\x00"
+    assert decode("x", "BYTES", 3, memoryview(text)) == ["a", "é", ""]
+    numbers = encode("FP64", [1.5, -2.0])
+    assert decode("x", "FP64", 2, memoryview(numbers)) == [1.5, -2.0]
+    assert decode("x", "INT32", 2, memoryview(struct.pack("<2i", 3, -4))) == [3, -4]
+    assert decode("x", "BOOL", 2, memoryview(b"\x01\x00")) == [True, False]
+    header, rest = split_body(b'{"a":1}XYZ', "7")
+    assert header == b'{"a":1}' and bytes(rest) == b"XYZ"
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "message"),
+    [
+        (lambda b: b["inputs"].pop(0), 400, "inputs: 'age' missing"),
+        (
+            lambda b: b["inputs"].append({**b["inputs"][0], "name": "height"}),
+            400,
+            "inputs.height: is not an input of this model",
+        ),
+        (lambda b: b["inputs"].append(dict(b["inputs"][0])), 400, "inputs.age: is given twice"),
+        (lambda b: b["inputs"][2].update(shape=[3]), 400, "inputs.children.shape: 3 rows"),
+        (lambda b: b["inputs"][2].update(shape=[2, 2]), 400, "is not [N] or [N, 1]"),
+        (lambda b: b["inputs"][0].update(datatype="BYTES"), 400, "does not fit this numeric"),
+        (lambda b: b["inputs"][3].update(datatype="FP64"), 400, "does not fit this categorical"),
+        (
+            lambda b: b["inputs"][3].update(data=[1, 2]),
+            400,
+            "inputs.smoker.data[0]: '1' is not BYTES",
+        ),
+        (lambda b: b["inputs"][0].update(data=[1.5, 2]), 400, "'1.5' is not INT64"),
+        (lambda b: b["inputs"][0].update(data=[True, 2]), 400, "'True' is not INT64"),
+        (lambda b: b["inputs"][1].update(data=[1.0]), 400, "1 elements, but the shape holds 2"),
+        (lambda b: b["inputs"][1].update(data=None), 400, "inputs.bmi.data: must be a list"),
+        (lambda b: b.update(outputs=[{"name": "proba"}]), 400, "'proba' is not an output"),
+        (lambda b: b.update(extra=1), 400, "extra: is not a field of an inference request"),
+        (lambda b: b.update(id=5), 400, "id: must be a string"),
+        (lambda b: b.update(parameters="x"), 400, "parameters: must be a JSON object"),
+        (lambda b: b["inputs"][0].update(parameters=[1]), 400, "inputs.age.parameters: must be"),
+        (
+            lambda b: b.update(outputs=[{"name": "predict", "parameters": 5}]),
+            400,
+            "must be an object",
+        ),
+        (lambda b: b.update(outputs=[3]), 400, "outputs[0]: must be an object with a name"),
+        (lambda b: b.update(model_name="other"), 400, "model_name: 'other' is not"),
+        (
+            lambda b: [t.update(shape=[1001], data=t["data"] * 0) for t in b["inputs"]],
+            413,
+            "over the batch limit of 1000",
+        ),
+    ],
+)
+def test_bad_requests_get_the_protocols_error(
+    app: App, name: str, change: Any, status: int, message: str
+) -> None:
+    body: dict[str, Any] = {"inputs": tensors(ROWS)}
+    change(body)
+    answer = request(app, "POST", f"/v2/models/{name}/infer", json=body)
+    assert answer.status_code == status, answer.text
+    assert message in answer.json()["error"]
+
+
+def test_invalid_values_are_400_with_the_fields_in_detail(app: App, name: str) -> None:
+    rows = {**ROWS, "bmi": [31.5, None], "age": [40, 1e39]}
+    answer = request(
+        app,
+        "POST",
+        f"/v2/models/{name}/infer",
+        json={"inputs": tensors(rows, {**TYPES, "age": "FP64"})},
+    )
+    assert answer.status_code == 400
+    body = answer.json()
+    assert {(d["input"], d["row"]) for d in body["detail"]} == {("age", 1), ("bmi", 1)}
+    assert "bmi: is required; it cannot be empty" in body["error"]
+
+
+def test_content_type_and_encoding_are_checked(app: App, name: str) -> None:
+    path = f"/v2/models/{name}/infer"
+    body = json.dumps({"inputs": tensors(ROWS)})
+    assert request(app, "POST", path, content=body).status_code == 200
+    refused = request(app, "POST", path, content=body, headers={"content-type": "text/csv"})
+    assert refused.status_code == 415 and "error" in refused.json()
+    zipped = request(app, "POST", path, content=body, headers={"content-encoding": "gzip"})
+    assert zipped.status_code == 415
+
+
+def test_templated_routes_are_labelled_by_template_and_probes_bypass_the_cap(
+    app: App, name: str
+) -> None:
+    table = app.table
+    assert table.label(f"/v2/models/{name}/infer") == "/v2/models/{name}/infer"
+    assert table.label("/v2/models/anything/versions/x/ready") == (
+        "/v2/models/{name}/versions/{version}/ready"
+    )
+    assert table.label("/v2/models//infer") == "other"
+    assert table.is_probe("GET", f"/v2/models/{name}/ready")
+    assert not table.is_probe("POST", f"/v2/models/{name}/infer")
+    answer = request(app, "GET", f"/v2/models/{name}/infer")
+    assert answer.status_code == 405 and answer.headers["allow"] == "POST"
+    assert "error" in answer.json()
+    request(app, "POST", "/v2/models/someone-elses/infer", json={})
+    metrics = request(app, "GET", "/metrics").text
+    assert 'route="/v2/models/{name}/infer"' in metrics
+    assert "someone-elses" not in metrics
+
+
+def test_openapi_documents_v2_with_path_parameters(app: App, name: str) -> None:
+    spec = request(app, "GET", "/openapi.json").json()
+    infer = spec["paths"]["/v2/models/{name}/infer"]["post"]
+    assert infer["parameters"][0] == {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": [name]},
+    }
+    assert set(infer["requestBody"]["content"]) == {"application/json", "application/octet-stream"}
+    error = infer["responses"]["400"]["content"]["application/json"]["schema"]
+    assert error["required"] == ["error"]
+
+
+@pytest.fixture(scope="module")
+def flags(tmp_path_factory: pytest.TempPathFactory) -> App:
+    """A model with a true/false column, announced and taken as BOOL."""
+    from tabship.train import TrainOptions
+    from tabship.workflow import train_model
+
+    from .conftest import make_tiny_table
+
+    folder = tmp_path_factory.mktemp("flags")
+    table = make_tiny_table()
+    table["smoker"] = table["smoker"] == "yes"
+    table.to_csv(folder / "flags.csv", index=False)
+    options = TrainOptions(target="charges", folds=3, models=["decision_tree"])
+    model = train_model(str(folder / "flags.csv"), options, folder / "flags")
+    served = create_app(Predictor.load(model.artifact.directory))
+    served.state.ready = True
+    return served
+
+
+def test_a_flag_is_bool_in_json_and_binary(flags: App) -> None:
+    name = flags.context.v2.name
+    inputs = request(flags, "GET", f"/v2/models/{name}").json()["inputs"]
+    assert {"name": "smoker", "datatype": "BOOL", "shape": [-1]} in inputs
+    rows = {**ROWS, "smoker": [True, False]}
+    v1 = request(flags, "POST", "/v1/predict", json={"instances": records(rows)}).json()
+    as_json = request(
+        flags,
+        "POST",
+        f"/v2/models/{name}/infer",
+        json={"inputs": tensors(rows, {**TYPES, "smoker": "BOOL"})},
+    ).json()
+    assert as_json["outputs"][0]["data"] == v1["predictions"]
+    as_text = tensors({**rows, "smoker": ["True", "False"]})
+    answer = request(flags, "POST", f"/v2/models/{name}/infer", json={"inputs": as_text})
+    assert answer.json()["outputs"][0]["data"] == v1["predictions"]
+    flag = triton.InferInput("smoker", [2], "BOOL")
+    flag.set_data_from_numpy(np.array([True, False]), binary_data=True)
+    others = [triton.InferInput(k, [2], TYPES[k]) for k in ROWS if k != "smoker"]
+    for tensor, key in zip(others, [k for k in ROWS if k != "smoker"], strict=True):
+        array = np.array(ROWS[key], dtype=object if TYPES[key] == "BYTES" else None)
+        tensor.set_data_from_numpy(
+            array.astype(np.int64) if TYPES[key] == "INT64" else array, binary_data=False
+        )
+    wanted = [triton.InferRequestedOutput("predict", binary_data=False)]
+    body, size = _get_inference_request([*others, flag], "", wanted, 0, False, False, 0, None, None)
+    binary = request(
+        flags,
+        "POST",
+        f"/v2/models/{name}/infer",
+        content=body,
+        headers={"Inference-Header-Content-Length": str(size)},
+    )
+    assert binary.json()["outputs"][0]["data"] == v1["predictions"]
