@@ -14,6 +14,7 @@ from tabship.config import ServeSettings
 from tabship.predictor import Predictor
 from tabship.serve import contract
 from tabship.serve.api import JsonApi
+from tabship.serve.explain import ExplainApi
 from tabship.serve.form import FormPage, page_title
 from tabship.serve.http import Receive, Scope, Send
 from tabship.serve.layers import Accounting, Dispatch, Limits, ServerState
@@ -39,6 +40,7 @@ class Context:
     probes: Probes
     docs: Docs
     report: ReportPage | None
+    explain: ExplainApi
 
 
 class App:
@@ -99,16 +101,19 @@ def create_app(
         )
 
     report = ReportPage(predictor.artifact) if REPORT_FILE in card.files else None
+    pool = ThreadPoolExecutor(2, "tabship-batch")
+    explain = ExplainApi(predictor, settings, pool)
     context = Context(
         predictor=predictor,
         settings=settings,
         state=state,
         metrics=metrics,
-        api=JsonApi(predictor, settings, metrics, ThreadPoolExecutor(2, "tabship-batch")),
-        form=FormPage(predictor, metrics, report is not None),
+        api=JsonApi(predictor, settings, metrics, pool),
+        form=FormPage(predictor, metrics, report is not None, explain),
         probes=Probes(state, metrics),
         docs=Docs(title, openapi),
         report=report,
+        explain=explain,
     )
     table = build_routes(context)
     context.docs.table = table

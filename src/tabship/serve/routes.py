@@ -80,6 +80,7 @@ class RouteTable:
 def build_routes(context: Context) -> RouteTable:
     """Every route the server answers, with its handler."""
     from tabship.serve import contract, pages
+    from tabship.serve.explain import explain_body_schema, whatif_body_schema
     from tabship.serve.form import MEDIA_TYPE as FORM
 
     api, form, probes, docs = context.api, context.form, context.probes, context.docs
@@ -121,6 +122,28 @@ def build_routes(context: Context) -> RouteTable:
             "Predict a batch of records",
             body=batch,
             answer=contract.batch_answer_schema(context.predictor),
+            errors=(*refused, 504),
+        ),
+        Route(
+            "POST",
+            "/v1/explain",
+            context.explain.explain,
+            "Each feature's contribution to each record's prediction (Shapley values)",
+            body={
+                "application/json": explain_body_schema(
+                    record["application/json"], context.explain.max_records
+                )
+            },
+            answer={"type": "object"},
+            errors=(*refused, 409, 504),
+        ),
+        Route(
+            "POST",
+            "/v1/whatif",
+            context.explain.whatif,
+            "One record's prediction as one feature moves across its training range",
+            body={"application/json": whatif_body_schema(record["application/json"], schema.names)},
+            answer={"type": "object"},
             errors=(*refused, 504),
         ),
         Route(
