@@ -1,0 +1,234 @@
+"""Shapley contributions and what-if curves: checked against shap, additivity, both engines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import shap  # type: ignore[import-untyped]
+
+from tabship.background import Background
+from tabship.explain import Explainer, Outputs, exact_masks, shapley_weights
+from tabship.predictor import Predictor
+from tabship.schema import Schema
+from tabship.serve.explain import model_outputs
+from tabship.train import TrainOptions
+from tabship.whatif import what_if
+from tabship.workflow import TrainedModel, train_model
+from tests.conftest import make_tiny_table
+
+PATIENT = {"age": 40, "bmi": 35.0, "children": 1, "smoker": "yes", "region": "north"}
+
+
+def explainer(predictor: Predictor, **options: Any) -> Explainer:
+    background = predictor.card.explanation
+    assert background is not None
+    return Explainer(predictor.schema, background, model_outputs(predictor), **options)
+
+
+def records(table: pd.DataFrame, schema: Schema, count: int) -> list[dict[str, Any]]:
+    rows = table[schema.names].head(count).to_dict(orient="records")
+    return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()} for r in rows]
+
+
+class ShapAdapter:
+    """The same model and background for shap: categories as integer codes of their levels."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.schema = predictor.schema
+        self.outputs = model_outputs(predictor)
+        self.levels = {
+            f.name: [*f.levels, "\x00unseen"]
+            for f in self.schema.features
+            if f.kind == "categorical"
+        }
+
+    def encode(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        return np.column_stack(
+            [
+                np.array([self.levels[name].index(v) for v in columns[name].ravel()], float)
+                if text
+                else columns[name].ravel().astype(float)
+                for name, text in self.schema.inputs
+            ]
+        )
+
+    def model(self, output: int) -> Any:
+        def run(matrix: np.ndarray) -> np.ndarray:
+            columns = {
+                name: (
+                    np.array(self.levels[name], dtype=object)[matrix[:, i].astype(int)]
+                    if text
+                    else matrix[:, i]
+                ).reshape(-1, 1)
+                for i, (name, text) in enumerate(self.schema.inputs)
+            }
+            return self.outputs(columns, len(matrix))[:, output]
+
+        return run
+
+    def background(self, background: Background, trained_rows: int) -> np.ndarray:
+        """The weighted centroids as shap takes them: each repeated by its cluster's size."""
+        rows = self.encode({k: v.reshape(-1, 1) for k, v in background.arrays(self.schema).items()})
+        weights = np.asarray(background.weights)
+        counts = np.round(weights * trained_rows).astype(int)
+        assert np.allclose(counts / counts.sum(), weights, atol=1e-12), "weights are counts"
+        return np.repeat(rows, counts, axis=0)
+
+
+def test_shapley_weights_sum_to_the_efficiency_property() -> None:
+    for players in (1, 2, 5, 8):
+        matrix = shapley_weights(players)
+        # sum_i phi_i = v(full) - v(empty): the column sums are -1 at empty, +1 at full, 0 else.
+        sums = matrix.sum(axis=0)
+        expected = np.zeros(1 << players)
+        expected[0], expected[-1] = -1.0, 1.0
+        assert np.allclose(sums, expected, atol=1e-12)
+        assert exact_masks(players).shape == (1 << players, players)
+
+
+def test_baseline_is_sealed_centroids_of_real_levels(tiny_model: TrainedModel) -> None:
+    card = tiny_model.artifact.card
+    background = card.explanation
+    assert background is not None and background.kind == "centroids"
+    assert background.rows == 10 and abs(sum(background.weights) - 1) < 1e-12
+    for feature in card.schema.features:
+        values = background.columns[feature.name]
+        if feature.kind == "categorical":
+            assert set(values) <= set(feature.levels)
+        else:
+            assert all(feature.minimum <= v <= feature.maximum for v in values)  # type: ignore[operator]
+        if feature.integer:
+            assert all(float(v).is_integer() for v in values)  # type: ignore[arg-type]
+    low, high = background.ranges["bmi"]
+    bmi = make_tiny_table()["bmi"]
+    assert (low, high) == pytest.approx((bmi.quantile(0.01), bmi.quantile(0.99)))
+    # Sealed: the card on disk holds it, covered by the folder's digest.
+    document = json.loads((tiny_model.artifact.directory / "tabship.json").read_text())
+    assert document["explanation"]["background"] == "centroids"
+
+
+def test_keep_background_seals_training_rows(tmp_path: Path) -> None:
+    table = make_tiny_table()
+    table.to_csv(tmp_path / "t.csv", index=False)
+    options = TrainOptions(target="charges", folds=3, models=["ridge"])
+    trained = train_model(str(tmp_path / "t.csv"), options, tmp_path / "m", keep_background=25)
+    background = trained.artifact.card.explanation
+    assert background is not None and background.kind == "rows" and background.rows == 25
+    kept = pd.DataFrame({k: list(v) for k, v in background.columns.items()})
+    merged = kept.merge(table, on=list(kept.columns), how="left", indicator=True)
+    assert (merged["_merge"] == "both").all()
+
+
+@pytest.mark.parametrize("engine", ["onnx", "sklearn"])
+def test_equal_to_shap_exact_explainer(tiny_model: TrainedModel, engine: str) -> None:
+    predictor = Predictor.load(tiny_model.artifact.directory, engine=engine)
+    ours = explainer(predictor)
+    batch = predictor.schema.validate(records(make_tiny_table(), predictor.schema, 5))
+    found = ours.explain(batch)
+    adapter = ShapAdapter(predictor)
+    background = adapter.background(ours.background, predictor.card.training.rows)
+    masker = shap.maskers.Independent(background, max_samples=len(background))
+    theirs = shap.explainers.Exact(adapter.model(0), masker)(adapter.encode(batch.columns))
+    scale = np.abs(found.prediction).max()
+    np.testing.assert_allclose(found.contributions[:, :, 0], theirs.values, atol=1e-6 * scale)
+    np.testing.assert_allclose(found.base[:, 0], theirs.base_values, atol=1e-6 * scale)
+
+
+def test_additivity_for_every_record(tiny_model: TrainedModel) -> None:
+    predictor = Predictor.load(tiny_model.artifact.directory)
+    rows = records(make_tiny_table(rows=300, seed=3), predictor.schema, 300)
+    found = explainer(predictor).explain(predictor.schema.validate(rows))
+    predicted = np.asarray(predictor.predict(rows).values)
+    total = found.base[:, 0] + found.contributions[:, :, 0].sum(axis=1)
+    np.testing.assert_allclose(found.prediction[:, 0], predicted, rtol=1e-9)
+    np.testing.assert_allclose(total, predicted, rtol=1e-6)
+
+
+def test_onnx_and_sklearn_give_the_same_contributions(tiny_model: TrainedModel) -> None:
+    assert tiny_model.engine == "onnx"
+    rows = records(make_tiny_table(), tiny_model.artifact.card.schema, 40)
+    found = {}
+    for engine in ("onnx", "sklearn"):
+        predictor = Predictor.load(tiny_model.artifact.directory, engine=engine)
+        found[engine] = explainer(predictor).explain(predictor.schema.validate(rows))
+    # ONNX Runtime computes trees in float32: the export's own parity tolerance applies.
+    scale = np.abs(found["sklearn"].prediction).mean()
+    np.testing.assert_allclose(
+        found["onnx"].contributions, found["sklearn"].contributions, atol=1e-4 * scale
+    )
+
+
+def test_sampled_orders_are_additive_and_near_exact_within_their_error(
+    tiny_model: TrainedModel,
+) -> None:
+    predictor = Predictor.load(tiny_model.artifact.directory)
+    batch = predictor.schema.validate(records(make_tiny_table(), predictor.schema, 10))
+    exact = explainer(predictor).explain(batch)
+    sampled = explainer(predictor, exact_max=2, pairs=64).explain(batch)
+    assert sampled.method == "permutation" and (sampled.error >= 0).all()
+    total = sampled.base[:, 0] + sampled.contributions[:, :, 0].sum(axis=1)
+    np.testing.assert_allclose(total, exact.prediction[:, 0], rtol=1e-6)
+    gap = np.abs(sampled.contributions - exact.contributions)
+    assert (gap <= 5 * sampled.error + 1e-6 * np.abs(exact.prediction).max()).all()
+
+
+def test_wide_classifier_is_sampled_with_an_error_and_explains_the_predicted_class(
+    cancer_model: TrainedModel, cancer_csv: Path
+) -> None:
+    predictor = Predictor.load(cancer_model.artifact.directory)
+    ours = explainer(predictor)
+    assert ours.method == "permutation" and len(predictor.schema.features) == 30
+    rows = records(pd.read_csv(cancer_csv), predictor.schema, 3)
+    found = ours.explain(predictor.schema.validate(rows))
+    probabilities = predictor.predict(rows).probabilities
+    assert probabilities is not None
+    for row, shares in enumerate(probabilities):
+        np.testing.assert_allclose(found.prediction[row], list(shares.values()), rtol=1e-9)
+        total = found.base[row] + found.contributions[row].sum(axis=0)
+        np.testing.assert_allclose(total, found.prediction[row], rtol=1e-6, atol=1e-9)
+    assert (found.error > 0).any()
+
+
+def counting(outputs: Outputs, calls: list[int]) -> Outputs:
+    def run(columns: dict[str, np.ndarray], rows: int) -> np.ndarray:
+        calls.append(rows)
+        return outputs(columns, rows)
+
+    return run
+
+
+def test_exact_explanation_of_one_record_is_one_engine_call(tiny_model: TrainedModel) -> None:
+    predictor = Predictor.load(tiny_model.artifact.directory)
+    calls: list[int] = []
+    background = predictor.card.explanation
+    assert background is not None
+    ours = Explainer(predictor.schema, background, counting(model_outputs(predictor), calls))
+    ours.explain(predictor.schema.validate([PATIENT]))
+    assert calls == [32 * 10]
+
+
+def test_what_if_spans_the_training_percentiles_in_one_call(tiny_model: TrainedModel) -> None:
+    predictor = Predictor.load(tiny_model.artifact.directory)
+    schema, background = predictor.schema, predictor.card.explanation
+    assert background is not None
+    batch = schema.validate([PATIENT])
+    calls: list[int] = []
+    outputs = counting(model_outputs(predictor), calls)
+    bmi = next(f for f in schema.features if f.name == "bmi")
+    curve = what_if(schema, outputs, background, batch, bmi, 50)
+    assert calls == [51] and len(curve.values) == 50
+    assert (curve.values[0], curve.values[-1]) == pytest.approx(background.ranges["bmi"])
+    assert curve.current[0] == pytest.approx(predictor.predict([PATIENT]).values[0])
+    expected = predictor.predict([{**PATIENT, "bmi": v} for v in curve.values]).values
+    np.testing.assert_allclose(curve.outputs[:, 0], expected)
+    region = next(f for f in schema.features if f.name == "region")
+    levels = what_if(schema, outputs, background, batch, region, 50)
+    assert levels.values == list(region.known_levels)
+    age = next(f for f in schema.features if f.name == "age")
+    whole = what_if(schema, outputs, background, batch, age, 200)
+    assert all(isinstance(v, int) for v in whole.values) and len(whole.values) <= 47
