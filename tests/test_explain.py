@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-import shap  # type: ignore[import-untyped]
 
 from tabship.background import Background
 from tabship.explain import Explainer, Outputs, exact_masks, shapley_weights
 from tabship.predictor import Predictor
+from tabship.report import SUMMARY_PLOTS
 from tabship.schema import Schema
 from tabship.serve.explain import model_outputs
 from tabship.train import TrainOptions
 from tabship.whatif import what_if
 from tabship.workflow import TrainedModel, train_model
 from tests.conftest import make_tiny_table
+
+with warnings.catch_warnings():
+    # shap 0.51 sets a colormap's "bad" colour the way matplotlib now warns about.
+    warnings.simplefilter("ignore", PendingDeprecationWarning)
+    import shap  # type: ignore[import-untyped]
 
 PATIENT = {"age": 40, "bmi": 35.0, "children": 1, "smoker": "yes", "region": "north"}
 
@@ -232,3 +239,12 @@ def test_what_if_spans_the_training_percentiles_in_one_call(tiny_model: TrainedM
     age = next(f for f in schema.features if f.name == "age")
     whole = what_if(schema, outputs, background, batch, age, 200)
     assert all(isinstance(v, int) for v in whole.values) and len(whole.values) <= 47
+
+
+def test_report_has_the_global_summary(tiny_model: TrainedModel) -> None:
+    html = (tiny_model.artifact.directory / "report.html").read_text()
+    for plot in SUMMARY_PLOTS:
+        assert f'id="plot-{plot}"' in html
+    table = html[html.index('id="mean-contribution"') :]
+    first = re.search(r"<tbody><tr><td>([^<]+)</td>", table)
+    assert first is not None and first.group(1) == "smoker"  # it adds 20,000 in the table

@@ -19,10 +19,13 @@ from tabship.errors import (
     BodyTooLargeError,
     MalformedBodyError,
     NotExplainableError,
+    Problem,
+    RecordError,
     RequestTimeoutError,
 )
 from tabship.explain import Explainer, Explanation, Outputs
 from tabship.predictor import Predictor
+from tabship.schema import Batch
 from tabship.serve import contract
 from tabship.serve.api import INLINE_MAX_BYTES, model_info
 from tabship.serve.http import Answer, Request, json_answer
@@ -130,7 +133,7 @@ class ExplainApi:
         )
         if inline and batch.rows * self.explainer.rows_per_record > INLINE_ROWS:
             raise _Costly
-        found = self.explainer.explain(batch)
+        found = explain_records(self.explainer, batch)
         request.rows = batch.rows
         return json_answer(
             {
@@ -200,9 +203,18 @@ class ExplainApi:
         feature = find_feature(schema, payload["feature"])
         points = check_points(payload.get("points", DEFAULT_POINTS))
         batch = schema.validate([instance], strict_categories=self.predictor.strict_categories)
-        curve = what_if(
-            schema, self.outputs, self.predictor.card.explanation, batch, feature, points
-        )
+        try:
+            curve = what_if(
+                schema, self.outputs, self.predictor.card.explanation, batch, feature, points
+            )
+        except RecordError:
+            raise RecordError(
+                [
+                    Problem(
+                        feature.name, f"the model gives no finite prediction along {feature.name}"
+                    )
+                ]
+            ) from None
         request.rows = len(curve.values) + 1
         return json_answer(
             {**self.curve(curve, instance[feature.name]), "warnings": batch.warnings}
@@ -230,6 +242,22 @@ class ExplainApi:
             "prediction": classes[int(np.argmax(output))],
             "probabilities": dict(zip(classes, output.tolist(), strict=True)),
         }
+
+
+def explain_records(explainer: Explainer, batch: Batch) -> Explanation:
+    """Explain a batch; a record the model cannot compute beside the baseline is a 422.
+
+    The engine numbers its own rows (coalitions x baseline rows); the client hears about
+    the record instead, which is what it sent.
+    """
+    try:
+        return explainer.explain(batch)
+    except RecordError:
+        message = (
+            "the model gives no finite output for this record combined with the baseline; "
+            "its values are too far outside the training range"
+        )
+        raise RecordError([Problem("(record)", message)]) from None
 
 
 class _Costly(Exception):

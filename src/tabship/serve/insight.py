@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from tabship.errors import RequestTimeoutError
+from tabship.errors import RecordError, RequestTimeoutError
 from tabship.schema import Feature
 from tabship.serve import charts
-from tabship.serve.explain import ExplainApi
+from tabship.serve.explain import ExplainApi, explain_records
 from tabship.whatif import DEFAULT_POINTS, what_if
 
 
@@ -35,7 +35,7 @@ def build_insight(api: ExplainApi, record: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"probability": probability, "waterfall": None, "whatifs": []}
     chosen = 0
     if api.explainer is not None:
-        found = api.explainer.explain(batch)
+        found = explain_records(api.explainer, batch)
         chosen = int(np.argmax(found.prediction[0]))
         labels = [f"{f.name} = {_shown(f, record[f.name])}" for f in schema.features]
         out["waterfall"] = charts.waterfall(
@@ -91,11 +91,17 @@ def _position(feature: Feature, columns: dict[str, np.ndarray], values: list[Any
     return None if np.isnan(number) else number
 
 
-async def form_insight(api: ExplainApi, record: dict[str, Any]) -> dict[str, Any]:
-    """build_insight off the event loop, within the request timeout."""
+async def form_insight(api: ExplainApi, record: dict[str, Any]) -> dict[str, Any] | None:
+    """build_insight off the event loop, within the request timeout.
+
+    None when the model cannot compute the record beside the baseline: the prediction
+    itself was fine, so the page shows it without the charts.
+    """
     future = asyncio.get_running_loop().run_in_executor(api.pool, build_insight, api, record)
     try:
         return await asyncio.wait_for(future, timeout=api.settings.request_timeout)
+    except RecordError:
+        return None
     except TimeoutError:
         raise RequestTimeoutError(
             f"request: explaining took longer than the {api.settings.request_timeout:g} s "
