@@ -82,6 +82,11 @@ bench: install
 # Explanations only: tabship against shap's exact explainer, /v1/explain records/s, and
 # /predict_api against the code before (the merge-base with main, or BENCH_BASE_REF).
 bench-explain: install
+	@command -v wrk >/dev/null || for attempt in 1 2 3; do \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null && break; \
+	  sleep 5; [ $$attempt -lt 3 ] || exit 1; \
+	done
 	$(BIN)/python bench/explain_bench.py
 
 # PyCaret runs in its own environment (.bench/pycaret): it pins an older scikit-learn.

@@ -66,8 +66,11 @@ def _numbers(feature: Feature, background: Background | None, points: int) -> np
     low, high = bounds or (feature.minimum or 0.0, feature.maximum or 0.0)
     grid = np.linspace(low, high, points)
     if feature.integer or feature.kind == "date":
-        grid = np.unique(np.round(grid))
-    return grid
+        return np.unique(np.round(grid))
+    # Three digits finer than the step: 17.895 rather than 17.895149999999997.
+    step = (high - low) / max(points - 1, 1)
+    digits = 2 - int(np.floor(np.log10(step))) if step > 0 else 6
+    return np.unique(np.round(grid, max(digits, 0)))
 
 
 def grid_columns(
