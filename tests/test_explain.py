@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 
 from tabship.background import Background
+from tabship.config import ServeSettings
 from tabship.explain import Explainer, Outputs, exact_masks, shapley_weights
 from tabship.predictor import Predictor
 from tabship.report import SUMMARY_PLOTS
@@ -255,3 +257,59 @@ def test_report_has_the_global_summary(tiny_model: TrainedModel) -> None:
     table = html[html.index('id="mean-contribution"') :]
     first = re.search(r"<tbody><tr><td>([^<]+)</td>", table)
     assert first is not None and first.group(1) == "smoker"  # it adds 20,000 in the table
+
+
+def test_engine_calls_are_split_by_cells_with_the_same_answer(
+    tiny_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    predictor = Predictor.load(tiny_model.artifact.directory)
+    batch = predictor.schema.validate(records(make_tiny_table(), predictor.schema, 3))
+    whole = explainer(predictor).explain(batch)
+    monkeypatch.setattr("tabship.explain.ENGINE_CELLS", 5 * 40)
+    calls: list[int] = []
+    background = predictor.card.explanation
+    assert background is not None
+    split = Explainer(predictor.schema, background, counting(model_outputs(predictor), calls))
+    found = split.explain(batch)
+    assert max(calls) == 40 and len(calls) > 3
+    np.testing.assert_allclose(found.contributions, whole.contributions, rtol=1e-12)
+
+
+def test_wide_additive_model_is_sampled_exactly(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    names = [f"col_{i:02d}" for i in range(60)]
+    frame = pd.DataFrame(rng.normal(size=(300, 60)), columns=names)
+    frame["target"] = frame.to_numpy() @ np.linspace(-3, 3, 60) + rng.normal(size=300)
+    frame.to_csv(tmp_path / "wide.csv", index=False)
+    options = TrainOptions(target="target", folds=3, models=["ridge"])
+    trained = train_model(str(tmp_path / "wide.csv"), options, tmp_path / "m")
+    assert 'id="plot-contributions"' in (trained.artifact.directory / "report.html").read_text()
+    predictor = Predictor.load(trained.artifact.directory)
+    ours = explainer(predictor)
+    assert ours.method == "permutation" and ours.rows_per_record <= 100_000
+    record = {name: float(v) for name, v in zip(names, rng.normal(size=60), strict=True)}
+    found = ours.explain(predictor.schema.validate([record]))
+    # A linear model has no interactions: every order gives each feature the same share,
+    # its mean effect over the baseline rows, so the sample is exact and its error zero.
+    background = predictor.card.explanation
+    assert background is not None
+    base_rows = [
+        {name: background.columns[name][k] for name in names} for k in range(background.rows)
+    ]
+    weights = np.asarray(background.weights)
+    before = np.asarray(predictor.predict(base_rows).values)
+    for index in (0, 17, 59):
+        moved = [{**row, names[index]: record[names[index]]} for row in base_rows]
+        effect = weights @ (np.asarray(predictor.predict(moved).values) - before)
+        assert found.contributions[0, index, 0] == pytest.approx(effect, rel=1e-4, abs=1e-4)
+    assert np.abs(found.error).max() < 1e-3
+    # The form draws what-if charts for the twelve features that move this record most.
+    from tabship.serve.explain import ExplainApi
+    from tabship.serve.insight import build_insight
+
+    api = ExplainApi(predictor, ServeSettings(), ThreadPoolExecutor(1))
+    insight = build_insight(api, record)
+    charted = [chart["name"] for chart in insight["whatifs"]]
+    biggest = np.argsort(-np.abs(found.contributions[0, :, 0]))[:12]
+    assert sorted(charted) == sorted(names[i] for i in biggest)
+    assert len(insight["waterfall"]["bars"]) == 20  # the rest folded into one row

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 CENTROIDS = 10
 # K-means on more rows than this gives the same few centroids; a seeded sample is quicker.
 FIT_MAX_ROWS = 20_000
+# Levels of a category one-hot encoded for k-means (the rest count as "other").
+DESIGN_LEVELS = 20
 Value = float | str | None
 
 
@@ -130,8 +132,10 @@ def _design(features: pd.DataFrame, schema: Schema) -> np.ndarray:
     for name, text in schema.inputs:
         column = features[name]
         if text:
-            levels = column.astype(str).to_numpy()
-            blocks.append((levels[:, None] == np.unique(levels)[None, :]).astype(np.float64))
+            # The commonest levels only: a many-valued column must not make the matrix huge.
+            levels = column.astype(str)
+            common = levels.value_counts().index[:DESIGN_LEVELS].to_numpy()
+            blocks.append((levels.to_numpy()[:, None] == common[None, :]).astype(np.float64))
         else:
             values = column.to_numpy(dtype=np.float64)
             fill = np.nanmedian(values) if np.isfinite(values).any() else 0.0

@@ -22,10 +22,16 @@ from tabship.background import Background
 from tabship.schema import Batch, Schema
 
 EXACT_MAX_FEATURES = 12
-# Antithetic pairs of feature orders drawn per record above EXACT_MAX_FEATURES.
+# Antithetic pairs of feature orders drawn per record above EXACT_MAX_FEATURES, fewer (down
+# to MIN_PAIRS) for very wide models, so that a record costs at most RECORD_ROWS engine rows.
 PERMUTATION_PAIRS = 32
-# Engine rows handed to one call: one record's coalitions always go together.
+MIN_PAIRS = 4
+RECORD_ROWS = 100_000
+# Records are explained in groups of about this many engine rows.
 CHUNK_ROWS = 65_536
+# Cells (rows x input columns) handed to one engine call, which bounds its memory; a record
+# of up to 12 features fits one call with every coalition.
+ENGINE_CELLS = 2_000_000
 # Engine rows one request may cost; the per-request record limit is this over a record's cost.
 REQUEST_ROWS = 1_000_000
 # Model output for engine columns: (rows, outputs) floats, a column per class or one value.
@@ -100,14 +106,16 @@ class Explainer:
         background: Background,
         outputs: Outputs,
         exact_max: int = EXACT_MAX_FEATURES,
-        pairs: int = PERMUTATION_PAIRS,
+        pairs: int | None = None,
     ) -> None:
         self.schema = schema
         self.background = background
         self.outputs = outputs
         self.players = len(schema.features)
         self.exact = self.players <= exact_max
-        self.pairs = pairs
+        per_pair = 2 * (self.players + 1) * background.rows
+        self.pairs = pairs or max(MIN_PAIRS, min(PERMUTATION_PAIRS, RECORD_ROWS // per_pair))
+        self._per_call = max(1, ENGINE_CELLS // max(1, len(schema.inputs)))
         self._bg = background.arrays(schema)
         self._weights = np.asarray(background.weights, dtype=np.float64)
         # Which feature each engine input column belongs to (a date is several columns).
@@ -188,15 +196,18 @@ class Explainer:
         mine = {name: column[start:stop, 0] for name, column in batch.columns.items()}
         picked = self._distinct(mine, masks)
         flat = np.arange(records * coalitions * rows) if picked is None else picked[0]
-        record, rest = np.divmod(flat, coalitions * rows)
-        coalition, row = np.divmod(rest, rows)
-        columns = {
-            name: np.where(
-                masks[coalition, self._owner[name]], values[record], self._bg[name][row]
-            ).reshape(-1, 1)
-            for name, values in mine.items()
-        }
-        out = self.outputs(columns, len(flat))
+        parts = []
+        for begin in range(0, len(flat), self._per_call):
+            record, rest = np.divmod(flat[begin : begin + self._per_call], coalitions * rows)
+            coalition, row = np.divmod(rest, rows)
+            columns = {
+                name: np.where(
+                    masks[coalition, self._owner[name]], values[record], self._bg[name][row]
+                ).reshape(-1, 1)
+                for name, values in mine.items()
+            }
+            parts.append(self.outputs(columns, len(record)))
+        out = np.concatenate(parts)
         if picked is not None:
             out = out[picked[1]]
         out = out.reshape(records, coalitions, rows, -1)

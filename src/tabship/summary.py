@@ -57,6 +57,11 @@ def summarise(result: TrainResult, metadata: dict[str, Any]) -> Summary:
 
     explainer = Explainer(schema, background, outputs)
     count = max(MIN_ROWS, min(MAX_ROWS, ROW_BUDGET // explainer.rows_per_record))
+    if not explainer.exact and count * explainer.rows_per_record > ROW_BUDGET:
+        # A wide model: fewer feature orders per row keep the report within its budget.
+        per_pair = 2 * (len(schema.features) + 1) * background.rows
+        pairs = max(2, ROW_BUDGET // (count * per_pair))
+        explainer = Explainer(schema, background, outputs, pairs=pairs)
     rng = np.random.default_rng(result.seed)
     picked = np.sort(rng.choice(len(result.features), min(count, len(result.features)), False))
     sample = result.features.iloc[picked]

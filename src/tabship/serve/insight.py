@@ -17,6 +17,9 @@ from tabship.serve import charts
 from tabship.serve.explain import ExplainApi, explain_records
 from tabship.whatif import DEFAULT_POINTS, what_if
 
+# What-if charts on one page: one engine call each, and more would not be read.
+MAX_CHARTS = 12
+
 
 def _shown(feature: Feature, value: Any) -> str:
     if value is None:
@@ -35,6 +38,7 @@ def build_insight(api: ExplainApi, record: dict[str, Any]) -> dict[str, Any]:
     probability = predictor.task == "classification"
     out: dict[str, Any] = {"probability": probability, "waterfall": None, "whatifs": []}
     chosen = 0
+    shown = list(schema.features)
     if api.explainer is not None:
         found = explain_records(api.explainer, batch)
         chosen = int(np.argmax(found.prediction[0]))
@@ -48,7 +52,10 @@ def build_insight(api: ExplainApi, record: dict[str, Any]) -> dict[str, Any]:
         out["method"] = found.method
         out["baseline_rows"] = api.explainer.background.rows
         out["explained"] = predictor.classes[chosen] if probability else ""
-    for feature in schema.features:
+        # A wide model gets what-if charts for the features that move this record most.
+        moved = np.argsort(-np.abs(found.contributions[0, :, chosen]))[:MAX_CHARTS]
+        shown = [schema.features[int(i)] for i in sorted(moved)]
+    for feature in shown[:MAX_CHARTS]:
         curve = what_if(
             schema, api.outputs, predictor.card.explanation, batch, feature, DEFAULT_POINTS
         )
