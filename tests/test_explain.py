@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -313,3 +314,19 @@ def test_wide_additive_model_is_sampled_exactly(tmp_path: Path) -> None:
     biggest = np.argsort(-np.abs(found.contributions[0, :, 0]))[:12]
     assert sorted(charted) == sorted(names[i] for i in biggest)
     assert len(insight["waterfall"]["bars"]) == 20  # the rest folded into one row
+
+
+def test_a_malformed_baseline_is_refused_naming_it(
+    tiny_model: TrainedModel, tmp_path: Path
+) -> None:
+    from tabship.artifact import METADATA, _seal
+    from tabship.errors import ArtifactError
+
+    folder = tmp_path / "bad"
+    shutil.copytree(tiny_model.artifact.directory, folder)
+    document = json.loads((folder / METADATA).read_text())
+    del document["metadata_sha256"]
+    document["explanation"]["columns"]["bmi"] = [1.0]
+    (folder / METADATA).write_bytes(_seal(document))
+    with pytest.raises(ArtifactError, match=r"explanation.columns\['bmi'\] must hold 10 values"):
+        Predictor.load(folder)
