@@ -20,7 +20,9 @@ from tabship.config import ServeSettings
 from tabship.predictor import Predictor
 from tabship.serve.app import App, create_app
 from tabship.workflow import TrainedModel
+from tests.test_serve_dates import dated_model  # noqa: F401  (a module fixture)
 
+FORM = "application/x-www-form-urlencoded"
 PATIENT = {"age": 40, "bmi": 35.0, "children": 1, "smoker": "yes", "region": "north"}
 
 
@@ -213,3 +215,23 @@ def test_user_strings_in_the_charts_are_escaped(tmp_path: Path) -> None:
     assert "<img" not in page.text and "<b>" not in page.text
     assert "&lt;b&gt;bold&lt;/b&gt; = " not in page.text  # labels are "feature = value"
     assert "kind = &lt;b&gt;bold&lt;/b&gt;" in page.text
+
+
+def test_a_date_is_one_feature_and_its_what_if_spans_the_training_dates(
+    request: pytest.FixtureRequest,
+) -> None:
+    model: TrainedModel = request.getfixturevalue("dated_model")
+    app = create_app(Predictor.load(model.artifact.directory))
+    summer = {"day": "2021-07-01", "shop": "north"}
+    explained = post(app, "/v1/explain", {"instances": [summer]}).json()["explanations"][0]
+    assert list(explained["contributions"]) == ["day", "shop"]
+    total = explained["base"] + sum(explained["contributions"].values())
+    assert total == pytest.approx(explained["prediction"], rel=1e-6)
+    curve = post(app, "/v1/whatif", {"instance": summer, "feature": "day", "points": 20}).json()
+    days = [point["value"] for point in curve["points"]]
+    assert days[0] == "2021-01-01" and days[-1] == "2022-02-04" and len(days) == 20
+    winter = post(app, "/predict_api", {**summer, "day": days[0]}).json()
+    assert curve["points"][0]["prediction"] == pytest.approx(winter)
+    page = post(app, "/predict", b"day=2021-07-01&shop=north", content_type=FORM)
+    assert page.status_code == 200 and 'data-feature="day"' in page.text
+    assert page.text.count("<polyline") == 1
