@@ -330,3 +330,19 @@ def test_a_malformed_baseline_is_refused_naming_it(
     (folder / METADATA).write_bytes(_seal(document))
     with pytest.raises(ArtifactError, match=r"explanation.columns\['bmi'\] must hold 10 values"):
         Predictor.load(folder)
+
+
+def test_every_centroid_stands_for_several_rows_so_no_outlier_is_stored() -> None:
+    from tabship.background import MIN_MEMBERS, build_background
+    from tabship.profile import infer_schema
+
+    table = make_tiny_table(rows=60)
+    table.loc[0, ["age", "bmi", "children"]] = [64, 80.0, 3]  # one patient far from the rest
+    schema, _ = infer_schema(table, "charges")
+    frame = pd.DataFrame(
+        {name: column.ravel() for name, column in schema.validate_frame(table).columns.items()}
+    )
+    background = build_background(frame, schema, seed=1)
+    counts = np.asarray(background.weights) * len(frame)
+    assert (counts >= MIN_MEMBERS - 1e-9).all()
+    assert 80.0 not in background.columns["bmi"]

@@ -235,3 +235,16 @@ def test_a_date_is_one_feature_and_its_what_if_spans_the_training_dates(
     page = post(app, "/predict", b"day=2021-07-01&shop=north", content_type=FORM)
     assert page.status_code == 200 and 'data-feature="day"' in page.text
     assert page.text.count("<polyline") == 1
+
+
+def test_explain_takes_a_concurrency_slot(tiny_model: TrainedModel) -> None:
+    app = create_app(
+        Predictor.load(tiny_model.artifact.directory), ServeSettings(max_concurrency=2)
+    )
+    app.context.state.in_flight = 2  # every slot taken by requests in flight
+    for path, body in (
+        ("/v1/explain", {"instances": [PATIENT]}),
+        ("/v1/whatif", {"instance": PATIENT, "feature": "bmi"}),
+    ):
+        answer = post(app, path, body)
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "1"

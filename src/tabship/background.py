@@ -1,7 +1,8 @@
 """What explanations compare a record with: a few representative rows sealed at training.
 
 The rows are k-means centroids of the training rows, numbers averaged and each category the
-commonest level of its cluster, weighted by cluster size; no training row is stored unless
+commonest level of its cluster, weighted by cluster size, each standing for at least
+MIN_MEMBERS rows; no training row is stored unless
 the user asks with `--keep-background N`. Beside them, each numeric feature's 1st to 99th
 percentile, the range a what-if curve spans. All of it lives in tabship.json's
 `explanation` entry, so the folder's seal covers it.
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 CENTROIDS = 10
 # K-means on more rows than this gives the same few centroids; a seeded sample is quicker.
 FIT_MAX_ROWS = 20_000
+# Every centroid stands for at least this many training rows.
+MIN_MEMBERS = 5
 # Levels of a category one-hot encoded for k-means (the rest count as "other").
 DESIGN_LEVELS = 20
 Value = float | str | None
@@ -153,8 +156,9 @@ def _centroids(
     if len(features) > FIT_MAX_ROWS:
         features = features.iloc[np.sort(rng.choice(len(features), FIT_MAX_ROWS, replace=False))]
     design = _design(features, schema)
-    clusters = min(CENTROIDS, len(np.unique(design, axis=0)))
-    labels = KMeans(clusters, n_init=4, random_state=seed).fit_predict(design)
+    clusters = min(CENTROIDS, len(np.unique(design, axis=0)), max(1, len(design) // MIN_MEMBERS))
+    fitted = KMeans(clusters, n_init=4, random_state=seed).fit(design)
+    labels = _merge_small(design, fitted.labels_, fitted.cluster_centers_)
     present = [c for c in range(clusters) if (labels == c).any()]
     integers = {
         name
@@ -172,6 +176,24 @@ def _centroids(
         columns[name] = tuple(cells)
     counts = [float((labels == c).sum()) for c in present]
     return columns, tuple(c / sum(counts) for c in counts)
+
+
+def _merge_small(design: np.ndarray, labels: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Rows of clusters under MIN_MEMBERS rows join the nearest larger cluster.
+
+    A centroid of one row would be that training row (an outlier, often): every centroid
+    stands for several rows, so none is a person's record.
+    """
+    counts = np.bincount(labels, minlength=len(centers))
+    large = np.flatnonzero(counts >= MIN_MEMBERS)
+    if len(large) == 0:
+        return np.zeros_like(labels)
+    small = np.isin(labels, large, invert=True)
+    if small.any():
+        distance = ((design[small, None, :] - centers[None, large, :]) ** 2).sum(axis=2)
+        labels = labels.copy()
+        labels[small] = large[distance.argmin(axis=1)]
+    return labels
 
 
 def _central(members: pd.Series, text: bool, integer: bool) -> Value:
