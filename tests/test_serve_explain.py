@@ -113,6 +113,12 @@ def test_classifier_explains_the_predicted_class_and_all_on_request(
         total = part["base"] + sum(part["contributions"].values())
         assert total == pytest.approx(part["probability"], rel=1e-6, abs=1e-9)
     assert item["classes"][item["prediction"]]["probability"] == item["probability"]
+    page = post(app, "/predict", urlencode(row).encode(), content_type=FORM)
+    assert page.status_code == 200
+    assert f"(probability of {item['prediction']})" in page.text
+    # Thirty features: the twelve that move it most get a what-if chart, in percent.
+    assert page.text.count('class="whatif"') == 12
+    assert re.search(r'<td class="(up|down)">[+-]\d+\.\d %</td>', page.text)
 
 
 def test_whatif_answers_the_grid_and_marks_the_record(app: App) -> None:
@@ -248,3 +254,17 @@ def test_explain_takes_a_concurrency_slot(tiny_model: TrainedModel) -> None:
     ):
         answer = post(app, path, body)
         assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+
+
+def test_model_card_answer_names_the_baseline_without_its_rows(app: App) -> None:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tabship") as client:
+            return await client.get("/v1/model")
+
+    card = asyncio.run(go()).json()
+    assert card["explanation"] == {
+        "method": "interventional-shapley",
+        "background": "centroids",
+        "rows": 10,
+    }
