@@ -301,3 +301,81 @@ def whatif_body_schema(schema_record: dict[str, Any], names: list[str]) -> dict[
         "required": ["instance", "feature"],
         "additionalProperties": False,
     }
+
+
+def _per_feature(names: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {name: {"type": "number"} for name in names},
+        "required": names,
+        "additionalProperties": False,
+    }
+
+
+def explain_answer_schema(names: list[str], classes: list[str]) -> dict[str, Any]:
+    """JSON Schema of a /v1/explain answer."""
+    part: dict[str, Any] = {
+        "base": {"type": "number"},
+        "contributions": _per_feature(names),
+        "error": _per_feature(names),
+    }
+    item: dict[str, Any] = {
+        "type": "object",
+        "properties": {"prediction": {"type": "number"}, **part},
+        "required": ["prediction", "base", "contributions"],
+    }
+    if classes:
+        labels = {"type": "string", "enum": classes}
+        item["properties"] |= {
+            "prediction": labels,
+            "explained": labels,
+            "probability": {"type": "number"},
+            "classes": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {"probability": {"type": "number"}, **part},
+                },
+            },
+        }
+    return {
+        "type": "object",
+        "properties": {
+            "explanations": {"type": "array", "items": item},
+            "method": {"type": "string", "enum": ["exact", "permutation"]},
+            "baseline": {"type": "object"},
+            "warnings": {"type": "array", "items": {"type": "string"}},
+            "model": {"type": "object"},
+        },
+        "required": ["explanations", "method", "baseline", "warnings", "model"],
+    }
+
+
+def whatif_answer_schema(classes: list[str]) -> dict[str, Any]:
+    """JSON Schema of a /v1/whatif answer."""
+    point: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "value": {},
+            "prediction": {"type": "string", "enum": classes} if classes else {"type": "number"},
+        },
+        "required": ["value", "prediction"],
+    }
+    if classes:
+        point["properties"]["probabilities"] = {
+            "type": "object",
+            "additionalProperties": {"type": "number"},
+        }
+    return {
+        "type": "object",
+        "properties": {
+            "feature": {"type": "string"},
+            "kind": {"type": "string", "enum": ["numeric", "categorical", "date"]},
+            "range": {"type": "array", "minItems": 2, "maxItems": 2},
+            "points": {"type": "array", "items": point},
+            "current": point,
+            "warnings": {"type": "array", "items": {"type": "string"}},
+            "model": {"type": "object"},
+        },
+        "required": ["feature", "kind", "range", "points", "current", "warnings", "model"],
+    }

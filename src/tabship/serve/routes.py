@@ -80,7 +80,12 @@ class RouteTable:
 def build_routes(context: Context) -> RouteTable:
     """Every route the server answers, with its handler."""
     from tabship.serve import contract, pages
-    from tabship.serve.explain import explain_body_schema, whatif_body_schema
+    from tabship.serve.explain import (
+        explain_answer_schema,
+        explain_body_schema,
+        whatif_answer_schema,
+        whatif_body_schema,
+    )
     from tabship.serve.form import MEDIA_TYPE as FORM
 
     api, form, probes, docs = context.api, context.form, context.probes, context.docs
@@ -134,7 +139,7 @@ def build_routes(context: Context) -> RouteTable:
                     record["application/json"], context.explain.max_records
                 )
             },
-            answer={"type": "object"},
+            answer=explain_answer_schema(schema.names, context.predictor.classes),
             errors=(*refused, 409, 504),
         ),
         Route(
@@ -143,7 +148,7 @@ def build_routes(context: Context) -> RouteTable:
             context.explain.whatif,
             "One record's prediction as one feature moves across its training range",
             body={"application/json": whatif_body_schema(record["application/json"], schema.names)},
-            answer={"type": "object"},
+            answer=whatif_answer_schema(context.predictor.classes),
             errors=(*refused, 504),
         ),
         Route(
