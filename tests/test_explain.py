@@ -346,3 +346,20 @@ def test_every_centroid_stands_for_several_rows_so_no_outlier_is_stored() -> Non
     counts = np.asarray(background.weights) * len(frame)
     assert (counts >= MIN_MEMBERS - 1e-9).all()
     assert 80.0 not in background.columns["bmi"]
+
+
+def test_every_class_equals_shap_for_a_classifier(tmp_path: Path) -> None:
+    make_tiny_table().to_csv(tmp_path / "t.csv", index=False)
+    options = TrainOptions(target="region", folds=3, models=["logistic"])
+    trained = train_model(str(tmp_path / "t.csv"), options, tmp_path / "m")
+    predictor = Predictor.load(trained.artifact.directory)
+    ours = explainer(predictor)
+    batch = predictor.schema.validate(records(make_tiny_table(), predictor.schema, 4))
+    found = ours.explain(batch)
+    adapter = ShapAdapter(predictor)
+    background = adapter.background(ours.background, predictor.card.training.rows)
+    masker = shap.maskers.Independent(background, max_samples=len(background))
+    for output, _ in enumerate(predictor.classes):
+        theirs = shap.explainers.Exact(adapter.model(output), masker)(adapter.encode(batch.columns))
+        np.testing.assert_allclose(found.contributions[:, :, output], theirs.values, atol=1e-6)
+        np.testing.assert_allclose(found.base[:, output], theirs.base_values, atol=1e-6)
