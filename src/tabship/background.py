@@ -122,6 +122,8 @@ def _ranges(features: pd.DataFrame, schema: Schema) -> dict[str, tuple[float, fl
         if feature.kind == "numeric":
             values = features[feature.name].to_numpy(dtype=np.float64)
             values = values[~np.isnan(values)]
+            if values.size == 0:
+                continue  # what-if falls back to the schema's range
             low, high = np.percentile(values, [1, 99])
             ranges[feature.name] = (float(low), float(high))
         elif feature.kind == "date" and feature.minimum is not None:
