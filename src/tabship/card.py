@@ -18,7 +18,7 @@ from tabship.schema import Schema
 FORMAT = "tabship-model"
 # Major: readers must understand every key. Minor: keys were only added.
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1
+FORMAT_MINOR = 2  # 1.2: the `explanation` entry
 FORMAT_VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
 
 
