@@ -10,13 +10,14 @@ export TABSHIP_DATA_HOME ?= $(abspath ../shared/datasets)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps kserve-client demo test check lint format typecheck bench bench-training soak sbom image-size clean
+.PHONY: help install system-deps kserve-client demo test check lint format typecheck bench bench-explain bench-training soak sbom image-size clean
 
 help:
 	@echo "make demo   - install into .venv, get the insurance data, train, serve on http://localhost:8080"
 	@echo "make test   - install and run every test"
 	@echo "make check  - format check, lint, mypy --strict, tests"
 	@echo "make bench  - benchmarks (writes bench/results.json)"
+	@echo "make bench-explain - explanations against shap, /v1/explain records/s"
 	@echo "make bench-training - training against PyCaret 3.3.2 (writes bench/training.json)"
 
 # pip retries transient registry failures itself; the outer loop covers a failed resolve.
@@ -91,6 +92,17 @@ bench: install
 	$(BIN)/python bench/predict_latency.py
 	$(BIN)/python bench/serve_load.py
 	$(BIN)/python bench/v2_load.py
+	$(BIN)/python bench/explain_bench.py
+
+# Explanations only: tabship against shap's exact explainer, /v1/explain records/s, and
+# /predict_api against the code before (the merge-base with main, or BENCH_BASE_REF).
+bench-explain: install
+	@command -v wrk >/dev/null || for attempt in 1 2 3; do \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null && break; \
+	  sleep 5; [ $$attempt -lt 3 ] || exit 1; \
+	done
+	$(BIN)/python bench/explain_bench.py
 
 # PyCaret runs in its own environment (.bench/pycaret): it pins an older scikit-learn.
 bench-training: install

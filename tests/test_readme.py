@@ -67,6 +67,7 @@ def test_demo_trains_once_then_serves(tmp_path: Path) -> None:
 
 # Flags added or renamed in issue 12: each is in the command's --help and in the README.
 DOCUMENTED_FLAGS = {
+    ("train",): ["--keep-background"],
     ("predict",): ["--strict-categories", "--no-formula-guard", "--engine"],
     ("serve",): [
         "--strict-categories",

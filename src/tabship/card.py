@@ -11,13 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tabship.background import Background
 from tabship.errors import ArtifactError
 from tabship.schema import Schema
 
 FORMAT = "tabship-model"
 # Major: readers must understand every key. Minor: keys were only added.
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1
+FORMAT_MINOR = 2  # 1.2: the `explanation` entry
 FORMAT_VERSION = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
 
 
@@ -95,6 +96,8 @@ class ModelCard:
     files: Mapping[str, str]
     sha256: str
     document: Mapping[str, Any]
+    # The explanations' baseline and what-if ranges; None in folders trained before them.
+    explanation: Background | None = None
 
     @property
     def title(self) -> str:
@@ -141,6 +144,8 @@ class ModelCard:
         model, onnx, training = data["model"], data["onnx"], data["training"]
         cv = model["cv"]
         versions = data.get("versions") or {}
+        schema = Schema.from_dict(data["schema"])
+        explained = data.get("explanation")
         return cls(
             format_version=version,
             written_by=versions.get("tabship"),
@@ -150,7 +155,7 @@ class ModelCard:
             target_label=str(data.get("target_label") or ""),
             unit=str(data.get("unit") or ""),
             classes=tuple(str(c) for c in data.get("classes") or ()),
-            schema=Schema.from_dict(data["schema"]),
+            schema=schema,
             model=ChosenModel(
                 name=str(model["name"]),
                 label=str(model["label"]),
@@ -181,6 +186,7 @@ class ModelCard:
             files={str(k): str(v) for k, v in (data.get("files") or {}).items()},
             sha256=str(data["metadata_sha256"]),
             document=data,
+            explanation=Background.from_dict(explained, schema) if explained else None,
         )
 
 

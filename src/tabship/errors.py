@@ -112,6 +112,12 @@ class BusyError(RequestError):
     status = 503
 
 
+class NotExplainableError(RequestError):
+    """The model folder holds no explanation baseline (trained before tabship sealed one)."""
+
+    status = 409
+
+
 class OutputExistsError(TabshipError):
     """Refusing to overwrite something the user already has."""
 

@@ -142,3 +142,33 @@ def target_distribution(labels: np.ndarray, target: str, classes: list[str]) -> 
         else:
             axes.hist(labels, bins=40, color=ACCENT)
     return buffer.getvalue()
+
+
+def contributions(ranking: list[tuple[str, float]], output: str) -> bytes:
+    """Horizontal bars: mean |Shapley contribution| per feature, biggest on top."""
+    shown = list(reversed(ranking[:20]))
+    with _figure("Mean |contribution|", f"mean |contribution| to {output}", "") as (
+        _,
+        axes,
+        buffer,
+    ):
+        axes.barh([name for name, _ in shown], [value for _, value in shown], color=ACCENT)
+    return buffer.getvalue()
+
+
+def dependence(feature: str, kind: str, values: np.ndarray, found: np.ndarray) -> bytes:
+    """A feature's value against its contribution, one point per explained row."""
+    with _figure(f"Dependence: {feature}", feature, "contribution") as (_, axes, buffer):
+        if kind == "categorical":
+            levels = sorted({str(v) for v in values})[:20]
+            position = {level: index for index, level in enumerate(levels)}
+            keep = np.array([str(v) in position for v in values])
+            jitter = np.random.default_rng(0).uniform(-0.15, 0.15, int(keep.sum()))
+            x = np.array([position[str(v)] for v in values[keep]]) + jitter
+            axes.scatter(x, found[keep], s=10, alpha=0.6, color=ACCENT, linewidths=0)
+            axes.set_xticks(range(len(levels)), [level or "(empty)" for level in levels])
+            axes.tick_params(axis="x", labelrotation=45)
+        else:
+            axes.scatter(values.astype(float), found, s=10, alpha=0.6, color=ACCENT, linewidths=0)
+        axes.axhline(0.0, color="black", linewidth=1)
+    return buffer.getvalue()

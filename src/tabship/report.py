@@ -15,11 +15,21 @@ from tabship import metrics, plots
 from tabship.artifact import library_versions
 from tabship.evaluation import Evaluation, evaluate
 from tabship.schema import MISSING_LEVEL
+from tabship.summary import Summary, summarise
 from tabship.train import TrainResult
 
 # The plot ids a reader (and the browser test) can rely on, per task.
-REGRESSION_PLOTS = ("predicted-vs-actual", "residuals", "importance", "target")
-CLASSIFICATION_PLOTS = ("confusion", "roc", "precision-recall", "importance", "target")
+# The explanations' global view follows (dependence on the top three features).
+SUMMARY_PLOTS = ("contributions", "dependence-first", "dependence-second", "dependence-third")
+REGRESSION_PLOTS = ("predicted-vs-actual", "residuals", "importance", "target", *SUMMARY_PLOTS)
+CLASSIFICATION_PLOTS = (
+    "confusion",
+    "roc",
+    "precision-recall",
+    "importance",
+    "target",
+    *SUMMARY_PLOTS,
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,32 @@ class Plot:
 
 def _png(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _summary_plots(summary: Summary) -> list[Plot]:
+    """The explanations' global view: mean |contribution|, then the top features' dependence."""
+    source = (
+        f"Shapley contributions to the {summary.output} of {summary.rows} sampled training "
+        "rows, against the baseline sealed in the model folder"
+    )
+    found = [
+        Plot(
+            "contributions",
+            "Mean |contribution|",
+            f"{source}: how far each feature moves a prediction on average.",
+            _png(plots.contributions(summary.ranking, summary.output)),
+        )
+    ]
+    for item, plot_id in zip(summary.dependence, SUMMARY_PLOTS[1:], strict=False):
+        found.append(
+            Plot(
+                plot_id,
+                f"Dependence on {item.feature}",
+                f"{source}: each point is a row, its {item.feature} against what it adds.",
+                _png(plots.dependence(item.feature, item.kind, item.values, item.contributions)),
+            )
+        )
+    return found
 
 
 def _plots(result: TrainResult, evaluation: Evaluation, labels: np.ndarray) -> list[Plot]:
@@ -153,7 +189,12 @@ def _leaderboard(result: TrainResult) -> list[dict[str, Any]]:
     return rows
 
 
-def render_report(result: TrainResult, metadata: dict[str, Any], evaluation: Evaluation) -> str:
+def render_report(
+    result: TrainResult,
+    metadata: dict[str, Any],
+    evaluation: Evaluation,
+    summary: Summary | None = None,
+) -> str:
     """The report's HTML for a trained result and the metadata written beside it."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -184,7 +225,8 @@ def render_report(result: TrainResult, metadata: dict[str, Any], evaluation: Eva
             }
             for m in names
         ],
-        plots=_plots(result, evaluation, labels),
+        plots=_plots(result, evaluation, labels) + (_summary_plots(summary) if summary else []),
+        summary=summary,
         columns=_columns(result, features),
         total_rows=len(labels),
         tuning=result.tuning,
@@ -197,4 +239,5 @@ def build_report(result: TrainResult, metadata: dict[str, Any]) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         evaluation = evaluate(result)
-    return render_report(result, metadata, evaluation)
+    summary = summarise(result, metadata) if metadata.get("explanation") else None
+    return render_report(result, metadata, evaluation, summary)

@@ -69,11 +69,17 @@ def train_model(
     force: bool = False,
     progress: Progress | None = None,
     settings: Settings | None = None,
+    keep_background: int | None = None,
 ) -> TrainedModel:
-    """Load a table (file or built-in name), train, export ONNX if it matches, write the folder."""
+    """Load a table (file or built-in name), train, export ONNX if it matches, write the folder.
+
+    `keep_background` seals that many sampled training rows as the explanations' baseline
+    instead of k-means centroids.
+    """
     import skops.io
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
+    from tabship.background import build_background
     from tabship.export import export
     from tabship.report import build_report
     from tabship.train import train
@@ -128,6 +134,10 @@ def train_model(
             "time_budget_seconds": options.time_budget,
             "warnings": result.warnings,
         },
+        # Explanations' baseline and what-if ranges: its own entry, sealed with the card.
+        "explanation": build_background(
+            result.features, result.schema, keep_background, result.seed
+        ).to_dict(),
     }
     if progress:
         progress("report", 1, 1)

@@ -152,6 +152,15 @@ def train(
     ] = None,
     unit: Annotated[str | None, typer.Option(help="Unit of the prediction, e.g. USD.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
+    keep_background: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=1000,
+            help="Seal N sampled training rows as the explanations' baseline "
+            "(default: 10 k-means centroids, no raw rows).",
+        ),
+    ] = None,
 ) -> None:
     """Cross-validate candidate pipelines, keep the best, write the model folder and its report."""
     from tabship.errors import ConfigError
@@ -174,6 +183,7 @@ def train(
         target_label=target_label,
         unit=unit,
         force=force,
+        keep_background=keep_background,
     )
 
 

@@ -116,6 +116,14 @@ class JsonApi:
 
     async def model(self, request: Request) -> Answer:
         """The model card as written, with the engine actually serving and the batch limit."""
-        return json_answer(
-            {**self.predictor.card.document, **self.info, "max_batch": self.settings.max_batch}
-        )
+        document = dict(self.predictor.card.document)
+        background = self.predictor.card.explanation
+        if background is not None:
+            # How explanations are computed, not the baseline rows: kept training rows
+            # (--keep-background) stay in the folder, never in a public answer.
+            document["explanation"] = {
+                "method": "interventional-shapley",
+                "background": background.kind,
+                "rows": background.rows,
+            }
+        return json_answer({**document, **self.info, "max_batch": self.settings.max_batch})

@@ -14,6 +14,7 @@ from tabship.config import ServeSettings
 from tabship.predictor import Predictor
 from tabship.serve import contract
 from tabship.serve.api import JsonApi
+from tabship.serve.explain import ExplainApi
 from tabship.serve.form import FormPage, page_title
 from tabship.serve.http import Receive, Scope, Send
 from tabship.serve.layers import Accounting, Dispatch, Limits, ServerState
@@ -41,6 +42,7 @@ class Context:
     docs: Docs
     report: ReportPage | None
     v2: V2Api
+    explain: ExplainApi
 
 
 class App:
@@ -101,18 +103,21 @@ def create_app(
         )
 
     report = ReportPage(predictor.artifact) if REPORT_FILE in card.files else None
-    api = JsonApi(predictor, settings, metrics, ThreadPoolExecutor(2, "tabship-batch"))
+    pool = ThreadPoolExecutor(2, "tabship-batch")
+    api = JsonApi(predictor, settings, metrics, pool)
+    explain = ExplainApi(predictor, settings, pool)
     context = Context(
         predictor=predictor,
         settings=settings,
         state=state,
         metrics=metrics,
         api=api,
-        form=FormPage(predictor, metrics, report is not None),
+        form=FormPage(predictor, metrics, report is not None, explain),
         probes=Probes(state, metrics),
         docs=Docs(title, openapi),
         report=report,
         v2=V2Api(predictor, settings, state, api),
+        explain=explain,
     )
     table = build_routes(context)
     context.docs.table = table

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from tabship.card import ModelCard
@@ -14,6 +14,9 @@ from tabship.serve.contract import media_type
 from tabship.serve.http import Answer, Request, html_answer
 from tabship.serve.pages import render
 from tabship.serve.prometheus import Metrics
+
+if TYPE_CHECKING:
+    from tabship.serve.explain import ExplainApi
 
 MEDIA_TYPE = "application/x-www-form-urlencoded"
 
@@ -129,10 +132,18 @@ def _typed(value: float) -> int | float:
 class FormPage:
     """GET / draws the form; POST /predict answers it with the prediction and its warnings."""
 
-    def __init__(self, predictor: Predictor, metrics: Metrics, report: bool) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        metrics: Metrics,
+        report: bool,
+        explain: ExplainApi | None = None,
+    ) -> None:
         self.predictor = predictor
         self.metrics = metrics
         self.report = report
+        # After Predict the page shows why (contributions) and what if (one chart per feature).
+        self.explain = explain
 
     async def page(self, request: Request) -> Answer:
         """The empty form."""
@@ -145,6 +156,7 @@ class FormPage:
         features = self.predictor.schema.features
         submitted, record, problems = parse_form(request.body, request.content_type, features)
         prediction = None
+        insight = None
         if not problems:
             try:
                 prediction = self.predictor.predict([record])
@@ -153,8 +165,12 @@ class FormPage:
             else:
                 request.rows = 1
                 self.metrics.count_prediction(1, prediction.unseen)
+                if self.explain is not None:
+                    from tabship.serve.insight import form_insight
+
+                    insight = await form_insight(self.explain, record)
         fields = fields_for(self.predictor, submitted, problems)
-        html = render_page(self.predictor, fields, prediction, report=self.report)
+        html = render_page(self.predictor, fields, prediction, report=self.report, insight=insight)
         return html_answer(html, status=422 if problems else 200)
 
 
@@ -163,6 +179,7 @@ def render_page(
     fields: list[Field],
     prediction: Prediction | None = None,
     report: bool = False,
+    insight: dict[str, Any] | None = None,
 ) -> str:
     """The whole HTML page: form, and the prediction with its warnings when there is one."""
     card = predictor.card
@@ -180,6 +197,7 @@ def render_page(
         cv_mean=card.model.cv.mean.get(card.sort_by),
         sort_by=card.sort_by,
         report=report,
+        insight=insight,
     )
 
 

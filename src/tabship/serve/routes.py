@@ -144,6 +144,12 @@ class RouteTable:
 def build_routes(context: Context) -> RouteTable:
     """Every route the server answers, with its handler."""
     from tabship.serve import contract, pages
+    from tabship.serve.explain import (
+        explain_answer_schema,
+        explain_body_schema,
+        whatif_answer_schema,
+        whatif_body_schema,
+    )
     from tabship.serve.form import MEDIA_TYPE as FORM
     from tabship.serve.v2_contract import v2_routes
 
@@ -186,6 +192,28 @@ def build_routes(context: Context) -> RouteTable:
             "Predict a batch of records",
             body=batch,
             answer=contract.batch_answer_schema(context.predictor),
+            errors=(*refused, 504),
+        ),
+        Route(
+            "POST",
+            "/v1/explain",
+            context.explain.explain,
+            "Each feature's contribution to each record's prediction (Shapley values)",
+            body={
+                "application/json": explain_body_schema(
+                    record["application/json"], context.explain.max_records
+                )
+            },
+            answer=explain_answer_schema(schema.names, context.predictor.classes),
+            errors=(*refused, 409, 504),
+        ),
+        Route(
+            "POST",
+            "/v1/whatif",
+            context.explain.whatif,
+            "One record's prediction as one feature moves across its training range",
+            body={"application/json": whatif_body_schema(record["application/json"], schema.names)},
+            answer=whatif_answer_schema(context.predictor.classes),
             errors=(*refused, 504),
         ),
         Route(
