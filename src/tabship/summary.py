@@ -71,6 +71,8 @@ def summarise(result: TrainResult, metadata: dict[str, Any]) -> Summary:
             for name, text in schema.inputs
         },
         rows=len(sample),
+        warnings=[],
+        unseen={},
     )
     found = explainer.explain(batch)
     # Binary: the positive class; several classes: each row's predicted class; else the value.
