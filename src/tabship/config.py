@@ -89,6 +89,12 @@ class ServeSettings:
     strict_categories: bool = False
     # Host header values answered; empty means any (a pod behind a load balancer sees many).
     allowed_hosts: tuple[str, ...] = ()
+    # API keys: a file of keys or `sha256:HEX` lines; None serves every route without a key.
+    api_keys_file: Path | None = None
+    protect_metrics: bool = False
+    public_pages: bool = False
+    # 422 answers name the wrong fields only, not the allowed values or ranges.
+    generic_errors: bool = False
 
     @classmethod
     def resolve(
@@ -120,6 +126,12 @@ class ServeSettings:
             engine=env.get("TABSHIP_ENGINE") or None,
             strict_categories=_flag(env, "TABSHIP_STRICT_CATEGORIES", defaults.strict_categories),
             allowed_hosts=_names(env, "TABSHIP_ALLOWED_HOSTS"),
+            api_keys_file=Path(env["TABSHIP_API_KEYS_FILE"])
+            if env.get("TABSHIP_API_KEYS_FILE")
+            else None,
+            protect_metrics=_flag(env, "TABSHIP_PROTECT_METRICS", defaults.protect_metrics),
+            public_pages=_flag(env, "TABSHIP_PUBLIC_PAGES", defaults.public_pages),
+            generic_errors=_flag(env, "TABSHIP_GENERIC_ERRORS", defaults.generic_errors),
         )
         given: dict[str, Any] = {
             key: value for key, value in (flags or {}).items() if value is not None

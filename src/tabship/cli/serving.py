@@ -143,6 +143,39 @@ def serve(
             "[TABSHIP_ALLOWED_HOSTS, default: any]."
         ),
     ] = None,
+    api_keys_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="File of API keys, one per line (or sha256:HEX); predictions then need "
+            "`Authorization: Bearer KEY` [TABSHIP_API_KEYS_FILE, default: no keys]."
+        ),
+    ] = None,
+    protect_metrics: Annotated[
+        bool | None,
+        typer.Option(
+            "--protect-metrics/--open-metrics",
+            help="With API keys, /metrics needs a key too [TABSHIP_PROTECT_METRICS, off].",
+            show_default=False,
+        ),
+    ] = None,
+    public_pages: Annotated[
+        bool | None,
+        typer.Option(
+            "--public-pages/--protected-pages",
+            help="With API keys, the form, /docs and the report need no key "
+            "[TABSHIP_PUBLIC_PAGES, off].",
+            show_default=False,
+        ),
+    ] = None,
+    generic_errors: Annotated[
+        bool | None,
+        typer.Option(
+            "--generic-errors/--detailed-errors",
+            help="422 answers name the wrong fields only, not the allowed values or ranges "
+            "[TABSHIP_GENERIC_ERRORS, off].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the web form and the JSON API for a model folder."""
     from tabship.config import ServeSettings
@@ -165,6 +198,10 @@ def serve(
             "engine": engine,
             "strict_categories": strict_categories,
             "allowed_hosts": tuple(h.lower() for h in hosts) if hosts else None,
+            "api_keys_file": api_keys_file,
+            "protect_metrics": protect_metrics,
+            "public_pages": public_pages,
+            "generic_errors": generic_errors,
         }
     )
     display = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host  # noqa: S104 - shown, not bound

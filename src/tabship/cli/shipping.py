@@ -104,6 +104,13 @@ def manifests(
     cpu: Annotated[str, typer.Option(help="CPU request per pod.")] = "250m",
     memory: Annotated[str, typer.Option(help="Memory request and limit per pod.")] = "512Mi",
     force: Annotated[bool, typer.Option(help="Replace files already in the folder.")] = False,
+    api_keys_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="Secret holding the API keys file under the key `api-keys`, mounted read-only "
+            "(kubectl create secret generic NAME --from-file=api-keys=KEYS)."
+        ),
+    ] = None,
 ) -> None:
     """Write a kustomize folder (kubectl apply -k DIR) that passes the policy checker."""
     from tabship.artifact import Artifact
@@ -113,6 +120,7 @@ def manifests(
         image=image,
         name=name,
         namespace=namespace,
+        api_keys_secret=api_keys_secret,
         **_manifest_extra(min_replicas, max_replicas, cpu_target, cpu, memory),
     )
     written = write_manifests(Artifact.open(model), options, output, force=force)

@@ -7,6 +7,7 @@ the few without an equivalent there are tabship's own and say so in RULES.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,10 @@ RULES: dict[str, str] = {
     "non-isolated-pod": "a NetworkPolicy must select the pods",
     "termination-grace-period": "(tabship) preStop + drain + in-flight time must fit the grace period",
     "dangling-service": "a Service must select the pods of a Deployment",
+    "env-var-secret": "no key, token, secret or password as a literal env value; mount a Secret",
 }
+# Names of env vars that hold a credential when set to a literal (a *_FILE path is fine).
+_SECRET_NAME = re.compile(r"(?i).*(secret|password|passwd|token|api_?key|credential).*")
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,13 @@ def _container_rules(pod: dict[str, Any], c: dict[str, Any]) -> Iterator[tuple[s
         yield "latest-tag", f"image {image!r} has no tag, or the tag latest"
 
 
+def _env_rules(c: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for item in c.get("env") or []:
+        name = str(item.get("name", ""))
+        if "value" in item and _SECRET_NAME.fullmatch(name) and not name.endswith("_FILE"):
+            yield "env-var-secret", f"env {name} is a literal; use a Secret (file or secretKeyRef)"
+
+
 def _pod_rules(pod: dict[str, Any]) -> Iterator[tuple[str, str]]:
     for key, rule in (
         ("hostNetwork", "host-network"),
@@ -175,7 +186,7 @@ def _deployment_rules(
     for rule, message in _pod_rules(pod):
         yield rule, message, f"{base}.spec.template.spec"
     for c in pod.get("containers") or []:
-        for rule, message in _container_rules(pod, c):
+        for rule, message in (*_container_rules(pod, c), *_env_rules(c)):
             yield rule, message, f"{base}.spec.template.spec.containers[{c.get('name')}]"
         pre_stop = (((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get(
             "seconds", 0

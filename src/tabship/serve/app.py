@@ -14,6 +14,7 @@ from tabship.config import ServeSettings
 from tabship.predictor import Predictor
 from tabship.serve import contract
 from tabship.serve.api import JsonApi
+from tabship.serve.auth import Gate
 from tabship.serve.form import FormPage, page_title
 from tabship.serve.http import Receive, Scope, Send
 from tabship.serve.layers import Accounting, Dispatch, Limits, ServerState
@@ -113,7 +114,7 @@ def create_app(
     table = build_routes(context)
     context.docs.table = table
     metrics.watch(state)
-    http = Accounting(
-        Limits(Dispatch(table), table, state, settings, metrics), table, metrics, state
-    )
+    gate = Gate.from_settings(settings, table, metrics, report.scripts if report else ())
+    limits = Limits(Dispatch(table, settings.generic_errors), table, state, settings, metrics, gate)
+    http = Accounting(limits, table, metrics, state)
     return App(context, table, http)

@@ -13,6 +13,7 @@ from tabship.errors import (
     RecordError,
     RequestError,
     TabshipError,
+    UnauthorizedError,
 )
 
 Scope = MutableMapping[str, Any]
@@ -30,6 +31,9 @@ PAGE_POLICY = (
     "frame-ancestors 'none'"
 )
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
+GENERIC = "invalid value"
+# RFC 6750: a 401 names the scheme the client should use.
+CHALLENGE = ("www-authenticate", 'Bearer realm="tabship"')
 # Set in a request's scope state by the protocol when its body is late.
 READ_LATE = "tabship.read_late"
 
@@ -96,19 +100,25 @@ def _location(field: str, row: int | None) -> list[str | int]:
     return ["body", "instances", row, field] if row is not None else ["body", field]
 
 
-def error_payload(exc: TabshipError) -> tuple[int, dict[str, Any]]:
-    """The one place that maps tabship errors to an HTTP status and body {detail, message}."""
+def error_payload(exc: TabshipError, generic: bool = False) -> tuple[int, dict[str, Any]]:
+    """The one place that maps tabship errors to an HTTP status and body {detail, message}.
+
+    `generic` (--generic-errors) names the wrong fields only: no allowed values or ranges.
+    """
     if isinstance(exc, RecordError):
         detail = [
             {
                 "loc": _location(p.field, p.row),
                 "field": p.field,
                 "row": p.row,
-                "msg": p.message,
+                "msg": GENERIC if generic else p.message,
                 "type": "value_error",
             }
             for p in exc.problems
         ]
+        if generic:
+            fields = ", ".join(dict.fromkeys(p.field for p in exc.problems))
+            return 422, {"detail": detail, "message": f"{GENERIC}: {fields}"}
         return 422, {"detail": detail, "message": str(exc)}
     if exc.status >= 500 and not isinstance(exc, RequestError):
         # The cause is for the server log, not for the client.
@@ -117,14 +127,16 @@ def error_payload(exc: TabshipError) -> tuple[int, dict[str, Any]]:
     return exc.status, {"detail": str(exc), "message": str(exc)}
 
 
-def error_answer(exc: TabshipError) -> Answer:
+def error_answer(exc: TabshipError, generic: bool = False) -> Answer:
     """The answer for an error, with the headers its status calls for."""
-    status, payload = error_payload(exc)
+    status, payload = error_payload(exc, generic)
     headers: tuple[tuple[str, str], ...] = (("content-security-policy", API_POLICY),)
     if isinstance(exc, BusyError):
         headers += (("retry-after", "1"),)
     if isinstance(exc, MethodNotAllowedError):
         headers += (("allow", ", ".join(exc.allow)),)
+    if isinstance(exc, UnauthorizedError):
+        headers += (CHALLENGE,)
     return Answer(status, dump_json(payload), JSON, headers)
 
 

@@ -34,6 +34,10 @@ class Route:
     answer: dict[str, Any] = field(default_factory=dict)
     media: str = "application/json"
     errors: tuple[int, ...] = ()
+    # Who may call it when API keys are on (serve/auth.py): "key" by default, so a route
+    # added anywhere is protected unless it says otherwise; "open" (probes, static files),
+    # "page" (open with --public-pages), "metrics" (protected with --protect-metrics).
+    access: str = "key"
 
 
 class RouteTable:
@@ -71,6 +75,11 @@ class RouteTable:
         route = self._by_path.get(path, {}).get("GET" if method == "HEAD" else method)
         return route is not None and route.probe
 
+    def access(self, method: str, path: str) -> str:
+        """Who may call this request's route; an unknown route needs a key (it reveals nothing)."""
+        route = self._by_path.get(path, {}).get("GET" if method == "HEAD" else method)
+        return "key" if route is None else route.access
+
     @property
     def paths(self) -> list[str]:
         """Every path, in table order."""
@@ -95,7 +104,7 @@ def build_routes(context: Context) -> RouteTable:
         "required": ["status"],
     }
     routes = [
-        Route("GET", "/", form.page, "The prediction form", media=html),
+        Route("GET", "/", form.page, "The prediction form", media=html, access="page"),
         Route(
             "POST",
             "/predict",
@@ -104,6 +113,7 @@ def build_routes(context: Context) -> RouteTable:
             media=html,
             body={FORM: contract.form_schema(schema, strict)},
             errors=(413, 415, 422),
+            access="page",
         ),
         Route(
             "POST",
@@ -136,6 +146,7 @@ def build_routes(context: Context) -> RouteTable:
             probes.healthz,
             "Liveness: the process answers",
             probe=True,
+            access="open",
             answer=status,
         ),
         Route(
@@ -144,6 +155,7 @@ def build_routes(context: Context) -> RouteTable:
             probes.startupz,
             "Startup: model loaded and warmed up",
             probe=True,
+            access="open",
             answer=status,
             errors=(503,),
         ),
@@ -153,6 +165,7 @@ def build_routes(context: Context) -> RouteTable:
             probes.readyz,
             "Readiness: warmed up and not draining",
             probe=True,
+            access="open",
             answer=status,
             errors=(503,),
         ),
@@ -162,18 +175,30 @@ def build_routes(context: Context) -> RouteTable:
             probes.metrics,
             "Prometheus metrics (text format)",
             probe=True,
+            access="metrics",
             answer={"type": "string"},
             media=text,
         ),
-        Route("GET", "/openapi.json", docs.openapi, "This document"),
-        Route("GET", "/docs", docs.page, "API documentation (Swagger UI)", media=html),
+        Route("GET", "/openapi.json", docs.openapi, "This document", access="page"),
+        Route(
+            "GET", "/docs", docs.page, "API documentation (Swagger UI)", media=html, access="page"
+        ),
         *(
-            Route("GET", path, handler, "A static file used by the pages", media=media)
+            Route(
+                "GET", path, handler, "A static file used by the pages", media=media, access="open"
+            )
             for path, handler, media in pages.static_routes()
         ),
     ]
     if context.report is not None:
         routes.append(
-            Route("GET", "/report", context.report.page, "The training report", media=html)
+            Route(
+                "GET",
+                "/report",
+                context.report.page,
+                "The training report",
+                media=html,
+                access="page",
+            )
         )
     return RouteTable(routes)

@@ -20,6 +20,7 @@ import uvicorn
 from tabship.config import ServeSettings
 from tabship.predictor import Predictor
 from tabship.serve.app import App, ServerState, create_app
+from tabship.serve.auth import read_keys
 from tabship.serve.protocol import guarded_protocol
 
 
@@ -106,6 +107,8 @@ def run_worker(
 
 def serve(model: Path, settings: ServeSettings) -> None:
     """Serve `model`: in this process for one worker, else N worker processes on one socket."""
+    if settings.api_keys_file is not None:  # a missing or empty keys file stops the start
+        read_keys(settings.api_keys_file)
     predictor = _load(model, settings)  # fail here, once, on a bad model folder
     if settings.workers == 1:
         run_worker(model, settings, predictor=predictor)
