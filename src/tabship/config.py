@@ -64,6 +64,12 @@ def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip().lower() for part in env.get(name, "").split(",") if part.strip())
 
 
+def trust_from_env(env: Mapping[str, str] | None = None) -> Path | None:
+    """TABSHIP_TRUST: the public key a model's signature must verify with, if any."""
+    raw = (os.environ if env is None else env).get("TABSHIP_TRUST")
+    return Path(raw) if raw else None
+
+
 def strict_categories_from_env(env: Mapping[str, str] | None = None) -> bool:
     """TABSHIP_STRICT_CATEGORIES for commands other than serve (tabship predict)."""
     return _flag(os.environ if env is None else env, "TABSHIP_STRICT_CATEGORIES", False)
@@ -95,6 +101,8 @@ class ServeSettings:
     public_pages: bool = False
     # 422 answers name the wrong fields only, not the allowed values or ranges.
     generic_errors: bool = False
+    # A public key (PEM): the model folder must carry a signature made with its private key.
+    trust: Path | None = None
 
     @classmethod
     def resolve(
@@ -132,6 +140,7 @@ class ServeSettings:
             protect_metrics=_flag(env, "TABSHIP_PROTECT_METRICS", defaults.protect_metrics),
             public_pages=_flag(env, "TABSHIP_PUBLIC_PAGES", defaults.public_pages),
             generic_errors=_flag(env, "TABSHIP_GENERIC_ERRORS", defaults.generic_errors),
+            trust=trust_from_env(env),
         )
         given: dict[str, Any] = {
             key: value for key, value in (flags or {}).items() if value is not None

@@ -45,13 +45,26 @@ def predict(
             "changed; Parquet output is written as it is.",
         ),
     ] = True,
+    trust: Annotated[
+        Path | None,
+        typer.Option(
+            help="Public key (PEM): refuse the model unless `tabship sign` signed it with the "
+            "matching private key [TABSHIP_TRUST, default: no signature needed]."
+        ),
+    ] = None,
 ) -> None:
     """Predict a whole file in chunks: the input columns plus the prediction."""
     import os
 
     from tabship.batch import predict_file
-    from tabship.config import strict_categories_from_env
+    from tabship.config import strict_categories_from_env, trust_from_env
     from tabship.predictor import Predictor
+
+    trust = trust or trust_from_env()
+    if trust is not None:
+        from tabship.signing import verify_model
+
+        verify_model(model, trust)
 
     strict = strict_categories_from_env() if strict_categories is None else strict_categories
     predictor = Predictor.load(model, engine, threads=os.cpu_count() or 1, strict_categories=strict)
@@ -176,6 +189,13 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    trust: Annotated[
+        Path | None,
+        typer.Option(
+            help="Public key (PEM): refuse the model unless `tabship sign` signed it with the "
+            "matching private key [TABSHIP_TRUST, default: no signature needed]."
+        ),
+    ] = None,
 ) -> None:
     """Serve the web form and the JSON API for a model folder."""
     from tabship.config import ServeSettings
@@ -202,6 +222,7 @@ def serve(
             "protect_metrics": protect_metrics,
             "public_pages": public_pages,
             "generic_errors": generic_errors,
+            "trust": trust,
         }
     )
     display = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host  # noqa: S104 - shown, not bound

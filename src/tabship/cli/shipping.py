@@ -33,9 +33,16 @@ def build(
     engine: Annotated[
         str | None, typer.Option(hidden=True, help="Deprecated alias of --builder.")
     ] = None,
+    trust: Annotated[
+        Path | None,
+        typer.Option(
+            help="Public key (PEM): build only a model that `tabship sign` signed it with the "
+            "matching private key; the image verifies it at every start [TABSHIP_TRUST]."
+        ),
+    ] = None,
 ) -> None:
     """Build a hardened serving image for a model folder with docker or podman."""
-    from tabship.config import Settings
+    from tabship.config import Settings, trust_from_env
     from tabship.container import DEFAULT_BASE_IMAGE, ImageOptions, build_image
     from tabship.runner import Runner
 
@@ -46,12 +53,31 @@ def build(
         wheelhouse=wheelhouse,
         push=push,
         context_dir=context_dir,
+        trust=trust or trust_from_env(),
     )
     built = build_image(model, options, Runner(echo=True), Settings.from_env().cache_dir / "wheels")
     typer.echo(
         f"built {built.tag} with {built.builder} (context: {built.context})"
         + (", pushed" if built.pushed else "")
     )
+
+
+@app.command()
+def sign(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    private_key: Annotated[
+        Path,
+        typer.Option(
+            help="Elliptic-curve private key, PEM "
+            "(openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out KEY.pem)."
+        ),
+    ],
+) -> None:
+    """Sign a model folder (OpenSSF model signing); serve/predict/build --trust check it."""
+    from tabship.signing import sign_model
+
+    written = sign_model(model, private_key)
+    typer.echo(f"signed {model}: {written}")
 
 
 @app.command()
