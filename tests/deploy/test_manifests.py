@@ -258,6 +258,23 @@ def _drop_kind(kind: str) -> Callable[[list[dict[str, Any]]], None]:
     return mutate
 
 
+def _gateway_and_route(port: int = 80, gateway: str = "tabship-charges") -> list[dict[str, Any]]:
+    meta = {"name": "tabship-charges"}
+    gateway_obj = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": meta,
+    }
+    backend = {"name": "tabship-charges", "port": port, "weight": 100}
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": meta,
+        "spec": {"parentRefs": [{"name": gateway}], "rules": [{"backendRefs": [backend]}]},
+    }
+    return [gateway_obj, route]
+
+
 # One deliberately bad variant per rule: the checker must name exactly that rule.
 BAD: dict[str, Callable[[list[dict[str, Any]]], None]] = {
     "privileged-container": lambda o: _sc(o).update(privileged=True),
@@ -302,6 +319,8 @@ BAD: dict[str, Callable[[list[dict[str, Any]]], None]] = {
     "dangling-service": lambda o: by_kind(o)["Service"]["spec"].update(
         selector={"app.kubernetes.io/name": "other"}
     ),
+    "httproute-backends": lambda o: o.extend(_gateway_and_route(port=8080)),
+    "httproute-parent": lambda o: o.extend(_gateway_and_route(gateway="elsewhere")),
     "env-var-secret": lambda o: container(o)["env"].append(
         {"name": "TABSHIP_API_KEY", "value": "s3cr3t"}
     ),
@@ -318,7 +337,9 @@ def test_each_bad_fixture_fires_its_rule(objects: list[dict[str, Any]], rule: st
     BAD[rule](bad)
     findings = check_objects(bad)
     assert {f.rule for f in findings} == {rule}, findings
-    assert findings[0].path.startswith(("Deployment/tabship-charges", "Service/tabship-charges"))
+    assert findings[0].path.startswith(
+        ("Deployment/tabship-charges", "Service/tabship-charges", "HTTPRoute/tabship-charges")
+    )
 
 
 def test_cli_manifests_and_check(tiny_model: TrainedModel, tmp_path: Path) -> None:

@@ -58,3 +58,54 @@ def check(
             typer.echo(f"canary is worse: {reason}")
         raise typer.Exit(1)
     typer.echo("canary is not worse than stable")
+
+
+AppArg = Annotated[str, typer.Argument(help="The stable Deployment's name (tabship-TARGET).")]
+Namespace = Annotated[str | None, typer.Option(help="Namespace of the app.")]
+Context = Annotated[str | None, typer.Option(help="kubectl context (default: the current one).")]
+Gke = Annotated[bool, typer.Option(help="Also remove the canary's GKE HealthCheckPolicy.")]
+DryRun = Annotated[bool, typer.Option(help="Print every command; change nothing.")]
+
+
+@rollout_app.command("promote")
+def promote(
+    app_name: AppArg,
+    namespace: Namespace = None,
+    context: Context = None,
+    gke: Gke = False,
+    dry_run: DryRun = False,
+) -> None:
+    """All traffic to the canary, the stable side moved to its model, the canary removed."""
+    from tabship.deploy.gke import apply_plan
+    from tabship.deploy.rollout import RolloutTarget, plan_promote
+    from tabship.runner import Runner
+
+    runner = Runner(dry_run=dry_run)
+    target = RolloutTarget(app_name, namespace, context, gke)
+    apply_plan(plan_promote(target, runner), runner, typer.echo)
+    if not dry_run:
+        typer.echo(
+            f"promoted: {app_name} serves the canary's model; recorded in {app_name}-rollouts"
+        )
+
+
+@rollout_app.command("rollback")
+def rollback(
+    app_name: AppArg,
+    namespace: Namespace = None,
+    context: Context = None,
+    gke: Gke = False,
+    dry_run: DryRun = False,
+) -> None:
+    """All traffic back to the stable side, and the canary removed."""
+    from tabship.deploy.gke import apply_plan
+    from tabship.deploy.rollout import RolloutTarget, plan_rollback
+    from tabship.runner import Runner
+
+    runner = Runner(dry_run=dry_run)
+    target = RolloutTarget(app_name, namespace, context, gke)
+    apply_plan(plan_rollback(target, runner), runner, typer.echo)
+    if not dry_run:
+        typer.echo(
+            f"rolled back: {app_name} serves the stable model; recorded in {app_name}-rollouts"
+        )

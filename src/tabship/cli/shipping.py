@@ -137,6 +137,20 @@ def manifests(
             "(kubectl create secret generic NAME --from-file=api-keys=KEYS)."
         ),
     ] = None,
+    version: Annotated[
+        str | None, typer.Option(help="Model version in labels and names (default: sha256[:12]).")
+    ] = None,
+    canary: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep the stable Deployment and add this model as a canary taking PERCENT of "
+            "the traffic, through a Gateway API HTTPRoute."
+        ),
+    ] = None,
+    gateway_class: Annotated[
+        str | None,
+        typer.Option(help="GatewayClass of the canary's Gateway [required with --canary]."),
+    ] = None,
 ) -> None:
     """Write a kustomize folder (kubectl apply -k DIR) that passes the policy checker."""
     from tabship.artifact import Artifact
@@ -147,8 +161,16 @@ def manifests(
         name=name,
         namespace=namespace,
         api_keys_secret=api_keys_secret,
+        version=version,
         **_manifest_extra(min_replicas, max_replicas, cpu_target, cpu, memory),
     )
+    if canary is not None:
+        from tabship.deploy.canary import canary_options, write_canary
+
+        chosen = canary_options(canary, gateway_class, gke=False)
+        written = write_canary(Artifact.open(model), options, chosen, output, force=force)
+        typer.echo(f"wrote {len(written)} files to {output}; apply with: kubectl apply -k {output}")
+        return
     written = write_manifests(Artifact.open(model), options, output, force=force)
     typer.echo(
         f"wrote {len(written)} files to {output}; policy: 0 findings. Apply with: kubectl apply -k {output}"
@@ -201,10 +223,27 @@ def deploy_gke(
     engine: Annotated[
         str | None, typer.Option(hidden=True, help="Deprecated alias of --builder.")
     ] = None,
+    version: Annotated[
+        str | None, typer.Option(help="Model version in labels and names (default: sha256[:12]).")
+    ] = None,
+    canary: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep the stable Deployment and add this model as a canary taking PERCENT of "
+            "the traffic, through a Gateway API HTTPRoute."
+        ),
+    ] = None,
+    gateway_class: Annotated[
+        str | None,
+        typer.Option(
+            help="GatewayClass of the canary's Gateway (GKE: default gke-l7-global-external-managed)."
+        ),
+    ] = None,
 ) -> None:
     """Artifact Registry, build and push, GKE cluster, kubectl apply, rollout, external IP."""
     from tabship.artifact import Artifact
     from tabship.config import Settings
+    from tabship.deploy.canary import canary_options
     from tabship.deploy.gke import DeployState, GkeOptions, apply_plan, plan_gke
     from tabship.errors import ConfigError
     from tabship.runner import Runner
@@ -223,9 +262,14 @@ def deploy_gke(
         name=name,
         manifests_dir=output,
         wheelhouse=Settings.from_env().cache_dir / "wheels",
+        version=version,
+        manifest_options={"version": version},
+        canary=None if canary is None else canary_options(canary, gateway_class, gke=True),
     )
     apply_plan(plan_gke(Artifact.open(model), options, runner, state), runner, typer.echo)
-    if not dry_run:
+    if canary is not None and not dry_run:
+        typer.echo(f"canary running; its Gateway: kubectl get gateway {name or 'APP'}")
+    elif not dry_run:
         typer.echo(f"deployed: http://{state.external_ip}/")
 
 
@@ -244,18 +288,48 @@ def deploy_k8s(
         Path | None, typer.Option("--output", "-o", help="Keep the manifests in this folder.")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print every command; change nothing.")] = False,
+    version: Annotated[
+        str | None, typer.Option(help="Model version in labels and names (default: sha256[:12]).")
+    ] = None,
+    canary: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep the stable Deployment and add this model as a canary taking PERCENT of "
+            "the traffic, through a Gateway API HTTPRoute."
+        ),
+    ] = None,
+    gateway_class: Annotated[
+        str | None,
+        typer.Option(help="GatewayClass of the canary's Gateway [required with --canary]."),
+    ] = None,
 ) -> None:
     """Apply the manifests to any cluster kubectl reaches, wait for the rollout and the IP."""
     from tabship.artifact import Artifact
+    from tabship.deploy.canary import canary_options
     from tabship.deploy.gke import DeployState, apply_plan, plan_k8s
     from tabship.runner import Runner
 
     runner = Runner(dry_run=dry_run)
     state = DeployState()
+    chosen = None if canary is None else canary_options(canary, gateway_class, gke=False)
+    extra: dict[str, object] = {"version": version}
     apply_plan(
-        plan_k8s(Artifact.open(model), image, context, runner, state, name, namespace, output),
+        plan_k8s(
+            Artifact.open(model),
+            image,
+            context,
+            runner,
+            state,
+            name,
+            namespace,
+            output,
+            extra,
+            chosen,
+        ),
         runner,
         typer.echo,
     )
-    if not dry_run:
+    if chosen is not None and not dry_run:
+        typer.echo(f"canary running at {chosen.percent}%; judge it with `tabship rollout check`")
+    elif not dry_run:
         typer.echo(f"deployed: http://{state.external_ip}/")

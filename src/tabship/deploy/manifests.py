@@ -42,6 +42,8 @@ class ManifestOptions:
     graceful_timeout: int = 20
     # A Secret holding the API keys file under the key `api-keys`, mounted read-only.
     api_keys_secret: str | None = None
+    # The model's version in labels (and a canary's names): --version, else the sha256[:12].
+    version: str | None = None
 
 
 def dns_name(text: str) -> str:
@@ -95,6 +97,21 @@ def _check(options: ManifestOptions) -> None:
         raise ConfigError(f"--memory {options.memory!r} is not a memory quantity such as 512Mi")
 
 
+_VERSION = re.compile(r"[a-z0-9]([a-z0-9.-]{0,18}[a-z0-9])?")
+
+
+def model_version(artifact: Artifact, version: str | None = None) -> str:
+    """A model's version: `version` (a short Kubernetes-name-safe word), else its sha256[:12]."""
+    if version is None:
+        return artifact.sha256[:12]
+    if not _VERSION.fullmatch(version):
+        raise ConfigError(
+            f"--version {version!r} must be 1-20 lower-case letters, digits, '.' or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return version
+
+
 def grace_period(options: ManifestOptions) -> int:
     """Seconds Kubernetes waits after starting termination: preStop + drain + in-flight + margin."""
     return options.pre_stop_seconds + options.drain_delay + options.graceful_timeout + 3
@@ -126,7 +143,7 @@ def render_manifests(artifact: Artifact, options: ManifestOptions) -> list[dict[
     selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name}
     labels = {
         **selector,
-        "app.kubernetes.io/version": artifact.sha256[:12],
+        "app.kubernetes.io/version": model_version(artifact, options.version),
         "app.kubernetes.io/component": "predictor",
         "app.kubernetes.io/part-of": "tabship",
         "app.kubernetes.io/managed-by": "tabship",

@@ -43,6 +43,8 @@ RULES: dict[str, str] = {
     "non-isolated-pod": "a NetworkPolicy must select the pods",
     "termination-grace-period": "(tabship) preStop + drain + in-flight time must fit the grace period",
     "dangling-service": "a Service must select the pods of a Deployment",
+    "httproute-backends": "(tabship) an HTTPRoute's backends are Services with a port and a weight 0-1000000, some above 0; one in the folder uses a port it has",
+    "httproute-parent": "(tabship) an HTTPRoute's parentRefs name a Gateway in the folder",
     "env-var-secret": "no key, token, secret or password as a literal env value; mount a Secret",
 }
 # Names of env vars that hold a credential when set to a literal (a *_FILE path is fine).
@@ -269,7 +271,34 @@ def check_objects(objects: list[dict[str, Any]]) -> list[Finding]:
                     f"Service/{obj['metadata']['name']}.spec.selector",
                 )
             )
+    for obj in objects:
+        if obj.get("kind") == "HTTPRoute":
+            findings += list(_route_rules(obj, objects))
     return findings
+
+
+def _route_rules(route: dict[str, Any], objects: list[dict[str, Any]]) -> Iterator[Finding]:
+    where = f"HTTPRoute/{route['metadata']['name']}.spec"
+    spec = route.get("spec") or {}
+    gateways = {o["metadata"]["name"] for o in objects if o.get("kind") == "Gateway"}
+    services = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "Service"}
+    for ref in spec.get("parentRefs") or [{}]:
+        if ref.get("name") not in gateways:
+            yield Finding("httproute-parent", f"parentRef {ref} names no Gateway here", where)
+    weights = []
+    for ref in (b for rule in spec.get("rules") or [] for b in rule.get("backendRefs") or []):
+        weight, port = ref.get("weight", 1), ref.get("port")
+        weights.append(weight if isinstance(weight, int) else 0)
+        service = services.get(ref.get("name", ""))
+        ports = [p.get("port") for p in ((service or {}).get("spec") or {}).get("ports") or []]
+        if ref.get("kind", "Service") != "Service" or not isinstance(port, int):
+            yield Finding("httproute-backends", f"backend {ref} is not a Service port", where)
+        elif not isinstance(weight, int) or not 0 <= weight <= 1_000_000:
+            yield Finding("httproute-backends", f"backend {ref} weight is not 0-1000000", where)
+        elif service is not None and port not in ports:
+            yield Finding("httproute-backends", f"backend {ref} port is not in {ports}", where)
+    if not any(weights):
+        yield Finding("httproute-backends", "no backend has a weight above 0", where)
 
 
 def load_folder(directory: Path) -> list[dict[str, Any]]:
