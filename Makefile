@@ -10,13 +10,14 @@ export TABSHIP_DATA_HOME ?= $(abspath ../shared/datasets)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps demo test check lint format typecheck bench bench-training soak sbom image-size clean
+.PHONY: help install system-deps demo test check lint format typecheck bench bench-auth bench-training soak sbom image-size clean
 
 help:
 	@echo "make demo   - install into .venv, get the insurance data, train, serve on http://localhost:8080"
 	@echo "make test   - install and run every test"
 	@echo "make check  - format check, lint, mypy --strict, tests"
 	@echo "make bench  - benchmarks (writes bench/results.json)"
+	@echo "make bench-auth - API keys on the hot path against no keys (writes bench/auth.json)"
 	@echo "make bench-training - training against PyCaret 3.3.2 (writes bench/training.json)"
 
 # pip retries transient registry failures itself; the outer loop covers a failed resolve.
@@ -76,6 +77,10 @@ bench: install
 	done
 	$(BIN)/python bench/predict_latency.py
 	$(BIN)/python bench/serve_load.py
+
+# What API keys cost on /predict_api: the same server with and without a keys file.
+bench-auth: install
+	$(BIN)/python bench/auth_load.py
 
 # PyCaret runs in its own environment (.bench/pycaret): it pins an older scikit-learn.
 bench-training: install

@@ -239,3 +239,14 @@ def test_comparison_takes_the_same_time_with_or_without_a_matching_prefix(keys: 
     near_median = sorted(samples[near])[15]
     far_median = sorted(samples[far])[15]
     assert 0.8 < near_median / far_median < 1.25, (near_median, far_median)
+
+
+def test_openapi_says_which_routes_need_a_key(predictor: Predictor, keys: Path) -> None:
+    spec = call(served(predictor, keys, public_pages=True), "GET", "/openapi.json").json()
+    assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    predict = spec["paths"]["/predict_api"]["post"]
+    assert predict["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert "401" in predict["responses"]
+    for path in ("/healthz", "/metrics", "/", "/docs"):
+        assert "security" not in spec["paths"][path]["get"], path
+    assert "components" not in call(create_app(predictor), "GET", "/openapi.json").json()

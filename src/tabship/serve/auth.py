@@ -18,10 +18,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tabship.errors import ConfigError, UnauthorizedError
 from tabship.serve.http import CHALLENGE, Answer, Scope, error_answer, error_payload, html_answer
+from tabship.serve.openapi import ERROR_SCHEMA
 from tabship.serve.pages import render
 
 if TYPE_CHECKING:
@@ -213,3 +214,24 @@ class Gate:
             f'"route": {json.dumps(route)}, "client": {json.dumps(str(client[0]))}}}\n'
         )
         return refusal_answer(refusal, access == PAGE and wants_html(scope), self.scripts)
+
+
+SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer KEY"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+def document_security(document: dict[str, Any], gate: Gate) -> dict[str, Any]:
+    """The OpenAPI document with the key schemes, and a 401 on every route that needs a key."""
+    document.setdefault("components", {})["securitySchemes"] = SCHEMES
+    for route in gate.table.routes:
+        if route.access in gate.open_kinds:
+            continue
+        operation = document["paths"][route.path][route.method.lower()]
+        operation["security"] = [{"bearer": []}, {"apiKey": []}]
+        operation["responses"]["401"] = {
+            "description": "No API key, or not an accepted one",
+            "content": {"application/json": {"schema": ERROR_SCHEMA}},
+        }
+    return document

@@ -20,7 +20,7 @@ _REASONS = {
     503: "Busy (retry after the Retry-After seconds) or not ready",
     504: "The request took longer than the request timeout",
 }
-_ERROR = {
+ERROR_SCHEMA = {
     "type": "object",
     "properties": {"detail": {}, "message": {"type": "string"}},
     "required": ["detail", "message"],
@@ -34,7 +34,7 @@ def _error(route: Route, status: int) -> dict[str, Any]:
     elif route.media == "text/html" and status == 422:  # the form again, with the problems
         content = {route.media: {"schema": {"type": "string"}}}
     else:
-        content = {"application/json": {"schema": _ERROR}}
+        content = {"application/json": {"schema": ERROR_SCHEMA}}
     return {"description": _REASONS.get(status, "Error"), "content": content}
 
 
