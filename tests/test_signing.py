@@ -212,3 +212,17 @@ def test_the_image_carries_the_key_and_verifies_at_start(
     verify_model(context / "model", context / "trust.pem")  # the copy is the signed folder
     assert not list(context.rglob("trainers.pem"))  # the private key never enters the context
     assert recorded == []
+
+
+def test_mismatch_names_are_read_whatever_the_digest_bytes(tmp_path: Path) -> None:
+    from tabship.signing import _refusal
+
+    # model-signing prints digests as bytes reprs; a quote among them changes the list's quoting.
+    problems = [
+        "Hash mismatch for 'tabship.json': Expected b'\\'q\"', Actual b'x'",
+        "Hash mismatch for 'report.html': Expected b'a', Actual b'b'",
+        f"Extra files found in model '{tmp_path}': extra.onnx",
+    ]
+    said = _refusal(tmp_path, tmp_path / "k.pem", f"Signature mismatch: {problems}")
+    assert "changed since signing: report.html, tabship.json" in said
+    assert "extra: extra.onnx" in said

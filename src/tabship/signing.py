@@ -21,8 +21,10 @@ from tabship.artifact import Artifact
 from tabship.errors import ArtifactError, ConfigError
 
 SIGNATURE_FILE = "model.sig"
-_MISMATCH = re.compile(r"Hash mismatch for '([^']+)'")
-_LISTED = re.compile(r"(Extra|Missing) files (?:found )?in model '[^']*': ([^\"\]]+)")
+# model-signing reports a mismatch as the repr of a list of strings: quotes inside may come
+# escaped (\\'), depending on the digest bytes printed beside them.
+_MISMATCH = re.compile(r"Hash mismatch for \\?'([^'\\]+)\\?'")
+_LISTED = re.compile(r"(Extra|Missing) files (?:found )?in model \\?'[^']*\\?': ([^\"'\]\\]+)")
 
 
 def _hashing() -> Any:
