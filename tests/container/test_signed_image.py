@@ -105,3 +105,33 @@ def test_the_container_refuses_to_start_with_another_key(signed_image: tuple[str
     assert done.returncode == 1, done.stdout + done.stderr
     assert "was made with another key than --trust /opt/app/other.pem" in done.stderr
     assert time.monotonic() - started < 60
+
+
+def test_keys_from_a_read_only_mount_protect_the_container(
+    signed_image: tuple[str, Path], tmp_path: Path
+) -> None:
+    """What `manifests --api-keys-secret` sets up, in a real container: a read-only keys file."""
+    tag, _ = signed_image
+    keys = tmp_path / "api-keys"
+    keys.write_text("container-key-5d1f\n")
+    keys.chmod(0o444)
+    port = free_port()
+    name = run_container(
+        tag,
+        port,
+        "--volume",
+        f"{keys}:/etc/tabship/api-keys/api-keys:ro",
+        env={"TABSHIP_API_KEYS_FILE": "/etc/tabship/api-keys/api-keys"},
+    )
+    url = f"http://127.0.0.1:{port}/predict_api"
+    try:
+        refused = httpx.post(url, json=RECORD, timeout=10)
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+        ok = httpx.post(url, json=RECORD, headers={"x-api-key": "container-key-5d1f"}, timeout=10)
+        assert ok.status_code == 200
+        logs = podman("logs", name, check=False)
+        assert "container-key-5d1f" not in logs.stdout + logs.stderr
+        assert '"event": "auth_failed"' in logs.stderr
+    finally:
+        podman("rm", "--force", name, check=False)

@@ -239,6 +239,10 @@ def deploy_gke(
             help="GatewayClass of the canary's Gateway (GKE: default gke-l7-global-external-managed)."
         ),
     ] = None,
+    api_keys_secret: Annotated[
+        str | None,
+        typer.Option(help="Secret holding the API keys file (key `api-keys`), mounted read-only."),
+    ] = None,
 ) -> None:
     """Artifact Registry, build and push, GKE cluster, kubectl apply, rollout, external IP."""
     from tabship.artifact import Artifact
@@ -263,7 +267,7 @@ def deploy_gke(
         manifests_dir=output,
         wheelhouse=Settings.from_env().cache_dir / "wheels",
         version=version,
-        manifest_options={"version": version},
+        manifest_options={"version": version, "api_keys_secret": api_keys_secret},
         canary=None if canary is None else canary_options(canary, gateway_class, gke=True),
     )
     apply_plan(plan_gke(Artifact.open(model), options, runner, state), runner, typer.echo)
@@ -302,6 +306,10 @@ def deploy_k8s(
         str | None,
         typer.Option(help="GatewayClass of the canary's Gateway [required with --canary]."),
     ] = None,
+    api_keys_secret: Annotated[
+        str | None,
+        typer.Option(help="Secret holding the API keys file (key `api-keys`), mounted read-only."),
+    ] = None,
 ) -> None:
     """Apply the manifests to any cluster kubectl reaches, wait for the rollout and the IP."""
     from tabship.artifact import Artifact
@@ -312,7 +320,7 @@ def deploy_k8s(
     runner = Runner(dry_run=dry_run)
     state = DeployState()
     chosen = None if canary is None else canary_options(canary, gateway_class, gke=False)
-    extra: dict[str, object] = {"version": version}
+    extra: dict[str, object] = {"version": version, "api_keys_secret": api_keys_secret}
     apply_plan(
         plan_k8s(
             Artifact.open(model),

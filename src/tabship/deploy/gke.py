@@ -15,7 +15,14 @@ from pathlib import Path
 from tabship.artifact import Artifact
 from tabship.container import ImageOptions, build_image, check_builder
 from tabship.deploy.canary import CanaryOptions
-from tabship.deploy.manifests import ManifestOptions, dns_name, model_version, write_manifests
+from tabship.deploy.manifests import (
+    ManifestOptions,
+    dns_name,
+    model_version,
+    render_manifests,
+    to_yaml,
+    write_manifests,
+)
 from tabship.errors import TabshipError
 from tabship.runner import Runner, ToolError
 
@@ -164,14 +171,20 @@ def _manifest_step(
     namespace: str | None,
     extra: dict[str, object],
 ) -> Step:
+    def options() -> ManifestOptions:
+        return ManifestOptions(image=image(), name=name, namespace=namespace, **extra)  # type: ignore[arg-type]
+
     def write() -> None:
-        options = ManifestOptions(image=image(), name=name, namespace=namespace, **extra)  # type: ignore[arg-type]
-        write_manifests(artifact, options, directory, force=True)
+        write_manifests(artifact, options(), directory, force=True)
+
+    def show() -> str:
+        return "---\n".join(to_yaml(obj) for obj in render_manifests(artifact, options()))
 
     return Step(
         "write the Kubernetes manifests",
         ["tabship", "manifests", str(artifact.directory), "--image", "IMAGE", "-o", str(directory)],
         work=write,
+        show=show,
     )
 
 
