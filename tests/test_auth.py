@@ -250,3 +250,11 @@ def test_openapi_says_which_routes_need_a_key(predictor: Predictor, keys: Path) 
     for path in ("/healthz", "/metrics", "/", "/docs"):
         assert "security" not in spec["paths"][path]["get"], path
     assert "components" not in call(create_app(predictor), "GET", "/openapi.json").json()
+
+
+def test_a_keys_file_every_user_can_read_is_warned_about(keys: Path) -> None:
+    keys.chmod(0o644)
+    warning = auth.warn_if_shared(keys)
+    assert warning is not None and "readable by every user" in warning
+    keys.chmod(0o600)
+    assert auth.warn_if_shared(keys) is None

@@ -179,7 +179,7 @@ def test_bad_key_files_are_refused(signed: Path, keys: dict[str, Path], tmp_path
         verify_model(signed, tmp_path / "missing.pem")
     with pytest.raises(ConfigError, match="--private-key .*no such file"):
         sign_model(signed, tmp_path / "missing.pem")
-    with pytest.raises(ConfigError, match="not an elliptic-curve private key"):
+    with pytest.raises(ConfigError, match="cannot be read as an elliptic-curve private key"):
         sign_model(signed, keys["public"])
 
 
@@ -226,3 +226,42 @@ def test_mismatch_names_are_read_whatever_the_digest_bytes(tmp_path: Path) -> No
     said = _refusal(tmp_path, tmp_path / "k.pem", f"Signature mismatch: {problems}")
     assert "changed since signing: report.html, tabship.json" in said
     assert "extra: extra.onnx" in said
+
+
+def test_an_encrypted_key_signs_with_its_password_from_a_variable(
+    signed: Path, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"correct horse"),
+        )
+    )
+    public = tmp_path / "locked.pub.pem"
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    base = [TABSHIP, "sign", str(signed), "--private-key", str(locked)]
+    env = {"PATH": "/usr/bin:/bin", "KEY_PASSWORD": "correct horse"}
+    done = subprocess.run(
+        [*base, "--password-env", "KEY_PASSWORD"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    verify_model(signed, public)
+    wrong = subprocess.run(
+        [*base, "--password-env", "KEY_PASSWORD"],
+        capture_output=True,
+        text=True,
+        env={**env, "KEY_PASSWORD": "wrong"},
+    )
+    assert wrong.returncode == 1 and "password (--password-env) is missing or wrong" in wrong.stderr
+    unset = subprocess.run(
+        [*base, "--password-env", "NOPE"], capture_output=True, text=True, env=env
+    )
+    assert unset.returncode == 1 and "the environment variable NOPE is not set" in unset.stderr
+    assert "correct horse" not in done.stdout + done.stderr + wrong.stderr

@@ -70,6 +70,14 @@ def trust_from_env(env: Mapping[str, str] | None = None) -> Path | None:
     return Path(raw) if raw else None
 
 
+def named_variable(name: str, env: Mapping[str, str] | None = None) -> str:
+    """A variable the user named on the command line (a key's password, say), or ConfigError."""
+    value = (os.environ if env is None else env).get(name)
+    if value is None:
+        raise ConfigError(f"the environment variable {name} is not set")
+    return value
+
+
 def strict_categories_from_env(env: Mapping[str, str] | None = None) -> bool:
     """TABSHIP_STRICT_CATEGORIES for commands other than serve (tabship predict)."""
     return _flag(os.environ if env is None else env, "TABSHIP_STRICT_CATEGORIES", False)

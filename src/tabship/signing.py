@@ -50,11 +50,14 @@ def sign_model(model: Path, private_key: Path, password: str | None = None) -> P
     _key_file(private_key, "private key", "--private-key")
     config = signing.Config().set_hashing_config(_hashing())  # type: ignore[no-untyped-call]
     try:
-        config.use_elliptic_key_signer(private_key=private_key, password=password)
+        # Annotated as str, but handed to cryptography, which takes bytes only.
+        secret = password.encode() if password is not None else None
+        config.use_elliptic_key_signer(private_key=private_key, password=secret)  # type: ignore[arg-type]
     except (ValueError, TypeError) as exc:
         raise ConfigError(
-            f"--private-key {private_key} is not an elliptic-curve private key in PEM "
-            f"(openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256): {exc}"
+            f"--private-key {private_key} cannot be read as an elliptic-curve private key in "
+            "PEM (openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256), or its "
+            f"password (--password-env) is missing or wrong: {exc}"
         ) from None
     # Written beside the folder (inside, it would be signed too), then moved in at once, so
     # a reader never sees half a signature.

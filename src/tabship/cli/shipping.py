@@ -72,11 +72,20 @@ def sign(
             "(openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out KEY.pem)."
         ),
     ],
+    password_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Name of an environment variable holding the private key's password "
+            "(never the password itself on the command line)."
+        ),
+    ] = None,
 ) -> None:
     """Sign a model folder (OpenSSF model signing); serve/predict/build --trust check it."""
+    from tabship.config import named_variable
     from tabship.signing import sign_model
 
-    written = sign_model(model, private_key)
+    password = named_variable(password_env) if password_env is not None else None
+    written = sign_model(model, private_key, password)
     typer.echo(f"signed {model}: {written}")
 
 

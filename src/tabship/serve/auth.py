@@ -74,6 +74,20 @@ def read_keys(path: Path) -> tuple[bytes, ...]:
     return tuple(digests)
 
 
+def warn_if_shared(path: Path) -> str | None:
+    """A warning when every user of the machine may read the keys file (plain keys leak)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if mode & 0o004:
+        return (
+            f"warning: API keys file {path} is readable by every user; "
+            f"chmod o-r it (or write sha256: lines only)"
+        )
+    return None
+
+
 class KeyRing:
     """The accepted keys' digests, re-read when the file changes."""
 

@@ -20,7 +20,7 @@ import uvicorn
 from tabship.config import ServeSettings
 from tabship.predictor import Predictor
 from tabship.serve.app import App, ServerState, create_app
-from tabship.serve.auth import read_keys
+from tabship.serve.auth import read_keys, warn_if_shared
 from tabship.serve.protocol import guarded_protocol
 
 
@@ -113,6 +113,9 @@ def serve(model: Path, settings: ServeSettings) -> None:
     """Serve `model`: in this process for one worker, else N worker processes on one socket."""
     if settings.api_keys_file is not None:  # a missing or empty keys file stops the start
         read_keys(settings.api_keys_file)
+        warning = warn_if_shared(settings.api_keys_file)
+        if warning:
+            sys.stderr.write(warning + "\n")
     predictor = _load(model, settings)  # fail here, once, on a bad model folder
     if settings.workers == 1:
         run_worker(model, settings, predictor=predictor)
