@@ -265,3 +265,16 @@ def test_an_encrypted_key_signs_with_its_password_from_a_variable(
     )
     assert unset.returncode == 1 and "the environment variable NOPE is not set" in unset.stderr
     assert "correct horse" not in done.stdout + done.stderr + wrong.stderr
+
+
+def test_a_folder_swapped_after_the_check_is_refused_before_loading(
+    signed: Path, keys: dict[str, Path]
+) -> None:
+    from tabship.predictor import Predictor
+
+    sealed = verify_model(signed, keys["public"])
+    assert sealed == Artifact.open(signed).sha256
+    assert Predictor.load(signed, sealed=sealed).card.sha256 == sealed
+    reseal_with_another_target(signed)  # what a writer racing the loader would do
+    with pytest.raises(ArtifactError, match="changed between its signature check and its loading"):
+        Predictor.load(signed, sealed=sealed)

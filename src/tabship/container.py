@@ -349,11 +349,16 @@ def build_image(
     model: Path, options: ImageOptions, runner: Runner, default_wheelhouse: Path
 ) -> BuiltImage:
     """Verify the model, write the context and build (and push) the image with docker or podman."""
+    sealed = None
     if options.trust is not None:  # before anything in the folder is deserialised
         from tabship.signing import verify_model
 
-        verify_model(model, options.trust)
+        sealed = verify_model(model, options.trust)
     artifact = Artifact.open(model)
+    if sealed is not None:
+        from tabship.signing import check_sealed
+
+        check_sealed(artifact.sha256, sealed, model)
     builder = pick_builder(options.builder, runner)
     context = write_context(artifact, options, runner, default_wheelhouse)
     build: list[str] = [builder, "build", "--tag", options.tag]

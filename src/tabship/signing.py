@@ -11,13 +11,15 @@ The seal itself stays valid: model.sig is not one of the files tabship.json list
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from tabship.artifact import Artifact
+from tabship.artifact import METADATA, Artifact
 from tabship.errors import ArtifactError, ConfigError
 
 SIGNATURE_FILE = "model.sig"
@@ -72,8 +74,13 @@ def sign_model(model: Path, private_key: Path, password: str | None = None) -> P
     return model / SIGNATURE_FILE
 
 
-def verify_model(model: Path, public_key: Path) -> None:
-    """Refuse `model` unless model.sig was made with `public_key` over exactly these files."""
+def verify_model(model: Path, public_key: Path) -> str:
+    """Refuse `model` unless model.sig was made with `public_key` over exactly these files.
+
+    Returns the seal (metadata sha256) of the signed tabship.json, read and checked here, for
+    the loader to hold the folder it opens to (`Predictor.load(..., sealed=...)`): a folder
+    swapped between this check and the load is then refused too.
+    """
     from model_signing import verifying
 
     _key_file(public_key, "trusted public key", "--trust")
@@ -97,6 +104,30 @@ def verify_model(model: Path, public_key: Path) -> None:
         raise ArtifactError(
             f"{signature} is not a readable signature ({type(exc).__name__}); sign the folder again"
         ) from None
+    return _signed_seal(model, public_key, signature)
+
+
+def _signed_seal(model: Path, public_key: Path, signature: Path) -> str:
+    """The metadata sha256 inside tabship.json, from bytes whose digest the signature lists."""
+    from model_signing._signing import sign_ec_key, sign_sigstore_pb
+
+    statement = sign_ec_key.Verifier(public_key).verify(sign_sigstore_pb.Signature.read(signature))
+    digests = {d.identifier: d.digest.digest_hex for d in statement.resource_descriptors()}
+    raw = (model / METADATA).read_bytes()
+    if digests.get(METADATA) != hashlib.sha256(raw).hexdigest():
+        raise ArtifactError(f"{model / METADATA} changed while its signature was checked")
+    try:
+        return str(json.loads(raw)["metadata_sha256"])
+    except (ValueError, KeyError, TypeError):
+        raise ArtifactError(f"{model / METADATA} is not a tabship metadata file") from None
+
+
+def check_sealed(opened: str, sealed: str, model: Path) -> None:
+    """Refuse a folder whose opened seal is not the one the signature vouched for."""
+    if opened != sealed:
+        raise ArtifactError(
+            f"{model} changed between its signature check and its loading; load it again"
+        )
 
 
 def _refusal(model: Path, public_key: Path, detail: str) -> str:

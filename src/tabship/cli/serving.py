@@ -61,13 +61,16 @@ def predict(
     from tabship.predictor import Predictor
 
     trust = trust or trust_from_env()
+    sealed = None
     if trust is not None:
         from tabship.signing import verify_model
 
-        verify_model(model, trust)
+        sealed = verify_model(model, trust)
 
     strict = strict_categories_from_env() if strict_categories is None else strict_categories
-    predictor = Predictor.load(model, engine, threads=os.cpu_count() or 1, strict_categories=strict)
+    predictor = Predictor.load(
+        model, engine, threads=os.cpu_count() or 1, strict_categories=strict, sealed=sealed
+    )
     summary = predict_file(predictor, data, output, force=force, formula_guard=formula_guard)
     for note in summary.warnings[:WARNINGS_SHOWN]:
         typer.echo(f"warning: {note}", err=True)

@@ -82,11 +82,14 @@ def _config(app: App, settings: ServeSettings) -> uvicorn.Config:
 
 
 def _load(model: Path, settings: ServeSettings) -> Predictor:
+    sealed = None
     if settings.trust is not None:  # before anything in the folder is deserialised
         from tabship.signing import verify_model
 
-        verify_model(model, settings.trust)
-    return Predictor.load(model, settings.engine, strict_categories=settings.strict_categories)
+        sealed = verify_model(model, settings.trust)
+    return Predictor.load(
+        model, settings.engine, strict_categories=settings.strict_categories, sealed=sealed
+    )
 
 
 def run_worker(
