@@ -10,7 +10,7 @@ export TABSHIP_DATA_HOME ?= $(abspath ../shared/datasets)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps kserve-client demo test check lint format typecheck bench bench-explain bench-training soak sbom image-size clean
+.PHONY: help install system-deps kserve-client demo test check lint format typecheck bench bench-explain bench-auth bench-training soak sbom image-size clean
 
 help:
 	@echo "make demo   - install into .venv, get the insurance data, train, serve on http://localhost:8080"
@@ -18,6 +18,7 @@ help:
 	@echo "make check  - format check, lint, mypy --strict, tests"
 	@echo "make bench  - benchmarks (writes bench/results.json)"
 	@echo "make bench-explain - explanations against shap, /v1/explain records/s"
+	@echo "make bench-auth - API keys on the hot path against no keys (writes bench/auth.json)"
 	@echo "make bench-training - training against PyCaret 3.3.2 (writes bench/training.json)"
 
 # pip retries transient registry failures itself; the outer loop covers a failed resolve.
@@ -103,6 +104,10 @@ bench-explain: install
 	  sleep 5; [ $$attempt -lt 3 ] || exit 1; \
 	done
 	$(BIN)/python bench/explain_bench.py
+
+# What API keys cost on /predict_api: the same server with and without a keys file.
+bench-auth: install
+	$(BIN)/python bench/auth_load.py
 
 # PyCaret runs in its own environment (.bench/pycaret): it pins an older scikit-learn.
 bench-training: install

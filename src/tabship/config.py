@@ -64,6 +64,20 @@ def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip().lower() for part in env.get(name, "").split(",") if part.strip())
 
 
+def trust_from_env(env: Mapping[str, str] | None = None) -> Path | None:
+    """TABSHIP_TRUST: the public key a model's signature must verify with, if any."""
+    raw = (os.environ if env is None else env).get("TABSHIP_TRUST")
+    return Path(raw) if raw else None
+
+
+def named_variable(name: str, env: Mapping[str, str] | None = None) -> str:
+    """A variable the user named on the command line (a key's password, say), or ConfigError."""
+    value = (os.environ if env is None else env).get(name)
+    if value is None:
+        raise ConfigError(f"the environment variable {name} is not set")
+    return value
+
+
 def strict_categories_from_env(env: Mapping[str, str] | None = None) -> bool:
     """TABSHIP_STRICT_CATEGORIES for commands other than serve (tabship predict)."""
     return _flag(os.environ if env is None else env, "TABSHIP_STRICT_CATEGORIES", False)
@@ -91,6 +105,14 @@ class ServeSettings:
     allowed_hosts: tuple[str, ...] = ()
     # The model's name in the Open Inference Protocol's paths; None: the model folder's name.
     model_name: str | None = None
+    # API keys: a file of keys or `sha256:HEX` lines; None serves every route without a key.
+    api_keys_file: Path | None = None
+    protect_metrics: bool = False
+    public_pages: bool = False
+    # 422 answers name the wrong fields only, not the allowed values or ranges.
+    generic_errors: bool = False
+    # A public key (PEM): the model folder must carry a signature made with its private key.
+    trust: Path | None = None
 
     @classmethod
     def resolve(
@@ -123,6 +145,13 @@ class ServeSettings:
             strict_categories=_flag(env, "TABSHIP_STRICT_CATEGORIES", defaults.strict_categories),
             allowed_hosts=_names(env, "TABSHIP_ALLOWED_HOSTS"),
             model_name=env.get("TABSHIP_MODEL_NAME") or None,
+            api_keys_file=Path(env["TABSHIP_API_KEYS_FILE"])
+            if env.get("TABSHIP_API_KEYS_FILE")
+            else None,
+            protect_metrics=_flag(env, "TABSHIP_PROTECT_METRICS", defaults.protect_metrics),
+            public_pages=_flag(env, "TABSHIP_PUBLIC_PAGES", defaults.public_pages),
+            generic_errors=_flag(env, "TABSHIP_GENERIC_ERRORS", defaults.generic_errors),
+            trust=trust_from_env(env),
         )
         given: dict[str, Any] = {
             key: value for key, value in (flags or {}).items() if value is not None

@@ -35,6 +35,9 @@ SERVING_PACKAGES = (
     "prometheus-client",
 )
 SKLEARN_PACKAGES = ("scikit-learn", "skops", "pandas")
+# Verifying a signature at start (`--trust`); model-signing imports pyopenssl undeclared.
+SIGNING_PACKAGES = ("model-signing", "pyopenssl")
+TRUST_FILE = "trust.pem"
 # Candidate name prefix -> the package its fitted model unpickles from (see candidates.py).
 BOOSTER_PACKAGES = {"lightgbm": "lightgbm", "xgboost": "xgboost-cpu"}
 
@@ -51,6 +54,8 @@ class ImageOptions:
     context_dir: Path | None = None
     python_version: str = f"{sys.version_info.major}.{sys.version_info.minor}"
     labels: dict[str, str] = field(default_factory=dict)
+    # The public key a signed model is checked with, copied into the image.
+    trust: Path | None = None
 
 
 def _normal(name: str) -> str:
@@ -80,15 +85,17 @@ def dependency_closure(top: tuple[str, ...]) -> dict[str, str]:
     return dict(sorted(pins.items()))
 
 
-def serving_pins(engine: str, model: str = "") -> dict[str, str]:
+def serving_pins(engine: str, model: str = "", signed: bool = False) -> dict[str, str]:
     """Pinned packages for an image serving with `engine` (no scikit-learn when ONNX serves).
 
     A booster served by scikit-learn also needs its own library; under ONNX it needs none.
+    An image that checks a signature at start also holds model-signing.
     """
+    top = SERVING_PACKAGES + (SIGNING_PACKAGES if signed else ())
     if engine != "sklearn":
-        return dependency_closure(SERVING_PACKAGES)
+        return dependency_closure(top)
     boosters = tuple(lib for prefix, lib in BOOSTER_PACKAGES.items() if model.startswith(prefix))
-    return dependency_closure(SERVING_PACKAGES + SKLEARN_PACKAGES + boosters)
+    return dependency_closure(top + SKLEARN_PACKAGES + boosters)
 
 
 def render_requirements(pins: dict[str, str], hashes: dict[str, list[str]]) -> str:
@@ -178,6 +185,12 @@ def render_dockerfile(artifact: Artifact, options: ImageOptions) -> str:
         if re.fullmatch(r"[A-Za-z0-9._-]{1,100}", folder)
         else ""
     )
+    # A signed model is verified against the key copied in, at every start of the container.
+    trust = (
+        f"COPY {TRUST_FILE} /opt/app/{TRUST_FILE}\nENV TABSHIP_TRUST=/opt/app/{TRUST_FILE}\n"
+        if options.trust
+        else ""
+    )
     health = (
         "import os, urllib.request; "
         "urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('TABSHIP_PORT', '8080') + '/healthz', timeout=2)"
@@ -204,7 +217,7 @@ LABEL {label_lines}
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /opt/app/lib /opt/app/lib
 COPY model/ /opt/app/model/
-ENV PATH=/opt/venv/bin:$PATH \\
+{trust}ENV PATH=/opt/venv/bin:$PATH \\
     PYTHONPATH=/opt/app/lib \\
     PYTHONDONTWRITEBYTECODE=1 \\
     PYTHONUNBUFFERED=1 \\
@@ -274,7 +287,7 @@ def write_context(
     if context.exists() and any(context.iterdir()):
         raise OutputExistsError(f"{context} is not empty; give --context-dir a new or empty folder")
     context.mkdir(parents=True, exist_ok=True)
-    pins = serving_pins(artifact.card.engine, artifact.card.model.name)
+    pins = serving_pins(artifact.card.engine, artifact.card.model.name, options.trust is not None)
     wheelhouse = options.wheelhouse or default_wheelhouse
     hashes = fill_wheelhouse(pins, wheelhouse, options.python_version, runner)
     (context / "wheels").mkdir()
@@ -290,6 +303,11 @@ def write_context(
             if name != "tabship.json"
             else (artifact.directory / name).read_bytes()
         )
+    if options.trust is not None:
+        from tabship.signing import SIGNATURE_FILE
+
+        shutil.copyfile(artifact.directory / SIGNATURE_FILE, model / SIGNATURE_FILE)
+        shutil.copyfile(options.trust, context / TRUST_FILE)
     package = Path(__file__).resolve().parent
     shutil.copytree(
         package, context / "tabship", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -339,7 +357,16 @@ def build_image(
     model: Path, options: ImageOptions, runner: Runner, default_wheelhouse: Path
 ) -> BuiltImage:
     """Verify the model, write the context and build (and push) the image with docker or podman."""
+    sealed = None
+    if options.trust is not None:  # before anything in the folder is deserialised
+        from tabship.signing import verify_model
+
+        sealed = verify_model(model, options.trust)
     artifact = Artifact.open(model)
+    if sealed is not None:
+        from tabship.signing import check_sealed
+
+        check_sealed(artifact.sha256, sealed, model)
     builder = pick_builder(options.builder, runner)
     context = write_context(artifact, options, runner, default_wheelhouse)
     build: list[str] = [builder, "build", "--tag", options.tag]

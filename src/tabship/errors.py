@@ -78,6 +78,12 @@ class BadHostError(RequestError):
     status = 400
 
 
+class UnauthorizedError(RequestError):
+    """The route needs an API key and the request has none, or not an accepted one."""
+
+    status = 401
+
+
 class NotFoundError(RequestError):
     """No route has this path."""
 

@@ -45,9 +45,18 @@ class Predictor:
         engine: str | None = None,
         threads: int = 1,
         strict_categories: bool = False,
+        sealed: str | None = None,
     ) -> Predictor:
-        """Open and verify a model folder; `engine` forces 'onnx' or 'sklearn' over the recorded one."""
+        """Open and verify a model folder; `engine` forces 'onnx' or 'sklearn' over the recorded one.
+
+        `sealed`: the seal a signature check vouched for; any other folder is refused before
+        its model is deserialised.
+        """
         artifact = Artifact.open(directory)
+        if sealed is not None and artifact.card.sha256 != sealed:
+            raise ArtifactError(
+                f"{directory} changed between its signature check and its loading; load it again"
+            )
         card = artifact.card
         chosen = engine or card.engine
         if chosen == "onnx":

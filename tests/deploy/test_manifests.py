@@ -258,6 +258,23 @@ def _drop_kind(kind: str) -> Callable[[list[dict[str, Any]]], None]:
     return mutate
 
 
+def _gateway_and_route(port: int = 80, gateway: str = "tabship-charges") -> list[dict[str, Any]]:
+    meta = {"name": "tabship-charges"}
+    gateway_obj = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": meta,
+    }
+    backend = {"name": "tabship-charges", "port": port, "weight": 100}
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": meta,
+        "spec": {"parentRefs": [{"name": gateway}], "rules": [{"backendRefs": [backend]}]},
+    }
+    return [gateway_obj, route]
+
+
 # One deliberately bad variant per rule: the checker must name exactly that rule.
 BAD: dict[str, Callable[[list[dict[str, Any]]], None]] = {
     "privileged-container": lambda o: _sc(o).update(privileged=True),
@@ -302,6 +319,11 @@ BAD: dict[str, Callable[[list[dict[str, Any]]], None]] = {
     "dangling-service": lambda o: by_kind(o)["Service"]["spec"].update(
         selector={"app.kubernetes.io/name": "other"}
     ),
+    "httproute-backends": lambda o: o.extend(_gateway_and_route(port=8080)),
+    "httproute-parent": lambda o: o.extend(_gateway_and_route(gateway="elsewhere")),
+    "env-var-secret": lambda o: container(o)["env"].append(
+        {"name": "TABSHIP_API_KEY", "value": "s3cr3t"}
+    ),
 }
 
 
@@ -316,7 +338,9 @@ def test_each_bad_fixture_fires_its_rule(objects: list[dict[str, Any]], rule: st
     BAD[rule](bad)
     findings = check_objects(bad)
     assert {f.rule for f in findings} == {rule}, findings
-    assert findings[0].path.startswith(("Deployment/tabship-charges", "Service/tabship-charges"))
+    assert findings[0].path.startswith(
+        ("Deployment/tabship-charges", "Service/tabship-charges", "HTTPRoute/tabship-charges")
+    )
 
 
 def test_cli_manifests_and_check(tiny_model: TrainedModel, tmp_path: Path) -> None:
@@ -353,3 +377,52 @@ def test_cli_manifests_and_check(tiny_model: TrainedModel, tmp_path: Path) -> No
         "no-read-only-root-fs: Deployment/tabship-charges.spec.template.spec.containers[predictor]: "
     )
     assert len(load_folder(out)) == 6
+
+
+def test_api_keys_come_from_a_secret_mounted_read_only(
+    tiny_model: TrainedModel, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("a-key-that-must-never-reach-yaml\n")
+    out = tmp_path / "k8s"
+    done = subprocess.run(
+        [
+            TABSHIP,
+            "manifests",
+            str(tiny_model.artifact.directory),
+            "--image",
+            "r.example/a:v1",
+            "--api-keys-secret",
+            "charges-api-keys",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    objects = load_folder(out)
+    pod = _pod(objects)
+    volume = next(v for v in pod["volumes"] if v["name"] == "api-keys")
+    assert volume["secret"] == {
+        "secretName": "charges-api-keys",
+        "defaultMode": 0o440,
+        "items": [{"key": "api-keys", "path": "api-keys"}],
+    }
+    mount = next(m for m in container(objects)["volumeMounts"] if m["name"] == "api-keys")
+    assert mount == {"name": "api-keys", "mountPath": "/etc/tabship/api-keys", "readOnly": True}
+    env = {e["name"]: e["value"] for e in container(objects)["env"]}
+    assert env["TABSHIP_API_KEYS_FILE"] == "/etc/tabship/api-keys/api-keys"
+    assert check_objects(objects) == []
+    assert not any("a-key-that" in p.read_text() for p in out.iterdir())
+    files = [str(p) for p in out.iterdir() if p.name != "kustomization.yaml"]
+    validated = subprocess.run(
+        [VALIDATE, "--strict", "--kubernetes-version", "1.30.0", *files],
+        capture_output=True,
+        text=True,
+    )
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    with pytest.raises(ConfigError, match="is not a Secret name"):
+        render_manifests(
+            tiny_model.artifact, ManifestOptions(image="r.example/a:v1", api_keys_secret="Bad Name")
+        )

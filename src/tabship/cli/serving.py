@@ -45,16 +45,32 @@ def predict(
             "changed; Parquet output is written as it is.",
         ),
     ] = True,
+    trust: Annotated[
+        Path | None,
+        typer.Option(
+            help="Public key (PEM): refuse the model unless `tabship sign` signed it with the "
+            "matching private key [TABSHIP_TRUST, default: no signature needed]."
+        ),
+    ] = None,
 ) -> None:
     """Predict a whole file in chunks: the input columns plus the prediction."""
     import os
 
     from tabship.batch import predict_file
-    from tabship.config import strict_categories_from_env
+    from tabship.config import strict_categories_from_env, trust_from_env
     from tabship.predictor import Predictor
 
+    trust = trust or trust_from_env()
+    sealed = None
+    if trust is not None:
+        from tabship.signing import verify_model
+
+        sealed = verify_model(model, trust)
+
     strict = strict_categories_from_env() if strict_categories is None else strict_categories
-    predictor = Predictor.load(model, engine, threads=os.cpu_count() or 1, strict_categories=strict)
+    predictor = Predictor.load(
+        model, engine, threads=os.cpu_count() or 1, strict_categories=strict, sealed=sealed
+    )
     summary = predict_file(predictor, data, output, force=force, formula_guard=formula_guard)
     for note in summary.warnings[:WARNINGS_SHOWN]:
         typer.echo(f"warning: {note}", err=True)
@@ -150,6 +166,46 @@ def serve(
             "[TABSHIP_MODEL_NAME, default: the model folder's name]."
         ),
     ] = None,
+    api_keys_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="File of API keys, one per line (or sha256:HEX); predictions then need "
+            "`Authorization: Bearer KEY` [TABSHIP_API_KEYS_FILE, default: no keys]."
+        ),
+    ] = None,
+    protect_metrics: Annotated[
+        bool | None,
+        typer.Option(
+            "--protect-metrics/--open-metrics",
+            help="With API keys, /metrics needs a key too [TABSHIP_PROTECT_METRICS, off].",
+            show_default=False,
+        ),
+    ] = None,
+    public_pages: Annotated[
+        bool | None,
+        typer.Option(
+            "--public-pages/--protected-pages",
+            help="With API keys, the form, /docs and the report need no key "
+            "[TABSHIP_PUBLIC_PAGES, off].",
+            show_default=False,
+        ),
+    ] = None,
+    generic_errors: Annotated[
+        bool | None,
+        typer.Option(
+            "--generic-errors/--detailed-errors",
+            help="422 answers name the wrong fields only, not the allowed values or ranges "
+            "[TABSHIP_GENERIC_ERRORS, off].",
+            show_default=False,
+        ),
+    ] = None,
+    trust: Annotated[
+        Path | None,
+        typer.Option(
+            help="Public key (PEM): refuse the model unless `tabship sign` signed it with the "
+            "matching private key [TABSHIP_TRUST, default: no signature needed]."
+        ),
+    ] = None,
 ) -> None:
     """Serve the web form, the JSON API and the Open Inference Protocol (/v2) for a model folder."""
     from tabship.config import ServeSettings
@@ -173,6 +229,11 @@ def serve(
             "strict_categories": strict_categories,
             "allowed_hosts": tuple(h.lower() for h in hosts) if hosts else None,
             "model_name": model_name,
+            "api_keys_file": api_keys_file,
+            "protect_metrics": protect_metrics,
+            "public_pages": public_pages,
+            "generic_errors": generic_errors,
+            "trust": trust,
         }
     )
     display = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host  # noqa: S104 - shown, not bound

@@ -33,9 +33,16 @@ def build(
     engine: Annotated[
         str | None, typer.Option(hidden=True, help="Deprecated alias of --builder.")
     ] = None,
+    trust: Annotated[
+        Path | None,
+        typer.Option(
+            help="Public key (PEM): build only a model that `tabship sign` signed it with the "
+            "matching private key; the image verifies it at every start [TABSHIP_TRUST]."
+        ),
+    ] = None,
 ) -> None:
     """Build a hardened serving image for a model folder with docker or podman."""
-    from tabship.config import Settings
+    from tabship.config import Settings, trust_from_env
     from tabship.container import DEFAULT_BASE_IMAGE, ImageOptions, build_image
     from tabship.runner import Runner
 
@@ -46,12 +53,40 @@ def build(
         wheelhouse=wheelhouse,
         push=push,
         context_dir=context_dir,
+        trust=trust or trust_from_env(),
     )
     built = build_image(model, options, Runner(echo=True), Settings.from_env().cache_dir / "wheels")
     typer.echo(
         f"built {built.tag} with {built.builder} (context: {built.context})"
         + (", pushed" if built.pushed else "")
     )
+
+
+@app.command()
+def sign(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    private_key: Annotated[
+        Path,
+        typer.Option(
+            help="Elliptic-curve private key, PEM "
+            "(openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out KEY.pem)."
+        ),
+    ],
+    password_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Name of an environment variable holding the private key's password "
+            "(never the password itself on the command line)."
+        ),
+    ] = None,
+) -> None:
+    """Sign a model folder (OpenSSF model signing); serve/predict/build --trust check it."""
+    from tabship.config import named_variable
+    from tabship.signing import sign_model
+
+    password = named_variable(password_env) if password_env is not None else None
+    written = sign_model(model, private_key, password)
+    typer.echo(f"signed {model}: {written}")
 
 
 @app.command()
@@ -112,6 +147,27 @@ def manifests(
             "instead of a Deployment and Service.",
         ),
     ] = False,
+    api_keys_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="Secret holding the API keys file under the key `api-keys`, mounted read-only "
+            "(kubectl create secret generic NAME --from-file=api-keys=KEYS)."
+        ),
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option(help="Model version in labels and names (default: sha256[:12]).")
+    ] = None,
+    canary: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep the stable Deployment and add this model as a canary taking PERCENT of "
+            "the traffic, through a Gateway API HTTPRoute."
+        ),
+    ] = None,
+    gateway_class: Annotated[
+        str | None,
+        typer.Option(help="GatewayClass of the canary's Gateway [required with --canary]."),
+    ] = None,
 ) -> None:
     """Write a kustomize folder (kubectl apply -k DIR) that passes the policy checker."""
     from tabship.artifact import Artifact
@@ -121,8 +177,22 @@ def manifests(
         image=image,
         name=name,
         namespace=namespace,
+        api_keys_secret=api_keys_secret,
+        version=version,
         **_manifest_extra(min_replicas, max_replicas, cpu_target, cpu, memory),
     )
+    if canary is not None:
+        from tabship.deploy.canary import canary_options, write_canary
+        from tabship.errors import ConfigError
+
+        if kserve:
+            raise ConfigError(
+                "--canary and --kserve: KServe splits traffic itself; choose one of them"
+            )
+        chosen = canary_options(canary, gateway_class, gke=False)
+        written = write_canary(Artifact.open(model), options, chosen, output, force=force)
+        typer.echo(f"wrote {len(written)} files to {output}; apply with: kubectl apply -k {output}")
+        return
     written = write_manifests(Artifact.open(model), options, output, force=force, kserve=kserve)
     typer.echo(
         f"wrote {len(written)} files to {output}; policy: 0 findings. Apply with: kubectl apply -k {output}"
@@ -175,10 +245,31 @@ def deploy_gke(
     engine: Annotated[
         str | None, typer.Option(hidden=True, help="Deprecated alias of --builder.")
     ] = None,
+    version: Annotated[
+        str | None, typer.Option(help="Model version in labels and names (default: sha256[:12]).")
+    ] = None,
+    canary: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep the stable Deployment and add this model as a canary taking PERCENT of "
+            "the traffic, through a Gateway API HTTPRoute."
+        ),
+    ] = None,
+    gateway_class: Annotated[
+        str | None,
+        typer.Option(
+            help="GatewayClass of the canary's Gateway (GKE: default gke-l7-global-external-managed)."
+        ),
+    ] = None,
+    api_keys_secret: Annotated[
+        str | None,
+        typer.Option(help="Secret holding the API keys file (key `api-keys`), mounted read-only."),
+    ] = None,
 ) -> None:
     """Artifact Registry, build and push, GKE cluster, kubectl apply, rollout, external IP."""
     from tabship.artifact import Artifact
     from tabship.config import Settings
+    from tabship.deploy.canary import canary_options
     from tabship.deploy.gke import DeployState, GkeOptions, apply_plan, plan_gke
     from tabship.errors import ConfigError
     from tabship.runner import Runner
@@ -197,9 +288,14 @@ def deploy_gke(
         name=name,
         manifests_dir=output,
         wheelhouse=Settings.from_env().cache_dir / "wheels",
+        version=version,
+        manifest_options={"version": version, "api_keys_secret": api_keys_secret},
+        canary=None if canary is None else canary_options(canary, gateway_class, gke=True),
     )
     apply_plan(plan_gke(Artifact.open(model), options, runner, state), runner, typer.echo)
-    if not dry_run:
+    if canary is not None and not dry_run:
+        typer.echo(f"canary running; its Gateway: kubectl get gateway {name or 'APP'}")
+    elif not dry_run:
         typer.echo(f"deployed: http://{state.external_ip}/")
 
 
@@ -218,18 +314,52 @@ def deploy_k8s(
         Path | None, typer.Option("--output", "-o", help="Keep the manifests in this folder.")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print every command; change nothing.")] = False,
+    version: Annotated[
+        str | None, typer.Option(help="Model version in labels and names (default: sha256[:12]).")
+    ] = None,
+    canary: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep the stable Deployment and add this model as a canary taking PERCENT of "
+            "the traffic, through a Gateway API HTTPRoute."
+        ),
+    ] = None,
+    gateway_class: Annotated[
+        str | None,
+        typer.Option(help="GatewayClass of the canary's Gateway [required with --canary]."),
+    ] = None,
+    api_keys_secret: Annotated[
+        str | None,
+        typer.Option(help="Secret holding the API keys file (key `api-keys`), mounted read-only."),
+    ] = None,
 ) -> None:
     """Apply the manifests to any cluster kubectl reaches, wait for the rollout and the IP."""
     from tabship.artifact import Artifact
+    from tabship.deploy.canary import canary_options
     from tabship.deploy.gke import DeployState, apply_plan, plan_k8s
     from tabship.runner import Runner
 
     runner = Runner(dry_run=dry_run)
     state = DeployState()
+    chosen = None if canary is None else canary_options(canary, gateway_class, gke=False)
+    extra: dict[str, object] = {"version": version, "api_keys_secret": api_keys_secret}
     apply_plan(
-        plan_k8s(Artifact.open(model), image, context, runner, state, name, namespace, output),
+        plan_k8s(
+            Artifact.open(model),
+            image,
+            context,
+            runner,
+            state,
+            name,
+            namespace,
+            output,
+            extra,
+            chosen,
+        ),
         runner,
         typer.echo,
     )
-    if not dry_run:
+    if chosen is not None and not dry_run:
+        typer.echo(f"canary running at {chosen.percent}%; judge it with `tabship rollout check`")
+    elif not dry_run:
         typer.echo(f"deployed: http://{state.external_ip}/")

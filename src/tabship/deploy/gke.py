@@ -14,7 +14,15 @@ from pathlib import Path
 
 from tabship.artifact import Artifact
 from tabship.container import ImageOptions, build_image, check_builder
-from tabship.deploy.manifests import ManifestOptions, dns_name, write_manifests
+from tabship.deploy.canary import CanaryOptions
+from tabship.deploy.manifests import (
+    ManifestOptions,
+    dns_name,
+    model_version,
+    render_manifests,
+    to_yaml,
+    write_manifests,
+)
 from tabship.errors import TabshipError
 from tabship.runner import Runner, ToolError
 
@@ -31,6 +39,8 @@ class Step:
     check: list[str] | None = None
     work: Callable[[], None] | None = None
     capture: Callable[[str], None] | None = None
+    # What a dry run prints besides the command (the manifests a step would write).
+    show: Callable[[], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,8 @@ class GkeOptions:
     manifests_dir: Path | None = None
     wheelhouse: Path | None = None
     manifest_options: dict[str, object] = field(default_factory=dict)
+    version: str | None = None
+    canary: CanaryOptions | None = None
 
 
 @dataclass
@@ -65,7 +77,8 @@ def registry_host(region: str) -> str:
 
 def gke_image(artifact: Artifact, options: GkeOptions, name: str) -> str:
     """REGION-docker.pkg.dev/PROJECT/REPOSITORY/NAME:TAG, tagged with the model's sha256 prefix."""
-    return f"{registry_host(options.region)}/{options.project}/{options.repository}/{name}:{artifact.sha256[:12]}"
+    tag = model_version(artifact, options.version)
+    return f"{registry_host(options.region)}/{options.project}/{options.repository}/{name}:{tag}"
 
 
 def _cluster_steps(options: GkeOptions) -> list[Step]:
@@ -158,14 +171,20 @@ def _manifest_step(
     namespace: str | None,
     extra: dict[str, object],
 ) -> Step:
+    def options() -> ManifestOptions:
+        return ManifestOptions(image=image(), name=name, namespace=namespace, **extra)  # type: ignore[arg-type]
+
     def write() -> None:
-        options = ManifestOptions(image=image(), name=name, namespace=namespace, **extra)  # type: ignore[arg-type]
-        write_manifests(artifact, options, directory, force=True)
+        write_manifests(artifact, options(), directory, force=True)
+
+    def show() -> str:
+        return "---\n".join(to_yaml(obj) for obj in render_manifests(artifact, options()))
 
     return Step(
         "write the Kubernetes manifests",
         ["tabship", "manifests", str(artifact.directory), "--image", "IMAGE", "-o", str(directory)],
         work=write,
+        show=show,
     )
 
 
@@ -256,10 +275,50 @@ def plan_gke(
         ),
         Step("read the image digest", inspect, capture=remember_digest),
         *_cluster_steps(options),
-        _manifest_step(
-            artifact, image_ref, directory, name, options.namespace, options.manifest_options
+        *_gke_tail(artifact, options, image_ref, directory, name, state, runner),
+    ]
+
+
+def _gke_tail(
+    artifact: Artifact,
+    options: GkeOptions,
+    image: Callable[[], str],
+    directory: Path,
+    name: str,
+    state: DeployState,
+    runner: Runner,
+) -> list[Step]:
+    """The manifests and the rollout: the whole app, or a canary beside the stable side."""
+    from tabship.deploy.rollout import canary_steps
+
+    if options.canary is None:
+        return [
+            _manifest_step(
+                artifact, image, directory, name, options.namespace, options.manifest_options
+            ),
+            *_rollout_steps(["kubectl"], name, directory, state, runner, options.namespace),
+        ]
+    where = ["--location", options.region, "--project", options.project]
+    manifest = ManifestOptions(
+        image="IMAGE",
+        name=name,
+        namespace=options.namespace,
+        **options.manifest_options,  # type: ignore[arg-type]
+    )
+    return [
+        Step(
+            "enable the Gateway API on the cluster (GKE's gateway classes)",
+            [
+                "gcloud",
+                "container",
+                "clusters",
+                "update",
+                options.cluster,
+                "--gateway-api=standard",
+                *where,
+            ],
         ),
-        *_rollout_steps(["kubectl"], name, directory, state, runner, options.namespace),
+        *canary_steps(["kubectl"], artifact, image, directory, manifest, options.canary, runner),
     ]
 
 
@@ -273,11 +332,17 @@ def plan_k8s(
     namespace: str | None = None,
     manifests_dir: Path | None = None,
     extra: dict[str, object] | None = None,
+    canary: CanaryOptions | None = None,
 ) -> list[Step]:
     """`tabship deploy k8s`: manifests for an existing image, applied to the cluster kubectl reaches."""
     resolved = dns_name(name or f"tabship-{artifact.card.target}")
     directory = manifests_dir or Path(tempfile.mkdtemp(prefix="tabship-k8s-"))
     kubectl = ["kubectl", *(["--context", context] if context else [])]
+    if canary is not None:
+        from tabship.deploy.rollout import canary_steps
+
+        manifest = ManifestOptions(image=image, name=resolved, namespace=namespace, **(extra or {}))  # type: ignore[arg-type]
+        return canary_steps(kubectl, artifact, lambda: image, directory, manifest, canary, runner)
     return [
         _manifest_step(artifact, lambda: image, directory, resolved, namespace, extra or {}),
         *_rollout_steps(kubectl, resolved, directory, state, runner, namespace),
@@ -294,6 +359,8 @@ def apply_plan(steps: list[Step], runner: Runner, say: Callable[[str], None]) ->
             if step.check:
                 say("    skip if this succeeds: " + " ".join(step.check))
             say("    " + " ".join(step.command))
+            if step.show is not None:
+                say(step.show())
             continue
         try:
             if step.check and runner.run(step.check, step=step.title, check=False).returncode == 0:

@@ -42,6 +42,10 @@ class ManifestOptions:
     pre_stop_seconds: int = 5
     drain_delay: int = 2
     graceful_timeout: int = 20
+    # A Secret holding the API keys file under the key `api-keys`, mounted read-only.
+    api_keys_secret: str | None = None
+    # The model's version in labels (and a canary's names): --version, else the sha256[:12].
+    version: str | None = None
 
 
 def dns_name(text: str) -> str:
@@ -58,6 +62,9 @@ def _image(options: ManifestOptions) -> str:
     return options.image
 
 
+KEYS_DIR = "/etc/tabship/api-keys"
+KEYS_ITEM = "api-keys"
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 # An image reference: registry, path, tag and digest characters only (no space, quote or newline).
 _IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
@@ -68,6 +75,13 @@ def _check(options: ManifestOptions) -> None:
         raise ConfigError(
             f"--namespace {options.namespace!r} is not a Kubernetes namespace name "
             "(lower-case letters, digits and '-', at most 63)"
+        )
+    if options.api_keys_secret is not None and not _DNS_SUBDOMAIN.fullmatch(
+        options.api_keys_secret
+    ):
+        raise ConfigError(
+            f"--api-keys-secret {options.api_keys_secret!r} is not a Secret name "
+            "(lower-case letters, digits, '-' and '.')"
         )
     if not _IMAGE.fullmatch(options.image):
         raise ConfigError(
@@ -85,9 +99,43 @@ def _check(options: ManifestOptions) -> None:
         raise ConfigError(f"--memory {options.memory!r} is not a memory quantity such as 512Mi")
 
 
+_VERSION = re.compile(r"[a-z0-9]([a-z0-9.-]{0,18}[a-z0-9])?")
+
+
+def model_version(artifact: Artifact, version: str | None = None) -> str:
+    """A model's version: `version` (a short Kubernetes-name-safe word), else its sha256[:12]."""
+    if version is None:
+        return artifact.sha256[:12]
+    if not _VERSION.fullmatch(version):
+        raise ConfigError(
+            f"--version {version!r} must be 1-20 lower-case letters, digits, '.' or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return version
+
+
 def grace_period(options: ManifestOptions) -> int:
     """Seconds Kubernetes waits after starting termination: preStop + drain + in-flight + margin."""
     return options.pre_stop_seconds + options.drain_delay + options.graceful_timeout + 3
+
+
+def mount_api_keys(pod: dict[str, Any], secret: str) -> None:
+    """Serve with the keys file from a Secret, mounted read-only; the keys never enter YAML."""
+    container = pod["containers"][0]
+    container["env"].append({"name": "TABSHIP_API_KEYS_FILE", "value": f"{KEYS_DIR}/{KEYS_ITEM}"})
+    container["volumeMounts"].append({"name": "api-keys", "mountPath": KEYS_DIR, "readOnly": True})
+    pod["volumes"].append(
+        {
+            "name": "api-keys",
+            # Readable by the pod's group (fsGroup) only; updates to the Secret reach the file,
+            # and the server re-reads it without a restart.
+            "secret": {
+                "secretName": secret,
+                "defaultMode": 0o440,
+                "items": [{"key": KEYS_ITEM, "path": KEYS_ITEM}],
+            },
+        }
+    )
 
 
 def render_manifests(artifact: Artifact, options: ManifestOptions) -> list[dict[str, Any]]:
@@ -97,7 +145,7 @@ def render_manifests(artifact: Artifact, options: ManifestOptions) -> list[dict[
     selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name}
     labels = {
         **selector,
-        "app.kubernetes.io/version": artifact.sha256[:12],
+        "app.kubernetes.io/version": model_version(artifact, options.version),
         "app.kubernetes.io/component": "predictor",
         "app.kubernetes.io/part-of": "tabship",
         "app.kubernetes.io/managed-by": "tabship",
@@ -202,6 +250,8 @@ def render_manifests(artifact: Artifact, options: ManifestOptions) -> list[dict[
             },
         },
     }
+    if options.api_keys_secret:
+        mount_api_keys(deployment["spec"]["template"]["spec"], options.api_keys_secret)  # type: ignore[index]
     return [
         {
             "apiVersion": "v1",

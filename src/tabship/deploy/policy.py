@@ -7,6 +7,7 @@ the few without an equivalent there are tabship's own and say so in RULES.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +46,17 @@ RULES: dict[str, str] = {
     "kserve-protocol-v2": "(tabship) an InferenceService's model speaks protocolVersion v2",
     "kserve-runtime": "(tabship) the model's runtime is a ServingRuntime here that supports its format and v2",
     "kserve-raw-deployment": "(tabship) RawDeployment mode: Knative would drop the startup probe and preStop",
+    "httproute-backends": "(tabship) an HTTPRoute's backends are Services with a port and a weight 0-1000000, some above 0; one in the folder uses a port it has",
+    "httproute-parent": "(tabship) an HTTPRoute's parentRefs name a Gateway in the folder",
+    "env-var-secret": "no key, token, secret or password as a literal env value; mount a Secret",
 }
 # Container fields an InferenceService's model may set over its runtime's container.
 _MODEL_CONTAINER_KEYS = (
     "image", "env", "resources", "securityContext", "startupProbe", "readinessProbe",
     "livenessProbe", "lifecycle", "volumeMounts", "ports", "args", "command",
 )  # fmt: skip
+# Names of env vars that hold a credential when set to a literal (a *_FILE path is fine).
+_SECRET_NAME = re.compile(r"(?i).*(secret|password|passwd|token|api_?key|credential).*")
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,13 @@ def _container_rules(pod: dict[str, Any], c: dict[str, Any]) -> Iterator[tuple[s
         yield "latest-tag", f"image {image!r} has no tag, or the tag latest"
 
 
+def _env_rules(c: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for item in c.get("env") or []:
+        name = str(item.get("name", ""))
+        if "value" in item and _SECRET_NAME.fullmatch(name) and not name.endswith("_FILE"):
+            yield "env-var-secret", f"env {name} is a literal; use a Secret (file or secretKeyRef)"
+
+
 def _pod_rules(pod: dict[str, Any]) -> Iterator[tuple[str, str]]:
     for key, rule in (
         ("hostNetwork", "host-network"),
@@ -175,7 +188,7 @@ def _pod_container_rules(
     pod: dict[str, Any], c: dict[str, Any], where: str
 ) -> Iterator[tuple[str, str, str]]:
     """A container's rules, and whether its shutdown fits the pod's grace period."""
-    for rule, message in _container_rules(pod, c):
+    for rule, message in (*_container_rules(pod, c), *_env_rules(c)):
         yield rule, message, f"{where}.containers[{c.get('name')}]"
     pre_stop = (((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get(
         "seconds", 0
@@ -339,7 +352,34 @@ def check_objects(objects: list[dict[str, Any]]) -> list[Finding]:
                     f"Service/{obj['metadata']['name']}.spec.selector",
                 )
             )
+    for obj in objects:
+        if obj.get("kind") == "HTTPRoute":
+            findings += list(_route_rules(obj, objects))
     return findings
+
+
+def _route_rules(route: dict[str, Any], objects: list[dict[str, Any]]) -> Iterator[Finding]:
+    where = f"HTTPRoute/{route['metadata']['name']}.spec"
+    spec = route.get("spec") or {}
+    gateways = {o["metadata"]["name"] for o in objects if o.get("kind") == "Gateway"}
+    services = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "Service"}
+    for ref in spec.get("parentRefs") or [{}]:
+        if ref.get("name") not in gateways:
+            yield Finding("httproute-parent", f"parentRef {ref} names no Gateway here", where)
+    weights = []
+    for ref in (b for rule in spec.get("rules") or [] for b in rule.get("backendRefs") or []):
+        weight, port = ref.get("weight", 1), ref.get("port")
+        weights.append(weight if isinstance(weight, int) else 0)
+        service = services.get(ref.get("name", ""))
+        ports = [p.get("port") for p in ((service or {}).get("spec") or {}).get("ports") or []]
+        if ref.get("kind", "Service") != "Service" or not isinstance(port, int):
+            yield Finding("httproute-backends", f"backend {ref} is not a Service port", where)
+        elif not isinstance(weight, int) or not 0 <= weight <= 1_000_000:
+            yield Finding("httproute-backends", f"backend {ref} weight is not 0-1000000", where)
+        elif service is not None and port not in ports:
+            yield Finding("httproute-backends", f"backend {ref} port is not in {ports}", where)
+    if not any(weights):
+        yield Finding("httproute-backends", "no backend has a weight above 0", where)
 
 
 def load_folder(directory: Path) -> list[dict[str, Any]]:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from tabship.artifact import REPORT_FILE
 from tabship.config import ServeSettings
 from tabship.predictor import Predictor
 from tabship.serve import contract
 from tabship.serve.api import JsonApi
+from tabship.serve.auth import Gate, document_security
 from tabship.serve.explain import ExplainApi
 from tabship.serve.form import FormPage, page_title
 from tabship.serve.http import Receive, Scope, Send
@@ -94,13 +96,14 @@ def create_app(
     card = predictor.card
     title = f"tabship: {page_title(card)}"
 
-    def openapi(table: RouteTable) -> dict[str, object]:
-        return render_openapi(
+    def openapi(table: RouteTable) -> dict[str, Any]:
+        document = render_openapi(
             table,
             title,
             "Predictions from a model trained by tabship. Every field is required and no "
             "others are allowed.",
         )
+        return document if gate is None else document_security(document, gate)
 
     report = ReportPage(predictor.artifact) if REPORT_FILE in card.files else None
     pool = ThreadPoolExecutor(2, "tabship-batch")
@@ -122,7 +125,7 @@ def create_app(
     table = build_routes(context)
     context.docs.table = table
     metrics.watch(state)
-    http = Accounting(
-        Limits(Dispatch(table), table, state, settings, metrics), table, metrics, state
-    )
+    gate = Gate.from_settings(settings, table, metrics, report.scripts if report else ())
+    limits = Limits(Dispatch(table, settings.generic_errors), table, state, settings, metrics, gate)
+    http = Accounting(limits, table, metrics, state)
     return App(context, table, http)

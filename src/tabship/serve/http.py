@@ -13,6 +13,7 @@ from tabship.errors import (
     RecordError,
     RequestError,
     TabshipError,
+    UnauthorizedError,
 )
 
 Scope = MutableMapping[str, Any]
@@ -30,6 +31,9 @@ PAGE_POLICY = (
     "frame-ancestors 'none'"
 )
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
+GENERIC = "invalid value"
+# RFC 6750: a 401 names the scheme the client should use.
+CHALLENGE = ("www-authenticate", 'Bearer realm="tabship"')
 # Set in a request's scope state by the protocol when its body is late.
 READ_LATE = "tabship.read_late"
 # Error body styles: tabship's {detail, message}, or the Open Inference Protocol's {error}.
@@ -101,34 +105,43 @@ def _location(field: str, row: int | None) -> list[str | int]:
     return ["body", "instances", row, field] if row is not None else ["body", field]
 
 
-def error_payload(exc: TabshipError, style: str = TABSHIP_ERRORS) -> tuple[int, dict[str, Any]]:
+def error_payload(
+    exc: TabshipError, style: str = TABSHIP_ERRORS, *, generic: bool = False
+) -> tuple[int, dict[str, Any]]:
     """The one place that maps tabship errors to an HTTP status and body.
 
     tabship's routes answer {detail, message}. The Open Inference Protocol's answer
     {"error": message} with 400 for invalid input (tabship's 422); the bad fields, when known,
-    go in an extra key.
+    go in an extra key. `generic` (--generic-errors) names the wrong fields only: no allowed
+    values or ranges, in either style.
     """
-    status, payload = _tabship_payload(exc)
+    status, payload = _tabship_payload(exc, generic)
     if style != V2_ERRORS:
         return status, payload
     out: dict[str, Any] = {"error": payload["message"]}
     if isinstance(exc, RecordError):
-        out["detail"] = [{"input": p.field, "row": p.row, "msg": p.message} for p in exc.problems]
+        out["detail"] = [
+            {"input": p.field, "row": p.row, "msg": GENERIC if generic else p.message}
+            for p in exc.problems
+        ]
     return (400 if status == 422 else status), out
 
 
-def _tabship_payload(exc: TabshipError) -> tuple[int, dict[str, Any]]:
+def _tabship_payload(exc: TabshipError, generic: bool) -> tuple[int, dict[str, Any]]:
     if isinstance(exc, RecordError):
         detail = [
             {
                 "loc": _location(p.field, p.row),
                 "field": p.field,
                 "row": p.row,
-                "msg": p.message,
+                "msg": GENERIC if generic else p.message,
                 "type": "value_error",
             }
             for p in exc.problems
         ]
+        if generic:
+            fields = ", ".join(dict.fromkeys(p.field for p in exc.problems))
+            return 422, {"detail": detail, "message": f"{GENERIC}: {fields}"}
         return 422, {"detail": detail, "message": str(exc)}
     if exc.status >= 500 and not isinstance(exc, RequestError):
         # The cause is for the server log, not for the client.
@@ -137,14 +150,18 @@ def _tabship_payload(exc: TabshipError) -> tuple[int, dict[str, Any]]:
     return exc.status, {"detail": str(exc), "message": str(exc)}
 
 
-def error_answer(exc: TabshipError, style: str = TABSHIP_ERRORS) -> Answer:
+def error_answer(
+    exc: TabshipError, style: str = TABSHIP_ERRORS, *, generic: bool = False
+) -> Answer:
     """The answer for an error, in the route's style, with the headers its status calls for."""
-    status, payload = error_payload(exc, style)
+    status, payload = error_payload(exc, style, generic=generic)
     headers: tuple[tuple[str, str], ...] = (("content-security-policy", API_POLICY),)
     if isinstance(exc, BusyError):
         headers += (("retry-after", "1"),)
     if isinstance(exc, MethodNotAllowedError):
         headers += (("allow", ", ".join(exc.allow)),)
+    if isinstance(exc, UnauthorizedError):
+        headers += (CHALLENGE,)
     return Answer(status, dump_json(payload), JSON, headers)
 
 

@@ -26,6 +26,7 @@ from tabship.errors import (
     RequestError,
     TabshipError,
 )
+from tabship.serve.auth import Gate
 from tabship.serve.http import (
     READ_LATE,
     ASGIApp,
@@ -141,12 +142,14 @@ class Limits:
         state: ServerState,
         settings: ServeSettings,
         metrics: Metrics,
+        gate: Gate | None = None,
     ) -> None:
         self.app = app
         self.table = table
         self.state = state
         self.settings = settings
         self.metrics = metrics
+        self.gate = gate
         self.hosts = frozenset(host_name(host) for host in settings.allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -163,6 +166,11 @@ class Limits:
             return
         except TabshipError as exc:
             await send_answer(send, error_answer(exc, self.table.style(scope["path"])), close=True)
+            return
+        # Before the slot: a flood without a key never takes one. No keys file: no work here.
+        refused = self.gate(scope) if self.gate is not None else None
+        if refused is not None:
+            await send_answer(send, refused)
             return
         replay = _replay(body, receive)
         if probe:
@@ -280,8 +288,9 @@ def _content_length(scope: Scope) -> int | None:
 class Dispatch:
     """Find the route, hand the handler the request, send its answer; errors map once."""
 
-    def __init__(self, table: RouteTable) -> None:
+    def __init__(self, table: RouteTable, generic_errors: bool = False) -> None:
         self.table = table
+        self.generic_errors = generic_errors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -295,7 +304,7 @@ class Dispatch:
             route, request.params = self.table.match(request.method, request.path)
             answer = await route.handler(request)
         except TabshipError as exc:
-            answer = error_answer(exc, self.table.style(request.path))
+            answer = error_answer(exc, self.table.style(request.path), generic=self.generic_errors)
             if answer.status >= 500 and not isinstance(exc, RequestError):
                 sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}\n")
         scope.setdefault("state", {})["rows"] = request.rows

@@ -21,7 +21,7 @@ _REASONS = {
     503: "Busy (retry after the Retry-After seconds) or not ready",
     504: "The request took longer than the request timeout",
 }
-_ERROR = {
+ERROR_SCHEMA = {
     "type": "object",
     "properties": {"detail": {}, "message": {"type": "string"}},
     "required": ["detail", "message"],
@@ -34,6 +34,11 @@ _V2_ERROR = {
 }
 
 
+def error_schema(route: Route) -> dict[str, Any]:
+    """The JSON Schema of the route's error body: tabship's, or its protocol's (V2)."""
+    return _V2_ERROR if route.style == V2_ERRORS else ERROR_SCHEMA
+
+
 def _error(route: Route, status: int) -> dict[str, Any]:
     """How `route` answers `status`: our error body, or what the page or probe sends instead."""
     if route.probe and status == 503:  # a probe's "no" has the probe's own shape
@@ -41,8 +46,7 @@ def _error(route: Route, status: int) -> dict[str, Any]:
     elif route.media == "text/html" and status == 422:  # the form again, with the problems
         content = {route.media: {"schema": {"type": "string"}}}
     else:
-        shape = _V2_ERROR if route.style == V2_ERRORS else _ERROR
-        content = {"application/json": {"schema": shape}}
+        content = {"application/json": {"schema": error_schema(route)}}
     return {"description": _REASONS.get(status, "Error"), "content": content}
 
 

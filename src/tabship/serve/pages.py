@@ -105,6 +105,7 @@ def static_routes() -> list[tuple[str, Callable[[Request], Awaitable[Answer]], s
     files: list[tuple[str, Callable[[], bytes], str]] = [
         ("/static/style.css", (ours / "style.css").read_bytes, "text/css"),
         ("/static/docs.js", (ours / "docs.js").read_bytes, "text/javascript"),
+        ("/static/key.js", (ours / "key.js").read_bytes, "text/javascript"),
         (
             "/static/swagger-ui.css",
             lambda: (_swagger_dir() / "swagger-ui.css").read_bytes(),

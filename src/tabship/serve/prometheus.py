@@ -70,6 +70,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.auth_failures = Counter(
+            "tabship_auth_failures",
+            "Requests refused 401 for a missing, malformed or wrong API key, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+
     def watch(self, state: Counts) -> None:
         """Read the in-flight and open counts from the server's state when scraped."""
         self.in_flight.set_function(lambda: state.in_flight)

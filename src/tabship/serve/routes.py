@@ -41,6 +41,10 @@ class Route:
     style: str = TABSHIP_ERRORS
     # OpenAPI: the JSON Schema of each `{param}` segment of the path.
     path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Who may call it when API keys are on (serve/auth.py): "key" by default, so a route
+    # added anywhere is protected unless it says otherwise; "open" (probes, static files),
+    # "page" (open with --public-pages), "metrics" (protected with --protect-metrics).
+    access: str = "key"
 
 
 class RouteTable:
@@ -135,6 +139,21 @@ class RouteTable:
         """The error style for a path: its protocol's, also for paths under it that do not exist."""
         return self._styles.get(path.split("/", 2)[1] if path.count("/") else "", TABSHIP_ERRORS)
 
+    def access(self, method: str, path: str) -> str:
+        """Who may call this request's route; an unknown route needs a key (it reveals nothing).
+
+        Probes are always open: the kubelet and KServe's health checks carry no key.
+        """
+        found = self._lookup(path)
+        route = (
+            None
+            if found is None
+            else self._by_path[found[0]].get("GET" if method == "HEAD" else method)
+        )
+        if route is None:
+            return "key"
+        return "open" if route.probe else route.access
+
     @property
     def paths(self) -> list[str]:
         """Every path, in table order."""
@@ -166,7 +185,7 @@ def build_routes(context: Context) -> RouteTable:
         "required": ["status"],
     }
     routes = [
-        Route("GET", "/", form.page, "The prediction form", media=html),
+        Route("GET", "/", form.page, "The prediction form", media=html, access="page"),
         Route(
             "POST",
             "/predict",
@@ -175,6 +194,7 @@ def build_routes(context: Context) -> RouteTable:
             media=html,
             body={FORM: contract.form_schema(schema, strict)},
             errors=(413, 415, 422),
+            access="page",
         ),
         Route(
             "POST",
@@ -229,6 +249,7 @@ def build_routes(context: Context) -> RouteTable:
             probes.healthz,
             "Liveness: the process answers",
             probe=True,
+            access="open",
             answer=status,
         ),
         Route(
@@ -237,6 +258,7 @@ def build_routes(context: Context) -> RouteTable:
             probes.startupz,
             "Startup: model loaded and warmed up",
             probe=True,
+            access="open",
             answer=status,
             errors=(503,),
         ),
@@ -246,6 +268,7 @@ def build_routes(context: Context) -> RouteTable:
             probes.readyz,
             "Readiness: warmed up and not draining",
             probe=True,
+            access="open",
             answer=status,
             errors=(503,),
         ),
@@ -255,19 +278,31 @@ def build_routes(context: Context) -> RouteTable:
             probes.metrics,
             "Prometheus metrics (text format)",
             probe=True,
+            access="metrics",
             answer={"type": "string"},
             media=text,
         ),
-        Route("GET", "/openapi.json", docs.openapi, "This document"),
-        Route("GET", "/docs", docs.page, "API documentation (Swagger UI)", media=html),
+        Route("GET", "/openapi.json", docs.openapi, "This document", access="page"),
+        Route(
+            "GET", "/docs", docs.page, "API documentation (Swagger UI)", media=html, access="page"
+        ),
         *(
-            Route("GET", path, handler, "A static file used by the pages", media=media)
+            Route(
+                "GET", path, handler, "A static file used by the pages", media=media, access="open"
+            )
             for path, handler, media in pages.static_routes()
         ),
         *v2_routes(context.v2, schema, max_batch),
     ]
     if context.report is not None:
         routes.append(
-            Route("GET", "/report", context.report.page, "The training report", media=html)
+            Route(
+                "GET",
+                "/report",
+                context.report.page,
+                "The training report",
+                media=html,
+                access="page",
+            )
         )
     return RouteTable(routes)

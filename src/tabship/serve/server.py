@@ -20,6 +20,7 @@ import uvicorn
 from tabship.config import ServeSettings
 from tabship.predictor import Predictor
 from tabship.serve.app import App, ServerState, create_app
+from tabship.serve.auth import read_keys, warn_if_shared
 from tabship.serve.protocol import guarded_protocol
 
 
@@ -81,7 +82,14 @@ def _config(app: App, settings: ServeSettings) -> uvicorn.Config:
 
 
 def _load(model: Path, settings: ServeSettings) -> Predictor:
-    return Predictor.load(model, settings.engine, strict_categories=settings.strict_categories)
+    sealed = None
+    if settings.trust is not None:  # before anything in the folder is deserialised
+        from tabship.signing import verify_model
+
+        sealed = verify_model(model, settings.trust)
+    return Predictor.load(
+        model, settings.engine, strict_categories=settings.strict_categories, sealed=sealed
+    )
 
 
 def run_worker(
@@ -106,6 +114,11 @@ def run_worker(
 
 def serve(model: Path, settings: ServeSettings) -> None:
     """Serve `model`: in this process for one worker, else N worker processes on one socket."""
+    if settings.api_keys_file is not None:  # a missing or empty keys file stops the start
+        read_keys(settings.api_keys_file)
+        warning = warn_if_shared(settings.api_keys_file)
+        if warning:
+            sys.stderr.write(warning + "\n")
     predictor = _load(model, settings)  # fail here, once, on a bad model folder
     if settings.workers == 1:
         run_worker(model, settings, predictor=predictor)

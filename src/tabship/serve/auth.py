@@ -1,0 +1,263 @@
+"""API keys: who may call a route, checked before a request can take a concurrency slot.
+
+The keys file holds one key per line, or a key's sha256 as `sha256:HEX`, so the file can hold
+hashes only. A presented key is hashed once and compared with every stored digest by
+`hmac.compare_digest`: the time taken does not depend on how much of a key matches, and the
+loop never stops early. The file is re-read when its size, inode or mtime changes, looked at
+no more than once per second, so a rotated Kubernetes Secret takes effect without a restart
+and without a stat per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tabship.errors import ConfigError, UnauthorizedError
+from tabship.serve.http import (
+    CHALLENGE,
+    TABSHIP_ERRORS,
+    Answer,
+    Scope,
+    error_answer,
+    error_payload,
+    html_answer,
+)
+from tabship.serve.openapi import error_schema
+from tabship.serve.pages import render
+
+if TYPE_CHECKING:
+    from tabship.config import ServeSettings
+    from tabship.serve.prometheus import Metrics
+    from tabship.serve.routes import RouteTable
+
+# How often, at most, the keys file is looked at for a change.
+RELOAD_INTERVAL = 1.0
+# Longest key read from a request: a longer header is refused without hashing all of it.
+MAX_KEY_BYTES = 4096
+_HEX = re.compile(r"[0-9a-f]{64}")
+# Who may call a route (the Route.access values).
+KEY, OPEN, PAGE, METRICS = "key", "open", "page", "metrics"
+WHERE = "send it as `Authorization: Bearer KEY` or `X-API-Key: KEY`"
+
+
+def digest(key: str | bytes) -> bytes:
+    """The sha256 of a key, as stored and compared."""
+    return hashlib.sha256(key.encode() if isinstance(key, str) else key).digest()
+
+
+def read_keys(path: Path) -> tuple[bytes, ...]:
+    """The digests in a keys file; refuses a missing, unreadable or empty file, naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"API keys file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"API keys file {path} cannot be read: {exc}") from None
+    digests: list[bytes] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.lower().startswith("sha256:"):
+            hexed = line[7:].strip().lower()
+            if not _HEX.fullmatch(hexed):
+                raise ConfigError(
+                    f"API keys file {path}, line {number}: after 'sha256:' put 64 hex digits"
+                )
+            digests.append(bytes.fromhex(hexed))
+        else:
+            digests.append(digest(line))
+    if not digests:
+        raise ConfigError(
+            f"API keys file {path} holds no key; put one key (or sha256:HEX) per line"
+        )
+    return tuple(digests)
+
+
+def warn_if_shared(path: Path) -> str | None:
+    """A warning when every user of the machine may read the keys file (plain keys leak)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if mode & 0o004:
+        return (
+            f"warning: API keys file {path} is readable by every user; "
+            f"chmod o-r it (or write sha256: lines only)"
+        )
+    return None
+
+
+class KeyRing:
+    """The accepted keys' digests, re-read when the file changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.digests = read_keys(path)
+        self._stamp = self._stat()
+        self._checked = time.monotonic()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            info = self.path.stat()  # follows symlinks: a Secret swaps its ..data link
+        except OSError:
+            return None
+        return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+    def refresh(self) -> None:
+        """Re-read the file if it changed; keep the last good keys if it became unusable."""
+        now = time.monotonic()
+        if now - self._checked < RELOAD_INTERVAL:
+            return
+        self._checked = now
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self.digests = read_keys(self.path)
+        except ConfigError as exc:
+            sys.stderr.write(f"warning: {exc}; the keys read before stay in use\n")
+
+    def accepts(self, key: bytes) -> bool:
+        """Whether `key` is one of the keys, compared in constant time against every one."""
+        self.refresh()
+        presented = digest(key)
+        found = False
+        for stored in self.digests:
+            found |= hmac.compare_digest(presented, stored)
+        return found
+
+
+def presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The key a request carries in `Authorization: Bearer` or `X-API-Key`, never the URL."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = bytes(value).strip().partition(b" ")
+            if scheme.lower() == b"bearer":
+                return token.strip()
+        elif name == b"x-api-key":
+            return bytes(value).strip()
+    return None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request was refused: the metric label and the message (never the key)."""
+
+    reason: str
+    message: str
+
+
+def check(ring: KeyRing, headers: list[tuple[bytes, bytes]]) -> Refusal | None:
+    """None when the request carries an accepted key, else why not."""
+    key = presented_key(headers)
+    if not key:
+        return Refusal("missing", f"this route needs an API key; {WHERE}")
+    if len(key) > MAX_KEY_BYTES:
+        return Refusal("malformed", f"the API key is over {MAX_KEY_BYTES} bytes")
+    if not ring.accepts(key):
+        return Refusal("wrong", "the API key is not accepted")
+    return None
+
+
+def wants_html(scope: Scope) -> bool:
+    """Whether a browser navigated here (it asks for HTML first)."""
+    for name, value in scope["headers"]:
+        if name == b"accept":
+            return bytes(value).startswith(b"text/html")
+    return False
+
+
+def refusal_answer(
+    refusal: Refusal, page: bool, scripts: tuple[str, ...], style: str = TABSHIP_ERRORS
+) -> Answer:
+    """401 with WWW-Authenticate: the JSON error body in the route's style, or for a page the
+    key-asking page."""
+    error = UnauthorizedError(refusal.message)
+    if not page:
+        return error_answer(error, style)
+    status, payload = error_payload(error)
+    html = render("key.html", message=payload["message"])
+    answer = html_answer(html, status=status, scripts=scripts)
+    return answer._replace(headers=(*answer.headers, CHALLENGE))
+
+
+class Gate:
+    """The check Limits runs before a request may take a slot; None means let it through."""
+
+    def __init__(
+        self,
+        ring: KeyRing,
+        table: RouteTable,
+        metrics: Metrics,
+        open_kinds: frozenset[str],
+        scripts: tuple[str, ...] = (),
+    ) -> None:
+        self.ring = ring
+        self.table = table
+        self.metrics = metrics
+        self.open_kinds = open_kinds
+        # Hashes of the inline scripts of pages the key page may load (the report's).
+        self.scripts = scripts
+
+    @classmethod
+    def from_settings(
+        cls, settings: ServeSettings, table: RouteTable, metrics: Metrics, scripts: tuple[str, ...]
+    ) -> Gate | None:
+        """The gate the settings ask for; None (no work per request) without a keys file."""
+        if settings.api_keys_file is None:
+            return None
+        kinds = {OPEN}
+        if not settings.protect_metrics:
+            kinds.add(METRICS)
+        if settings.public_pages:
+            kinds.add(PAGE)
+        return cls(KeyRing(settings.api_keys_file), table, metrics, frozenset(kinds), scripts)
+
+    def __call__(self, scope: Scope) -> Answer | None:
+        access = self.table.access(scope["method"], scope["path"])
+        if access in self.open_kinds:
+            return None
+        refusal = check(self.ring, scope["headers"])
+        if refusal is None:
+            return None
+        self.metrics.auth_failures.labels(refusal.reason).inc()
+        client = scope.get("client") or ("", 0)
+        route = self.table.label(scope["path"])
+        # The key itself is never written: only why it failed, where and from whom.
+        sys.stderr.write(
+            f'{{"ts": {time.time():.3f}, "event": "auth_failed", "reason": "{refusal.reason}", '
+            f'"route": {json.dumps(route)}, "client": {json.dumps(str(client[0]))}}}\n'
+        )
+        page = access == PAGE and wants_html(scope)
+        return refusal_answer(refusal, page, self.scripts, self.table.style(scope["path"]))
+
+
+SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer KEY"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+def document_security(document: dict[str, Any], gate: Gate) -> dict[str, Any]:
+    """The OpenAPI document with the key schemes, and a 401 on every route that needs a key."""
+    document.setdefault("components", {})["securitySchemes"] = SCHEMES
+    for route in gate.table.routes:
+        if route.access in gate.open_kinds:
+            continue
+        operation = document["paths"][route.path][route.method.lower()]
+        operation["security"] = [{"bearer": []}, {"apiKey": []}]
+        operation["responses"]["401"] = {
+            "description": "No API key, or not an accepted one",
+            "content": {"application/json": {"schema": error_schema(route)}},
+        }
+    return document
