@@ -140,7 +140,7 @@ class V2Api:
             request.body, request.header(binary_tensors.HEADER.encode())
         )
         columns = self.reader.read(header, binary)
-        prediction = self.api.predict_records(request, columns.records)
+        prediction = self.api.predict_columns(request, columns.columns, columns.rows)
         return self._answer(columns, prediction)
 
     def _answer(self, columns: Columns, prediction: Prediction) -> Answer:
