@@ -244,6 +244,9 @@ COLUMN_CASES = [
     [{**GOOD, "region": ""}, {**GOOD, "smoker": None}, {**GOOD, "region": ["x"]}],
     [{**GOOD, "bmi": float(b)} for b in range(25)],
     [{**GOOD, "bmi": "x", "age": "y"} for _ in range(30)],
+    # 40 rows: whole columns checked at once (ranges warned per row), or one bad value among them.
+    [{**GOOD, "bmi": float(b), "age": 10 + 2 * b} for b in range(40)],
+    [{**GOOD, "bmi": 1e39 if b == 33 else 30.0, "children": b % 4} for b in range(40)],
 ]
 
 

@@ -203,7 +203,11 @@ class Feature:
             except TypeError:  # an unhashable value: read one by one
                 return None
             return ColumnRead(values, [], [], 0) if known else None
-        if self.kind != "numeric" or not _NUMBER_TYPES.issuperset(map(type, values)):
+        if (
+            self.kind != "numeric"
+            or len(values) < NUMPY_MIN_ROWS
+            or not _NUMBER_TYPES.issuperset(map(type, values))
+        ):
             return None
         try:
             numbers = np.array(values, dtype=np.float64)
@@ -298,6 +302,8 @@ class ColumnRead:
 
 
 _NUMBER_TYPES = frozenset({int, float})
+# Below this many values, numpy's per-call cost is more than reading the values one by one.
+NUMPY_MIN_ROWS = 32
 
 
 def _fmt(value: float | None) -> str:
