@@ -404,3 +404,15 @@ def test_a_flag_is_bool_in_json_and_binary(flags: App) -> None:
         headers={"Inference-Header-Content-Length": str(size)},
     )
     assert binary.json()["outputs"][0]["data"] == v1["predictions"]
+
+
+def test_mlserver_pandas_codec_parameters_are_accepted(app: App, name: str) -> None:
+    # MLServer's clients mark the request as a DataFrame and each text column as str.
+    inputs = tensors(ROWS)
+    for tensor in inputs:
+        if tensor["datatype"] == "BYTES":
+            tensor["parameters"] = {"content_type": "str"}
+    body = {"parameters": {"content_type": "pd"}, "inputs": inputs}
+    answer = request(app, "POST", f"/v2/models/{name}/infer", json=body)
+    v1 = request(app, "POST", "/v1/predict", json={"instances": records(ROWS)}).json()
+    assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == v1["predictions"]
