@@ -145,8 +145,9 @@ class V2Api:
             self._inflated(request), request.header(binary_tensors.HEADER.encode())
         )
         columns = self.reader.read(header, binary)
+        wanted = self._outputs(columns)  # refused before anything is predicted
         prediction = self.api.predict_columns(request, columns.columns, columns.rows)
-        return self._answer(columns, prediction)
+        return self._answer(columns, wanted, prediction)
 
     def _inflated(self, request: Request) -> bytes:
         """The body, uncompressed when tritonclient's gzip or deflate compressed it.
@@ -173,9 +174,10 @@ class V2Api:
             raise MalformedBodyError(f"body: the {encoding} data is cut short")
         return body
 
-    def _answer(self, columns: Columns, prediction: Prediction) -> Answer:
+    def _answer(
+        self, columns: Columns, wanted: list[tuple[str, bool]], prediction: Prediction
+    ) -> Answer:
         """The inference response; outputs asked for in binary go after the JSON header."""
-        wanted = self._outputs(columns)
         outputs: list[dict[str, Any]] = []
         blobs: list[bytes] = []
         for name, binary in wanted:
@@ -223,7 +225,7 @@ class V2Api:
     def _outputs(self, columns: Columns) -> list[tuple[str, bool]]:
         """The outputs to answer, each with whether it goes in binary."""
         default = columns.parameters.get("binary_data_output") is True
-        if columns.outputs is None:
+        if not columns.outputs:  # none asked for by name: all of them
             return [(name, default) for name in self.output_types]
         wanted: list[tuple[str, bool]] = []
         for index, item in enumerate(columns.outputs):
