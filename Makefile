@@ -63,7 +63,10 @@ $(KSERVE_STAMP): tests/clients/kserve-requirements.txt
 	done
 	touch $(KSERVE_STAMP)
 
-kserve-client: $(KSERVE_STAMP)
+# A stamp without its interpreter (a half-removed environment) is installed again.
+kserve-client:
+	@test -x $(KSERVE_VENV)/bin/python || rm -f $(KSERVE_STAMP)
+	@$(MAKE) --no-print-directory $(KSERVE_STAMP)
 
 demo: install
 	$(BIN)/tabship demo

@@ -233,3 +233,39 @@ def test_bool_columns_are_categorical() -> None:
     feature = Feature("member", "categorical", "bool", False, levels=("False", "True"))
     schema = Schema((feature,))
     assert schema.validate([{"member": True}]).columns["member"][0, 0] == "True"
+
+
+COLUMN_CASES = [
+    [GOOD],
+    [GOOD, {**GOOD, "bmi": 70.0, "smoker": "maybe", "age": 99}],
+    [{**GOOD, "age": 40.5}, {**GOOD, "children": None}, {**GOOD, "bmi": "31"}],
+    [{**GOOD, "bmi": math.nan}, {**GOOD, "age": 10**400}, {**GOOD, "region": 5}],
+    [{**GOOD, "age": True}, {**GOOD, "bmi": 3.5e38}, {**GOOD, "age": 2**128 + 1}],
+    [{**GOOD, "region": ""}, {**GOOD, "smoker": None}, {**GOOD, "region": ["x"]}],
+    [{**GOOD, "bmi": float(b)} for b in range(25)],
+    [{**GOOD, "bmi": "x", "age": "y"} for _ in range(30)],
+    # 40 rows: whole columns checked at once (ranges warned per row), or one bad value among them.
+    [{**GOOD, "bmi": float(b), "age": 10 + 2 * b} for b in range(40)],
+    [{**GOOD, "bmi": 1e39 if b == 33 else 30.0, "children": b % 4} for b in range(40)],
+]
+
+
+@pytest.mark.parametrize("records", COLUMN_CASES)
+@pytest.mark.parametrize("strict", [False, True])
+def test_columns_validate_exactly_as_records_do(
+    schema: Schema, records: list[dict[str, object]], strict: bool
+) -> None:
+    columns = {name: [record[name] for record in records] for name in schema.names}
+    try:
+        expected = schema.validate(records, strict_categories=strict)
+    except RecordError as refused:
+        with pytest.raises(RecordError) as caught:
+            schema.validate_columns(columns, len(records), strict_categories=strict)
+        assert caught.value.problems == refused.problems
+        return
+    got = schema.validate_columns(columns, len(records), strict_categories=strict)
+    assert got.warnings == expected.warnings and got.unseen == expected.unseen
+    assert got.rows == expected.rows and list(got.columns) == list(expected.columns)
+    for name, column in expected.columns.items():
+        assert got.columns[name].dtype == column.dtype
+        assert got.columns[name].tolist() == column.tolist()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import struct
+import zlib
 from collections.abc import Awaitable
 from typing import Any
 
@@ -313,8 +315,27 @@ def test_content_type_and_encoding_are_checked(app: App, name: str) -> None:
     assert request(app, "POST", path, content=body).status_code == 200
     refused = request(app, "POST", path, content=body, headers={"content-type": "text/csv"})
     assert refused.status_code == 415 and "error" in refused.json()
-    zipped = request(app, "POST", path, content=body, headers={"content-encoding": "gzip"})
-    assert zipped.status_code == 415
+    brotli = request(app, "POST", path, content=body, headers={"content-encoding": "br"})
+    assert brotli.status_code == 415 and "send gzip, deflate" in brotli.json()["error"]
+    v1 = request(app, "POST", "/v1/predict", json={"instances": records(ROWS)}).json()
+    for encoding, packed in (("gzip", gzip.compress), ("deflate", zlib.compress)):
+        zipped = request(
+            app, "POST", path, content=packed(body.encode()), headers={"content-encoding": encoding}
+        )
+        assert zipped.json()["outputs"][0]["data"] == v1["predictions"], encoding
+    cut = request(
+        app,
+        "POST",
+        path,
+        content=gzip.compress(body.encode())[:-12],
+        headers={"content-encoding": "gzip"},
+    )
+    assert cut.status_code == 400 and "cut short" in cut.json()["error"]
+    junk = request(app, "POST", path, content=b"not gzip", headers={"content-encoding": "gzip"})
+    assert junk.status_code == 400 and "not valid gzip data" in junk.json()["error"]
+    bomb = gzip.compress(b" " * (8 * 1024 * 1024))  # 8 MiB of spaces in about 8 KiB
+    blown = request(app, "POST", path, content=bomb, headers={"content-encoding": "gzip"})
+    assert blown.status_code == 413 and "once inflated" in blown.json()["error"]
 
 
 def test_templated_routes_are_labelled_by_template_and_probes_bypass_the_cap(
@@ -404,3 +425,15 @@ def test_a_flag_is_bool_in_json_and_binary(flags: App) -> None:
         headers={"Inference-Header-Content-Length": str(size)},
     )
     assert binary.json()["outputs"][0]["data"] == v1["predictions"]
+
+
+def test_mlserver_pandas_codec_parameters_are_accepted(app: App, name: str) -> None:
+    # MLServer's clients mark the request as a DataFrame and each text column as str.
+    inputs = tensors(ROWS)
+    for tensor in inputs:
+        if tensor["datatype"] == "BYTES":
+            tensor["parameters"] = {"content_type": "str"}
+    body = {"parameters": {"content_type": "pd"}, "inputs": inputs}
+    answer = request(app, "POST", f"/v2/models/{name}/infer", json=body)
+    v1 = request(app, "POST", "/v1/predict", json={"instances": records(ROWS)}).json()
+    assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == v1["predictions"]

@@ -172,6 +172,60 @@ class Feature:
             f"{self.name}: {self.unseen_message(value)}; predicted as unknown",
         )
 
+    def read_column(self, values: list[Any], strict: bool = False) -> ColumnRead:
+        """`read` over one column of JSON-like values, with problems and warnings by row.
+
+        Whole columns of valid numbers, or of levels seen in training, are checked at once
+        (binary tensors and big batches arrive that way); anything else is read value by
+        value, so every message is the one `read` gives.
+        """
+        fast = self._fast_column(values)
+        if fast is not None:
+            return fast
+        out: list[Any] = []
+        read = ColumnRead(out, [], [], 0)
+        for index, value in enumerate(values):
+            engine_value, problem, warning = self.read(value, strict)
+            out.append(engine_value)
+            if problem is not None:
+                read.problems.append((index, problem))
+            elif warning is not None:
+                read.warnings.append((index, warning))
+                if engine_value is UNSEEN_LEVEL:
+                    read.unseen += 1
+        return read
+
+    def _fast_column(self, values: list[Any]) -> ColumnRead | None:
+        """The column read at once when every value is valid as it is, else None."""
+        if self.kind == "categorical":
+            try:
+                known = self._known.issuperset(values)  # type: ignore[attr-defined]
+            except TypeError:  # an unhashable value: read one by one
+                return None
+            return ColumnRead(values, [], [], 0) if known else None
+        if (
+            self.kind != "numeric"
+            or len(values) < NUMPY_MIN_ROWS
+            or not _NUMBER_TYPES.issuperset(map(type, values))
+        ):
+            return None
+        try:
+            numbers = np.array(values, dtype=np.float64)
+        except OverflowError:  # an integer too big for a float: `read` says so
+            return None
+        with np.errstate(invalid="ignore"):
+            # Strictly below the bound: an integer just over it rounds onto it as a float.
+            refused = ~(np.abs(numbers) < FLOAT32_MAX)
+            if self.integer:
+                refused |= numbers != np.round(numbers)
+            if refused.any():
+                return None
+            low = -math.inf if self.minimum is None else self.minimum
+            high = math.inf if self.maximum is None else self.maximum
+            outside = np.flatnonzero((numbers < low) | (numbers > high))
+        warnings = [(int(i), self.range_warning(_fmt(float(numbers[i])))) for i in outside]
+        return ColumnRead(numbers, [], warnings, 0)
+
     def read_text(self, text: str, strict: bool = False) -> tuple[Any, str | None, str | None]:
         """Text from a form or a table cell: empty is missing, numbers are parsed first."""
         text = text.strip()
@@ -235,6 +289,21 @@ class Feature:
         if self.outside(number):
             return number, None, self.range_warning(_fmt(number))
         return number, None, None
+
+
+@dataclass
+class ColumnRead:
+    """One column as the engine takes it, with (row, message) problems and warnings."""
+
+    values: Any
+    problems: list[tuple[int, str]]
+    warnings: list[tuple[int, str]]
+    unseen: int
+
+
+_NUMBER_TYPES = frozenset({int, float})
+# Below this many values, numpy's per-call cost is more than reading the values one by one.
+NUMPY_MIN_ROWS = 32
 
 
 def _fmt(value: float | None) -> str:

@@ -77,7 +77,14 @@ class Predictor:
 
     def predict(self, records: Sequence[Mapping[str, Any]]) -> Prediction:
         """Validate JSON-like records and predict them; raises RecordError naming bad fields."""
-        batch = self.schema.validate(records, strict_categories=self.strict_categories)
+        return self._finish(self.schema.validate(records, strict_categories=self.strict_categories))
+
+    def predict_columns(self, columns: Mapping[str, list[Any]], rows: int) -> Prediction:
+        """Validate one column per feature (the Open Inference Protocol's tensors) and predict."""
+        strict = self.strict_categories
+        return self._finish(self.schema.validate_columns(columns, rows, strict_categories=strict))
+
+    def _finish(self, batch: Batch) -> Prediction:
         values, proba = self.predict_batch(batch)
         if self.task == "classification":
             assert proba is not None

@@ -154,6 +154,12 @@ class Schema:
                 break
         if problems.items:
             raise RecordError(problems.items)
+        return self._batch(values, count, warnings, unseen)
+
+    def _batch(
+        self, values: Sequence[Any], count: int, warnings: list[str], unseen: dict[str, int]
+    ) -> Batch:
+        """The engine's (n, 1) arrays from each feature's validated column."""
         columns: dict[str, np.ndarray] = {}
         for feature, column in zip(self.features, values, strict=True):
             if feature.kind == "date":
@@ -162,6 +168,37 @@ class Schema:
                 dtype = np.float64 if feature.kind == "numeric" else object
                 columns[feature.name] = np.array(column, dtype=dtype).reshape(count, 1)
         return Batch(columns=columns, rows=count, warnings=warnings, unseen=unseen)
+
+    def validate_columns(
+        self, columns: Mapping[str, list[Any]], count: int, strict_categories: bool = False
+    ) -> Batch:
+        """`validate` for input that comes as one column per feature (each of `count` values).
+
+        The same checks and messages as the records would get, in the same (row) order:
+        columns of valid values are checked at once, the others value by value.
+        """
+        problems: list[tuple[int, int, str]] = []
+        warnings: list[tuple[int, int, str]] = []
+        unseen: dict[str, int] = {}
+        values = []
+        for position, feature in enumerate(self.features):
+            read = feature.read_column(columns[feature.name], strict_categories)
+            values.append(read.values)
+            problems += [(row, position, message) for row, message in read.problems]
+            warnings += [(row, position, message) for row, message in read.warnings]
+            if read.unseen:
+                unseen[feature.name] = read.unseen
+        if problems:
+            problems.sort()
+            raise RecordError(
+                [
+                    Problem(self.features[position].name, message, row if count > 1 else None)
+                    for row, position, message in problems[:MAX_LISTED_PROBLEMS]
+                ]
+            )
+        warnings.sort()
+        shown = [text if count == 1 else f"row {row}: {text}" for row, _, text in warnings]
+        return self._batch(values, count, shown, unseen)
 
     def _read_record(
         self,

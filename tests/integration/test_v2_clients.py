@@ -104,7 +104,12 @@ def test_tritonclient_health_metadata_and_infer_json_and_binary(
         assert as_json.get_response()["outputs"][0]["data"] == expected
         warnings = as_json.get_response()["parameters"]["warnings"]
         assert "smoker: 'maybe' is not one of the 2 values seen in training" in warnings
-        as_binary = client.infer(MODEL, triton_inputs(COLUMNS, binary=True), model_version=version)
+        as_binary = client.infer(
+            MODEL,
+            triton_inputs(COLUMNS, binary=True),
+            model_version=version,
+            request_compression_algorithm="gzip",
+        )
         assert as_binary.get_output("predict")["parameters"]["binary_data_size"] == 24
         assert as_binary.as_numpy("predict").tolist() == expected
         with pytest.raises(InferenceServerException, match="is not an input of this model"):

@@ -58,9 +58,11 @@ class JsonApi:
         """Run another protocol's parse-predict-answer `work` the way this API runs its own."""
         return await self._run(request, work)
 
-    def predict_records(self, request: Request, records: Any) -> Prediction:
-        """Predict records for another protocol (V2) through this API's prediction path."""
-        return self._predict(request, records)
+    def predict_columns(
+        self, request: Request, columns: dict[str, list[Any]], rows: int
+    ) -> Prediction:
+        """Predict one column per feature (the V2 protocol's tensors), counted as records are."""
+        return self._count(request, self.predictor.predict_columns(columns, rows), rows)
 
     async def _run(self, request: Request, work: Callable[[Request], Answer]) -> Answer:
         """Answer small bodies inline; parse and predict big ones in a thread, within the timeout.
@@ -81,9 +83,12 @@ class JsonApi:
             ) from None
 
     def _predict(self, request: Request, records: Any) -> Prediction:
-        prediction = self.predictor.predict(records)
-        request.rows = len(records)
-        self.metrics.count_prediction(len(records), prediction.unseen)
+        return self._count(request, self.predictor.predict(records), len(records))
+
+    def _count(self, request: Request, prediction: Prediction, rows: int) -> Prediction:
+        """Every protocol's predictions pass here: the log line's rows and the metrics."""
+        request.rows = rows
+        self.metrics.count_prediction(rows, prediction.unseen)
         return prediction
 
     def _one(self, request: Request) -> Answer:

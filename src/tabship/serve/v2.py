@@ -9,10 +9,17 @@ protocol's {"error": ...} shape by the one error mapper (the routes' `style`).
 from __future__ import annotations
 
 import json
+import zlib
 from typing import TYPE_CHECKING, Any
 
 from tabship import __version__
-from tabship.errors import ConfigError, MalformedBodyError, MediaTypeError, NotFoundError
+from tabship.errors import (
+    BodyTooLargeError,
+    ConfigError,
+    MalformedBodyError,
+    MediaTypeError,
+    NotFoundError,
+)
 from tabship.predictor import Prediction
 from tabship.serve import binary_tensors
 from tabship.serve.contract import media_type
@@ -29,6 +36,8 @@ EXTENSIONS = ["binary_tensor_data"]
 BINARY = "application/octet-stream"
 # What an infer body may be declared as: JSON, Triton's binary form, or nothing (its client).
 BODY_TYPES = frozenset({"", JSON, BINARY})
+# zlib window bits of the encodings tritonclient compresses with ("deflate" is zlib's format).
+INFLATE_BITS = {"gzip": 31, "deflate": 15}
 
 
 def model_name(predictor: Predictor, settings: ServeSettings) -> str:
@@ -54,6 +63,7 @@ class V2Api:
         self.name = model_name(predictor, settings)
         # The model's digest names the one version served: a new model is a new version.
         self.version = predictor.card.sha256[:12]
+        self.max_body = settings.max_body_bytes
         self.reader = TensorReader(predictor.schema, settings.max_batch, self.name, self.version)
         self.classes = list(predictor.classes)
         self.output_types = {"predict": "FP64" if predictor.task == "regression" else "BYTES"}
@@ -131,21 +141,43 @@ class V2Api:
                 f"content type {media!r} is not accepted; send application/json, or "
                 "application/octet-stream with Inference-Header-Content-Length"
             )
-        encoding = (request.header(b"content-encoding") or "identity").strip().lower()
-        if encoding != "identity":
-            raise MediaTypeError(
-                f"content encoding {encoding[:40]!r} is not accepted; send the body uncompressed"
-            )
         header, binary = binary_tensors.split_body(
-            request.body, request.header(binary_tensors.HEADER.encode())
+            self._inflated(request), request.header(binary_tensors.HEADER.encode())
         )
         columns = self.reader.read(header, binary)
-        prediction = self.api.predict_records(request, columns.records)
-        return self._answer(columns, prediction)
+        wanted = self._outputs(columns)  # refused before anything is predicted
+        prediction = self.api.predict_columns(request, columns.columns, columns.rows)
+        return self._answer(columns, wanted, prediction)
 
-    def _answer(self, columns: Columns, prediction: Prediction) -> Answer:
+    def _inflated(self, request: Request) -> bytes:
+        """The body, uncompressed when tritonclient's gzip or deflate compressed it.
+
+        Inflated at most to the body limit, so a small bomb cannot take the memory: past the
+        limit it is 413 like any big body.
+        """
+        encoding = (request.header(b"content-encoding") or "identity").strip().lower()
+        if encoding == "identity":
+            return request.body
+        if encoding not in INFLATE_BITS:
+            raise MediaTypeError(
+                f"content encoding {encoding[:40]!r} is not accepted; send gzip, deflate or "
+                "an uncompressed body"
+            )
+        inflater = zlib.decompressobj(INFLATE_BITS[encoding])
+        try:
+            body = inflater.decompress(request.body, self.max_body + 1)
+        except zlib.error:
+            raise MalformedBodyError(f"body: not valid {encoding} data") from None
+        if len(body) > self.max_body:
+            raise BodyTooLargeError(f"body: over the {self.max_body}-byte limit once inflated")
+        if not inflater.eof:
+            raise MalformedBodyError(f"body: the {encoding} data is cut short")
+        return body
+
+    def _answer(
+        self, columns: Columns, wanted: list[tuple[str, bool]], prediction: Prediction
+    ) -> Answer:
         """The inference response; outputs asked for in binary go after the JSON header."""
-        wanted = self._outputs(columns)
         outputs: list[dict[str, Any]] = []
         blobs: list[bytes] = []
         for name, binary in wanted:
@@ -193,7 +225,7 @@ class V2Api:
     def _outputs(self, columns: Columns) -> list[tuple[str, bool]]:
         """The outputs to answer, each with whether it goes in binary."""
         default = columns.parameters.get("binary_data_output") is True
-        if columns.outputs is None:
+        if not columns.outputs:  # none asked for by name: all of them
             return [(name, default) for name in self.output_types]
         wanted: list[tuple[str, bool]] = []
         for index, item in enumerate(columns.outputs):

@@ -1,9 +1,9 @@
 """V2 inference requests as columns: MLServer's pandas-codec layout, one input per feature.
 
 Each input is one feature's column, `shape: [N]` (or `[N, 1]`), its data inline as JSON or
-in the binary part. The columns become the same records /v1 takes, so validation, limits,
-warnings and messages are the schema's own; this module only checks the wire format: names,
-shapes, datatypes and sizes.
+in the binary part. The columns go to the schema's own validation (`Schema.validate_columns`,
+the checks and messages /v1's records get), so this module only checks the wire format:
+names, shapes, datatypes and sizes.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class Columns:
     """A decoded request: rows, the columns by feature, and what it asks back."""
 
     rows: int
-    records: list[dict[str, Any]]
+    columns: dict[str, list[Any]]
     id: str | None
     parameters: Mapping[str, Any]
     outputs: list[Mapping[str, Any]] | None
@@ -103,11 +103,7 @@ class TensorReader:
         if not isinstance(inputs, list) or not inputs:
             raise MalformedBodyError("inputs: must be a non-empty list, one input per feature")
         columns, rows = self._columns(inputs, binary)
-        names = list(columns)
-        records = [
-            dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)
-        ]
-        return Columns(rows, records, request_id, parameters, outputs)
+        return Columns(rows, columns, request_id, parameters, outputs)
 
     def _columns(self, inputs: list[Any], binary: memoryview) -> tuple[dict[str, list[Any]], int]:
         columns: dict[str, list[Any]] = {}
