@@ -109,8 +109,10 @@ def test_a_slow_canary_fails_the_check(sides: tuple[Server, Server, Server]) -> 
 
 def test_a_canary_like_the_stable_side_passes(sides: tuple[Server, Server, Server]) -> None:
     stable, twin, _ = sides
-    # Both the same model on the same machine: latencies differ by noise only.
-    done = check(stable, twin, "--max-p99-ratio", "4")
+    # Both the same model on the same machine: latencies differ by noise only, and on a busy
+    # CI machine one stall moves a p99 of 150 requests by a few buckets; the slow canary is
+    # over a hundred times slower, so the margin still tells the two apart.
+    done = check(stable, twin, "--max-p99-ratio", "10")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "canary is not worse than stable" in done.stdout
 

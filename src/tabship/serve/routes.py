@@ -140,19 +140,14 @@ class RouteTable:
         return self._styles.get(path.split("/", 2)[1] if path.count("/") else "", TABSHIP_ERRORS)
 
     def access(self, method: str, path: str) -> str:
-        """Who may call this request's route; an unknown route needs a key (it reveals nothing).
-
-        Probes are always open: the kubelet and KServe's health checks carry no key.
-        """
+        """Who may call this request's route; an unknown route needs a key (it reveals nothing)."""
         found = self._lookup(path)
         route = (
             None
             if found is None
             else self._by_path[found[0]].get("GET" if method == "HEAD" else method)
         )
-        if route is None:
-            return "key"
-        return "open" if route.probe else route.access
+        return "key" if route is None else route.access
 
     @property
     def paths(self) -> list[str]:
