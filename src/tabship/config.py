@@ -69,6 +69,11 @@ def strict_categories_from_env(env: Mapping[str, str] | None = None) -> bool:
     return _flag(os.environ if env is None else env, "TABSHIP_STRICT_CATEGORIES", False)
 
 
+def log_db_from_env(env: Mapping[str, str] | None = None) -> str | None:
+    """TABSHIP_LOG_DB for the commands that read the log (monitor, log export, demo)."""
+    return (os.environ if env is None else env).get("TABSHIP_LOG_DB") or None
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """How `tabship serve` runs; every field is also a TABSHIP_* variable."""
@@ -89,6 +94,9 @@ class ServeSettings:
     strict_categories: bool = False
     # Host header values answered; empty means any (a pod behind a load balancer sees many).
     allowed_hosts: tuple[str, ...] = ()
+    # The prediction log: sqlite:///PATH or postgresql://...; None logs nothing.
+    log_db: str | None = None
+    log_retention_days: float | None = None
 
     @classmethod
     def resolve(
@@ -120,6 +128,8 @@ class ServeSettings:
             engine=env.get("TABSHIP_ENGINE") or None,
             strict_categories=_flag(env, "TABSHIP_STRICT_CATEGORIES", defaults.strict_categories),
             allowed_hosts=_names(env, "TABSHIP_ALLOWED_HOSTS"),
+            log_db=env.get("TABSHIP_LOG_DB") or None,
+            log_retention_days=_number(env, "TABSHIP_LOG_RETENTION_DAYS", 0, 0) or None,
         )
         given: dict[str, Any] = {
             key: value for key, value in (flags or {}).items() if value is not None

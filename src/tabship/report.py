@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,9 @@ from tabship.artifact import library_versions
 from tabship.evaluation import Evaluation, evaluate
 from tabship.schema import MISSING_LEVEL
 from tabship.train import TrainResult
+
+if TYPE_CHECKING:
+    from tabship.monitor.profile import ReferenceProfile
 
 # The plot ids a reader (and the browser test) can rely on, per task.
 REGRESSION_PLOTS = ("predicted-vs-actual", "residuals", "importance", "target")
@@ -153,7 +156,38 @@ def _leaderboard(result: TrainResult) -> list[dict[str, Any]]:
     return rows
 
 
-def render_report(result: TrainResult, metadata: dict[str, Any], evaluation: Evaluation) -> str:
+def _profile_charts(profile: ReferenceProfile | None) -> list[dict[str, Any]]:
+    """One SVG of the sealed training distribution per profiled feature and the prediction."""
+    if profile is None:
+        return []
+    from markupsafe import Markup
+
+    from tabship.monitor.charts import bars
+    from tabship.monitor.profile import NumericProfile
+
+    out = []
+    for item in (*profile.features, profile.prediction):
+        if isinstance(item, NumericProfile):
+            labels, shares = item.labels(), list(item.shares)
+        else:
+            labels, shares = item.bins(), list(item.reference())
+        out.append(
+            {
+                "name": item.name,
+                "kind": item.kind,
+                "missing": f"{item.missing * 100:.1f} %",
+                "svg": Markup(bars(f"{item.name}: training distribution", labels, shares)),  # noqa: S704 - escaped by bars()
+            }
+        )
+    return out
+
+
+def render_report(
+    result: TrainResult,
+    metadata: dict[str, Any],
+    evaluation: Evaluation,
+    profile: ReferenceProfile | None = None,
+) -> str:
     """The report's HTML for a trained result and the metadata written beside it."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -189,12 +223,16 @@ def render_report(result: TrainResult, metadata: dict[str, Any], evaluation: Eva
         total_rows=len(labels),
         tuning=result.tuning,
         versions=library_versions(),
+        profile=_profile_charts(profile),
+        profile_skipped=profile.skipped if profile else (),
     )
 
 
-def build_report(result: TrainResult, metadata: dict[str, Any]) -> str:
+def build_report(
+    result: TrainResult, metadata: dict[str, Any], profile: ReferenceProfile | None = None
+) -> str:
     """Evaluate the chosen model on unseen rows and render the report around it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         evaluation = evaluate(result)
-    return render_report(result, metadata, evaluation)
+    return render_report(result, metadata, evaluation, profile)

@@ -143,6 +143,22 @@ def serve(
             "[TABSHIP_ALLOWED_HOSTS, default: any]."
         ),
     ] = None,
+    log_db: Annotated[
+        str | None,
+        typer.Option(
+            help="Log every prediction to this database: sqlite:///PATH or postgresql://... "
+            "[TABSHIP_LOG_DB, default: no log].",
+            show_default=False,
+        ),
+    ] = None,
+    log_retention_days: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Delete logged predictions older than this many days "
+            "[TABSHIP_LOG_RETENTION_DAYS, default: keep].",
+        ),
+    ] = None,
 ) -> None:
     """Serve the web form and the JSON API for a model folder."""
     from tabship.config import ServeSettings
@@ -165,6 +181,8 @@ def serve(
             "engine": engine,
             "strict_categories": strict_categories,
             "allowed_hosts": tuple(h.lower() for h in hosts) if hosts else None,
+            "log_db": log_db,
+            "log_retention_days": log_retention_days,
         }
     )
     display = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host  # noqa: S104 - shown, not bound
@@ -186,6 +204,13 @@ def demo(
     no_serve: Annotated[
         bool, typer.Option("--no-serve", help="Train (if needed) and stop.")
     ] = False,
+    log_db: Annotated[
+        str | None,
+        typer.Option(
+            help="The prediction log [TABSHIP_LOG_DB, default: sqlite beside the model folder].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """The insurance showcase: get the data, train once, serve on http://localhost:8080."""
     from tabship.datasets import BUILTIN
@@ -205,4 +230,7 @@ def demo(
             unit=dataset.unit,
         )
     if not no_serve:
-        serve(output, port=port)
+        from tabship.config import log_db_from_env
+
+        default = f"sqlite:///{(output.parent / 'predictions.db').resolve()}"
+        serve(output, port=port, log_db=log_db or log_db_from_env() or default)

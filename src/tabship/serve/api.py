@@ -72,17 +72,19 @@ class JsonApi:
                 f"request: took longer than the {limit:g} s request timeout; send smaller batches"
             ) from None
 
-    def _predict(self, request: Request, records: Any) -> Prediction:
+    def _predict(self, request: Request, records: Any) -> tuple[Prediction, list[str]]:
         prediction = self.predictor.predict(records)
-        request.rows = len(records)
+        ids = request.predicted(records, prediction)
         self.metrics.count_prediction(len(records), prediction.unseen)
-        return prediction
+        return prediction, ids
 
     def _one(self, request: Request) -> Answer:
         record = contract.read_json(request.content_type, request.body)
         if not isinstance(record, dict):
             raise MalformedBodyError("body: must be one JSON object of field: value")
-        return json_answer(self._predict(request, [record]).values[0])
+        prediction, ids = self._predict(request, [record])
+        answer = json_answer(prediction.values[0])
+        return answer._replace(extra=((b"x-prediction-id", ids[0].encode()),))
 
     def _many(self, request: Request) -> Answer:
         payload = contract.read_json(request.content_type, request.body)
@@ -96,9 +98,10 @@ class JsonApi:
             raise BodyTooLargeError(
                 f"instances: {len(instances)} records is over the batch limit of {self.settings.max_batch}"
             )
-        prediction = self._predict(request, instances)
+        prediction, ids = self._predict(request, instances)
         answer: dict[str, Any] = {
             "predictions": prediction.values,
+            "ids": ids,
             "warnings": prediction.warnings,
             "model": self.info,
         }

@@ -6,8 +6,10 @@ there is one router to reason about and a pod is ready as soon as its warm-up pr
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tabship.artifact import REPORT_FILE
 from tabship.config import ServeSettings
@@ -22,6 +24,9 @@ from tabship.serve.pages import Docs, ReportPage
 from tabship.serve.probes import Probes
 from tabship.serve.prometheus import Metrics
 from tabship.serve.routes import RouteTable, build_routes
+
+if TYPE_CHECKING:
+    from tabship.monitor.service import Monitoring
 
 __all__ = ["App", "ServerState", "create_app"]
 
@@ -39,6 +44,8 @@ class Context:
     probes: Probes
     docs: Docs
     report: ReportPage | None
+    # The prediction log, /v1/feedback and /monitor; None without --log-db.
+    monitoring: Monitoring | None = None
 
 
 class App:
@@ -72,10 +79,16 @@ class App:
                 # The first run allocates; keep that off a user's request.
                 predictor = self.context.predictor
                 predictor.predict([contract.example_record(predictor.schema)])
+                if self.context.monitoring is not None:
+                    self.context.monitoring.writer.start()
                 self.state.ready = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.state.ready = False
+                if self.context.monitoring is not None:
+                    # Requests are done: write every queued row before the process exits.
+                    timeout = self.context.settings.graceful_timeout or 20.0
+                    await asyncio.to_thread(self.context.monitoring.writer.close, timeout)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -99,21 +112,35 @@ def create_app(
         )
 
     report = ReportPage(predictor.artifact) if REPORT_FILE in card.files else None
+    pool = ThreadPoolExecutor(2, "tabship-batch")
+    monitoring = None
+    if settings.log_db:
+        from tabship.monitor.service import Monitoring
+
+        monitoring = Monitoring(
+            predictor, settings.log_db, pool, settings.log_retention_days, page_title(card)
+        )
+        monitoring.register(metrics.registry)
     context = Context(
         predictor=predictor,
         settings=settings,
         state=state,
         metrics=metrics,
-        api=JsonApi(predictor, settings, metrics, ThreadPoolExecutor(2, "tabship-batch")),
+        api=JsonApi(predictor, settings, metrics, pool),
         form=FormPage(predictor, metrics, report is not None),
         probes=Probes(state, metrics),
         docs=Docs(title, openapi),
         report=report,
+        monitoring=monitoring,
     )
     table = build_routes(context)
     context.docs.table = table
     metrics.watch(state)
     http = Accounting(
-        Limits(Dispatch(table), table, state, settings, metrics), table, metrics, state
+        Limits(Dispatch(table), table, state, settings, metrics),
+        table,
+        metrics,
+        state,
+        monitoring.writer if monitoring else None,
     )
     return App(context, table, http)

@@ -145,16 +145,23 @@ class FormPage:
         features = self.predictor.schema.features
         submitted, record, problems = parse_form(request.body, request.content_type, features)
         prediction = None
+        ids: list[str] = []
         if not problems:
             try:
                 prediction = self.predictor.predict([record])
             except RecordError as exc:
                 problems = exc.problems
             else:
-                request.rows = 1
+                ids = request.predicted([record], prediction)
                 self.metrics.count_prediction(1, prediction.unseen)
         fields = fields_for(self.predictor, submitted, problems)
-        html = render_page(self.predictor, fields, prediction, report=self.report)
+        html = render_page(
+            self.predictor,
+            fields,
+            prediction,
+            report=self.report,
+            prediction_id=ids[0] if ids else "",
+        )
         return html_answer(html, status=422 if problems else 200)
 
 
@@ -163,6 +170,7 @@ def render_page(
     fields: list[Field],
     prediction: Prediction | None = None,
     report: bool = False,
+    prediction_id: str = "",
 ) -> str:
     """The whole HTML page: form, and the prediction with its warnings when there is one."""
     card = predictor.card
@@ -180,6 +188,7 @@ def render_page(
         cv_mean=card.model.cv.mean.get(card.sort_by),
         sort_by=card.sort_by,
         report=report,
+        prediction_id=prediction_id,
     )
 
 

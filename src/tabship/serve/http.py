@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tabship.errors import (
     BusyError,
@@ -14,6 +14,10 @@ from tabship.errors import (
     RequestError,
     TabshipError,
 )
+
+if TYPE_CHECKING:
+    from tabship.monitor.writer import Logged
+    from tabship.predictor import Prediction
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -44,6 +48,23 @@ class Request:
     body: bytes = b""
     # Set by handlers for the log line: how many rows this request predicted.
     rows: int = 0
+    query: bytes = b""
+    # What this request predicted, for the prediction log (set by `predicted`).
+    logged: Logged | None = None
+
+    def predicted(self, records: Any, prediction: Prediction) -> list[str]:
+        """Note a prediction for the log line and the prediction log; its rows' new ids.
+
+        Every prediction route calls this once, so every prediction is logged the same way.
+        """
+        from tabship.monitor.writer import Logged, prediction_ids
+
+        ids = prediction_ids(len(records))
+        self.rows = len(records)
+        self.logged = Logged(
+            ids, records, prediction.values, prediction.probabilities, prediction.warnings
+        )
+        return ids
 
     def header(self, name: bytes) -> str | None:
         """A header's value as text (latin-1, as HTTP defines it), or None."""
@@ -65,6 +86,8 @@ class Answer(NamedTuple):
     body: bytes
     content_type: str = JSON
     headers: tuple[tuple[str, str], ...] = ()
+    # Headers of this answer only (a prediction id): sent, never cached with the fixed ones.
+    extra: tuple[tuple[bytes, bytes], ...] = ()
 
 
 def dump_json(payload: Any) -> bytes:
@@ -145,6 +168,8 @@ def _fixed_headers(answer: Answer) -> list[tuple[bytes, bytes]]:
 async def send_answer(send: Send, answer: Answer, close: bool = False, head: bool = False) -> None:
     """Send a whole answer; `close` ends the connection after it; `head` sends no body."""
     headers = [(b"content-length", str(len(answer.body)).encode()), *_fixed_headers(answer)]
+    if answer.extra:
+        headers.extend(answer.extra)
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})

@@ -176,4 +176,8 @@ def build_routes(context: Context) -> RouteTable:
         routes.append(
             Route("GET", "/report", context.report.page, "The training report", media=html)
         )
+    if context.monitoring is not None:
+        from tabship.monitor.routes import monitor_routes
+
+        routes.extend(monitor_routes(context.monitoring))
     return RouteTable(routes)

@@ -107,6 +107,10 @@ def run_worker(
 def serve(model: Path, settings: ServeSettings) -> None:
     """Serve `model`: in this process for one worker, else N worker processes on one socket."""
     predictor = _load(model, settings)  # fail here, once, on a bad model folder
+    if settings.log_db:
+        from tabship.monitor.store import check_log_db
+
+        check_log_db(settings.log_db)  # a bad URL or a newer schema stops here, once
     if settings.workers == 1:
         run_worker(model, settings, predictor=predictor)
         return

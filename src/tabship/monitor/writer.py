@@ -1,0 +1,294 @@
+"""The background writer: the request path appends to a bounded queue, a thread writes batches.
+
+The event loop only appends a tuple (no JSON, no I/O); a daemon thread turns queued requests
+into rows and inserts them every FLUSH_SECONDS or as soon as BATCH_ROWS are waiting. When the
+database is slow or down the queue fills to its bound and further rows are dropped and
+counted, never waited for; the thread retries with a backoff and resumes by itself. close()
+flushes everything (SIGTERM loses nothing); a SIGKILL loses what arrived since the last
+flush, at most one flush interval.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tabship.monitor.drift import DriftReport, compare
+from tabship.monitor.profile import ReferenceProfile
+from tabship.monitor.store import DatabaseDown, LogStore
+
+FLUSH_SECONDS = 0.1
+BATCH_ROWS = 500
+MAX_QUEUE_ROWS = 50_000
+RETRY_MAX_SECONDS = 2.0
+# Per-pod drift: the pod's own recent inputs, kept in memory, re-scored on a timer.
+DRIFT_SECONDS = 30.0
+DRIFT_WINDOW_SECONDS = 24 * 3600.0
+DRIFT_WINDOW_ROWS = 20_000
+RETENTION_CHECK_SECONDS = 3600.0
+
+# One random prefix per process and a counter: unique across workers and pods, and a few
+# hundred nanoseconds to make (a uuid4 per row would cost more than the log itself).
+_PREFIX = secrets.token_hex(6)
+_COUNTER = itertools.count(1)
+
+
+def prediction_ids(count: int) -> list[str]:
+    """`count` new prediction ids."""
+    if count == 1:
+        return [f"{_PREFIX}-{next(_COUNTER):x}"]
+    return [f"{_PREFIX}-{next(_COUNTER):x}" for _ in range(count)]
+
+
+def instance_name() -> str:
+    """This process in the log: host (the pod's name on Kubernetes) and pid."""
+    return f"{socket.gethostname()[:48]}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Logged:
+    """What one request predicted, as the request path hands it over (no copies, no JSON)."""
+
+    ids: Sequence[str]
+    records: Sequence[Mapping[str, Any]]
+    values: Sequence[Any]
+    probabilities: Sequence[Mapping[str, float]] | None
+    warnings: Sequence[str]
+
+
+@dataclass
+class WriterStats:
+    """Counters read by the Prometheus collector at scrape time."""
+
+    written: int = 0
+    dropped: int = 0
+    failures: int = 0
+    last_error: str = ""
+    drift: DriftReport | None = None
+    drift_time: float = 0.0
+    deleted: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def _row_warnings(warnings: Sequence[str], rows: int) -> list[list[str]]:
+    """Each row's warnings: 'row i: ...' goes to row i, the rest to every row."""
+    if rows == 1:
+        return [list(warnings)]
+    out: list[list[str]] = [[] for _ in range(rows)]
+    shared = []
+    for text in warnings:
+        head, sep, rest = text.partition(": ")
+        number = head[4:] if head.startswith("row ") else ""
+        if sep and number.isdigit() and int(number) < rows:
+            out[int(number)].append(rest)
+        else:
+            shared.append(text)
+    if shared:
+        for item in out:
+            item.extend(shared)
+    return out
+
+
+class LogWriter:
+    """The bounded queue and the thread that empties it into the store."""
+
+    def __init__(
+        self,
+        store: LogStore,
+        model_sha256: str,
+        profile: ReferenceProfile | None = None,
+        *,
+        max_queue_rows: int = MAX_QUEUE_ROWS,
+        batch_rows: int = BATCH_ROWS,
+        flush_seconds: float = FLUSH_SECONDS,
+        retention_days: float | None = None,
+        drift_seconds: float = DRIFT_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.model_sha256 = model_sha256
+        self.profile = profile
+        self.instance = instance_name()
+        self.max_queue_rows = max_queue_rows
+        self.batch_rows = batch_rows
+        self.flush_seconds = flush_seconds
+        self.retention_days = retention_days
+        self.drift_seconds = drift_seconds
+        self.clock = clock
+        self.stats = WriterStats()
+        self._queue: deque[tuple[Logged, str, str, float, float]] = deque()
+        # Each counter is written by one thread only (queued: the event loop; taken: the
+        # writer), so the bound needs no lock.
+        self._queued = 0
+        self._taken = 0
+        self._pending: list[dict[str, Any]] = []
+        self._window: deque[tuple[float, Mapping[str, Any], Any]] = deque(maxlen=DRIFT_WINDOW_ROWS)
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._next_retention = 0.0
+        self._next_drift = 0.0
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting to be written (queued and pending)."""
+        return self._queued - self._taken + len(self._pending)
+
+    def submit(self, logged: Logged, route: str, request_id: str, latency: float) -> None:
+        """Queue one request's predictions; past the bound they are dropped and counted."""
+        rows = len(logged.ids)
+        if self._queued - self._taken + rows > self.max_queue_rows:
+            self.stats.dropped += rows
+            return
+        self._queue.append((logged, route, request_id, self.clock(), latency))
+        self._queued += rows
+        if self._queued - self._taken >= self.batch_rows and not self._wake.is_set():
+            self._wake.set()
+
+    def start(self) -> None:
+        """Start the writer thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tabship-log", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout: float = 20.0) -> None:
+        """Write everything queued (retrying within `timeout`), then stop the thread."""
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._thread is None or not self._thread.is_alive():
+            self.store.close()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until what is queued now has been written; False if the database is down."""
+        target = self._queued
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._idle:
+            while self._taken < target or self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None or not self._thread.is_alive():
+                    return False
+                self._idle.wait(min(left, 0.05))
+        return True
+
+    def _run(self) -> None:
+        retry = 0.0
+        deadline: float | None = None
+        while True:
+            self._wake.wait(retry or self.flush_seconds)
+            self._wake.clear()
+            if self._stop and deadline is None:
+                deadline = time.monotonic() + 20.0
+            ok = self._write_all()
+            self._housekeeping()
+            if self._stop and (ok or time.monotonic() > (deadline or 0)):
+                return
+            retry = 0.0 if ok else min(RETRY_MAX_SECONDS, max(0.05, retry * 2))
+
+    def _write_all(self) -> bool:
+        """Write queued rows in batches until the queue is empty; False on a database error."""
+        while True:
+            if not self._pending:
+                self._take()
+            if not self._pending:
+                with self._idle:
+                    self._idle.notify_all()
+                return True
+            try:
+                self.store.insert(self._pending)
+            except DatabaseDown as exc:
+                self.stats.failures += 1
+                message = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                if message != self.stats.last_error:
+                    sys.stderr.write(
+                        f"prediction log: database write failed ({message}); retrying\n"
+                    )
+                self.stats.last_error = message
+                return False
+            if self.stats.last_error:
+                sys.stderr.write("prediction log: database writes resumed\n")
+                self.stats.last_error = ""
+            self.stats.written += len(self._pending)
+            self._pending = []
+            with self._idle:
+                self._idle.notify_all()
+
+    def _take(self) -> None:
+        """Move up to a batch of queued requests into pending rows."""
+        rows: list[dict[str, Any]] = []
+        while self._queue and len(rows) < self.batch_rows:
+            logged, route, request_id, ts, latency = self._queue.popleft()
+            rows.extend(self._rows(logged, route, request_id, ts, latency))
+            self._taken += len(logged.ids)
+        self._pending = rows
+
+    def _rows(
+        self, logged: Logged, route: str, request_id: str, ts: float, latency: float
+    ) -> list[dict[str, Any]]:
+        count = len(logged.ids)
+        per_row = _row_warnings(logged.warnings, count)
+        probabilities = logged.probabilities
+        latency_ms = latency * 1000
+        # Without the client's X-Request-Id, a request is named by its first prediction.
+        request_id = request_id or logged.ids[0]
+        out = []
+        for index, pid in enumerate(logged.ids):
+            record = logged.records[index]
+            value = logged.values[index]
+            out.append(
+                {
+                    "id": pid,
+                    "ts": ts,
+                    "request_id": request_id,
+                    "model_sha256": self.model_sha256,
+                    "route": route,
+                    "instance": self.instance,
+                    "input": json.dumps(record, ensure_ascii=False),
+                    "prediction": json.dumps(value),
+                    "probabilities": None
+                    if probabilities is None
+                    else json.dumps(probabilities[index]),
+                    "warnings": json.dumps(per_row[index], ensure_ascii=False),
+                    "latency_ms": latency_ms,
+                }
+            )
+            self._window.append((ts, record, value))
+        return out
+
+    def _housekeeping(self) -> None:
+        now = self.clock()
+        if self.profile is not None and now >= self._next_drift:
+            self._next_drift = now + self.drift_seconds
+            self.refresh_drift(now)
+        if self.retention_days and now >= self._next_retention:
+            self._next_retention = now + RETENTION_CHECK_SECONDS
+            try:
+                self.stats.deleted += self.store.delete_before(now - self.retention_days * 86400)
+            except DatabaseDown as exc:
+                self._next_retention = now + 60
+                sys.stderr.write(
+                    f"prediction log: retention delete failed ({type(exc).__name__})\n"
+                )
+
+    def refresh_drift(self, now: float | None = None) -> DriftReport | None:
+        """Score this process's recent inputs against the profile (the gauges read the result)."""
+        if self.profile is None:
+            return None
+        cutoff = (now or self.clock()) - DRIFT_WINDOW_SECONDS
+        recent = [(record, value) for ts, record, value in list(self._window) if ts >= cutoff]
+        report = compare(self.profile, [r for r, _ in recent], [v for _, v in recent])
+        self.stats.drift, self.stats.drift_time = report, now or self.clock()
+        return report
