@@ -97,6 +97,10 @@ class ServeSettings:
     # The prediction log: sqlite:///PATH or postgresql://...; None logs nothing.
     log_db: str | None = None
     log_retention_days: float | None = None
+    # Rows waiting for the database before new ones are dropped (and counted).
+    log_queue_rows: int = 50_000
+    # Seconds between refreshes of this process's drift gauges.
+    drift_seconds: float = 30.0
 
     @classmethod
     def resolve(
@@ -130,6 +134,8 @@ class ServeSettings:
             allowed_hosts=_names(env, "TABSHIP_ALLOWED_HOSTS"),
             log_db=env.get("TABSHIP_LOG_DB") or None,
             log_retention_days=_number(env, "TABSHIP_LOG_RETENTION_DAYS", 0, 0) or None,
+            log_queue_rows=int(_number(env, "TABSHIP_LOG_QUEUE_ROWS", defaults.log_queue_rows, 1)),
+            drift_seconds=_number(env, "TABSHIP_DRIFT_SECONDS", defaults.drift_seconds, 0.1),
         )
         given: dict[str, Any] = {
             key: value for key, value in (flags or {}).items() if value is not None

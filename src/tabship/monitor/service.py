@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from tabship.config import ServeSettings
 from tabship.errors import MalformedBodyError, RequestError
 from tabship.monitor.page import render_monitor
 from tabship.monitor.profile import load_profile
@@ -40,20 +41,21 @@ class Monitoring:
     """One worker's prediction log and the routes that read it."""
 
     def __init__(
-        self,
-        predictor: Predictor,
-        url: str,
-        pool: Executor,
-        retention_days: float | None = None,
-        title: str = "",
+        self, predictor: Predictor, settings: ServeSettings, pool: Executor, title: str = ""
     ) -> None:
+        assert settings.log_db
         self.card = predictor.card
         self.pool = pool
         self.title = title or self.card.title
         self.profile = load_profile(predictor.artifact)
-        self.store = LogStore(url)
+        self.store = LogStore(settings.log_db)
         self.writer = LogWriter(
-            self.store, self.card.sha256, self.profile, retention_days=retention_days
+            self.store,
+            self.card.sha256,
+            self.profile,
+            retention_days=settings.log_retention_days,
+            max_queue_rows=settings.log_queue_rows,
+            drift_seconds=settings.drift_seconds,
         )
 
     def register(self, registry: CollectorRegistry) -> None:

@@ -117,9 +117,7 @@ def create_app(
     if settings.log_db:
         from tabship.monitor.service import Monitoring
 
-        monitoring = Monitoring(
-            predictor, settings.log_db, pool, settings.log_retention_days, page_title(card)
-        )
+        monitoring = Monitoring(predictor, settings, pool, page_title(card))
         monitoring.register(metrics.registry)
     context = Context(
         predictor=predictor,
