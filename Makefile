@@ -33,7 +33,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Debian's Chromium for the browser tests, podman + runc + a local base image for the container
-# tests; each step is skipped when done and retried when apt fails.
+# tests, PostgreSQL for the prediction-log tests (they start their own cluster; the package's
+# own service is not needed); each step is skipped when done and retried when apt fails.
 system-deps:
 	bash scripts/setup-podman.sh
 	@command -v kubectl >/dev/null || for attempt in 1 2 3; do \
@@ -45,6 +46,12 @@ system-deps:
 	@command -v chromium >/dev/null || for attempt in 1 2 3; do \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null && break; \
+	  echo "apt-get attempt $$attempt failed; retrying" >&2; sleep 5; \
+	  [ $$attempt -lt 3 ] || exit 1; \
+	done
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || for attempt in 1 2 3; do \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null && break; \
 	  echo "apt-get attempt $$attempt failed; retrying" >&2; sleep 5; \
 	  [ $$attempt -lt 3 ] || exit 1; \
 	done

@@ -104,6 +104,19 @@ def manifests(
     cpu: Annotated[str, typer.Option(help="CPU request per pod.")] = "250m",
     memory: Annotated[str, typer.Option(help="Memory request and limit per pod.")] = "512Mi",
     force: Annotated[bool, typer.Option(help="Replace files already in the folder.")] = False,
+    log_db_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="Log predictions to the database whose URL is in this Secret (key 'url'); "
+            "the URL is never written into a manifest."
+        ),
+    ] = None,
+    log_db_port: Annotated[
+        int, typer.Option(help="The log database's port, opened for egress.")
+    ] = 5432,
+    log_sqlite: Annotated[
+        bool, typer.Option(help="Log predictions to SQLite on an emptyDir (one file per pod).")
+    ] = False,
 ) -> None:
     """Write a kustomize folder (kubectl apply -k DIR) that passes the policy checker."""
     from tabship.artifact import Artifact
@@ -114,6 +127,9 @@ def manifests(
         name=name,
         namespace=namespace,
         **_manifest_extra(min_replicas, max_replicas, cpu_target, cpu, memory),
+        log_db_secret=log_db_secret,
+        log_db_port=log_db_port,
+        log_sqlite=log_sqlite,
     )
     written = write_manifests(Artifact.open(model), options, output, force=force)
     typer.echo(

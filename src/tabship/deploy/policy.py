@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tabship.deploy.logdb import RULES as LOG_RULES
+from tabship.deploy.logdb import log_rules
 from tabship.errors import TabshipError
 
 RULES: dict[str, str] = {
@@ -42,6 +44,7 @@ RULES: dict[str, str] = {
     "non-isolated-pod": "a NetworkPolicy must select the pods",
     "termination-grace-period": "(tabship) preStop + drain + in-flight time must fit the grace period",
     "dangling-service": "a Service must select the pods of a Deployment",
+    **LOG_RULES,
 }
 
 
@@ -174,8 +177,16 @@ def _deployment_rules(
     base = f"Deployment/{name}"
     for rule, message in _pod_rules(pod):
         yield rule, message, f"{base}.spec.template.spec"
+    policies = [
+        n
+        for n in objects
+        if n.get("kind") == "NetworkPolicy"
+        and _selects((n.get("spec") or {}).get("podSelector"), labels)
+    ]
     for c in pod.get("containers") or []:
         for rule, message in _container_rules(pod, c):
+            yield rule, message, f"{base}.spec.template.spec.containers[{c.get('name')}]"
+        for rule, message in log_rules(pod, c, policies):
             yield rule, message, f"{base}.spec.template.spec.containers[{c.get('name')}]"
         pre_stop = (((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get(
             "seconds", 0
