@@ -10,7 +10,7 @@ export TABSHIP_DATA_HOME ?= $(abspath ../shared/datasets)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps demo test check lint format typecheck bench bench-training soak sbom image-size clean
+.PHONY: help install system-deps demo test check lint format typecheck bench bench-log bench-training soak sbom image-size clean
 
 help:
 	@echo "make demo   - install into .venv, get the insurance data, train, serve on http://localhost:8080"
@@ -18,6 +18,7 @@ help:
 	@echo "make check  - format check, lint, mypy --strict, tests"
 	@echo "make bench  - benchmarks (writes bench/results.json)"
 	@echo "make bench-training - training against PyCaret 3.3.2 (writes bench/training.json)"
+	@echo "make bench-log - the prediction log's cost to serving and its writer's rows/s"
 
 # pip retries transient registry failures itself; the outer loop covers a failed resolve.
 $(STAMP): pyproject.toml
@@ -83,6 +84,17 @@ bench: install
 	done
 	$(BIN)/python bench/predict_latency.py
 	$(BIN)/python bench/serve_load.py
+	$(MAKE) bench-log
+
+# The prediction log: SQLite log on against off in the same run; writer rows/s to SQLite and to
+# a PostgreSQL cluster the script starts itself (Debian's package, from system-deps).
+bench-log: install system-deps
+	@command -v wrk >/dev/null || for attempt in 1 2 3; do \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null && break; \
+	  sleep 5; [ $$attempt -lt 3 ] || exit 1; \
+	done
+	$(BIN)/python bench/prediction_log.py
 
 # PyCaret runs in its own environment (.bench/pycaret): it pins an older scikit-learn.
 bench-training: install

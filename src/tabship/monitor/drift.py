@@ -13,6 +13,7 @@ bins. Beside it:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -196,8 +197,8 @@ def compare(
     predictions: Sequence[Any],
 ) -> DriftReport:
     """Drift of logged input records and their predictions against the training profile."""
-    features = [
-        drift_of(reference, [record.get(reference.name) for record in records])
-        for reference in profile.features
-    ]
+    features = []
+    for reference in profile.features:
+        features.append(drift_of(reference, [record.get(reference.name) for record in records]))
+        time.sleep(0)  # in a server's writer thread: let the event loop in between features
     return DriftReport(len(records), features, drift_of(profile.prediction, list(predictions)))

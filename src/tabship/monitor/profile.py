@@ -60,7 +60,7 @@ class NumericProfile:
         """A short name per bin: '< e0', 'e0 to e1', ..., '>= eN'."""
         if not self.edges:
             return ["all"]
-        shown = [f"{edge:.4g}" for edge in self.edges]
+        shown = [_short_number(edge) for edge in self.edges]
         middle = [f"{low} to {high}" for low, high in itertools.pairwise(shown)]
         return [f"< {shown[0]}", *middle, f">= {shown[-1]}"]
 
@@ -83,6 +83,16 @@ class CategoricalProfile:
     def reference(self) -> np.ndarray:
         """The training shares of `bins()`."""
         return np.array([*self.shares, self.other, self.missing], dtype=np.float64)
+
+
+def _short_number(value: float) -> str:
+    """A bin edge as a chart label: 4 significant digits, thousands and millions as k and M."""
+    size = abs(value)
+    if size >= 1e6:
+        return f"{value / 1e6:.4g}M"
+    if size >= 1e4:
+        return f"{value / 1e3:.4g}k"
+    return f"{value:.4g}"
 
 
 FeatureProfile = NumericProfile | CategoricalProfile
