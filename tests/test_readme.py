@@ -77,6 +77,10 @@ DOCUMENTED_FLAGS = {
     ],
     ("build",): ["--builder"],
     ("deploy", "gke"): ["--builder"],
+    # Issue 14: the prediction log.
+    ("monitor",): ["--log-db", "--since", "--format"],
+    ("log", "export"): ["--log-db", "--since"],
+    ("manifests",): ["--log-db-secret", "--log-db-port", "--log-sqlite"],
 }
 
 
