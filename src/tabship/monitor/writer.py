@@ -10,10 +10,8 @@ flush, at most one flush interval.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import secrets
 import socket
 import sys
 import threading
@@ -21,9 +19,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from tabship.monitor.drift import DriftReport, compare
+from tabship.monitor.ids import Logged
 from tabship.monitor.profile import ReferenceProfile
 from tabship.monitor.store import DatabaseDown, LogStore
 
@@ -35,38 +34,16 @@ RETRY_MAX_SECONDS = 2.0
 DRIFT_SECONDS = 30.0
 DRIFT_WINDOW_SECONDS = 24 * 3600.0
 DRIFT_WINDOW_ROWS = 20_000
+# The window keeps the records themselves: bound its cells, so a wide model keeps fewer rows
+# (500 features: 1,000 rows) and a pod's memory stays well under its limit.
+DRIFT_WINDOW_CELLS = 500_000
 RETENTION_CHECK_SECONDS = 3600.0
 YIELD_ROWS = 32
-
-# One random prefix per process and a counter: unique across workers and pods, and a few
-# hundred nanoseconds to make (a uuid4 per row would cost more than the log itself).
-_PREFIX = secrets.token_hex(6)
-_COUNTER = itertools.count(1)
-
-
-def prediction_ids(count: int) -> list[str]:
-    """`count` new prediction ids."""
-    if count == 1:
-        return [f"{_PREFIX}-{next(_COUNTER):x}"]
-    return [f"{_PREFIX}-{next(_COUNTER):x}" for _ in range(count)]
 
 
 def instance_name() -> str:
     """This process in the log: host (the pod's name on Kubernetes) and pid."""
     return f"{socket.gethostname()[:48]}:{os.getpid()}"
-
-
-class Logged(NamedTuple):
-    """What one request predicted, as the request path hands it over (no copies, no JSON).
-
-    A tuple, because it is made once per prediction request on the event loop.
-    """
-
-    ids: Sequence[str]
-    records: Sequence[Mapping[str, Any]]
-    values: Sequence[Any]
-    probabilities: Sequence[Mapping[str, float]] | None
-    warnings: Sequence[str]
 
 
 @dataclass
@@ -135,7 +112,10 @@ class LogWriter:
         self._queued = 0
         self._taken = 0
         self._pending: list[tuple[Any, ...]] = []
-        self._window: deque[tuple[float, Mapping[str, Any], Any]] = deque(maxlen=DRIFT_WINDOW_ROWS)
+        width = len(profile.features) if profile is not None else 1
+        self._window: deque[tuple[float, Mapping[str, Any], Any]] = deque(
+            maxlen=max(1000, min(DRIFT_WINDOW_ROWS, DRIFT_WINDOW_CELLS // max(1, width)))
+        )
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._stop = False

@@ -16,7 +16,7 @@ from tabship.errors import (
 )
 
 if TYPE_CHECKING:
-    from tabship.monitor.writer import Logged
+    from tabship.monitor.ids import Logged
     from tabship.predictor import Prediction
 
 Scope = MutableMapping[str, Any]
@@ -57,7 +57,7 @@ class Request:
 
         Every prediction route calls this once, so every prediction is logged the same way.
         """
-        from tabship.monitor.writer import Logged, prediction_ids
+        from tabship.monitor.ids import Logged, prediction_ids
 
         ids = prediction_ids(len(records))
         self.rows = len(records)
