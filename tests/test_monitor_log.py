@@ -299,3 +299,51 @@ def test_export_and_monitor_commands(logged: tuple[App, Path], tiny_model: Train
     assert "<svg" in html.read_text()
     bad = runner.invoke(cli, ["monitor", model, "--log-db", url, "--since", "soon"])
     assert bad.exit_code == 1 and "--since 'soon'" in bad.output
+
+
+def test_a_folder_without_a_profile_logs_and_says_there_is_no_reference(
+    tiny_model: TrainedModel, tmp_path: Path
+) -> None:
+    from tabship.artifact import PROFILE_FILE, write_artifact
+
+    card = tiny_model.artifact.card
+    kept = ("format", "format_version", "created", "versions", "files", "metadata_sha256")
+    metadata = {k: v for k, v in card.document.items() if k not in kept}
+    files = {n: tiny_model.artifact.read(n) for n in card.files if n != PROFILE_FILE}
+    old = write_artifact(tmp_path / "old", metadata, files)
+    app = started(old, f"sqlite:///{tmp_path / 'log.db'}")
+
+    async def go() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        async with client(app) as c:
+            answer = await c.post("/predict_api", json=PATIENT)
+            return answer, await c.get("/monitor"), await c.get("/metrics")
+
+    answer, page, metrics = asyncio.run(go())
+    assert app.context.monitoring is not None
+    app.context.monitoring.writer.close()
+    assert answer.status_code == 200
+    assert page.status_code == 200
+    assert "no reference profile" in page.text
+    assert "tabship_prediction_log_written_total" in metrics.text
+    assert "tabship_feature_drift{" not in metrics.text
+    assert app.context.monitoring.store.count() == 1
+
+
+def test_hostile_names_are_escaped_on_the_page_and_in_metrics(tmp_path: Path) -> None:
+    from tabship.card import ModelCard
+    from tabship.monitor.drift import compare
+    from tabship.monitor.page import render_monitor
+    from tabship.monitor.profile import build_profile
+    from tabship.monitor.summary import Summary
+    from tabship.schema import Feature, Schema
+
+    name = '<img src=x onerror=alert(1)>"'
+    schema = Schema((Feature(name, "categorical", "str", True, levels=("<b>a</b>", "b")),))
+    profile = build_profile(schema, {name: ["<b>a</b>", "b"] * 100}, [0.0, 1.0] * 100, [])
+    drift = compare(profile, [{name: "<script>x</script>"}] * 150, [0.5] * 150)
+    summary = Summary("0" * 64, 0, 1, 150, False, drift, [], {}, 0, {}, "regression")
+    card = type("Card", (), {"model": type("M", (), {"label": "<i>m</i>"})()})()
+    html = render_monitor(summary, card, "<t>", "24h")  # type: ignore[arg-type]
+    assert "<img src=x" not in html and "<script>x" not in html and "<b>a</b>" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert ModelCard  # the real card type is what the server passes

@@ -148,7 +148,11 @@ def batch_answer_schema(predictor: Predictor) -> dict[str, Any]:
             "type": "array",
             "items": {"type": "object", "additionalProperties": {"type": "number"}},
         }
-    return {"type": "object", "properties": properties, "required": ["predictions", "ids", "warnings"]}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": ["predictions", "ids", "warnings"],
+    }
 
 
 def read_json(content_type: str | None, body: bytes) -> Any:
