@@ -347,3 +347,32 @@ def test_hostile_names_are_escaped_on_the_page_and_in_metrics(tmp_path: Path) ->
     assert "<img src=x" not in html and "<script>x" not in html and "<b>a</b>" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
     assert ModelCard  # the real card type is what the server passes
+
+
+def test_serving_with_a_log_imports_no_sklearn_pandas_or_pyarrow(
+    tiny_model: TrainedModel, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    script = (
+        "import asyncio, json, sys, httpx\n"
+        "from tabship.config import ServeSettings\n"
+        "from tabship.predictor import Predictor\n"
+        "from tabship.serve.app import create_app\n"
+        f"app = create_app(Predictor.load({str(tiny_model.artifact.directory)!r}), "
+        f"ServeSettings(log_db={url!r}))\n"
+        "app.context.monitoring.writer.start()\n"
+        "async def go():\n"
+        "    t = httpx.ASGITransport(app=app)\n"
+        "    async with httpx.AsyncClient(transport=t, base_url='http://x') as c:\n"
+        f"        await c.post('/predict_api', json={PATIENT!r})\n"
+        "        assert (await c.get('/monitor')).status_code == 200\n"
+        "asyncio.run(go())\n"
+        "app.context.monitoring.writer.close()\n"
+        "heavy = ('pandas', 'sklearn', 'scipy', 'skops', 'pyarrow')\n"
+        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == []
