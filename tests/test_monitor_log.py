@@ -191,12 +191,12 @@ def test_a_database_that_fails_drops_and_counts_then_resumes(
     folder = tmp_path / "later"  # missing: SQLite cannot open the file until it exists
     store = LogStore(f"sqlite:///{folder / 'log.db'}")
     writer = LogWriter(store, "sha", max_queue_rows=50, batch_rows=10, flush_seconds=0.02)
-    writer.start()
     record = Logged(["x"], [PATIENT], [1.0], None, [])
     for index in range(80):
         writer.submit(
             Logged([f"id-{index}"], [PATIENT], [1.0], None, []), "/predict_api", "", 0.001
         )
+    writer.start()  # after the burst, so the bound alone decides what is dropped
     deadline = time.monotonic() + 10
     while not writer.stats.failures and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -190,6 +190,12 @@ def serve(
         f"serving {model} on http://{display}:{settings.port}  (form: /, API docs: /docs)",
         err=True,
     )
+    if settings.log_db:
+        from tabship.monitor.store import redact
+
+        typer.echo(
+            f"logging predictions to {redact(settings.log_db)}  (monitor: /monitor)", err=True
+        )
     run_server(model, settings)
 
 

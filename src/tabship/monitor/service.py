@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from typing import Any
@@ -28,6 +29,7 @@ from tabship.serve.contract import read_json
 from tabship.serve.http import Answer, Request, html_answer, json_answer
 
 MAX_FEEDBACK = 1000
+FEEDBACK_GRACE_SECONDS = 0.3
 MAX_LISTED = 10
 
 
@@ -127,6 +129,11 @@ class Monitoring:
         ids = [pid for pid, _ in pairs]
         known = self.store.known_ids(ids)
         unknown = [pid for pid in ids if pid not in known]
+        if unknown:
+            # Another pod may have answered them and not flushed yet: give it a few intervals.
+            time.sleep(FEEDBACK_GRACE_SECONDS)
+            known |= self.store.known_ids(unknown)
+            unknown = [pid for pid in ids if pid not in known]
         if not unknown:
             self.store.add_feedback(pairs)
         return unknown

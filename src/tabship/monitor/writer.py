@@ -121,6 +121,7 @@ class LogWriter:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._next_retention = 0.0
+        self.close_timeout = 20.0
         self._next_drift = 0.0
 
     @property
@@ -147,6 +148,7 @@ class LogWriter:
 
     def close(self, timeout: float = 20.0) -> None:
         """Write everything queued (retrying within `timeout`), then stop the thread."""
+        self.close_timeout = max(0.1, timeout - 0.5)
         self._stop = True
         self._wake.set()
         if self._thread is not None:
@@ -174,10 +176,17 @@ class LogWriter:
             self._wake.wait(retry or self.flush_seconds)
             self._wake.clear()
             if self._stop and deadline is None:
-                deadline = time.monotonic() + 20.0
+                deadline = time.monotonic() + self.close_timeout
             ok = self._write_all()
             self._housekeeping()
             if self._stop and (ok or time.monotonic() > (deadline or 0)):
+                if not ok:
+                    lost = self.queued_rows
+                    self.stats.dropped += lost
+                    sys.stderr.write(
+                        f"prediction log: exiting with the database unreachable; {lost} rows "
+                        "not written\n"
+                    )
                 return
             retry = 0.0 if ok else min(RETRY_MAX_SECONDS, max(0.05, retry * 2))
 
