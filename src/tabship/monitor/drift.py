@@ -197,8 +197,18 @@ def compare(
     predictions: Sequence[Any],
 ) -> DriftReport:
     """Drift of logged input records and their predictions against the training profile."""
+    columns = {f.name: [record.get(f.name) for record in records] for f in profile.features}
+    return compare_columns(profile, columns, predictions)
+
+
+def compare_columns(
+    profile: ReferenceProfile,
+    columns: Mapping[str, Sequence[Any]],
+    predictions: Sequence[Any],
+) -> DriftReport:
+    """Drift of live values given by feature name (and their predictions) against the profile."""
     features = []
     for reference in profile.features:
-        features.append(drift_of(reference, [record.get(reference.name) for record in records]))
+        features.append(drift_of(reference, columns[reference.name]))
         time.sleep(0)  # in a server's writer thread: let the event loop in between features
-    return DriftReport(len(records), features, drift_of(profile.prediction, list(predictions)))
+    return DriftReport(len(predictions), features, drift_of(profile.prediction, list(predictions)))

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tabship.monitor.drift import DriftReport, compare
+from tabship.monitor.drift import DriftReport, compare_columns
 from tabship.monitor.ids import Logged
 from tabship.monitor.profile import ReferenceProfile
 from tabship.monitor.store import DatabaseDown, LogStore
@@ -79,6 +79,40 @@ def _row_warnings(warnings: Sequence[str], rows: int) -> list[list[str]]:
     return out
 
 
+class RecentInputs:
+    """This process's recent inputs for its drift gauges: ring buffers of plain values.
+
+    One list per feature holding the values themselves (numbers, text: objects the garbage
+    collector does not track), not the records: keeping 20,000 dicts alive made every full
+    collection walk them, a pause every request in flight would wait for.
+    """
+
+    def __init__(self, profile: ReferenceProfile) -> None:
+        self.names = [f.name for f in profile.features]
+        width = max(1, len(self.names))
+        self.size = max(1000, min(DRIFT_WINDOW_ROWS, DRIFT_WINDOW_CELLS // width))
+        self.columns: dict[str, list[Any]] = {name: [None] * self.size for name in self.names}
+        self.predictions: list[Any] = [None] * self.size
+        self.times = [0.0] * self.size
+        self.count = 0
+
+    def add(self, ts: float, record: Mapping[str, Any], value: Any) -> None:
+        """Keep one row, over the oldest once full."""
+        slot = self.count % self.size
+        for name in self.names:
+            self.columns[name][slot] = record.get(name)
+        self.predictions[slot] = value
+        self.times[slot] = ts
+        self.count += 1
+
+    def since(self, cutoff: float) -> tuple[dict[str, list[Any]], list[Any]]:
+        """The kept rows from `cutoff` on, by feature name, and their predictions."""
+        filled = min(self.count, self.size)
+        slots = [i for i in range(filled) if self.times[i] >= cutoff]
+        columns = {name: [values[i] for i in slots] for name, values in self.columns.items()}
+        return columns, [self.predictions[i] for i in slots]
+
+
 class LogWriter:
     """The bounded queue and the thread that empties it into the store."""
 
@@ -112,10 +146,7 @@ class LogWriter:
         self._queued = 0
         self._taken = 0
         self._pending: list[tuple[Any, ...]] = []
-        width = len(profile.features) if profile is not None else 1
-        self._window: deque[tuple[float, Mapping[str, Any], Any]] = deque(
-            maxlen=max(1000, min(DRIFT_WINDOW_ROWS, DRIFT_WINDOW_CELLS // max(1, width)))
-        )
+        self._window = RecentInputs(profile) if profile is not None else None
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._stop = False
@@ -245,7 +276,7 @@ class LogWriter:
         latency_ms = latency * 1000
         # Without the client's X-Request-Id, a request is named by its first prediction.
         request_id = request_id or logged.ids[0]
-        sha, instance, dumps = self.model_sha256, self.instance, json.dumps
+        sha, instance, dumps, window = self.model_sha256, self.instance, json.dumps, self._window
         out = []
         for index, pid in enumerate(logged.ids):
             record = logged.records[index]
@@ -266,7 +297,8 @@ class LogWriter:
                     latency_ms,
                 )
             )
-            self._window.append((ts, record, value))
+            if window is not None:
+                window.add(ts, record, value)
         return out
 
     def _housekeeping(self) -> None:
@@ -288,8 +320,8 @@ class LogWriter:
         """Score this process's recent inputs against the profile (the gauges read the result)."""
         if self.profile is None:
             return None
-        cutoff = (now or self.clock()) - DRIFT_WINDOW_SECONDS
-        recent = [(record, value) for ts, record, value in list(self._window) if ts >= cutoff]
-        report = compare(self.profile, [r for r, _ in recent], [v for _, v in recent])
+        assert self._window is not None
+        columns, predictions = self._window.since((now or self.clock()) - DRIFT_WINDOW_SECONDS)
+        report = compare_columns(self.profile, columns, predictions)
         self.stats.drift, self.stats.drift_time = report, now or self.clock()
         return report

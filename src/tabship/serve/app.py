@@ -7,6 +7,7 @@ there is one router to reason about and a pod is ready as soon as its warm-up pr
 from __future__ import annotations
 
 import asyncio
+import gc
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -81,6 +82,10 @@ class App:
                 predictor.predict([contract.example_record(predictor.schema)])
                 if self.context.monitoring is not None:
                     self.context.monitoring.writer.start()
+                # What start-up made (modules, the model, the database layer) lives as long as
+                # the process: out of the collector's sight, a full collection walks only what
+                # serving made since, instead of stalling every request for tens of ms.
+                gc.freeze()
                 self.state.ready = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
