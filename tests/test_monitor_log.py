@@ -376,3 +376,15 @@ def test_serving_with_a_log_imports_no_sklearn_pandas_or_pyarrow(
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.splitlines()[-1]) == []
+
+
+def test_database_urls() -> None:
+    from tabship.monitor.store import engine_url, redact
+
+    assert engine_url("postgres://u:p@h/db").drivername == "postgresql+psycopg"
+    assert engine_url("postgresql://u:p@h:5433/db").port == 5433
+    assert engine_url("sqlite:///x.db").database == "x.db"
+    for bad in ("sqlite://", "sqlite:///:memory:", "mysql://u:p@h/d", "not a url"):
+        with pytest.raises(LogDatabaseError):
+            engine_url(bad)
+    assert "hunter2" not in redact("postgresql://u:hunter2@h/db")

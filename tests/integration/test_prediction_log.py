@@ -98,8 +98,38 @@ def test_n_predictions_from_two_workers_give_n_rows(
         ids = predict_all(server, sent, threads=16)
         batch = httpx.post(f"{server.url}/v1/predict", json={"instances": sent[:50]}, timeout=30)
         ids += batch.json()["ids"]
+        # Feedback may reach the other worker than the one that logged the id.
+        truth = [{"id": pid, "actual": 10000.0 + i} for i, pid in enumerate(ids[:40])]
+        stored = httpx.post(f"{server.url}/v1/feedback", json=truth, timeout=30)
+        assert stored.status_code == 200, stored.text
     finally:
         assert server.stop() == 0
+    done = subprocess.run(
+        [TABSHIP, "monitor", str(model.artifact.directory), "--log-db", url, "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"] == 350
+    assert json.loads(done.stdout)["labelled"] == 40
+    exported = tmp_path / "rows.parquet"
+    subprocess.run(
+        [
+            TABSHIP,
+            "log",
+            "export",
+            str(model.artifact.directory),
+            "--log-db",
+            url,
+            "-o",
+            str(exported),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert len(pd.read_parquet(exported)) == 350
     assert len(set(ids)) == 350
     query = "SELECT id, input, prediction, route, instance FROM tabship_predictions"
     if backend == "sqlite":

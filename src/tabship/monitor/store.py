@@ -63,6 +63,8 @@ class LogDatabaseError(ConfigError):
 
 def engine_url(url: str) -> sa.URL:
     """The SQLAlchemy URL for a --log-db value; postgresql:// means psycopg 3."""
+    if url.startswith("postgres://"):  # what Heroku and some providers hand out
+        url = "postgresql://" + url.removeprefix("postgres://")
     try:
         parsed = make_url(url)
     except ArgumentError:
