@@ -42,10 +42,11 @@ def _traffic_charts(summary: Summary) -> list[Markup]:
     times = [b.label for b in summary.buckets]
     out = [
         charts.line(
-            "Predictions per bucket",
+            "Requests and predictions per bucket",
             times,
             [
                 ("predictions", [float(b.predictions) for b in summary.buckets]),
+                ("requests", [float(b.requests) for b in summary.buckets]),
                 ("with warnings", [float(b.warned) for b in summary.buckets]),
             ],
         ),

@@ -115,6 +115,7 @@ class LoggedRow:
     warnings: list[str]
     latency_ms: float
     actual: Any = None
+    request_id: str = ""
 
 
 class LogStore:
@@ -232,6 +233,7 @@ class LogStore:
                 p.c.warnings,
                 p.c.latency_ms,
                 f.c.actual,
+                p.c.request_id,
             )
             .select_from(p.outerjoin(f, f.c.id == p.c.id))
             .where(p.c.ts >= since)
@@ -254,6 +256,7 @@ class LogStore:
                     warnings=json.loads(row.warnings),
                     latency_ms=row.latency_ms,
                     actual=None if row.actual is None else json.loads(row.actual),
+                    request_id=row.request_id,
                 )
 
     def count(self) -> int:

@@ -95,6 +95,7 @@ class Bucket:
 
     start: float
     predictions: int
+    requests: int
     warned: int
     latency_p50: float | None
     latency_p95: float | None
@@ -138,6 +139,7 @@ class Summary:
                 {
                     "start": _iso(b.start),
                     "predictions": b.predictions,
+                    "requests": b.requests,
                     "warned": b.warned,
                     "latency_ms_p50": b.latency_p50,
                     "latency_ms_p95": b.latency_p95,
@@ -184,6 +186,7 @@ def buckets(
             Bucket(
                 start=since + index * size,
                 predictions=len(group),
+                requests=len({r.request_id for r in group}),
                 warned=sum(1 for r in group if r.warnings),
                 latency_p50=float(np.percentile(latency, 50)),
                 latency_p95=float(np.percentile(latency, 95)),
