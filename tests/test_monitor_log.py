@@ -388,3 +388,18 @@ def test_database_urls() -> None:
         with pytest.raises(LogDatabaseError):
             engine_url(bad)
     assert "hunter2" not in redact("postgresql://u:hunter2@h/db")
+
+
+def test_rows_the_database_refuses_are_dropped_and_the_writer_goes_on(tmp_path: Path) -> None:
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    writer = LogWriter(store, "sha", flush_seconds=0.02)
+    writer.start()
+    writer.submit(Logged(["same"], [PATIENT], [1.0], None, []), "/predict_api", "", 0.001)
+    assert writer.flush(timeout=30)
+    writer.submit(Logged(["same"], [PATIENT], [2.0], None, []), "/predict_api", "", 0.001)
+    writer.submit(Logged(["bad"], [{"x": object()}], [1.0], None, []), "/predict_api", "", 0.001)
+    assert writer.flush(timeout=30)
+    writer.submit(Logged(["next"], [PATIENT], [3.0], None, []), "/predict_api", "", 0.001)
+    writer.close()
+    assert writer.stats.dropped == 2
+    assert sorted(r.id for r in store.rows(None, 0)) == ["next", "same"]

@@ -275,6 +275,8 @@ class LogStore:
 
 
 DatabaseDown = (DBAPIError, SQLAlchemyError, OSError)
+# Errors where the database answered and refused the rows themselves.
+BatchRefused = (sa.exc.IntegrityError, sa.exc.DataError)
 
 
 def check_log_db(url: str) -> None:

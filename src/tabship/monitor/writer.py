@@ -24,7 +24,7 @@ from typing import Any
 from tabship.monitor.drift import DriftReport, compare_columns
 from tabship.monitor.ids import Logged
 from tabship.monitor.profile import ReferenceProfile
-from tabship.monitor.store import DatabaseDown, LogStore
+from tabship.monitor.store import BatchRefused, DatabaseDown, LogStore
 
 FLUSH_SECONDS = 0.1
 BATCH_ROWS = 500
@@ -208,8 +208,12 @@ class LogWriter:
             self._wake.clear()
             if self._stop and deadline is None:
                 deadline = time.monotonic() + self.close_timeout
-            ok = self._write_all()
-            self._housekeeping()
+            try:
+                ok = self._write_all()
+                self._housekeeping()
+            except Exception as exc:  # the thread must outlive any bug: count it and go on
+                self._drop_batch(exc)
+                ok = True
             if self._stop and (ok or time.monotonic() > (deadline or 0)):
                 if not ok:
                     lost = self.queued_rows
@@ -232,6 +236,11 @@ class LogWriter:
                 return True
             try:
                 self.store.insert(self._pending)
+            except BatchRefused as exc:
+                # The database answered and refused these rows (a constraint): retrying would
+                # refuse them forever, so they are dropped, counted and said.
+                self._drop_batch(exc)
+                continue
             except DatabaseDown as exc:
                 self.stats.failures += 1
                 message = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
@@ -249,15 +258,29 @@ class LogWriter:
             with self._idle:
                 self._idle.notify_all()
 
+    def _drop_batch(self, exc: BaseException) -> None:
+        self.stats.failures += 1
+        self.stats.dropped += len(self._pending)
+        sys.stderr.write(
+            f"prediction log: {len(self._pending)} rows refused and dropped "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})\n"
+        )
+        self._pending = []
+
     def _take(self) -> None:
         """Move up to a batch of queued requests into pending rows."""
         rows: list[tuple[Any, ...]] = []
         since_yield = 0
         while self._queue and len(rows) < self.batch_rows:
             logged, route, request_id, ts, latency = self._queue.popleft()
-            made = self._rows(logged, route, request_id, ts, latency)
+            self._taken += len(logged.ids)
+            try:
+                made = self._rows(logged, route, request_id, ts, latency)
+            except (TypeError, ValueError) as exc:  # a value JSON cannot hold: drop the request
+                self.stats.dropped += len(logged.ids)
+                sys.stderr.write(f"prediction log: a request's rows dropped ({exc})\n")
+                continue
             rows.extend(made)
-            self._taken += len(made)
             since_yield += len(made)
             if since_yield >= YIELD_ROWS:
                 # Hand the GIL back to the event loop now rather than at the 5 ms switch
