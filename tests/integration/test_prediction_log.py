@@ -312,6 +312,7 @@ def test_drift_of_training_like_and_shifted_traffic(
         assert report["rows"] == 1500
         if rows is same:
             assert statuses == dict.fromkeys(FEATURES, "ok"), report["drift"]
+            assert report["drift"]["prediction"]["status"] == "ok"
             assert 'tabship_drift_alert{feature="bmi"} 0.0' in gauges
         else:
             expected = {**dict.fromkeys(FEATURES, "ok"), "bmi": "alert", "smoker": "alert"}
