@@ -109,7 +109,7 @@ def build_routes(context: Context) -> RouteTable:
             "POST",
             "/predict_api",
             api.predict_one,
-            "Predict one record; answers the bare value",
+            "Predict one record; answers the bare value (its id in X-Prediction-Id)",
             body=record,
             answer={"type": ["number", "string"]},
             errors=refused,
