@@ -41,7 +41,7 @@ def client(app: App) -> httpx.AsyncClient:
 def rows(path: Path) -> list[dict[str, Any]]:
     with sqlite3.connect(path) as db:
         db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute("SELECT * FROM tabship_predictions ORDER BY ts, id")]
+        return [dict(r) for r in db.execute("SELECT * FROM tabship_predictions ORDER BY ts, rowid")]
 
 
 @pytest.fixture
@@ -161,6 +161,14 @@ def test_classification_feedback_scores(cancer_model: TrainedModel, tmp_path: Pa
     summary = summarize(monitoring.store, monitoring.card, monitoring.profile)
     monitoring.writer.close()
     truth, predicted = list(table["diagnosis"]), answer["predictions"]
+    by_id = {r["id"]: r for r in rows(tmp_path / "log.db")}
+    logged = [by_id[pid] for pid in answer["ids"]]
+    # JSON keeps a float exactly, so the logged probabilities are the very ones answered.
+    assert [json.loads(r["probabilities"]) for r in logged] == answer["probabilities"]
+    assert [json.loads(r["prediction"]) for r in logged] == predicted
+    profile = monitoring.profile
+    assert profile is not None and profile.prediction.kind == "categorical"
+    assert set(profile.prediction.levels) == set(cancer_model.artifact.card.classes)
     assert summary.scores["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
     classes = list(cancer_model.artifact.card.classes)
     assert summary.scores["f1"] == pytest.approx(f1_score(truth, predicted, pos_label=classes[1]))
