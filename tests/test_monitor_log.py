@@ -23,6 +23,8 @@ from tabship.predictor import Predictor
 from tabship.serve.app import App, create_app
 from tabship.workflow import TrainedModel
 
+from .servers import free_port
+
 PATIENT = {"age": 40, "bmi": 31.5, "children": 2, "smoker": "yes", "region": "south"}
 
 
@@ -411,3 +413,14 @@ def test_rows_the_database_refuses_are_dropped_and_the_writer_goes_on(tmp_path: 
     writer.close()
     assert writer.stats.dropped == 2
     assert sorted(r.id for r in store.rows(None, 0)) == ["next", "same"]
+
+
+def test_monitor_against_an_unreachable_database_says_so(tiny_model: TrainedModel) -> None:
+    url = f"postgresql://tabship:hunter2@127.0.0.1:{free_port()}/log"
+    result = CliRunner().invoke(
+        cli, ["monitor", str(tiny_model.artifact.directory), "--log-db", url]
+    )
+    assert result.exit_code == 1
+    assert "cannot be reached" in result.output
+    assert "hunter2" not in result.output
+    assert "Traceback" not in result.output
