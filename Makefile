@@ -10,7 +10,7 @@ export TABSHIP_DATA_HOME ?= $(abspath ../shared/datasets)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps kserve-client demo test check lint format typecheck bench bench-explain bench-auth bench-training soak sbom image-size clean
+.PHONY: help install system-deps kserve-client demo test check lint format typecheck bench bench-explain bench-auth bench-log bench-training soak sbom image-size clean
 
 help:
 	@echo "make demo   - install into .venv, get the insurance data, train, serve on http://localhost:8080"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench-explain - explanations against shap, /v1/explain records/s"
 	@echo "make bench-auth - API keys on the hot path against no keys (writes bench/auth.json)"
 	@echo "make bench-training - training against PyCaret 3.3.2 (writes bench/training.json)"
+	@echo "make bench-log - the prediction log's cost to serving and its writer's rows/s"
 
 # pip retries transient registry failures itself; the outer loop covers a failed resolve.
 $(STAMP): pyproject.toml
@@ -35,7 +36,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Debian's Chromium for the browser tests, podman + runc + a local base image for the container
-# tests; each step is skipped when done and retried when apt fails.
+# tests, PostgreSQL for the prediction-log tests (they start their own cluster; the package's
+# own service is not needed); each step is skipped when done and retried when apt fails.
 system-deps:
 	bash scripts/setup-podman.sh
 	@command -v kubectl >/dev/null || for attempt in 1 2 3; do \
@@ -47,6 +49,12 @@ system-deps:
 	@command -v chromium >/dev/null || for attempt in 1 2 3; do \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null && break; \
+	  echo "apt-get attempt $$attempt failed; retrying" >&2; sleep 5; \
+	  [ $$attempt -lt 3 ] || exit 1; \
+	done
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || for attempt in 1 2 3; do \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null && break; \
 	  echo "apt-get attempt $$attempt failed; retrying" >&2; sleep 5; \
 	  [ $$attempt -lt 3 ] || exit 1; \
 	done
@@ -97,6 +105,7 @@ bench: install
 	$(BIN)/python bench/serve_load.py
 	$(BIN)/python bench/v2_load.py
 	$(BIN)/python bench/explain_bench.py
+	$(MAKE) bench-log
 
 # Explanations only: tabship against shap's exact explainer, /v1/explain records/s, and
 # /predict_api against the code before (the merge-base with main, or BENCH_BASE_REF).
@@ -107,6 +116,16 @@ bench-explain: install
 	  sleep 5; [ $$attempt -lt 3 ] || exit 1; \
 	done
 	$(BIN)/python bench/explain_bench.py
+
+# The prediction log: SQLite log on against off in the same run; writer rows/s to SQLite and to
+# a PostgreSQL cluster the script starts itself (Debian's package, from system-deps).
+bench-log: install system-deps
+	@command -v wrk >/dev/null || for attempt in 1 2 3; do \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null && break; \
+	  sleep 5; [ $$attempt -lt 3 ] || exit 1; \
+	done
+	$(BIN)/python bench/prediction_log.py
 
 # What API keys cost on /predict_api: the same server with and without a keys file.
 bench-auth: install

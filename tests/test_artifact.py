@@ -40,6 +40,7 @@ def test_folder_layout_and_metadata(tiny_model: TrainedModel) -> None:
     assert sorted(p.name for p in folder.iterdir()) == [
         "model.onnx",
         "pipeline.skops",
+        "profile.json",
         "report.html",
         "tabship.json",
     ]
@@ -98,7 +99,8 @@ def test_path_tricks_in_file_list_are_refused(model_copy: Path, name: str) -> No
     files = json.loads((model_copy / art.METADATA).read_text())["files"]
     reseal(model_copy, {"files": {**files, name: "0" * 64}})
     with pytest.raises(
-        ArtifactError, match="only model.onnx, pipeline.skops, report.html are allowed"
+        ArtifactError,
+        match="only model.onnx, pipeline.skops, profile.json, report.html are allowed",
     ):
         Artifact.open(model_copy)
 

@@ -103,6 +103,8 @@ def test_onnx_images_carry_no_scikit_learn() -> None:
         "swagger-ui-bundle",
         "jinja2",
         "prometheus-client",
+        "sqlalchemy",
+        "psycopg",
     } <= set(onnx)
     assert not {
         "scikit-learn",

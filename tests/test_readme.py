@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -57,12 +58,21 @@ def test_demo_trains_once_then_serves(tmp_path: Path) -> None:
                 time.sleep(0.1)
         page = httpx.get(f"http://127.0.0.1:{port}/")
         assert page.status_code == 200 and "Expected yearly charges" in page.text
+        patient = {"age": 45, "sex": "female", "bmi": 30.5, "children": 2}
+        patient |= {"smoker": "no", "region": "southeast"}
+        answer = httpx.post(f"http://127.0.0.1:{port}/predict_api", json=patient)
+        assert answer.status_code == 200
     finally:
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(timeout=30) == 0
         log.close()
     output = (tmp_path / "demo.log").read_text()
     assert "already holds a model; serving it" in output and f"http://localhost:{port}" in output
+    # The demo logs every prediction to a SQLite file beside the model folder.
+    assert "logging predictions to sqlite:///" in output
+    with sqlite3.connect(tmp_path / "predictions.db") as db:
+        ids = [row[0] for row in db.execute("SELECT id FROM tabship_predictions")]
+    assert ids == [answer.headers["x-prediction-id"]]
 
 
 # Flags added or renamed in issue 12: each is in the command's --help and in the README.
@@ -76,10 +86,15 @@ DOCUMENTED_FLAGS = {
         "--max-header-bytes",
         "--engine",
         "--model-name",
+        "--log-db",
+        "--log-retention-days",
     ],
-    ("manifests",): ["--kserve"],
+    ("manifests",): ["--kserve", "--log-db-secret", "--log-db-port", "--log-sqlite"],
     ("build",): ["--builder"],
     ("deploy", "gke"): ["--builder"],
+    # Issue 14: the prediction log.
+    ("monitor",): ["--log-db", "--since", "--format"],
+    ("log", "export"): ["--log-db", "--since"],
 }
 
 

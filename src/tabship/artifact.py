@@ -21,7 +21,9 @@ METADATA = "tabship.json"
 ONNX_FILE = "model.onnx"
 PIPELINE_FILE = "pipeline.skops"
 REPORT_FILE = "report.html"
-KNOWN_FILES = frozenset({ONNX_FILE, PIPELINE_FILE, REPORT_FILE})
+# The training data's sealed summary for drift (monitor/profile.py); older folders lack it.
+PROFILE_FILE = "profile.json"
+KNOWN_FILES = frozenset({ONNX_FILE, PIPELINE_FILE, REPORT_FILE, PROFILE_FILE})
 MAX_METADATA_BYTES = 16 * 1024 * 1024
 _PLACEHOLDER = "0" * 64
 

@@ -83,6 +83,11 @@ def strict_categories_from_env(env: Mapping[str, str] | None = None) -> bool:
     return _flag(os.environ if env is None else env, "TABSHIP_STRICT_CATEGORIES", False)
 
 
+def log_db_from_env(env: Mapping[str, str] | None = None) -> str | None:
+    """TABSHIP_LOG_DB for the commands that read the log (monitor, log export, demo)."""
+    return (os.environ if env is None else env).get("TABSHIP_LOG_DB") or None
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """How `tabship serve` runs; every field is also a TABSHIP_* variable."""
@@ -113,6 +118,13 @@ class ServeSettings:
     generic_errors: bool = False
     # A public key (PEM): the model folder must carry a signature made with its private key.
     trust: Path | None = None
+    # The prediction log: sqlite:///PATH or postgresql://...; None logs nothing.
+    log_db: str | None = None
+    log_retention_days: float | None = None
+    # Rows waiting for the database before new ones are dropped (and counted).
+    log_queue_rows: int = 50_000
+    # Seconds between refreshes of this process's drift gauges.
+    drift_seconds: float = 30.0
 
     @classmethod
     def resolve(
@@ -152,6 +164,10 @@ class ServeSettings:
             public_pages=_flag(env, "TABSHIP_PUBLIC_PAGES", defaults.public_pages),
             generic_errors=_flag(env, "TABSHIP_GENERIC_ERRORS", defaults.generic_errors),
             trust=trust_from_env(env),
+            log_db=env.get("TABSHIP_LOG_DB") or None,
+            log_retention_days=_number(env, "TABSHIP_LOG_RETENTION_DAYS", 0, 0) or None,
+            log_queue_rows=int(_number(env, "TABSHIP_LOG_QUEUE_ROWS", defaults.log_queue_rows, 1)),
+            drift_seconds=_number(env, "TABSHIP_DRIFT_SECONDS", defaults.drift_seconds, 0.1),
         )
         given: dict[str, Any] = {
             key: value for key, value in (flags or {}).items() if value is not None

@@ -33,6 +33,10 @@ SERVING_PACKAGES = (
     "httptools",
     "jinja2",
     "prometheus-client",
+    # The prediction log (--log-db / TABSHIP_LOG_DB): SQLite through SQLAlchemy, or PostgreSQL.
+    "sqlalchemy",
+    "psycopg",
+    "psycopg-binary",
 )
 SKLEARN_PACKAGES = ("scikit-learn", "skops", "pandas")
 # Verifying a signature at start (`--trust`); model-signing imports pyopenssl undeclared.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,9 @@ from tabship.evaluation import Evaluation, evaluate
 from tabship.schema import MISSING_LEVEL
 from tabship.summary import Summary, summarise
 from tabship.train import TrainResult
+
+if TYPE_CHECKING:
+    from tabship.monitor.profile import ReferenceProfile
 
 # The plot ids a reader (and the browser test) can rely on, per task.
 # The explanations' global view follows (dependence on the top three features).
@@ -189,11 +192,38 @@ def _leaderboard(result: TrainResult) -> list[dict[str, Any]]:
     return rows
 
 
+def _profile_charts(profile: ReferenceProfile | None) -> list[dict[str, Any]]:
+    """One SVG of the sealed training distribution per profiled feature and the prediction."""
+    if profile is None:
+        return []
+    from markupsafe import Markup
+
+    from tabship.monitor.charts import bars
+    from tabship.monitor.profile import NumericProfile
+
+    out = []
+    for item in (*profile.features, profile.prediction):
+        if isinstance(item, NumericProfile):
+            labels, shares = item.labels(), list(item.shares)
+        else:
+            labels, shares = item.bins(), list(item.reference())
+        out.append(
+            {
+                "name": item.name,
+                "kind": item.kind,
+                "missing": f"{item.missing * 100:.1f} %",
+                "svg": Markup(bars(f"{item.name}: training distribution", labels, shares)),  # noqa: S704 - escaped by bars()
+            }
+        )
+    return out
+
+
 def render_report(
     result: TrainResult,
     metadata: dict[str, Any],
     evaluation: Evaluation,
     summary: Summary | None = None,
+    profile: ReferenceProfile | None = None,
 ) -> str:
     """The report's HTML for a trained result and the metadata written beside it."""
     from jinja2 import Environment, PackageLoader, select_autoescape
@@ -231,13 +261,17 @@ def render_report(
         total_rows=len(labels),
         tuning=result.tuning,
         versions=library_versions(),
+        profile=_profile_charts(profile),
+        profile_skipped=profile.skipped if profile else (),
     )
 
 
-def build_report(result: TrainResult, metadata: dict[str, Any]) -> str:
+def build_report(
+    result: TrainResult, metadata: dict[str, Any], profile: ReferenceProfile | None = None
+) -> str:
     """Evaluate the chosen model on unseen rows and render the report around it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         evaluation = evaluate(result)
     summary = summarise(result, metadata) if metadata.get("explanation") else None
-    return render_report(result, metadata, evaluation, summary)
+    return render_report(result, metadata, evaluation, summary, profile)

@@ -12,6 +12,7 @@ from tabship import datasets
 from tabship.artifact import (
     ONNX_FILE,
     PIPELINE_FILE,
+    PROFILE_FILE,
     REPORT_FILE,
     Artifact,
     check_output_free,
@@ -81,6 +82,7 @@ def train_model(
 
     from tabship.background import build_background
     from tabship.export import export
+    from tabship.monitor.profile import render_profile, training_profile
     from tabship.report import build_report
     from tabship.train import train
 
@@ -142,6 +144,8 @@ def train_model(
     if progress:
         progress("report", 1, 1)
     with threadpool_limits(limits=1, user_api="openmp"):
-        files[REPORT_FILE] = build_report(result, metadata).encode("utf-8")
+        profile = training_profile(result)
+        files[PROFILE_FILE] = render_profile(profile)
+        files[REPORT_FILE] = build_report(result, metadata, profile).encode("utf-8")
     write_artifact(output, metadata, files, force=force)
     return TrainedModel(result=result, artifact=Artifact.open(output), engine=engine)

@@ -324,6 +324,18 @@ BAD: dict[str, Callable[[list[dict[str, Any]]], None]] = {
     "env-var-secret": lambda o: container(o)["env"].append(
         {"name": "TABSHIP_API_KEY", "value": "s3cr3t"}
     ),
+    "log-db-url-from-secret": lambda o: (
+        container(o)["env"].append(
+            {"name": "TABSHIP_LOG_DB", "value": "postgresql://u:pw@db:5432/log"}
+        ),
+        by_kind(o)["NetworkPolicy"]["spec"].update(egress=[{"ports": [{"port": 5432}]}]),
+    ),
+    "log-db-egress": lambda o: container(o)["env"].append(
+        {"name": "TABSHIP_LOG_DB", "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}}}
+    ),
+    "sqlite-log-on-volume": lambda o: container(o)["env"].append(
+        {"name": "TABSHIP_LOG_DB", "value": "sqlite:////srv/log.db"}
+    ),
 }
 
 

@@ -206,6 +206,22 @@ def serve(
             "matching private key [TABSHIP_TRUST, default: no signature needed]."
         ),
     ] = None,
+    log_db: Annotated[
+        str | None,
+        typer.Option(
+            help="Log every prediction to this database: sqlite:///PATH or postgresql://... "
+            "[TABSHIP_LOG_DB, default: no log].",
+            show_default=False,
+        ),
+    ] = None,
+    log_retention_days: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Delete logged predictions older than this many days "
+            "[TABSHIP_LOG_RETENTION_DAYS, default: keep].",
+        ),
+    ] = None,
 ) -> None:
     """Serve the web form, the JSON API and the Open Inference Protocol (/v2) for a model folder."""
     from tabship.config import ServeSettings
@@ -234,6 +250,8 @@ def serve(
             "public_pages": public_pages,
             "generic_errors": generic_errors,
             "trust": trust,
+            "log_db": log_db,
+            "log_retention_days": log_retention_days,
         }
     )
     display = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host  # noqa: S104 - shown, not bound
@@ -241,6 +259,12 @@ def serve(
         f"serving {model} on http://{display}:{settings.port}  (form: /, API docs: /docs)",
         err=True,
     )
+    if settings.log_db:
+        from tabship.monitor.store import redact
+
+        typer.echo(
+            f"logging predictions to {redact(settings.log_db)}  (monitor: /monitor)", err=True
+        )
     run_server(model, settings)
 
 
@@ -255,6 +279,13 @@ def demo(
     no_serve: Annotated[
         bool, typer.Option("--no-serve", help="Train (if needed) and stop.")
     ] = False,
+    log_db: Annotated[
+        str | None,
+        typer.Option(
+            help="The prediction log [TABSHIP_LOG_DB, default: sqlite beside the model folder].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """The insurance showcase: get the data, train once, serve on http://localhost:8080."""
     from tabship.datasets import BUILTIN
@@ -274,4 +305,7 @@ def demo(
             unit=dataset.unit,
         )
     if not no_serve:
-        serve(output, port=port)
+        from tabship.config import log_db_from_env
+
+        default = f"sqlite:///{(output.parent / 'predictions.db').resolve()}"
+        serve(output, port=port, log_db=log_db or log_db_from_env() or default)

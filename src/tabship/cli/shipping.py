@@ -168,6 +168,19 @@ def manifests(
         str | None,
         typer.Option(help="GatewayClass of the canary's Gateway [required with --canary]."),
     ] = None,
+    log_db_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="Log predictions to the database whose URL is in this Secret (key 'url'); "
+            "the URL is never written into a manifest."
+        ),
+    ] = None,
+    log_db_port: Annotated[
+        int, typer.Option(help="The log database's port, opened for egress.")
+    ] = 5432,
+    log_sqlite: Annotated[
+        bool, typer.Option(help="Log predictions to SQLite on an emptyDir (one file per pod).")
+    ] = False,
 ) -> None:
     """Write a kustomize folder (kubectl apply -k DIR) that passes the policy checker."""
     from tabship.artifact import Artifact
@@ -180,6 +193,9 @@ def manifests(
         api_keys_secret=api_keys_secret,
         version=version,
         **_manifest_extra(min_replicas, max_replicas, cpu_target, cpu, memory),
+        log_db_secret=log_db_secret,
+        log_db_port=log_db_port,
+        log_sqlite=log_sqlite,
     )
     if canary is not None:
         from tabship.deploy.canary import canary_options, write_canary

@@ -9,6 +9,7 @@ from typing import Any
 
 from tabship import __version__
 from tabship.artifact import Artifact
+from tabship.deploy.logdb import log_egress, log_env, log_volume
 from tabship.deploy.policy import check_objects
 from tabship.errors import ConfigError, OutputExistsError
 
@@ -46,6 +47,10 @@ class ManifestOptions:
     api_keys_secret: str | None = None
     # The model's version in labels (and a canary's names): --version, else the sha256[:12].
     version: str | None = None
+    # The prediction log: a Secret holding the database URL, or SQLite on an emptyDir.
+    log_db_secret: str | None = None
+    log_db_port: int = 5432
+    log_sqlite: bool = False
 
 
 def dns_name(text: str) -> str:
@@ -71,6 +76,15 @@ _IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
 
 
 def _check(options: ManifestOptions) -> None:
+    if options.log_db_secret is not None and not _DNS_LABEL.fullmatch(options.log_db_secret):
+        raise ConfigError(
+            f"--log-db-secret {options.log_db_secret!r} is not a Secret name "
+            "(lower-case letters, digits and '-', at most 63)"
+        )
+    if options.log_db_secret and options.log_sqlite:
+        raise ConfigError("--log-db-secret and --log-sqlite exclude each other; choose one")
+    if not 1 <= options.log_db_port <= 65535:
+        raise ConfigError(f"--log-db-port {options.log_db_port} is not a TCP port")
     if options.namespace is not None and not _DNS_LABEL.fullmatch(options.namespace):
         raise ConfigError(
             f"--namespace {options.namespace!r} is not a Kubernetes namespace name "
@@ -175,6 +189,7 @@ def render_manifests(artifact: Artifact, options: ManifestOptions) -> list[dict[
             {"name": "TABSHIP_PORT", "value": str(PORT)},
             {"name": "TABSHIP_DRAIN_DELAY", "value": str(options.drain_delay)},
             {"name": "TABSHIP_GRACEFUL_TIMEOUT", "value": str(options.graceful_timeout)},
+            *log_env(options.log_db_secret, options.log_sqlite),
         ],
         "resources": {
             "requests": {"cpu": options.cpu, "memory": options.memory},
@@ -195,7 +210,10 @@ def render_manifests(artifact: Artifact, options: ManifestOptions) -> list[dict[
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - the pod's own emptyDir
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own emptyDir
+            *log_volume(options.log_sqlite)[1],
+        ],
     }
     deployment = {
         "apiVersion": "apps/v1",
@@ -244,7 +262,8 @@ def render_manifests(artifact: Artifact, options: ManifestOptions) -> list[dict[
                     ],
                     "containers": [container],
                     "volumes": [
-                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}
+                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+                        *log_volume(options.log_sqlite)[0],
                     ],
                 },
             },
@@ -311,9 +330,9 @@ def render_manifests(artifact: Artifact, options: ManifestOptions) -> list[dict[
                 "podSelector": {"matchLabels": selector},
                 "policyTypes": ["Ingress", "Egress"],
                 # Load-balancer traffic arrives from outside the cluster, so the port is open to all;
-                # the server needs no egress at all.
+                # the server needs no egress but to its log database, when it has one.
                 "ingress": [{"ports": [{"port": PORT, "protocol": "TCP"}]}],
-                "egress": [],
+                "egress": log_egress(options.log_db_secret, options.log_db_port),
             },
         },
     ]

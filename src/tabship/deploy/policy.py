@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tabship.deploy.logdb import RULES as LOG_RULES
+from tabship.deploy.logdb import log_rules
 from tabship.errors import TabshipError
 
 RULES: dict[str, str] = {
@@ -49,6 +51,7 @@ RULES: dict[str, str] = {
     "httproute-backends": "(tabship) an HTTPRoute's backends are Services with a port and a weight 0-1000000, some above 0; one in the folder uses a port it has",
     "httproute-parent": "(tabship) an HTTPRoute's parentRefs name a Gateway in the folder",
     "env-var-secret": "no key, token, secret or password as a literal env value; mount a Secret",
+    **LOG_RULES,
 }
 # Container fields an InferenceService's model may set over its runtime's container.
 _MODEL_CONTAINER_KEYS = (
@@ -278,9 +281,17 @@ def _deployment_rules(
     base = f"Deployment/{name}"
     for rule, message in _pod_rules(pod):
         yield rule, message, f"{base}.spec.template.spec"
+    policies = [
+        n
+        for n in objects
+        if n.get("kind") == "NetworkPolicy"
+        and _selects((n.get("spec") or {}).get("podSelector"), labels)
+    ]
     for c in pod.get("containers") or []:
         where = f"{base}.spec.template.spec"
         yield from _pod_container_rules(pod, c, where)
+        for rule, message in log_rules(pod, c, policies):
+            yield rule, message, f"{where}.containers[{c.get('name')}]"
     strategy = spec.get("strategy") or {}
     if (
         strategy.get("type") != "RollingUpdate"

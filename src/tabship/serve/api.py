@@ -7,12 +7,13 @@ raised as TabshipError and mapped to answers by the one mapper.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
 from tabship.config import ServeSettings
 from tabship.errors import BodyTooLargeError, MalformedBodyError, RequestTimeoutError
+from tabship.monitor.ids import ColumnRecords
 from tabship.predictor import Prediction, Predictor
 from tabship.serve import contract
 from tabship.serve.http import Answer, Request, json_answer
@@ -60,9 +61,11 @@ class JsonApi:
 
     def predict_columns(
         self, request: Request, columns: dict[str, list[Any]], rows: int
-    ) -> Prediction:
-        """Predict one column per feature (the V2 protocol's tensors), counted as records are."""
-        return self._count(request, self.predictor.predict_columns(columns, rows), rows)
+    ) -> tuple[Prediction, list[str]]:
+        """Predict one column per feature (the V2 protocol's tensors), counted and logged as
+        records are (the log reads the columns as records off the event loop)."""
+        prediction = self.predictor.predict_columns(columns, rows)
+        return self._count(request, ColumnRecords(columns, rows), prediction)
 
     async def _run(self, request: Request, work: Callable[[Request], Answer]) -> Answer:
         """Answer small bodies inline; parse and predict big ones in a thread, within the timeout.
@@ -82,20 +85,24 @@ class JsonApi:
                 f"request: took longer than the {limit:g} s request timeout; send smaller batches"
             ) from None
 
-    def _predict(self, request: Request, records: Any) -> Prediction:
-        return self._count(request, self.predictor.predict(records), len(records))
+    def _predict(self, request: Request, records: Any) -> tuple[Prediction, list[str]]:
+        return self._count(request, records, self.predictor.predict(records))
 
-    def _count(self, request: Request, prediction: Prediction, rows: int) -> Prediction:
-        """Every protocol's predictions pass here: the log line's rows and the metrics."""
-        request.rows = rows
-        self.metrics.count_prediction(rows, prediction.unseen)
-        return prediction
+    def _count(
+        self, request: Request, records: Sequence[Mapping[str, Any]], prediction: Prediction
+    ) -> tuple[Prediction, list[str]]:
+        """Every protocol's predictions pass here: the log line, the prediction log, the metrics."""
+        ids = request.predicted(records, prediction)
+        self.metrics.count_prediction(len(records), prediction.unseen)
+        return prediction, ids
 
     def _one(self, request: Request) -> Answer:
         record = contract.read_json(request.content_type, request.body)
         if not isinstance(record, dict):
             raise MalformedBodyError("body: must be one JSON object of field: value")
-        return json_answer(self._predict(request, [record]).values[0])
+        prediction, ids = self._predict(request, [record])
+        answer = json_answer(prediction.values[0])
+        return answer._replace(extra=((b"x-prediction-id", ids[0].encode()),))
 
     def _many(self, request: Request) -> Answer:
         payload = contract.read_json(request.content_type, request.body)
@@ -109,9 +116,10 @@ class JsonApi:
             raise BodyTooLargeError(
                 f"instances: {len(instances)} records is over the batch limit of {self.settings.max_batch}"
             )
-        prediction = self._predict(request, instances)
+        prediction, ids = self._predict(request, instances)
         answer: dict[str, Any] = {
             "predictions": prediction.values,
+            "ids": ids,
             "warnings": prediction.warnings,
             "model": self.info,
         }

@@ -6,9 +6,11 @@ there is one router to reason about and a pod is ready as soon as its warm-up pr
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tabship.artifact import REPORT_FILE
 from tabship.config import ServeSettings
@@ -26,6 +28,9 @@ from tabship.serve.probes import Probes
 from tabship.serve.prometheus import Metrics
 from tabship.serve.routes import RouteTable, build_routes
 from tabship.serve.v2 import V2Api
+
+if TYPE_CHECKING:
+    from tabship.monitor.service import Monitoring
 
 __all__ = ["App", "ServerState", "create_app"]
 
@@ -45,6 +50,8 @@ class Context:
     report: ReportPage | None
     v2: V2Api
     explain: ExplainApi
+    # The prediction log, /v1/feedback and /monitor; None without --log-db.
+    monitoring: Monitoring | None = None
 
 
 class App:
@@ -78,10 +85,20 @@ class App:
                 # The first run allocates; keep that off a user's request.
                 predictor = self.context.predictor
                 predictor.predict([contract.example_record(predictor.schema)])
+                if self.context.monitoring is not None:
+                    self.context.monitoring.writer.start()
+                # What start-up made (modules, the model, the database layer) lives as long as
+                # the process: out of the collector's sight, a full collection walks only what
+                # serving made since, instead of stalling every request for tens of ms.
+                gc.freeze()
                 self.state.ready = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.state.ready = False
+                if self.context.monitoring is not None:
+                    # Requests are done: write every queued row before the process exits.
+                    timeout = self.context.settings.graceful_timeout or 20.0
+                    await asyncio.to_thread(self.context.monitoring.writer.close, timeout)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -109,6 +126,12 @@ def create_app(
     pool = ThreadPoolExecutor(2, "tabship-batch")
     api = JsonApi(predictor, settings, metrics, pool)
     explain = ExplainApi(predictor, settings, pool)
+    monitoring = None
+    if settings.log_db:
+        from tabship.monitor.service import Monitoring
+
+        monitoring = Monitoring(predictor, settings, pool, page_title(card))
+        monitoring.register(metrics.registry)
     context = Context(
         predictor=predictor,
         settings=settings,
@@ -121,11 +144,13 @@ def create_app(
         report=report,
         v2=V2Api(predictor, settings, state, api),
         explain=explain,
+        monitoring=monitoring,
     )
     table = build_routes(context)
     context.docs.table = table
     metrics.watch(state)
     gate = Gate.from_settings(settings, table, metrics, report.scripts if report else ())
     limits = Limits(Dispatch(table, settings.generic_errors), table, state, settings, metrics, gate)
-    http = Accounting(limits, table, metrics, state)
+    writer = monitoring.writer if monitoring else None
+    http = Accounting(limits, table, metrics, state, writer)
     return App(context, table, http)

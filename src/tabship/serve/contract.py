@@ -138,6 +138,8 @@ def batch_answer_schema(predictor: Predictor) -> dict[str, Any]:
     )
     properties: dict[str, Any] = {
         "predictions": {"type": "array", "items": value},
+        # One per prediction, for POST /v1/feedback (and the prediction log).
+        "ids": {"type": "array", "items": {"type": "string"}},
         "warnings": {"type": "array", "items": {"type": "string"}},
         "model": {"type": "object"},
     }
@@ -146,7 +148,11 @@ def batch_answer_schema(predictor: Predictor) -> dict[str, Any]:
             "type": "array",
             "items": {"type": "object", "additionalProperties": {"type": "number"}},
         }
-    return {"type": "object", "properties": properties, "required": ["predictions", "warnings"]}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": ["predictions", "ids", "warnings"],
+    }
 
 
 def read_json(content_type: str | None, body: bytes) -> Any:

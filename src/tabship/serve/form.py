@@ -157,20 +157,28 @@ class FormPage:
         submitted, record, problems = parse_form(request.body, request.content_type, features)
         prediction = None
         insight = None
+        ids: list[str] = []
         if not problems:
             try:
                 prediction = self.predictor.predict([record])
             except RecordError as exc:
                 problems = exc.problems
             else:
-                request.rows = 1
+                ids = request.predicted([record], prediction)
                 self.metrics.count_prediction(1, prediction.unseen)
                 if self.explain is not None:
                     from tabship.serve.insight import form_insight
 
                     insight = await form_insight(self.explain, record)
         fields = fields_for(self.predictor, submitted, problems)
-        html = render_page(self.predictor, fields, prediction, report=self.report, insight=insight)
+        html = render_page(
+            self.predictor,
+            fields,
+            prediction,
+            report=self.report,
+            insight=insight,
+            prediction_id=ids[0] if ids else "",
+        )
         return html_answer(html, status=422 if problems else 200)
 
 
@@ -180,6 +188,7 @@ def render_page(
     prediction: Prediction | None = None,
     report: bool = False,
     insight: dict[str, Any] | None = None,
+    prediction_id: str = "",
 ) -> str:
     """The whole HTML page: form, and the prediction with its warnings when there is one."""
     card = predictor.card
@@ -198,6 +207,7 @@ def render_page(
         sort_by=card.sort_by,
         report=report,
         insight=insight,
+        prediction_id=prediction_id,
     )
 
 

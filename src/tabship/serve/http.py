@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tabship.errors import (
     BusyError,
@@ -15,6 +15,10 @@ from tabship.errors import (
     TabshipError,
     UnauthorizedError,
 )
+
+if TYPE_CHECKING:
+    from tabship.monitor.ids import Logged
+    from tabship.predictor import Prediction
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -53,6 +57,23 @@ class Request:
     rows: int = 0
     # The values of the route's `{param}` path segments.
     params: dict[str, str] = field(default_factory=dict)
+    query: bytes = b""
+    # What this request predicted, for the prediction log (set by `predicted`).
+    logged: Logged | None = None
+
+    def predicted(self, records: Any, prediction: Prediction) -> list[str]:
+        """Note a prediction for the log line and the prediction log; its rows' new ids.
+
+        Every prediction route calls this once, so every prediction is logged the same way.
+        """
+        from tabship.monitor.ids import Logged, prediction_ids
+
+        ids = prediction_ids(len(records))
+        self.rows = len(records)
+        self.logged = Logged(
+            ids, records, prediction.values, prediction.probabilities, prediction.warnings
+        )
+        return ids
 
     def header(self, name: bytes) -> str | None:
         """A header's value as text (latin-1, as HTTP defines it), or None."""
@@ -74,6 +95,8 @@ class Answer(NamedTuple):
     body: bytes
     content_type: str = JSON
     headers: tuple[tuple[str, str], ...] = ()
+    # Headers of this answer only (a prediction id): sent, never cached with the fixed ones.
+    extra: tuple[tuple[bytes, bytes], ...] = ()
 
 
 # Made once: json.dumps with options builds a new encoder on every call.
@@ -186,6 +209,8 @@ def _fixed_headers(answer: Answer) -> list[tuple[bytes, bytes]]:
 async def send_answer(send: Send, answer: Answer, close: bool = False, head: bool = False) -> None:
     """Send a whole answer; `close` ends the connection after it; `head` sends no body."""
     headers = [(b"content-length", str(len(answer.body)).encode()), *_fixed_headers(answer)]
+    if answer.extra:
+        headers.extend(answer.extra)
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})

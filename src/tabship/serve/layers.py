@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tabship.config import ServeSettings
 from tabship.errors import (
@@ -40,6 +41,9 @@ from tabship.serve.http import (
 )
 from tabship.serve.prometheus import Metrics
 from tabship.serve.routes import RouteTable
+
+if TYPE_CHECKING:
+    from tabship.monitor.writer import LogWriter
 
 # Statuses of requests that ended without an answer: nginx's "client closed request".
 CLIENT_CLOSED = 499
@@ -74,12 +78,18 @@ class Accounting:
     """Metrics and one JSON log line per request, whatever happens below."""
 
     def __init__(
-        self, app: ASGIApp, table: RouteTable, metrics: Metrics, state: ServerState
+        self,
+        app: ASGIApp,
+        table: RouteTable,
+        metrics: Metrics,
+        state: ServerState,
+        log: LogWriter | None = None,
     ) -> None:
         self.app = app
         self.table = table
         self.metrics = metrics
         self.state = state
+        self.log = log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -115,8 +125,13 @@ class Accounting:
         route = self.table.label(scope["path"])
         method = scope["method"]
         shown = method if method in KNOWN_METHODS else json.dumps(method[:32])[1:-1]
-        rows = scope.get("state", {}).get("rows", 0)
+        state = scope.get("state", {})
+        rows = state.get("rows", 0)
         self._write(route, method_label(method), shown, status, elapsed, rows)
+        logged = state.get("logged")
+        if logged is not None and self.log is not None:
+            # Only a queue append here: the writer thread does the JSON and the database.
+            self.log.submit(logged, route, _request_id(scope), elapsed)
 
     def refused(self, status: int, elapsed: float) -> None:
         """Account for a request the protocol refused before the app saw it (400, 408, 431)."""
@@ -130,6 +145,15 @@ class Accounting:
             f'{{"ts": {time.time():.3f}, "method": "{shown}", "route": "{route}", '
             f'"status": {status}, "ms": {elapsed * 1000:.3f}, "rows": {rows}}}\n'
         )
+
+
+def _request_id(scope: Scope) -> str:
+    """The client's X-Request-Id (bounded, printable), or '' to use the prediction id."""
+    for key, value in scope["headers"]:
+        if key == b"x-request-id":
+            text = bytes(value[:64]).decode("latin-1")
+            return text if text.isprintable() else ""
+    return ""
 
 
 class Limits:
@@ -299,6 +323,7 @@ class Dispatch:
             path=scope["path"],
             headers=scope["headers"],
             body=message.get("body", b""),
+            query=scope.get("query_string", b""),
         )
         try:
             route, request.params = self.table.match(request.method, request.path)
@@ -307,5 +332,8 @@ class Dispatch:
             answer = error_answer(exc, self.table.style(request.path), generic=self.generic_errors)
             if answer.status >= 500 and not isinstance(exc, RequestError):
                 sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}\n")
-        scope.setdefault("state", {})["rows"] = request.rows
+        state = scope.setdefault("state", {})
+        state["rows"] = request.rows
+        if request.logged is not None and answer.status < 400:
+            state["logged"] = request.logged
         await send_answer(send, answer, head=request.method == "HEAD")

@@ -195,7 +195,7 @@ def build_routes(context: Context) -> RouteTable:
             "POST",
             "/predict_api",
             api.predict_one,
-            "Predict one record; answers the bare value",
+            "Predict one record; answers the bare value (its id in X-Prediction-Id)",
             body=record,
             answer={"type": ["number", "string"]},
             errors=refused,
@@ -300,4 +300,8 @@ def build_routes(context: Context) -> RouteTable:
                 access="page",
             )
         )
+    if context.monitoring is not None:
+        from tabship.monitor.routes import monitor_routes
+
+        routes.extend(monitor_routes(context.monitoring))
     return RouteTable(routes)

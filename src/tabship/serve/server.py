@@ -120,6 +120,10 @@ def serve(model: Path, settings: ServeSettings) -> None:
         if warning:
             sys.stderr.write(warning + "\n")
     predictor = _load(model, settings)  # fail here, once, on a bad model folder
+    if settings.log_db:
+        from tabship.monitor.store import check_log_db
+
+        check_log_db(settings.log_db)  # a bad URL or a newer schema stops here, once
     if settings.workers == 1:
         run_worker(model, settings, predictor=predictor)
         return

@@ -146,7 +146,7 @@ class V2Api:
         )
         columns = self.reader.read(header, binary)
         wanted = self._outputs(columns)  # refused before anything is predicted
-        prediction = self.api.predict_columns(request, columns.columns, columns.rows)
+        prediction, _ = self.api.predict_columns(request, columns.columns, columns.rows)
         return self._answer(columns, wanted, prediction)
 
     def _inflated(self, request: Request) -> bytes:

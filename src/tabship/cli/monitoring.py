@@ -1,0 +1,70 @@
+"""Commands that read the prediction log: the monitor report and the export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tabship.cli.common import app
+
+log_app = typer.Typer(help="The prediction log.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+
+LogDb = Annotated[
+    str | None,
+    typer.Option(
+        "--log-db",
+        help="The log database: sqlite:///PATH or postgresql://... [TABSHIP_LOG_DB].",
+        show_default=False,
+    ),
+]
+
+
+def _url(log_db: str | None) -> str:
+    from tabship.config import log_db_from_env
+    from tabship.errors import ConfigError
+
+    url = log_db or log_db_from_env()
+    if not url:
+        raise ConfigError("no log database: pass --log-db URL or set TABSHIP_LOG_DB")
+    return url
+
+
+@app.command()
+def monitor(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    log_db: LogDb = None,
+    since: Annotated[str, typer.Option(help="Window: 30m, 24h, 7d...")] = "7d",
+    form: Annotated[str, typer.Option("--format", help="table, json or html.")] = "table",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")
+    ] = None,
+) -> None:
+    """Drift against the training profile, traffic and live scores, over every pod's log."""
+    from tabship.monitor.commands import monitor_report
+
+    text = monitor_report(model, _url(log_db), since, form)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output}", err=True)
+
+
+@log_app.command("export")
+def export(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="rows.parquet or rows.csv to write.")
+    ],
+    log_db: LogDb = None,
+    since: Annotated[str, typer.Option(help="Window: 30m, 24h, 7d...")] = "7d",
+    force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+) -> None:
+    """Export the model's logged predictions (inputs, prediction, feedback) to a file."""
+    from tabship.monitor.commands import export_log
+
+    count = export_log(model, _url(log_db), output, since, force)
+    typer.echo(f"exported {count} rows to {output}")

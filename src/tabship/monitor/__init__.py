@@ -1,0 +1,1 @@
+"""Monitoring: the reference profile, the prediction log, drift and live scores."""

@@ -1,0 +1,117 @@
+"""The library functions behind `tabship monitor` and `tabship log export`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tabship.artifact import Artifact
+from tabship.errors import ConfigError, OutputExistsError
+from tabship.monitor.page import render_monitor, render_table
+from tabship.monitor.profile import load_profile
+from tabship.monitor.store import DatabaseDown, LogStore
+from tabship.monitor.summary import MAX_ROWS, parse_since, summarize
+
+FORMATS = ("table", "json", "html")
+
+
+def _since(text: str) -> float:
+    try:
+        return parse_since(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _open(url: str) -> LogStore:
+    store = LogStore(url)
+    try:
+        store.open()
+    except DatabaseDown as exc:
+        raise ConfigError(
+            f"the log database {store.shown} cannot be reached: {str(exc).splitlines()[0][:200]}"
+        ) from None
+    return store
+
+
+def monitor_report(
+    model: Path, url: str, since: str = "7d", form: str = "table", max_rows: int = MAX_ROWS
+) -> str:
+    """Drift, traffic and live scores over the whole log (every pod), as table, JSON or HTML."""
+    if form not in FORMATS:
+        raise ConfigError(f"--format {form!r}: choose one of {', '.join(FORMATS)}")
+    artifact = Artifact.open(model)
+    store = _open(url)
+    try:
+        summary = summarize(store, artifact.card, load_profile(artifact), _since(since), max_rows)
+    finally:
+        store.close()
+    if form == "json":
+        return json.dumps(summary.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    if form == "html":
+        return render_monitor(summary, artifact.card, artifact.card.title, since)
+    return render_table(summary)
+
+
+def export_log(model: Path, url: str, output: Path, since: str = "7d", force: bool = False) -> int:
+    """Write the model's logged rows (inputs as columns, feedback joined) to Parquet or CSV."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from tabship.batch import guard_formulas
+
+    suffix = output.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise ConfigError(f"-o {output.name}: the export is written as .parquet or .csv")
+    if output.exists() and not force:
+        raise OutputExistsError(f"{output} already exists; choose another -o or pass --force")
+    artifact = Artifact.open(model)
+    names = artifact.card.schema.names
+    store = _open(url)
+    try:
+        rows = list(store.rows(artifact.card.sha256, _cutoff(since), None))
+    finally:
+        store.close()
+    rows.reverse()  # oldest first, as a log reads
+    columns: dict[str, list[object]] = {
+        "id": [r.id for r in rows],
+        "time": [int(r.ts * 1e6) for r in rows],
+        "route": [r.route for r in rows],
+    }
+    for name in names:
+        columns[name] = [_cell(r.input.get(name)) for r in rows]
+    columns["prediction"] = [_cell(r.prediction) for r in rows]
+    columns["warnings"] = ["; ".join(r.warnings) for r in rows]
+    columns["latency_ms"] = [r.latency_ms for r in rows]
+    columns["actual"] = [_cell(r.actual) for r in rows]
+    table = pa.table({key: _array(values) for key, values in columns.items()})
+    table = table.set_column(1, "time", table["time"].cast(pa.timestamp("us", "UTC")))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".parquet":
+        pq.write_table(table, output)
+    else:
+        pacsv.write_csv(guard_formulas(table), output)
+    return len(rows)
+
+
+def _array(values: list[object]) -> object:
+    """An Arrow column; a column of mixed types (numbers and text) becomes text."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def _cutoff(since: str) -> float:
+    import time
+
+    return time.time() - _since(since)
+
+
+def _cell(value: object) -> object:
+    """Numbers and text stay as they are; anything else (a list) as JSON text."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return str(value) if isinstance(value, bool) else value
+    return json.dumps(value)

@@ -1,0 +1,52 @@
+"""The monitoring entries of the one route table (added when the server has a prediction log)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tabship.monitor.service import MAX_FEEDBACK, Monitoring
+from tabship.serve.routes import Route
+
+
+def feedback_schema(monitoring: Monitoring) -> dict[str, Any]:
+    """JSON Schema of a feedback body: one {id, actual} or a list of them."""
+    card = monitoring.card
+    actual: dict[str, Any] = (
+        {"type": "number"} if card.task == "regression" else {"enum": list(card.classes)}
+    )
+    item = {
+        "type": "object",
+        "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 40}, "actual": actual},
+        "required": ["id", "actual"],
+        "additionalProperties": False,
+    }
+    return {
+        "oneOf": [item, {"type": "array", "items": item, "minItems": 1, "maxItems": MAX_FEEDBACK}]
+    }
+
+
+def monitor_routes(monitoring: Monitoring) -> list[Route]:
+    """POST /v1/feedback and GET /monitor."""
+    return [
+        Route(
+            "POST",
+            "/v1/feedback",
+            monitoring.feedback,
+            "Ground truth for logged predictions, by prediction id",
+            body={"application/json": feedback_schema(monitoring)},
+            answer={
+                "type": "object",
+                "properties": {"stored": {"type": "integer"}},
+                "required": ["stored"],
+            },
+            errors=(413, 415, 422, 503),
+        ),
+        Route(
+            "GET",
+            "/monitor",
+            monitoring.page,
+            "Drift, traffic and live scores from the prediction log (?since=24h)",
+            media="text/html",
+            errors=(503,),
+        ),
+    ]

@@ -1,0 +1,225 @@
+"""The server's monitoring: the log writer, POST /v1/feedback, GET /monitor and the gauges.
+
+Built once per worker process when --log-db is set. Handlers that touch the database run in a
+thread, never on the event loop; the request path itself only queues (see writer.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from tabship.config import ServeSettings
+from tabship.errors import MalformedBodyError, RequestError
+from tabship.monitor.page import render_monitor
+from tabship.monitor.profile import load_profile
+from tabship.monitor.store import DatabaseDown, LogStore
+from tabship.monitor.summary import DEFAULT_SINCE_SECONDS, parse_since, summarize
+from tabship.monitor.writer import LogWriter
+from tabship.predictor import Predictor
+from tabship.serve.contract import read_json
+from tabship.serve.http import Answer, Request, html_answer, json_answer
+
+MAX_FEEDBACK = 1000
+FEEDBACK_GRACE_SECONDS = 0.3
+MAX_LISTED = 10
+
+
+class LogUnavailableError(RequestError):
+    """The prediction log's database cannot be reached just now."""
+
+    status = 503
+
+
+class Monitoring:
+    """One worker's prediction log and the routes that read it."""
+
+    def __init__(
+        self, predictor: Predictor, settings: ServeSettings, pool: Executor, title: str = ""
+    ) -> None:
+        assert settings.log_db
+        self.card = predictor.card
+        self.pool = pool
+        self.title = title or self.card.title
+        self.profile = load_profile(predictor.artifact)
+        self.store = LogStore(settings.log_db)
+        self.writer = LogWriter(
+            self.store,
+            self.card.sha256,
+            self.profile,
+            retention_days=settings.log_retention_days,
+            max_queue_rows=settings.log_queue_rows,
+            drift_seconds=settings.drift_seconds,
+        )
+
+    def register(self, registry: CollectorRegistry) -> None:
+        """Add the log's counters and the drift gauges to the server's registry."""
+        registry.register(LogCollector(self.writer))
+
+    async def feedback(self, request: Request) -> Answer:
+        """Store ground truth for logged predictions: {"id", "actual"} or a list of them."""
+        pairs = self._read_feedback(request)
+        loop = asyncio.get_running_loop()
+        try:
+            unknown = await loop.run_in_executor(self.pool, self._store_feedback, pairs)
+        except DatabaseDown:
+            raise LogUnavailableError(
+                "prediction log: the database cannot be reached; retry shortly"
+            ) from None
+        if unknown:
+            shown = ", ".join(repr(pid[:40]) for pid in unknown[:MAX_LISTED])
+            more = f" ({len(unknown)} in all)" if len(unknown) > MAX_LISTED else ""
+            raise MalformedBodyError(
+                f"id: {shown}{more} is not a logged prediction of this server; use the ids "
+                "that /v1/predict answers (or the X-Prediction-Id header of /predict_api)"
+            )
+        return json_answer({"stored": len(pairs)})
+
+    def _read_feedback(self, request: Request) -> list[tuple[str, Any]]:
+        payload = read_json(request.content_type, request.body)
+        items = payload if isinstance(payload, list) else [payload]
+        if not items:
+            raise MalformedBodyError("body: an empty list; send at least one {id, actual}")
+        if len(items) > MAX_FEEDBACK:
+            raise MalformedBodyError(
+                f"body: {len(items)} items is over the limit of {MAX_FEEDBACK}"
+            )
+        pairs = []
+        for index, item in enumerate(items):
+            where = f"[{index}]." if isinstance(payload, list) else ""
+            if not isinstance(item, dict) or set(item) != {"id", "actual"}:
+                raise MalformedBodyError(
+                    f'body{where[:-1]}: must be an object {{"id": ..., "actual": ...}} and nothing else'
+                )
+            pid = item["id"]
+            if not isinstance(pid, str) or not 0 < len(pid) <= 40:
+                raise MalformedBodyError(f"{where}id: must be a prediction id (a short string)")
+            pairs.append((pid, self._actual(item["actual"], where)))
+        return pairs
+
+    def _actual(self, value: object, where: str) -> Any:
+        if self.card.task == "regression":
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise MalformedBodyError(
+                    f"{where}actual: must be a finite number (the true {self.card.target})"
+                )
+            return float(value)
+        text = value if isinstance(value, str) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            text = str(value)
+        if text not in self.card.classes:
+            listed = ", ".join(repr(c) for c in self.card.classes[:MAX_LISTED])
+            raise MalformedBodyError(f"{where}actual: must be one of the classes {listed}")
+        return text
+
+    def _store_feedback(self, pairs: list[tuple[str, Any]]) -> list[str]:
+        self.writer.flush()  # ids answered a moment ago may still be queued
+        ids = [pid for pid, _ in pairs]
+        known = self.store.known_ids(ids)
+        unknown = [pid for pid in ids if pid not in known]
+        if unknown:
+            # Another pod may have answered them and not flushed yet: give it a few intervals.
+            time.sleep(FEEDBACK_GRACE_SECONDS)
+            known |= self.store.known_ids(unknown)
+            unknown = [pid for pid in ids if pid not in known]
+        if not unknown:
+            self.store.add_feedback(pairs)
+        return unknown
+
+    async def page(self, request: Request) -> Answer:
+        """The monitor page over the whole log (every pod), the last 24 h by default."""
+        window = _since_query(request.query) or "24h"
+        try:
+            seconds = parse_since(window)
+        except ValueError:
+            window, seconds = "24h", DEFAULT_SINCE_SECONDS
+        loop = asyncio.get_running_loop()
+        try:
+            summary = await loop.run_in_executor(
+                self.pool, lambda: summarize(self.store, self.card, self.profile, seconds)
+            )
+        except DatabaseDown:
+            raise LogUnavailableError(
+                "prediction log: the database cannot be reached; retry shortly"
+            ) from None
+        return html_answer(render_monitor(summary, self.card, self.title, window))
+
+
+def _since_query(query: bytes) -> str | None:
+    """The ?since= value of a query string, if any (bounded)."""
+    from urllib.parse import parse_qs
+
+    values = parse_qs(query[:200].decode("latin-1")).get("since")
+    return values[0][:20] if values else None
+
+
+class LogCollector(Collector):
+    """The log's counters and this process's drift, read from the writer at scrape time."""
+
+    def __init__(self, writer: LogWriter) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Any]:
+        stats = self.writer.stats
+        yield CounterMetricFamily(
+            "tabship_prediction_log_dropped",
+            "Prediction rows dropped because the log's queue was full (database slow or down).",
+            value=stats.dropped,
+        )
+        yield CounterMetricFamily(
+            "tabship_prediction_log_written",
+            "Prediction rows written to the log database.",
+            value=stats.written,
+        )
+        yield CounterMetricFamily(
+            "tabship_prediction_log_failures",
+            "Batch writes that failed (they are retried).",
+            value=stats.failures,
+        )
+        yield GaugeMetricFamily(
+            "tabship_prediction_log_queue_rows",
+            "Prediction rows waiting to be written.",
+            value=self.writer.queued_rows,
+        )
+        yield from self._drift()
+
+    def _drift(self) -> Iterator[Any]:
+        report = self.writer.stats.drift
+        feature = GaugeMetricFamily(
+            "tabship_feature_drift",
+            "Drift of this process's recent inputs from the training profile.",
+            labels=["feature", "statistic"],
+        )
+        alert = GaugeMetricFamily(
+            "tabship_drift_alert",
+            "1 when a feature's PSI is at least 0.25, else 0.",
+            labels=["feature"],
+        )
+        prediction = GaugeMetricFamily(
+            "tabship_prediction_drift",
+            "Drift of this process's recent predictions from training's.",
+            labels=["statistic"],
+        )
+        if report is not None:
+            for item in report.features:
+                for name, value in item.statistics.items():
+                    feature.add_metric([item.name, name], value)
+                if item.statistics:
+                    alert.add_metric([item.name], 1.0 if item.status == "alert" else 0.0)
+            for name, value in report.prediction.statistics.items():
+                prediction.add_metric([name], value)
+        yield feature
+        yield alert
+        yield prediction

@@ -1,0 +1,235 @@
+"""What the log says over a window: drift, traffic over time and live scores from feedback.
+
+Read by /monitor (the whole database, every pod) and by `tabship monitor`. Scores are computed
+with numpy, the same definitions as training's (F1 binary for two classes with the second class
+positive, weighted otherwise), because the serving image may hold no scikit-learn.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from tabship.card import ModelCard
+from tabship.monitor.drift import MIN_ROWS, DriftReport, compare
+from tabship.monitor.profile import ReferenceProfile
+from tabship.monitor.store import LoggedRow, LogStore
+
+DEFAULT_SINCE_SECONDS = 24 * 3600.0
+MAX_ROWS = 100_000
+# Scores need at least this many labelled rows in a bucket to be shown.
+MIN_SCORED = 5
+
+
+def parse_since(text: str) -> float:
+    """'7d', '24h', '30m', '90s' (or a bare number of hours) as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    text = text.strip().lower()
+    unit = units.get(text[-1:]) if text else None
+    number = text[:-1] if unit else text
+    try:
+        value = float(number) * (unit or 3600)
+    except ValueError:
+        raise ValueError(f"--since {text!r} is not a duration; use e.g. 30m, 24h or 7d") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"--since {text!r} must be a positive duration such as 24h")
+    return value
+
+
+def regression_scores(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE and R2 (R2 is NaN for a constant target)."""
+    error = predicted - actual
+    total = float(np.sum((actual - actual.mean()) ** 2))
+    return {
+        "mae": float(np.mean(np.abs(error))),
+        "rmse": float(math.sqrt(np.mean(error**2))),
+        "r2": 1 - float(np.sum(error**2)) / total if total > 0 else math.nan,
+    }
+
+
+def classification_scores(
+    actual: Sequence[str], predicted: Sequence[str], classes: Sequence[str]
+) -> dict[str, float]:
+    """Accuracy and F1 (binary on the second class for two classes, weighted otherwise)."""
+    a, p = np.asarray(actual, dtype=object), np.asarray(predicted, dtype=object)
+    scores = {"accuracy": float(np.mean(a == p))}
+    if len(classes) == 2:
+        scores["f1"] = _f1(a, p, classes[1])
+        return scores
+    present, support = np.unique(a, return_counts=True)
+    weighted = sum(_f1(a, p, label) * count for label, count in zip(present, support, strict=True))
+    scores["f1"] = float(weighted / len(a))
+    return scores
+
+
+def _f1(actual: np.ndarray, predicted: np.ndarray, positive: Any) -> float:
+    tp = float(np.sum((actual == positive) & (predicted == positive)))
+    fp = float(np.sum((actual != positive) & (predicted == positive)))
+    fn = float(np.sum((actual == positive) & (predicted != positive)))
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 0.0
+
+
+def live_scores(task: str, classes: Sequence[str], rows: Sequence[LoggedRow]) -> dict[str, float]:
+    """Scores of the rows that have feedback."""
+    labelled = [row for row in rows if row.actual is not None]
+    if not labelled:
+        return {}
+    if task == "regression":
+        actual = np.array([float(r.actual) for r in labelled])
+        predicted = np.array([float(r.prediction) for r in labelled])
+        return regression_scores(actual, predicted)
+    return classification_scores(
+        [str(r.actual) for r in labelled], [str(r.prediction) for r in labelled], classes
+    )
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Traffic in one time bucket."""
+
+    start: float
+    predictions: int
+    requests: int
+    warned: int
+    latency_p50: float | None
+    latency_p95: float | None
+    labelled: int
+    scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The bucket's start as UTC text."""
+        return datetime.fromtimestamp(self.start, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The monitor's view of one window of the log."""
+
+    model_sha256: str
+    since: float
+    until: float
+    rows: int
+    truncated: bool
+    drift: DriftReport | None
+    buckets: list[Bucket]
+    scores: dict[str, float]
+    labelled: int
+    cv: dict[str, float | None]
+    task: str
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: every feature with its statistics and status, traffic and scores."""
+        return {
+            "model_sha256": self.model_sha256,
+            "since": _iso(self.since),
+            "until": _iso(self.until),
+            "rows": self.rows,
+            "truncated": self.truncated,
+            "note": self.note,
+            "drift": self.drift.to_dict() if self.drift else None,
+            "traffic": [
+                {
+                    "start": _iso(b.start),
+                    "predictions": b.predictions,
+                    "requests": b.requests,
+                    "warned": b.warned,
+                    "latency_ms_p50": b.latency_p50,
+                    "latency_ms_p95": b.latency_p95,
+                    "labelled": b.labelled,
+                    "scores": _clean(b.scores),
+                }
+                for b in self.buckets
+            ],
+            "live_scores": _clean(self.scores),
+            "labelled": self.labelled,
+            "cv_scores": _clean(self.cv),
+        }
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _clean(scores: dict[str, Any]) -> dict[str, float | None]:
+    return {k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in scores.items()}
+
+
+def _bucket_seconds(span: float) -> float:
+    for size in (60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 86400.0):
+        if span / size <= 48:
+            return size
+    return 7 * 86400.0
+
+
+def buckets(
+    rows: Sequence[LoggedRow], since: float, until: float, task: str, classes: Sequence[str]
+) -> list[Bucket]:
+    """Traffic, latency, warnings and scores per time bucket (at most about 48 buckets)."""
+    size = _bucket_seconds(until - since)
+    grouped: dict[int, list[LoggedRow]] = {}
+    for row in rows:
+        grouped.setdefault(int((row.ts - since) // size), []).append(row)
+    out = []
+    for index in sorted(grouped):
+        group = grouped[index]
+        latency = np.array([r.latency_ms for r in group])
+        labelled = sum(1 for r in group if r.actual is not None)
+        out.append(
+            Bucket(
+                start=since + index * size,
+                predictions=len(group),
+                requests=len({r.request_id for r in group}),
+                warned=sum(1 for r in group if r.warnings),
+                latency_p50=float(np.percentile(latency, 50)),
+                latency_p95=float(np.percentile(latency, 95)),
+                labelled=labelled,
+                scores=live_scores(task, classes, group) if labelled >= MIN_SCORED else {},
+            )
+        )
+    return out
+
+
+def summarize(
+    store: LogStore,
+    card: ModelCard,
+    profile: ReferenceProfile | None,
+    since_seconds: float = DEFAULT_SINCE_SECONDS,
+    max_rows: int = MAX_ROWS,
+    now: float | None = None,
+) -> Summary:
+    """Read the window from the log and compute the monitor's view of it."""
+    until = now or time.time()
+    since = until - since_seconds
+    rows = list(store.rows(card.sha256, since, max_rows))
+    drift = None
+    note = ""
+    if profile is None:
+        note = "this model folder has no reference profile (trained before tabship 0.2): no drift"
+    else:
+        drift = compare(profile, [r.input for r in rows], [r.prediction for r in rows])
+        if len(rows) < MIN_ROWS:
+            note = f"{len(rows)} rows in the window; drift needs at least {MIN_ROWS}"
+    classes = list(card.classes)
+    scores = live_scores(card.task, classes, rows)
+    return Summary(
+        model_sha256=card.sha256,
+        since=since,
+        until=until,
+        rows=len(rows),
+        truncated=len(rows) >= max_rows,
+        drift=drift,
+        buckets=buckets(rows, since, until, card.task, classes),
+        scores=scores,
+        labelled=sum(1 for r in rows if r.actual is not None),
+        cv=dict(card.model.cv.mean),
+        task=card.task,
+        note=note,
+    )

@@ -1,0 +1,350 @@
+"""The background writer: the request path appends to a bounded queue, a thread writes batches.
+
+The event loop only appends a tuple (no JSON, no I/O); a daemon thread turns queued requests
+into rows and inserts them every FLUSH_SECONDS or as soon as BATCH_ROWS are waiting. When the
+database is slow or down the queue fills to its bound and further rows are dropped and
+counted, never waited for; the thread retries with a backoff and resumes by itself. close()
+flushes everything (SIGTERM loses nothing); a SIGKILL loses what arrived since the last
+flush, at most one flush interval.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tabship.monitor.drift import DriftReport, compare_columns
+from tabship.monitor.ids import Logged
+from tabship.monitor.profile import ReferenceProfile
+from tabship.monitor.store import BatchRefused, DatabaseDown, LogStore
+
+FLUSH_SECONDS = 0.1
+BATCH_ROWS = 500
+MAX_QUEUE_ROWS = 50_000
+RETRY_MAX_SECONDS = 2.0
+# Per-pod drift: the pod's own recent inputs, kept in memory, re-scored on a timer.
+DRIFT_SECONDS = 30.0
+DRIFT_WINDOW_SECONDS = 24 * 3600.0
+DRIFT_WINDOW_ROWS = 20_000
+# The window keeps the records themselves: bound its cells, so a wide model keeps fewer rows
+# (500 features: 1,000 rows) and a pod's memory stays well under its limit.
+DRIFT_WINDOW_CELLS = 500_000
+RETENTION_CHECK_SECONDS = 3600.0
+YIELD_ROWS = 32
+
+
+def instance_name() -> str:
+    """This process in the log: host (the pod's name on Kubernetes) and pid."""
+    return f"{socket.gethostname()[:48]}:{os.getpid()}"
+
+
+@dataclass
+class WriterStats:
+    """Counters read by the Prometheus collector at scrape time."""
+
+    written: int = 0
+    dropped: int = 0
+    failures: int = 0
+    last_error: str = ""
+    drift: DriftReport | None = None
+    drift_time: float = 0.0
+    deleted: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def _row_warnings(warnings: Sequence[str], rows: int) -> list[list[str]]:
+    """Each row's warnings: 'row i: ...' goes to row i, the rest to every row."""
+    if rows == 1:
+        return [list(warnings)]
+    out: list[list[str]] = [[] for _ in range(rows)]
+    shared = []
+    for text in warnings:
+        head, sep, rest = text.partition(": ")
+        number = head[4:] if head.startswith("row ") else ""
+        if sep and number.isdigit() and int(number) < rows:
+            out[int(number)].append(rest)
+        else:
+            shared.append(text)
+    if shared:
+        for item in out:
+            item.extend(shared)
+    return out
+
+
+class RecentInputs:
+    """This process's recent inputs for its drift gauges: ring buffers of plain values.
+
+    One list per feature holding the values themselves (numbers, text: objects the garbage
+    collector does not track), not the records: keeping 20,000 dicts alive made every full
+    collection walk them, a pause every request in flight would wait for.
+    """
+
+    def __init__(self, profile: ReferenceProfile) -> None:
+        self.names = [f.name for f in profile.features]
+        width = max(1, len(self.names))
+        self.size = max(1000, min(DRIFT_WINDOW_ROWS, DRIFT_WINDOW_CELLS // width))
+        self.columns: dict[str, list[Any]] = {name: [None] * self.size for name in self.names}
+        self.predictions: list[Any] = [None] * self.size
+        self.times = [0.0] * self.size
+        self.count = 0
+
+    def add(self, ts: float, record: Mapping[str, Any], value: Any) -> None:
+        """Keep one row, over the oldest once full."""
+        slot = self.count % self.size
+        for name in self.names:
+            self.columns[name][slot] = record.get(name)
+        self.predictions[slot] = value
+        self.times[slot] = ts
+        self.count += 1
+
+    def since(self, cutoff: float) -> tuple[dict[str, list[Any]], list[Any]]:
+        """The kept rows from `cutoff` on, by feature name, and their predictions."""
+        filled = min(self.count, self.size)
+        slots = [i for i in range(filled) if self.times[i] >= cutoff]
+        columns = {name: [values[i] for i in slots] for name, values in self.columns.items()}
+        return columns, [self.predictions[i] for i in slots]
+
+
+class LogWriter:
+    """The bounded queue and the thread that empties it into the store."""
+
+    def __init__(
+        self,
+        store: LogStore,
+        model_sha256: str,
+        profile: ReferenceProfile | None = None,
+        *,
+        max_queue_rows: int = MAX_QUEUE_ROWS,
+        batch_rows: int = BATCH_ROWS,
+        flush_seconds: float = FLUSH_SECONDS,
+        retention_days: float | None = None,
+        drift_seconds: float = DRIFT_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.model_sha256 = model_sha256
+        self.profile = profile
+        self.instance = instance_name()
+        self.max_queue_rows = max_queue_rows
+        self.batch_rows = batch_rows
+        self.flush_seconds = flush_seconds
+        self.retention_days = retention_days
+        self.drift_seconds = drift_seconds
+        self.clock = clock
+        self.stats = WriterStats()
+        self._queue: deque[tuple[Logged, str, str, float, float]] = deque()
+        # Each counter is written by one thread only (queued: the event loop; taken: the
+        # writer), so the bound needs no lock.
+        self._queued = 0
+        self._taken = 0
+        self._pending: list[tuple[Any, ...]] = []
+        self._window = RecentInputs(profile) if profile is not None else None
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._next_retention = 0.0
+        self.close_timeout = 20.0
+        self._next_drift = 0.0
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting to be written (queued and pending)."""
+        return self._queued - self._taken + len(self._pending)
+
+    def submit(self, logged: Logged, route: str, request_id: str, latency: float) -> None:
+        """Queue one request's predictions; past the bound they are dropped and counted."""
+        rows = len(logged.ids)
+        if self._queued - self._taken + rows > self.max_queue_rows:
+            self.stats.dropped += rows
+            return
+        self._queue.append((logged, route, request_id, self.clock(), latency))
+        self._queued += rows
+        if self._queued - self._taken >= self.batch_rows and not self._wake.is_set():
+            self._wake.set()
+
+    def start(self) -> None:
+        """Start the writer thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tabship-log", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout: float = 20.0) -> None:
+        """Write everything queued (retrying within `timeout`), then stop the thread."""
+        self.close_timeout = max(0.1, timeout - 0.5)
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._thread is None or not self._thread.is_alive():
+            self.store.close()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until what is queued now has been written; False if the database is down."""
+        target = self._queued
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._idle:
+            while self._taken < target or self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None or not self._thread.is_alive():
+                    return False
+                self._idle.wait(min(left, 0.05))
+        return True
+
+    def _run(self) -> None:
+        retry = 0.0
+        deadline: float | None = None
+        while True:
+            self._wake.wait(retry or self.flush_seconds)
+            self._wake.clear()
+            if self._stop and deadline is None:
+                deadline = time.monotonic() + self.close_timeout
+            try:
+                ok = self._write_all()
+                self._housekeeping()
+            except Exception as exc:  # the thread must outlive any bug: count it and go on
+                self._drop_batch(exc)
+                ok = True
+            if self._stop and (ok or time.monotonic() > (deadline or 0)):
+                if not ok:
+                    lost = self.queued_rows
+                    self.stats.dropped += lost
+                    sys.stderr.write(
+                        f"prediction log: exiting with the database unreachable; {lost} rows "
+                        "not written\n"
+                    )
+                return
+            retry = 0.0 if ok else min(RETRY_MAX_SECONDS, max(0.05, retry * 2))
+
+    def _write_all(self) -> bool:
+        """Write queued rows in batches until the queue is empty; False on a database error."""
+        while True:
+            if not self._pending:
+                self._take()
+            if not self._pending:
+                with self._idle:
+                    self._idle.notify_all()
+                return True
+            try:
+                self.store.insert(self._pending)
+            except BatchRefused as exc:
+                # The database answered and refused these rows (a constraint): retrying would
+                # refuse them forever, so they are dropped, counted and said.
+                self._drop_batch(exc)
+                continue
+            except DatabaseDown as exc:
+                self.stats.failures += 1
+                message = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                if message != self.stats.last_error:
+                    sys.stderr.write(
+                        f"prediction log: database write failed ({message}); retrying\n"
+                    )
+                self.stats.last_error = message
+                return False
+            if self.stats.last_error:
+                sys.stderr.write("prediction log: database writes resumed\n")
+                self.stats.last_error = ""
+            self.stats.written += len(self._pending)
+            self._pending = []
+            with self._idle:
+                self._idle.notify_all()
+
+    def _drop_batch(self, exc: BaseException) -> None:
+        self.stats.failures += 1
+        self.stats.dropped += len(self._pending)
+        sys.stderr.write(
+            f"prediction log: {len(self._pending)} rows refused and dropped "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})\n"
+        )
+        self._pending = []
+
+    def _take(self) -> None:
+        """Move up to a batch of queued requests into pending rows."""
+        rows: list[tuple[Any, ...]] = []
+        since_yield = 0
+        while self._queue and len(rows) < self.batch_rows:
+            logged, route, request_id, ts, latency = self._queue.popleft()
+            self._taken += len(logged.ids)
+            try:
+                made = self._rows(logged, route, request_id, ts, latency)
+            except (TypeError, ValueError) as exc:  # a value JSON cannot hold: drop the request
+                self.stats.dropped += len(logged.ids)
+                sys.stderr.write(f"prediction log: a request's rows dropped ({exc})\n")
+                continue
+            rows.extend(made)
+            since_yield += len(made)
+            if since_yield >= YIELD_ROWS:
+                # Hand the GIL back to the event loop now rather than at the 5 ms switch
+                # interval: a request waiting on this thread is what the p99 would show.
+                time.sleep(0)
+                since_yield = 0
+        self._pending = rows
+
+    def _rows(
+        self, logged: Logged, route: str, request_id: str, ts: float, latency: float
+    ) -> list[tuple[Any, ...]]:
+        """Rows in the store's column order (ROW_COLUMNS); the cheapest form to insert."""
+        count = len(logged.ids)
+        per_row = _row_warnings(logged.warnings, count)
+        probabilities = logged.probabilities
+        latency_ms = latency * 1000
+        # Without the client's X-Request-Id, a request is named by its first prediction.
+        request_id = request_id or logged.ids[0]
+        sha, instance, dumps, window = self.model_sha256, self.instance, json.dumps, self._window
+        out = []
+        for index, pid in enumerate(logged.ids):
+            record = logged.records[index]
+            value = logged.values[index]
+            warned = per_row[index]
+            out.append(
+                (
+                    pid,
+                    ts,
+                    request_id,
+                    sha,
+                    route,
+                    instance,
+                    dumps(record, ensure_ascii=False),
+                    repr(value) if type(value) is float else dumps(value),
+                    None if probabilities is None else dumps(probabilities[index]),
+                    dumps(warned, ensure_ascii=False) if warned else "[]",
+                    latency_ms,
+                )
+            )
+            if window is not None:
+                window.add(ts, record, value)
+        return out
+
+    def _housekeeping(self) -> None:
+        now = self.clock()
+        if self.profile is not None and now >= self._next_drift:
+            self._next_drift = now + self.drift_seconds
+            self.refresh_drift(now)
+        if self.retention_days and now >= self._next_retention:
+            self._next_retention = now + RETENTION_CHECK_SECONDS
+            try:
+                self.stats.deleted += self.store.delete_before(now - self.retention_days * 86400)
+            except DatabaseDown as exc:
+                self._next_retention = now + 60
+                sys.stderr.write(
+                    f"prediction log: retention delete failed ({type(exc).__name__})\n"
+                )
+
+    def refresh_drift(self, now: float | None = None) -> DriftReport | None:
+        """Score this process's recent inputs against the profile (the gauges read the result)."""
+        if self.profile is None:
+            return None
+        assert self._window is not None
+        columns, predictions = self._window.since((now or self.clock()) - DRIFT_WINDOW_SECONDS)
+        report = compare_columns(self.profile, columns, predictions)
+        self.stats.drift, self.stats.drift_time = report, now or self.clock()
+        return report

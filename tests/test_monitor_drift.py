@@ -1,0 +1,86 @@
+"""Drift statistics against a profile: PSI, Jensen-Shannon, Wasserstein, status thresholds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tabship.monitor.drift import (
+    INSUFFICIENT,
+    MIN_ROWS,
+    categorical_drift,
+    jensen_shannon,
+    numeric_drift,
+    psi,
+    status_of,
+)
+from tabship.monitor.profile import profile_levels, profile_numbers
+
+
+def test_status_thresholds() -> None:
+    assert status_of(0.0) == "ok"
+    assert status_of(0.0999) == "ok"
+    assert status_of(0.1) == "warn"
+    assert status_of(0.2499) == "warn"
+    assert status_of(0.25) == "alert"
+
+
+def test_psi_and_jensen_shannon_of_known_vectors() -> None:
+    same = np.array([0.25, 0.25, 0.5])
+    assert psi(same, same) == pytest.approx(0.0)
+    expected = np.array([0.5, 0.5])
+    actual = np.array([0.9, 0.1])
+    assert psi(expected, actual) == pytest.approx(0.4 * np.log(0.9 / 0.5) - 0.4 * np.log(0.1 / 0.5))
+    assert jensen_shannon(same, same) == pytest.approx(0.0)
+    assert jensen_shannon(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == pytest.approx(1.0)
+    from scipy.spatial.distance import jensenshannon
+
+    assert jensen_shannon(expected, actual) == pytest.approx(
+        jensenshannon(expected, actual, base=2)
+    )
+
+
+def test_a_sample_of_the_reference_is_ok_and_a_shift_is_an_alert() -> None:
+    rng = np.random.default_rng(1)
+    training = rng.normal(30, 5, 5000)
+    profile = profile_numbers("bmi", training)
+    same = numeric_drift(profile, rng.choice(training, 2000).tolist())
+    assert same.status == "ok"
+    assert same.statistics["wasserstein_std"] < 0.1
+    moved = numeric_drift(profile, (rng.choice(training, 2000) + 10).tolist())
+    assert moved.status == "alert"
+    assert moved.statistics["wasserstein_std"] == pytest.approx(2.0, abs=0.1)
+    from scipy.stats import wasserstein_distance
+
+    live = rng.choice(training, 2000) + 3
+    exact = wasserstein_distance(training, live) / training.std()
+    assert numeric_drift(profile, live.tolist()).statistics["wasserstein_std"] == pytest.approx(
+        exact, abs=0.05
+    )
+
+
+def test_a_category_forced_to_one_level_is_an_alert() -> None:
+    rng = np.random.default_rng(2)
+    training = rng.choice(["north", "south", "east"], 3000)
+    profile = profile_levels("region", training)
+    assert categorical_drift(profile, rng.choice(training, 1000).tolist()).status == "ok"
+    forced = categorical_drift(profile, ["north"] * 1000)
+    assert forced.status == "alert"
+    assert 0.4 < forced.statistics["jensen_shannon"] < 1.0
+    unseen = categorical_drift(profile, ["west"] * 1000)  # a new level lands in "other"
+    assert unseen.status == "alert"
+    assert unseen.live[-2] == 1.0
+
+
+def test_too_few_rows_give_no_number() -> None:
+    profile = profile_numbers("age", np.arange(100, dtype=float))
+    few = numeric_drift(profile, [1.0] * (MIN_ROWS - 1))
+    assert few.status == INSUFFICIENT
+    assert few.statistics == {}
+
+
+def test_missing_and_non_numbers_count_as_missing() -> None:
+    profile = profile_numbers("age", np.arange(1000, dtype=float))
+    drift = numeric_drift(profile, [None] * 500 + [5.0] * 500)
+    assert drift.live[-1] == 0.5
+    assert drift.status == "alert"

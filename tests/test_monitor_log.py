@@ -1,0 +1,426 @@
+"""The prediction log in-process on SQLite: every route logs, ids, feedback, the bounded queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from tabship.cli import app as cli
+from tabship.config import ServeSettings
+from tabship.monitor.store import LogDatabaseError, LogStore
+from tabship.monitor.writer import Logged, LogWriter
+from tabship.predictor import Predictor
+from tabship.serve.app import App, create_app
+from tabship.workflow import TrainedModel
+
+from .servers import free_port
+
+PATIENT = {"age": 40, "bmi": 31.5, "children": 2, "smoker": "yes", "region": "south"}
+
+
+def started(model: Path, url: str | None) -> App:
+    app = create_app(Predictor.load(model), ServeSettings(log_db=url))
+    if app.context.monitoring is not None:
+        app.context.monitoring.writer.start()
+    app.state.ready = True
+    return app
+
+
+def client(app: App) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tabship")
+
+
+def rows(path: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(path) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM tabship_predictions ORDER BY ts, rowid")]
+
+
+@pytest.fixture
+def logged(tiny_model: TrainedModel, tmp_path: Path) -> Iterator[tuple[App, Path]]:
+    path = tmp_path / "log.db"
+    app = started(tiny_model.artifact.directory, f"sqlite:///{path}")
+    yield app, path
+    assert app.context.monitoring is not None
+    app.context.monitoring.writer.close()
+
+
+def test_every_prediction_route_logs_its_rows(logged: tuple[App, Path]) -> None:
+    app, path = logged
+
+    async def go() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        async with client(app) as c:
+            one = await c.post("/predict_api", json=PATIENT, headers={"x-request-id": "req-1"})
+            many = await c.post(
+                "/v1/predict", json={"instances": [PATIENT, {**PATIENT, "age": 99}]}
+            )
+            form = await c.post("/predict", data={k: str(v) for k, v in PATIENT.items()})
+            bad = await c.post("/predict_api", json={**PATIENT, "age": "old"})
+            assert bad.status_code == 422  # refused requests predict nothing and log nothing
+            return one, many, form
+
+    one, many, form = asyncio.run(go())
+    assert app.context.monitoring is not None
+    assert app.context.monitoring.writer.flush()
+    logged_rows = rows(path)
+    assert len(logged_rows) == 4
+    first = logged_rows[0]
+    assert first["id"] == one.headers["x-prediction-id"]
+    assert first["request_id"] == "req-1"
+    assert first["route"] == "/predict_api"
+    assert first["model_sha256"] == app.context.predictor.card.sha256
+    assert json.loads(first["input"]) == PATIENT
+    assert json.loads(first["prediction"]) == pytest.approx(one.json())
+    assert first["latency_ms"] > 0
+    batch = many.json()
+    assert [r["id"] for r in logged_rows[1:3]] == batch["ids"]
+    assert {r["request_id"] for r in logged_rows[1:3]} == {batch["ids"][0]}
+    assert json.loads(logged_rows[2]["warnings"]) == [
+        w.removeprefix("row 1: ") for w in batch["warnings"] if w.startswith("row 1:")
+    ]
+    assert "age" in logged_rows[2]["warnings"]  # 99 is outside the training range
+    assert json.loads(logged_rows[1]["warnings"]) == []
+    assert logged_rows[3]["route"] == "/predict"
+    assert f'id="prediction-id">{logged_rows[3]["id"]}<' in form.text
+
+
+def test_feedback_gives_the_scores_scikit_learn_gives(logged: tuple[App, Path]) -> None:
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    app, _ = logged
+    records = [{**PATIENT, "age": 20 + i, "bmi": 22 + i / 3} for i in range(30)]
+
+    async def go() -> tuple[list[str], list[float], list[httpx.Response]]:
+        async with client(app) as c:
+            answer = (await c.post("/v1/predict", json={"instances": records})).json()
+            actual = [
+                p * (1.1 if i % 2 else 0.8) + 100 * i for i, p in enumerate(answer["predictions"])
+            ]
+            stored = await c.post(
+                "/v1/feedback",
+                json=[
+                    {"id": pid, "actual": a} for pid, a in zip(answer["ids"], actual, strict=True)
+                ],
+            )
+            refusals = [
+                await c.post("/v1/feedback", json={"id": "no-such-id", "actual": 1.0}),
+                await c.post("/v1/feedback", json={"id": answer["ids"][0], "actual": "high"}),
+                await c.post("/v1/feedback", json={"id": answer["ids"][0]}),
+                await c.post("/v1/feedback", json=[]),
+            ]
+            assert stored.json() == {"stored": 30}
+            return answer["predictions"], actual, refusals
+
+    predicted, actual, refusals = asyncio.run(go())
+    assert [r.status_code for r in refusals] == [422, 422, 422, 422]
+    assert "no-such-id" in refusals[0].json()["message"]
+    assert "actual: must be a finite number" in refusals[1].json()["message"]
+    from tabship.monitor.summary import summarize
+
+    monitoring = app.context.monitoring
+    assert monitoring is not None
+    summary = summarize(monitoring.store, monitoring.card, monitoring.profile)
+    assert summary.labelled == 30
+    assert summary.scores["mae"] == pytest.approx(mean_absolute_error(actual, predicted))
+    assert summary.scores["rmse"] == pytest.approx(mean_squared_error(actual, predicted) ** 0.5)
+    assert summary.scores["r2"] == pytest.approx(r2_score(actual, predicted))
+
+
+def test_classification_feedback_scores(cancer_model: TrainedModel, tmp_path: Path) -> None:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    table = pd.read_csv(cancer_model.artifact.directory.parent / "cancer.csv").head(60)
+    records = table.drop(columns="diagnosis").to_dict("records")
+    app = started(cancer_model.artifact.directory, f"sqlite:///{tmp_path / 'log.db'}")
+
+    async def go() -> dict[str, Any]:
+        async with client(app) as c:
+            answer = (await c.post("/v1/predict", json={"instances": records})).json()
+            feedback = [
+                {"id": pid, "actual": label}
+                for pid, label in zip(answer["ids"], table["diagnosis"], strict=True)
+            ]
+            assert (await c.post("/v1/feedback", json=feedback)).status_code == 200
+            wrong = await c.post("/v1/feedback", json={"id": answer["ids"][0], "actual": "maybe"})
+            assert wrong.status_code == 422
+            return dict(answer)
+
+    answer = asyncio.run(go())
+    from tabship.monitor.summary import summarize
+
+    monitoring = app.context.monitoring
+    assert monitoring is not None
+    summary = summarize(monitoring.store, monitoring.card, monitoring.profile)
+    monitoring.writer.close()
+    truth, predicted = list(table["diagnosis"]), answer["predictions"]
+    by_id = {r["id"]: r for r in rows(tmp_path / "log.db")}
+    logged = [by_id[pid] for pid in answer["ids"]]
+    # JSON keeps a float exactly, so the logged probabilities are the very ones answered.
+    assert [json.loads(r["probabilities"]) for r in logged] == answer["probabilities"]
+    assert [json.loads(r["prediction"]) for r in logged] == predicted
+    profile = monitoring.profile
+    assert profile is not None and profile.prediction.kind == "categorical"
+    assert set(profile.prediction.levels) == set(cancer_model.artifact.card.classes)
+    assert summary.scores["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    classes = list(cancer_model.artifact.card.classes)
+    assert summary.scores["f1"] == pytest.approx(f1_score(truth, predicted, pos_label=classes[1]))
+
+
+def test_without_a_log_ids_are_still_given_and_feedback_is_not_a_route(
+    tiny_model: TrainedModel,
+) -> None:
+    app = started(tiny_model.artifact.directory, None)
+
+    async def go() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        async with client(app) as c:
+            return (
+                await c.post("/predict_api", json=PATIENT),
+                await c.post("/v1/predict", json={"instances": [PATIENT]}),
+                await c.post("/v1/feedback", json={"id": "x", "actual": 1}),
+            )
+
+    one, many, feedback = asyncio.run(go())
+    assert one.headers["x-prediction-id"]
+    assert len(many.json()["ids"]) == 1
+    assert feedback.status_code == 404
+
+
+def test_a_database_that_fails_drops_and_counts_then_resumes(
+    tiny_model: TrainedModel, tmp_path: Path
+) -> None:
+    folder = tmp_path / "later"  # missing: SQLite cannot open the file until it exists
+    store = LogStore(f"sqlite:///{folder / 'log.db'}")
+    writer = LogWriter(store, "sha", max_queue_rows=50, batch_rows=10, flush_seconds=0.02)
+    record = Logged(["x"], [PATIENT], [1.0], None, [])
+    for index in range(80):
+        writer.submit(
+            Logged([f"id-{index}"], [PATIENT], [1.0], None, []), "/predict_api", "", 0.001
+        )
+    writer.start()  # after the burst, so the bound alone decides what is dropped
+    deadline = time.monotonic() + 10
+    while not writer.stats.failures and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer.stats.dropped == 30
+    assert writer.stats.failures >= 1
+    assert writer.stats.written == 0
+    folder.mkdir()
+    assert writer.flush(timeout=10)
+    assert writer.stats.written == 50
+    writer.submit(record, "/predict_api", "", 0.001)
+    writer.close()
+    assert store.count() == 51
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path, tiny_model: TrainedModel) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    LogStore(url).open()
+    with sqlite3.connect(tmp_path / "log.db") as db:
+        db.execute("UPDATE tabship_log_meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(LogDatabaseError, match="schema version 99, written by a newer tabship"):
+        LogStore(url).open()
+    result = CliRunner().invoke(
+        cli, ["serve", str(tiny_model.artifact.directory), "--log-db", url, "--port", "1"]
+    )
+    assert result.exit_code == 1
+    assert "newer tabship" in result.output
+
+
+def test_a_bad_url_is_refused_without_its_password(tiny_model: TrainedModel) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["serve", str(tiny_model.artifact.directory), "--log-db", "mysql://u:hunter2@h/db"],
+    )
+    assert result.exit_code == 1
+    assert "sqlite:///PATH or postgresql://" in result.output
+    assert "hunter2" not in result.output
+
+
+def test_retention_deletes_old_rows(tmp_path: Path) -> None:
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    old = time.time() - 10 * 86400
+    writer = LogWriter(store, "sha", retention_days=7, clock=lambda: old)
+    writer.submit(Logged(["old"], [PATIENT], [1.0], None, []), "/predict_api", "", 0.001)
+    writer._write_all()
+    writer.clock = time.time
+    writer.submit(Logged(["new"], [PATIENT], [1.0], None, []), "/predict_api", "", 0.001)
+    writer._write_all()
+    writer._housekeeping()
+    assert writer.stats.deleted == 1
+    assert [r.id for r in store.rows(None, 0)] == ["new"]
+
+
+def test_export_and_monitor_commands(logged: tuple[App, Path], tiny_model: TrainedModel) -> None:
+    app, path = logged
+    weird = {**PATIENT, "region": "=cmd|' /C calc'!A0"}  # unseen, and a formula to a spreadsheet
+
+    async def go() -> None:
+        async with client(app) as c:
+            for i in range(120):
+                await c.post("/predict_api", json={**PATIENT, "age": 18 + i % 45})
+            await c.post("/predict_api", json=weird)
+
+    asyncio.run(go())
+    assert app.context.monitoring is not None
+    assert app.context.monitoring.writer.flush()
+    model, url = str(tiny_model.artifact.directory), f"sqlite:///{path}"
+    runner = CliRunner()
+    out = path.parent / "rows.parquet"
+    done = runner.invoke(
+        cli, ["log", "export", model, "--log-db", url, "--since", "1d", "-o", str(out)]
+    )
+    assert done.exit_code == 0, done.output
+    table = pd.read_parquet(out)
+    assert len(table) == 121
+    assert list(table.columns[:3]) == ["id", "time", "route"]
+    assert set(PATIENT) <= set(table.columns)
+    assert table["age"].dtype.kind in "if"
+    csv = path.parent / "rows.csv"
+    assert (
+        runner.invoke(cli, ["log", "export", model, "--log-db", url, "-o", str(csv)]).exit_code == 0
+    )
+    assert "'=cmd" in csv.read_text()
+    report = runner.invoke(cli, ["monitor", model, "--log-db", url, "--format", "json"])
+    assert report.exit_code == 0, report.output
+    document = json.loads(report.output)
+    assert document["rows"] == 121
+    assert {f["name"] for f in document["drift"]["features"]} == set(PATIENT)
+    for item in document["drift"]["features"]:
+        assert item["status"] in ("ok", "warn", "alert")
+        assert "psi" in item["statistics"]
+    table_text = runner.invoke(cli, ["monitor", model, "--log-db", url]).output
+    assert "smoker" in table_text and "alert" in table_text  # every patient smokes here
+    html = path.parent / "monitor.html"
+    assert (
+        runner.invoke(
+            cli, ["monitor", model, "--log-db", url, "--format", "html", "-o", str(html)]
+        ).exit_code
+        == 0
+    )
+    assert "<svg" in html.read_text()
+    bad = runner.invoke(cli, ["monitor", model, "--log-db", url, "--since", "soon"])
+    assert bad.exit_code == 1 and "--since 'soon'" in bad.output
+
+
+def test_a_folder_without_a_profile_logs_and_says_there_is_no_reference(
+    tiny_model: TrainedModel, tmp_path: Path
+) -> None:
+    from tabship.artifact import PROFILE_FILE, write_artifact
+
+    card = tiny_model.artifact.card
+    kept = ("format", "format_version", "created", "versions", "files", "metadata_sha256")
+    metadata = {k: v for k, v in card.document.items() if k not in kept}
+    files = {n: tiny_model.artifact.read(n) for n in card.files if n != PROFILE_FILE}
+    old = write_artifact(tmp_path / "old", metadata, files)
+    app = started(old, f"sqlite:///{tmp_path / 'log.db'}")
+
+    async def go() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        async with client(app) as c:
+            answer = await c.post("/predict_api", json=PATIENT)
+            return answer, await c.get("/monitor"), await c.get("/metrics")
+
+    answer, page, metrics = asyncio.run(go())
+    assert app.context.monitoring is not None
+    app.context.monitoring.writer.close()
+    assert answer.status_code == 200
+    assert page.status_code == 200
+    assert "no reference profile" in page.text
+    assert "tabship_prediction_log_written_total" in metrics.text
+    assert "tabship_feature_drift{" not in metrics.text
+    assert app.context.monitoring.store.count() == 1
+
+
+def test_hostile_names_are_escaped_on_the_page_and_in_metrics(tmp_path: Path) -> None:
+    from tabship.card import ModelCard
+    from tabship.monitor.drift import compare
+    from tabship.monitor.page import render_monitor
+    from tabship.monitor.profile import build_profile
+    from tabship.monitor.summary import Summary
+    from tabship.schema import Feature, Schema
+
+    name = '<img src=x onerror=alert(1)>"'
+    schema = Schema((Feature(name, "categorical", "str", True, levels=("<b>a</b>", "b")),))
+    profile = build_profile(schema, {name: ["<b>a</b>", "b"] * 100}, [0.0, 1.0] * 100, [])
+    drift = compare(profile, [{name: "<script>x</script>"}] * 150, [0.5] * 150)
+    summary = Summary("0" * 64, 0, 1, 150, False, drift, [], {}, 0, {}, "regression")
+    card = type("Card", (), {"model": type("M", (), {"label": "<i>m</i>"})()})()
+    html = render_monitor(summary, card, "<t>", "24h")  # type: ignore[arg-type]
+    assert "<img src=x" not in html and "<script>x" not in html and "<b>a</b>" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert ModelCard  # the real card type is what the server passes
+
+
+def test_serving_with_a_log_imports_no_sklearn_pandas_or_pyarrow(
+    tiny_model: TrainedModel, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    script = (
+        "import asyncio, json, sys, httpx\n"
+        "from tabship.config import ServeSettings\n"
+        "from tabship.predictor import Predictor\n"
+        "from tabship.serve.app import create_app\n"
+        f"app = create_app(Predictor.load({str(tiny_model.artifact.directory)!r}), "
+        f"ServeSettings(log_db={url!r}))\n"
+        "app.context.monitoring.writer.start()\n"
+        "async def go():\n"
+        "    t = httpx.ASGITransport(app=app)\n"
+        "    async with httpx.AsyncClient(transport=t, base_url='http://x') as c:\n"
+        f"        await c.post('/predict_api', json={PATIENT!r})\n"
+        "        assert (await c.get('/monitor')).status_code == 200\n"
+        "asyncio.run(go())\n"
+        "app.context.monitoring.writer.close()\n"
+        "heavy = ('pandas', 'sklearn', 'scipy', 'skops', 'pyarrow')\n"
+        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == []
+
+
+def test_database_urls() -> None:
+    from tabship.monitor.store import engine_url, redact
+
+    assert engine_url("postgres://u:p@h/db").drivername == "postgresql+psycopg"
+    assert engine_url("postgresql://u:p@h:5433/db").port == 5433
+    assert engine_url("sqlite:///x.db").database == "x.db"
+    for bad in ("sqlite://", "sqlite:///:memory:", "mysql://u:p@h/d", "not a url"):
+        with pytest.raises(LogDatabaseError):
+            engine_url(bad)
+    assert "hunter2" not in redact("postgresql://u:hunter2@h/db")
+
+
+def test_rows_the_database_refuses_are_dropped_and_the_writer_goes_on(tmp_path: Path) -> None:
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    writer = LogWriter(store, "sha", flush_seconds=0.02)
+    writer.start()
+    writer.submit(Logged(["same"], [PATIENT], [1.0], None, []), "/predict_api", "", 0.001)
+    assert writer.flush(timeout=30)
+    writer.submit(Logged(["same"], [PATIENT], [2.0], None, []), "/predict_api", "", 0.001)
+    writer.submit(Logged(["bad"], [{"x": object()}], [1.0], None, []), "/predict_api", "", 0.001)
+    assert writer.flush(timeout=30)
+    writer.submit(Logged(["next"], [PATIENT], [3.0], None, []), "/predict_api", "", 0.001)
+    writer.close()
+    assert writer.stats.dropped == 2
+    assert sorted(r.id for r in store.rows(None, 0)) == ["next", "same"]
+
+
+def test_monitor_against_an_unreachable_database_says_so(tiny_model: TrainedModel) -> None:
+    url = f"postgresql://tabship:hunter2@127.0.0.1:{free_port()}/log"
+    result = CliRunner().invoke(
+        cli, ["monitor", str(tiny_model.artifact.directory), "--log-db", url]
+    )
+    assert result.exit_code == 1
+    assert "cannot be reached" in result.output
+    assert "hunter2" not in result.output
+    assert "Traceback" not in result.output
