@@ -152,8 +152,16 @@ def train(
     ] = None,
     unit: Annotated[str | None, typer.Option(help="Unit of the prediction, e.g. USD.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="Run folds, tuning trials and the refit on this Dask scheduler, e.g. "
+            "tcp://SCHEDULER:8786 [TABSHIP_DASK_SCHEDULER, default: this machine]."
+        ),
+    ] = None,
 ) -> None:
     """Cross-validate candidate pipelines, keep the best, write the model folder and its report."""
+    from tabship.config import dask_scheduler_from_env
     from tabship.errors import ConfigError
 
     if task not in (None, "regression", "classification"):
@@ -174,6 +182,7 @@ def train(
         target_label=target_label,
         unit=unit,
         force=force,
+        cluster=cluster or dask_scheduler_from_env(),
     )
 
 
