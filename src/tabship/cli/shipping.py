@@ -87,6 +87,30 @@ def _manifest_extra(
     }
 
 
+BatchJobArg = Annotated[
+    tuple[str, str] | None,
+    typer.Option(
+        "--batch-job",
+        help="INPUT OUTPUT: an Indexed Job scoring INPUT (folder, glob, gs:// or s3:// URL) "
+        "into OUTPUT, one pod per shard.",
+    ),
+]
+ShardsArg = Annotated[int | None, typer.Option(min=1, help="--batch-job: shards (pods).")]
+
+
+def _batch_options(batch_job: tuple[str, str] | None, shards: int | None) -> Any:
+    from tabship.deploy.batch_job import BatchJobOptions
+    from tabship.errors import ConfigError
+
+    if batch_job is None:
+        if shards is not None:
+            raise ConfigError("--shards goes with --batch-job INPUT OUTPUT")
+        return None
+    if shards is None:
+        raise ConfigError("--batch-job needs --shards N, the number of pods that share the input")
+    return BatchJobOptions(source=batch_job[0], output=batch_job[1], shards=shards)
+
+
 @app.command()
 def manifests(
     model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
@@ -104,6 +128,19 @@ def manifests(
     cpu: Annotated[str, typer.Option(help="CPU request per pod.")] = "250m",
     memory: Annotated[str, typer.Option(help="Memory request and limit per pod.")] = "512Mi",
     force: Annotated[bool, typer.Option(help="Replace files already in the folder.")] = False,
+    batch_job: BatchJobArg = None,
+    shards: ShardsArg = None,
+    dask_cluster: Annotated[
+        bool,
+        typer.Option(
+            "--dask-cluster", help="Write a DaskCluster (dask-kubernetes operator) to train on."
+        ),
+    ] = False,
+    workers: Annotated[int, typer.Option(help="--dask-cluster: worker pods.")] = 4,
+    worker_cpu: Annotated[str, typer.Option(help="--dask-cluster: CPU per worker.")] = "1",
+    worker_memory: Annotated[
+        str, typer.Option(help="--dask-cluster: memory request and limit per worker.")
+    ] = "4Gi",
 ) -> None:
     """Write a kustomize folder (kubectl apply -k DIR) that passes the policy checker."""
     from tabship.artifact import Artifact
@@ -115,7 +152,15 @@ def manifests(
         namespace=namespace,
         **_manifest_extra(min_replicas, max_replicas, cpu_target, cpu, memory),
     )
-    written = write_manifests(Artifact.open(model), options, output, force=force)
+    artifact = Artifact.open(model)
+    if batch_job or dask_cluster:
+        from tabship.deploy.batch_job import write_workload
+
+        dask = (workers, worker_cpu, worker_memory) if dask_cluster else None
+        batch = _batch_options(batch_job, shards)
+        written = write_workload(artifact, options, output, batch, dask, force=force)
+    else:
+        written = write_manifests(artifact, options, output, force=force)
     typer.echo(
         f"wrote {len(written)} files to {output}; policy: 0 findings. Apply with: kubectl apply -k {output}"
     )
@@ -167,6 +212,8 @@ def deploy_gke(
     engine: Annotated[
         str | None, typer.Option(hidden=True, help="Deprecated alias of --builder.")
     ] = None,
+    batch_job: BatchJobArg = None,
+    shards: ShardsArg = None,
 ) -> None:
     """Artifact Registry, build and push, GKE cluster, kubectl apply, rollout, external IP."""
     from tabship.artifact import Artifact
@@ -189,10 +236,10 @@ def deploy_gke(
         name=name,
         manifests_dir=output,
         wheelhouse=Settings.from_env().cache_dir / "wheels",
+        batch=_batch_options(batch_job, shards),
     )
     apply_plan(plan_gke(Artifact.open(model), options, runner, state), runner, typer.echo)
-    if not dry_run:
-        typer.echo(f"deployed: http://{state.external_ip}/")
+    _done(dry_run, options.batch, state.external_ip)
 
 
 @deploy_app.command("k8s")
@@ -210,6 +257,8 @@ def deploy_k8s(
         Path | None, typer.Option("--output", "-o", help="Keep the manifests in this folder.")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print every command; change nothing.")] = False,
+    batch_job: BatchJobArg = None,
+    shards: ShardsArg = None,
 ) -> None:
     """Apply the manifests to any cluster kubectl reaches, wait for the rollout and the IP."""
     from tabship.artifact import Artifact
@@ -218,10 +267,29 @@ def deploy_k8s(
 
     runner = Runner(dry_run=dry_run)
     state = DeployState()
+    batch = _batch_options(batch_job, shards)
     apply_plan(
-        plan_k8s(Artifact.open(model), image, context, runner, state, name, namespace, output),
+        plan_k8s(
+            Artifact.open(model),
+            image,
+            context,
+            runner,
+            state,
+            name,
+            namespace,
+            output,
+            batch=batch,
+        ),
         runner,
         typer.echo,
     )
-    if not dry_run:
-        typer.echo(f"deployed: http://{state.external_ip}/")
+    _done(dry_run, batch, state.external_ip)
+
+
+def _done(dry_run: bool, batch: Any, external_ip: str) -> None:
+    if dry_run:
+        return
+    if batch is not None:
+        typer.echo(f"every shard of {batch.source} is scored into {batch.output}")
+    else:
+        typer.echo(f"deployed: http://{external_ip}/")

@@ -11,12 +11,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tabship.artifact import Artifact
 from tabship.container import ImageOptions, build_image, check_builder
 from tabship.deploy.manifests import ManifestOptions, dns_name, write_manifests
 from tabship.errors import TabshipError
 from tabship.runner import Runner, ToolError
+
+if TYPE_CHECKING:
+    from tabship.deploy.batch_job import BatchJobOptions
 
 EXTERNAL_IP_TRIES = 60
 EXTERNAL_IP_WAIT_SECONDS = 5.0
@@ -48,6 +52,8 @@ class GkeOptions:
     manifests_dir: Path | None = None
     wheelhouse: Path | None = None
     manifest_options: dict[str, object] = field(default_factory=dict)
+    # --batch-job: run the scoring Job instead of rolling out the server.
+    batch: BatchJobOptions | None = None
 
 
 @dataclass
@@ -256,11 +262,38 @@ def plan_gke(
         ),
         Step("read the image digest", inspect, capture=remember_digest),
         *_cluster_steps(options),
-        _manifest_step(
-            artifact, image_ref, directory, name, options.namespace, options.manifest_options
+        *_workload_steps(
+            artifact,
+            image_ref,
+            directory,
+            name,
+            options.namespace,
+            options.manifest_options,
+            (["kubectl"], state, runner, options.batch),
         ),
-        *_rollout_steps(["kubectl"], name, directory, state, runner, options.namespace),
     ]
+
+
+def _workload_steps(
+    artifact: Artifact,
+    image: Callable[[], str],
+    directory: Path,
+    name: str,
+    namespace: str | None,
+    extra: dict[str, object],
+    how: tuple[list[str], DeployState, Runner, BatchJobOptions | None],
+) -> list[Step]:
+    """The server's manifests and rollout, or with --batch-job the scoring Job and its wait."""
+    kubectl, state, runner, batch = how
+    if batch is None:
+        return [
+            _manifest_step(artifact, image, directory, name, namespace, extra),
+            *_rollout_steps(kubectl, name, directory, state, runner, namespace),
+        ]
+    from tabship.deploy.batch_job import plan_batch_steps
+
+    options = ManifestOptions(image="IMAGE", name=name, namespace=namespace, **extra)  # type: ignore[arg-type]
+    return plan_batch_steps(artifact, image, options, batch, directory, kubectl, runner)
 
 
 def plan_k8s(
@@ -273,15 +306,21 @@ def plan_k8s(
     namespace: str | None = None,
     manifests_dir: Path | None = None,
     extra: dict[str, object] | None = None,
+    batch: BatchJobOptions | None = None,
 ) -> list[Step]:
     """`tabship deploy k8s`: manifests for an existing image, applied to the cluster kubectl reaches."""
     resolved = dns_name(name or f"tabship-{artifact.card.target}")
     directory = manifests_dir or Path(tempfile.mkdtemp(prefix="tabship-k8s-"))
     kubectl = ["kubectl", *(["--context", context] if context else [])]
-    return [
-        _manifest_step(artifact, lambda: image, directory, resolved, namespace, extra or {}),
-        *_rollout_steps(kubectl, resolved, directory, state, runner, namespace),
-    ]
+    return _workload_steps(
+        artifact,
+        lambda: image,
+        directory,
+        resolved,
+        namespace,
+        extra or {},
+        (kubectl, state, runner, batch),
+    )
 
 
 def apply_plan(steps: list[Step], runner: Runner, say: Callable[[str], None]) -> None:

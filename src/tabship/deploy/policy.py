@@ -258,7 +258,10 @@ def check_objects(objects: list[dict[str, Any]]) -> list[Finding]:
                     f"Service/{obj['metadata']['name']}.spec.selector",
                 )
             )
-    return findings
+    # The batch Job and the DaskCluster: the same pod rules, their own workload rules.
+    from tabship.deploy.workload_policy import check_workloads
+
+    return findings + check_workloads(objects)
 
 
 def load_folder(directory: Path) -> list[dict[str, Any]]:
