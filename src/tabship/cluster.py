@@ -27,7 +27,6 @@ SCHEMES = ("tcp://", "tls://", "ws://", "wss://", "ucx://", "inproc://")
 # Distribution names whose versions must match on the client and every worker: a fold fitted
 # under another scikit-learn (or another tabship) is not the model this client will ship.
 MATCHED = (
-    "tabship",
     "scikit-learn",
     "numpy",
     "scipy",
@@ -95,7 +94,7 @@ def version_skew(client: Any) -> list[str]:
 
     ours = {name: mine(name) for name in MATCHED}
     report = client.get_versions(packages=list(MATCHED))
-    skew = []
+    skew = _tabship_skew(client)
     for worker, info in sorted((report.get("workers") or {}).items()):
         packages = (info or {}).get("packages") or {}
         python = packages.get("python", "")
@@ -128,6 +127,20 @@ def _tabship_version() -> str:
     from tabship import __version__
 
     return __version__
+
+
+def _tabship_skew(client: Any) -> list[str]:
+    """tabship is asked for by import: an image carries it as source, without package metadata."""
+    try:
+        theirs: dict[str, str] = client.run(_tabship_version)
+    except ImportError as exc:
+        return [f"tabship cannot be imported on the workers ({exc})"]
+    here = _tabship_version()
+    return [
+        f"tabship {here} here, {there} on {worker}"
+        for worker, there in sorted(theirs.items())
+        if there != here
+    ]
 
 
 class _Watchdog(threading.Thread):

@@ -51,6 +51,8 @@ class ImageOptions:
     context_dir: Path | None = None
     python_version: str = f"{sys.version_info.major}.{sys.version_info.minor}"
     labels: dict[str, str] = field(default_factory=dict)
+    # `--with batch` / `--with cluster`: what the Indexed Job's or Dask workers' pods import.
+    roles: tuple[str, ...] = ()
 
 
 def _normal(name: str) -> str:
@@ -89,6 +91,14 @@ def serving_pins(engine: str, model: str = "") -> dict[str, str]:
         return dependency_closure(SERVING_PACKAGES)
     boosters = tuple(lib for prefix, lib in BOOSTER_PACKAGES.items() if model.startswith(prefix))
     return dependency_closure(SERVING_PACKAGES + SKLEARN_PACKAGES + boosters)
+
+
+def image_pins(artifact: Artifact, roles: tuple[str, ...] = ()) -> dict[str, str]:
+    """The serving pins plus what each extra role needs (see tabship.roles)."""
+    from tabship.roles import role_packages
+
+    pins = serving_pins(artifact.card.engine, artifact.card.model.name)
+    return dict(sorted({**pins, **dependency_closure(role_packages(roles))}.items()))
 
 
 def render_requirements(pins: dict[str, str], hashes: dict[str, list[str]]) -> str:
@@ -266,7 +276,7 @@ def write_context(
     if context.exists() and any(context.iterdir()):
         raise OutputExistsError(f"{context} is not empty; give --context-dir a new or empty folder")
     context.mkdir(parents=True, exist_ok=True)
-    pins = serving_pins(artifact.card.engine, artifact.card.model.name)
+    pins = image_pins(artifact, options.roles)
     wheelhouse = options.wheelhouse or default_wheelhouse
     hashes = fill_wheelhouse(pins, wheelhouse, options.python_version, runner)
     (context / "wheels").mkdir()

@@ -210,16 +210,16 @@ def bare_scheduler() -> Any:
 
 
 def test_version_skew_is_refused(bare_scheduler: Any, tmp_path: Path) -> None:
-    # The worker's environment holds another tabship release than this client.
-    info = tmp_path / "tabship-0.0.1.dist-info"
+    # The worker's environment holds another scikit-learn release than this client.
+    info = tmp_path / "scikit_learn-0.0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tabship\nVersion: 0.0.1\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: scikit-learn\nVersion: 0.0.1\n")
     worker = _worker(bare_scheduler.scheduler_address, {"PYTHONPATH": str(tmp_path)})
     try:
         client = bare_scheduler.get_client()
         client.wait_for_workers(1, timeout=60)
         with (
-            pytest.raises(ClusterError, match=r"tabship 0\.1\.0 here, 0\.0\.1 on tcp://"),
+            pytest.raises(ClusterError, match=r"scikit-learn 1\.9\.1 here, 0\.0\.1 on tcp://"),
             cluster.session(bare_scheduler.scheduler_address, [1], [2]),
         ):
             pass

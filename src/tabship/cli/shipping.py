@@ -33,6 +33,14 @@ def build(
     engine: Annotated[
         str | None, typer.Option(hidden=True, help="Deprecated alias of --builder.")
     ] = None,
+    roles: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--with",
+            help="Also what other pods need: batch (the --batch-job Indexed Job), cluster "
+            "(Dask workers for --dask-cluster; includes batch).",
+        ),
+    ] = None,
 ) -> None:
     """Build a hardened serving image for a model folder with docker or podman."""
     from tabship.config import Settings
@@ -46,6 +54,7 @@ def build(
         wheelhouse=wheelhouse,
         push=push,
         context_dir=context_dir,
+        roles=tuple(roles or ()),
     )
     built = build_image(model, options, Runner(echo=True), Settings.from_env().cache_dir / "wheels")
     typer.echo(
