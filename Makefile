@@ -10,7 +10,7 @@ export TABSHIP_DATA_HOME ?= $(abspath ../shared/datasets)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps demo test check lint format typecheck bench bench-training soak sbom image-size clean
+.PHONY: help install system-deps demo test check lint format typecheck bench bench-training bench-beyond soak sbom image-size clean
 
 help:
 	@echo "make demo   - install into .venv, get the insurance data, train, serve on http://localhost:8080"
@@ -18,6 +18,7 @@ help:
 	@echo "make check  - format check, lint, mypy --strict, tests"
 	@echo "make bench  - benchmarks (writes bench/results.json)"
 	@echo "make bench-training - training against PyCaret 3.3.2 (writes bench/training.json)"
+	@echo "make bench-beyond - Dask cluster training and sharded scoring (writes bench/beyond.json)"
 
 # pip retries transient registry failures itself; the outer loop covers a failed resolve.
 $(STAMP): pyproject.toml
@@ -76,6 +77,11 @@ bench: install
 	done
 	$(BIN)/python bench/predict_latency.py
 	$(BIN)/python bench/serve_load.py
+	$(BIN)/python bench/beyond_one_machine.py
+
+# Dask LocalCluster against local joblib, the scaling model, 2 shards against 1 (bench/beyond.json).
+bench-beyond: install
+	$(BIN)/python bench/beyond_one_machine.py
 
 # PyCaret runs in its own environment (.bench/pycaret): it pins an older scikit-learn.
 bench-training: install
