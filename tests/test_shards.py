@@ -164,7 +164,7 @@ def test_fsspec_url_input_and_output(predictor: Predictor, inputs: Path, tmp_pat
 @pytest.mark.slow
 def test_killed_shard_leaves_no_partial_file(tiny_model: TrainedModel, tmp_path: Path) -> None:
     source = tmp_path / "many.csv"
-    pd.concat([_rows(4000, 6)] * 10, ignore_index=True).to_csv(source, index=False)
+    pd.concat([_rows(4000, 6)] * 50, ignore_index=True).to_csv(source, index=False)
     out = tmp_path / "out"
     out.mkdir()
     command = [
@@ -181,11 +181,16 @@ def test_killed_shard_leaves_no_partial_file(tiny_model: TrainedModel, tmp_path:
     ]
     victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not any(p.name.startswith(".part-00000") for p in out.iterdir()):
+
+    def written() -> int:
+        parts = [p for p in out.iterdir() if p.name.startswith(".part-00000-of-00001.parquet.")]
+        return parts[0].stat().st_size if parts else 0
+
+    # Mid-write: some row groups are in the temporary file, most are still to come.
+    while written() < 100_000:
         assert victim.poll() is None, "the shard finished before it could be killed"
         assert time.monotonic() < deadline
-        time.sleep(0.02)
-    time.sleep(0.3)  # mid-write: some chunks are in the temporary file
+        time.sleep(0.01)
     victim.send_signal(signal.SIGKILL)  # the process this test started
     victim.wait()
     assert not (out / "part-00000-of-00001.parquet").exists()
@@ -196,7 +201,7 @@ def test_killed_shard_leaves_no_partial_file(tiny_model: TrainedModel, tmp_path:
         "part-00000-of-00001.parquet",
         "part-00000-of-00001.summary.json",
     ]
-    assert len(pd.read_parquet(out / "part-00000-of-00001.parquet")) == 40_000
+    assert len(pd.read_parquet(out / "part-00000-of-00001.parquet")) == 200_000
 
 
 @pytest.mark.parametrize(
@@ -211,6 +216,11 @@ def test_folder_without_tables_is_refused(predictor: Predictor, tmp_path: Path) 
     (tmp_path / "readme.txt").write_text("x")
     with pytest.raises(DatasetError, match=r"no table to predict; allowed: \.parquet, \.pq, \.csv"):
         predict_shard(predictor, str(tmp_path), str(tmp_path / "out"), Shard(0, 2))
+
+
+def test_file_name_as_sharded_output_is_refused(predictor: Predictor, inputs: Path) -> None:
+    with pytest.raises(ConfigError, match="names a file; sharded output goes to a folder"):
+        predict_shard(predictor, str(inputs), "scored.csv", Shard(0, 2))
 
 
 def test_shards_without_job_index_is_refused(

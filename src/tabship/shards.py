@@ -298,6 +298,11 @@ def predict_shard(
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is not one of: {', '.join(FORMATS)}")
     inputs, outputs = Store(source), Store(output)
+    if output.lower().endswith(TABLE_SUFFIXES):
+        raise ConfigError(
+            f"-o {output} names a file; sharded output goes to a folder (or URL prefix) that "
+            "gets part-I-of-N files"
+        )
     if not outputs.remote and Path(output).is_file():
         raise OutputExistsError(f"{output} is a file; sharded output goes to a folder (or URL)")
     name = shard.filename(fmt)

@@ -63,6 +63,7 @@ def test_job_is_indexed_and_secured_like_the_deployment(
     assert spec["completionMode"] == "Indexed"
     assert (spec["completions"], spec["parallelism"]) == (8, 8)
     assert (spec["backoffLimitPerIndex"], spec["maxFailedIndexes"]) == (2, 0)
+    assert spec["podReplacementPolicy"] == "Failed"
     served = _kinds(render_manifests(tiny_model.artifact, ManifestOptions(image=IMAGE)))
     serving_pod = served["Deployment"]["spec"]["template"]["spec"]
     pod = _job_pod(job_objects)

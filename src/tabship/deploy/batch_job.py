@@ -133,6 +133,9 @@ def render_batch_job(
             "backoffLimitPerIndex": batch.retries,
             "maxFailedIndexes": batch.max_failed_shards,
             "ttlSecondsAfterFinished": TTL_SECONDS,
+            # A replacement pod starts only once the old one is gone, so two attempts of one
+            # shard never write its output at the same time.
+            "podReplacementPolicy": "Failed",
             "podFailurePolicy": {
                 "rules": [
                     # Preemption and eviction are not the shard's fault: they use no retry.
