@@ -245,3 +245,15 @@ def test_shards_without_job_index_is_refused(
     )
     assert result.exit_code == 1
     assert "JOB_COMPLETION_INDEX" in result.output
+
+
+def test_cloud_url_without_its_filesystem_says_what_to_install() -> None:
+    pytest.importorskip("fsspec")
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("gcsfs is installed here")
+    with pytest.raises(ConfigError, match=r"cannot use gs://bucket/in/: .*tabship\[remote\]"):
+        Store("gs://bucket/in/")

@@ -90,7 +90,10 @@ class Store:
             try:
                 self.fs, _ = url_to_fs(location)
             except (ImportError, ValueError) as exc:
-                raise ConfigError(f"cannot use {location}: {exc}") from None
+                raise ConfigError(
+                    f"cannot use {location}: {exc} (pip install 'tabship[remote]' brings gcsfs "
+                    "and s3fs)"
+                ) from None
 
     def path(self, location: str) -> str:
         """The store's path of `location` (the URL without its scheme for fsspec)."""

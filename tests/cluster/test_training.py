@@ -251,3 +251,46 @@ def test_no_worker_left_stops_the_run(bare_scheduler: Any, monkeypatch: pytest.M
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_cli_trains_on_the_cluster_from_the_variable(
+    dask_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from tabship.artifact import Artifact
+    from tabship.cli import app
+
+    table = tmp_path / "table.csv"
+    _table(1_000).to_csv(table, index=False)
+    args = ["train", str(table), "-t", "charges", "--folds", "3", "--models", "ridge,decision_tree"]
+    monkeypatch.setenv("TABSHIP_DASK_SCHEDULER", dask_cluster.scheduler_address)
+    remote = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "remote")])
+    assert remote.exit_code == 0, remote.output
+    monkeypatch.delenv("TABSHIP_DASK_SCHEDULER")
+    local = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "local")])
+    assert local.exit_code == 0, local.output
+    boards = [
+        [
+            (r["name"], r["mean"])
+            for r in Artifact.open(tmp_path / side).card.document["leaderboard"]
+        ]
+        for side in ("remote", "local")
+    ]
+    assert boards[0] == boards[1]
+
+
+def test_cli_names_an_unreachable_scheduler(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tabship.cli import app
+
+    table = tmp_path / "table.csv"
+    _table(200).to_csv(table, index=False)
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    result = CliRunner().invoke(
+        app, ["train", str(table), "-t", "charges", "--models", "ridge", "--cluster", address]
+    )
+    assert result.exit_code == 1
+    assert f"error: cannot reach the Dask scheduler at {address}" in result.output
+    assert "Traceback" not in result.output
