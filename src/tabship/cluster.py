@@ -56,6 +56,8 @@ class Session:
     address: str
     workers: int
     threads: int
+    # id() of the objects scattered for the whole run (the table), so none is sent twice.
+    shared: frozenset[int] = frozenset()
 
 
 _ACTIVE: ContextVar[Session | None] = ContextVar("tabship_cluster", default=None)
@@ -256,7 +258,13 @@ def session(
         if not threads:
             client.wait_for_workers(1, timeout=timeout)
             threads = client.nthreads()
-        active = Session(client, address, len(threads), sum(threads.values()))
+        active = Session(
+            client,
+            address,
+            len(threads),
+            sum(threads.values()),
+            frozenset({id(features), id(labels)}),
+        )
         watchdog.start()
         token = _ACTIVE.set(active)
         try:
@@ -291,7 +299,7 @@ def session(
 def scattered(features: Any, labels: Any) -> AbstractContextManager[Any]:
     """Within a session, send another table (a race's sample) to the workers once, not per task."""
     active = _ACTIVE.get()
-    if active is None:
+    if active is None or {id(features), id(labels)} <= active.shared:
         return nullcontext()
     import joblib
 

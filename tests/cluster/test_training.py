@@ -294,3 +294,28 @@ def test_cli_names_an_unreachable_scheduler(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert f"error: cannot reach the Dask scheduler at {address}" in result.output
     assert "Traceback" not in result.output
+
+
+def test_tables_are_scattered_once_not_per_task(
+    dask_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A raced table: the whole table once for the run, each smaller rung's sample once."""
+    from distributed import Client
+
+    frame = _table(12_000)  # over RACE_MIN_ROWS: a rung of 4,000 rows, then all 12,000
+    options = TrainOptions(target="charges", folds=3, models=["ridge", "decision_tree"])
+    local = train(frame, options)
+    scatter = Client.scatter
+    sizes: list[list[int]] = []
+
+    def counted(self: Any, data: Any, *args: Any, **kwargs: Any) -> Any:
+        sizes.append([len(item) for item in data])
+        return scatter(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "scatter", counted)
+    remote = train(
+        frame, TrainOptions(**{**options.__dict__, "cluster": dask_cluster.scheduler_address})
+    )
+    _assert_same(local, remote)
+    # Two calls in all (5 candidate-rung CV calls, 15 fold tasks, a refit): table, then sample.
+    assert sizes == [[12_000, 12_000], [4_000, 4_000]]
