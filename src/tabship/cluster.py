@@ -10,6 +10,7 @@ from __future__ import annotations
 import _thread
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
@@ -75,8 +76,14 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT) -> Any:
         raise ConfigError(
             "training on a cluster needs Dask: pip install 'tabship[cluster]'"
         ) from None
+    from distributed.versions import VersionMismatchWarning
+
     try:
-        return Client(address, timeout=timeout, set_as_default=False)  # type: ignore[no-untyped-call]
+        with warnings.catch_warnings():
+            # check_versions says what differs, once, in tabship's words (a different Python
+            # patch release alone is no reason to warn).
+            warnings.simplefilter("ignore", VersionMismatchWarning)
+            return Client(address, timeout=timeout, set_as_default=False)  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError) as exc:
         raise ClusterError(
             f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({exc}); "
