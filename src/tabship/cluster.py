@@ -230,6 +230,24 @@ def _backend() -> str:
     return BACKEND
 
 
+def _lost(address: str, exc: BaseException) -> str:
+    """What a lost scheduler or worker means for this run, and what to do."""
+    from distributed import KilledWorker
+
+    cause = f"{type(exc).__name__}: {str(exc)[:200]}"
+    if isinstance(exc, KilledWorker):
+        return (
+            f"training on {address} stopped: a task killed its worker again and again ({cause}); "
+            "check the workers' memory limit"
+        )
+    if "scheduler-connection-lost" in str(exc) or "CommClosed" in type(exc).__name__:
+        return (
+            f"training on {address} lost the scheduler ({cause}); check that it runs and run "
+            "the same command again"
+        )
+    return f"training on {address} lost its workers ({cause}); start workers and run it again"
+
+
 def _lost_errors() -> tuple[type[BaseException], ...]:
     from distributed import KilledWorker
     from distributed.client import FutureCancelledError
@@ -285,7 +303,9 @@ def session(
         finally:
             _ACTIVE.reset(token)
     except TimeoutError as exc:
-        raise ClusterError(f"the Dask cluster at {address} has no worker: {exc}") from None
+        raise ClusterError(
+            f"the Dask cluster at {address} has no worker or stopped answering: {exc}"
+        ) from None
     except KeyboardInterrupt:
         if watchdog.tripped:
             raise ClusterError(
@@ -294,10 +314,7 @@ def session(
             ) from None
         raise
     except _lost_errors() as exc:
-        raise ClusterError(
-            f"training on {address} lost its workers ({type(exc).__name__}: {exc}); a task "
-            "that kills its worker repeatedly is given up: check the workers' memory limit"
-        ) from None
+        raise ClusterError(_lost(address, exc)) from None
     finally:
         watchdog.stop()
         client.close()

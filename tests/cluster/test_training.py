@@ -319,3 +319,33 @@ def test_tables_are_scattered_once_not_per_task(
     _assert_same(local, remote)
     # Two calls in all (5 candidate-rung CV calls, 15 fold tasks, a refit): table, then sample.
     assert sizes == [[12_000, 12_000], [4_000, 4_000]]
+
+
+def test_scheduler_gone_mid_run_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from distributed import LocalCluster
+
+    monkeypatch.setattr(cluster, "WORKERLESS_TIMEOUT", 3.0)
+    doomed = LocalCluster(
+        n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
+    )
+    timer = threading.Timer(2.0, doomed.close)  # a cluster this test started
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(
+            ClusterError,
+            match="(lost the scheduler|the scheduler stopped answering|has no worker or stopped answering)",
+        ):
+            train(
+                _table(3_000),
+                TrainOptions(
+                    target="charges",
+                    models=["random_forest", "gradient_boosting", "ridge"],
+                    tune=True,
+                    cluster=doomed.scheduler_address,
+                ),
+            )
+        assert time.monotonic() - started < 60
+    finally:
+        timer.join()
+        doomed.close()
