@@ -144,13 +144,19 @@ def test_killed_worker_is_retried(dask_cluster: Any) -> None:
     assert len(pids) == 2
 
     def kill_one() -> None:
-        time.sleep(1.0)
+        time.sleep(0.3)  # the random forest's folds are running
         os.kill(pids[0], signal.SIGKILL)  # a worker process this test's cluster started
 
     killer = threading.Thread(target=kill_one, daemon=True)
-    killer.start()
+
+    def progress(label: str, done: int, total: int) -> None:
+        if done == 0 and killer.ident is None:
+            killer.start()
+
     remote = train(
-        frame, TrainOptions(**{**options.__dict__, "cluster": dask_cluster.scheduler_address})
+        frame,
+        TrainOptions(**{**options.__dict__, "cluster": dask_cluster.scheduler_address}),
+        progress=progress,
     )
     killer.join()
     _assert_same(local, remote)
@@ -234,18 +240,22 @@ def test_no_worker_left_stops_the_run(bare_scheduler: Any, monkeypatch: pytest.M
     try:
         bare_scheduler.get_client().wait_for_workers(1, timeout=60)
         frame = _table(3_000)
-        timer = threading.Timer(2.0, worker.kill)  # the only worker, started by this test
-        timer.start()
+
+        def progress(label: str, done: int, total: int) -> None:
+            if done == 1:
+                worker.kill()  # mid-run, the only worker, started by this test
+
         started = time.monotonic()
         with pytest.raises(ClusterError, match="no worker for 3 s"):
             train(
                 frame,
                 TrainOptions(
                     target="charges",
-                    models=["random_forest", "gradient_boosting", "ridge"],
+                    models=["ridge", "random_forest", "gradient_boosting"],
                     tune=True,
                     cluster=bare_scheduler.scheduler_address,
                 ),
+                progress=progress,
             )
         assert time.monotonic() - started < 60
     finally:
@@ -328,8 +338,12 @@ def test_scheduler_gone_mid_run_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
     doomed = LocalCluster(
         n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
     )
-    timer = threading.Timer(2.0, doomed.close)  # a cluster this test started
-    timer.start()
+    closer = threading.Thread(target=doomed.close)  # a cluster this test started
+
+    def progress(label: str, done: int, total: int) -> None:
+        if done == 1 and not closer.is_alive():
+            closer.start()  # mid-run: the first candidate is scored, the second starts
+
     started = time.monotonic()
     try:
         with pytest.raises(
@@ -340,12 +354,15 @@ def test_scheduler_gone_mid_run_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
                 _table(3_000),
                 TrainOptions(
                     target="charges",
-                    models=["random_forest", "gradient_boosting", "ridge"],
+                    models=["ridge", "random_forest", "gradient_boosting"],
                     tune=True,
                     cluster=doomed.scheduler_address,
                 ),
+                progress=progress,
             )
+        assert closer.ident is not None
         assert time.monotonic() - started < 60
     finally:
-        timer.join()
+        if closer.ident is not None:
+            closer.join()
         doomed.close()
