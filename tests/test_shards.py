@@ -257,3 +257,17 @@ def test_cloud_url_without_its_filesystem_says_what_to_install() -> None:
         pytest.skip("gcsfs is installed here")
     with pytest.raises(ConfigError, match=r"cannot use gs://bucket/in/: .*tabship\[remote\]"):
         Store("gs://bucket/in/")
+
+
+def test_a_missing_single_file_is_named(tiny_model: TrainedModel, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tabship.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(tiny_model.artifact.directory), str(tmp_path / "nope.csv"), "-o",
+         str(tmp_path / "out.csv")],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "no file" in result.output and "nope.csv" in result.output

@@ -83,7 +83,8 @@ def predict(
     # The cores this process may use (taskset, a container's cpuset), not the machine's.
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     predictor = Predictor.load(model, engine, threads=threads or 1, strict_categories=strict)
-    if shard or shards or not Path(data).is_file():
+    many = "://" in data or any(ch in data for ch in "*?[") or Path(data).is_dir()
+    if shard or shards or many:
         _predict_shard(
             predictor, data, output, shard, shards, output_format, force, chunk_rows, formula_guard
         )
