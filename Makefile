@@ -10,7 +10,7 @@ export TABSHIP_DATA_HOME ?= $(abspath ../shared/datasets)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps kserve-client demo test check lint format typecheck bench bench-explain bench-auth bench-log bench-training soak sbom image-size clean
+.PHONY: help install system-deps kserve-client demo test check lint format typecheck bench bench-explain bench-auth bench-log bench-beyond bench-training soak sbom image-size clean
 
 help:
 	@echo "make demo   - install into .venv, get the insurance data, train, serve on http://localhost:8080"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-auth - API keys on the hot path against no keys (writes bench/auth.json)"
 	@echo "make bench-training - training against PyCaret 3.3.2 (writes bench/training.json)"
 	@echo "make bench-log - the prediction log's cost to serving and its writer's rows/s"
+	@echo "make bench-beyond - Dask cluster training and sharded scoring (writes bench/beyond.json)"
 
 # pip retries transient registry failures itself; the outer loop covers a failed resolve.
 $(STAMP): pyproject.toml
@@ -106,6 +107,7 @@ bench: install
 	$(BIN)/python bench/v2_load.py
 	$(BIN)/python bench/explain_bench.py
 	$(MAKE) bench-log
+	$(BIN)/python bench/beyond_one_machine.py
 
 # Explanations only: tabship against shap's exact explainer, /v1/explain records/s, and
 # /predict_api against the code before (the merge-base with main, or BENCH_BASE_REF).
@@ -130,6 +132,10 @@ bench-log: install system-deps
 # What API keys cost on /predict_api: the same server with and without a keys file.
 bench-auth: install
 	$(BIN)/python bench/auth_load.py
+
+# Dask LocalCluster against local joblib, the scaling model, 2 shards against 1 (bench/beyond.json).
+bench-beyond: install
+	$(BIN)/python bench/beyond_one_machine.py
 
 # PyCaret runs in its own environment (.bench/pycaret): it pins an older scikit-learn.
 bench-training: install

@@ -267,3 +267,16 @@ def test_user_labels_and_base_image_cannot_add_instructions(tiny_model: TrainedM
         )
     quoted = render_dockerfile(tiny_model.artifact, ImageOptions(tag="t:1", labels={"x": '"$'}))
     assert label_values(quoted)["x"] == '"$'
+
+
+def test_roles_add_what_batch_and_cluster_pods_import(tiny_model: TrainedModel) -> None:
+    from tabship.container import image_pins
+
+    serving = image_pins(tiny_model.artifact)
+    batch = image_pins(tiny_model.artifact, ("batch",))
+    cluster = image_pins(tiny_model.artifact, ("cluster",))
+    assert {"pandas", "pyarrow", "typer", "fsspec"} <= set(batch) - set(serving)
+    assert {"dask", "distributed", "scikit-learn", "lightgbm"} <= set(cluster)
+    assert set(batch) <= set(cluster)
+    with pytest.raises(ConfigError, match="--with 'gpu' is not one of: batch, cluster"):
+        image_pins(tiny_model.artifact, ("gpu",))

@@ -116,6 +116,63 @@ def _check_paths(source: Path, output: Path, force: bool) -> None:
         )
 
 
+@dataclass
+class Tally:
+    """What writing predictions counted: rows, warnings, and rows per field with new values."""
+
+    rows: int = 0
+    warnings: list[str] = field(default_factory=list)
+    unseen: dict[str, int] = field(default_factory=dict)
+
+
+# (a name for messages or None, the table's first row number, the rows)
+Chunk = tuple[str | None, int, pd.DataFrame]
+
+
+def write_predictions(
+    predictor: Predictor,
+    chunks: Iterator[Chunk],
+    partial: Path,
+    parquet: bool,
+    formula_guard: bool = True,
+) -> Tally:
+    """Predict every chunk into `partial` (Parquet or CSV), the input columns kept."""
+    tally = Tally()
+    writer = None
+    try:
+        for source, first_row, chunk in chunks:
+            batch = predictor.schema.validate_frame(
+                chunk, first_row=first_row, strict_categories=predictor.strict_categories
+            )
+            values, proba = predictor.predict_batch(batch)
+            predicted = chunk.assign(**prediction_columns(predictor, values, proba))
+            prefix = f"{source}: " if source else ""
+            tally.warnings.extend(prefix + note for note in batch.warnings)
+            for feature, count in batch.unseen.items():
+                tally.unseen[feature] = tally.unseen.get(feature, 0) + count
+            table = pa.Table.from_pandas(predicted, preserve_index=False)
+            if parquet:
+                writer = writer or pq.ParquetWriter(partial, table.schema)
+                if table.schema != writer.schema:
+                    # Another file (or chunk) may read a column as integers, the first as floats.
+                    table = table.cast(writer.schema)
+                writer.write_table(table)
+            else:
+                # Arrow's writer formats numbers in C++, several times faster than to_csv; each
+                # chunk is written on its own, so a column's type may differ between chunks.
+                with partial.open("ab" if tally.rows else "wb") as sink:
+                    pa_csv.write_csv(
+                        guard_formulas(table) if formula_guard else table,
+                        sink,
+                        pa_csv.WriteOptions(include_header=tally.rows == 0, quoting_style="needed"),
+                    )
+            tally.rows += len(chunk)
+    finally:
+        if writer is not None:
+            writer.close()
+    return tally
+
+
 def predict_file(
     predictor: Predictor,
     source: Path,
@@ -136,44 +193,22 @@ def predict_file(
     descriptor, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
     os.close(descriptor)
     partial = Path(name)
-    rows = 0
-    warnings: list[str] = []
-    unseen: dict[str, int] = {}
-    writer = None
-    try:
+
+    def numbered() -> Iterator[Chunk]:
+        first = 1
         for chunk in _chunks(source, predictor, chunk_rows):
-            batch = predictor.schema.validate_frame(
-                chunk, first_row=rows + 1, strict_categories=predictor.strict_categories
-            )
-            values, proba = predictor.predict_batch(batch)
-            predicted = chunk.assign(**prediction_columns(predictor, values, proba))
-            warnings.extend(batch.warnings)
-            for feature, count in batch.unseen.items():
-                unseen[feature] = unseen.get(feature, 0) + count
-            table = pa.Table.from_pandas(predicted, preserve_index=False)
-            if parquet:
-                writer = writer or pq.ParquetWriter(partial, table.schema)
-                writer.write_table(table)
-            else:
-                # Arrow's writer formats numbers in C++, several times faster than to_csv; each
-                # chunk is written on its own, so a column's type may differ between chunks.
-                with partial.open("ab" if rows else "wb") as sink:
-                    pa_csv.write_csv(
-                        guard_formulas(table) if formula_guard else table,
-                        sink,
-                        pa_csv.WriteOptions(include_header=rows == 0, quoting_style="needed"),
-                    )
-            rows += len(chunk)
-        if writer is not None:
-            writer.close()
-            writer = None
-        if rows == 0:
+            yield None, first, chunk
+            first += len(chunk)
+
+    try:
+        tally = write_predictions(predictor, numbered(), partial, parquet, formula_guard)
+        if tally.rows == 0:
             raise DatasetError(f"{source} has no rows to predict")
         partial.replace(output)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, pa.ArrowException) as exc:
         raise DatasetError(f"cannot predict {source}: {exc}") from None
     finally:
-        if writer is not None:
-            writer.close()
         partial.unlink(missing_ok=True)
-    return BatchSummary(rows=rows, output=output, warnings=warnings, unseen=unseen)
+    return BatchSummary(
+        rows=tally.rows, output=output, warnings=tally.warnings, unseen=tally.unseen
+    )

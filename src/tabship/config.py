@@ -88,6 +88,22 @@ def log_db_from_env(env: Mapping[str, str] | None = None) -> str | None:
     return (os.environ if env is None else env).get("TABSHIP_LOG_DB") or None
 
 
+def dask_scheduler_from_env(env: Mapping[str, str] | None = None) -> str | None:
+    """TABSHIP_DASK_SCHEDULER: the Dask scheduler `tabship train` uses without --cluster."""
+    value = (os.environ if env is None else env).get("TABSHIP_DASK_SCHEDULER", "").strip()
+    return value or None
+
+
+def shard_index_from_env(env: Mapping[str, str] | None = None) -> int | None:
+    """JOB_COMPLETION_INDEX, which Kubernetes sets in each pod of an Indexed Job."""
+    raw = (os.environ if env is None else env).get("JOB_COMPLETION_INDEX", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise ConfigError(f"JOB_COMPLETION_INDEX={raw!r} is not a shard number such as 0")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """How `tabship serve` runs; every field is also a TABSHIP_* variable."""

@@ -60,6 +60,8 @@ class ImageOptions:
     labels: dict[str, str] = field(default_factory=dict)
     # The public key a signed model is checked with, copied into the image.
     trust: Path | None = None
+    # `--with batch` / `--with cluster`: what the Indexed Job's or Dask workers' pods import.
+    roles: tuple[str, ...] = ()
 
 
 def _normal(name: str) -> str:
@@ -100,6 +102,16 @@ def serving_pins(engine: str, model: str = "", signed: bool = False) -> dict[str
         return dependency_closure(top)
     boosters = tuple(lib for prefix, lib in BOOSTER_PACKAGES.items() if model.startswith(prefix))
     return dependency_closure(top + SKLEARN_PACKAGES + boosters)
+
+
+def image_pins(
+    artifact: Artifact, roles: tuple[str, ...] = (), signed: bool = False
+) -> dict[str, str]:
+    """The serving pins plus what each extra role needs (see tabship.roles)."""
+    from tabship.roles import role_packages
+
+    pins = serving_pins(artifact.card.engine, artifact.card.model.name, signed)
+    return dict(sorted({**pins, **dependency_closure(role_packages(roles))}.items()))
 
 
 def render_requirements(pins: dict[str, str], hashes: dict[str, list[str]]) -> str:
@@ -291,7 +303,7 @@ def write_context(
     if context.exists() and any(context.iterdir()):
         raise OutputExistsError(f"{context} is not empty; give --context-dir a new or empty folder")
     context.mkdir(parents=True, exist_ok=True)
-    pins = serving_pins(artifact.card.engine, artifact.card.model.name, options.trust is not None)
+    pins = image_pins(artifact, options.roles, signed=options.trust is not None)
     wheelhouse = options.wheelhouse or default_wheelhouse
     hashes = fill_wheelhouse(pins, wheelhouse, options.python_version, runner)
     (context / "wheels").mkdir()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tabship.candidates import Candidate
+from tabship.cluster import scattered
 from tabship.crossval import CrossValidator, Row, rank
 
 # Below this many rows every candidate is cross-validated on every row: it is cheap enough.
@@ -68,17 +69,19 @@ def compare(
             continue  # one survivor: go straight to the whole table
         judge = validator if size == len(validator.features) else validator.subset(size)
         scored: list[Row] = []
-        for candidate in alive:
-            if deadline is not None and latest and clock() >= deadline:
-                skipped.append(candidate.label)
-                continue
-            if progress:
-                progress(f"comparing on {size:,} rows: {candidate.label}", done, steps)
-            done += 1
-            row, seconds = judge.timed_score(candidate)
-            result.seconds[candidate.name] = seconds
-            latest[candidate.name] = row
-            scored.append(row)
+        # A sample is sent to the workers once for the rung, not with every fold.
+        with scattered(judge.features, judge.labels):
+            for candidate in alive:
+                if deadline is not None and latest and clock() >= deadline:
+                    skipped.append(candidate.label)
+                    continue
+                if progress:
+                    progress(f"comparing on {size:,} rows: {candidate.label}", done, steps)
+                done += 1
+                row, seconds = judge.timed_score(candidate)
+                result.seconds[candidate.name] = seconds
+                latest[candidate.name] = row
+                scored.append(row)
         if size == sizes[-1] or not scored:
             break
         ranked = [row for row in rank(scored, sort_by) if not row.error]

@@ -15,7 +15,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from tabship import metrics
+from tabship import cluster, metrics
 from tabship.candidates import Candidate, Task, select
 from tabship.crossval import CrossValidator, Row, rank
 from tabship.errors import DataError
@@ -51,6 +51,8 @@ class TrainOptions:
     # Seconds for the whole run (comparison, tuning, refit); None: no bound, and tuning
     # gets DEFAULT_TIME_BUDGET.
     time_budget: float | None = None
+    # A Dask scheduler (tcp://HOST:8786): folds, trials and the refit run on its workers.
+    cluster: str | None = None
 
 
 @dataclass
@@ -275,7 +277,11 @@ def train(
     deadline = None if options.time_budget is None else clock() + options.time_budget
     # One OpenMP thread per fit: CV already runs a fold per core, and a lone fit that spreads
     # over busy cores spin-waits (histogram boosting took 50 times longer that way here).
-    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="openmp"):
+    with (
+        cluster.session(options.cluster, fit_x, fit_y),
+        warnings.catch_warnings(),
+        threadpool_limits(limits=1, user_api="openmp"),
+    ):
         # Solvers that stop at max_iter still give a usable model; CV scores judge it.
         warnings.simplefilter("ignore", ConvergenceWarning)
         comparison = compare(validator, pool, sort_by, deadline=deadline, progress=progress)
@@ -308,7 +314,7 @@ def train(
         if progress:
             progress(f"refit on {len(fit_x):,} rows: {best.label}", 1, 1)
         chosen = next(c for c in pool if c.name == (best.candidate or best.name))
-        pipeline = validator.pipeline(chosen, best.expand, best.params).fit(fit_x, fit_y)
+        pipeline = cluster.fit(validator.pipeline(chosen, best.expand, best.params), fit_x, fit_y)
     for row in rows:
         if row.error:
             notes.append(f"{row.label} failed in cross-validation ({row.error}); left out")

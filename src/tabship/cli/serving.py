@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,11 +16,20 @@ WARNINGS_SHOWN = 20
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
-    data: Annotated[Path, typer.Argument(help="CSV or Parquet table to predict.")],
+    data: Annotated[
+        str,
+        typer.Argument(
+            help="CSV or Parquet table to predict; or a folder, glob or gs:// / s3:// URL of "
+            "them (sharded output)."
+        ),
+    ],
     output: Annotated[
-        Path,
+        str,
         typer.Option(
-            "--output", "-o", help="Where to write the table with predictions (.csv or .parquet)."
+            "--output",
+            "-o",
+            help="Where to write the table with predictions (.csv or .parquet); a folder or "
+            "URL for sharded output.",
         ),
     ],
     force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
@@ -52,6 +61,23 @@ def predict(
             "matching private key [TABSHIP_TRUST, default: no signature needed]."
         ),
     ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="Score only shard I of N (I/N, from 0) into OUTPUT/part-I-of-N.FORMAT."),
+    ] = None,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Score one of N shards, its number from JOB_COMPLETION_INDEX (Indexed Jobs).",
+        ),
+    ] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="Sharded output: parquet or csv.")
+    ] = "parquet",
+    chunk_rows: Annotated[
+        int, typer.Option(min=1, help="Rows read and predicted at a time.")
+    ] = 100_000,
 ) -> None:
     """Predict a whole file in chunks: the input columns plus the prediction."""
     import os
@@ -68,21 +94,85 @@ def predict(
         sealed = verify_model(model, trust)
 
     strict = strict_categories_from_env() if strict_categories is None else strict_categories
+    # The cores this process may use (taskset, a container's cpuset), not the machine's.
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     predictor = Predictor.load(
-        model, engine, threads=os.cpu_count() or 1, strict_categories=strict, sealed=sealed
+        model, engine, threads=threads or 1, strict_categories=strict, sealed=sealed
     )
-    summary = predict_file(predictor, data, output, force=force, formula_guard=formula_guard)
+    many = "://" in data or any(ch in data for ch in "*?[") or Path(data).is_dir()
+    if shard or shards or many:
+        _predict_shard(
+            predictor, data, output, shard, shards, output_format, force, chunk_rows, formula_guard
+        )
+        return
+    summary = predict_file(
+        predictor,
+        Path(data),
+        Path(output),
+        force=force,
+        chunk_rows=chunk_rows,
+        formula_guard=formula_guard,
+    )
     for note in summary.warnings[:WARNINGS_SHOWN]:
         typer.echo(f"warning: {note}", err=True)
     if len(summary.warnings) > WARNINGS_SHOWN:
         typer.echo(f"warning: ... and {len(summary.warnings) - WARNINGS_SHOWN} more", err=True)
     for field, count in summary.unseen.items():
         typer.echo(
-            f"warning: {data.name}: {field}: {count} rows held values not seen in training; "
+            f"warning: {Path(data).name}: {field}: {count} rows held values not seen in training; "
             "predicted as unknown",
             err=True,
         )
     typer.echo(f"predicted {summary.rows} rows into {summary.output}")
+
+
+def _predict_shard(
+    predictor: Any,
+    data: str,
+    output: str,
+    shard: str | None,
+    shards: int | None,
+    fmt: str,
+    force: bool,
+    chunk_rows: int,
+    formula_guard: bool,
+) -> None:
+    from tabship.config import shard_index_from_env
+    from tabship.errors import ConfigError
+    from tabship.shards import Shard, predict_shard
+
+    if shard and shards:
+        raise ConfigError(
+            "pass --shard I/N or --shards N (index from JOB_COMPLETION_INDEX), not both"
+        )
+    if shards:
+        index = shard_index_from_env()
+        if index is None:
+            raise ConfigError(
+                "--shards N reads the shard number from JOB_COMPLETION_INDEX, which is not set; use --shard I/N"
+            )
+        chosen = Shard.of(index, shards)
+    else:
+        chosen = Shard.parse(shard) if shard else Shard(0, 1)
+    summary = predict_shard(
+        predictor,
+        data,
+        output,
+        chosen,
+        fmt=fmt,
+        force=force,
+        chunk_rows=chunk_rows,
+        formula_guard=formula_guard,
+    )
+    for note in summary.warnings[:WARNINGS_SHOWN]:
+        typer.echo(f"warning: {note}", err=True)
+    for field, count in summary.unseen.items():
+        typer.echo(
+            f"warning: {field}: {count} rows held values not seen in training; predicted as unknown",
+            err=True,
+        )
+    where = summary.output or "no file (no input fell to this shard)"
+    typer.echo(f"shard {chosen.index}/{chosen.count}: predicted {summary.rows} rows into {where}")
 
 
 @app.command()

@@ -40,6 +40,14 @@ def build(
             "matching private key; the image verifies it at every start [TABSHIP_TRUST]."
         ),
     ] = None,
+    roles: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--with",
+            help="Also what other pods need: batch (the --batch-job Indexed Job), cluster "
+            "(Dask workers for --dask-cluster; includes batch).",
+        ),
+    ] = None,
 ) -> None:
     """Build a hardened serving image for a model folder with docker or podman."""
     from tabship.config import Settings, trust_from_env
@@ -54,6 +62,7 @@ def build(
         push=push,
         context_dir=context_dir,
         trust=trust or trust_from_env(),
+        roles=tuple(roles or ()),
     )
     built = build_image(model, options, Runner(echo=True), Settings.from_env().cache_dir / "wheels")
     typer.echo(
@@ -122,6 +131,30 @@ def _manifest_extra(
     }
 
 
+BatchJobArg = Annotated[
+    tuple[str, str] | None,
+    typer.Option(
+        "--batch-job",
+        help="INPUT OUTPUT: an Indexed Job scoring INPUT (folder, glob, gs:// or s3:// URL) "
+        "into OUTPUT, one pod per shard.",
+    ),
+]
+ShardsArg = Annotated[int | None, typer.Option(min=1, help="--batch-job: shards (pods).")]
+
+
+def _batch_options(batch_job: tuple[str, str] | None, shards: int | None) -> Any:
+    from tabship.deploy.batch_job import BatchJobOptions
+    from tabship.errors import ConfigError
+
+    if batch_job is None:
+        if shards is not None:
+            raise ConfigError("--shards goes with --batch-job INPUT OUTPUT")
+        return None
+    if shards is None:
+        raise ConfigError("--batch-job needs --shards N, the number of pods that share the input")
+    return BatchJobOptions(source=batch_job[0], output=batch_job[1], shards=shards)
+
+
 @app.command()
 def manifests(
     model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
@@ -181,6 +214,19 @@ def manifests(
     log_sqlite: Annotated[
         bool, typer.Option(help="Log predictions to SQLite on an emptyDir (one file per pod).")
     ] = False,
+    batch_job: BatchJobArg = None,
+    shards: ShardsArg = None,
+    dask_cluster: Annotated[
+        bool,
+        typer.Option(
+            "--dask-cluster", help="Write a DaskCluster (dask-kubernetes operator) to train on."
+        ),
+    ] = False,
+    workers: Annotated[int, typer.Option(help="--dask-cluster: worker pods.")] = 4,
+    worker_cpu: Annotated[str, typer.Option(help="--dask-cluster: CPU per worker.")] = "1",
+    worker_memory: Annotated[
+        str, typer.Option(help="--dask-cluster: memory request and limit per worker.")
+    ] = "4Gi",
 ) -> None:
     """Write a kustomize folder (kubectl apply -k DIR) that passes the policy checker."""
     from tabship.artifact import Artifact
@@ -197,19 +243,28 @@ def manifests(
         log_db_port=log_db_port,
         log_sqlite=log_sqlite,
     )
+    artifact = Artifact.open(model)
     if canary is not None:
         from tabship.deploy.canary import canary_options, write_canary
         from tabship.errors import ConfigError
 
-        if kserve:
+        if kserve or batch_job or dask_cluster:
             raise ConfigError(
-                "--canary and --kserve: KServe splits traffic itself; choose one of them"
+                "--canary replaces a served model: do not combine it with --kserve, "
+                "--batch-job or --dask-cluster"
             )
         chosen = canary_options(canary, gateway_class, gke=False)
-        written = write_canary(Artifact.open(model), options, chosen, output, force=force)
+        written = write_canary(artifact, options, chosen, output, force=force)
         typer.echo(f"wrote {len(written)} files to {output}; apply with: kubectl apply -k {output}")
         return
-    written = write_manifests(Artifact.open(model), options, output, force=force, kserve=kserve)
+    if batch_job or dask_cluster:
+        from tabship.deploy.batch_job import write_workload
+
+        dask = (workers, worker_cpu, worker_memory) if dask_cluster else None
+        batch = _batch_options(batch_job, shards)
+        written = write_workload(artifact, options, output, batch, dask, force=force)
+    else:
+        written = write_manifests(artifact, options, output, force=force, kserve=kserve)
     typer.echo(
         f"wrote {len(written)} files to {output}; policy: 0 findings. Apply with: kubectl apply -k {output}"
     )
@@ -281,6 +336,8 @@ def deploy_gke(
         str | None,
         typer.Option(help="Secret holding the API keys file (key `api-keys`), mounted read-only."),
     ] = None,
+    batch_job: BatchJobArg = None,
+    shards: ShardsArg = None,
 ) -> None:
     """Artifact Registry, build and push, GKE cluster, kubectl apply, rollout, external IP."""
     from tabship.artifact import Artifact
@@ -307,12 +364,13 @@ def deploy_gke(
         version=version,
         manifest_options={"version": version, "api_keys_secret": api_keys_secret},
         canary=None if canary is None else canary_options(canary, gateway_class, gke=True),
+        batch=_batch_options(batch_job, shards),
     )
     apply_plan(plan_gke(Artifact.open(model), options, runner, state), runner, typer.echo)
     if canary is not None and not dry_run:
         typer.echo(f"canary running; its Gateway: kubectl get gateway {name or 'APP'}")
-    elif not dry_run:
-        typer.echo(f"deployed: http://{state.external_ip}/")
+    else:
+        _done(dry_run, options.batch, state.external_ip)
 
 
 @deploy_app.command("k8s")
@@ -348,6 +406,8 @@ def deploy_k8s(
         str | None,
         typer.Option(help="Secret holding the API keys file (key `api-keys`), mounted read-only."),
     ] = None,
+    batch_job: BatchJobArg = None,
+    shards: ShardsArg = None,
 ) -> None:
     """Apply the manifests to any cluster kubectl reaches, wait for the rollout and the IP."""
     from tabship.artifact import Artifact
@@ -359,6 +419,7 @@ def deploy_k8s(
     state = DeployState()
     chosen = None if canary is None else canary_options(canary, gateway_class, gke=False)
     extra: dict[str, object] = {"version": version, "api_keys_secret": api_keys_secret}
+    batch = _batch_options(batch_job, shards)
     apply_plan(
         plan_k8s(
             Artifact.open(model),
@@ -371,11 +432,21 @@ def deploy_k8s(
             output,
             extra,
             chosen,
+            batch=batch,
         ),
         runner,
         typer.echo,
     )
     if chosen is not None and not dry_run:
         typer.echo(f"canary running at {chosen.percent}%; judge it with `tabship rollout check`")
-    elif not dry_run:
-        typer.echo(f"deployed: http://{state.external_ip}/")
+    else:
+        _done(dry_run, batch, state.external_ip)
+
+
+def _done(dry_run: bool, batch: Any, external_ip: str) -> None:
+    if dry_run:
+        return
+    if batch is not None:
+        typer.echo(f"every shard of {batch.source} is scored into {batch.output}")
+    else:
+        typer.echo(f"deployed: http://{external_ip}/")

@@ -161,8 +161,16 @@ def train(
             "(default: 10 k-means centroids, no raw rows).",
         ),
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="Run folds, tuning trials and the refit on this Dask scheduler, e.g. "
+            "tcp://SCHEDULER:8786 [TABSHIP_DASK_SCHEDULER, default: this machine]."
+        ),
+    ] = None,
 ) -> None:
     """Cross-validate candidate pipelines, keep the best, write the model folder and its report."""
+    from tabship.config import dask_scheduler_from_env
     from tabship.errors import ConfigError
 
     if task not in (None, "regression", "classification"):
@@ -184,6 +192,7 @@ def train(
         unit=unit,
         force=force,
         keep_background=keep_background,
+        cluster=cluster or dask_scheduler_from_env(),
     )
 
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tabship.artifact import Artifact
 from tabship.container import ImageOptions, build_image, check_builder
@@ -25,6 +26,9 @@ from tabship.deploy.manifests import (
 )
 from tabship.errors import TabshipError
 from tabship.runner import Runner, ToolError
+
+if TYPE_CHECKING:
+    from tabship.deploy.batch_job import BatchJobOptions
 
 EXTERNAL_IP_TRIES = 60
 EXTERNAL_IP_WAIT_SECONDS = 5.0
@@ -60,6 +64,8 @@ class GkeOptions:
     manifest_options: dict[str, object] = field(default_factory=dict)
     version: str | None = None
     canary: CanaryOptions | None = None
+    # --batch-job: run the scoring Job instead of rolling out the server.
+    batch: BatchJobOptions | None = None
 
 
 @dataclass
@@ -292,12 +298,15 @@ def _gke_tail(
     from tabship.deploy.rollout import canary_steps
 
     if options.canary is None:
-        return [
-            _manifest_step(
-                artifact, image, directory, name, options.namespace, options.manifest_options
-            ),
-            *_rollout_steps(["kubectl"], name, directory, state, runner, options.namespace),
-        ]
+        return _workload_steps(
+            artifact,
+            image,
+            directory,
+            name,
+            options.namespace,
+            options.manifest_options,
+            (["kubectl"], state, runner, options.batch),
+        )
     where = ["--location", options.region, "--project", options.project]
     manifest = ManifestOptions(
         image="IMAGE",
@@ -322,6 +331,28 @@ def _gke_tail(
     ]
 
 
+def _workload_steps(
+    artifact: Artifact,
+    image: Callable[[], str],
+    directory: Path,
+    name: str,
+    namespace: str | None,
+    extra: dict[str, object],
+    how: tuple[list[str], DeployState, Runner, BatchJobOptions | None],
+) -> list[Step]:
+    """The server's manifests and rollout, or with --batch-job the scoring Job and its wait."""
+    kubectl, state, runner, batch = how
+    if batch is None:
+        return [
+            _manifest_step(artifact, image, directory, name, namespace, extra),
+            *_rollout_steps(kubectl, name, directory, state, runner, namespace),
+        ]
+    from tabship.deploy.batch_job import plan_batch_steps
+
+    options = ManifestOptions(image="IMAGE", name=name, namespace=namespace, **extra)  # type: ignore[arg-type]
+    return plan_batch_steps(artifact, image, options, batch, directory, kubectl, runner)
+
+
 def plan_k8s(
     artifact: Artifact,
     image: str,
@@ -333,6 +364,7 @@ def plan_k8s(
     manifests_dir: Path | None = None,
     extra: dict[str, object] | None = None,
     canary: CanaryOptions | None = None,
+    batch: BatchJobOptions | None = None,
 ) -> list[Step]:
     """`tabship deploy k8s`: manifests for an existing image, applied to the cluster kubectl reaches."""
     resolved = dns_name(name or f"tabship-{artifact.card.target}")
@@ -343,10 +375,15 @@ def plan_k8s(
 
         manifest = ManifestOptions(image=image, name=resolved, namespace=namespace, **(extra or {}))  # type: ignore[arg-type]
         return canary_steps(kubectl, artifact, lambda: image, directory, manifest, canary, runner)
-    return [
-        _manifest_step(artifact, lambda: image, directory, resolved, namespace, extra or {}),
-        *_rollout_steps(kubectl, resolved, directory, state, runner, namespace),
-    ]
+    return _workload_steps(
+        artifact,
+        lambda: image,
+        directory,
+        resolved,
+        namespace,
+        extra or {},
+        (kubectl, state, runner, batch),
+    )
 
 
 def apply_plan(steps: list[Step], runner: Runner, say: Callable[[str], None]) -> None:

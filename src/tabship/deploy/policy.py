@@ -366,7 +366,10 @@ def check_objects(objects: list[dict[str, Any]]) -> list[Finding]:
     for obj in objects:
         if obj.get("kind") == "HTTPRoute":
             findings += list(_route_rules(obj, objects))
-    return findings
+    # The batch Job and the DaskCluster: the same pod rules, their own workload rules.
+    from tabship.deploy.workload_policy import check_workloads
+
+    return findings + check_workloads(objects)
 
 
 def _route_rules(route: dict[str, Any], objects: list[dict[str, Any]]) -> Iterator[Finding]:
