@@ -101,8 +101,7 @@ class JsonApi:
         if not isinstance(record, dict):
             raise MalformedBodyError("body: must be one JSON object of field: value")
         prediction, ids = self._predict(request, [record])
-        answer = json_answer(prediction.values[0])
-        return answer._replace(extra=((b"x-prediction-id", ids[0].encode()),))
+        return json_answer(prediction.values[0], extra=((b"x-prediction-id", ids[0].encode()),))
 
     def _many(self, request: Request) -> Answer:
         payload = contract.read_json(request.content_type, request.body)

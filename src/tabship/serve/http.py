@@ -16,8 +16,10 @@ from tabship.errors import (
     UnauthorizedError,
 )
 
+# Ids only: the request path imports no database.
+from tabship.monitor.ids import Logged, prediction_ids
+
 if TYPE_CHECKING:
-    from tabship.monitor.ids import Logged
     from tabship.predictor import Prediction
 
 Scope = MutableMapping[str, Any]
@@ -66,8 +68,6 @@ class Request:
 
         Every prediction route calls this once, so every prediction is logged the same way.
         """
-        from tabship.monitor.ids import Logged, prediction_ids
-
         ids = prediction_ids(len(records))
         self.rows = len(records)
         self.logged = Logged(
@@ -108,9 +108,14 @@ def dump_json(payload: Any) -> bytes:
     return _ENCODER.encode(payload).encode()
 
 
-def json_answer(payload: Any, status: int = 200) -> Answer:
-    """A JSON answer."""
-    return Answer(status, dump_json(payload), JSON, (("content-security-policy", API_POLICY),))
+def json_answer(
+    payload: Any, status: int = 200, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> Answer:
+    """A JSON answer; `extra` are headers of this answer only (a prediction id)."""
+    return Answer(status, dump_json(payload), JSON, _API_HEADERS, extra)
+
+
+_API_HEADERS = (("content-security-policy", API_POLICY),)
 
 
 def html_answer(text: str | bytes, status: int = 200, scripts: tuple[str, ...] = ()) -> Answer:
