@@ -75,7 +75,7 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
 
 
-def _check(options: ManifestOptions) -> None:
+def _check_log(options: ManifestOptions) -> None:
     if options.log_db_secret is not None and not _DNS_LABEL.fullmatch(options.log_db_secret):
         raise ConfigError(
             f"--log-db-secret {options.log_db_secret!r} is not a Secret name "
@@ -85,6 +85,10 @@ def _check(options: ManifestOptions) -> None:
         raise ConfigError("--log-db-secret and --log-sqlite exclude each other; choose one")
     if not 1 <= options.log_db_port <= 65535:
         raise ConfigError(f"--log-db-port {options.log_db_port} is not a TCP port")
+
+
+def _check(options: ManifestOptions) -> None:
+    _check_log(options)
     if options.namespace is not None and not _DNS_LABEL.fullmatch(options.namespace):
         raise ConfigError(
             f"--namespace {options.namespace!r} is not a Kubernetes namespace name "

@@ -112,8 +112,8 @@ def run_worker(
         sys.exit(1)
 
 
-def serve(model: Path, settings: ServeSettings) -> None:
-    """Serve `model`: in this process for one worker, else N worker processes on one socket."""
+def _checked_start(model: Path, settings: ServeSettings) -> Predictor:
+    """What must hold before any worker starts, checked once: keys file, model, log database."""
     if settings.api_keys_file is not None:  # a missing or empty keys file stops the start
         read_keys(settings.api_keys_file)
         warning = warn_if_shared(settings.api_keys_file)
@@ -124,6 +124,12 @@ def serve(model: Path, settings: ServeSettings) -> None:
         from tabship.monitor.store import check_log_db
 
         check_log_db(settings.log_db)  # a bad URL or a newer schema stops here, once
+    return predictor
+
+
+def serve(model: Path, settings: ServeSettings) -> None:
+    """Serve `model`: in this process for one worker, else N worker processes on one socket."""
+    predictor = _checked_start(model, settings)
     if settings.workers == 1:
         run_worker(model, settings, predictor=predictor)
         return
