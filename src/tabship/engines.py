@@ -21,6 +21,8 @@ class Engine(Protocol):
     """Turns validated input columns into predictions (and class probabilities)."""
 
     name: str
+    # The float type the engine computes in: validation makes numeric columns in it.
+    numbers: type[np.floating[Any]]
 
     def run(
         self, columns: dict[str, np.ndarray], rows: int
@@ -76,7 +78,7 @@ def onnx_feeds(
     matched by position, which it keeps. A date feature is several numeric inputs.
     """
     return {
-        input_name: columns[name] if text else columns[name].astype(np.float32)
+        input_name: columns[name] if text else columns[name].astype(np.float32, copy=False)
         for (name, text), input_name in zip(schema.inputs, input_names, strict=True)
     }
 
@@ -85,6 +87,7 @@ class OnnxEngine:
     """ONNX Runtime session over the exported pipeline; no pandas, no scikit-learn."""
 
     name = "onnx"
+    numbers: type[np.floating[Any]] = np.float32
 
     def __init__(
         self, model: bytes, schema: Schema, task: str, threads: int = 1, where: str = "model.onnx"
@@ -157,6 +160,7 @@ class SklearnEngine:
     """The fitted scikit-learn pipeline, for models whose ONNX export missed parity."""
 
     name = "sklearn"
+    numbers: type[np.floating[Any]] = np.float64
 
     def __init__(self, pipeline: Any, schema: Schema, task: str) -> None:
         self._pipeline = pipeline

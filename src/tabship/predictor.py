@@ -77,12 +77,15 @@ class Predictor:
 
     def predict(self, records: Sequence[Mapping[str, Any]]) -> Prediction:
         """Validate JSON-like records and predict them; raises RecordError naming bad fields."""
-        return self._finish(self.schema.validate(records, strict_categories=self.strict_categories))
+        strict = self.strict_categories
+        return self._finish(self.schema.validate(records, strict, self.engine.numbers))
 
     def predict_columns(self, columns: Mapping[str, list[Any]], rows: int) -> Prediction:
         """Validate one column per feature (the Open Inference Protocol's tensors) and predict."""
         strict = self.strict_categories
-        return self._finish(self.schema.validate_columns(columns, rows, strict_categories=strict))
+        return self._finish(
+            self.schema.validate_columns(columns, rows, strict, self.engine.numbers)
+        )
 
     def _finish(self, batch: Batch) -> Prediction:
         values, proba = self.predict_batch(batch)

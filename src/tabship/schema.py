@@ -122,7 +122,10 @@ class Schema:
         return cls(tuple(Feature.from_dict(item) for item in data))
 
     def validate(
-        self, records: Sequence[Mapping[str, Any]], strict_categories: bool = False
+        self,
+        records: Sequence[Mapping[str, Any]],
+        strict_categories: bool = False,
+        numbers: type[np.floating[Any]] = np.float64,
     ) -> Batch:
         """Check JSON-like records and return the engine's input arrays.
 
@@ -154,23 +157,36 @@ class Schema:
                 break
         if problems.items:
             raise RecordError(problems.items)
-        return self._batch(values, count, warnings, unseen)
+        return self._batch(values, count, warnings, unseen, numbers)
 
     def _batch(
-        self, values: Sequence[Any], count: int, warnings: list[str], unseen: dict[str, int]
+        self,
+        values: Sequence[Any],
+        count: int,
+        warnings: list[str],
+        unseen: dict[str, int],
+        numbers: type[np.floating[Any]] = np.float64,
     ) -> Batch:
-        """The engine's (n, 1) arrays from each feature's validated column."""
+        """The engine's (n, 1) arrays from each feature's validated column.
+
+        `numbers` is the engine's own float type: ONNX graphs take float32, and a column made
+        in it is not made twice.
+        """
         columns: dict[str, np.ndarray] = {}
         for feature, column in zip(self.features, values, strict=True):
             if feature.kind == "date":
                 columns |= feature.date_parts(np.array(column, dtype="datetime64[s]"))
             else:
-                dtype = np.float64 if feature.kind == "numeric" else object
+                dtype = numbers if feature.kind == "numeric" else object
                 columns[feature.name] = np.array(column, dtype=dtype).reshape(count, 1)
         return Batch(columns=columns, rows=count, warnings=warnings, unseen=unseen)
 
     def validate_columns(
-        self, columns: Mapping[str, list[Any]], count: int, strict_categories: bool = False
+        self,
+        columns: Mapping[str, list[Any]],
+        count: int,
+        strict_categories: bool = False,
+        numbers: type[np.floating[Any]] = np.float64,
     ) -> Batch:
         """`validate` for input that comes as one column per feature (each of `count` values).
 
@@ -198,7 +214,7 @@ class Schema:
             )
         warnings.sort()
         shown = [text if count == 1 else f"row {row}: {text}" for row, _, text in warnings]
-        return self._batch(values, count, shown, unseen)
+        return self._batch(values, count, shown, unseen, numbers)
 
     def _read_record(
         self,
