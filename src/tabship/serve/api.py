@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
+from functools import partial
 from typing import Any
 
 from tabship.config import ServeSettings
@@ -21,6 +22,22 @@ from tabship.serve.prometheus import Metrics
 
 # A single record is a few hundred bytes and predicts in microseconds: answer it inline.
 INLINE_MAX_BYTES = 16 * 1024
+
+
+async def in_thread(
+    pool: Executor, timeout: float, work: Callable[[], Answer], advice: str
+) -> Answer:
+    """`work` in the pool, answered within `timeout` seconds or refused with 504 and `advice`.
+
+    At the timeout the thread finishes on its own and its result is dropped.
+    """
+    future = asyncio.get_running_loop().run_in_executor(pool, work)
+    try:
+        return await asyncio.wait_for(future, timeout=timeout)
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"request: took longer than the {timeout:g} s request timeout; {advice}"
+        ) from None
 
 
 def model_info(predictor: Predictor) -> dict[str, Any]:
@@ -76,14 +93,9 @@ class JsonApi:
         """
         if len(request.body) <= INLINE_MAX_BYTES:
             return work(request)
-        future = asyncio.get_running_loop().run_in_executor(self.pool, work, request)
-        try:
-            return await asyncio.wait_for(future, timeout=self.settings.request_timeout)
-        except TimeoutError:
-            limit = self.settings.request_timeout
-            raise RequestTimeoutError(
-                f"request: took longer than the {limit:g} s request timeout; send smaller batches"
-            ) from None
+        return await in_thread(
+            self.pool, self.settings.request_timeout, partial(work, request), "send smaller batches"
+        )
 
     def _predict(self, request: Request, records: Any) -> tuple[Prediction, list[str]]:
         return self._count(request, records, self.predictor.predict(records))

@@ -7,9 +7,9 @@ the record limit; costly work leaves the event loop and keeps to the request tim
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,13 +21,12 @@ from tabship.errors import (
     NotExplainableError,
     Problem,
     RecordError,
-    RequestTimeoutError,
 )
 from tabship.explain import Explainer, Explanation, Outputs
 from tabship.predictor import Predictor
 from tabship.schema import Batch
 from tabship.serve import contract
-from tabship.serve.api import INLINE_MAX_BYTES, model_info
+from tabship.serve.api import INLINE_MAX_BYTES, in_thread, model_info
 from tabship.serve.http import Answer, Request, json_answer
 from tabship.whatif import DEFAULT_POINTS, MAX_POINTS, WhatIf, check_points, find_feature, what_if
 
@@ -96,14 +95,12 @@ class ExplainApi:
                 return work(request, True)
             except _Costly:
                 pass
-        future = asyncio.get_running_loop().run_in_executor(self.pool, work, request, False)
-        try:
-            return await asyncio.wait_for(future, timeout=self.settings.request_timeout)
-        except TimeoutError:
-            limit = self.settings.request_timeout
-            raise RequestTimeoutError(
-                f"request: took longer than the {limit:g} s request timeout; explain fewer records"
-            ) from None
+        return await in_thread(
+            self.pool,
+            self.settings.request_timeout,
+            partial(work, request, False),
+            "explain fewer records",
+        )
 
     def _explain(self, request: Request, inline: bool) -> Answer:
         payload = _fields(
