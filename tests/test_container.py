@@ -105,6 +105,7 @@ def test_onnx_images_carry_no_scikit_learn() -> None:
         "prometheus-client",
         "sqlalchemy",
         "psycopg",
+        "orjson",
     } <= set(onnx)
     assert not {
         "scikit-learn",

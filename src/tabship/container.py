@@ -37,6 +37,7 @@ SERVING_PACKAGES = (
     "sqlalchemy",
     "psycopg",
     "psycopg-binary",
+    "orjson",
 )
 SKLEARN_PACKAGES = ("scikit-learn", "skops", "pandas")
 # Verifying a signature at start (`--trust`); model-signing imports pyopenssl undeclared.

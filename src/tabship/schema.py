@@ -191,8 +191,12 @@ class Schema:
         """`validate` for input that comes as one column per feature (each of `count` values).
 
         The same checks and messages as the records would get, in the same (row) order:
-        columns of valid values are checked at once, the others value by value.
+        columns of valid values are checked at once, the others value by value. One row is
+        read as the one record it is: the record path is the shorter way for a single row.
         """
+        if count == 1:
+            record = {feature.name: columns[feature.name][0] for feature in self.features}
+            return self.validate([record], strict_categories, numbers)
         problems: list[tuple[int, int, str]] = []
         warnings: list[tuple[int, int, str]] = []
         unseen: dict[str, int] = {}

@@ -13,7 +13,6 @@ bins. Beside it:
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from tabship.feature import MISSING_LEVEL
+from tabship.monitor.handover import hand_over
 from tabship.monitor.profile import (
     MISSING,
     QUANTILES,
@@ -210,5 +210,5 @@ def compare_columns(
     features = []
     for reference in profile.features:
         features.append(drift_of(reference, columns[reference.name]))
-        time.sleep(0)  # in a server's writer thread: let the event loop in between features
+        hand_over()  # in a server's writer thread: let the event loop in between features
     return DriftReport(len(predictions), features, drift_of(profile.prediction, list(predictions)))

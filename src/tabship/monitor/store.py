@@ -18,9 +18,13 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from tabship.errors import ConfigError
+from tabship.monitor.handover import hand_over
 
 SCHEMA_VERSION = 1
 SQLITE_BUSY_MS = 10_000
+# Rows per driver call within one batch's transaction: between calls the writer thread hands
+# the core back (see `hand_over`), so a request never waits behind a whole batch.
+INSERT_CHUNK_ROWS = 32
 
 metadata = sa.MetaData()
 meta_table = sa.Table(
@@ -183,7 +187,11 @@ class LogStore:
         self.open()
         tuples = [tuple(r[c] for c in ROW_COLUMNS) if isinstance(r, Mapping) else r for r in rows]
         with self.engine.begin() as connection:
-            connection.exec_driver_sql(self._insert_sql, tuples)
+            for start in range(0, len(tuples), INSERT_CHUNK_ROWS):
+                connection.exec_driver_sql(
+                    self._insert_sql, tuples[start : start + INSERT_CHUNK_ROWS]
+                )
+                hand_over()
 
     def known_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of `ids` are logged predictions."""
@@ -246,7 +254,7 @@ class LogStore:
         with self.engine.connect() as connection:
             for number, row in enumerate(connection.execute(query)):
                 if number % 1000 == 999:
-                    time.sleep(0)  # a big window is read in a server thread: let requests in
+                    hand_over()  # a big window is read in a server thread: let requests in
                 yield LoggedRow(
                     id=row.id,
                     ts=row.ts,

