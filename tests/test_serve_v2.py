@@ -483,3 +483,19 @@ def test_the_everyday_reader_reads_what_the_checking_reader_reads(app: App) -> N
         plain_count += 1
         assert plain == reader._columns(inputs, memoryview(b"")), inputs
     assert plain_count >= 4  # the usual body, reordered, BOOL flags, a missing text
+
+
+def test_an_integer_just_over_the_float32_bound_is_refused_not_rounded_onto_it(
+    app: App, name: str
+) -> None:
+    over = "340282346638528859811704183484516925441"  # int(FLOAT32_MAX) + 1
+    body = json.dumps({"inputs": tensors(ROWS)}).replace("[40, 63]", f"[40, {over}]")
+    answer = request(
+        app,
+        "POST",
+        f"/v2/models/{name}/infer",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 400, answer.text
+    assert "age" in answer.text

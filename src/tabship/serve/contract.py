@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -176,19 +177,25 @@ def require_json(content_type: str | None) -> None:
         raise MediaTypeError(f"content type {shown!r} is not accepted; send application/json")
 
 
+# 19 digits in a row may be an integer orjson cannot hold exactly.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
 def parse_json(body: bytes) -> Any:
     """Decode a JSON body; NaN and Infinity parse here so validation can name their field.
 
     orjson reads every ordinary body, about six times faster than the standard library. What
     it refuses (NaN, Infinity, lone surrogates, invalid UTF-8, deep nesting, broken JSON) goes
     to the standard library, which accepts the first three so that validation can name the
-    field, and words the refusals. One difference is kept on purpose: an integer beyond
-    64 bits reads as the nearest double, as RFC 8259's interoperable range allows.
+    field, and words the refusals. So does a body with a long run of digits: orjson reads an
+    integer beyond 64 bits as the nearest double, which could round a number just over a
+    bound onto it.
     """
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
+    if _LONG_DIGITS.search(body) is None:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
