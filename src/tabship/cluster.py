@@ -191,55 +191,10 @@ class _Watchdog(threading.Thread):
 
 
 def _backend() -> str:
-    """Register (once) joblib's dask backend with local semantics for nested calls; its name.
-
-    joblib runs each batch on a worker under `parallel_config(backend="dask")`, and the dask
-    backend sends every nested joblib call back to the cluster whatever its n_jobs: each
-    column transformer's fit and transform became a task of its own (four in five of all
-    tasks, a scheduler round trip each). Here, as in a local worker process, a nested n_jobs
-    of None or 1 runs inside the task (a random forest sums its trees in the local order);
-    an explicit larger one still goes to the cluster, whose workers secede while they wait,
-    so it cannot deadlock.
-    """
+    """Register (once) tabship's joblib dask backend (see `dask_backend`); its name."""
     from joblib import register_parallel_backend
-    from joblib._dask import Batch, DaskDistributedBackend
 
-    class LocalSemanticsBatch(Batch):  # type: ignore[misc]
-        def __call__(self, tasks: Any = None) -> list[Any]:
-            import joblib
-
-            with joblib.parallel_config(backend=Nested(), n_jobs=1):
-                return [func(*args, **kwargs) for func, args, kwargs in tasks]
-
-    class Backend(DaskDistributedBackend):  # type: ignore[misc]
-        # joblib also scatters, per call, every other argument over 1 kB (fold indices) to
-        # one worker; when that worker dies the data is gone and the run fails. Those small
-        # arguments travel with their task instead, so the scheduler can rerun it anywhere;
-        # the table itself is scattered to every worker by `session` and `scattered`.
-        def start_call(self) -> None:
-            super().start_call()
-            self.call_data_futures: Any = None
-
-        def compute_batch_size(self) -> int:
-            # One fold per task. joblib batches fast tasks together and, as one backend serves
-            # every call of the session, a batch size learned on a quick candidate's folds
-            # was applied to the next, slower one: four of five folds on one worker, the other
-            # idle (a local pool starts every call at one).
-            return 1
-
-        def stop_call(self) -> None:
-            self.call_data_futures = {}
-            super().stop_call()
-
-        async def _to_func_args(self, func: Any) -> tuple[Any, Any]:
-            _, tasks = await super()._to_func_args(func)
-            return LocalSemanticsBatch(tasks), tasks
-
-    class Nested(Backend):
-        # On a worker: n_jobs 1 (what None resolves to under the config above) runs in the
-        # calling task; the top-level backend keeps sending even n_jobs=1 (the refit) out.
-        def effective_n_jobs(self, n_jobs: int) -> int:
-            return 1 if n_jobs == 1 else int(super().effective_n_jobs(n_jobs))
+    from tabship.dask_backend import Backend
 
     register_parallel_backend(BACKEND, Backend)
     return BACKEND
