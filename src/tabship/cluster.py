@@ -191,40 +191,10 @@ class _Watchdog(threading.Thread):
 
 
 def _backend() -> str:
-    """Register (once) joblib's dask backend with local semantics for nested calls; its name.
-
-    joblib runs each batch on a worker under `parallel_config(backend="dask")`, where a
-    nested `n_jobs=None` means every core of the cluster (a random forest then sums its trees'
-    probabilities in thread order, and the last bits differ from a local run). Here, as in a
-    local worker process, None means one; an explicit nested n_jobs still goes to the cluster,
-    whose workers secede while they wait, so it cannot deadlock.
-    """
+    """Register (once) tabship's joblib dask backend (see `dask_backend`); its name."""
     from joblib import register_parallel_backend
-    from joblib._dask import Batch, DaskDistributedBackend
 
-    class LocalSemanticsBatch(Batch):  # type: ignore[misc]
-        def __call__(self, tasks: Any = None) -> list[Any]:
-            import joblib
-
-            with joblib.parallel_config(backend="dask", n_jobs=1):
-                return [func(*args, **kwargs) for func, args, kwargs in tasks]
-
-    class Backend(DaskDistributedBackend):  # type: ignore[misc]
-        # joblib also scatters, per call, every other argument over 1 kB (fold indices) to
-        # one worker; when that worker dies the data is gone and the run fails. Those small
-        # arguments travel with their task instead, so the scheduler can rerun it anywhere;
-        # the table itself is scattered to every worker by `session` and `scattered`.
-        def start_call(self) -> None:
-            super().start_call()
-            self.call_data_futures: Any = None
-
-        def stop_call(self) -> None:
-            self.call_data_futures = {}
-            super().stop_call()
-
-        async def _to_func_args(self, func: Any) -> tuple[Any, Any]:
-            _, tasks = await super()._to_func_args(func)
-            return LocalSemanticsBatch(tasks), tasks
+    from tabship.dask_backend import Backend
 
     register_parallel_backend(BACKEND, Backend)
     return BACKEND

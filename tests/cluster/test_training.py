@@ -331,6 +331,43 @@ def test_tables_are_scattered_once_not_per_task(
     assert sizes == [[12_000, 12_000], [4_000, 4_000]]
 
 
+def test_each_fold_is_one_task_and_its_pipeline_steps_run_inside_it(dask_cluster: Any) -> None:
+    """No task of its own for a column transformer's fit or transform, no two folds in one task."""
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class Finished(SchedulerPlugin):  # type: ignore[misc]
+        name = "tabship-test-finished"
+
+        def __init__(self) -> None:
+            self.keys: list[str] = []
+
+        def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+            if finish == "memory" and "batch_of_" in str(key):
+                self.keys.append(str(key).rsplit("-", 1)[0])
+
+    finished = Finished()
+    scheduler = dask_cluster.scheduler  # in this process: the plugin's list is read directly
+    scheduler.add_plugin(finished)
+    try:
+        train(
+            _table(),
+            TrainOptions(
+                target="charges",
+                folds=5,
+                # Quick folds first: joblib would have learned to batch them for the slower one.
+                models=["linear", "ridge", "lasso", "decision_tree", "hist_gradient_boosting"],
+                cluster=dask_cluster.scheduler_address,
+            ),
+        )
+    finally:
+        scheduler.remove_plugin(name=finished.name)
+    # Five candidates' five folds, then the refit of the winner.
+    assert (
+        sorted(finished.keys)
+        == ["batch_of__fit_1_calls"] + ["batch_of__fit_and_score_1_calls"] * 25
+    )
+
+
 def test_scheduler_gone_mid_run_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from distributed import LocalCluster
 
