@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -276,6 +277,7 @@ def file_scoring(frame: pd.DataFrame) -> dict[str, float]:
     ).stdout
     tabship_rate = len(frame) / (time.perf_counter() - started)
     peak = int(out.rsplit("PEAK", 1)[1]) / 1024
+    shutil.rmtree(work)  # three copies of the table: 0.5 GB at 5M rows
     return {
         "pandas_read_write_rows_per_s": pandas_rate,
         "tabship_predict_rows_per_s": tabship_rate,
