@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -37,6 +39,16 @@ BIN = Path(sys.executable).parent
 RUN_SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 BATCH_ROWS = 1_000_000
+# Records per /v1/predict request in the batch line (goal: rows/s against single-row requests/s).
+V1_RECORDS = 100
+RECORD: dict[str, Any] = {
+    "age": 45,
+    "sex": "female",
+    "bmi": 30.5,
+    "children": 2,
+    "smoker": "no",
+    "region": "southeast",
+}
 
 
 def free_port() -> int:
@@ -118,9 +130,23 @@ def wrk(
     }
 
 
-def rss_mb(pid: int) -> float:
+def v1_script(records: int = V1_RECORDS) -> Path:
+    """A wrk script posting `records` insurance records (bmi varied) to /v1/predict."""
+    rows = [{**RECORD, "bmi": RECORD["bmi"] + (index % 7) * 0.5} for index in range(records)]
+    body = json.dumps({"instances": rows})
+    script = Path(tempfile.mkdtemp(prefix="tabship-bench-v1-")) / "v1.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.path = "/v1/predict"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+    )
+    return script
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident MB; RssAnon is the part no other process shares (libraries' code is not)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -134,6 +160,8 @@ def serving() -> dict[str, object]:
             path = {"tabship": "/readyz", "ceiling": "/docs", "raw": "/"}[kind]
             wait_ready(f"http://127.0.0.1:{port}{path}", servers[kind])
             wrk(port, 32, 5)  # warm-up
+        v1 = v1_script()
+        assert wrk(ports["tabship"], 8, 1, v1)["non_2xx"] == 0, "/v1/predict refused the body"
         runs: dict[str, list[dict[str, float]]] = {}
         for _ in range(RUNS):
             for connections in (32, 1):
@@ -141,6 +169,9 @@ def serving() -> dict[str, object]:
                     runs.setdefault(f"{kind}@{connections}", []).append(
                         wrk(port, connections, RUN_SECONDS)
                     )
+            runs.setdefault(f"tabship_v1x{V1_RECORDS}@32", []).append(
+                wrk(ports["tabship"], 32, RUN_SECONDS, v1)
+            )
         for key, samples in runs.items():
             results[key] = {
                 "rps": statistics.median(s["rps"] for s in samples),
@@ -157,17 +188,44 @@ def serving() -> dict[str, object]:
     return results
 
 
-def cold_start() -> float:
-    times = []
-    for _ in range(3):
-        port = free_port()
-        process = start("tabship", port)
-        try:
-            times.append(wait_ready(f"http://127.0.0.1:{port}/readyz", process))
-        finally:
-            process.send_signal(signal.SIGINT)
-            process.wait(timeout=30)
-    return statistics.median(times)
+def start_pod(port: int) -> subprocess.Popen[bytes]:
+    """The container's own command (`python -m tabship.serve`, no CLI), as a pod runs it."""
+    return subprocess.Popen(
+        ["taskset", "-c", "0", sys.executable, "-m", "tabship.serve", str(MODEL)],
+        cwd=ROOT,
+        env={**os.environ, "TABSHIP_PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def cold_start() -> dict[str, float]:
+    """Median seconds to a 200 /readyz, and RSS after load: the CLI and the pod's command.
+
+    RSS is read after 200 single-row and 20 100-record requests, so it counts what serving
+    touched (the model's buffers, the JSON and metrics paths), not just what loading did.
+    """
+    out: dict[str, float] = {}
+    for label, launch in (("cli", lambda port: start("tabship", port)), ("pod", start_pod)):
+        times, memory, anonymous = [], [], []
+        for _ in range(3):
+            port = free_port()
+            process = launch(port)
+            try:
+                times.append(wait_ready(f"http://127.0.0.1:{port}/readyz", process))
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+                    for index in range(220):
+                        records = [RECORD] * (V1_RECORDS if index % 11 == 0 else 1)
+                        client.post("/v1/predict", json={"instances": records}).raise_for_status()
+                memory.append(rss_mb(process.pid))
+                anonymous.append(rss_mb(process.pid, "RssAnon"))
+            finally:
+                process.send_signal(signal.SIGINT)
+                process.wait(timeout=30)
+        out[f"{label}_cold_start_s"] = statistics.median(times)
+        out[f"{label}_rss_mb"] = statistics.median(memory)
+        out[f"{label}_rss_anon_mb"] = statistics.median(anonymous)
+    return out
 
 
 def big_table(rows: int) -> pd.DataFrame:
@@ -175,19 +233,24 @@ def big_table(rows: int) -> pd.DataFrame:
     return frame.sample(rows, replace=True, random_state=1).reset_index(drop=True)
 
 
-def batch(frame: pd.DataFrame) -> dict[str, float]:
+def batch(frame: pd.DataFrame) -> dict[str, Any]:
+    """Predictor.predict against scikit-learn's pipeline.predict, RUNS alternating runs each."""
     predictor = Predictor.load(MODEL, threads=os.cpu_count() or 1)
     pipeline = Predictor.load(MODEL, engine="sklearn").artifact.load_pipeline()
-    started = time.perf_counter()
-    pipeline.predict(frame)
-    sklearn_rate = len(frame) / (time.perf_counter() - started)
-    started = time.perf_counter()
-    predictor.predict_batch(predictor.schema.validate_frame(frame))
-    tabship_rate = len(frame) / (time.perf_counter() - started)
+    sklearn_rates, tabship_rates = [], []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        pipeline.predict(frame)
+        sklearn_rates.append(len(frame) / (time.perf_counter() - started))
+        started = time.perf_counter()
+        predictor.predict_batch(predictor.schema.validate_frame(frame))
+        tabship_rates.append(len(frame) / (time.perf_counter() - started))
+    ratios = [t / s for t, s in zip(tabship_rates, sklearn_rates, strict=True)]
     return {
-        "sklearn_rows_per_s": sklearn_rate,
-        "tabship_rows_per_s": tabship_rate,
-        "ratio": tabship_rate / sklearn_rate,
+        "sklearn_rows_per_s": statistics.median(sklearn_rates),
+        "tabship_rows_per_s": statistics.median(tabship_rates),
+        "ratios": ratios,
+        "ratio": min(ratios),  # the goal holds in every run, so the worst one is reported
     }
 
 
@@ -214,6 +277,7 @@ def file_scoring(frame: pd.DataFrame) -> dict[str, float]:
     ).stdout
     tabship_rate = len(frame) / (time.perf_counter() - started)
     peak = int(out.rsplit("PEAK", 1)[1]) / 1024
+    shutil.rmtree(work)  # three copies of the table: 0.5 GB at 5M rows
     return {
         "pandas_read_write_rows_per_s": pandas_rate,
         "tabship_predict_rows_per_s": tabship_rate,
@@ -226,10 +290,12 @@ def main() -> None:
     ensure_model()
     results: dict[str, object] = {"cores": os.cpu_count(), "run_seconds": RUN_SECONDS, "runs": RUNS}
     results["serving"] = serve = serving()
-    results["cold_start_s"] = cold = cold_start()
+    results["cold_start"] = cold = cold_start()
     frame = big_table(BATCH_ROWS)
     results["batch"] = b = batch(frame)
     results["file"] = f = file_scoring(frame)
+    # The same rows five times over: peak memory must not grow with the file.
+    results["file_5x"] = f5 = file_scoring(pd.concat([frame] * 5, ignore_index=True))
     existing = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     RESULTS.write_text(json.dumps({**existing, **results}, indent=2, default=float) + "\n")
     c32, t32, c1, t1 = (serve[k] for k in ("ceiling@32", "tabship@32", "ceiling@1", "tabship@1"))
@@ -254,15 +320,32 @@ def main() -> None:
     print(
         f"| 1 conn requests/s | {t1['rps']:,.0f} | raw ASGI {r1['rps']:,.0f} | {t1['rps'] / r1['rps']:.0%} | |"
     )  # type: ignore[index]
+    v1 = serve[f"tabship_v1x{V1_RECORDS}@32"]
     print(
-        f"| Predictor.predict 1M rows/s | {b['tabship_rows_per_s']:,.0f} | sklearn {b['sklearn_rows_per_s']:,.0f} | {b['ratio']:.2f}x | >= 1.5x |"
+        f"| /v1/predict {V1_RECORDS}-record batches, 32 conn rows/s | {v1['rps'] * V1_RECORDS:,.0f} | /predict_api single rows {t32['rps']:,.0f} | {v1['rps'] * V1_RECORDS / t32['rps']:.2f}x | report |"
+    )  # type: ignore[index]
+    print(
+        f"| Predictor.predict 1M rows/s | {b['tabship_rows_per_s']:,.0f} | sklearn {b['sklearn_rows_per_s']:,.0f} | {b['ratio']:.2f}x (worst of {RUNS}: {', '.join(f'{r:.2f}' for r in b['ratios'])}) | >= 2.0x each run |"
     )
     print(
-        f"| tabship predict 1M-row CSV rows/s | {f['tabship_predict_rows_per_s']:,.0f} | pandas read+write {f['pandas_read_write_rows_per_s']:,.0f} | {f['ratio']:.2f}x | >= 0.5x |"
+        f"| tabship predict 1M-row CSV rows/s | {f['tabship_predict_rows_per_s']:,.0f} | pandas read+write {f['pandas_read_write_rows_per_s']:,.0f} | {f['ratio']:.2f}x | >= 0.8x |"
     )
-    print(f"| tabship predict peak RSS MB | {f['peak_rss_mb']:.0f} | | | flat |")
-    print(f"| cold start to /readyz s | {cold:.2f} | | | <= 1.0 s |")
-    print(f"| memory after load MB | {serve['tabship_rss_after_load_mb']:.0f} | | | <= 150 MB |")
+    print(
+        f"| tabship predict 5M-row CSV rows/s | {f5['tabship_predict_rows_per_s']:,.0f} | pandas read+write {f5['pandas_read_write_rows_per_s']:,.0f} | {f5['ratio']:.2f}x | |"
+    )
+    print(
+        f"| tabship predict peak RSS MB, 1M / 5M rows | {f['peak_rss_mb']:.0f} / {f5['peak_rss_mb']:.0f} | | | flat |"
+    )
+    for label, name in (("pod", "python -m tabship.serve"), ("cli", "tabship serve")):
+        print(
+            f"| cold start to /readyz s ({name}) | {cold[f'{label}_cold_start_s']:.2f} | | | <= 0.5 s |"
+        )
+        print(
+            f"| RSS after load MB ({name}) | {cold[f'{label}_rss_mb']:.0f} (anonymous {cold[f'{label}_rss_anon_mb']:.0f}) | | | <= 80 MB |"
+        )
+    print(
+        f"| RSS after the wrk runs MB (tabship serve) | {serve['tabship_rss_after_load_mb']:.0f} | | | |"
+    )
 
 
 if __name__ == "__main__":

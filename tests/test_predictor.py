@@ -118,3 +118,17 @@ def test_big_classification_batches_keep_probabilities_aligned(
     labels_one, proba_one = single.predict_batch(batch)
     labels_two, proba_two = several.predict_batch(batch)
     assert np.array_equal(labels_one, labels_two) and np.array_equal(proba_one, proba_two)
+
+
+def test_serving_imports_only_what_serving_needs(tiny_model: TrainedModel) -> None:
+    """A pod answering the JSON API carries no table, training or template libraries (memory)."""
+    script = (
+        "import sys\n"
+        "from tabship.predictor import Predictor\n"
+        "from tabship.serve.app import create_app\n"
+        f"create_app(Predictor.load({str(tiny_model.artifact.directory)!r}))\n"
+        "heavy = ('pandas', 'pyarrow', 'sklearn', 'scipy', 'onnx', 'sqlalchemy', 'jinja2', 'typer')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -6,8 +6,10 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ import pyarrow.parquet as pq
 
 from tabship.errors import DatasetError, OutputExistsError
 from tabship.predictor import Predictor
+from tabship.schema import Batch
 
 DEFAULT_CHUNK_ROWS = 100_000
 PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
@@ -129,6 +132,35 @@ class Tally:
 Chunk = tuple[str | None, int, pd.DataFrame]
 
 
+Scored = tuple[str | None, pd.DataFrame, Batch, tuple[np.ndarray, np.ndarray | None]]
+
+
+def _scored(predictor: Predictor, chunks: Iterator[Chunk]) -> Iterator[Scored]:
+    """Each chunk validated and predicted, in order, the model one chunk ahead of the caller.
+
+    The model runs on chunk k in a worker while this thread parses chunk k+1 and the caller
+    writes chunk k-1: ONNX Runtime, the CSV parser and Arrow's writer release the GIL, so on
+    two cores the stages overlap instead of taking turns. At most two chunks are in memory.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="tabship-batch") as pool:
+        previous: tuple[str | None, pd.DataFrame, Batch, Future[Any]] | None = None
+        try:
+            for source, first_row, chunk in chunks:
+                batch = predictor.schema.validate_frame(
+                    chunk, first_row=first_row, strict_categories=predictor.strict_categories
+                )
+                current = (source, chunk, batch, pool.submit(predictor.predict_batch, batch))
+                if previous is not None:
+                    yield *previous[:3], previous[3].result()
+                previous = current
+        except Exception:
+            if previous is not None:
+                previous[3].result()  # an earlier chunk's failure comes first, as in order
+            raise
+        if previous is not None:
+            yield *previous[:3], previous[3].result()
+
+
 def write_predictions(
     predictor: Predictor,
     chunks: Iterator[Chunk],
@@ -140,11 +172,7 @@ def write_predictions(
     tally = Tally()
     writer = None
     try:
-        for source, first_row, chunk in chunks:
-            batch = predictor.schema.validate_frame(
-                chunk, first_row=first_row, strict_categories=predictor.strict_categories
-            )
-            values, proba = predictor.predict_batch(batch)
+        for source, chunk, batch, (values, proba) in _scored(predictor, chunks):
             predicted = chunk.assign(**prediction_columns(predictor, values, proba))
             prefix = f"{source}: " if source else ""
             tally.warnings.extend(prefix + note for note in batch.warnings)
