@@ -59,7 +59,7 @@ class _JoinedWrites:
     otherwise (a 100 Continue), and before the connection closes.
     """
 
-    __slots__ = ("_real", "_loop", "_held")
+    __slots__ = ("_held", "_loop", "_real")
 
     def __init__(self, real: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._real = real
