@@ -50,45 +50,6 @@ def _raw_answer(error: RequestError) -> bytes:
     )
 
 
-class _JoinedWrites:
-    """A connection's transport that sends the writes of one event-loop turn as one.
-
-    uvicorn writes an answer's status line and headers, then its body: two sends, and for a
-    small answer two trips through the kernel's TCP stack, the costliest step of a request.
-    Held writes go out when the answer is complete (`flush`), at the end of the turn
-    otherwise (a 100 Continue), and before the connection closes.
-    """
-
-    __slots__ = ("_held", "_loop", "_real")
-
-    def __init__(self, real: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._real = real
-        self._loop = loop
-        self._held: list[bytes] | None = None
-
-    def write(self, data: bytes) -> None:
-        if self._held is None:
-            self._held = [data]
-            self._loop.call_soon(self.flush)
-        else:
-            self._held.append(data)
-
-    def flush(self) -> None:
-        held, self._held = self._held, None
-        if held and not self._real.is_closing():
-            self._real.write(held[0] if len(held) == 1 else b"".join(held))
-
-    def close(self) -> None:
-        self.flush()
-        self._real.close()
-
-    def get_write_buffer_size(self) -> int:
-        return self._real.get_write_buffer_size() + sum(map(len, self._held or ()))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
 class _HeadersTooLarge(Exception):
     """Raised inside a parser callback to stop parsing a request head over the cap."""
 
@@ -121,8 +82,6 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        # Flow control keeps the real transport; everything that writes gets the joining one.
-        self.transport = _JoinedWrites(transport, self.loop)  # type: ignore[assignment]
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -172,7 +131,6 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        self.transport.flush()  # type: ignore[attr-defined]
         super().on_response_complete()
         self._in_headers = True
         self._head_bytes = self._body_bytes = 0
