@@ -135,27 +135,28 @@ class V2Api:
         return await self.api.answer(request, self._infer)
 
     def _infer(self, request: Request) -> Answer:
-        media = media_type(request.content_type)
+        wire = _wire_headers(request.headers)  # one pass for the three the body's form needs
+        media = media_type(wire.get(b"content-type"))
         if media not in BODY_TYPES and not media.endswith("+json"):
             raise MediaTypeError(
                 f"content type {media!r} is not accepted; send application/json, or "
                 "application/octet-stream with Inference-Header-Content-Length"
             )
         header, binary = binary_tensors.split_body(
-            self._inflated(request), request.header(binary_tensors.HEADER.encode())
+            self._inflated(request, wire.get(b"content-encoding")), wire.get(_HEADER_LENGTH)
         )
         columns = self.reader.read(header, binary)
         wanted = self._outputs(columns)  # refused before anything is predicted
         prediction, _ = self.api.predict_columns(request, columns.columns, columns.rows)
         return self._answer(columns, wanted, prediction)
 
-    def _inflated(self, request: Request) -> bytes:
+    def _inflated(self, request: Request, encoding: str | None) -> bytes:
         """The body, uncompressed when tritonclient's gzip or deflate compressed it.
 
         Inflated at most to the body limit, so a small bomb cannot take the memory: past the
         limit it is 413 like any big body.
         """
-        encoding = (request.header(b"content-encoding") or "identity").strip().lower()
+        encoding = (encoding or "identity").strip().lower()
         if encoding == "identity":
             return request.body
         if encoding not in INFLATE_BITS:
@@ -250,3 +251,17 @@ class V2Api:
         assert prediction.probabilities is not None
         flat = [row[label] for row in prediction.probabilities for label in self.classes]
         return flat, [rows, len(self.classes)]
+
+
+_HEADER_LENGTH = binary_tensors.HEADER.encode()
+_WIRE_HEADERS = frozenset({b"content-type", b"content-encoding", _HEADER_LENGTH})
+
+
+def _wire_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
+    """Content-Type, Content-Encoding and Inference-Header-Content-Length, as text (the first
+    of each, as `Request.header` reads them)."""
+    found: dict[bytes, str] = {}
+    for key, value in headers:
+        if key in _WIRE_HEADERS and key not in found:
+            found[key] = bytes(value).decode("latin-1")
+    return found

@@ -157,7 +157,10 @@ class TensorReader:
                 if type(value) not in fits:
                     return None
             count = len(data)
-            columns[name] = _convert(self.features[name], datatype, data)
+            if datatype == "BYTES":  # text as it came: no conversion to make
+                columns[name] = data
+            else:
+                columns[name] = _convert(self.features[name], datatype, data)
         if not 0 < count <= self.max_batch:
             return None
         return columns, count
