@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ RETRY_MAX_SECONDS = 2.0
 DRIFT_SECONDS = 30.0
 DRIFT_WINDOW_SECONDS = 24 * 3600.0
 DRIFT_WINDOW_ROWS = 20_000
-# The window keeps the records themselves: bound its cells, so a wide model keeps fewer rows
+# The window keeps the records (as text): bound its cells, so a wide model keeps fewer rows
 # (500 features: 1,000 rows) and a pod's memory stays well under its limit.
 DRIFT_WINDOW_CELLS = 500_000
 RETENTION_CHECK_SECONDS = 3600.0
@@ -89,27 +89,27 @@ def _row_warnings(warnings: Sequence[str], rows: int) -> list[list[str]]:
 
 
 class RecentInputs:
-    """This process's recent inputs for its drift gauges: ring buffers of plain values.
+    """This process's recent inputs for its drift gauges: a ring of the rows' JSON text.
 
-    One list per feature holding the values themselves (numbers, text: objects the garbage
-    collector does not track), not the records: keeping 20,000 dicts alive made every full
-    collection walk them, a pause every request in flight would wait for.
+    The text is the one the log row already holds, so keeping a row is one slot assignment,
+    and text is an object the garbage collector does not track: keeping 20,000 dicts alive
+    made every full collection walk them, a pause every request in flight would wait for.
+    The rows are read back into columns only when the gauges are refreshed.
     """
 
     def __init__(self, profile: ReferenceProfile) -> None:
         self.names = [f.name for f in profile.features]
         width = max(1, len(self.names))
         self.size = max(1000, min(DRIFT_WINDOW_ROWS, DRIFT_WINDOW_CELLS // width))
-        self.columns: dict[str, list[Any]] = {name: [None] * self.size for name in self.names}
+        self.texts: list[str] = [""] * self.size
         self.predictions: list[Any] = [None] * self.size
         self.times = [0.0] * self.size
         self.count = 0
 
-    def add(self, ts: float, record: Mapping[str, Any], value: Any) -> None:
-        """Keep one row, over the oldest once full."""
+    def add(self, ts: float, text: str, value: Any) -> None:
+        """Keep one row (its record as JSON text), over the oldest once full."""
         slot = self.count % self.size
-        for name in self.names:
-            self.columns[name][slot] = record.get(name)
+        self.texts[slot] = text
         self.predictions[slot] = value
         self.times[slot] = ts
         self.count += 1
@@ -118,7 +118,13 @@ class RecentInputs:
         """The kept rows from `cutoff` on, by feature name, and their predictions."""
         filled = min(self.count, self.size)
         slots = [i for i in range(filled) if self.times[i] >= cutoff]
-        columns = {name: [values[i] for i in slots] for name, values in self.columns.items()}
+        columns: dict[str, list[Any]] = {name: [] for name in self.names}
+        for number, slot in enumerate(slots):
+            record = orjson.loads(self.texts[slot])
+            for name, column in columns.items():
+                column.append(record.get(name))
+            if number % 1000 == 999:
+                hand_over()
         return columns, [self.predictions[i] for i in slots]
 
 
@@ -309,7 +315,7 @@ class LogWriter:
         sha, instance, window = self.model_sha256, self.instance, self._window
         out = []
         for index, pid in enumerate(logged.ids):
-            record = logged.records[index]
+            text = _text(logged.records[index])
             value = logged.values[index]
             warned = per_row[index]
             out.append(
@@ -320,7 +326,7 @@ class LogWriter:
                     sha,
                     route,
                     instance,
-                    _text(record),
+                    text,
                     repr(value) if type(value) is float else _text(value),
                     None if probabilities is None else _text(probabilities[index]),
                     _text(warned) if warned else "[]",
@@ -328,7 +334,7 @@ class LogWriter:
                 )
             )
             if window is not None:
-                window.add(ts, record, value)
+                window.add(ts, text, value)
         return out
 
     def _housekeeping(self) -> None:
