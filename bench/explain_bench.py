@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import serve_load
 from insurance_model import MODEL, ensure_model
-from serve_load import BIN, RESULTS, ROOT, free_port, wait_ready, wrk
+from serve_load import BIN, RECORD, RESULTS, ROOT, free_port, wait_ready, wrk
 
 from tabship.explain import Explainer
 from tabship.predictor import Predictor
@@ -36,14 +36,6 @@ from tabship.serve.explain import model_outputs
 RUN_SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 CALLS = int(os.environ.get("BENCH_EXPLAIN_CALLS", "50"))
-RECORD = {
-    "age": 45,
-    "sex": "female",
-    "bmi": 30.5,
-    "children": 2,
-    "smoker": "no",
-    "region": "southeast",
-}
 
 
 def shap_model(predictor: Predictor) -> tuple[Any, Any]:

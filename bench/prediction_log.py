@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from insurance_model import ensure_model
-from serve_load import BIN, RESULTS, free_port, wait_ready, wrk
+from serve_load import BIN, RECORD, RESULTS, free_port, wait_ready, wrk
 
 from tabship.monitor.store import LogStore
 from tabship.monitor.writer import Logged, LogWriter
@@ -32,14 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 WRITER_ROWS = int(os.environ.get("BENCH_WRITER_ROWS", "100000"))
-RECORD = {
-    "age": 45,
-    "sex": "female",
-    "bmi": 30.5,
-    "children": 2,
-    "smoker": "no",
-    "region": "southeast",
-}
 
 
 def start(model: Path, port: int, log_db: str | None) -> subprocess.Popen[bytes]:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tabship.cli.common import app
+
+if TYPE_CHECKING:
+    from tabship.deploy.gke import Step
+    from tabship.deploy.rollout import RolloutTarget
+    from tabship.runner import Runner
 
 rollout_app = typer.Typer(help="Canary rollouts: check, promote, roll back.", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
@@ -76,13 +82,9 @@ def promote(
     dry_run: DryRun = False,
 ) -> None:
     """All traffic to the canary, the stable side moved to its model, the canary removed."""
-    from tabship.deploy.gke import apply_plan
-    from tabship.deploy.rollout import RolloutTarget, plan_promote
-    from tabship.runner import Runner
+    from tabship.deploy.rollout import plan_promote
 
-    runner = Runner(dry_run=dry_run)
-    target = RolloutTarget(app_name, namespace, context, gke)
-    apply_plan(plan_promote(target, runner), runner, typer.echo)
+    _settle(plan_promote, app_name, namespace, context, gke, dry_run)
     if not dry_run:
         typer.echo(
             f"promoted: {app_name} serves the canary's model; recorded in {app_name}-rollouts"
@@ -98,14 +100,27 @@ def rollback(
     dry_run: DryRun = False,
 ) -> None:
     """All traffic back to the stable side, and the canary removed."""
-    from tabship.deploy.gke import apply_plan
-    from tabship.deploy.rollout import RolloutTarget, plan_rollback
-    from tabship.runner import Runner
+    from tabship.deploy.rollout import plan_rollback
 
-    runner = Runner(dry_run=dry_run)
-    target = RolloutTarget(app_name, namespace, context, gke)
-    apply_plan(plan_rollback(target, runner), runner, typer.echo)
+    _settle(plan_rollback, app_name, namespace, context, gke, dry_run)
     if not dry_run:
         typer.echo(
             f"rolled back: {app_name} serves the stable model; recorded in {app_name}-rollouts"
         )
+
+
+def _settle(
+    plan: Callable[[RolloutTarget, Runner], list[Step]],
+    app_name: str,
+    namespace: str | None,
+    context: str | None,
+    gke: bool,
+    dry_run: bool,
+) -> None:
+    """Run a promote or rollback plan against the app's stable and canary sides."""
+    from tabship.deploy.gke import apply_plan
+    from tabship.deploy.rollout import RolloutTarget
+    from tabship.runner import Runner
+
+    runner = Runner(dry_run=dry_run)
+    apply_plan(plan(RolloutTarget(app_name, namespace, context, gke), runner), runner, typer.echo)

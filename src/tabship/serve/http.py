@@ -85,6 +85,14 @@ class Request:
                 return bytes(value).decode("latin-1")
         return None
 
+    def headers_named(self, names: frozenset[bytes]) -> dict[bytes, str]:
+        """`header` for several names in one pass: the first value of each one present."""
+        found: dict[bytes, str] = {}
+        for key, value in self.headers:
+            if key in names and key not in found:
+                found[key] = bytes(value).decode("latin-1")
+        return found
+
     @property
     def content_type(self) -> str | None:
         """The Content-Type header."""

@@ -135,7 +135,7 @@ class V2Api:
         return await self.api.answer(request, self._infer)
 
     def _infer(self, request: Request) -> Answer:
-        wire = _wire_headers(request.headers)  # one pass for the three the body's form needs
+        wire = request.headers_named(_WIRE_HEADERS)  # the three the body's form needs
         media = media_type(wire.get(b"content-type"))
         if media not in BODY_TYPES and not media.endswith("+json"):
             raise MediaTypeError(
@@ -255,13 +255,3 @@ class V2Api:
 
 _HEADER_LENGTH = binary_tensors.HEADER.encode()
 _WIRE_HEADERS = frozenset({b"content-type", b"content-encoding", _HEADER_LENGTH})
-
-
-def _wire_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
-    """Content-Type, Content-Encoding and Inference-Header-Content-Length, as text (the first
-    of each, as `Request.header` reads them)."""
-    found: dict[bytes, str] = {}
-    for key, value in headers:
-        if key in _WIRE_HEADERS and key not in found:
-            found[key] = bytes(value).decode("latin-1")
-    return found
