@@ -9,10 +9,47 @@ import typer
 
 from tabship.cli.common import app, builder_choice, deploy_app
 
+# Options several commands take, declared once.
+ModelArg = Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")]
+EngineArg = Annotated[str | None, typer.Option(hidden=True, help="Deprecated alias of --builder.")]
+NameArg = Annotated[str | None, typer.Option(help="Object name (default tabship-TARGET).")]
+NamespaceArg = Annotated[str | None, typer.Option(help="Namespace for every object.")]
+VersionArg = Annotated[
+    str | None, typer.Option(help="Model version in labels and names (default: sha256[:12]).")
+]
+CanaryArg = Annotated[
+    int | None,
+    typer.Option(
+        help="Keep the stable Deployment and add this model as a canary taking PERCENT of "
+        "the traffic, through a Gateway API HTTPRoute."
+    ),
+]
+GatewayClassArg = Annotated[
+    str | None,
+    typer.Option(help="GatewayClass of the canary's Gateway [required with --canary]."),
+]
+OutputArg = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Keep the manifests in this folder.")
+]
+DryRunArg = Annotated[bool, typer.Option(help="Print every command; change nothing.")]
+ApiKeysSecretArg = Annotated[
+    str | None,
+    typer.Option(help="Secret holding the API keys file (key `api-keys`), mounted read-only."),
+]
+BatchJobArg = Annotated[
+    tuple[str, str] | None,
+    typer.Option(
+        "--batch-job",
+        help="INPUT OUTPUT: an Indexed Job scoring INPUT (folder, glob, gs:// or s3:// URL) "
+        "into OUTPUT, one pod per shard.",
+    ),
+]
+ShardsArg = Annotated[int | None, typer.Option(min=1, help="--batch-job: shards (pods).")]
+
 
 @app.command()
 def build(
-    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    model: ModelArg,
     tag: Annotated[str, typer.Option("--tag", "-t", help="Image name, e.g. insurance-app:v1.")],
     builder: Annotated[
         str | None, typer.Option(help="docker or podman (default: whichever works).")
@@ -30,9 +67,7 @@ def build(
     context_dir: Annotated[
         Path | None, typer.Option(help="Write the build context here (new or empty folder).")
     ] = None,
-    engine: Annotated[
-        str | None, typer.Option(hidden=True, help="Deprecated alias of --builder.")
-    ] = None,
+    engine: EngineArg = None,
     trust: Annotated[
         Path | None,
         typer.Option(
@@ -73,7 +108,7 @@ def build(
 
 @app.command()
 def sign(
-    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    model: ModelArg,
     private_key: Annotated[
         Path,
         typer.Option(
@@ -100,7 +135,7 @@ def sign(
 
 @app.command()
 def sbom(
-    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    model: ModelArg,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="SBOM file to write (CycloneDX JSON).")
     ] = Path("sbom.cdx.json"),
@@ -131,17 +166,6 @@ def _manifest_extra(
     }
 
 
-BatchJobArg = Annotated[
-    tuple[str, str] | None,
-    typer.Option(
-        "--batch-job",
-        help="INPUT OUTPUT: an Indexed Job scoring INPUT (folder, glob, gs:// or s3:// URL) "
-        "into OUTPUT, one pod per shard.",
-    ),
-]
-ShardsArg = Annotated[int | None, typer.Option(min=1, help="--batch-job: shards (pods).")]
-
-
 def _batch_options(batch_job: tuple[str, str] | None, shards: int | None) -> Any:
     from tabship.deploy.batch_job import BatchJobOptions
     from tabship.errors import ConfigError
@@ -157,15 +181,15 @@ def _batch_options(batch_job: tuple[str, str] | None, shards: int | None) -> Any
 
 @app.command()
 def manifests(
-    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    model: ModelArg,
     image: Annotated[
         str, typer.Option(help="Image reference, ideally by digest (name@sha256:...).")
     ],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Kustomize folder to write.")
     ] = Path("k8s"),
-    name: Annotated[str | None, typer.Option(help="Object name (default tabship-TARGET).")] = None,
-    namespace: Annotated[str | None, typer.Option(help="Namespace for every object.")] = None,
+    name: NameArg = None,
+    namespace: NamespaceArg = None,
     min_replicas: Annotated[int, typer.Option(help="HPA minimum.")] = 2,
     max_replicas: Annotated[int, typer.Option(help="HPA maximum.")] = 10,
     cpu_target: Annotated[int, typer.Option(help="HPA CPU utilisation target, percent.")] = 70,
@@ -187,20 +211,9 @@ def manifests(
             "(kubectl create secret generic NAME --from-file=api-keys=KEYS)."
         ),
     ] = None,
-    version: Annotated[
-        str | None, typer.Option(help="Model version in labels and names (default: sha256[:12]).")
-    ] = None,
-    canary: Annotated[
-        int | None,
-        typer.Option(
-            help="Keep the stable Deployment and add this model as a canary taking PERCENT of "
-            "the traffic, through a Gateway API HTTPRoute."
-        ),
-    ] = None,
-    gateway_class: Annotated[
-        str | None,
-        typer.Option(help="GatewayClass of the canary's Gateway [required with --canary]."),
-    ] = None,
+    version: VersionArg = None,
+    canary: CanaryArg = None,
+    gateway_class: GatewayClassArg = None,
     log_db_secret: Annotated[
         str | None,
         typer.Option(
@@ -289,7 +302,7 @@ def check_manifests(
 
 @deploy_app.command("gke")
 def deploy_gke(
-    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    model: ModelArg,
     project: Annotated[str, typer.Option(help="Google Cloud project id.")],
     region: Annotated[str, typer.Option(help="Region, e.g. europe-west1.")],
     cluster: Annotated[
@@ -309,33 +322,18 @@ def deploy_gke(
     name: Annotated[
         str | None, typer.Option(help="Object and image name (default tabship-TARGET).")
     ] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Keep the manifests in this folder.")
-    ] = None,
-    dry_run: Annotated[bool, typer.Option(help="Print every command; change nothing.")] = False,
-    engine: Annotated[
-        str | None, typer.Option(hidden=True, help="Deprecated alias of --builder.")
-    ] = None,
-    version: Annotated[
-        str | None, typer.Option(help="Model version in labels and names (default: sha256[:12]).")
-    ] = None,
-    canary: Annotated[
-        int | None,
-        typer.Option(
-            help="Keep the stable Deployment and add this model as a canary taking PERCENT of "
-            "the traffic, through a Gateway API HTTPRoute."
-        ),
-    ] = None,
+    output: OutputArg = None,
+    dry_run: DryRunArg = False,
+    engine: EngineArg = None,
+    version: VersionArg = None,
+    canary: CanaryArg = None,
     gateway_class: Annotated[
         str | None,
         typer.Option(
             help="GatewayClass of the canary's Gateway (GKE: default gke-l7-global-external-managed)."
         ),
     ] = None,
-    api_keys_secret: Annotated[
-        str | None,
-        typer.Option(help="Secret holding the API keys file (key `api-keys`), mounted read-only."),
-    ] = None,
+    api_keys_secret: ApiKeysSecretArg = None,
     batch_job: BatchJobArg = None,
     shards: ShardsArg = None,
 ) -> None:
@@ -375,37 +373,21 @@ def deploy_gke(
 
 @deploy_app.command("k8s")
 def deploy_k8s(
-    model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
+    model: ModelArg,
     image: Annotated[
         str, typer.Option(help="An image the cluster can pull (built with `tabship build`).")
     ],
     context: Annotated[
         str | None, typer.Option(help="kubectl context (default: the current one).")
     ] = None,
-    name: Annotated[str | None, typer.Option(help="Object name (default tabship-TARGET).")] = None,
-    namespace: Annotated[str | None, typer.Option(help="Namespace for every object.")] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Keep the manifests in this folder.")
-    ] = None,
-    dry_run: Annotated[bool, typer.Option(help="Print every command; change nothing.")] = False,
-    version: Annotated[
-        str | None, typer.Option(help="Model version in labels and names (default: sha256[:12]).")
-    ] = None,
-    canary: Annotated[
-        int | None,
-        typer.Option(
-            help="Keep the stable Deployment and add this model as a canary taking PERCENT of "
-            "the traffic, through a Gateway API HTTPRoute."
-        ),
-    ] = None,
-    gateway_class: Annotated[
-        str | None,
-        typer.Option(help="GatewayClass of the canary's Gateway [required with --canary]."),
-    ] = None,
-    api_keys_secret: Annotated[
-        str | None,
-        typer.Option(help="Secret holding the API keys file (key `api-keys`), mounted read-only."),
-    ] = None,
+    name: NameArg = None,
+    namespace: NamespaceArg = None,
+    output: OutputArg = None,
+    dry_run: DryRunArg = False,
+    version: VersionArg = None,
+    canary: CanaryArg = None,
+    gateway_class: GatewayClassArg = None,
+    api_keys_secret: ApiKeysSecretArg = None,
     batch_job: BatchJobArg = None,
     shards: ShardsArg = None,
 ) -> None:
