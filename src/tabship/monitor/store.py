@@ -7,6 +7,7 @@ with a busy timeout, so several worker processes can append to one file.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,9 +23,11 @@ from tabship.monitor.handover import hand_over
 
 SCHEMA_VERSION = 1
 SQLITE_BUSY_MS = 10_000
-# Rows per driver call within one batch's transaction: between calls the writer thread hands
-# the core back (see `hand_over`), so a request never waits behind a whole batch.
-INSERT_CHUNK_ROWS = 32
+# Rows per driver call within one batch's transaction. For SQLite one multi-row statement
+# binds its values in C and gives up the GIL once (executemany gives it up once a row, and
+# each time the event loop's thread must win it back); between calls the writer thread
+# hands the core back (see `hand_over`), so a request never waits behind a whole batch.
+INSERT_CHUNK_ROWS = 64
 
 metadata = sa.MetaData()
 meta_table = sa.Table(
@@ -141,10 +144,9 @@ class LogStore:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self.ready = False
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        self._insert_sql = (
-            f"INSERT INTO {predictions_table.name} ({', '.join(ROW_COLUMNS)}) "  # noqa: S608 - our own names
-            f"VALUES ({', '.join([mark] * len(ROW_COLUMNS))})"
-        )
+        self._row_marks = f"({', '.join([mark] * len(ROW_COLUMNS))})"
+        # By row count: each size is one statement, prepared once by the driver.
+        self._insert_sql: dict[int, str] = {}
 
     def open(self) -> None:
         """Create the schema if absent, record its version, refuse a newer one."""
@@ -179,19 +181,32 @@ class LogStore:
         self.ready = True
 
     def insert(self, rows: Sequence[Mapping[str, Any] | tuple[Any, ...]]) -> None:
-        """Append prediction rows (dicts, or tuples in ROW_COLUMNS order) in one transaction.
+        """Append prediction rows (tuples in ROW_COLUMNS order, or dicts) in one transaction.
 
-        Tuples go straight to the driver's executemany: SQLAlchemy's per-row processing would
-        cost the serving process more CPU than the database itself.
+        SQLite takes each chunk as one multi-row statement; psycopg takes it as executemany
+        (pipelined, and its per-parameter work makes a 700-parameter statement ten times
+        slower).
         """
         self.open()
-        tuples = [tuple(r[c] for c in ROW_COLUMNS) if isinstance(r, Mapping) else r for r in rows]
+        rows = [tuple(r[c] for c in ROW_COLUMNS) if isinstance(r, Mapping) else r for r in rows]
         with self.engine.begin() as connection:
-            for start in range(0, len(tuples), INSERT_CHUNK_ROWS):
-                connection.exec_driver_sql(
-                    self._insert_sql, tuples[start : start + INSERT_CHUNK_ROWS]
-                )
+            for start in range(0, len(rows), INSERT_CHUNK_ROWS):
+                chunk = rows[start : start + INSERT_CHUNK_ROWS]
+                if self.sqlite:
+                    values = tuple(itertools.chain.from_iterable(chunk))
+                    connection.exec_driver_sql(self._insert_statement(len(chunk)), values)
+                else:
+                    connection.exec_driver_sql(self._insert_statement(1), chunk)
                 hand_over()
+
+    def _insert_statement(self, rows: int) -> str:
+        sql = self._insert_sql.get(rows)
+        if sql is None:
+            sql = self._insert_sql[rows] = (
+                f"INSERT INTO {predictions_table.name} ({', '.join(ROW_COLUMNS)}) VALUES "  # noqa: S608 - our own names
+                + ", ".join([self._row_marks] * rows)
+            )
+        return sql
 
     def known_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of `ids` are logged predictions."""
