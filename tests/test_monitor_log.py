@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typer.testing import CliRunner
 from tabship.cli import app as cli
 from tabship.config import ServeSettings
 from tabship.monitor.store import LogDatabaseError, LogStore
-from tabship.monitor.writer import Logged, LogWriter
+from tabship.monitor.writer import WRITER_NICE, Logged, LogWriter
 from tabship.predictor import Predictor
 from tabship.serve.app import App, create_app
 from tabship.workflow import TrainedModel
@@ -424,3 +425,43 @@ def test_monitor_against_an_unreachable_database_says_so(tiny_model: TrainedMode
     assert "cannot be reached" in result.output
     assert "hunter2" not in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice is a POSIX call")
+def test_the_writer_thread_runs_below_the_serving_threads(tmp_path: Path) -> None:
+    writer = LogWriter(LogStore(f"sqlite:///{tmp_path / 'log.db'}"), "sha", flush_seconds=0.02)
+    writer.start()
+    writer.submit(Logged(["one"], [PATIENT], [1.0], None, []), "/predict_api", "", 0.001)
+    assert writer.flush(timeout=30)  # the thread has run its first lines
+    assert writer._thread is not None and writer._thread.native_id is not None
+    assert os.getpriority(os.PRIO_PROCESS, writer._thread.native_id) == (
+        os.getpriority(os.PRIO_PROCESS, 0) + WRITER_NICE
+    )
+    assert os.getpriority(os.PRIO_PROCESS, 0) < WRITER_NICE  # this thread is untouched
+    writer.close()
+
+
+def test_batch_rows_are_made_by_the_writer_with_each_rows_warnings(tmp_path: Path) -> None:
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    writer = LogWriter(store, "sha", flush_seconds=0.02)
+    writer.start()
+    batch = Logged(
+        ["b-0", "b-1", "b-2"],
+        [PATIENT, {**PATIENT, "region": "mars"}, PATIENT],
+        [1.5, 2.5, float("nan")],
+        None,
+        ["row 1: region 'mars' was not seen in training", "model: shared note"],
+    )
+    writer.submit(batch, "/v1/predict", "client-7", 0.002)
+    writer.submit(Logged(["one"], [PATIENT], [4.0], None, ["a note"]), "/predict_api", "", 0.001)
+    writer.close()
+    logged = {r.id: r for r in store.rows(None, 0)}
+    assert logged["b-1"].warnings == [
+        "region 'mars' was not seen in training",
+        "model: shared note",
+    ]
+    assert logged["b-0"].warnings == ["model: shared note"]
+    assert logged["b-1"].input["region"] == "mars"
+    assert logged["b-2"].prediction is None  # NaN is written as JSON null, not a bare nan
+    assert {r.request_id for r in logged.values()} == {"client-7", "one"}
+    assert logged["one"].warnings == ["a note"] and logged["one"].prediction == 4.0
