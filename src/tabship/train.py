@@ -128,6 +128,32 @@ def infer_task(target: pd.Series) -> Task:
     return "regression"
 
 
+def _labels(y_raw: pd.Series, task: Task, target: str, folds: int) -> tuple[np.ndarray, list[str]]:
+    """The target as numbers to fit (class indexes for classification) and the classes."""
+    if task == "regression":
+        if y_raw.dtype.kind not in "iuf":
+            example = y_raw.iloc[0]
+            raise DataError(
+                f"target column {target!r} is not numeric (e.g. {example!r}), so it cannot be "
+                f"a regression target; use --task classification to predict it as a label"
+            )
+        return y_raw.to_numpy(dtype=np.float64), []
+    text = y_raw.astype(str)
+    classes = sorted(text.unique())
+    if len(classes) < 2:
+        raise DataError(
+            f"target column {target!r} has one class ({classes[0]!r}); classification needs at least two"
+        )
+    counts = text.value_counts()
+    rare = counts[counts < folds]
+    if len(rare):
+        raise DataError(
+            f"class {rare.index[0]!r} of {target!r} has {int(rare.iloc[0])} rows, fewer than "
+            f"the {folds} CV folds; add rows, merge rare classes, or lower --folds"
+        )
+    return text.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64), classes
+
+
 def prepare(
     frame: pd.DataFrame, options: TrainOptions
 ) -> tuple[Task, Schema, pd.DataFrame, np.ndarray, list[str], list[str]]:
@@ -146,31 +172,7 @@ def prepare(
         notes.append(f"{int(empty_target.sum())} rows with an empty {target!r} dropped")
         frame = frame.loc[~empty_target].reset_index(drop=True)
     task = options.task or infer_task(frame[target])
-    y_raw = frame[target]
-    classes: list[str] = []
-    if task == "regression":
-        if y_raw.dtype.kind not in "iuf":
-            example = y_raw.iloc[0]
-            raise DataError(
-                f"target column {target!r} is not numeric (e.g. {example!r}), so it cannot be "
-                f"a regression target; use --task classification to predict it as a label"
-            )
-        labels = y_raw.to_numpy(dtype=np.float64)
-    else:
-        text = y_raw.astype(str)
-        classes = sorted(text.unique())
-        if len(classes) < 2:
-            raise DataError(
-                f"target column {target!r} has one class ({classes[0]!r}); classification needs at least two"
-            )
-        counts = text.value_counts()
-        rare = counts[counts < options.folds]
-        if len(rare):
-            raise DataError(
-                f"class {rare.index[0]!r} of {target!r} has {int(rare.iloc[0])} rows, fewer than "
-                f"the {options.folds} CV folds; add rows, merge rare classes, or lower --folds"
-            )
-        labels = text.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
+    labels, classes = _labels(frame[target], task, target, options.folds)
     if len(frame) < 2 * options.folds:
         raise DataError(
             f"the table has {len(frame)} usable rows; {options.folds}-fold CV needs at least "
@@ -238,6 +240,45 @@ def is_imbalanced(task: Task, labels: np.ndarray) -> bool:
     return bool(counts.min() / counts.max() < IMBALANCE_RATIO)
 
 
+def _without_expansion(pool: list[Candidate], width: int, notes: list[str]) -> list[Candidate]:
+    """The pool without degree-2 candidates, for a table too wide to expand."""
+    if any(c.expand for c in pool):
+        notes.append(
+            f"degree-2 feature candidates left out: {width} encoded columns "
+            f"(more than {EXPAND_MAX_WIDTH})"
+        )
+    return [c for c in pool if not c.expand] or pool
+
+
+def _tuned(
+    validator: CrossValidator,
+    pool: list[Candidate],
+    leaderboard: list[Row],
+    sort_by: str,
+    budget: float,
+    base_seconds: dict[str, float],
+    expandable: bool,
+    progress: Progress | None,
+    notes: list[str],
+) -> tuple[list[Row], TuningSummary | None]:
+    """The leaderboard with the tuned candidates ranked in, when the budget allows tuning."""
+    if budget < 1.0:
+        notes.append("tuning skipped: the time budget was spent by the comparison")
+        return leaderboard, None
+    tuned, tuning = tune(
+        validator,
+        pool,
+        leaderboard,
+        sort_by=sort_by,
+        budget=budget,
+        base_seconds=base_seconds,
+        expandable=expandable,
+        progress=progress,
+    )
+    notes.extend(tuning.notes)
+    return rank(leaderboard + tuned, sort_by), tuning
+
+
 def train(
     frame: pd.DataFrame, options: TrainOptions, progress: Progress | None = None
 ) -> TrainResult:
@@ -251,12 +292,8 @@ def train(
             f"unknown metric {sort_by!r} for {task}; choose from: {', '.join(metrics.names(task))}"
         )
     expandable = encoded_width(schema) <= EXPAND_MAX_WIDTH
-    if not expandable and any(c.expand for c in pool):
-        notes.append(
-            f"degree-2 feature candidates left out: {encoded_width(schema)} encoded columns "
-            f"(more than {EXPAND_MAX_WIDTH})"
-        )
-        pool = [c for c in pool if not c.expand] or pool
+    if not expandable:
+        pool = _without_expansion(pool, encoded_width(schema), notes)
     fit_x, fit_y, held_x, held_y = _split_holdout(task, features, labels, options)
     balanced = is_imbalanced(task, fit_y)
     if balanced:
@@ -295,29 +332,27 @@ def train(
             if deadline is not None:
                 # The refit of the best so far must still fit in what the budget leaves.
                 budget = deadline - clock() - fit_estimate(leaderboard[0], len(fit_x))
-            if budget >= 1.0:
-                tuned, tuning = tune(
-                    validator,
-                    pool,
-                    leaderboard,
-                    sort_by=sort_by,
-                    budget=budget,
-                    base_seconds=comparison.seconds,
-                    expandable=expandable,
-                    progress=progress,
-                )
-                notes.extend(tuning.notes)
-                leaderboard = rank(leaderboard + tuned, sort_by)
-            else:
-                notes.append("tuning skipped: the time budget was spent by the comparison")
+            leaderboard, tuning = _tuned(
+                validator,
+                pool,
+                leaderboard,
+                sort_by,
+                budget,
+                comparison.seconds,
+                expandable,
+                progress,
+                notes,
+            )
         best = leaderboard[0]
         if progress:
             progress(f"refit on {len(fit_x):,} rows: {best.label}", 1, 1)
         chosen = next(c for c in pool if c.name == (best.candidate or best.name))
         pipeline = cluster.fit(validator.pipeline(chosen, best.expand, best.params), fit_x, fit_y)
-    for row in rows:
-        if row.error:
-            notes.append(f"{row.label} failed in cross-validation ({row.error}); left out")
+    notes.extend(
+        f"{row.label} failed in cross-validation ({row.error}); left out"
+        for row in rows
+        if row.error
+    )
     holdout = None
     if held_x is not None and held_y is not None:
         scores = metrics.scorer(task, len(classes))(pipeline, held_x, held_y)

@@ -53,18 +53,22 @@ def check(value: Any, type_name: str, where: str, problems: list[str]) -> None:
         if not isinstance(value, SCALARS[type_name]) or (type_name != "bool" and value is True):
             problems.append(f"{where}: {value!r} is not {type_name}")
     else:
-        cls = model_class(type_name)
-        if cls is None:
-            problems.append(f"{where}: no SDK model {type_name}")
-        elif not isinstance(value, dict):
-            problems.append(f"{where}: must be an object ({type_name})")
-        else:
-            fields = {wire: attr for attr, wire in cls.attribute_map.items()}
-            for key, item in value.items():
-                if key not in fields:
-                    problems.append(f"{where}.{key}: not a field of {type_name}")
-                else:
-                    check(item, cls.openapi_types[fields[key]], f"{where}.{key}", problems)
+        check_model(value, type_name, where, problems)
+
+
+def check_model(value: Any, type_name: str, where: str, problems: list[str]) -> None:
+    cls = model_class(type_name)
+    if cls is None:
+        problems.append(f"{where}: no SDK model {type_name}")
+    elif not isinstance(value, dict):
+        problems.append(f"{where}: must be an object ({type_name})")
+    else:
+        fields = {wire: attr for attr, wire in cls.attribute_map.items()}
+        for key, item in value.items():
+            if key not in fields:
+                problems.append(f"{where}.{key}: not a field of {type_name}")
+            else:
+                check(item, cls.openapi_types[fields[key]], f"{where}.{key}", problems)
 
 
 def main(paths: list[str]) -> int:

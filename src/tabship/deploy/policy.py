@@ -93,6 +93,17 @@ ContainerCheck = Callable[[dict[str, Any], dict[str, Any]], Iterator[tuple[str, 
 
 
 def _container_rules(pod: dict[str, Any], c: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    yield from _security_rules(pod, c)
+    yield from _resource_rules(c)
+    yield from _probe_rules(c)
+    image = str(c.get("image", ""))
+    last = image.rsplit("/", 1)[-1]
+    if "@sha256:" not in image and (":" not in last or last.endswith(":latest")):
+        yield "latest-tag", f"image {image!r} has no tag, or the tag latest"
+
+
+def _security_rules(pod: dict[str, Any], c: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """The container's securityContext, falling back to the pod's where Kubernetes does."""
     sc, psc = c.get("securityContext") or {}, pod.get("securityContext") or {}
 
     def effective(key: str) -> Any:
@@ -125,6 +136,9 @@ def _container_rules(pod: dict[str, Any], c: dict[str, Any]) -> Iterator[tuple[s
         yield "container-seccomp-profile", f"seccompProfile type is {seccomp!r}"
     if sc.get("readOnlyRootFilesystem") is not True:
         yield "no-read-only-root-fs", "securityContext.readOnlyRootFilesystem is not true"
+
+
+def _resource_rules(c: dict[str, Any]) -> Iterator[tuple[str, str]]:
     resources = c.get("resources") or {}
     requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
     if "cpu" not in requests:
@@ -139,6 +153,9 @@ def _container_rules(pod: dict[str, Any], c: dict[str, Any]) -> Iterator[tuple[s
             "container-memory-requests-equal-limits",
             f"memory request {requests['memory']} != limit {limits['memory']}",
         )
+
+
+def _probe_rules(c: dict[str, Any]) -> Iterator[tuple[str, str]]:
     paths = []
     for probe, rule in (
         ("startupProbe", "no-startup-probe"),
@@ -154,10 +171,6 @@ def _container_rules(pod: dict[str, Any], c: dict[str, Any]) -> Iterator[tuple[s
             "pod-probes",
             f"probe paths {paths} repeat; startup, readiness and liveness mean different things",
         )
-    image = str(c.get("image", ""))
-    last = image.rsplit("/", 1)[-1]
-    if "@sha256:" not in image and (":" not in last or last.endswith(":latest")):
-        yield "latest-tag", f"image {image!r} has no tag, or the tag latest"
 
 
 def _env_rules(c: dict[str, Any]) -> Iterator[tuple[str, str]]:
