@@ -142,6 +142,9 @@ def _scored(predictor: Predictor, chunks: Iterator[Chunk]) -> Iterator[Scored]:
     writes chunk k-1: ONNX Runtime, the CSV parser and Arrow's writer release the GIL, so on
     two cores the stages overlap instead of taking turns. At most two chunks are in memory.
     """
+    # One table of predictions per decision cell for the whole run: a cell met in an earlier
+    # chunk is not predicted again (see cells.py). Only the worker thread touches it.
+    memo = predictor.engine.memo()
     with ThreadPoolExecutor(1, thread_name_prefix="tabship-batch") as pool:
         previous: tuple[str | None, pd.DataFrame, Batch, Future[Any]] | None = None
         try:
@@ -149,7 +152,8 @@ def _scored(predictor: Predictor, chunks: Iterator[Chunk]) -> Iterator[Scored]:
                 batch = predictor.schema.validate_frame(
                     chunk, first_row=first_row, strict_categories=predictor.strict_categories
                 )
-                current = (source, chunk, batch, pool.submit(predictor.predict_batch, batch))
+                future = pool.submit(predictor.predict_batch, batch, memo)
+                current = (source, chunk, batch, future)
                 if previous is not None:
                     yield *previous[:3], previous[3].result()
                 previous = current

@@ -1,0 +1,94 @@
+"""Predicting once per decision cell gives every row exactly what ONNX Runtime gives it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tabship.batch import predict_file
+from tabship.engines import CELL_MIN_ROWS
+from tabship.predictor import Predictor
+from tabship.train import TrainOptions
+from tabship.workflow import train_model
+
+from .conftest import make_tiny_table
+
+ROWS = CELL_MIN_ROWS + 5_000
+
+
+def _train(folder: Path, target: str, model: str, missing: bool = False) -> Predictor:
+    table = make_tiny_table(rows=200, seed=3)
+    if missing:
+        table.loc[::7, "bmi"] = np.nan  # numbers with gaps: an Imputer before the trees
+    table.to_csv(folder / "train.csv", index=False)
+    options = TrainOptions(target=target, folds=3, models=[model])
+    trained = train_model(str(folder / "train.csv"), options, folder / "model")
+    return Predictor.load(trained.artifact.directory, threads=2)
+
+
+def _fresh_rows(predictor: Predictor) -> pd.DataFrame:
+    """New rows: continuous numbers, empty cells, an unseen region, values on thresholds."""
+    rows = make_tiny_table(rows=ROWS, seed=11).drop(columns=predictor.target)
+    rows["bmi"] = rows["bmi"].astype(float)
+    if predictor.schema.features[1].allow_missing:
+        rows.loc[::13, "bmi"] = np.nan
+    if "region" in rows:
+        rows.loc[::17, "region"] = "atlantis"
+    cells = predictor.engine.memo()
+    if cells is not None:
+        edges = cells.cells.thresholds[1]
+        assert edges is not None
+        rows.loc[: len(edges) - 1, "bmi"] = edges.astype(np.float64)  # exactly on a split
+    return rows
+
+
+CASES = [
+    ("charges", "gradient_boosting", True),
+    ("charges", "hist_gradient_boosting", True),
+    ("charges", "lightgbm", False),
+    ("charges", "xgboost", False),
+    ("smoker", "gradient_boosting", False),
+    ("region", "decision_tree", False),
+]
+
+
+@pytest.mark.parametrize(("target", "model", "missing"), CASES)
+def test_cells_match_the_graph_bit_for_bit(
+    tmp_path: Path, target: str, model: str, missing: bool
+) -> None:
+    predictor = _train(tmp_path, target, model, missing)
+    assert predictor.engine.memo() is not None, f"{model}: its trees should have cells"
+    batch = predictor.schema.validate_frame(_fresh_rows(predictor))
+    by_cell = predictor.predict_batch(batch)  # a big table: keyed by cell
+    by_row = predictor.engine.run(batch.columns, batch.rows)  # no codes: every row run
+    assert np.array_equal(by_cell[0], by_row[0])
+    if by_row[1] is None:
+        assert by_cell[1] is None
+    else:
+        assert by_cell[1] is not None
+        assert np.array_equal(by_cell[1], by_row[1])
+
+
+# No trees; or a forest over a continuous number (charges) with more cells than MAX_CELLS.
+@pytest.mark.parametrize(("target", "model"), [("charges", "ridge"), ("smoker", "random_forest")])
+def test_models_without_cells_run_row_by_row(tmp_path: Path, target: str, model: str) -> None:
+    predictor = _train(tmp_path, target, model)
+    assert predictor.engine.memo() is None
+    batch = predictor.schema.validate_frame(_fresh_rows(predictor))
+    assert np.array_equal(
+        predictor.predict_batch(batch)[0], predictor.engine.run(batch.columns, batch.rows)[0]
+    )
+
+
+def test_a_file_keeps_cells_between_chunks(tmp_path: Path) -> None:
+    predictor = _train(tmp_path, "charges", "gradient_boosting", missing=True)
+    rows = _fresh_rows(predictor)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.csv", chunk_rows=3_000)
+    written = pd.read_csv(tmp_path / "out.csv")["predicted_charges"].to_numpy()
+    batch = predictor.schema.validate_frame(pd.read_csv(tmp_path / "rows.csv"))
+    by_row = predictor.engine.run(batch.columns, batch.rows)[0]
+    assert np.array_equal(written, by_row)
