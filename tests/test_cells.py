@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,3 +93,56 @@ def test_a_file_keeps_cells_between_chunks(tmp_path: Path) -> None:
     batch = predictor.schema.validate_frame(pd.read_csv(tmp_path / "rows.csv"))
     by_row = predictor.engine.run(batch.columns, batch.rows)[0]
     assert np.array_equal(written, by_row)
+
+
+def _stump_graph(middle: list[Any]) -> bytes:
+    """A one-split tree on `x` (x <= 2.5), after the given nodes turn `x` into `features`."""
+    from onnx import TensorProto, helper
+
+    tree = helper.make_node(
+        "TreeEnsembleRegressor",
+        ["features"],
+        ["y"],
+        domain="ai.onnx.ml",
+        n_targets=1,
+        nodes_treeids=[0, 0, 0],
+        nodes_nodeids=[0, 1, 2],
+        nodes_featureids=[0, 0, 0],
+        nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"],
+        nodes_values=[2.5, 0.0, 0.0],
+        nodes_truenodeids=[1, 0, 0],
+        nodes_falsenodeids=[2, 0, 0],
+        target_treeids=[0, 0],
+        target_nodeids=[1, 2],
+        target_ids=[0, 0],
+        target_weights=[1.0, 2.0],
+    )
+    graph = helper.make_graph(
+        [*middle, tree],
+        "stump",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor("two", TensorProto.FLOAT, [1], [2.0])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    )
+    return bytes(model.SerializeToString())
+
+
+def test_cells_only_where_numbers_reach_the_trees_unchanged() -> None:
+    from onnx import helper
+
+    from tabship.cells import read_cells
+
+    inputs = [("x", False, 0)]
+    same = read_cells(_stump_graph([helper.make_node("Identity", ["x"], ["features"])]), inputs)
+    assert same is not None and same.sizes == [3]
+    assert same.thresholds[0] is not None and same.thresholds[0].tolist() == [2.5]
+    # x = 2.5 is on the split (LEQ: left), just above it is not; missing is a cell of its own.
+    keys = same.keys([np.array([[2.5], [2.5000002], [-9.0], [np.nan]], dtype=np.float32)])
+    assert keys.tolist() == [0, 1, 0, 2]
+    scaled = helper.make_node("Mul", ["x", "two"], ["features"])
+    rows_mixed = helper.make_node("Concat", ["x", "x"], ["features"], axis=0)
+    for node in (scaled, rows_mixed):
+        assert read_cells(_stump_graph([node]), inputs) is None, node.op_type

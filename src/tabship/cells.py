@@ -26,53 +26,22 @@ from tabship.onnx_graph import Node, read_graph
 TREE_OPS = frozenset({"TreeEnsembleRegressor", "TreeEnsembleClassifier"})
 # Row-wise operators a numeric input may pass through on its way to the trees unchanged.
 _SAME = frozenset({"Imputer", "Identity", "Cast"})
-# Operators seen downstream of the trees or on categories in tabship's exports; all row-wise.
-_ROW_WISE = frozenset(
-    {
-        "OneHotEncoder",
-        "LabelEncoder",
-        "ArrayFeatureExtractor",
-        "ZipMap",
-        "Normalizer",
-        "Concat",
-        "Reshape",
-        "Flatten",
-        "Cast",
-        "Identity",
-        "Imputer",
-        "Mul",
-        "Add",
-        "Sigmoid",
-        "Softmax",
-        "Sub",
-        "Div",
-        "Abs",
-        "Neg",
-        "Exp",
-        "Log",
-        "ArgMax",
-        "Gather",
-        "Squeeze",
-        "Unsqueeze",
-        "Transpose",
-        "Tile",
-        "Shape",
-        "Slice",
-        "Where",
-        "Equal",
-        "Greater",
-        "Less",
-        "Not",
-        "Sum",
-        "ReduceSum",
-        "Clip",
-        "Max",
-        "Min",
-        "Pow",
-        "Sqrt",
-    }
+# Operators that keep each row to itself (given an axis other than the rows'), as tabship's
+# exports use them for categories and after the trees. Anything else: no cells.
+_ROW_WISE = (
+    frozenset(
+        {
+            "OneHotEncoder", "LabelEncoder", "ArrayFeatureExtractor", "ZipMap", "Normalizer",
+            "Scaler", "Binarizer", "Concat", "Reshape", "Flatten", "Cast", "Identity",
+            "Imputer", "Mul", "Add", "Sub", "Div", "Sigmoid", "Softmax", "Abs", "Neg", "Exp",
+            "Log", "ArgMax", "Gather", "Equal", "Greater", "Less", "Not", "Where", "Clip",
+            "Max", "Min", "Pow", "Sqrt", "Sum",
+        }
+    )
     | TREE_OPS
-)
+)  # fmt: skip
+# The axis an operator works along when the attribute is absent (0, the rows, is refused).
+_DEFAULT_AXIS = {"Concat": 0, "Gather": 0, "ArgMax": 0, "Flatten": 1, "Softmax": -1}
 # A table of this many cells costs 4 bytes a cell per run; larger models are run row by row.
 MAX_CELLS = 1 << 22
 # Models bigger than this take longer to read here than cells would save.
@@ -101,8 +70,7 @@ def _concat(node: Node, known: dict[str, Columns]) -> Columns:
             raise _NotCells("a number follows columns of unknown count")
         out.extend(part[0])
         is_open = is_open or part[1]
-    axis = node.attributes.get("axis", 1)
-    if axis not in (-1, 1) and _has_number((out, is_open)):
+    if node.attributes.get("axis") not in (-1, 1) and _has_number((out, is_open)):
         raise _NotCells("numbers joined along another axis than the features'")
     return out, is_open
 
@@ -110,16 +78,18 @@ def _concat(node: Node, known: dict[str, Columns]) -> Columns:
 def _reshape(node: Node, known: dict[str, Columns], constants: dict[str, list[int]]) -> Columns:
     columns = known.get(node.inputs[0], ([], True))
     shape = constants.get(node.inputs[1]) if len(node.inputs) > 1 else None
-    if not _has_number(columns):
-        return [None] * len(columns[0]), True
-    if columns[1] or shape is None or len(shape) != 2 or shape[1] != len(columns[0]):
-        raise _NotCells("a reshape moves numbers")
+    # Rows stay rows only when the shape is (rows, the row's whole width).
+    if columns[1] or shape is None or len(shape) != 2 or shape[0] not in (-1, 0):
+        raise _NotCells("a reshape may move values between rows")
+    if shape[1] != len(columns[0]):
+        raise _NotCells("a reshape may move values between rows")
     return columns
 
 
 def _step(node: Node, known: dict[str, Columns], constants: dict[str, list[int]]) -> Columns:
     """The columns of `node`'s first output, given its inputs'."""
-    if node.op not in _ROW_WISE:
+    axis = node.attributes.get("axis", _DEFAULT_AXIS.get(node.op))
+    if node.op not in _ROW_WISE or axis == 0:
         raise _NotCells(f"operator {node.op} may mix rows")
     if node.op == "Concat":
         return _concat(node, known)
@@ -132,8 +102,10 @@ def _step(node: Node, known: dict[str, Columns], constants: dict[str, list[int]]
         raise _NotCells(f"numbers pass through {node.op}")
     if node.op == "OneHotEncoder":
         levels = node.attributes.get("cats_strings") or node.attributes.get("cats_int64s") or []
-        return [None] * len(levels), first[1]
-    return [], True
+        return [None] * (len(levels) * len(first[0])), first[1]
+    picked = constants.get(node.inputs[1]) if node.op == "Gather" else None
+    # A category column picked out of its input by a constant index keeps a known width.
+    return ([None] * len(picked), False) if picked is not None else ([], True)
 
 
 @dataclass(frozen=True)
@@ -154,14 +126,17 @@ def _trees(node: Node, columns: Columns) -> _Trees:
     modes = {bytes(mode) for mode in attributes.get("nodes_modes", [])}
     if not modes <= {b"BRANCH_LEQ", b"BRANCH_GT", b"BRANCH_LT", b"BRANCH_GTE", b"LEAF"}:
         raise _NotCells("the trees use equality splits")
+    node_modes = [bytes(mode) for mode in attributes.get("nodes_modes", [])]
     features = np.asarray(attributes.get("nodes_featureids", []), dtype=np.int64)
-    if len(features) != len(values):
+    if not len(features) == len(values) == len(node_modes):
         raise _NotCells("the trees' attributes disagree")
+    # A leaf's "feature" and "threshold" are placeholders: only splits count.
+    splits = np.array([mode != b"LEAF" for mode in node_modes], dtype=bool)
     # Numbers always sit where they were counted: nothing of unknown width comes before them.
     return _Trees(
         columns[0],
-        features,
-        np.asarray(values, dtype=np.float32),
+        features[splits],
+        np.asarray(values, dtype=np.float32)[splits],
         side=_side(modes),
     )
 
