@@ -142,7 +142,19 @@ def test_cells_only_where_numbers_reach_the_trees_unchanged() -> None:
     # x = 2.5 is on the split (LEQ: left), just above it is not; missing is a cell of its own.
     keys = same.keys([np.array([[2.5], [2.5000002], [-9.0], [np.nan]], dtype=np.float32)])
     assert keys.tolist() == [0, 1, 0, 2]
+
+    def imputer(replaced: float) -> Any:
+        return helper.make_node(
+            "Imputer",
+            ["x"],
+            ["features"],
+            domain="ai.onnx.ml",
+            imputed_value_floats=[1.0],
+            replaced_value_float=replaced,
+        )
+
+    assert read_cells(_stump_graph([imputer(float("nan"))]), inputs) is not None
     scaled = helper.make_node("Mul", ["x", "two"], ["features"])
     rows_mixed = helper.make_node("Concat", ["x", "x"], ["features"], axis=0)
-    for node in (scaled, rows_mixed):
+    for node in (scaled, rows_mixed, imputer(0.0)):  # 0 imputed: 0 and 0.1 part ways
         assert read_cells(_stump_graph([node]), inputs) is None, node.op_type

@@ -16,6 +16,7 @@ without trees gets no cells, and is run row by row as before.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -86,6 +87,17 @@ def _reshape(node: Node, known: dict[str, Columns], constants: dict[str, list[in
     return columns
 
 
+def _keeps_numbers(node: Node) -> bool:
+    """Whether a Cast, Imputer or Identity leaves every number that is not missing as it is."""
+    if node.op == "Cast":
+        return bool(node.attributes.get("to") == _FLOAT)
+    if node.op == "Imputer":
+        # Only NaN may be replaced: an Imputer of, say, zeros would send 0 and 0.1 apart.
+        replaced = node.attributes.get("replaced_value_float", 0.0)
+        return isinstance(replaced, float) and math.isnan(replaced)
+    return True
+
+
 def _step(node: Node, known: dict[str, Columns], constants: dict[str, list[int]]) -> Columns:
     """The columns of `node`'s first output, given its inputs'."""
     axis = node.attributes.get("axis", _DEFAULT_AXIS.get(node.op))
@@ -96,7 +108,7 @@ def _step(node: Node, known: dict[str, Columns], constants: dict[str, list[int]]
     if node.op == "Reshape":
         return _reshape(node, known, constants)
     first = known.get(node.inputs[0], ([], True)) if node.inputs else ([], True)
-    if node.op in _SAME and (node.op != "Cast" or node.attributes.get("to") == _FLOAT):
+    if node.op in _SAME and _keeps_numbers(node):
         return first
     if any(_has_number(known.get(name, ([], True))) for name in node.inputs):
         raise _NotCells(f"numbers pass through {node.op}")
@@ -123,10 +135,10 @@ def _trees(node: Node, columns: Columns) -> _Trees:
     values = attributes.get("nodes_values")
     if not isinstance(values, list) or "nodes_values_as_tensor" in attributes:
         raise _NotCells("thresholds are not float32 values")
-    modes = {bytes(mode) for mode in attributes.get("nodes_modes", [])}
+    node_modes = [bytes(mode) for mode in attributes.get("nodes_modes", [])]
+    modes = set(node_modes)
     if not modes <= {b"BRANCH_LEQ", b"BRANCH_GT", b"BRANCH_LT", b"BRANCH_GTE", b"LEAF"}:
         raise _NotCells("the trees use equality splits")
-    node_modes = [bytes(mode) for mode in attributes.get("nodes_modes", [])]
     features = np.asarray(attributes.get("nodes_featureids", []), dtype=np.int64)
     if not len(features) == len(values) == len(node_modes):
         raise _NotCells("the trees' attributes disagree")
