@@ -1,10 +1,11 @@
 """Parts of `bench/serve_load.py` on their own, for a quick look: prints their figures as JSON.
 
-    python bench/serve_parts.py cold v1 batch file file5
+    python bench/serve_parts.py cold v1 batch file file5 fresh
 
 cold: cold start and RSS after load (CLI and the pod's command); v1: /v1/predict 100-record
 batches against single rows on one server; batch: Predictor.predict against scikit-learn on
-1M rows; file / file5: `tabship predict` on a 1M / 5M-row CSV against pandas read + write.
+1M rows; file / file5: `tabship predict` on a 1M / 5M-row CSV against pandas read + write;
+fresh: batch and file on 1M insurance-shaped rows with fresh values instead of a resample.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def main(parts: list[str]) -> None:
         out["cold_start"] = bench.cold_start()
     if "v1" in parts:
         out["v1"] = v1_against_single(bench.RUN_SECONDS)
+    if "fresh" in parts:
+        fresh = bench.fresh_table(bench.BATCH_ROWS)
+        out["batch_fresh"], out["file_fresh"] = bench.batch(fresh), bench.file_scoring(fresh)
     frame = bench.big_table(bench.BATCH_ROWS) if {"batch", "file", "file5"} & set(parts) else None
     if frame is not None and "batch" in parts:
         out["batch"] = bench.batch(frame)
@@ -56,4 +60,4 @@ def main(parts: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["cold", "v1", "batch", "file", "file5"])
+    main(sys.argv[1:] or ["cold", "v1", "batch", "file", "file5", "fresh"])

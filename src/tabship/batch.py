@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +19,6 @@ import pyarrow.parquet as pq
 
 from tabship.errors import DatasetError, OutputExistsError
 from tabship.predictor import Predictor
-from tabship.schema import Batch
 
 DEFAULT_CHUNK_ROWS = 100_000
 PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
@@ -132,33 +130,52 @@ class Tally:
 Chunk = tuple[str | None, int, pd.DataFrame]
 
 
-Scored = tuple[str | None, pd.DataFrame, Batch, tuple[np.ndarray, np.ndarray | None]]
+class _Sink:
+    """Writes predicted chunks in order into one Parquet or CSV file, counting as it goes."""
 
+    def __init__(self, predictor: Predictor, partial: Path, parquet: bool, guard: bool) -> None:
+        self.predictor, self.partial, self.parquet, self.guard = predictor, partial, parquet, guard
+        self.tally = Tally()
+        self.writer: pq.ParquetWriter | None = None
+        # One table of predictions per decision cell for the whole run: a cell met in an
+        # earlier chunk is not predicted again (see cells.py). Only the worker touches it.
+        self.memo = predictor.engine.memo()
 
-def _scored(predictor: Predictor, chunks: Iterator[Chunk]) -> Iterator[Scored]:
-    """Each chunk validated and predicted, in order, the model one chunk ahead of the caller.
-
-    The model runs on chunk k in a worker while this thread parses chunk k+1 and the caller
-    writes chunk k-1: ONNX Runtime, the CSV parser and Arrow's writer release the GIL, so on
-    two cores the stages overlap instead of taking turns. At most two chunks are in memory.
-    """
-    with ThreadPoolExecutor(1, thread_name_prefix="tabship-batch") as pool:
-        previous: tuple[str | None, pd.DataFrame, Batch, Future[Any]] | None = None
-        try:
-            for source, first_row, chunk in chunks:
-                batch = predictor.schema.validate_frame(
-                    chunk, first_row=first_row, strict_categories=predictor.strict_categories
+    def score(self, source: str | None, first_row: int, chunk: pd.DataFrame) -> None:
+        """Validate, predict and write one chunk (the next chunk's parsing goes on meanwhile)."""
+        predictor = self.predictor
+        batch = predictor.schema.validate_frame(
+            chunk, first_row=first_row, strict_categories=predictor.strict_categories
+        )
+        values, proba = predictor.predict_batch(batch, self.memo)
+        predicted = chunk.assign(**prediction_columns(predictor, values, proba))
+        prefix = f"{source}: " if source else ""
+        self.tally.warnings.extend(prefix + note for note in batch.warnings)
+        for feature, count in batch.unseen.items():
+            self.tally.unseen[feature] = self.tally.unseen.get(feature, 0) + count
+        table = pa.Table.from_pandas(predicted, preserve_index=False)
+        if self.parquet:
+            self.writer = self.writer or pq.ParquetWriter(self.partial, table.schema)
+            if table.schema != self.writer.schema:
+                # Another file (or chunk) may read a column as integers, the first as floats.
+                table = table.cast(self.writer.schema)
+            self.writer.write_table(table)
+        else:
+            # Arrow's writer formats numbers in C++, several times faster than to_csv; each
+            # chunk is written on its own, so a column's type may differ between chunks.
+            with self.partial.open("ab" if self.tally.rows else "wb") as sink:
+                pa_csv.write_csv(
+                    guard_formulas(table) if self.guard else table,
+                    sink,
+                    pa_csv.WriteOptions(
+                        include_header=self.tally.rows == 0, quoting_style="needed"
+                    ),
                 )
-                current = (source, chunk, batch, pool.submit(predictor.predict_batch, batch))
-                if previous is not None:
-                    yield *previous[:3], previous[3].result()
-                previous = current
-        except Exception:
-            if previous is not None:
-                previous[3].result()  # an earlier chunk's failure comes first, as in order
-            raise
-        if previous is not None:
-            yield *previous[:3], previous[3].result()
+        self.tally.rows += len(chunk)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def write_predictions(
@@ -168,37 +185,30 @@ def write_predictions(
     parquet: bool,
     formula_guard: bool = True,
 ) -> Tally:
-    """Predict every chunk into `partial` (Parquet or CSV), the input columns kept."""
-    tally = Tally()
-    writer = None
+    """Predict every chunk into `partial` (Parquet or CSV), the input columns kept.
+
+    This thread parses chunk k+1 while a worker validates, predicts and writes chunk k: the
+    CSV parser, ONNX Runtime and Arrow's writer release the GIL, so on two cores the stages
+    overlap instead of taking turns. At most two chunks are in memory.
+    """
+    sink = _Sink(predictor, partial, parquet, formula_guard)
     try:
-        for source, chunk, batch, (values, proba) in _scored(predictor, chunks):
-            predicted = chunk.assign(**prediction_columns(predictor, values, proba))
-            prefix = f"{source}: " if source else ""
-            tally.warnings.extend(prefix + note for note in batch.warnings)
-            for feature, count in batch.unseen.items():
-                tally.unseen[feature] = tally.unseen.get(feature, 0) + count
-            table = pa.Table.from_pandas(predicted, preserve_index=False)
-            if parquet:
-                writer = writer or pq.ParquetWriter(partial, table.schema)
-                if table.schema != writer.schema:
-                    # Another file (or chunk) may read a column as integers, the first as floats.
-                    table = table.cast(writer.schema)
-                writer.write_table(table)
-            else:
-                # Arrow's writer formats numbers in C++, several times faster than to_csv; each
-                # chunk is written on its own, so a column's type may differ between chunks.
-                with partial.open("ab" if tally.rows else "wb") as sink:
-                    pa_csv.write_csv(
-                        guard_formulas(table) if formula_guard else table,
-                        sink,
-                        pa_csv.WriteOptions(include_header=tally.rows == 0, quoting_style="needed"),
-                    )
-            tally.rows += len(chunk)
+        with ThreadPoolExecutor(1, thread_name_prefix="tabship-batch") as pool:
+            previous: Future[None] | None = None
+            try:
+                for source, first_row, chunk in chunks:
+                    if previous is not None:
+                        previous.result()  # chunk k-1 written before chunk k is handed over
+                    previous = pool.submit(sink.score, source, first_row, chunk)
+            except Exception:
+                if previous is not None:
+                    previous.result()  # an earlier chunk's failure comes first, as in order
+                raise
+            if previous is not None:
+                previous.result()
     finally:
-        if writer is not None:
-            writer.close()
-    return tally
+        sink.close()
+    return sink.tally
 
 
 def predict_file(

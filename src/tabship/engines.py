@@ -10,11 +10,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tabship.cells import CellMemo, Cells, read_cells
 from tabship.errors import ArtifactError, EngineError, Problem, RecordError
 from tabship.schema import MAX_LISTED_PROBLEMS, Schema
 
 # Below this many rows one run on one thread is faster than handing chunks to others.
 PARALLEL_MIN_ROWS = 20_000
+# From this many rows a tree model predicts each decision cell once (see cells.py).
+CELL_MIN_ROWS = 20_000
 
 
 class Engine(Protocol):
@@ -25,9 +28,21 @@ class Engine(Protocol):
     numbers: type[np.floating[Any]]
 
     def run(
-        self, columns: dict[str, np.ndarray], rows: int
+        self,
+        columns: dict[str, np.ndarray],
+        rows: int,
+        codes: dict[str, np.ndarray] | None = None,
+        memo: CellMemo | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Predicted values (regression) or class indices, and probabilities or None."""
+        """Predicted values (regression) or class indices, and probabilities or None.
+
+        `codes`: categorical features as level codes (tables); `memo`: predictions per
+        decision cell kept between calls (one file's chunks), from `memo()`.
+        """
+        ...
+
+    def memo(self) -> CellMemo | None:
+        """An empty table of predictions per decision cell, or None if the model has none."""
         ...
 
 
@@ -123,16 +138,58 @@ class OnnxEngine:
                 f"{len(schema.inputs)} inputs; the folder is inconsistent, retrain it"
             )
         self._classification = task == "classification"
+        self._model = model
+        self._cells: Cells | None = None
+        self._cells_read = False  # the graph is read for cells on the first big batch
+
+    def memo(self) -> CellMemo | None:
+        """An empty table of predictions per decision cell, or None if the model has none."""
+        if not self._cells_read:
+            # Read once, lazily: a serving pod that answers small requests never pays for it.
+            levels = {f.name: len(f.known_levels) + 2 for f in self._schema.features}
+            inputs = [
+                (graph_name, text, levels.get(name, 0))
+                for (name, text), graph_name in zip(
+                    self._schema.inputs, self._input_names, strict=True
+                )
+            ]
+            self._cells, self._cells_read = read_cells(self._model, inputs), True
+        return None if self._cells is None else CellMemo(self._cells)
 
     def run(
-        self, columns: dict[str, np.ndarray], rows: int
+        self,
+        columns: dict[str, np.ndarray],
+        rows: int,
+        codes: dict[str, np.ndarray] | None = None,
+        memo: CellMemo | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Run the graph on validated columns; big batches run in row chunks on every thread."""
+        """Run the graph on validated columns; big batches run in row chunks on every thread.
+
+        A big table (with `codes`) of a tree model runs once per decision cell instead.
+        """
         try:
-            values, proba = self._run(onnx_feeds(self._schema, self._input_names, columns), rows)
+            feeds = onnx_feeds(self._schema, self._input_names, columns)
+            if codes is not None and rows >= CELL_MIN_ROWS:
+                memo = memo or self.memo()
+            if codes is not None and memo is not None:
+                values, proba = self._run_cells(feeds, codes, memo)
+            else:
+                values, proba = self._run(feeds, rows)
         except Exception as exc:  # onnxruntime's errors have no common Python base
             raise EngineError(f"the onnx engine failed: {type(exc).__name__}: {exc}") from None
         return checked_output(values, proba, rows, self.name)
+
+    def _run_cells(
+        self, feeds: dict[str, np.ndarray], codes: dict[str, np.ndarray], memo: CellMemo
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        keyed = [
+            codes[name] if text else feeds[graph_name]
+            for (name, text), graph_name in zip(self._schema.inputs, self._input_names, strict=True)
+        ]
+        return memo.predict(
+            memo.cells.keys(keyed),
+            lambda picked: self._run({k: v[picked] for k, v in feeds.items()}, len(picked)),
+        )
 
     def _run(self, feeds: dict[str, np.ndarray], rows: int) -> tuple[np.ndarray, np.ndarray | None]:
         if self._threads == 1 or rows < PARALLEL_MIN_ROWS:
@@ -167,8 +224,16 @@ class SklearnEngine:
         self._schema = schema
         self._classification = task == "classification"
 
+    def memo(self) -> CellMemo | None:
+        """None: the pipeline is run as it is."""
+        return None
+
     def run(
-        self, columns: dict[str, np.ndarray], rows: int
+        self,
+        columns: dict[str, np.ndarray],
+        rows: int,
+        codes: dict[str, np.ndarray] | None = None,
+        memo: CellMemo | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Build the frame the pipeline was fitted on and predict."""
         import pandas as pd

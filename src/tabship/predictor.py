@@ -10,6 +10,7 @@ import numpy as np
 
 from tabship.artifact import ONNX_FILE, Artifact
 from tabship.card import ModelCard
+from tabship.cells import CellMemo
 from tabship.engines import Engine, OnnxEngine, SklearnEngine
 from tabship.errors import ArtifactError
 from tabship.schema import Batch, Schema
@@ -96,6 +97,12 @@ class Predictor:
             return Prediction(labels, probabilities, batch.warnings, batch.unseen)
         return Prediction(values.tolist(), None, batch.warnings, batch.unseen)
 
-    def predict_batch(self, batch: Batch) -> tuple[np.ndarray, np.ndarray | None]:
-        """Raw engine output for validated columns: values or class indices, and probabilities."""
-        return self.engine.run(batch.columns, batch.rows)
+    def predict_batch(
+        self, batch: Batch, memo: CellMemo | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw engine output for validated columns: values or class indices, and probabilities.
+
+        `memo` (from `engine.memo()`) keeps predictions per decision cell between the
+        batches of one file, so a cell met again is not predicted again.
+        """
+        return self.engine.run(batch.columns, batch.rows, batch.codes, memo)

@@ -58,6 +58,9 @@ class Batch(NamedTuple):
     rows: int
     warnings: list[str]
     unseen: dict[str, int]
+    # Per categorical feature (tables only): each row's level index, then missing, then unseen;
+    # big batches key rows by decision cell with them (see cells.py).
+    codes: dict[str, np.ndarray] | None = None
 
 
 def _listed(names: Sequence[str]) -> str:
@@ -284,6 +287,7 @@ class Schema:
         warnings: list[str] = []
         unseen: dict[str, int] = {}
         columns: dict[str, np.ndarray] = {}
+        codes: dict[str, np.ndarray] = {}
         for feature in self.features:
             raw = frame[feature.name]
             empty = raw.isna().to_numpy()
@@ -292,7 +296,7 @@ class Schema:
             elif feature.kind == "date":
                 column, refused = _date_column(feature, raw, empty, warnings)
             else:
-                column, unknown = _categorical_column(feature, raw, empty)
+                column, unknown, codes[feature.name] = _categorical_column(feature, raw, empty)
                 refused = unknown if strict_categories else np.zeros(len(raw), dtype=bool)
                 count = int(unknown.sum())
                 if count and not strict_categories:
@@ -309,7 +313,7 @@ class Schema:
                 columns[feature.name] = column.reshape(-1, 1)
         if problems.items:
             raise RecordError(problems.items)
-        return Batch(columns=columns, rows=len(frame), warnings=warnings, unseen=unseen)
+        return Batch(columns, len(frame), warnings, unseen, codes)
 
 
 def _numeric_column(
@@ -359,15 +363,18 @@ def _date_column(
 
 def _categorical_column(
     feature: Feature, raw: pd.Series, empty: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The column as the engine's text and the mask of values not seen in training."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The column as the engine's text, the mask of values not seen in training, and codes.
+
+    A code is the level's index among the known levels, then one for missing, one for unseen.
+    """
     allowed = list(feature.known_levels)
     codes = _level_codes(raw, allowed)
     unknown = ~empty & (codes < 0)
-    # Index -1 picks the last entry: the missing level for empty cells, patched for unseen.
-    text = np.array([*allowed, MISSING_LEVEL], dtype=object)[codes]
-    text[unknown] = UNSEEN_LEVEL
-    return text, unknown
+    codes[codes < 0] = len(allowed)
+    codes[unknown] = len(allowed) + 1
+    text = np.array([*allowed, MISSING_LEVEL, UNSEEN_LEVEL], dtype=object)[codes]
+    return text, unknown, codes
 
 
 def _level_codes(raw: pd.Series, allowed: list[str]) -> np.ndarray:
@@ -383,6 +390,6 @@ def _level_codes(raw: pd.Series, allowed: list[str]) -> np.ndarray:
         import pyarrow.compute as pc
 
         found = pc.index_in(pa.array(raw.array), value_set=pa.array(allowed, pa.string()))
-        return np.asarray(pc.fill_null(found, -1).to_numpy(), dtype=np.intp)
+        return np.array(pc.fill_null(found, -1).to_numpy(), dtype=np.intp)
     labels = raw if raw.dtype.kind in "OUT" or str(raw.dtype) == "str" else raw.astype(str)
-    return np.asarray(pd.Index(allowed, dtype=object).get_indexer(pd.Index(labels)))
+    return np.array(pd.Index(allowed, dtype=object).get_indexer(pd.Index(labels)), dtype=np.intp)
