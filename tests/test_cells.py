@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from tabship.batch import predict_file
+from tabship.cells import Cells
 from tabship.engines import CELL_MIN_ROWS
 from tabship.predictor import Predictor
 from tabship.train import TrainOptions
@@ -64,6 +65,7 @@ def test_cells_match_the_graph_bit_for_bit(
     assert predictor.engine.memo() is not None, f"{model}: its trees should have cells"
     batch = predictor.schema.validate_frame(_fresh_rows(predictor))
     by_cell = predictor.predict_batch(batch)  # a big table: keyed by cell
+    assert predictor.engine.memo() is not None  # the first answers' check kept the cells
     by_row = predictor.engine.run(batch.columns, batch.rows)  # no codes: every row run
     assert np.array_equal(by_cell[0], by_row[0])
     if by_row[1] is None:
@@ -82,6 +84,19 @@ def test_models_without_cells_run_row_by_row(tmp_path: Path, target: str, model:
     assert np.array_equal(
         predictor.predict_batch(batch)[0], predictor.engine.run(batch.columns, batch.rows)[0]
     )
+
+
+def test_cells_that_disagree_with_the_graph_are_dropped_not_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    predictor = _train(tmp_path, "charges", "gradient_boosting")
+    # A misread graph, at its worst: every row keyed to one cell.
+    monkeypatch.setattr(Cells, "keys", lambda self, feeds: np.zeros(len(feeds[0]), np.int64))
+    batch = predictor.schema.validate_frame(_fresh_rows(predictor))
+    answered = predictor.predict_batch(batch)[0]
+    assert np.array_equal(answered, predictor.engine.run(batch.columns, batch.rows)[0])
+    assert len(np.unique(answered)) > 1
+    assert predictor.engine.memo() is None  # the model lost its cells for good
 
 
 def test_a_file_keeps_cells_between_chunks(tmp_path: Path) -> None:

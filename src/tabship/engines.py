@@ -16,6 +16,8 @@ from tabship.schema import MAX_LISTED_PROBLEMS, Schema
 
 # Below this many rows one run on one thread is faster than handing chunks to others.
 PARALLEL_MIN_ROWS = 20_000
+# Rows of the first cell-predicted batch also run plainly, to check the cells (`_checked_cells`).
+CELL_CHECK_ROWS = 512
 # From this many rows a tree model predicts each decision cell once (see cells.py).
 CELL_MIN_ROWS = 20_000
 
@@ -141,6 +143,7 @@ class OnnxEngine:
         self._model = model
         self._cells: Cells | None = None
         self._cells_read = False  # the graph is read for cells on the first big batch
+        self._cells_checked = False  # the first cell answers are checked against a plain run
 
     def memo(self) -> CellMemo | None:
         """An empty table of predictions per decision cell, or None if the model has none."""
@@ -171,8 +174,10 @@ class OnnxEngine:
             feeds = onnx_feeds(self._schema, self._input_names, columns)
             if codes is not None and rows >= CELL_MIN_ROWS:
                 memo = memo or self.memo()
-            if codes is not None and memo is not None:
+            if codes is not None and memo is not None and self._cells is not None:
                 values, proba = self._run_cells(feeds, codes, memo)
+                if not self._cells_checked:
+                    values, proba = self._checked_cells(feeds, rows, values, proba)
             else:
                 values, proba = self._run(feeds, rows)
         except Exception as exc:  # onnxruntime's errors have no common Python base
@@ -190,6 +195,34 @@ class OnnxEngine:
             memo.cells.keys(keyed),
             lambda picked: self._run({k: v[picked] for k, v in feeds.items()}, len(picked)),
         )
+
+    def _checked_cells(
+        self,
+        feeds: dict[str, np.ndarray],
+        rows: int,
+        values: np.ndarray,
+        proba: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The first cell answers against a plain run of a sample of the same rows.
+
+        The cells rest on reading the graph; a graph shape that reading gets wrong must cost
+        speed, never a wrong answer. On any difference the model loses its cells for good and
+        this batch is run row by row.
+        """
+        self._cells_checked = True
+        picked = np.random.default_rng(0).choice(rows, min(rows, CELL_CHECK_ROWS), replace=False)
+        plain_values, plain_proba = self._run({k: v[picked] for k, v in feeds.items()}, len(picked))
+        same = np.array_equal(plain_values, values[picked], equal_nan=True) and (
+            proba is None
+            or (
+                plain_proba is not None
+                and np.array_equal(plain_proba, proba[picked], equal_nan=True)
+            )
+        )
+        if same:
+            return values, proba
+        self._cells = None
+        return self._run(feeds, rows)
 
     def _run(self, feeds: dict[str, np.ndarray], rows: int) -> tuple[np.ndarray, np.ndarray | None]:
         if self._threads == 1 or rows < PARALLEL_MIN_ROWS:
