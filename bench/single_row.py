@@ -53,7 +53,7 @@ def measure(kind: str, work: Path) -> dict[str, float]:
     port = free_port()
     process = launch(kind, port, work)
     try:
-        ready = "/readyz" if kind.startswith("tabship") else "/"
+        ready = "/docs" if kind == "ceiling" else "/readyz" if kind.startswith("tabship") else "/"
         wait_ready(f"http://127.0.0.1:{port}{ready}", process)
         wrk(port, CONNECTIONS, 1)  # warm-up
         user, system = cpu_seconds(process.pid)

@@ -1,7 +1,8 @@
 """The ASGI app for one loaded model: the handlers, the route table and the layers around it.
 
-No web framework: the table, three small layers and a few handlers are the whole server, so
-there is one router to reason about and a pod is ready as soon as its warm-up prediction is.
+No web framework: the table, one chain of small layers and a few handlers are the whole
+server, so there is one router to reason about and a pod is ready as soon as its warm-up
+prediction is.
 """
 
 from __future__ import annotations
