@@ -29,7 +29,7 @@ from tabship.predictor import Predictor
 from tabship.serve.app import App, create_app
 from tabship.serve.asgi import AsgiAdapter
 from tabship.serve.http import READ_LATE, Answer, Request, dump_json, error_payload, json_answer
-from tabship.serve.layers import Layers, ServerState
+from tabship.serve.layers import PIPE_BUF, AccessLog, Layers, ServerState
 from tabship.serve.prometheus import Metrics
 from tabship.serve.routes import Route, RouteTable
 from tabship.workflow import TrainedModel
@@ -311,3 +311,28 @@ def test_pages_and_answers_name_the_engine_that_runs(tiny_model: TrainedModel) -
     page, model = run(scenario())
     assert "served by sklearn" in page and model["engine"] == "sklearn"
     assert tiny_model.artifact.card.engine == "onnx"
+
+
+def test_access_lines_leave_in_whole_line_writes_a_pipe_keeps_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writes: list[str] = []
+
+    class Recorder:
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+    log = AccessLog()
+    lines = [f'{{"n": {index}, "pad": "{"x" * (index % 150)}"}}\n' for index in range(200)]
+
+    async def turn() -> None:
+        for line in lines:
+            log.write(line)
+        assert writes == []  # held until the loop turn ends
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr("sys.stdout", Recorder())
+    run(turn())
+    assert "".join(writes) == "".join(lines) and len(writes) > 1
+    assert all(len(text) <= PIPE_BUF and text.endswith("\n") for text in writes)

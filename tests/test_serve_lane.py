@@ -110,6 +110,8 @@ def server(trees: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "1",
         "--max-body-bytes",
         "4096",
+        "--max-header-bytes",
+        "2048",
     )
     yield running
     assert running.stop() == 0
@@ -131,6 +133,19 @@ def test_pipelined_requests_are_answered_in_order(server: Server, value: str) ->
         assert second[1]["x-prediction-id"]
         assert (third[0], third[2]) == (200, b'{"status":"ready"}')
         assert third[1]["connection"] == "close" and closed(conn)
+
+
+def test_a_body_behind_a_waiting_request_is_not_counted_as_head(server: Server) -> None:
+    """The first request waits for its loop turn's batch; the second's body, longer than the
+    header cap, arrives after the first is answered and is still read as a body."""
+    padded = BODY[:-1] + b" " * 3000 + b"}"
+    second = post(padded)
+    head, body = second[: -len(padded)], padded
+    with connect(server) as conn:
+        conn.sendall(post() + head)
+        assert read_answer(conn)[0] == 200
+        conn.sendall(body)
+        assert read_answer(conn)[0] == 200
 
 
 def test_keep_alive_unless_asked_to_close(server: Server, value: str) -> None:

@@ -37,6 +37,9 @@ KNOWN_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "P
 # clients that send everything before reading see the 413 instead of a reset connection.
 DISCARD_FACTOR = 16
 LATE_BODY = "request: the body did not arrive within the read timeout; send it at once"
+# POSIX: writes of at most this many bytes to a pipe are atomic (Linux: 4096). Lines are ASCII
+# (methods outside the known ones are JSON-escaped), so characters are bytes here.
+PIPE_BUF = 4096
 
 
 class ClientGone(Exception):
@@ -80,10 +83,20 @@ class AccessLog:
         self.lines.append(line)
 
     def flush(self) -> None:
-        if self.lines:
-            text = "".join(self.lines)
-            self.lines.clear()
-            sys.stdout.write(text)
+        """Write the held lines in writes of whole lines, each at most PIPE_BUF bytes.
+
+        Workers share one stdout pipe: a write up to PIPE_BUF is atomic, so lines of two
+        processes never interleave mid-line (stdout is line-buffered: one write per call).
+        """
+        lines, self.lines = self.lines, []
+        start = size = 0
+        for end, line in enumerate(lines):
+            if size + len(line) > PIPE_BUF and end > start:
+                sys.stdout.write("".join(lines[start:end]))
+                start, size = end, 0
+            size += len(line)
+        if start < len(lines):
+            sys.stdout.write("".join(lines[start:]))
 
 
 class Layers:

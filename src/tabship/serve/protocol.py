@@ -150,8 +150,10 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._in_headers = True
-        self._head_bytes = self._body_bytes = 0
+        if self.cycle is None or self.cycle.response_complete:
+            # Unless a pipelined request's head is already in: its body is not head bytes.
+            self._in_headers = True
+            self._head_bytes = self._body_bytes = 0
 
     def send_400_response(self, msg: str) -> None:
         # httptools refused the head, or a callback stopped it: answer in our shape, not text.
