@@ -289,3 +289,17 @@ def test_models_whose_rows_depend_on_the_batch_are_never_batched(
         train_model(str(folder / "tiny.csv"), options, folder / "m").artifact.directory
     )
     assert not batch_invariant(ridge) and not RowBatcher(ridge).enabled
+
+
+def test_the_scikit_learn_engine_is_not_batched(trees: TrainedModel) -> None:
+    """Its per-call DataFrame would make the load-time check cost a quarter of a second."""
+    fallback = Predictor.load(trees.artifact.directory, engine="sklearn")
+    assert not RowBatcher(fallback).enabled
+    app = create_app(fallback)
+
+    async def ask() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            return await http.post("/predict_api", json=RECORD)
+
+    assert asyncio.run(ask()).json() == fallback.predict([RECORD]).values[0]
