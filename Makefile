@@ -10,7 +10,7 @@ export TABSHIP_DATA_HOME ?= $(abspath ../shared/datasets)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps kserve-client demo test check lint format typecheck bench bench-explain bench-auth bench-log bench-beyond bench-training soak sbom image-size clean
+.PHONY: help install system-deps kserve-client demo test check lint format typecheck bench bench-explain bench-auth bench-log bench-single bench-beyond bench-training soak sbom image-size clean
 
 help:
 	@echo "make demo   - install into .venv, get the insurance data, train, serve on http://localhost:8080"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-auth - API keys on the hot path against no keys (writes bench/auth.json)"
 	@echo "make bench-training - training against PyCaret 3.3.2 (writes bench/training.json)"
 	@echo "make bench-log - the prediction log's cost to serving and its writer's rows/s"
+	@echo "make bench-single - single-row /predict_api against the raw ASGI yardstick, CPU per request"
 	@echo "make bench-beyond - Dask cluster training and sharded scoring (writes bench/beyond.json)"
 
 # pip retries transient registry failures itself; the outer loop covers a failed resolve.
@@ -128,6 +129,16 @@ bench-log: install system-deps
 	  sleep 5; [ $$attempt -lt 3 ] || exit 1; \
 	done
 	$(BIN)/python bench/prediction_log.py
+
+# Single-row /predict_api against the raw ASGI yardstick, the bare FastAPI app and the SQLite
+# log on, with the server's CPU time per request: a quick A/B (issue 18, goal 1).
+bench-single: install
+	@command -v wrk >/dev/null || for attempt in 1 2 3; do \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null && break; \
+	  sleep 5; [ $$attempt -lt 3 ] || exit 1; \
+	done
+	$(BIN)/python bench/single_row.py
 
 # What API keys cost on /predict_api: the same server with and without a keys file.
 bench-auth: install

@@ -177,10 +177,10 @@ def test_a_route_added_later_is_protected_by_default(predictor: Predictor, keys:
 
     table = RouteTable([Route("POST", "/v2/models/m/infer", infer, "V2 inference")])
     gate = auth.Gate(KeyRing(keys), table, Metrics(), frozenset({auth.OPEN, auth.METRICS}))
-    scope = {"method": "POST", "path": "/v2/models/m/infer", "headers": []}
-    refused = gate(scope)
+    refused = gate(Request("POST", "/v2/models/m/infer", []))
     assert refused is not None and refused.status == 401
-    assert gate({**scope, "headers": [(b"authorization", f"Bearer {KEY}".encode())]}) is None
+    keyed = [(b"authorization", f"Bearer {KEY}".encode())]
+    assert gate(Request("POST", "/v2/models/m/infer", keyed)) is None
 
 
 def test_the_keys_file_is_re_read_when_it_changes(
@@ -218,7 +218,7 @@ def test_generic_errors_name_the_field_only(predictor: Predictor, keys: Path) ->
 
 def test_without_a_keys_file_there_is_no_gate(predictor: Predictor) -> None:
     app = create_app(predictor)
-    assert app.http.app.gate is None  # type: ignore[attr-defined]
+    assert app.layers.gate is None
     assert call(app, "POST", "/predict_api", json=PATIENT).status_code == 200
 
 

@@ -1,4 +1,4 @@
-"""The serving core in-process: the route table, each ASGI layer alone, and the error mapper."""
+"""The serving core in-process: the route table, the layers behind the ASGI adapter, the error mapper."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ from tabship.errors import (
 )
 from tabship.predictor import Predictor
 from tabship.serve.app import App, create_app
+from tabship.serve.asgi import AsgiAdapter
 from tabship.serve.http import READ_LATE, Answer, Request, dump_json, error_payload, json_answer
-from tabship.serve.layers import Accounting, ClientGone, Dispatch, Limits, ServerState
+from tabship.serve.layers import PIPE_BUF, AccessLog, Layers, ServerState
 from tabship.serve.prometheus import Metrics
 from tabship.serve.routes import Route, RouteTable
 from tabship.workflow import TrainedModel
@@ -128,17 +129,29 @@ def test_a_route_is_one_entry_and_duplicates_are_refused() -> None:
         RouteTable([Route("GET", "/a", hello, "a"), Route("GET", "/a", hello, "b")])
 
 
-def dispatcher() -> Dispatch:
-    async def fail(request: Request) -> Answer:
-        raise EngineError("the onnx engine answered 3 predictions for 1 rows")
+def adapter(*routes: Route, **settings: Any) -> tuple[AsgiAdapter, ServerState, Metrics]:
+    """The layers over `routes` behind the ASGI adapter, as the server builds them."""
+    state, metrics = ServerState(), Metrics()
+    metrics.watch(state)
+    layers = Layers(RouteTable(routes), metrics, state, ServeSettings(**settings))
+    return AsgiAdapter(layers), state, metrics
 
-    async def echo(request: Request) -> Answer:
-        request.rows = 2
-        return json_answer({"body": request.body.decode()})
 
-    return Dispatch(
-        RouteTable([Route("POST", "/echo", echo, "echo"), Route("GET", "/fail", fail, "fail")])
-    )
+async def fail(request: Request) -> Answer:
+    raise EngineError("the onnx engine answered 3 predictions for 1 rows")
+
+
+async def echo(request: Request) -> Answer:
+    request.rows = 2
+    return json_answer({"body": request.body.decode()})
+
+
+async def probe(request: Request) -> Answer:
+    return json_answer("ok")
+
+
+def dispatcher() -> AsgiAdapter:
+    return adapter(Route("POST", "/echo", echo, "echo"), Route("GET", "/fail", fail, "fail"))[0]
 
 
 @pytest.mark.parametrize(
@@ -161,30 +174,29 @@ def test_dispatch_maps_errors_once(
         assert "answered 3 predictions for 1 rows" in capsys.readouterr().err
 
 
-def test_dispatch_hands_the_body_and_records_rows() -> None:
-    out, where = Outbox(), scope("POST", "/echo")
-    run(dispatcher()(where, receiving({"type": "http.request", "body": b"abc"}), out))
-    assert out.json == {"body": "abc"} and where["state"]["rows"] == 2
+def test_dispatch_hands_the_body_and_records_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    out = Outbox()
+    run(
+        dispatcher()(
+            scope("POST", "/echo"), receiving({"type": "http.request", "body": b"abc"}), out
+        )
+    )
+    assert out.json == {"body": "abc"}
     assert out.headers[b"x-content-type-options"] == b"nosniff"
+    assert json.loads(capsys.readouterr().out)["rows"] == 2
 
 
-def limits(app: Any, **settings: Any) -> tuple[Limits, ServerState]:
-    async def probe(request: Request) -> Answer:
-        return json_answer("ok")
-
-    table = RouteTable([Route("GET", "/healthz", probe, "probe", probe=True)])
-    state = ServerState()
-    return Limits(app, table, state, ServeSettings(**settings), Metrics()), state
-
-
-async def answered(scope: Any, receive: Any, send: Any) -> None:
-    message = await receive()
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": message["body"]})
+def limits(**settings: Any) -> tuple[AsgiAdapter, ServerState]:
+    routes = (
+        Route("POST", "/x", echo, "echo"),
+        Route("GET", "/healthz", probe, "probe", probe=True),
+    )
+    layer, state, _ = adapter(*routes, **settings)
+    return layer, state
 
 
 def test_limits_read_the_body_before_taking_a_slot() -> None:
-    layer, state = limits(answered, max_concurrency=1)
+    layer, state = limits(max_concurrency=1)
     state.in_flight = 1  # the one slot is taken
     stalled, where = Outbox(), scope()
 
@@ -198,13 +210,13 @@ def test_limits_read_the_body_before_taking_a_slot() -> None:
     busy = Outbox()
     run(layer(scope(), receiving({"type": "http.request", "body": b"{}"}), busy))
     assert busy.status == 503 and busy.headers[b"retry-after"] == b"1"
-    probe = Outbox()
-    run(layer(scope("GET", "/healthz"), receiving({"type": "http.request", "body": b""}), probe))
-    assert probe.status == 200  # probes pass a full server
+    answered = Outbox()
+    run(layer(scope("GET", "/healthz"), receiving({"type": "http.request", "body": b""}), answered))
+    assert answered.status == 200  # probes pass a full server
 
 
 def test_limits_refuse_big_bodies_after_reading_them_away() -> None:
-    layer, _ = limits(answered, max_body_bytes=1024)
+    layer, _ = limits(max_body_bytes=1024)
     chunks = [{"type": "http.request", "body": b"x" * 1000, "more_body": True}] * 10
     chunks.append({"type": "http.request", "body": b"", "more_body": False})
     receive = receiving(*chunks)
@@ -219,7 +231,7 @@ def test_limits_refuse_big_bodies_after_reading_them_away() -> None:
 
 
 def test_limits_check_the_host() -> None:
-    layer, _ = limits(answered, allowed_hosts=("api.example",))
+    layer, _ = limits(allowed_hosts=("api.example",))
     bad, good = Outbox(), Outbox()
     run(layer(scope(headers=[(b"host", b"evil.example")]), receiving(), bad))
     run(
@@ -233,20 +245,16 @@ def test_limits_check_the_host() -> None:
 
 
 def test_accounting_counts_and_logs_even_a_crash(capsys: pytest.CaptureFixture[str]) -> None:
-    async def crash(scope: Any, receive: Any, send: Any) -> None:
+    async def crash(request: Request) -> Answer:
         raise RuntimeError("a bug")
 
-    async def leave(scope: Any, receive: Any, send: Any) -> None:
-        raise ClientGone
-
-    metrics = Metrics()
-    table = RouteTable([])
+    layer, state, metrics = adapter(Route("POST", "/v1/predict", crash, "crash"))
     out = Outbox()
-    state = ServerState()
-    metrics.watch(state)
-    run(Accounting(crash, table, metrics, state)(scope("POST", "/v1/predict"), receiving(), out))
-    run(Accounting(leave, table, metrics, state)(scope("PROPFIND", "/x"), receiving(), Outbox()))
+    body = {"type": "http.request", "body": b"{}"}
+    run(layer(scope("POST", "/v1/predict"), receiving(body), out))
+    run(layer(scope("PROPFIND", "/x"), receiving(), Outbox()))  # the client left: no body
     assert out.status == 500 and "a bug" not in out.json["message"]
+    assert out.headers[b"connection"] == b"close"
     captured = capsys.readouterr()
     assert "RuntimeError: a bug" in captured.err
     lines = [json.loads(line) for line in captured.out.splitlines()]
@@ -255,7 +263,7 @@ def test_accounting_counts_and_logs_even_a_crash(capsys: pytest.CaptureFixture[s
         (499, "PROPFIND"),
     ]
     text = metrics.render().decode()
-    assert 'method="POST",route="other",status="500"' in text
+    assert 'method="POST",route="/v1/predict",status="500"' in text
     assert 'method="other",route="other",status="499"' in text
     assert "tabship_requests_open 0.0" in text and state.open == 0
 
@@ -303,3 +311,28 @@ def test_pages_and_answers_name_the_engine_that_runs(tiny_model: TrainedModel) -
     page, model = run(scenario())
     assert "served by sklearn" in page and model["engine"] == "sklearn"
     assert tiny_model.artifact.card.engine == "onnx"
+
+
+def test_access_lines_leave_in_whole_line_writes_a_pipe_keeps_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writes: list[str] = []
+
+    class Recorder:
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+    log = AccessLog()
+    lines = [f'{{"n": {index}, "pad": "{"x" * (index % 150)}"}}\n' for index in range(200)]
+
+    async def turn() -> None:
+        for line in lines:
+            log.write(line)
+        assert writes == []  # held until the loop turn ends
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr("sys.stdout", Recorder())
+    run(turn())
+    assert "".join(writes) == "".join(lines) and len(writes) > 1
+    assert all(len(text) <= PIPE_BUF and text.endswith("\n") for text in writes)

@@ -1,7 +1,8 @@
 """The ASGI app for one loaded model: the handlers, the route table and the layers around it.
 
-No web framework: the table, three small layers and a few handlers are the whole server, so
-there is one router to reason about and a pod is ready as soon as its warm-up prediction is.
+No web framework: the table, one chain of small layers and a few handlers are the whole
+server, so there is one router to reason about and a pod is ready as soon as its warm-up
+prediction is.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from tabship.config import ServeSettings
 from tabship.predictor import Predictor
 from tabship.serve import contract
 from tabship.serve.api import JsonApi
+from tabship.serve.asgi import AsgiAdapter
 from tabship.serve.auth import Gate, document_security
 from tabship.serve.explain import ExplainApi
 from tabship.serve.form import FormPage, page_title
 from tabship.serve.http import Receive, Scope, Send
-from tabship.serve.layers import Accounting, Dispatch, Limits, ServerState
+from tabship.serve.layers import Layers, ServerState
 from tabship.serve.openapi import render_openapi
 from tabship.serve.pages import Docs, ReportPage
 from tabship.serve.probes import Probes
@@ -55,16 +57,21 @@ class Context:
 
 
 class App:
-    """Lifespan (warm up, then ready) and the layered HTTP app."""
+    """Lifespan (warm up, then ready) and the layered HTTP app.
 
-    def __init__(self, context: Context, table: RouteTable, http: Accounting) -> None:
+    `layers` is every request's path; `http` reads requests from ASGI into it, and the
+    server's protocol feeds it directly the requests it read whole (serve/protocol.py).
+    """
+
+    def __init__(self, context: Context, table: RouteTable, layers: Layers) -> None:
         self.context = context
         self.table = table
-        self.http = http
+        self.layers = layers
+        self.http = AsgiAdapter(layers)
 
     def refused(self, status: int, seconds: float) -> None:
         """Log and count a request the protocol refused before the app saw it."""
-        self.http.refused(status, seconds)
+        self.layers.refused(status, seconds)
 
     @property
     def state(self) -> ServerState:
@@ -95,6 +102,7 @@ class App:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.state.ready = False
+                self.layers.access_log.flush()
                 if self.context.monitoring is not None:
                     # Requests are done: write every queued row before the process exits.
                     timeout = self.context.settings.graceful_timeout or 20.0
@@ -150,7 +158,5 @@ def create_app(
     context.docs.table = table
     metrics.watch(state)
     gate = Gate.from_settings(settings, table, metrics, report.scripts if report else ())
-    limits = Limits(Dispatch(table, settings.generic_errors), table, state, settings, metrics, gate)
     writer = monitoring.writer if monitoring else None
-    http = Accounting(limits, table, metrics, state, writer)
-    return App(context, table, http)
+    return App(context, table, Layers(table, metrics, state, settings, gate, writer))

@@ -25,7 +25,7 @@ from tabship.serve.http import (
     CHALLENGE,
     TABSHIP_ERRORS,
     Answer,
-    Scope,
+    Request,
     error_answer,
     error_payload,
     html_answer,
@@ -169,9 +169,9 @@ def check(ring: KeyRing, headers: list[tuple[bytes, bytes]]) -> Refusal | None:
     return None
 
 
-def wants_html(scope: Scope) -> bool:
+def wants_html(headers: list[tuple[bytes, bytes]]) -> bool:
     """Whether a browser navigated here (it asks for HTML first)."""
-    for name, value in scope["headers"]:
+    for name, value in headers:
         if name == b"accept":
             return bytes(value).startswith(b"text/html")
     return False
@@ -223,23 +223,22 @@ class Gate:
             kinds.add(PAGE)
         return cls(KeyRing(settings.api_keys_file), table, metrics, frozenset(kinds), scripts)
 
-    def __call__(self, scope: Scope) -> Answer | None:
-        access = self.table.access(scope["method"], scope["path"])
+    def __call__(self, request: Request) -> Answer | None:
+        access = self.table.access(request.method, request.path)
         if access in self.open_kinds:
             return None
-        refusal = check(self.ring, scope["headers"])
+        refusal = check(self.ring, request.headers)
         if refusal is None:
             return None
         self.metrics.auth_failures.labels(refusal.reason).inc()
-        client = scope.get("client") or ("", 0)
-        route = self.table.label(scope["path"])
+        route = self.table.label(request.path)
         # The key itself is never written: only why it failed, where and from whom.
         sys.stderr.write(
             f'{{"ts": {time.time():.3f}, "event": "auth_failed", "reason": "{refusal.reason}", '
-            f'"route": {json.dumps(route)}, "client": {json.dumps(str(client[0]))}}}\n'
+            f'"route": {json.dumps(route)}, "client": {json.dumps(request.client)}}}\n'
         )
-        page = access == PAGE and wants_html(scope)
-        return refusal_answer(refusal, page, self.scripts, self.table.style(scope["path"]))
+        page = access == PAGE and wants_html(request.headers)
+        return refusal_answer(refusal, page, self.scripts, self.table.style(request.path))
 
 
 SCHEMES = {

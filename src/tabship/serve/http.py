@@ -65,6 +65,12 @@ class Request:
     query: bytes = b""
     # What this request predicted, for the prediction log (set by `predicted`).
     logged: Logged | None = None
+    # The client's address, for the auth-failure log line.
+    client: str = ""
+    # Set by the layers: a probe (never counted as open, never queued behind work), and
+    # whether the answer ends the connection (a refused body may still be arriving).
+    probe: bool = False
+    close: bool = False
 
     def predicted(self, records: Any, prediction: Prediction) -> list[str]:
         """Note a prediction for the log line and the prediction log; its rows' new ids.
@@ -234,6 +240,33 @@ def _fixed_headers(answer: Answer) -> list[tuple[bytes, bytes]]:
         if len(_ENCODED) < 256:  # only fixed header sets repeat; do not grow on the rest
             _ENCODED[key] = encoded
     return encoded
+
+
+_BLOCKS: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
+
+
+def answer_bytes(
+    answer: Answer, status_line: bytes, close: bool, head: bool, default: list[tuple[bytes, bytes]]
+) -> bytes:
+    """A whole HTTP/1.1 answer as one buffer (one write): what `send_answer` sends, unframed.
+
+    `default` are the server's own headers (the date); `head` leaves the body out but keeps its
+    length, as GET would have sent it.
+    """
+    key = (answer.content_type, answer.headers)
+    block = _BLOCKS.get(key)
+    if block is None:
+        block = b"".join(b"%s: %s\r\n" % pair for pair in _fixed_headers(answer))
+        if len(_BLOCKS) < 256:
+            _BLOCKS[key] = block
+    parts = [status_line, *(b"%s: %s\r\n" % pair for pair in default)]
+    parts.append(b"content-length: %d\r\n" % len(answer.body))
+    parts.append(block)
+    parts.extend(b"%s: %s\r\n" % pair for pair in answer.extra)
+    parts.append(b"connection: close\r\n\r\n" if close else b"\r\n")
+    if not head:
+        parts.append(answer.body)
+    return b"".join(parts)
 
 
 async def send_answer(send: Send, answer: Answer, close: bool = False, head: bool = False) -> None:

@@ -1,8 +1,11 @@
-"""uvicorn's httptools protocol with two limits the ASGI app cannot set: header size and time.
+"""uvicorn's httptools protocol with the limits an ASGI app cannot set, and a lane of its own.
 
 The app first sees a request once its headers are complete, so a client that never ends
 its headers (slowly, or with one endless header) must be stopped here: 431 past the header
 byte cap, 408 when the headers have not arrived within the read timeout.
+
+The lane (serve/lane.py) answers most requests without uvicorn's ASGI cycle; the rest go
+through uvicorn as before.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from tabship.config import ServeSettings
 from tabship.errors import (
     BodyTooLargeError,
     HeadersTooLargeError,
@@ -22,7 +24,6 @@ from tabship.errors import (
     RequestError,
 )
 from tabship.serve.http import READ_LATE, error_payload
-from tabship.serve.layers import DISCARD_FACTOR
 
 _REASONS = {
     400: b"Bad Request",
@@ -105,7 +106,11 @@ class GuardedProtocol(HttpToolsProtocol):
                 self._refuse(BodyTooLargeError(f"body: over the {self.body_cap}-byte limit"))
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        # uvicorn's ASGI scope is built once the head is in, and only for requests the lane
+        # leaves to uvicorn (`_build_scope`).
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
         self._in_headers = True
         self._head_bytes = self._body_bytes = 0
         if self._timer is None:
@@ -124,7 +129,20 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_headers = False
         self._use_target_authority()
-        super().on_headers_complete()
+        if not self._take_lane():
+            self._build_scope()
+            super().on_headers_complete()
+
+    def _take_lane(self) -> bool:
+        """Whether this request is answered without uvicorn's ASGI cycle (serve/lane.py)."""
+        return False
+
+    def _build_scope(self) -> None:
+        """uvicorn's scope for this request, holding the head read so far."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.headers.extend(headers)
+        self.url, self.expect_100_continue = url, expect
 
     def on_message_complete(self) -> None:
         self._disarm()
@@ -132,8 +150,10 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._in_headers = True
-        self._head_bytes = self._body_bytes = 0
+        if self.cycle is None or self.cycle.response_complete:
+            # Unless a pipelined request's head is already in: its body is not head bytes.
+            self._in_headers = True
+            self._head_bytes = self._body_bytes = 0
 
     def send_400_response(self, msg: str) -> None:
         # httptools refused the head, or a callback stopped it: answer in our shape, not text.
@@ -183,19 +203,3 @@ class GuardedProtocol(HttpToolsProtocol):
         self.transport.close()
         if self.on_refusal is not None:
             self.on_refusal(error.status, time.perf_counter() - self._started)
-
-
-def guarded_protocol(
-    settings: ServeSettings, on_refusal: Callable[[int, float], None] | None = None
-) -> type[HttpToolsProtocol]:
-    """The protocol class for uvicorn's `http=` setting, with these settings' limits."""
-    return type(
-        "GuardedProtocol",
-        (GuardedProtocol,),
-        {
-            "header_cap": settings.max_header_bytes,
-            "body_cap": settings.max_body_bytes * DISCARD_FACTOR,
-            "read_timeout": settings.read_timeout,
-            "on_refusal": staticmethod(on_refusal) if on_refusal else None,
-        },
-    )

@@ -21,7 +21,7 @@ from tabship.config import ServeSettings
 from tabship.predictor import Predictor
 from tabship.serve.app import App, ServerState, create_app
 from tabship.serve.auth import read_keys, warn_if_shared
-from tabship.serve.protocol import guarded_protocol
+from tabship.serve.lane import serving_protocol
 
 
 class DrainingServer(uvicorn.Server):
@@ -76,7 +76,7 @@ def _config(app: App, settings: ServeSettings) -> uvicorn.Config:
         timeout_graceful_shutdown=int(settings.graceful_timeout) or None,
         server_header=False,
         lifespan="on",
-        http=guarded_protocol(settings, app.refused),
+        http=serving_protocol(settings, app.layers),
         ws="none",
     )
 

@@ -1,0 +1,305 @@
+"""The server's own lane (serve/lane.py) over real sockets, and the loop turn's row batches.
+
+The lane answers requests read whole without uvicorn's ASGI cycle; these tests speak raw
+HTTP/1.x to a real `tabship serve` so that what a client sees on the wire is checked:
+pipelining, keep-alive, HTTP/1.0, HEAD, split and late bodies, big bodies, clients that
+leave, and SIGTERM with requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tabship.predictor import Predictor
+from tabship.serve.api import RowBatcher, batch_invariant
+from tabship.serve.app import create_app
+from tabship.train import TrainOptions
+from tabship.workflow import TrainedModel, train_model
+
+from .conftest import make_tiny_table
+from .servers import Server, start_server
+
+RECORD = {"age": 40, "bmi": 31.5, "children": 2, "smoker": "yes", "region": "south"}
+BODY = json.dumps(RECORD).encode()
+# Bytes read past an answer, by socket: the start of the next answer.
+_UNREAD: dict[int, bytes] = {}
+
+
+def post(body: bytes = BODY, extra: str = "", version: str = "1.1") -> bytes:
+    return (
+        f"POST /predict_api HTTP/{version}\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+
+
+def get(path: str, extra: str = "", method: str = "GET", version: str = "1.1") -> bytes:
+    return f"{method} {path} HTTP/{version}\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
+
+
+def connect(server: Server) -> socket.socket:
+    conn = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    _UNREAD.pop(conn.fileno(), None)  # left by an earlier socket of the same number
+    return conn
+
+
+def read_answer(conn: socket.socket, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """The next HTTP answer on `conn`: status, headers (lower-case names) and body.
+
+    Answers to pipelined requests may come in one packet: what follows one is kept for the next.
+    """
+    data = _UNREAD.pop(conn.fileno(), b"")
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        assert chunk, f"connection closed mid-answer after {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    size = 0 if head_only else int(headers["content-length"])
+    while len(rest) < size:
+        chunk = conn.recv(65536)
+        assert chunk, "connection closed mid-body"
+        rest += chunk
+    if len(rest) > size:
+        _UNREAD[conn.fileno()] = rest[size:]
+    return int(lines[0].split(" ")[1]), headers, rest[:size]
+
+
+def closed(conn: socket.socket) -> bool:
+    """Whether the server closed the connection with nothing more sent."""
+    return _UNREAD.pop(conn.fileno(), b"") == b"" and conn.recv(1) == b""
+
+
+def logged(server: Server, status: int, timeout: float = 5) -> dict[str, Any]:
+    """The server's access-log line for the first request answered `status` (written after the
+    answer, so it is waited for)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in server.log_lines():
+            if line.startswith("{") and json.loads(line)["status"] == status:
+                return dict(json.loads(line))
+        time.sleep(0.02)
+    raise AssertionError(f"no log line with status {status}")
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """A tree ensemble on the tiny table: a model whose rows the loop turn batches."""
+    folder = tmp_path_factory.mktemp("trees")
+    make_tiny_table().to_csv(folder / "tiny.csv", index=False)
+    options = TrainOptions(target="charges", folds=3, models=["gradient_boosting"])
+    return train_model(str(folder / "tiny.csv"), options, folder / "model")
+
+
+@pytest.fixture(scope="module")
+def server(trees: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start_server(
+        trees.artifact.directory,
+        tmp_path_factory.mktemp("lane"),
+        "--read-timeout",
+        "1",
+        "--max-body-bytes",
+        "4096",
+        "--max-header-bytes",
+        "2048",
+    )
+    yield running
+    assert running.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def value(trees: TrainedModel) -> str:
+    """The prediction for RECORD, as the answer's body spells it."""
+    predictor = Predictor.load(trees.artifact.directory)
+    return repr(float(predictor.predict([RECORD]).values[0]))
+
+
+def test_pipelined_requests_are_answered_in_order(server: Server, value: str) -> None:
+    with connect(server) as conn:
+        conn.sendall(get("/healthz") + post() + get("/readyz", "Connection: close\r\n"))
+        first, second, third = (read_answer(conn) for _ in range(3))
+        assert (first[0], first[2]) == (200, b'{"status":"ok"}')
+        assert (second[0], second[2].decode()) == (200, value)
+        assert second[1]["x-prediction-id"]
+        assert (third[0], third[2]) == (200, b'{"status":"ready"}')
+        assert third[1]["connection"] == "close" and closed(conn)
+
+
+def test_a_body_behind_a_waiting_request_is_not_counted_as_head(server: Server) -> None:
+    """The first request waits for its loop turn's batch; the second's body, longer than the
+    header cap, arrives after the first is answered and is still read as a body."""
+    padded = BODY[:-1] + b" " * 3000 + b"}"
+    second = post(padded)
+    head, body = second[: -len(padded)], padded
+    with connect(server) as conn:
+        conn.sendall(post() + head)
+        assert read_answer(conn)[0] == 200
+        conn.sendall(body)
+        assert read_answer(conn)[0] == 200
+
+
+def test_keep_alive_unless_asked_to_close(server: Server, value: str) -> None:
+    with connect(server) as conn:
+        for _ in range(3):
+            conn.sendall(post())
+            status, headers, body = read_answer(conn)
+            assert (status, body.decode()) == (200, value) and "connection" not in headers
+        conn.sendall(post(extra="Connection: close\r\n"))
+        status, headers, body = read_answer(conn)
+        assert (status, headers["connection"]) == (200, "close") and closed(conn)
+
+
+def test_http_1_0_gets_its_answer_then_the_connection_closes(server: Server, value: str) -> None:
+    with connect(server) as conn:
+        conn.sendall(post(version="1.0"))
+        status, headers, body = read_answer(conn)
+        assert (status, body.decode(), headers["connection"]) == (200, value, "close")
+        assert closed(conn)
+
+
+def test_head_sends_the_length_of_get_and_no_body(server: Server) -> None:
+    with connect(server) as conn:
+        conn.sendall(get("/v1/model"))
+        _, got, body = read_answer(conn)
+        conn.sendall(get("/v1/model", method="HEAD") + get("/healthz"))
+        status, headers, _ = read_answer(conn, head_only=True)
+        assert status == 200 and headers["content-length"] == got["content-length"]
+        assert int(headers["content-length"]) == len(body)
+        # Nothing of the HEAD's body came: the next bytes are the next answer.
+        assert read_answer(conn)[2] == b'{"status":"ok"}'
+
+
+def test_a_body_split_across_packets(server: Server, value: str) -> None:
+    with connect(server) as conn:
+        whole = post()
+        for start in range(0, len(whole), 17):
+            conn.sendall(whole[start : start + 17])
+            time.sleep(0.01)
+        status, _, body = read_answer(conn)
+        assert (status, body.decode()) == (200, value)
+
+
+def test_a_late_body_is_answered_408_and_logged(server: Server) -> None:
+    with connect(server) as conn:
+        conn.sendall(post()[:-10])
+        status, headers, body = read_answer(conn)
+        assert status == 408 and headers["connection"] == "close"
+        assert "did not arrive within the read timeout" in json.loads(body)["message"]
+        assert closed(conn)
+    assert logged(server, 408)["route"] == "/predict_api"
+
+
+def test_big_bodies_are_refused_413_declared_or_sent(server: Server) -> None:
+    big = json.dumps({**RECORD, "pad": "x" * 5000}).encode()
+    with connect(server) as conn:
+        conn.sendall(post(big))
+        status, headers, body = read_answer(conn)
+        assert status == 413 and headers["connection"] == "close"
+        assert "over the 4096-byte limit" in json.loads(body)["message"]
+    # Chunked bodies have no declared size: uvicorn's path reads them, with the same limits.
+    chunked = (
+        b"POST /predict_api HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(BODY), BODY)
+    )
+    with connect(server) as conn:
+        conn.sendall(chunked)
+        assert read_answer(conn)[0] == 200
+
+
+def test_a_client_that_leaves_mid_request_is_logged_499(server: Server) -> None:
+    with connect(server) as conn:
+        conn.sendall(post()[:-10])
+        time.sleep(0.1)
+    assert logged(server, 499)["route"] == "/predict_api"
+    assert "tabship_requests_open 0.0" in httpx.get(server.url + "/metrics").text
+
+
+def test_sigterm_answers_requests_in_flight_then_exits(
+    trees: TrainedModel, tmp_path: Path, value: str
+) -> None:
+    running = start_server(trees.artifact.directory, tmp_path, "--drain-delay", "0.5")
+    conns = [connect(running) for _ in range(5)]
+    for conn in conns:  # kept alive, their bodies not yet complete
+        conn.sendall(post()[:-10])
+    time.sleep(0.2)
+    running.process.send_signal(signal.SIGTERM)
+    assert httpx.get(running.url + "/readyz").status_code == 503
+    time.sleep(0.8)  # past the drain delay: the listener is closed, these are in flight
+    for conn in conns:
+        conn.sendall(post()[-10:])
+        status, headers, body = read_answer(conn)
+        assert (status, body.decode(), headers["connection"]) == (200, value, "close")
+        assert closed(conn)
+        conn.close()
+    assert running.process.wait(timeout=15) == 0
+    running.stop()
+
+
+def test_records_of_one_turn_are_predicted_together_each_as_alone(trees: TrainedModel) -> None:
+    predictor = Predictor.load(trees.artifact.directory)
+    assert batch_invariant(predictor)
+    app = create_app(predictor)
+    calls: list[int] = []
+    original = predictor.predict
+
+    def counted(records: Any) -> Any:
+        calls.append(len(records))
+        return original(records)
+
+    records = [{**RECORD, "age": 20 + index, "bmi": 20.0 + index / 3} for index in range(12)]
+    bad = {**RECORD, "age": "old"}
+    unseen = {**RECORD, "region": "atlantis"}
+
+    async def scenario() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            asks = [http.post("/predict_api", json=r) for r in [*records, bad, unseen]]
+            return list(await asyncio.gather(*asks))
+
+    predictor.predict = counted  # type: ignore[method-assign]
+    answers = asyncio.run(scenario())
+    assert max(calls) > 1  # some records really went in one call
+    for record, answer in zip(records, answers[:-2], strict=True):
+        assert answer.status_code == 200
+        assert answer.json() == original([record]).values[0]
+    assert answers[-2].status_code == 422 and answers[-2].json()["detail"][0]["field"] == "age"
+    assert answers[-1].status_code == 200
+    assert answers[-1].json() == original([unseen]).values[0]
+    assert len({a.headers["x-prediction-id"] for a in answers if a.status_code == 200}) == 13
+
+
+def test_models_whose_rows_depend_on_the_batch_are_never_batched(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A linear model's matrix product rounds one row differently from several: no batches."""
+    folder = tmp_path_factory.mktemp("ridge")
+    make_tiny_table().to_csv(folder / "tiny.csv", index=False)
+    options = TrainOptions(target="charges", folds=3, models=["ridge"])
+    ridge = Predictor.load(
+        train_model(str(folder / "tiny.csv"), options, folder / "m").artifact.directory
+    )
+    assert not batch_invariant(ridge) and not RowBatcher(ridge).enabled
+
+
+def test_the_scikit_learn_engine_is_not_batched(trees: TrainedModel) -> None:
+    """Its per-call DataFrame would make the load-time check cost a quarter of a second."""
+    fallback = Predictor.load(trees.artifact.directory, engine="sklearn")
+    assert not RowBatcher(fallback).enabled
+    app = create_app(fallback)
+
+    async def ask() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            return await http.post("/predict_api", json=RECORD)
+
+    assert asyncio.run(ask()).json() == fallback.predict([RECORD]).values[0]
