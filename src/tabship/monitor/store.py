@@ -27,7 +27,7 @@ SQLITE_BUSY_MS = 10_000
 # binds its values in C and gives up the GIL once (executemany gives it up once a row, and
 # each time the event loop's thread must win it back); between calls the writer thread
 # hands the core back (see `hand_over`), so a request never waits behind a whole batch.
-INSERT_CHUNK_ROWS = 64
+INSERT_CHUNK_ROWS = 256
 
 metadata = sa.MetaData()
 meta_table = sa.Table(

@@ -22,7 +22,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Any
 
 import orjson
@@ -47,8 +46,6 @@ DRIFT_WINDOW_CELLS = 500_000
 RETENTION_CHECK_SECONDS = 3600.0
 # How far below the serving threads the writer thread runs (see `_step_aside`).
 WRITER_NICE = 10
-# Rows taken between hand-overs of the core to the event loop.
-YIELD_ROWS = 16
 # A row as inserted (ROW_COLUMNS order), and a request queued whole for the thread.
 Row = tuple[Any, ...]
 _Request = tuple[Logged, str, str, float, float]
@@ -78,6 +75,27 @@ def _text(value: Any) -> str:
     """A value as JSON text for the log. orjson: a tenth of the standard library's time on the
     writer thread, which shares the serving process's core; numpy numbers are written too."""
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def _row(
+    pid: str,
+    head: tuple[Any, ...],
+    record: Any,
+    value: Any,
+    shares: Any,
+    warnings: Sequence[str],
+    latency_ms: float,
+) -> Row:
+    """One row in ROW_COLUMNS order: the values as JSON text, made by orjson."""
+    return (
+        pid,
+        *head,
+        _text(record),
+        _text(value),
+        None if shares is None else _text(shares),
+        _text(warnings) if warnings else "[]",
+        latency_ms,
+    )
 
 
 def _row_warnings(warnings: Sequence[str], rows: int) -> list[list[str]]:
@@ -131,13 +149,15 @@ class RecentInputs:
         self.times = [0.0] * self.size
         self.count = 0
 
-    def add(self, ts: float, text: str, value: str) -> None:
-        """Keep one row (its record and prediction as logged text), over the oldest once full."""
-        slot = self.count % self.size
-        self.texts[slot] = text
-        self.predictions[slot] = value
-        self.times[slot] = ts
-        self.count += 1
+    def extend(self, rows: Sequence[Row]) -> None:
+        """Keep rows (their record and prediction as logged text), over the oldest once full."""
+        texts, predictions, times, size = self.texts, self.predictions, self.times, self.size
+        count = self.count
+        for row in rows:
+            slot = count % size
+            texts[slot], predictions[slot], times[slot] = row[_INPUT], row[_PREDICTION], row[_TS]
+            count += 1
+        self.count = count
 
     def since(self, cutoff: float) -> tuple[dict[str, list[Any]], list[Any]]:
         """The kept rows from `cutoff` on, by feature name, and their predictions."""
@@ -207,15 +227,25 @@ class LogWriter:
         if self._queued - self._taken + rows > self.max_queue_rows:
             self.stats.dropped += rows
             return
-        request = (logged, route, request_id, self.clock(), latency)
+        ts = self.clock()
         if rows == 1:
+            shares = logged.probabilities
             try:
-                self._queue.append(self._rows(*request)[0])
+                row = _row(
+                    logged.ids[0],
+                    self._head(logged, route, request_id, ts),
+                    logged.records[0],
+                    logged.values[0],
+                    None if shares is None else shares[0],
+                    logged.warnings,
+                    latency * 1000,
+                )
             except (TypeError, ValueError) as exc:
                 self._refuse(1, exc)
                 return
+            self._queue.append(row)
         else:
-            self._queue.append(request)
+            self._queue.append((logged, route, request_id, ts, latency))
         self._queued += rows
         if self._queued - self._taken >= self.batch_rows and not self._wake.is_set():
             self._wake.set()
@@ -325,24 +355,17 @@ class LogWriter:
     def _take(self) -> None:
         """Move up to a batch of queued rows (and requests, made into rows here) to pending."""
         rows: list[Row] = []
-        window = self._window
-        since_yield = 0
-        while self._queue and len(rows) < self.batch_rows:
-            item = self._queue.popleft()
-            if len(item) == len(ROW_COLUMNS):
-                self._taken += 1
+        queue, width = self._queue, len(ROW_COLUMNS)
+        while queue and len(rows) < self.batch_rows:
+            item = queue.popleft()
+            if len(item) == width:
                 rows.append(item)
-                since_yield += 1
+                self._taken += 1
             else:
-                made = self._request_rows(item)
-                rows.extend(made)
-                since_yield += len(made)
-            if since_yield >= YIELD_ROWS:
-                hand_over()  # a request waiting on this thread is what the p99 would show
-                since_yield = 0
-        if window is not None:
-            for row in rows:
-                window.add(row[_TS], row[_INPUT], row[_PREDICTION])
+                rows.extend(self._request_rows(item))
+                hand_over()  # a batch request's rows took a while: let the loop in
+        if self._window is not None:
+            self._window.extend(rows)
         self._pending = rows
 
     def _request_rows(self, request: _Request) -> list[Row]:
@@ -357,32 +380,27 @@ class LogWriter:
     def _rows(
         self, logged: Logged, route: str, request_id: str, ts: float, latency: float
     ) -> list[Row]:
-        """Rows in the store's column order (ROW_COLUMNS); the cheapest form to insert.
-
-        A one-row request's row is made on the event loop: one comprehension, no per-row calls
-        beyond the JSON writer's.
-        """
-        ids = logged.ids
-        # Without the client's X-Request-Id, a request is named by its first prediction.
-        head = (ts, request_id or ids[0], self.model_sha256, route, self.instance)
-        latency_ms = latency * 1000
-        warned = [logged.warnings] if len(ids) == 1 else _row_warnings(logged.warnings, len(ids))
-        given = logged.probabilities
-        probabilities = repeat(None) if given is None else given
+        """A batch request's rows, in the store's column order (ROW_COLUMNS)."""
+        head = self._head(logged, route, request_id, ts)
+        warned = _row_warnings(logged.warnings, len(logged.ids))
+        shares = logged.probabilities
         return [
-            (
+            _row(
                 pid,
-                *head,
-                _text(record),
-                _text(value),
-                None if shares is None else _text(shares),
-                _text(warnings) if warnings else "[]",
-                latency_ms,
+                head,
+                logged.records[index],
+                logged.values[index],
+                None if shares is None else shares[index],
+                warned[index],
+                latency * 1000,
             )
-            for pid, record, value, shares, warnings in zip(
-                ids, logged.records, logged.values, probabilities, warned, strict=False
-            )
+            for index, pid in enumerate(logged.ids)
         ]
+
+    def _head(self, logged: Logged, route: str, request_id: str, ts: float) -> tuple[Any, ...]:
+        """The columns every row of a request shares, from `ts` to `instance`."""
+        # Without the client's X-Request-Id, a request is named by its first prediction.
+        return (ts, request_id or logged.ids[0], self.model_sha256, route, self.instance)
 
     def _housekeeping(self) -> None:
         now = self.clock()
