@@ -248,7 +248,9 @@ class LogWriter:
         else:
             self._queue.append((logged, route, request_id, ts, latency))
         self._queued += rows
-        if self._queued - self._taken >= self.batch_rows and not self._wake.is_set():
+        waiting = self._queued - self._taken
+        # Woken once, as the batch fills: the thread then empties the queue before it waits.
+        if waiting >= self.batch_rows > waiting - rows:
             self._wake.set()
 
     def _refuse(self, rows: int, exc: Exception) -> None:
