@@ -33,8 +33,8 @@ from tabship.monitor.profile import ReferenceProfile
 from tabship.monitor.store import ROW_COLUMNS, BatchRefused, DatabaseDown, LogStore
 
 FLUSH_SECONDS = 0.1
-# Rows one transaction takes at most: each commit costs about as much as inserting 100 rows.
-BATCH_ROWS = 2000
+# Rows one transaction takes at most: bigger commits are rarer but stall the loop longer.
+BATCH_ROWS = 500
 MAX_QUEUE_ROWS = 50_000
 RETRY_MAX_SECONDS = 2.0
 # Per-pod drift: the pod's own recent inputs, kept in memory, re-scored on a timer.
