@@ -303,3 +303,46 @@ def test_the_scikit_learn_engine_is_not_batched(trees: TrainedModel) -> None:
             return await http.post("/predict_api", json=RECORD)
 
     assert asyncio.run(ask()).json() == fallback.predict([RECORD]).values[0]
+
+
+def test_one_row_v2_requests_join_the_turns_batch(trees: TrainedModel) -> None:
+    """A V2 request of one row is the record /predict_api would get: same batch, same answer."""
+    predictor = Predictor.load(trees.artifact.directory)
+    app = create_app(predictor)
+    name = app.context.v2.name
+    calls: list[int] = []
+    original = predictor.predict
+
+    def counted(records: Any) -> Any:
+        calls.append(len(records))
+        return original(records)
+
+    records = [{**RECORD, "age": 30 + index, "bmi": 22.0 + index / 4} for index in range(6)]
+
+    def tensors(record: dict[str, Any]) -> dict[str, Any]:
+        inputs = []
+        for key, value in record.items():
+            kind = (
+                "BYTES"
+                if isinstance(value, str)
+                else "FP64"
+                if isinstance(value, float)
+                else "INT64"
+            )
+            inputs.append({"name": key, "shape": [1], "datatype": kind, "data": [value]})
+        return {"inputs": inputs}
+
+    async def scenario() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            asks = [http.post(f"/v2/models/{name}/infer", json=tensors(r)) for r in records]
+            asks += [http.post("/predict_api", json=r) for r in records]
+            return list(await asyncio.gather(*asks))
+
+    predictor.predict = counted  # type: ignore[method-assign]
+    answers = asyncio.run(scenario())
+    assert max(calls) > len(records)  # V2 records went in with /predict_api's
+    for record, v2, api in zip(records, answers[:6], answers[6:], strict=True):
+        alone = original([record]).values[0]
+        assert v2.status_code == 200 and v2.json()["outputs"][0]["data"] == [alone]
+        assert api.json() == alone

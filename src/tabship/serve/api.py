@@ -194,11 +194,21 @@ class JsonApi:
 
         A small body is predicted together with the others of this loop turn (RowBatcher).
         """
-        if len(request.body) > INLINE_MAX_BYTES or not self.rows.enabled:
+        if not self.batches(request):
             return await self._run(request, self._one)
         record = self._record(request)
         prediction = await self.rows.predict(record)
         return self._one_answer(request, record, prediction)
+
+    def batches(self, request: Request) -> bool:
+        """Whether a single record in this request joins its loop turn's batch (RowBatcher)."""
+        return self.rows.enabled and len(request.body) <= INLINE_MAX_BYTES
+
+    async def predict_record(
+        self, request: Request, record: dict[str, Any]
+    ) -> tuple[Prediction, list[str]]:
+        """One record of another protocol, predicted with the others of this loop turn."""
+        return self._count(request, [record], await self.rows.predict(record))
 
     async def predict_many(self, request: Request) -> Answer:
         """{"instances": [...]} in; predictions, warnings and the model out."""

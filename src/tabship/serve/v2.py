@@ -132,9 +132,25 @@ class V2Api:
     async def infer(self, request: Request) -> Answer:
         """Predict V2 tensors (JSON or binary) through the JSON API's prediction path."""
         self._check_model(request)
-        return await self.api.answer(request, self._infer)
+        if not self.api.batches(request):
+            return await self.api.answer(request, self._infer)
+        columns, wanted = self._read(request)
+        if columns.rows != 1:
+            prediction, _ = self.api.predict_columns(request, columns.columns, columns.rows)
+        else:
+            # One row is one record (as `validate_columns` reads it): it joins this loop
+            # turn's batch with /predict_api's records, and gets the answer it would alone.
+            record = {name: column[0] for name, column in columns.columns.items()}
+            prediction, _ = await self.api.predict_record(request, record)
+        return self._answer(columns, wanted, prediction)
 
     def _infer(self, request: Request) -> Answer:
+        columns, wanted = self._read(request)
+        prediction, _ = self.api.predict_columns(request, columns.columns, columns.rows)
+        return self._answer(columns, wanted, prediction)
+
+    def _read(self, request: Request) -> tuple[Columns, list[tuple[str, bool]]]:
+        """The request's tensors as columns, and the outputs it asks for."""
         wire = request.headers_named(_WIRE_HEADERS)  # the three the body's form needs
         media = media_type(wire.get(b"content-type"))
         if media not in BODY_TYPES and not media.endswith("+json"):
@@ -146,9 +162,7 @@ class V2Api:
             self._inflated(request, wire.get(b"content-encoding")), wire.get(_HEADER_LENGTH)
         )
         columns = self.reader.read(header, binary)
-        wanted = self._outputs(columns)  # refused before anything is predicted
-        prediction, _ = self.api.predict_columns(request, columns.columns, columns.rows)
-        return self._answer(columns, wanted, prediction)
+        return columns, self._outputs(columns)  # outputs refused before anything is predicted
 
     def _inflated(self, request: Request, encoding: str | None) -> bytes:
         """The body, uncompressed when tritonclient's gzip or deflate compressed it.
