@@ -10,7 +10,7 @@ export TABSHIP_DATA_HOME ?= $(abspath ../shared/datasets)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps kserve-client demo test check lint format typecheck bench bench-explain bench-auth bench-log bench-single bench-beyond bench-training soak sbom image-size clean
+.PHONY: help install system-deps kserve-client demo test check lint format typecheck bench bench-explain load-tool bench-auth bench-log bench-single bench-beyond bench-training soak sbom image-size clean
 
 help:
 	@echo "make demo   - install into .venv, get the insurance data, train, serve on http://localhost:8080"
@@ -97,14 +97,17 @@ typecheck: install
 check: lint typecheck test
 
 # Load is generated with wrk (Debian package), pinned apart from the server with taskset.
-bench: install
+load-tool:
 	@command -v wrk >/dev/null || for attempt in 1 2 3; do \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null && break; \
 	  sleep 5; [ $$attempt -lt 3 ] || exit 1; \
 	done
+
+bench: install load-tool
 	$(BIN)/python bench/predict_latency.py
 	$(BIN)/python bench/serve_load.py
+	$(BIN)/python bench/single_row.py
 	$(BIN)/python bench/v2_load.py
 	$(BIN)/python bench/explain_bench.py
 	$(MAKE) bench-log
@@ -112,32 +115,17 @@ bench: install
 
 # Explanations only: tabship against shap's exact explainer, /v1/explain records/s, and
 # /predict_api against the code before (the merge-base with main, or BENCH_BASE_REF).
-bench-explain: install
-	@command -v wrk >/dev/null || for attempt in 1 2 3; do \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null && break; \
-	  sleep 5; [ $$attempt -lt 3 ] || exit 1; \
-	done
+bench-explain: install load-tool
 	$(BIN)/python bench/explain_bench.py
 
 # The prediction log: SQLite log on against off in the same run; writer rows/s to SQLite and to
 # a PostgreSQL cluster the script starts itself (Debian's package, from system-deps).
-bench-log: install system-deps
-	@command -v wrk >/dev/null || for attempt in 1 2 3; do \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null && break; \
-	  sleep 5; [ $$attempt -lt 3 ] || exit 1; \
-	done
+bench-log: install system-deps load-tool
 	$(BIN)/python bench/prediction_log.py
 
 # Single-row /predict_api against the raw ASGI yardstick, the bare FastAPI app and the SQLite
 # log on, with the server's CPU time per request: a quick A/B (issue 18, goal 1).
-bench-single: install
-	@command -v wrk >/dev/null || for attempt in 1 2 3; do \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null && break; \
-	  sleep 5; [ $$attempt -lt 3 ] || exit 1; \
-	done
+bench-single: install load-tool
 	$(BIN)/python bench/single_row.py
 
 # What API keys cost on /predict_api: the same server with and without a keys file.

@@ -245,10 +245,8 @@ def test_sigterm_answers_requests_in_flight_then_exits(
     running.stop()
 
 
-def test_records_of_one_turn_are_predicted_together_each_as_alone(trees: TrainedModel) -> None:
-    predictor = Predictor.load(trees.artifact.directory)
-    assert batch_invariant(predictor)
-    app = create_app(predictor)
+def count_calls(predictor: Predictor) -> list[int]:
+    """From now on, the size of each `predictor.predict` call, in order."""
     calls: list[int] = []
     original = predictor.predict
 
@@ -256,6 +254,16 @@ def test_records_of_one_turn_are_predicted_together_each_as_alone(trees: Trained
         calls.append(len(records))
         return original(records)
 
+    predictor.predict = counted  # type: ignore[method-assign]
+    return calls
+
+
+def test_records_of_one_turn_are_predicted_together_each_as_alone(trees: TrainedModel) -> None:
+    predictor = Predictor.load(trees.artifact.directory)
+    assert batch_invariant(predictor)
+    app = create_app(predictor)
+    original = predictor.predict
+    calls = count_calls(predictor)
     records = [{**RECORD, "age": 20 + index, "bmi": 20.0 + index / 3} for index in range(12)]
     bad = {**RECORD, "age": "old"}
     unseen = {**RECORD, "region": "atlantis"}
@@ -266,7 +274,6 @@ def test_records_of_one_turn_are_predicted_together_each_as_alone(trees: Trained
             asks = [http.post("/predict_api", json=r) for r in [*records, bad, unseen]]
             return list(await asyncio.gather(*asks))
 
-    predictor.predict = counted  # type: ignore[method-assign]
     answers = asyncio.run(scenario())
     assert max(calls) > 1  # some records really went in one call
     for record, answer in zip(records, answers[:-2], strict=True):
@@ -310,13 +317,8 @@ def test_one_row_v2_requests_join_the_turns_batch(trees: TrainedModel) -> None:
     predictor = Predictor.load(trees.artifact.directory)
     app = create_app(predictor)
     name = app.context.v2.name
-    calls: list[int] = []
     original = predictor.predict
-
-    def counted(records: Any) -> Any:
-        calls.append(len(records))
-        return original(records)
-
+    calls = count_calls(predictor)
     records = [{**RECORD, "age": 30 + index, "bmi": 22.0 + index / 4} for index in range(6)]
 
     def tensors(record: dict[str, Any]) -> dict[str, Any]:
@@ -339,7 +341,6 @@ def test_one_row_v2_requests_join_the_turns_batch(trees: TrainedModel) -> None:
             asks += [http.post("/predict_api", json=r) for r in records]
             return list(await asyncio.gather(*asks))
 
-    predictor.predict = counted  # type: ignore[method-assign]
     answers = asyncio.run(scenario())
     assert max(calls) > len(records)  # V2 records went in with /predict_api's
     for record, v2, api in zip(records, answers[:6], answers[6:], strict=True):

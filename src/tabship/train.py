@@ -7,6 +7,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -251,30 +252,17 @@ def _without_expansion(pool: list[Candidate], width: int, notes: list[str]) -> l
 
 
 def _tuned(
-    validator: CrossValidator,
-    pool: list[Candidate],
     leaderboard: list[Row],
     sort_by: str,
     budget: float,
-    base_seconds: dict[str, float],
-    expandable: bool,
-    progress: Progress | None,
     notes: list[str],
+    run: Callable[[float], tuple[list[Row], TuningSummary]],
 ) -> tuple[list[Row], TuningSummary | None]:
-    """The leaderboard with the tuned candidates ranked in, when the budget allows tuning."""
+    """The leaderboard with `run`'s tuned candidates ranked in, when the budget allows tuning."""
     if budget < 1.0:
         notes.append("tuning skipped: the time budget was spent by the comparison")
         return leaderboard, None
-    tuned, tuning = tune(
-        validator,
-        pool,
-        leaderboard,
-        sort_by=sort_by,
-        budget=budget,
-        base_seconds=base_seconds,
-        expandable=expandable,
-        progress=progress,
-    )
+    tuned, tuning = run(budget)
     notes.extend(tuning.notes)
     return rank(leaderboard + tuned, sort_by), tuning
 
@@ -332,16 +320,18 @@ def train(
             if deadline is not None:
                 # The refit of the best so far must still fit in what the budget leaves.
                 budget = deadline - clock() - fit_estimate(leaderboard[0], len(fit_x))
-            leaderboard, tuning = _tuned(
+            search = partial(
+                tune,
                 validator,
                 pool,
                 leaderboard,
-                sort_by,
-                budget,
-                comparison.seconds,
-                expandable,
-                progress,
-                notes,
+                sort_by=sort_by,
+                base_seconds=comparison.seconds,
+                expandable=expandable,
+                progress=progress,
+            )
+            leaderboard, tuning = _tuned(
+                leaderboard, sort_by, budget, notes, lambda seconds: search(budget=seconds)
             )
         best = leaderboard[0]
         if progress:
