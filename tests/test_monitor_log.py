@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from typer.testing import CliRunner
 from tabship.cli import app as cli
 from tabship.config import ServeSettings
 from tabship.monitor.store import LogDatabaseError, LogStore
-from tabship.monitor.writer import WRITER_NICE, Logged, LogWriter
+from tabship.monitor.writer import Logged, LogWriter
 from tabship.predictor import Predictor
 from tabship.serve.app import App, create_app
 from tabship.workflow import TrainedModel
@@ -251,10 +250,10 @@ def test_retention_deletes_old_rows(tmp_path: Path) -> None:
     old = time.time() - 10 * 86400
     writer = LogWriter(store, "sha", retention_days=7, clock=lambda: old)
     writer.submit(Logged(["old"], [PATIENT], [1.0], None, []), "/predict_api", "", 0.001)
-    writer._write_all()
+    writer._write_all(drain=True)
     writer.clock = time.time
     writer.submit(Logged(["new"], [PATIENT], [1.0], None, []), "/predict_api", "", 0.001)
-    writer._write_all()
+    writer._write_all(drain=True)
     writer._housekeeping()
     assert writer.stats.deleted == 1
     assert [r.id for r in store.rows(None, 0)] == ["new"]
@@ -427,18 +426,36 @@ def test_monitor_against_an_unreachable_database_says_so(tiny_model: TrainedMode
     assert "Traceback" not in result.output
 
 
-@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice is a POSIX call")
-def test_the_writer_thread_runs_below_the_serving_threads(tmp_path: Path) -> None:
-    writer = LogWriter(LogStore(f"sqlite:///{tmp_path / 'log.db'}"), "sha", flush_seconds=0.02)
+class RecordingStore(LogStore):
+    """A real SQLite store that notes the size of each transaction it is given."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.transactions: list[int] = []
+
+    def insert(self, rows: Any) -> None:
+        super().insert(rows)
+        self.transactions.append(len(rows))
+
+
+def test_a_filled_batch_wakes_the_writer_for_whole_batches_only(tmp_path: Path) -> None:
+    # Rows that arrive while a batch is written wait for the next batch or the timer: written
+    # at once, each would be a transaction of a handful of rows (17 µs of CPU a row).
+    store = RecordingStore(f"sqlite:///{tmp_path / 'log.db'}")
+    writer = LogWriter(store, "sha", batch_rows=50, flush_seconds=3600)
+    for number in range(120):
+        writer.submit(Logged([f"id-{number}"], [PATIENT], [1.0], None, []), "/p", "", 0.001)
     writer.start()
-    writer.submit(Logged(["one"], [PATIENT], [1.0], None, []), "/predict_api", "", 0.001)
-    assert writer.flush(timeout=30)  # the thread has run its first lines
-    assert writer._thread is not None and writer._thread.native_id is not None
-    assert os.getpriority(os.PRIO_PROCESS, writer._thread.native_id) == (
-        os.getpriority(os.PRIO_PROCESS, 0) + WRITER_NICE
-    )
-    assert os.getpriority(os.PRIO_PROCESS, 0) < WRITER_NICE  # this thread is untouched
+    deadline = time.monotonic() + 30
+    while writer.stats.written < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # time enough for a wrong writer to also take the 20 left
+    assert store.transactions == [50, 50]
+    assert writer.queued_rows == 20
+    assert writer.flush(timeout=30)  # flush() writes what is left, whole batch or not
+    assert store.transactions == [50, 50, 20]
     writer.close()
+    assert store.count() == 120
 
 
 def test_batch_rows_are_made_by_the_writer_with_each_rows_warnings(tmp_path: Path) -> None:
