@@ -110,3 +110,26 @@ def test_readiness_waits_for_the_warm_up_and_liveness_does_not(tiny_model: Train
         ("/readyz draining", 503),
         ("/healthz draining", 200),
     ]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # Past 64 bits orjson reads an integer as the nearest double; these must stay exact.
+        (b'{"n": 18446744073709551617}', {"n": 18446744073709551617}),
+        (b'{"n": -9223372036854775809}', {"n": -9223372036854775809}),
+        (b"[1234567890123456789012, 1]", [1234567890123456789012, 1]),
+        (b'{"s": "12345678901234567890"}', {"s": "12345678901234567890"}),
+        # 18 digits and digits split by a point or a sign are orjson's to read.
+        (b'{"n": 123456789012345678}', {"n": 123456789012345678}),
+        (b'{"x": 1234567890.123456789}', {"x": 1234567890.123456789}),
+    ],
+)
+def test_long_integers_are_read_exactly(body: bytes, expected: object) -> None:
+    parsed = contract.parse_json(body)
+    assert parsed == expected
+    assert type(parsed) is type(expected)
+    values = parsed.values() if isinstance(parsed, dict) else parsed
+    assert [type(v) for v in values] == [
+        type(v) for v in (expected.values() if isinstance(expected, dict) else expected)
+    ]

@@ -499,3 +499,26 @@ def test_an_integer_just_over_the_float32_bound_is_refused_not_rounded_onto_it(
     )
     assert answer.status_code == 400, answer.text
     assert "age" in answer.text
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[7625.3427734375], [0.1, -2.5e-07, 1e16, 12.0], ["yes", 'say "no"', "naïve </script>"]],
+)
+def test_the_everyday_answer_is_the_full_answers_bytes(
+    app: App, classifier: App, values: list[Any]
+) -> None:
+    from tabship.predictor import Prediction
+    from tabship.serve.v2_tensors import Columns
+
+    for served in (app, classifier):
+        v2 = served.context.v2
+        columns = Columns(len(values), {}, None, {}, None)
+        prediction = Prediction(values, None, [], {})
+        wanted = [("predict", False)]
+        fast, full = (
+            v2._answer(columns, wanted, prediction),
+            v2._full_answer(columns, wanted, prediction),
+        )
+        assert fast == full
+        json.loads(fast.body)  # and it is JSON

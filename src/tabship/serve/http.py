@@ -143,7 +143,14 @@ def json_answer(
     payload: Any, status: int = 200, extra: tuple[tuple[bytes, bytes], ...] = ()
 ) -> Answer:
     """A JSON answer; `extra` are headers of this answer only (a prediction id)."""
-    return Answer(status, dump_json(payload), JSON, _API_HEADERS, extra)
+    return written_json_answer(dump_json(payload), status, extra)
+
+
+def written_json_answer(
+    data: bytes, status: int = 200, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> Answer:
+    """A JSON answer whose bytes are already written (by `dump_json`, or joined from its parts)."""
+    return Answer(status, data, JSON, _API_HEADERS, extra)
 
 
 _API_HEADERS = (("content-security-policy", API_POLICY),)

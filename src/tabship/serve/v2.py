@@ -23,7 +23,15 @@ from tabship.errors import (
 from tabship.predictor import Prediction
 from tabship.serve import binary_tensors
 from tabship.serve.contract import media_type
-from tabship.serve.http import API_POLICY, JSON, Answer, Request, dump_json, json_answer
+from tabship.serve.http import (
+    API_POLICY,
+    JSON,
+    Answer,
+    Request,
+    dump_json,
+    json_answer,
+    written_json_answer,
+)
 from tabship.serve.v2_tensors import Columns, TensorReader, datatype_of
 
 if TYPE_CHECKING:
@@ -70,6 +78,15 @@ class V2Api:
         if predictor.task == "classification":
             self.output_types["predict_proba"] = "FP64"
         self.metadata = json_answer(self._metadata())
+        # Every output, in binary or as JSON: what a request naming no outputs gets.
+        self._json_outputs = [(name, False) for name in self.output_types]
+        self._binary_outputs = [(name, True) for name in self.output_types]
+        # The everyday answer up to its row count (see `_answer`).
+        self._head = dump_json(
+            {"model_name": self.name, "model_version": self.version, "outputs": []}
+        )[:-2] + b'{"name":"predict","datatype":"%s","shape":[' % (
+            self.output_types["predict"].encode()
+        )
         self.server_metadata = json_answer(
             {"name": "tabship", "version": __version__, "extensions": EXTENSIONS}
         )
@@ -170,7 +187,9 @@ class V2Api:
         Inflated at most to the body limit, so a small bomb cannot take the memory: past the
         limit it is 413 like any big body.
         """
-        encoding = (encoding or "identity").strip().lower()
+        if encoding is None:
+            return request.body
+        encoding = encoding.strip().lower()
         if encoding == "identity":
             return request.body
         if encoding not in INFLATE_BITS:
@@ -193,6 +212,16 @@ class V2Api:
         self, columns: Columns, wanted: list[tuple[str, bool]], prediction: Prediction
     ) -> Answer:
         """The inference response; outputs asked for in binary go after the JSON header."""
+        if wanted == _PREDICT_AS_JSON and columns.id is None and not prediction.warnings:
+            # The everyday answer, the bytes `_full_answer` writes (a test holds them equal)
+            # joined from a head made once: a third of the time of a one-record answer.
+            data = dump_json(prediction.values)
+            return written_json_answer(b'%s%d],"data":%s}]}' % (self._head, columns.rows, data))
+        return self._full_answer(columns, wanted, prediction)
+
+    def _full_answer(
+        self, columns: Columns, wanted: list[tuple[str, bool]], prediction: Prediction
+    ) -> Answer:
         outputs: list[dict[str, Any]] = []
         blobs: list[bytes] = []
         for name, binary in wanted:
@@ -241,7 +270,7 @@ class V2Api:
         """The outputs to answer, each with whether it goes in binary."""
         default = columns.parameters.get("binary_data_output") is True
         if not columns.outputs:  # none asked for by name: all of them
-            return [(name, default) for name in self.output_types]
+            return self._binary_outputs if default else self._json_outputs
         wanted: list[tuple[str, bool]] = []
         for index, item in enumerate(columns.outputs):
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
@@ -268,4 +297,6 @@ class V2Api:
 
 
 _HEADER_LENGTH = binary_tensors.HEADER.encode()
+# What `_outputs` asks for when the request names no outputs and no binary answer.
+_PREDICT_AS_JSON = [("predict", False)]
 _WIRE_HEADERS = frozenset({b"content-type", b"content-encoding", _HEADER_LENGTH})

@@ -9,9 +9,8 @@ names, shapes, datatypes and sizes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from tabship.errors import BodyTooLargeError, MalformedBodyError
 from tabship.schema import MAX_SHOWN_LEVELS, Feature, Schema
@@ -28,9 +27,11 @@ PLAIN_INPUT_KEYS = frozenset({"name", "shape", "datatype", "data"})
 _NO_PARAMETERS: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
-class Columns:
-    """A decoded request: rows, the columns by feature, and what it asks back."""
+class Columns(NamedTuple):
+    """A decoded request: rows, the columns by feature, and what it asks back.
+
+    A tuple, because one is made per request (a frozen dataclass cost 0.4 µs more).
+    """
 
     rows: int
     columns: dict[str, list[Any]]
@@ -78,6 +79,12 @@ class TensorReader:
         self.features = {feature.name: feature for feature in schema.features}
         # Looked up per input on every request: computed once.
         self.accepted = {feature.name: accepted(feature) for feature in schema.features}
+        # For `_plain`: by (input name, datatype), the JSON types its elements may have.
+        self.plain_types = {
+            (feature.name, datatype): _JSON_TYPES.get(datatype, _NUMBER_TYPES)
+            for feature in schema.features
+            for datatype in self.accepted[feature.name]
+        }
 
     def read(self, header: bytes, binary: memoryview) -> Columns:
         """Decode the JSON header and its binary part into records, or raise a 400 naming the input."""
@@ -130,20 +137,28 @@ class TensorReader:
             return None
         columns: dict[str, list[Any]] = {}
         count = -1
+        plain_types = self.plain_types
         for tensor in inputs:
-            if type(tensor) is not dict or tensor.keys() != PLAIN_INPUT_KEYS:
+            # Four keys, and these four: the keys are PLAIN_INPUT_KEYS.
+            if type(tensor) is not dict or len(tensor) != len(PLAIN_INPUT_KEYS):
                 return None
-            name, datatype, shape, data = (
-                tensor["name"],
-                tensor["datatype"],
-                tensor["shape"],
-                tensor["data"],
+            try:
+                name, datatype, shape, data = (
+                    tensor["name"],
+                    tensor["datatype"],
+                    tensor["shape"],
+                    tensor["data"],
+                )
+            except KeyError:
+                return None
+            fits = (
+                plain_types.get((name, datatype))
+                if type(name) is str and type(datatype) is str
+                else None
             )
             if (
-                type(name) is not str
-                or type(datatype) is not str
+                fits is None
                 or name in columns
-                or datatype not in self.accepted.get(name, ())
                 or type(shape) is not list
                 or type(data) is not list
                 or len(shape) != 1
@@ -152,12 +167,11 @@ class TensorReader:
                 or len(data) != (count if columns else len(data))
             ):
                 return None
-            fits = _JSON_TYPES.get(datatype, _NUMBER_TYPES)
             for value in data:
                 if type(value) not in fits:
                     return None
             count = len(data)
-            if datatype == "BYTES":  # text as it came: no conversion to make
+            if datatype in _AS_THEY_CAME:  # text and whole numbers: nothing to convert
                 columns[name] = data
             else:
                 columns[name] = _convert(self.features[name], datatype, data)
@@ -280,6 +294,8 @@ class TensorReader:
 
 
 _NONE = type(None)
+# Datatypes whose JSON elements `_convert` returns unchanged.
+_AS_THEY_CAME = INTEGERS | {"BYTES"}
 _NUMBER_TYPES = frozenset({int, float, _NONE})
 _JSON_TYPES = {
     "BYTES": frozenset({str, _NONE}),
