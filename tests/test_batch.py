@@ -95,6 +95,21 @@ def test_unseen_categories_are_counted_over_chunks_or_refused_when_strict(
     assert not (tmp_path / "strict.csv").exists()
 
 
+def test_rows_outside_the_training_range_are_warned_once_per_column_for_a_file(
+    predictor: Predictor, new_rows: Path, tmp_path: Path
+) -> None:
+    frame = pd.read_csv(new_rows)
+    frame.loc[[3, 60, 130, 249], "bmi"] = 500.0  # in four of the five chunks
+    frame.loc[[10, 200], "age"] = 130
+    frame.to_csv(new_rows, index=False)
+    chunked = predict_file(predictor, new_rows, tmp_path / "out.csv", chunk_rows=50)
+    whole = predict_file(predictor, new_rows, tmp_path / "whole.csv", chunk_rows=10_000)
+    assert chunked.warnings == whole.warnings  # summed over the chunks, one line per column
+    assert [note.split(":")[0] for note in chunked.warnings] == ["age", "bmi"]
+    bmi = chunked.warnings[1]
+    assert int(bmi.split()[1]) >= 4 and bmi.endswith("their predictions are extrapolations")
+
+
 HOSTILE_CELLS = ["=1+2", "+SUM(A1)", "-2+3", "@cmd", "\tx", "\rx", "safe", "-3", "+1.5e3", None]
 
 

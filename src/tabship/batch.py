@@ -124,6 +124,9 @@ class Tally:
     rows: int = 0
     warnings: list[str] = field(default_factory=list)
     unseen: dict[str, int] = field(default_factory=dict)
+    # By source (None: the one file), rows outside the training range per feature: summed
+    # over the chunks and warned once per source and feature by `write_predictions`.
+    outside: dict[str | None, dict[str, int]] = field(default_factory=dict)
 
 
 # (a name for messages or None, the table's first row number, the rows)
@@ -149,8 +152,9 @@ class _Sink:
         )
         values, proba = predictor.predict_batch(batch, self.memo)
         predicted = chunk.assign(**prediction_columns(predictor, values, proba))
-        prefix = f"{source}: " if source else ""
-        self.tally.warnings.extend(prefix + note for note in batch.warnings)
+        counts = self.tally.outside.setdefault(source, {})
+        for feature, count in (batch.outside or {}).items():
+            counts[feature] = counts.get(feature, 0) + count
         for feature, count in batch.unseen.items():
             self.tally.unseen[feature] = self.tally.unseen.get(feature, 0) + count
         table = pa.Table.from_pandas(predicted, preserve_index=False)
@@ -208,7 +212,11 @@ def write_predictions(
                 previous.result()
     finally:
         sink.close()
-    return sink.tally
+    tally = sink.tally
+    for source, counts in tally.outside.items():
+        prefix = f"{source}: " if source else ""
+        tally.warnings.extend(prefix + note for note in predictor.schema.outside_warnings(counts))
+    return tally
 
 
 def predict_file(

@@ -61,6 +61,9 @@ class Batch(NamedTuple):
     # Per categorical feature (tables only): each row's level index, then missing, then unseen;
     # big batches key rows by decision cell with them (see cells.py).
     codes: dict[str, np.ndarray] | None = None
+    # Tables only: rows outside the training range per feature, counted (not warned per
+    # chunk: a file sums its chunks and warns once, see `Schema.outside_warnings`).
+    outside: dict[str, int] | None = None
 
 
 def _listed(names: Sequence[str]) -> str:
@@ -284,7 +287,7 @@ class Schema:
                 [Problem(name, "column is missing from the table") for name in missing_columns]
             )
         problems = _Problems()
-        warnings: list[str] = []
+        outside: dict[str, int] = {}
         unseen: dict[str, int] = {}
         columns: dict[str, np.ndarray] = {}
         codes: dict[str, np.ndarray] = {}
@@ -292,9 +295,9 @@ class Schema:
             raw = frame[feature.name]
             empty = raw.isna().to_numpy()
             if feature.kind == "numeric":
-                column, refused = _numeric_column(feature, raw, empty, warnings)
+                column, refused = _numeric_column(feature, raw, empty, outside)
             elif feature.kind == "date":
-                column, refused = _date_column(feature, raw, empty, warnings)
+                column, refused = _date_column(feature, raw, empty, outside)
             else:
                 column, unknown, codes[feature.name] = _categorical_column(feature, raw, empty)
                 refused = unknown if strict_categories else np.zeros(len(raw), dtype=bool)
@@ -313,11 +316,20 @@ class Schema:
                 columns[feature.name] = column.reshape(-1, 1)
         if problems.items:
             raise RecordError(problems.items)
-        return Batch(columns, len(frame), warnings, unseen, codes)
+        return Batch(columns, len(frame), self.outside_warnings(outside), unseen, codes, outside)
+
+    def outside_warnings(self, outside: Mapping[str, int]) -> list[str]:
+        """One warning per feature for its rows outside the training range."""
+        return [
+            f"{feature.name}: {outside[feature.name]} rows outside the training range "
+            f"{feature.range_text}; their predictions are extrapolations"
+            for feature in self.features
+            if outside.get(feature.name)
+        ]
 
 
 def _numeric_column(
-    feature: Feature, raw: pd.Series, empty: np.ndarray, warnings: list[str]
+    feature: Feature, raw: pd.Series, empty: np.ndarray, outside: dict[str, int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The column as float64 and the mask of cells the feature refuses (not empty ones)."""
     import pandas as pd
@@ -327,27 +339,24 @@ def _numeric_column(
         refused = (~empty & np.isnan(numbers)) | (np.abs(numbers) > FLOAT32_MAX)
         if feature.integer:
             refused |= np.isfinite(numbers) & (numbers != np.round(numbers))
-    _warn_outside(feature, numbers, ~refused & ~np.isnan(numbers), warnings)
+    _count_outside(feature, numbers, ~refused & ~np.isnan(numbers), outside)
     return numbers, refused
 
 
-def _warn_outside(
-    feature: Feature, values: np.ndarray, usable: np.ndarray, warnings: list[str]
+def _count_outside(
+    feature: Feature, values: np.ndarray, usable: np.ndarray, outside: dict[str, int]
 ) -> None:
-    """One warning per column for the rows outside the training range (numbers or dates)."""
+    """Count the rows outside the training range (numbers or dates) in `outside`."""
     low = -np.inf if feature.minimum is None else feature.minimum
     high = np.inf if feature.maximum is None else feature.maximum
     with np.errstate(invalid="ignore"):
-        outside = int((usable & ((values < low) | (values > high))).sum())
-    if outside:
-        warnings.append(
-            f"{feature.name}: {outside} rows outside the training range {feature.range_text}; "
-            "their predictions are extrapolations"
-        )
+        count = int((usable & ((values < low) | (values > high))).sum())
+    if count:
+        outside[feature.name] = count
 
 
 def _date_column(
-    feature: Feature, raw: pd.Series, empty: np.ndarray, warnings: list[str]
+    feature: Feature, raw: pd.Series, empty: np.ndarray, outside: dict[str, int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The column as datetime64[s] and the mask of cells that are not dates."""
     if raw.dtype.kind == "M":
@@ -357,7 +366,7 @@ def _date_column(
     else:
         stamps = dates.parse(raw.to_numpy(dtype=object), feature.day_first)
     known = ~np.isnat(stamps)
-    _warn_outside(feature, stamps.astype(np.int64).astype(np.float64), known, warnings)
+    _count_outside(feature, stamps.astype(np.int64).astype(np.float64), known, outside)
     return stamps, ~empty & ~known
 
 
