@@ -94,6 +94,39 @@ def test_every_prediction_route_logs_its_rows(logged: tuple[App, Path]) -> None:
     assert f'id="prediction-id">{logged_rows[3]["id"]}<' in form.text
 
 
+def test_v2_answers_carry_ids_that_feedback_takes(logged: tuple[App, Path]) -> None:
+    app, path = logged
+    name = app.context.v2.name
+    inputs = [
+        {"name": key, "shape": [2], "datatype": datatype, "data": [value, value]}
+        for (key, value), datatype in zip(
+            PATIENT.items(), ["INT64", "FP64", "INT64", "BYTES", "BYTES"], strict=True
+        )
+    ]
+
+    async def go() -> tuple[list[str], list[int]]:
+        async with client(app) as c:
+            two = await c.post(f"/v2/models/{name}/infer", json={"inputs": inputs})
+            one = await c.post(
+                f"/v2/models/{name}/infer",
+                json={"inputs": [{**t, "shape": [1], "data": t["data"][:1]} for t in inputs]},
+            )
+            ids = [
+                *two.json()["parameters"]["prediction_ids"].split(","),
+                one.json()["parameters"]["prediction_ids"],
+            ]
+            statuses = [
+                (await c.post("/v1/feedback", json={"id": pid, "actual": 1000.0})).status_code
+                for pid in ids
+            ]
+            return ids, statuses
+
+    ids, statuses = asyncio.run(go())
+    assert len(set(ids)) == 3 and statuses == [200, 200, 200]
+    assert app.context.monitoring is not None and app.context.monitoring.writer.flush()
+    assert [r["id"] for r in rows(path)] == ids
+
+
 def test_feedback_gives_the_scores_scikit_learn_gives(logged: tuple[App, Path]) -> None:
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 

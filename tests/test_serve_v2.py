@@ -157,6 +157,8 @@ def test_json_infer_equals_v1_in_any_input_order_with_id_and_warnings(app: App, 
     assert got["outputs"] == [
         {"name": "predict", "datatype": "FP64", "shape": [2], "data": v1["predictions"]}
     ]
+    ids = got["parameters"].pop("prediction_ids").split(",")
+    assert len(ids) == 2 and len(set(ids)) == 2 and not set(ids) & set(v1["ids"])
     assert got["parameters"] == {"warnings": "\n".join(v1["warnings"]), "warning_count": 2}
     assert "smoker: 'maybe' is not one of the 2 values" in got["parameters"]["warnings"]
 
@@ -516,9 +518,8 @@ def test_the_everyday_answer_is_the_full_answers_bytes(
         columns = Columns(len(values), {}, None, {}, None)
         prediction = Prediction(values, None, [], {})
         wanted = [("predict", False)]
-        fast, full = (
-            v2._answer(columns, wanted, prediction),
-            v2._full_answer(columns, wanted, prediction),
-        )
+        ids = [f"a1b2c3-{row:x}" for row in range(len(values))]
+        fast = v2._answer(columns, wanted, prediction, ids)
+        full = v2._full_answer(columns, wanted, prediction, ids)
         assert fast == full
         json.loads(fast.body)  # and it is JSON

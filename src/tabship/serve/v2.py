@@ -81,10 +81,11 @@ class V2Api:
         # Every output, in binary or as JSON: what a request naming no outputs gets.
         self._json_outputs = [(name, False) for name in self.output_types]
         self._binary_outputs = [(name, True) for name in self.output_types]
-        # The everyday answer up to its row count (see `_answer`).
-        self._head = dump_json(
-            {"model_name": self.name, "model_version": self.version, "outputs": []}
-        )[:-2] + b'{"name":"predict","datatype":"%s","shape":[' % (
+        # The everyday answer around its ids and row count (see `_answer`): the head is
+        # {"model_name":...,"model_version":...,"parameters":{ as the encoder writes it.
+        opened = {"model_name": self.name, "model_version": self.version, "parameters": {}}
+        self._head = dump_json(opened)[:-2] + b'"prediction_ids":'
+        self._output_head = b'"name":"predict","datatype":"%s","shape":[' % (
             self.output_types["predict"].encode()
         )
         self.server_metadata = json_answer(
@@ -153,18 +154,18 @@ class V2Api:
             return await self.api.answer(request, self._infer)
         columns, wanted = self._read(request)
         if columns.rows != 1:
-            prediction, _ = self.api.predict_columns(request, columns.columns, columns.rows)
+            prediction, ids = self.api.predict_columns(request, columns.columns, columns.rows)
         else:
             # One row is one record (as `validate_columns` reads it): it joins this loop
             # turn's batch with /predict_api's records, and gets the answer it would alone.
             record = {name: column[0] for name, column in columns.columns.items()}
-            prediction, _ = await self.api.predict_record(request, record)
-        return self._answer(columns, wanted, prediction)
+            prediction, ids = await self.api.predict_record(request, record)
+        return self._answer(columns, wanted, prediction, ids)
 
     def _infer(self, request: Request) -> Answer:
         columns, wanted = self._read(request)
-        prediction, _ = self.api.predict_columns(request, columns.columns, columns.rows)
-        return self._answer(columns, wanted, prediction)
+        prediction, ids = self.api.predict_columns(request, columns.columns, columns.rows)
+        return self._answer(columns, wanted, prediction, ids)
 
     def _read(self, request: Request) -> tuple[Columns, list[tuple[str, bool]]]:
         """The request's tensors as columns, and the outputs it asks for."""
@@ -209,18 +210,33 @@ class V2Api:
         return body
 
     def _answer(
-        self, columns: Columns, wanted: list[tuple[str, bool]], prediction: Prediction
+        self,
+        columns: Columns,
+        wanted: list[tuple[str, bool]],
+        prediction: Prediction,
+        ids: list[str],
     ) -> Answer:
-        """The inference response; outputs asked for in binary go after the JSON header."""
+        """The inference response; outputs asked for in binary go after the JSON header.
+
+        The rows' prediction ids (for POST /v1/feedback) are the response parameter
+        `prediction_ids`, comma-separated: the protocol's parameters hold scalars only.
+        """
         if wanted == _PREDICT_AS_JSON and columns.id is None and not prediction.warnings:
             # The everyday answer, the bytes `_full_answer` writes (a test holds them equal)
             # joined from a head made once: a third of the time of a one-record answer.
             data = dump_json(prediction.values)
-            return written_json_answer(b'%s%d],"data":%s}]}' % (self._head, columns.rows, data))
-        return self._full_answer(columns, wanted, prediction)
+            return written_json_answer(
+                b'%s%s},"outputs":[{%s%d],"data":%s}]}'
+                % (self._head, dump_json(",".join(ids)), self._output_head, columns.rows, data)
+            )
+        return self._full_answer(columns, wanted, prediction, ids)
 
     def _full_answer(
-        self, columns: Columns, wanted: list[tuple[str, bool]], prediction: Prediction
+        self,
+        columns: Columns,
+        wanted: list[tuple[str, bool]],
+        prediction: Prediction,
+        ids: list[str],
     ) -> Answer:
         outputs: list[dict[str, Any]] = []
         blobs: list[bytes] = []
@@ -246,12 +262,11 @@ class V2Api:
         answer: dict[str, Any] = {"model_name": self.name, "model_version": self.version}
         if columns.id is not None:
             answer["id"] = columns.id
+        answer["parameters"] = {"prediction_ids": ",".join(ids)}
         if prediction.warnings:
             # Parameter values are scalars in the protocol: one warning per line.
-            answer["parameters"] = {
-                "warnings": "\n".join(prediction.warnings),
-                "warning_count": len(prediction.warnings),
-            }
+            answer["parameters"]["warnings"] = "\n".join(prediction.warnings)
+            answer["parameters"]["warning_count"] = len(prediction.warnings)
         answer["outputs"] = outputs
         if not blobs:
             return json_answer(answer)
