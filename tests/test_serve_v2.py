@@ -520,6 +520,6 @@ def test_the_everyday_answer_is_the_full_answers_bytes(
         wanted = [("predict", False)]
         ids = [f"a1b2c3-{row:x}" for row in range(len(values))]
         fast = v2._answer(columns, wanted, prediction, ids)
-        full = v2._full_answer(columns, wanted, prediction, ids)
+        full = v2._answer(columns, wanted, prediction, ids, shortcut=False)
         assert fast == full
         json.loads(fast.body)  # and it is JSON
