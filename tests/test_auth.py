@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -258,3 +259,34 @@ def test_a_keys_file_every_user_can_read_is_warned_about(keys: Path) -> None:
     assert warning is not None and "readable by every user" in warning
     keys.chmod(0o600)
     assert auth.warn_if_shared(keys) is None
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "logged"),
+    [
+        ("127.0.0.1", "198.51.100.7, 127.0.0.1", "198.51.100.7"),  # behind a proxy on this host
+        ("127.0.0.1", "10.0.0.1, 198.51.100.7", "198.51.100.7"),  # the nearest hop, as uvicorn
+        ("::1", '"><script>\n', '"><script>'),  # the client's own text, escaped as JSON
+        ("203.0.113.9", "198.51.100.7", "203.0.113.9"),  # a remote peer is not believed
+        ("127.0.0.1", None, "127.0.0.1"),
+    ],
+)
+def test_the_failure_line_names_the_client_behind_a_local_proxy(
+    predictor: Predictor,
+    keys: Path,
+    capsys: pytest.CaptureFixture[str],
+    peer: str,
+    forwarded: str | None,
+    logged: str,
+) -> None:
+    app = served(predictor, keys)
+    headers = {"x-forwarded-for": forwarded} if forwarded else {}
+
+    async def scenario() -> int:
+        transport = httpx.ASGITransport(app=app, client=(peer, 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://tabship") as http:
+            return (await http.post("/predict_api", json=PATIENT, headers=headers)).status_code
+
+    assert run(scenario()) == 401
+    lines = [line for line in capsys.readouterr().err.splitlines() if "auth_failed" in line]
+    assert len(lines) == 1 and json.loads(lines[0])["client"] == logged

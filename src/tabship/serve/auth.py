@@ -235,10 +235,27 @@ class Gate:
         # The key itself is never written: only why it failed, where and from whom.
         sys.stderr.write(
             f'{{"ts": {time.time():.3f}, "event": "auth_failed", "reason": "{refusal.reason}", '
-            f'"route": {json.dumps(route)}, "client": {json.dumps(request.client)}}}\n'
+            f'"route": {json.dumps(route)}, "client": {json.dumps(client_of(request))}}}\n'
         )
         page = access == PAGE and wants_html(request.headers)
         return refusal_answer(refusal, page, self.scripts, self.table.style(request.path))
+
+
+# Peers whose X-Forwarded-For is believed: a proxy on the same host, as uvicorn's default
+# (forwarded_allow_ips) believed it before the lane took over the socket.
+TRUSTED_PROXIES = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+
+
+def client_of(request: Request) -> str:
+    """Who sent a request, for the auth-failure line: the socket's peer, or behind a proxy on
+    this host the nearest address in X-Forwarded-For that is not such a proxy (bounded: the
+    header is the client's to write)."""
+    forwarded = request.header(b"x-forwarded-for") if request.client in TRUSTED_PROXIES else None
+    if not forwarded:
+        return request.client
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    outside = [hop for hop in hops if hop not in TRUSTED_PROXIES]
+    return (outside[-1] if outside else request.client)[:64]
 
 
 SCHEMES = {
