@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -489,6 +490,33 @@ def test_a_filled_batch_wakes_the_writer_for_whole_batches_only(tmp_path: Path) 
     assert store.transactions == [50, 50, 20]
     writer.close()
     assert store.count() == 120
+
+
+def test_close_during_a_pass_of_whole_batches_still_writes_the_rest(tmp_path: Path) -> None:
+    # SIGTERM while the writer writes a filled batch: the rows behind it are written too.
+    inserting, release = threading.Event(), threading.Event()
+
+    class HeldStore(RecordingStore):
+        def insert(self, rows: Any) -> None:
+            inserting.set()
+            assert release.wait(30)
+            super().insert(rows)
+
+    store = HeldStore(f"sqlite:///{tmp_path / 'log.db'}")
+    writer = LogWriter(store, "sha", batch_rows=50, flush_seconds=3600)
+    for number in range(53):
+        writer.submit(Logged([f"id-{number}"], [PATIENT], [1.0], None, []), "/p", "", 0.001)
+    writer.start()
+    assert inserting.wait(30)  # the first batch is being written
+    closing = threading.Thread(target=writer.close, kwargs={"timeout": 30})
+    closing.start()
+    deadline = time.monotonic() + 30
+    while not writer._stop and time.monotonic() < deadline:
+        time.sleep(0.001)
+    release.set()
+    closing.join(60)
+    assert store.transactions == [50, 3]
+    assert writer.stats.dropped == 0 and store.count() == 53
 
 
 def test_batch_rows_are_made_by_the_writer_with_each_rows_warnings(tmp_path: Path) -> None:

@@ -317,6 +317,9 @@ def test_content_type_and_encoding_are_checked(app: App, name: str) -> None:
     assert request(app, "POST", path, content=body).status_code == 200
     refused = request(app, "POST", path, content=body, headers={"content-type": "text/csv"})
     assert refused.status_code == 415 and "error" in refused.json()
+    for plain in ("", "identity", " Identity "):
+        headers = {"content-encoding": plain}
+        assert request(app, "POST", path, content=body, headers=headers).status_code == 200
     brotli = request(app, "POST", path, content=body, headers={"content-encoding": "br"})
     assert brotli.status_code == 415 and "send gzip, deflate" in brotli.json()["error"]
     v1 = request(app, "POST", "/v1/predict", json={"instances": records(ROWS)}).json()
@@ -505,15 +508,24 @@ def test_an_integer_just_over_the_float32_bound_is_refused_not_rounded_onto_it(
 
 @pytest.mark.parametrize(
     "values",
-    [[7625.3427734375], [0.1, -2.5e-07, 1e16, 12.0], ["yes", 'say "no"', "naïve </script>"]],
+    [
+        [7625.3427734375],
+        [0.1, -2.5e-07, 1e16, 12.0],
+        ["yes", 'say "no"', "naïve </script>"],
+        ["annulled", "ok"],  # "null" in the data: the full path's encoder
+    ],
 )
 def test_the_everyday_answer_is_the_full_answers_bytes(
-    app: App, classifier: App, values: list[Any]
+    app: App, classifier: App, tiny_model: TrainedModel, values: list[Any]
 ) -> None:
     from tabship.predictor import Prediction
     from tabship.serve.v2_tensors import Columns
 
-    for served in (app, classifier):
+    # "null" in the model's name: the head is written by the standard library's encoder.
+    renamed = create_app(
+        Predictor.load(tiny_model.artifact.directory), ServeSettings(model_name="nullmodèle")
+    )
+    for served in (app, classifier, renamed):
         v2 = served.context.v2
         columns = Columns(len(values), {}, None, {}, None)
         prediction = Prediction(values, None, [], {})

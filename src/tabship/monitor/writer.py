@@ -234,7 +234,7 @@ class LogWriter:
             self._queue.append((logged, route, request_id, ts, latency))
         self._queued += rows
         waiting = self._queued - self._taken
-        # Woken once, as the batch fills: the thread then empties the queue before it waits.
+        # Woken once, as the batch fills: the thread then writes the whole batches waiting.
         if waiting >= self.batch_rows > waiting - rows:
             self._wake.set()
 
@@ -282,15 +282,18 @@ class LogWriter:
         while True:
             timed_out = not self._wake.wait(retry or self.flush_seconds)
             self._wake.clear()
-            if self._stop and deadline is None:
+            # Read once: a close() that lands during a pass of whole batches wakes the next
+            # pass, which drains; exiting after this one would leave its remainder unwritten.
+            stopping = self._stop
+            if stopping and deadline is None:
                 deadline = time.monotonic() + self.close_timeout
             try:
-                ok = self._write_all(timed_out or self._stop)
+                ok = self._write_all(timed_out or stopping)
                 self._housekeeping()
             except Exception as exc:  # the thread must outlive any bug: count it and go on
                 self._drop_batch(exc)
                 ok = True
-            if self._stop and (ok or time.monotonic() > (deadline or 0)):
+            if stopping and (ok or time.monotonic() > (deadline or 0)):
                 if not ok:
                     lost = self.queued_rows
                     self.stats.dropped += lost
@@ -358,22 +361,27 @@ class LogWriter:
     def _take(self) -> None:
         """Move up to a batch of queued rows (and requests, made into rows here) to pending."""
         rows: list[Row] = []
+        taken = 0
         queue, width = self._queue, len(ROW_COLUMNS)
         while queue and len(rows) < self.batch_rows:
             item = queue.popleft()
             if len(item) == width:
                 rows.append(item)
-                self._taken += 1
+                taken += 1
             else:
+                taken += len(item[0].ids)
                 rows.extend(self._request_rows(item))
                 hand_over()  # a batch request's rows took a while: let the loop in
         if self._window is not None:
             self._window.extend(rows)
+        # Pending first, then taken: flush() (on the loop, which `hand_over` lets run) waits
+        # while either says rows are unwritten, so it never sees them neither queued nor
+        # pending.
         self._pending = rows
+        self._taken += taken
 
     def _request_rows(self, request: _Request) -> list[Row]:
         """A batch request's rows; none (dropped and said) if a value cannot be written."""
-        self._taken += len(request[0].ids)
         try:
             return self._rows(*request)
         except (TypeError, ValueError) as exc:
