@@ -519,6 +519,30 @@ def test_close_during_a_pass_of_whole_batches_still_writes_the_rest(tmp_path: Pa
     assert writer.stats.dropped == 0 and store.count() == 53
 
 
+def test_flush_returns_once_a_batch_requests_rows_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer hands the core to the loop after making a batch request's rows; a flush()
+    # polling then must still see those rows as unwritten.
+    from tabship.monitor import writer as writer_module
+
+    handed = threading.Event()
+
+    def slow_hand_over() -> None:
+        handed.set()
+        time.sleep(0.3)  # several of flush()'s 50 ms polls
+
+    monkeypatch.setattr(writer_module, "hand_over", slow_hand_over)
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    writer = LogWriter(store, "sha", flush_seconds=3600)
+    three = Logged(["a", "b", "c"], [PATIENT] * 3, [1.0] * 3, None, [])
+    writer.submit(three, "/v1/predict", "", 0.001)
+    writer.start()
+    assert writer.flush(timeout=30)
+    assert handed.is_set() and store.count() == 3
+    writer.close()
+
+
 def test_batch_rows_are_made_by_the_writer_with_each_rows_warnings(tmp_path: Path) -> None:
     store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
     writer = LogWriter(store, "sha", flush_seconds=0.02)
