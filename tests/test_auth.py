@@ -290,3 +290,17 @@ def test_the_failure_line_names_the_client_behind_a_local_proxy(
     assert run(scenario()) == 401
     lines = [line for line in capsys.readouterr().err.splitlines() if "auth_failed" in line]
     assert len(lines) == 1 and json.loads(lines[0])["client"] == logged
+
+
+def test_a_browser_at_the_keyed_monitor_page_gets_the_page_asking_for_the_key(
+    predictor: Predictor, keys: Path, tmp_path: Path
+) -> None:
+    app = served(predictor, keys, log_db=f"sqlite:///{tmp_path / 'log.db'}", public_pages=True)
+    html = {"accept": "text/html,application/xhtml+xml"}
+    page = call(app, "GET", "/monitor", headers=html)
+    assert page.status_code == 401 and page.headers["www-authenticate"].startswith("Bearer")
+    assert 'id="key-form"' in page.text and "/static/key.js" in page.text
+    # --public-pages opens the form, not the log's inputs; an API client still gets JSON.
+    api = call(app, "GET", "/monitor")
+    assert api.status_code == 401 and "detail" in api.json()
+    assert call(app, "GET", "/monitor", headers={**html, **bearer(KEY)}).status_code == 200

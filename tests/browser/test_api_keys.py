@@ -62,3 +62,33 @@ def test_the_form_asks_for_the_key_once_per_tab(browser: Any, locked: Server, sh
     other.wait_for_selector("#key-form")
     assert blocked == []
     context.close()
+
+
+@pytest.fixture(scope="module")
+def locked_log(
+    tiny_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("browser-keys-log")
+    keys = folder / "api-keys"
+    keys.write_text(f"{KEY}\n")
+    log = f"sqlite:///{folder / 'log.db'}"
+    yield from serving(
+        tiny_model.artifact.directory, folder, "--api-keys-file", str(keys), "--log-db", log
+    )
+
+
+def test_the_monitor_page_asks_for_the_key_then_shows(
+    browser: Any, locked_log: Server, shots: Path
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    blocked: list[str] = []
+    page.on("console", lambda m: blocked.append(m.text) if "Content Security" in m.text else None)
+    page.goto(locked_log.url + "/monitor")
+    page.wait_for_selector("#key-form")
+    page.fill("#api-key", KEY)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#drift")
+    page.screenshot(path=str(shots / "keys-3-monitor-after-key.png"), full_page=True)
+    assert blocked == []
+    context.close()

@@ -224,20 +224,24 @@ class Gate:
         return cls(KeyRing(settings.api_keys_file), table, metrics, frozenset(kinds), scripts)
 
     def __call__(self, request: Request) -> Answer | None:
-        access = self.table.access(request.method, request.path)
+        route = self.table.route_for(request.method, request.path)
+        access = "key" if route is None else route.access
         if access in self.open_kinds:
             return None
         refusal = check(self.ring, request.headers)
         if refusal is None:
             return None
         self.metrics.auth_failures.labels(refusal.reason).inc()
-        route = self.table.label(request.path)
+        label = self.table.label(request.path)
         # The key itself is never written: only why it failed, where and from whom.
         sys.stderr.write(
             f'{{"ts": {time.time():.3f}, "event": "auth_failed", "reason": "{refusal.reason}", '
-            f'"route": {json.dumps(route)}, "client": {json.dumps(client_of(request))}}}\n'
+            f'"route": {json.dumps(label)}, "client": {json.dumps(client_of(request))}}}\n'
         )
-        page = access == PAGE and wants_html(request.headers)
+        # A browser asking for a page (the form, /docs, /monitor) gets the page that asks
+        # for the key, whether the page is open with --public-pages or always keyed.
+        shows_html = access == PAGE or (route is not None and route.media == "text/html")
+        page = shows_html and wants_html(request.headers)
         return refusal_answer(refusal, page, self.scripts, self.table.style(request.path))
 
 

@@ -141,13 +141,15 @@ class RouteTable:
 
     def access(self, method: str, path: str) -> str:
         """Who may call this request's route; an unknown route needs a key (it reveals nothing)."""
-        found = self._lookup(path)
-        route = (
-            None
-            if found is None
-            else self._by_path[found[0]].get("GET" if method == "HEAD" else method)
-        )
+        route = self.route_for(method, path)
         return "key" if route is None else route.access
+
+    def route_for(self, method: str, path: str) -> Route | None:
+        """The route that answers a request, or None (no error: for the layers' questions)."""
+        found = self._lookup(path)
+        if found is None:
+            return None
+        return self._by_path[found[0]].get("GET" if method == "HEAD" else method)
 
     @property
     def paths(self) -> list[str]:
