@@ -21,17 +21,27 @@ CHOICES = {"smoker": "yes", "region": "north"}
 
 @pytest.fixture(scope="module")
 def locked(tiny_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Keys on, and a prediction log so /monitor is served too."""
     folder = tmp_path_factory.mktemp("browser-keys")
     keys = folder / "api-keys"
     keys.write_text(f"{KEY}\n")
-    yield from serving(tiny_model.artifact.directory, folder, "--api-keys-file", str(keys))
+    log = f"sqlite:///{folder / 'log.db'}"
+    yield from serving(
+        tiny_model.artifact.directory, folder, "--api-keys-file", str(keys), "--log-db", log
+    )
 
 
-def test_the_form_asks_for_the_key_once_per_tab(browser: Any, locked: Server, shots: Path) -> None:
+def watched(browser: Any) -> tuple[Any, Any, list[str]]:
+    """A new tab, and the Content-Security-Policy complaints its console will show."""
     context = browser.new_context()
     page = context.new_page()
     blocked: list[str] = []
     page.on("console", lambda m: blocked.append(m.text) if "Content Security" in m.text else None)
+    return context, page, blocked
+
+
+def test_the_form_asks_for_the_key_once_per_tab(browser: Any, locked: Server, shots: Path) -> None:
+    context, page, blocked = watched(browser)
     page.goto(locked.url + "/")
     page.wait_for_selector("#key-form")
     assert not page.locator("input[name=smoker], select[name=smoker]").count()
@@ -64,27 +74,11 @@ def test_the_form_asks_for_the_key_once_per_tab(browser: Any, locked: Server, sh
     context.close()
 
 
-@pytest.fixture(scope="module")
-def locked_log(
-    tiny_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("browser-keys-log")
-    keys = folder / "api-keys"
-    keys.write_text(f"{KEY}\n")
-    log = f"sqlite:///{folder / 'log.db'}"
-    yield from serving(
-        tiny_model.artifact.directory, folder, "--api-keys-file", str(keys), "--log-db", log
-    )
-
-
 def test_the_monitor_page_asks_for_the_key_then_shows(
-    browser: Any, locked_log: Server, shots: Path
+    browser: Any, locked: Server, shots: Path
 ) -> None:
-    context = browser.new_context()
-    page = context.new_page()
-    blocked: list[str] = []
-    page.on("console", lambda m: blocked.append(m.text) if "Content Security" in m.text else None)
-    page.goto(locked_log.url + "/monitor")
+    context, page, blocked = watched(browser)
+    page.goto(locked.url + "/monitor")
     page.wait_for_selector("#key-form")
     page.fill("#api-key", KEY)
     page.click("#key-form button[type=submit]")
