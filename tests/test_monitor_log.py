@@ -128,6 +128,33 @@ def test_v2_answers_carry_ids_that_feedback_takes(logged: tuple[App, Path]) -> N
     assert [r["id"] for r in rows(path)] == ids
 
 
+def test_an_integer_past_64_bits_is_logged_not_dropped(logged: tuple[App, Path]) -> None:
+    # The JSON reader keeps it exact and the prediction is answered: so is its log row,
+    # else a client could keep its requests out of the log.
+    app, path = logged
+    huge = 10**30 + 7
+    body = json.dumps({**PATIENT, "age": huge}).encode()
+
+    async def go() -> httpx.Response:
+        async with client(app) as c:
+            headers = {"content-type": "application/json"}
+            return await c.post("/predict_api", content=body, headers=headers)
+
+    answer = asyncio.run(go())
+    assert answer.status_code == 200
+    assert app.context.monitoring is not None and app.context.monitoring.writer.flush()
+    assert app.context.monitoring.writer.stats.dropped == 0
+    (row,) = rows(path)
+    assert row["id"] == answer.headers["x-prediction-id"]
+    assert json.loads(row["input"])["age"] == huge
+    from tabship.monitor.commands import export_log
+
+    for name in ("rows.parquet", "rows.csv"):  # the column holds it as text, exact
+        model = app.context.predictor.artifact.directory
+        assert export_log(model, f"sqlite:///{path}", path.parent / name) == 1
+    assert pd.read_csv(path.parent / "rows.csv", dtype=str)["age"][0] == str(huge)
+
+
 def test_feedback_gives_the_scores_scikit_learn_gives(logged: tuple[App, Path]) -> None:
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 

@@ -95,12 +95,13 @@ def export_log(model: Path, url: str, output: Path, since: str = "7d", force: bo
 
 
 def _array(values: list[object]) -> object:
-    """An Arrow column; a column of mixed types (numbers and text) becomes text."""
+    """An Arrow column; a column of mixed types (numbers and text), or holding an integer past
+    64 bits (logged exact, as the request sent it), becomes text."""
     import pyarrow as pa
 
     try:
         return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
         return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 

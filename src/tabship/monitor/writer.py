@@ -13,6 +13,7 @@ SIGKILL loses what arrived since the last flush, at most one flush interval.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -71,8 +72,23 @@ class WriterStats:
 
 def _text(value: Any) -> str:
     """A value as JSON text for the log. orjson: a tenth of the standard library's time on the
-    writer thread, which shares the serving process's core; numpy numbers are written too."""
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    writer thread, which shares the serving process's core; numpy numbers are written too.
+
+    What orjson refuses, an integer past 64 bits that a record may hold (the JSON reader keeps
+    it exact and the prediction is answered), the standard library writes: otherwise a client
+    could keep its requests out of the log by sending one.
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    except TypeError:
+        return json.dumps(value, allow_nan=False, default=_plain_number)
+
+
+def _plain_number(value: Any) -> Any:
+    """A numpy number or array as Python's, for the standard library's encoder."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _row(
