@@ -27,6 +27,7 @@ from pathlib import Path
 from insurance_model import ensure_model
 from serve_load import BIN, RECORD, RESULTS, free_port, wait_ready, wrk
 
+from tabship.monitor.ids import prediction_ids
 from tabship.monitor.store import LogStore
 from tabship.monitor.writer import Logged, LogWriter
 
@@ -107,10 +108,9 @@ def writer_rate(url: str) -> float:
     writer = LogWriter(store, "bench", max_queue_rows=WRITER_ROWS + 1)
     writer.start()
     started = time.perf_counter()
-    for index in range(WRITER_ROWS):
-        writer.submit(
-            Logged([f"bench-{index}"], [RECORD], [12345.6], None, []), "/predict_api", "", 0.0004
-        )
+    for _ in range(WRITER_ROWS):
+        ids = prediction_ids(1)  # the server's own ids: one prefix, counters in order
+        writer.submit(Logged(ids, [RECORD], [12345.6], None, []), "/predict_api", "", 0.0004)
     assert writer.flush(timeout=600)
     seconds = time.perf_counter() - started
     written = writer.stats.written

@@ -44,7 +44,10 @@ def client(app: App) -> httpx.AsyncClient:
 def rows(path: Path) -> list[dict[str, Any]]:
     with sqlite3.connect(path) as db:
         db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute("SELECT * FROM tabship_predictions ORDER BY ts, rowid")]
+        return [
+            dict(r)
+            for r in db.execute("SELECT * FROM tabship_predictions ORDER BY ts, batch, position")
+        ]
 
 
 @pytest.fixture
@@ -462,18 +465,25 @@ def test_database_urls() -> None:
 
 
 def test_rows_the_database_refuses_are_dropped_and_the_writer_goes_on(tmp_path: Path) -> None:
-    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    path = tmp_path / "log.db"
+    store = LogStore(f"sqlite:///{path}")
+    store.open()
+    with sqlite3.connect(path) as db:  # a rule of the database's own, as a DBA may add
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON tabship_prediction_batches "
+            "WHEN NEW.ids LIKE '%refused%' BEGIN SELECT RAISE(ABORT, 'not these'); END"
+        )
     writer = LogWriter(store, "sha", flush_seconds=0.02)
     writer.start()
-    writer.submit(Logged(["same"], [PATIENT], [1.0], None, []), "/predict_api", "", 0.001)
+    writer.submit(Logged(["kept"], [PATIENT], [1.0], None, []), "/predict_api", "", 0.001)
     assert writer.flush(timeout=30)
-    writer.submit(Logged(["same"], [PATIENT], [2.0], None, []), "/predict_api", "", 0.001)
+    writer.submit(Logged(["refused"], [PATIENT], [2.0], None, []), "/predict_api", "", 0.001)
     writer.submit(Logged(["bad"], [{"x": object()}], [1.0], None, []), "/predict_api", "", 0.001)
     assert writer.flush(timeout=30)
     writer.submit(Logged(["next"], [PATIENT], [3.0], None, []), "/predict_api", "", 0.001)
     writer.close()
     assert writer.stats.dropped == 2
-    assert sorted(r.id for r in store.rows(None, 0)) == ["next", "same"]
+    assert sorted(r.id for r in store.rows(None, 0)) == ["kept", "next"]
 
 
 def test_monitor_against_an_unreachable_database_says_so(tiny_model: TrainedModel) -> None:
@@ -494,8 +504,8 @@ class RecordingStore(LogStore):
         super().__init__(url)
         self.transactions: list[int] = []
 
-    def insert(self, rows: Any) -> None:
-        super().insert(rows)
+    def insert(self, rows: Any, *args: Any) -> None:
+        super().insert(rows, *args)
         self.transactions.append(len(rows))
 
 
@@ -524,10 +534,10 @@ def test_close_during_a_pass_of_whole_batches_still_writes_the_rest(tmp_path: Pa
     inserting, release = threading.Event(), threading.Event()
 
     class HeldStore(RecordingStore):
-        def insert(self, rows: Any) -> None:
+        def insert(self, rows: Any, *args: Any) -> None:
             inserting.set()
             assert release.wait(30)
-            super().insert(rows)
+            super().insert(rows, *args)
 
     store = HeldStore(f"sqlite:///{tmp_path / 'log.db'}")
     writer = LogWriter(store, "sha", batch_rows=50, flush_seconds=3600)

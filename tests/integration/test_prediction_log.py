@@ -57,6 +57,15 @@ def records(table: pd.DataFrame, count: int, seed: int) -> list[dict[str, Any]]:
     ]
 
 
+def empty(cluster: Postgres) -> None:
+    """The test database without a log (an earlier test's, or schema 1's table)."""
+    cluster.sql(
+        "DROP VIEW IF EXISTS tabship_predictions; DROP TABLE IF EXISTS tabship_feedback, "
+        "tabship_prediction_batches, tabship_predictions, tabship_log_meta",
+        "tabship",
+    )
+
+
 def pg_count(cluster: Postgres) -> int:
     return int(cluster.sql("SELECT count(*) FROM tabship_predictions", "tabship"))
 
@@ -87,10 +96,7 @@ def test_n_predictions_from_two_workers_give_n_rows(
         url = f"sqlite:///{tmp_path / 'log.db'}"
     else:
         cluster: Postgres = request.getfixturevalue("postgres")
-        cluster.sql(
-            "DROP TABLE IF EXISTS tabship_feedback, tabship_predictions, tabship_log_meta",
-            "tabship",
-        )
+        empty(cluster)
         url = cluster.url
     sent = records(table, 300, seed=1)
     server = start_server(model.artifact.directory, tmp_path, "--workers", "2", "--log-db", url)
@@ -212,9 +218,7 @@ def test_sigkill_loses_at_most_one_flush_interval(
 def test_postgres_stopped_mid_run(
     model: TrainedModel, table: pd.DataFrame, tmp_path: Path, postgres: Postgres
 ) -> None:
-    postgres.sql(
-        "DROP TABLE IF EXISTS tabship_feedback, tabship_predictions, tabship_log_meta", "tabship"
-    )
+    empty(postgres)
     server = start_server(
         model.artifact.directory,
         tmp_path,
@@ -322,3 +326,14 @@ def test_drift_of_training_like_and_shifted_traffic(
             assert 'tabship_drift_alert{feature="age"} 0.0' in gauges
             bmi = next(f for f in report["drift"]["features"] if f["name"] == "bmi")
             assert bmi["statistics"]["wasserstein_std"] == pytest.approx(2.0, abs=0.3)
+
+
+def test_a_schema_1_log_on_postgres_is_moved_with_its_feedback(postgres: Postgres) -> None:
+    from ..test_monitor_store import check_moved, schema_1_rows, write_schema_1
+
+    empty(postgres)
+    rows = schema_1_rows(1203)
+    feedback = {rows[5]["id"]: 12.5, rows[1000]["id"]: 7.0, rows[-1]["id"]: 3.0}
+    write_schema_1(postgres.url, rows, feedback)
+    check_moved(postgres.url, rows, feedback)
+    assert pg_count(postgres) == len(rows)

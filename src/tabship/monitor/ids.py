@@ -8,16 +8,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, overload
 
 # One random prefix per process and a counter: unique across workers and pods, and a few
-# hundred nanoseconds to make (a uuid4 per row would cost more than the log itself).
-_PREFIX = secrets.token_hex(6)
+# hundred nanoseconds to make (a uuid4 per row would cost more than the log itself). The
+# counter has a fixed width (ten hex digits, a trillion predictions), so the log's writer
+# finds a batch's lowest and highest ids by comparing them as text.
+PREFIX = secrets.token_hex(6)
 _COUNTER = itertools.count(1)
 
 
 def prediction_ids(count: int) -> list[str]:
     """`count` new prediction ids."""
     if count == 1:
-        return [f"{_PREFIX}-{next(_COUNTER):x}"]
-    return [f"{_PREFIX}-{next(_COUNTER):x}" for _ in range(count)]
+        return [f"{PREFIX}-{next(_COUNTER):010x}"]
+    return [f"{PREFIX}-{next(_COUNTER):010x}" for _ in range(count)]
 
 
 class Logged(NamedTuple):
@@ -59,4 +61,4 @@ class ColumnRecords(Sequence[Mapping[str, Any]]):
         return {name: column[index] for name, column in self.columns.items()}
 
 
-__all__ = ["ColumnRecords", "Logged", "prediction_ids"]
+__all__ = ["PREFIX", "ColumnRecords", "Logged", "prediction_ids"]

@@ -127,15 +127,15 @@ class Monitoring:
     def _store_feedback(self, pairs: list[tuple[str, Any]]) -> list[str]:
         self.writer.flush()  # ids answered a moment ago may still be queued
         ids = [pid for pid, _ in pairs]
-        known = self.store.known_ids(ids)
+        known = self.store.batches_of(ids)
         unknown = [pid for pid in ids if pid not in known]
         if unknown:
             # Another pod may have answered them and not flushed yet: give it a few intervals.
             time.sleep(FEEDBACK_GRACE_SECONDS)
-            known |= self.store.known_ids(unknown)
+            known |= self.store.batches_of(unknown)
             unknown = [pid for pid in ids if pid not in known]
         if not unknown:
-            self.store.add_feedback(pairs)
+            self.store.add_feedback(pairs, known)
         return unknown
 
     async def page(self, request: Request) -> Answer:

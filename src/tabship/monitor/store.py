@@ -1,67 +1,49 @@
 """The prediction log's database: SQLAlchemy Core over SQLite (embedded) or PostgreSQL (psycopg).
 
 The schema is created on first use and its version recorded in `tabship_log_meta`; a database
-written by a newer tabship is refused rather than half-understood. SQLite runs in WAL mode
-with a busy timeout, so several worker processes can append to one file.
+written by a newer tabship is refused rather than half-understood, and one written by schema 1
+is moved to schema 2 in one transaction (see migration.py). SQLite runs in WAL mode with a busy
+timeout, so several worker processes can append to one file. What the tables hold is in
+tables.py: one row per written batch of predictions.
 """
 
 from __future__ import annotations
 
-import itertools
+import heapq
 import json
+import operator
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from tabship.errors import ConfigError
+from tabship.exact_json import loads_exact
 from tabship.monitor.handover import hand_over
+from tabship.monitor.ids import PREFIX
+from tabship.monitor.tables import (
+    BATCH_ENTRIES,
+    SCHEMA_VERSION,
+    VIEW,
+    batch_values,
+    batches_table,
+    feedback_table,
+    meta_table,
+    metadata,
+    split_id,
+    view_sql,
+)
 
-SCHEMA_VERSION = 1
 SQLITE_BUSY_MS = 10_000
-# Rows per driver call within one batch's transaction. For SQLite one multi-row statement
-# binds its values in C and gives up the GIL once (executemany gives it up once a row, and
-# each time the event loop's thread must win it back); between calls the writer thread
-# hands the core back (see `hand_over`), so a request never waits behind a whole batch.
-INSERT_CHUNK_ROWS = 64
-
-metadata = sa.MetaData()
-meta_table = sa.Table(
-    "tabship_log_meta",
-    metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.String(256), nullable=False),
-)
-predictions_table = sa.Table(
-    "tabship_predictions",
-    metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
-    sa.Column("ts", sa.Float, nullable=False, index=True),
-    sa.Column("request_id", sa.String(64), nullable=False),
-    sa.Column("model_sha256", sa.String(64), nullable=False),
-    sa.Column("route", sa.String(64), nullable=False),
-    sa.Column("instance", sa.String(64), nullable=False),
-    sa.Column("input", sa.Text, nullable=False),
-    sa.Column("prediction", sa.Text, nullable=False),
-    sa.Column("probabilities", sa.Text),
-    sa.Column("warnings", sa.Text, nullable=False),
-    sa.Column("latency_ms", sa.Float, nullable=False),
-)
-feedback_table = sa.Table(
-    "tabship_feedback",
-    metadata,
-    sa.Column("id", sa.String(40), primary_key=True),
-    sa.Column("ts", sa.Float, nullable=False, index=True),
-    sa.Column("actual", sa.Text, nullable=False),
-)
-
-
-# The order of the tuples the writer inserts.
-ROW_COLUMNS = tuple(column.name for column in predictions_table.columns)
+SQLITE_PAGE_BYTES = 65536
+# Feedback and batch ids go to the database in IN lists of at most this many.
+IN_LIST = 500
+# An entry as the writer hands it over: its id, its time, and its JSON (tables.entry_text).
+Entry = tuple[str, float, bytes]
 
 
 class LogDatabaseError(ConfigError):
@@ -103,6 +85,10 @@ def redact(url: str) -> str:
 
 def _sqlite_pragmas(connection: Any, _: Any) -> None:
     cursor = connection.cursor()
+    # A new file's pages (an existing file keeps its own): a batch row (500 entries, about
+    # 90 KB) then spans two pages, not 23, each of which SQLite writes, checksums and
+    # checkpoints on its own; its inserts took a third of the CPU.
+    cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_BYTES}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
     # WAL + NORMAL survives a process crash; only a power loss can drop the last commits.
@@ -126,7 +112,7 @@ class LoggedRow:
 
 
 class LogStore:
-    """One database: schema check on open, batched inserts, queries for drift and export."""
+    """One database: schema check on open, batch inserts, queries for drift and export."""
 
     def __init__(self, url: str, connect_timeout: float = 5.0) -> None:
         self.url = engine_url(url)
@@ -143,14 +129,9 @@ class LogStore:
         if self.sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self.ready = False
-        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        self._row_marks = f"({', '.join([mark] * len(ROW_COLUMNS))})"
-        self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
-        # By row count: each size is one statement, prepared once by the driver.
-        self._insert_sql: dict[int, str] = {}
 
     def open(self) -> None:
-        """Create the schema if absent, record its version, refuse a newer one."""
+        """Create the schema if absent, move schema 1 to 2, refuse a newer one."""
         if self.ready:
             return
         for attempt in range(5):
@@ -162,6 +143,22 @@ class LogStore:
                 if attempt == 4:
                     raise
                 time.sleep(0.05 * (attempt + 1))
+        found = self._version()
+        if found > SCHEMA_VERSION:
+            raise LogDatabaseError(
+                f"the log database {self.shown} has schema version {found}, written by a newer "
+                f"tabship; this one writes version {SCHEMA_VERSION}: upgrade tabship or use "
+                "another --log-db"
+            )
+        if found < SCHEMA_VERSION:
+            from tabship.monitor.migration import migrate
+
+            migrate(self.engine, self.sqlite)
+        self._create_view()
+        self.ready = True
+
+    def _version(self) -> int:
+        """The recorded schema version; a new database is recorded as this one's."""
         with self.engine.begin() as connection:
             found = connection.execute(
                 sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
@@ -171,63 +168,56 @@ class LogStore:
                     connection.execute(
                         meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
                     )
-                except sa.exc.IntegrityError:
+                except sa.exc.IntegrityError:  # another worker recorded it first: this one's
                     found = str(SCHEMA_VERSION)
-        if found is not None and int(found) > SCHEMA_VERSION:
-            raise LogDatabaseError(
-                f"the log database {self.shown} has schema version {found}, written by a newer "
-                f"tabship; this one writes version {SCHEMA_VERSION}: upgrade tabship or use "
-                "another --log-db"
-            )
-        self.ready = True
+        return SCHEMA_VERSION if found is None else int(found)
 
-    def insert(self, rows: Sequence[Mapping[str, Any] | tuple[Any, ...]]) -> None:
-        """Append prediction rows (tuples in ROW_COLUMNS order, or dicts) in one transaction.
+    def _create_view(self) -> None:
+        for attempt in range(5):
+            if VIEW in sa.inspect(self.engine).get_view_names():
+                return
+            try:
+                with self.engine.begin() as connection:
+                    connection.exec_driver_sql(view_sql(self.sqlite))
+                return
+            except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.InternalError):
+                # Two pods creating it at once: PostgreSQL refuses the second.
+                if attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
-        SQLite takes each chunk as one multi-row statement; psycopg takes it as executemany
-        (pipelined, and its per-parameter work makes a 700-parameter statement ten times
-        slower).
-        """
+    def insert(self, entries: Sequence[Entry], model_sha256: str, instance: str) -> None:
+        """Append one transaction of entries: a batch row for each id prefix among them (one,
+        this process's, when the writer hands them over)."""
         self.open()
-        tuples = [tuple(r[c] for c in ROW_COLUMNS) if isinstance(r, Mapping) else r for r in rows]
         with self.engine.begin() as connection:
-            # The driver's own cursor: SQLAlchemy's per-statement work (about 10 µs) would cost
-            # the serving core more than binding the rows does. Its errors are wrapped as
-            # SQLAlchemy wraps them, so the writer tells refused rows from a database down.
-            cursor = connection.connection.cursor()
-            for start in range(0, len(tuples), INSERT_CHUNK_ROWS):
-                chunk = tuples[start : start + INSERT_CHUNK_ROWS]
-                try:
-                    if self.sqlite:
-                        values = tuple(itertools.chain.from_iterable(chunk))
-                        cursor.execute(self._insert_statement(len(chunk)), values)
-                    else:
-                        cursor.executemany(self._insert_statement(1), chunk)
-                except self._driver_error as exc:
-                    raise DBAPIError.instance(
-                        "INSERT INTO tabship_predictions", None, exc, self._driver_error
-                    ) from exc
+            for prefix, low, high, chunk in _batches(entries):
+                values = batch_values(prefix, low, high, chunk, model_sha256, instance)
+                connection.execute(batches_table.insert(), values)
+                # The serving thread shares the core: it runs between rows, not after them all.
                 hand_over()
 
-    def _insert_statement(self, rows: int) -> str:
-        sql = self._insert_sql.get(rows)
-        if sql is None:
-            sql = self._insert_sql[rows] = (
-                f"INSERT INTO {predictions_table.name} ({', '.join(ROW_COLUMNS)}) VALUES "  # noqa: S608 - our own names
-                + ", ".join([self._row_marks] * rows)
-            )
-        return sql
-
-    def known_ids(self, ids: Sequence[str]) -> set[str]:
-        """Which of `ids` are logged predictions."""
+    def batches_of(self, ids: Sequence[str]) -> dict[str, int]:
+        """The batch holding each of `ids` that is a logged prediction."""
         self.open()
+        wanted: dict[str, list[tuple[int, str]]] = {}
+        for pid in ids:
+            prefix, counter = split_id(pid)
+            wanted.setdefault(prefix, []).append((counter, pid))
+        found: dict[str, int] = {}
         with self.engine.connect() as connection:
-            found = connection.execute(
-                sa.select(predictions_table.c.id).where(predictions_table.c.id.in_(list(ids)))
-            )
-            return {row[0] for row in found}
+            members: dict[int, set[str]] = {}
+            for prefix, items in wanted.items():
+                for counter, pid in items:
+                    for batch, listed in _candidates(connection, prefix, counter):
+                        if batch not in members:
+                            members[batch] = set(listed.split(","))
+                        if pid in members[batch]:
+                            found[pid] = batch
+                            break
+        return found
 
-    def add_feedback(self, pairs: Sequence[tuple[str, Any]]) -> None:
+    def add_feedback(self, pairs: Sequence[tuple[str, Any]], batches: Mapping[str, int]) -> None:
         """Store ground truth by prediction id; a second answer for an id replaces the first."""
         self.open()
         now = time.time()
@@ -236,75 +226,159 @@ class LogStore:
             connection.execute(feedback_table.delete().where(feedback_table.c.id.in_(ids)))
             connection.execute(
                 feedback_table.insert(),
-                [{"id": pid, "ts": now, "actual": json.dumps(actual)} for pid, actual in pairs],
+                [
+                    {"id": pid, "ts": now, "actual": json.dumps(actual), "batch": batches[pid]}
+                    for pid, actual in pairs
+                ],
             )
 
     def delete_before(self, cutoff: float) -> int:
-        """Delete predictions (and their feedback) older than `cutoff` (epoch seconds)."""
+        """Delete predictions older than `cutoff` (epoch seconds), and their feedback.
+
+        Whole batches go: a batch whose newest entry is older. A batch spans at most a flush
+        interval (100 ms), unless the database was down while its entries waited.
+        """
         self.open()
+        b = batches_table
         with self.engine.begin() as connection:
-            old = sa.select(predictions_table.c.id).where(predictions_table.c.ts < cutoff)
-            connection.execute(feedback_table.delete().where(feedback_table.c.id.in_(old)))
-            result = connection.execute(
-                predictions_table.delete().where(predictions_table.c.ts < cutoff)
-            )
-            return int(result.rowcount or 0)
+            old = sa.select(b.c.id).where(b.c.ts_last < cutoff)
+            deleted = connection.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(b.c.size), 0)).where(b.c.ts_last < cutoff)
+            ).scalar_one()
+            connection.execute(feedback_table.delete().where(feedback_table.c.batch.in_(old)))
+            connection.execute(b.delete().where(b.c.ts_last < cutoff))
+            return int(deleted)
 
     def rows(
         self, model_sha256: str | None, since: float, limit: int | None = None
     ) -> Iterator[LoggedRow]:
-        """Logged rows from `since` on (newest `limit` of them), with feedback joined."""
+        """Logged rows from `since` on, newest first (the newest `limit` of them), with
+        feedback joined."""
         self.open()
-        p, f = predictions_table, feedback_table
-        query = (
-            sa.select(
-                p.c.id,
-                p.c.ts,
-                p.c.route,
-                p.c.input,
-                p.c.prediction,
-                p.c.warnings,
-                p.c.latency_ms,
-                f.c.actual,
-                p.c.request_id,
-            )
-            .select_from(p.outerjoin(f, f.c.id == p.c.id))
-            .where(p.c.ts >= since)
-            .order_by(p.c.ts.desc())
-        )
-        if model_sha256:
-            query = query.where(p.c.model_sha256 == model_sha256)
-        if limit:
-            query = query.limit(limit)
         with self.engine.connect() as connection:
-            for number, row in enumerate(connection.execute(query)):
-                if number % 1000 == 999:
-                    hand_over()  # a big window is read in a server thread: let requests in
-                yield LoggedRow(
-                    id=row.id,
-                    ts=row.ts,
-                    route=row.route,
-                    input=json.loads(row.input),
-                    prediction=json.loads(row.prediction),
-                    warnings=json.loads(row.warnings),
-                    latency_ms=row.latency_ms,
-                    actual=None if row.actual is None else json.loads(row.actual),
-                    request_id=row.request_id,
-                )
+            found = _window(connection, model_sha256, since, limit)
+            actual = _feedback(connection, {batch for _, batch, _, _ in found})
+        for number, (_, _, _, entry) in enumerate(found):
+            if number % 1000 == 999:
+                hand_over()  # a big window is read in a server thread: let requests in
+            yield LoggedRow(
+                id=entry[0],
+                ts=entry[1],
+                route=entry[3],
+                input=entry[4],
+                prediction=entry[5],
+                warnings=entry[7],
+                latency_ms=entry[8],
+                actual=actual.get(entry[0]),
+                request_id=entry[2],
+            )
 
     def count(self) -> int:
         """Logged predictions in all."""
         self.open()
         with self.engine.connect() as connection:
-            return int(
-                connection.execute(
-                    sa.select(sa.func.count()).select_from(predictions_table)
-                ).scalar_one()
-            )
+            total = sa.select(sa.func.coalesce(sa.func.sum(batches_table.c.size), 0))
+            return int(connection.execute(total).scalar_one())
 
     def close(self) -> None:
         """Close the pool's connections."""
         self.engine.dispose()
+
+
+def _batches(entries: Sequence[Entry]) -> list[tuple[str, int, int, Sequence[Entry]]]:
+    """Entries as database rows: by id prefix, at most BATCH_ENTRIES to a row, each with the
+    lowest and highest counter among its ids."""
+    size = BATCH_ENTRIES
+    ids = list(map(_ID, entries))
+    if len(set(map(len, ids))) == 1 and all(map(_OWN, ids)):
+        # This process's ids, all of one width (the writer's every batch): their order as text
+        # is their counters' order, so a row's range is found without reading every counter.
+        return [
+            (
+                PREFIX,
+                split_id(min(ids[start : start + size]))[1],
+                split_id(max(ids[start : start + size]))[1],
+                entries[start : start + size],
+            )
+            for start in range(0, len(entries), size)
+        ]
+    groups: dict[str, list[tuple[int, Entry]]] = {}
+    for entry in entries:
+        prefix, counter = split_id(entry[0])
+        groups.setdefault(prefix, []).append((counter, entry))
+    rows: list[tuple[str, int, int, Sequence[Entry]]] = []
+    for prefix, members in groups.items():
+        for start in range(0, len(members), size):
+            counters = [counter for counter, _ in members[start : start + size]]
+            chosen = [entry for _, entry in members[start : start + size]]
+            rows.append((prefix, min(counters), max(counters), chosen))
+    return rows
+
+
+_OWN = operator.methodcaller("startswith", PREFIX + "-")
+_ID = operator.itemgetter(0)
+
+
+def _candidates(connection: Connection, prefix: str, counter: int) -> Sequence[Any]:
+    """The batches of `prefix` whose counter range holds `counter`.
+
+    A batch's range is [first, last]; the batch holding the id starts at most the widest span
+    of that prefix below it, so the index on (prefix, first_counter) is read over that stretch
+    only, however long the prefix's process has logged.
+    """
+    b = batches_table
+    span = connection.execute(sa.select(sa.func.max(b.c.span)).where(b.c.prefix == prefix))
+    widest = span.scalar()
+    if widest is None:
+        return []
+    query = sa.select(b.c.id, b.c.ids).where(
+        b.c.prefix == prefix,
+        b.c.first_counter.between(counter - widest, counter),
+        b.c.last_counter >= counter,
+    )
+    return connection.execute(query).all()
+
+
+def _window(
+    connection: Connection, model_sha256: str | None, since: float, limit: int | None
+) -> list[tuple[float, int, int, list[Any]]]:
+    """The entries from `since` on, newest first: (ts, batch, position, entry)."""
+    b = batches_table
+    query = sa.select(b.c.id, b.c.ts_last, b.c.entries).where(b.c.ts_last >= since)
+    if model_sha256:
+        query = query.where(b.c.model_sha256 == model_sha256)
+    found: list[tuple[float, int, int, list[Any]]] = []
+    # Once `limit` entries are found, batches whose newest entry is older than the limit-th
+    # newest found hold nothing more to keep.
+    floor = since
+    for batch, newest, text in connection.execute(query.order_by(b.c.ts_last.desc())):
+        if limit and newest < floor:
+            break
+        found.extend(
+            (entry[1], batch, position, entry)
+            for position, entry in enumerate(loads_exact(text.encode()))
+            if entry[1] >= since
+        )
+        if limit and len(found) >= 2 * limit:
+            found = heapq.nlargest(limit, found, key=_order)
+            floor = found[-1][0]
+    found.sort(key=_order, reverse=True)
+    return found[:limit] if limit else found
+
+
+def _order(item: tuple[float, int, int, list[Any]]) -> tuple[float, int, int]:
+    return item[0], item[1], item[2]
+
+
+def _feedback(connection: Connection, batches: set[int]) -> dict[str, Any]:
+    """The ground truth given for entries of `batches`, by prediction id."""
+    f, listed = feedback_table, sorted(batches)
+    actual: dict[str, Any] = {}
+    for start in range(0, len(listed), IN_LIST):
+        chosen = listed[start : start + IN_LIST]
+        query = sa.select(f.c.id, f.c.actual).where(f.c.batch.in_(chosen))
+        actual.update((pid, json.loads(text)) for pid, text in connection.execute(query))
+    return actual
 
 
 DatabaseDown = (DBAPIError, SQLAlchemyError, OSError)

@@ -1,19 +1,19 @@
 """The background writer: the request path queues rows, a thread inserts them in batches.
 
-A one-row request (the common case) is turned into its database row on the event loop: about
-a microsecond, and what waits in the queue is then a tuple of text and numbers, which the
-garbage collector stops tracking. A batch request is queued as it came and made into rows by
-the thread, off the loop. The thread inserts every FLUSH_SECONDS or as soon as BATCH_ROWS are
-waiting, in multi-row statements (see `LogStore.insert`), so it gives up and takes back the
-GIL once per statement, not once per row. When the database is slow or down the queue fills
-to its bound and further rows are dropped and counted, never waited for; the thread retries
-with a backoff and resumes by itself. close() flushes everything (SIGTERM loses nothing); a
-SIGKILL loses what arrived since the last flush, at most one flush interval.
+A one-row request (the common case) is turned into its log entry on the event loop: one
+orjson call, and what waits in the queue is then an id, a time and bytes, which the garbage
+collector stops tracking. A batch request is queued as it came and made into entries by the
+thread, off the loop. The thread writes every FLUSH_SECONDS, or as soon as BATCH_ROWS are
+waiting, each batch as one database row (see tables.py): the database's work is per batch,
+not per prediction. When the database is slow or down the queue fills to its bound and
+further rows are dropped and counted, never waited for; the thread retries with a backoff
+and resumes by itself. close() flushes everything (SIGTERM loses nothing); a SIGKILL loses
+what arrived since the last flush, at most one flush interval.
 """
 
 from __future__ import annotations
 
-import json
+import operator
 import os
 import socket
 import sys
@@ -22,18 +22,22 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import repeat, starmap
+from typing import Any, cast
 
 import orjson
 
+from tabship.exact_json import loads_exact
 from tabship.monitor.drift import DriftReport, compare_columns
 from tabship.monitor.handover import hand_over
 from tabship.monitor.ids import Logged
 from tabship.monitor.profile import ReferenceProfile
-from tabship.monitor.store import ROW_COLUMNS, BatchRefused, DatabaseDown, LogStore
+from tabship.monitor.store import BatchRefused, DatabaseDown, Entry, LogStore
+from tabship.monitor.tables import entry_text
 
 FLUSH_SECONDS = 0.1
-# Rows one transaction takes at most: bigger commits are rarer but stall the loop longer.
+# Rows one transaction takes at most (one database row, tables.BATCH_ENTRIES), and the backlog
+# that wakes the thread before its timer.
 BATCH_ROWS = 500
 MAX_QUEUE_ROWS = 50_000
 RETRY_MAX_SECONDS = 2.0
@@ -45,10 +49,11 @@ DRIFT_WINDOW_ROWS = 20_000
 # (500 features: 1,000 rows) and a pod's memory stays well under its limit.
 DRIFT_WINDOW_CELLS = 500_000
 RETENTION_CHECK_SECONDS = 3600.0
-# A row as inserted (ROW_COLUMNS order), and a request queued whole for the thread.
-Row = tuple[Any, ...]
+# A request queued whole for the thread (a one-row request is queued as its Entry).
 _Request = tuple[Logged, str, str, float, float]
-_TS, _INPUT, _PREDICTION = (ROW_COLUMNS.index(name) for name in ("ts", "input", "prediction"))
+_ENTRY_WIDTH = 3
+_TIME, _TEXT = operator.itemgetter(1), operator.itemgetter(2)
+_dumps, _NUMPY = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
 
 
 def instance_name() -> str:
@@ -70,46 +75,20 @@ class WriterStats:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def _text(value: Any) -> str:
-    """A value as JSON text for the log. orjson: a tenth of the standard library's time on the
-    writer thread, which shares the serving process's core; numpy numbers are written too.
-
-    What orjson refuses, an integer past 64 bits that a record may hold (the JSON reader keeps
-    it exact and the prediction is answered), the standard library writes: otherwise a client
-    could keep its requests out of the log by sending one.
-    """
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    except TypeError:
-        return json.dumps(value, allow_nan=False, default=_plain_number)
-
-
-def _plain_number(value: Any) -> Any:
-    """A numpy number or array as Python's, for the standard library's encoder."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def _row(
+def _entry(
     pid: str,
-    head: tuple[Any, ...],
+    ts: float,
+    request_id: str,
+    route: str,
     record: Any,
     value: Any,
     shares: Any,
     warnings: Sequence[str],
     latency_ms: float,
-) -> Row:
-    """One row in ROW_COLUMNS order: the values as JSON text, made by orjson."""
-    return (
-        pid,
-        *head,
-        _text(record),
-        _text(value),
-        None if shares is None else _text(shares),
-        _text(warnings) if warnings else "[]",
-        latency_ms,
-    )
+) -> Entry:
+    """One prediction's log entry: its id, its time and its JSON (tables.ENTRY_FIELDS)."""
+    fields = (pid, ts, request_id, route, record, value, shares, warnings, latency_ms)
+    return pid, ts, entry_text(fields)
 
 
 def _row_warnings(warnings: Sequence[str], rows: int) -> list[list[str]]:
@@ -132,9 +111,9 @@ def _row_warnings(warnings: Sequence[str], rows: int) -> list[list[str]]:
 
 
 class RecentInputs:
-    """This process's recent inputs for its drift gauges: a ring of the rows' JSON text.
+    """This process's recent inputs for its drift gauges: a ring of the entries' JSON text.
 
-    The text is the one the log row already holds, so keeping a row is one slot assignment,
+    The text is the one the log entry already is, so keeping a row is one slot assignment,
     and text is an object the garbage collector does not track: keeping 20,000 dicts alive
     made every full collection walk them, a pause every request in flight would wait for.
     The rows are read back into columns only when the gauges are refreshed.
@@ -144,33 +123,30 @@ class RecentInputs:
         self.names = [f.name for f in profile.features]
         width = max(1, len(self.names))
         self.size = max(1000, min(DRIFT_WINDOW_ROWS, DRIFT_WINDOW_CELLS // width))
-        self.texts: list[str] = [""] * self.size
-        self.predictions: list[str] = [""] * self.size
-        self.times = [0.0] * self.size
-        self.count = 0
+        # Bounded deques: the writer keeps a batch's entries in two C calls, the oldest
+        # falling out.
+        self.texts: deque[bytes] = deque(maxlen=self.size)
+        self.times: deque[float] = deque(maxlen=self.size)
 
-    def extend(self, rows: Sequence[Row]) -> None:
-        """Keep rows (their record and prediction as logged text), over the oldest once full."""
-        texts, predictions, times, size = self.texts, self.predictions, self.times, self.size
-        count = self.count
-        for row in rows:
-            slot = count % size
-            texts[slot], predictions[slot], times[slot] = row[_INPUT], row[_PREDICTION], row[_TS]
-            count += 1
-        self.count = count
+    def extend(self, entries: Sequence[Entry]) -> None:
+        """Keep entries (as logged text), over the oldest once full."""
+        self.texts.extend(map(_TEXT, entries))
+        self.times.extend(map(_TIME, entries))
 
     def since(self, cutoff: float) -> tuple[dict[str, list[Any]], list[Any]]:
         """The kept rows from `cutoff` on, by feature name, and their predictions."""
-        filled = min(self.count, self.size)
-        slots = [i for i in range(filled) if self.times[i] >= cutoff]
+        chosen = [text for ts, text in zip(self.times, self.texts, strict=True) if ts >= cutoff]
         columns: dict[str, list[Any]] = {name: [] for name in self.names}
-        for number, slot in enumerate(slots):
-            record = orjson.loads(self.texts[slot])
+        predictions = []
+        for number, text in enumerate(chosen):
+            entry = loads_exact(text)
+            record = entry[4]
             for name, column in columns.items():
                 column.append(record.get(name))
+            predictions.append(entry[5])
             if number % 1000 == 999:
                 hand_over()
-        return columns, [orjson.loads(self.predictions[i]) for i in slots]
+        return columns, predictions
 
 
 class LogWriter:
@@ -200,13 +176,14 @@ class LogWriter:
         self.drift_seconds = drift_seconds
         self.clock = clock
         self.stats = WriterStats()
-        # A ready row (a one-row request) or a whole request to be made into rows by the thread.
-        self._queue: deque[Row | _Request] = deque()
+        # A ready entry (a one-row request) or a whole request to be made into entries by the
+        # thread.
+        self._queue: deque[Entry | _Request] = deque()
         # Each counter is written by one thread only (queued: the event loop; taken: the
         # writer), so the bound needs no lock.
         self._queued = 0
         self._taken = 0
-        self._pending: list[Row] = []
+        self._pending: list[Entry] = []
         self._window = RecentInputs(profile) if profile is not None else None
         self._wake = threading.Event()
         self._idle = threading.Condition()
@@ -231,26 +208,35 @@ class LogWriter:
             return
         ts = self.clock()
         if rows == 1:
+            # Inline, not `_entry`: this runs on the event loop for every request.
             shares = logged.probabilities
+            pid = logged.ids[0]
+            fields = (
+                pid,
+                ts,
+                request_id or pid,
+                route,
+                logged.records[0],
+                logged.values[0],
+                None if shares is None else shares[0],
+                logged.warnings,
+                latency * 1000,
+            )
             try:
-                row = _row(
-                    logged.ids[0],
-                    self._head(logged, route, request_id, ts),
-                    logged.records[0],
-                    logged.values[0],
-                    None if shares is None else shares[0],
-                    logged.warnings,
-                    latency * 1000,
-                )
-            except (TypeError, ValueError) as exc:
-                self._refuse(1, exc)
-                return
-            self._queue.append(row)
+                text = _dumps(fields, option=_NUMPY)
+            except TypeError:
+                try:  # what orjson refuses (an integer past 64 bits) the standard library writes
+                    text = entry_text(fields)
+                except (TypeError, ValueError) as exc:
+                    self._refuse(1, exc)
+                    return
+            self._queue.append((pid, ts, text))
         else:
             self._queue.append((logged, route, request_id, ts, latency))
         self._queued += rows
         waiting = self._queued - self._taken
-        # Woken once, as the batch fills: the thread then writes the whole batches waiting.
+        # Woken once, as a transaction's worth fills: the thread then writes the whole batches
+        # waiting. Below that, the timer wakes it.
         if waiting >= self.batch_rows > waiting - rows:
             self._wake.set()
 
@@ -325,11 +311,9 @@ class LogWriter:
 
         Woken because a batch filled, it writes whole batches only and leaves the rest for
         the next wake: rows keep arriving while it writes, and writing them at once would
-        make a transaction of a handful of rows each time. Every commit writes its table
-        and index pages to the WAL whatever its size: at one connection (the writer running
-        in the gaps between requests) that cost the thread 17.7 µs of CPU a row, against
-        7.7 µs in whole batches. The timer's wake (every FLUSH_SECONDS), flush() and close()
-        drain the queue.
+        make a transaction (and a database row) of a handful of rows each time: every commit
+        writes its pages to the WAL whatever its size. The timer's wake (every
+        FLUSH_SECONDS), flush() and close() drain the queue.
         """
         while True:
             if not self._pending:
@@ -342,7 +326,7 @@ class LogWriter:
                     self._idle.notify_all()
                 return True
             try:
-                self.store.insert(self._pending)
+                self.store.insert(self._pending, self.model_sha256, self.instance)
             except BatchRefused as exc:
                 # The database answered and refused these rows (a constraint): retrying would
                 # refuse them forever, so they are dropped, counted and said.
@@ -375,19 +359,25 @@ class LogWriter:
         self._pending = []
 
     def _take(self) -> None:
-        """Move up to a batch of queued rows (and requests, made into rows here) to pending."""
-        rows: list[Row] = []
-        taken = 0
-        queue, width = self._queue, len(ROW_COLUMNS)
-        while queue and len(rows) < self.batch_rows:
-            item = queue.popleft()
-            if len(item) == width:
-                rows.append(item)
-                taken += 1
-            else:
-                taken += len(item[0].ids)
-                rows.extend(self._request_rows(item))
-                hand_over()  # a batch request's rows took a while: let the loop in
+        """Move up to a batch of queued entries (and requests, made into entries here) to
+        pending."""
+        queue = self._queue
+        # Popped by C calls: a Python loop over thousands of entries would hold the GIL (and
+        # the serving thread) for as long.
+        items = list(starmap(queue.popleft, repeat((), min(len(queue), self.batch_rows))))
+        if set(map(len, items)) <= {_ENTRY_WIDTH}:  # one-row requests only, the common case
+            rows, taken = cast(list[Entry], items), len(items)
+        else:
+            rows, taken = [], 0
+            for item in items:
+                if len(item) == _ENTRY_WIDTH:
+                    rows.append(cast(Entry, item))
+                    taken += 1
+                else:
+                    request = cast(_Request, item)
+                    taken += len(request[0].ids)
+                    rows.extend(self._request_rows(request))
+                    hand_over()  # a batch request's rows took a while: let the loop in
         if self._window is not None:
             self._window.extend(rows)
         # Pending first, then taken: flush() (on the loop, which `hand_over` lets run) waits
@@ -396,7 +386,7 @@ class LogWriter:
         self._pending = rows
         self._taken += taken
 
-    def _request_rows(self, request: _Request) -> list[Row]:
+    def _request_rows(self, request: _Request) -> list[Entry]:
         """A batch request's rows; none (dropped and said) if a value cannot be written."""
         try:
             return self._rows(*request)
@@ -406,15 +396,18 @@ class LogWriter:
 
     def _rows(
         self, logged: Logged, route: str, request_id: str, ts: float, latency: float
-    ) -> list[Row]:
-        """A batch request's rows, in the store's column order (ROW_COLUMNS)."""
-        head = self._head(logged, route, request_id, ts)
+    ) -> list[Entry]:
+        """A batch request's entries."""
+        # Without the client's X-Request-Id, a request is named by its first prediction.
+        request_id = request_id or logged.ids[0]
         warned = _row_warnings(logged.warnings, len(logged.ids))
         shares = logged.probabilities
         return [
-            _row(
+            _entry(
                 pid,
-                head,
+                ts,
+                request_id,
+                route,
                 logged.records[index],
                 logged.values[index],
                 None if shares is None else shares[index],
@@ -423,11 +416,6 @@ class LogWriter:
             )
             for index, pid in enumerate(logged.ids)
         ]
-
-    def _head(self, logged: Logged, route: str, request_id: str, ts: float) -> tuple[Any, ...]:
-        """The columns every row of a request shares, from `ts` to `instance`."""
-        # Without the client's X-Request-Id, a request is named by its first prediction.
-        return (ts, request_id or logged.ids[0], self.model_sha256, route, self.instance)
 
     def _housekeeping(self) -> None:
         now = self.clock()

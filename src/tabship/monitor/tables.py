@@ -1,0 +1,159 @@
+"""The prediction log's tables, the `tabship_predictions` view and the move from schema 1.
+
+Schema 2 stores one database row per written batch (up to 500 predictions, as one JSON
+array), not one per prediction. On a saturated server the database's per-row work (binding
+eleven values, the table and index pages of every row) cost the serving core about 3.5 µs a
+prediction, most of what the log cost; a batch row costs it a fraction of a microsecond. The
+view `tabship_predictions` unpacks the batches into the columns schema 1 had, so SQL written
+against one prediction per row still reads the same.
+
+Each batch row records which ids it holds: their process prefix, the lowest and highest
+counter and the difference (`span`), so feedback finds an id's batch through an index.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+SCHEMA_VERSION = 2
+# Entries one batch row holds at most: feedback reads a row's ids to find one.
+BATCH_ENTRIES = 500
+VIEW = "tabship_predictions"
+# The order of the values in each entry of a batch's JSON array.
+ENTRY_FIELDS = (
+    "id",
+    "ts",
+    "request_id",
+    "route",
+    "input",
+    "prediction",
+    "probabilities",
+    "warnings",
+    "latency_ms",
+)
+_ID, _TIME, _TEXT = (operator.itemgetter(index) for index in range(3))
+# Ids are `prefix-counter` (monitor/ids.py); the prefix stays under 64 bits of counter.
+_OUR_ID = re.compile(r"([0-9a-f]{12})-([0-9a-f]{1,15})")
+
+metadata = sa.MetaData()
+meta_table = sa.Table(
+    "tabship_log_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+batches_table = sa.Table(
+    "tabship_prediction_batches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts_first", sa.Float, nullable=False),
+    sa.Column("ts_last", sa.Float, nullable=False, index=True),
+    sa.Column("model_sha256", sa.String(64), nullable=False),
+    sa.Column("instance", sa.String(64), nullable=False),
+    sa.Column("prefix", sa.String(40), nullable=False),
+    sa.Column("first_counter", sa.BigInteger, nullable=False),
+    sa.Column("last_counter", sa.BigInteger, nullable=False),
+    sa.Column("span", sa.BigInteger, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    # The entries' ids, comma-separated: membership without reading the entries.
+    sa.Column("ids", sa.Text, nullable=False),
+    sa.Column("entries", sa.Text, nullable=False),
+    sa.Index("ix_tabship_batches_counters", "prefix", "first_counter", "last_counter"),
+    sa.Index("ix_tabship_batches_span", "prefix", "span"),
+)
+feedback_table = sa.Table(
+    "tabship_feedback",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("ts", sa.Float, nullable=False, index=True),
+    sa.Column("actual", sa.Text, nullable=False),
+    # The batch holding the prediction: retention deletes feedback with its batch.
+    sa.Column("batch", sa.Integer, index=True),
+)
+
+_SQLITE_VIEW = f"""CREATE VIEW IF NOT EXISTS {VIEW} AS
+SELECT b.id AS batch, e.key AS position,
+  e.value ->> 0 AS id, e.value ->> 1 AS ts, e.value ->> 2 AS request_id,
+  b.model_sha256 AS model_sha256, e.value ->> 3 AS route, b.instance AS instance,
+  e.value -> 4 AS input, e.value -> 5 AS prediction,
+  NULLIF(e.value -> 6, 'null') AS probabilities, e.value -> 7 AS warnings,
+  e.value ->> 8 AS latency_ms
+FROM tabship_prediction_batches AS b, json_each(b.entries) AS e"""  # noqa: S608 - our names
+# json, not jsonb: the entries' text (an integer past 64 bits, key order) is kept as written.
+_POSTGRES_VIEW = f"""CREATE OR REPLACE VIEW {VIEW} AS
+SELECT b.id AS batch, e.position - 1 AS position,
+  e.value ->> 0 AS id, (e.value ->> 1)::double precision AS ts, e.value ->> 2 AS request_id,
+  b.model_sha256 AS model_sha256, e.value ->> 3 AS route, b.instance AS instance,
+  (e.value -> 4)::text AS input, (e.value -> 5)::text AS prediction,
+  NULLIF((e.value -> 6)::text, 'null') AS probabilities, (e.value -> 7)::text AS warnings,
+  (e.value ->> 8)::double precision AS latency_ms
+FROM tabship_prediction_batches AS b
+CROSS JOIN LATERAL json_array_elements(b.entries::json) WITH ORDINALITY AS e(value, position)"""  # noqa: S608
+
+
+def view_sql(sqlite: bool) -> str:
+    """The statement that creates the `tabship_predictions` view on this backend."""
+    return _SQLITE_VIEW if sqlite else _POSTGRES_VIEW
+
+
+def split_id(pid: str) -> tuple[str, int]:
+    """An id's (process prefix, counter). Any other id (a client's, an old uuid) is a prefix
+    of its own with counter 0, so every id has one place to be looked up."""
+    found = _OUR_ID.fullmatch(pid)
+    if found is None:
+        return pid, 0
+    return found[1], int(found[2], 16)
+
+
+def entry_text(entry: Sequence[Any]) -> bytes:
+    """One entry (the fields of ENTRY_FIELDS) as JSON; TypeError or ValueError if a value
+    cannot be JSON.
+
+    What orjson refuses, an integer past 64 bits that a record may hold (the JSON reader keeps
+    it exact and the prediction is answered), the standard library writes: otherwise a client
+    could keep its requests out of the log by sending one.
+    """
+    try:
+        return orjson.dumps(entry, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        return json.dumps(entry, allow_nan=False, default=_plain_number).encode()
+
+
+def _plain_number(value: Any) -> Any:
+    """A numpy number or array as Python's, for the standard library's encoder."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def batch_values(
+    prefix: str,
+    low: int,
+    high: int,
+    entries: Sequence[tuple[str, float, bytes]],
+    model_sha256: str,
+    instance: str,
+) -> dict[str, Any]:
+    """One batch row's values: entries (id, time, the entry as JSON) of one id prefix, whose
+    counters run from low to high."""
+    # C loops (map, join): this runs on the writer thread, which shares the serving core.
+    return {
+        "ts_first": min(map(_TIME, entries)),
+        "ts_last": max(map(_TIME, entries)),
+        "model_sha256": model_sha256,
+        "instance": instance,
+        "prefix": prefix,
+        "first_counter": low,
+        "last_counter": high,
+        "span": high - low,
+        "size": len(entries),
+        "ids": ",".join(map(_ID, entries)),
+        "entries": (b"[" + b",".join(map(_TEXT, entries)) + b"]").decode(),
+    }

@@ -1,0 +1,243 @@
+"""The log's database on SQLite: batches and the view over them, id lookup, windows, schema 1."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tabship.monitor.store import LogStore
+from tabship.monitor.tables import SCHEMA_VERSION, entry_text, metadata
+
+PATIENT = {"age": 40, "bmi": 31.5, "children": 2, "smoker": "yes", "region": "south"}
+PREFIX = "0123456789ab"
+# Schema 1 as tabship 0.2 created it: one row per prediction.
+SCHEMA_1 = (
+    "CREATE TABLE tabship_log_meta (key VARCHAR(64) PRIMARY KEY, value VARCHAR(256) NOT NULL)",
+    "CREATE TABLE tabship_predictions (id VARCHAR(40) PRIMARY KEY, ts DOUBLE PRECISION NOT NULL,"
+    " request_id VARCHAR(64) NOT NULL, model_sha256 VARCHAR(64) NOT NULL, route VARCHAR(64) NOT"
+    " NULL, instance VARCHAR(64) NOT NULL, input TEXT NOT NULL, prediction TEXT NOT NULL,"
+    " probabilities TEXT, warnings TEXT NOT NULL, latency_ms DOUBLE PRECISION NOT NULL)",
+    "CREATE INDEX ix_tabship_predictions_ts ON tabship_predictions (ts)",
+    "CREATE TABLE tabship_feedback (id VARCHAR(40) PRIMARY KEY, ts DOUBLE PRECISION NOT NULL,"
+    " actual TEXT NOT NULL)",
+    "CREATE INDEX ix_tabship_feedback_ts ON tabship_feedback (ts)",
+    "INSERT INTO tabship_log_meta VALUES ('schema_version', '1')",
+)
+
+
+def entry(pid: str, ts: float) -> tuple[str, float, bytes]:
+    return pid, ts, entry_text((pid, ts, pid, "/predict_api", PATIENT, 1.0, None, (), 0.5))
+
+
+def schema_1_rows(count: int) -> list[dict[str, Any]]:
+    """Rows as schema 1 held them: from two processes, and one id of the oldest kind."""
+    out = []
+    for number in range(count):
+        prefix = PREFIX if number % 3 else "ba9876543210"
+        pid = f"{prefix}-{number + 1:x}"
+        out.append(
+            {
+                "id": pid,
+                "ts": 1_700_000_000.0 + number,
+                "request_id": f"req-{number}",
+                "model_sha256": "m" * 64,
+                "route": "/v1/predict",
+                "instance": f"pod-{number % 3 == 0}:1",
+                "input": json.dumps({**PATIENT, "age": 18 + number % 40}),
+                "prediction": json.dumps(1000.5 + number),
+                "probabilities": None,
+                "warnings": json.dumps(["age: high"] if number % 7 == 0 else []),
+                "latency_ms": 0.25,
+            }
+        )
+    out.append({**out[0], "id": "5f0c2b8e-3f0d-4c5e-9a53-1d2e3f4a5b6c", "ts": 1_600_000_000.0})
+    return out
+
+
+def write_schema_1(url: str, rows: list[dict[str, Any]], feedback: dict[str, float]) -> None:
+    """A log database written by tabship 0.2 (schema 1), with feedback for some rows."""
+    engine = sa.create_engine(LogStore(url).url)
+    with engine.begin() as connection:
+        for statement in SCHEMA_1:
+            connection.exec_driver_sql(statement)
+        columns = ", ".join(rows[0])
+        marks = ", ".join(f":{name}" for name in rows[0])
+        connection.execute(
+            sa.text(f"INSERT INTO tabship_predictions ({columns}) VALUES ({marks})"),
+            rows,
+        )
+        for pid, actual in feedback.items():
+            connection.execute(
+                sa.text("INSERT INTO tabship_feedback VALUES (:id, :ts, :actual)"),
+                {"id": pid, "ts": 1.0, "actual": json.dumps(actual)},
+            )
+    engine.dispose()
+
+
+def check_moved(url: str, rows: list[dict[str, Any]], feedback: dict[str, float]) -> None:
+    """Every schema-1 row reads back the same, through the store and through the view."""
+    store = LogStore(url)
+    store.open()
+    store.open()  # a second process opening it finds version 2 and nothing to do
+    assert store.count() == len(rows)
+    read = {r.id: r for r in store.rows(None, 0)}
+    assert set(read) == {r["id"] for r in rows}
+    for row in rows:
+        got = read[row["id"]]
+        assert (got.ts, got.request_id, got.route) == (row["ts"], row["request_id"], row["route"])
+        assert got.input == json.loads(row["input"])
+        assert got.warnings == json.loads(row["warnings"])
+        assert got.actual == feedback.get(row["id"])
+    with store.engine.connect() as connection:
+        version = connection.exec_driver_sql(
+            "SELECT value FROM tabship_log_meta WHERE key = 'schema_version'"
+        ).scalar()
+        view = connection.exec_driver_sql(
+            "SELECT id, ts, request_id, model_sha256, route, instance, input, prediction, "
+            "probabilities, warnings, latency_ms FROM tabship_predictions"
+        ).all()
+    assert version == str(SCHEMA_VERSION)
+    by_id = {r["id"]: r for r in rows}
+    for got in view:
+        row = by_id[got.id]
+        assert got.probabilities is None and got.instance == row["instance"]
+        assert json.loads(got.input) == json.loads(row["input"])
+        assert json.loads(got.prediction) == json.loads(row["prediction"])
+        assert (got.ts, got.latency_ms, got.model_sha256) == (
+            row["ts"],
+            row["latency_ms"],
+            row["model_sha256"],
+        )
+    assert len(view) == len(rows)
+    oldest = rows[-1]["id"]  # the uuid, and a counter id of each process: feedback finds them
+    some = [oldest, rows[1]["id"], rows[3]["id"]]
+    assert set(store.batches_of([*some, f"{PREFIX}-ffffff"])) == set(some)
+    store.close()
+
+
+def test_a_schema_1_log_is_moved_with_its_feedback(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    rows = schema_1_rows(1203)
+    feedback = {rows[5]["id"]: 12.5, rows[1000]["id"]: 7.0, rows[-1]["id"]: 3.0}
+    write_schema_1(url, rows, feedback)
+    check_moved(url, rows, feedback)
+
+
+def test_feedback_finds_ids_written_out_of_order(tmp_path: Path) -> None:
+    # Requests end in another order than their ids were given: a slow one's row lands in a
+    # later batch, whose counter range then covers most of an earlier batch's.
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    batches = [[1, 2, 3, 5, 6], [4, 7, 8, 9], [900, 901], [10, 11, 902]]
+    for counters in batches:
+        store.insert([entry(f"{PREFIX}-{c:x}", float(c)) for c in counters], "sha", "pod:1")
+    found = store.batches_of([f"{PREFIX}-{c:x}" for counters in batches for c in counters])
+    for number, counters in enumerate(batches, start=1):
+        assert {found[f"{PREFIX}-{c:x}"] for c in counters} == {number}
+    absent = [f"{PREFIX}-{c:x}" for c in (0, 12, 500, 903)] + [f"{PREFIX}-0x4", "ab-4", "4"]
+    assert store.batches_of(absent) == {}
+    store.add_feedback([(f"{PREFIX}-4", 2.0)], found)
+    assert {r.id: r.actual for r in store.rows(None, 0)}[f"{PREFIX}-4"] == 2.0
+    assert store.delete_before(9.5) == 9  # batches whose newest entry is older: 1 and 2
+    assert sorted(store.batches_of([f"{PREFIX}-{c:x}" for c in (4, 10)]).values()) == [4]
+    with sqlite3.connect(tmp_path / "log.db") as db:
+        assert db.execute("SELECT count(*) FROM tabship_feedback").fetchone() == (0,)
+
+
+def test_a_window_is_the_newest_rows_across_batches(tmp_path: Path) -> None:
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    # Two processes whose batches overlap in time, and a batch straddling the window's start.
+    store.insert([entry(f"{PREFIX}-{c:x}", 10.0 + c) for c in range(1, 40)], "sha", "a:1")
+    other = "ba9876543210"
+    store.insert([entry(f"{other}-{c:x}", 10.5 + c) for c in range(1, 40)], "sha", "b:1")
+    store.insert([entry(f"{PREFIX}-{c:x}", 100.0 + c) for c in range(40, 45)], "other", "a:1")
+    every = sorted(((10.0 + c, "a") for c in range(1, 40)), reverse=True)
+    every = sorted([*every, *((10.5 + c, "b") for c in range(1, 40))], reverse=True)
+    newest = [r.ts for r in store.rows("sha", 0, 7)]
+    assert newest == [ts for ts, _ in every[:7]]
+    window = [r.ts for r in store.rows("sha", 45.0)]
+    assert window == [ts for ts, _ in every if ts >= 45.0]
+    assert len(list(store.rows(None, 0))) == 83
+
+
+def test_the_view_reads_each_prediction_as_a_row(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    store = LogStore(f"sqlite:///{path}")
+    shares = {"no": 0.25, "yes": 0.75}
+    fields = (
+        f"{PREFIX}-1",
+        5.0,
+        "req",
+        "/v1/predict",
+        {"région": "nord"},
+        "yes",
+        shares,
+        ["w"],
+        1.5,
+    )
+    store.insert([(f"{PREFIX}-1", 5.0, entry_text(fields))], "sha", "pod:1")
+    with sqlite3.connect(path) as db:
+        db.row_factory = sqlite3.Row
+        (row,) = [dict(r) for r in db.execute("SELECT * FROM tabship_predictions")]
+    assert row == {
+        "batch": 1,
+        "position": 0,
+        "id": f"{PREFIX}-1",
+        "ts": 5.0,
+        "request_id": "req",
+        "model_sha256": "sha",
+        "route": "/v1/predict",
+        "instance": "pod:1",
+        "input": '{"région":"nord"}',
+        "prediction": '"yes"',
+        "probabilities": '{"no":0.25,"yes":0.75}',
+        "warnings": '["w"]',
+        "latency_ms": 1.5,
+    }
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_openers_waiting_on_the_lock_move_the_log_once(tmp_path: Path, version: str) -> None:
+    # Both openers start while another connection holds the write lock, so both would read
+    # schema 1 if they read before locking; then one of them fails (its snapshot is stale)
+    # or moves the rows twice.
+    import threading
+    import time
+
+    path = tmp_path / "log.db"
+    url = f"sqlite:///{path}"
+    rows = schema_1_rows(600)
+    if version == "1":
+        write_schema_1(url, rows, {})
+        # Schema 2's tables exist (as after a start that crashed), so the openers go straight
+        # to reading the version.
+        engine = sa.create_engine(url)
+        metadata.create_all(engine)
+        engine.dispose()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN IMMEDIATE")
+    failures: list[BaseException] = []
+
+    def open_log() -> None:
+        try:
+            LogStore(url).open()
+        except BaseException as exc:
+            failures.append(exc)
+
+    openers = [threading.Thread(target=open_log) for _ in range(2)]
+    for opener in openers:
+        opener.start()
+    time.sleep(0.5)
+    holder.execute("COMMIT")
+    holder.close()
+    for opener in openers:
+        opener.join(60)
+    assert failures == []
+    store = LogStore(url)
+    assert store.count() == (len(rows) if version == "1" else 0)
+    store.close()
