@@ -266,6 +266,21 @@ def test_binary_tensor_codec_round_trips_and_checks_sizes() -> None:
         ),
         (lambda b: b["inputs"][0].update(data=[1.5, 2]), 400, "'1.5' is not INT64"),
         (lambda b: b["inputs"][0].update(data=[True, 2]), 400, "'True' is not INT64"),
+        (
+            lambda b: b["inputs"][0].update(data=[2**63, 2]),
+            400,
+            "inputs.age.data[0]: 9223372036854775808 is outside INT64",
+        ),
+        (
+            lambda b: b["inputs"][0].update(datatype="INT8", data=[30, 300]),
+            400,
+            "inputs.age.data[1]: 300 is outside INT8 (-128 to 127)",
+        ),
+        (
+            lambda b: b["inputs"][2].update(datatype="UINT8", data=[None, -1]),
+            400,
+            "inputs.children.data[1]: -1 is outside UINT8 (0 to 255)",
+        ),
         (lambda b: b["inputs"][1].update(data=[1.0]), 400, "1 elements, but the shape holds 2"),
         (lambda b: b["inputs"][1].update(data=None), 400, "inputs.bmi.data: must be a list"),
         (lambda b: b.update(outputs=[{"name": "proba"}]), 400, "'proba' is not an output"),

@@ -165,11 +165,11 @@ class TensorReader:
                 or type(shape[0]) is not int
                 or shape[0] != len(data)
                 or len(data) != (count if columns else len(data))
+                or not all(map(fits.__contains__, map(type, data)))
+                # Out of the datatype's range: the checking way names the element.
+                or (datatype in _INT_RANGES and not _in_range(datatype, data))
             ):
                 return None
-            for value in data:
-                if type(value) not in fits:
-                    return None
             count = len(data)
             if datatype in _AS_THEY_CAME:  # text and whole numbers: nothing to convert
                 columns[name] = data
@@ -282,7 +282,8 @@ class TensorReader:
                 if type(value) not in fits:
                     break
             else:
-                return data
+                if datatype not in _INT_RANGES or _in_range(datatype, data):
+                    return data
         flat = _flatten(data, count)
         if len(flat) != count:
             shown = f"more than {count}" if len(flat) > count else str(len(flat))
@@ -302,6 +303,26 @@ _JSON_TYPES = {
     "BOOL": frozenset({bool, _NONE}),
     **{datatype: frozenset({int, _NONE}) for datatype in INTEGERS},
 }
+
+
+# What each integer datatype holds. A JSON integer may be any size (the body is read exactly):
+# one past the datatype's range is refused, as a binary tensor could not carry it.
+_INT_RANGES = {
+    f"{sign}INT{bits}": (0, 2**bits - 1) if sign else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    for sign in ("", "U")
+    for bits in (8, 16, 32, 64)
+}
+
+
+def _in_range(datatype: str, data: list[Any]) -> bool:
+    """Whether every element of an integer tensor's data fits its datatype."""
+    low, high = _INT_RANGES[datatype]
+    if not data:
+        return True
+    try:  # two C calls, the usual case: no missing value
+        return bool(low <= min(data) and max(data) <= high)
+    except TypeError:  # a null among them
+        return all(value is None or low <= value <= high for value in data)
 
 
 def _flatten(data: list[Any], count: int) -> list[Any]:
@@ -334,6 +355,12 @@ def _check_json(name: str, datatype: str, values: list[Any]) -> None:
         elif datatype in INTEGERS:
             # JSON has one number type: clients may write a whole number as 40.0.
             fits = kind is int or (kind is float and value.is_integer())
+            low, high = _INT_RANGES[datatype]
+            if fits and not low <= value <= high:
+                raise MalformedBodyError(
+                    f"inputs.{name}.data[{index}]: {str(value)[:40]} is outside {datatype} "
+                    f"({low} to {high})"
+                )
         else:
             fits = kind is int or kind is float
         if not fits:
