@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from tabship.cli import app as cli
 from tabship.config import ServeSettings
+from tabship.monitor.ids import prediction_ids
 from tabship.monitor.store import LogDatabaseError, LogStore
 from tabship.monitor.writer import Logged, LogWriter
 from tabship.predictor import Predictor
@@ -604,3 +605,28 @@ def test_batch_rows_are_made_by_the_writer_with_each_rows_warnings(tmp_path: Pat
     assert logged["b-2"].prediction is None  # NaN is written as JSON null, not a bare nan
     assert {r.request_id for r in logged.values()} == {"client-7", "one"}
     assert logged["one"].warnings == ["a note"] and logged["one"].prediction == 4.0
+
+
+def test_a_batch_whose_commit_answer_was_lost_is_not_written_twice(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    class LostAnswer(LogStore):
+        """Commits the first batch, then fails as a connection reset would."""
+
+        lost = False
+
+        def insert(self, rows: Any, *args: Any) -> None:
+            super().insert(rows, *args)
+            if not self.lost:
+                self.lost = True
+                raise sa.exc.OperationalError("COMMIT", None, OSError("connection reset"))
+
+    store = LostAnswer(f"sqlite:///{tmp_path / 'log.db'}")
+    writer = LogWriter(store, "sha", flush_seconds=0.02)
+    for pid in prediction_ids(3):
+        writer.submit(Logged([pid], [PATIENT], [1.0], None, []), "/predict_api", "", 0.001)
+    writer.start()
+    assert writer.flush(timeout=30)
+    writer.close()
+    assert store.lost and writer.stats.failures == 1
+    assert (writer.stats.written, writer.stats.dropped, store.count()) == (3, 0, 3)

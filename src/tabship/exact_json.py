@@ -25,7 +25,14 @@ def has_long_digits(data: bytes) -> bool:
 
 
 def loads_exact(data: bytes) -> Any:
-    """Valid JSON text as Python values, every integer exact."""
-    if has_long_digits(data):
-        return json.loads(data)
-    return orjson.loads(data)
+    """Valid JSON text as Python values, every integer exact.
+
+    What orjson refuses and the standard library reads (a lone surrogate escaped as \udc80,
+    which a request may hold and the log then holds) is read by the standard library.
+    """
+    if not has_long_digits(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)

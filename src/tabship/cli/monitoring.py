@@ -1,4 +1,4 @@
-"""Commands that read the prediction log: the monitor report and the export."""
+"""Commands for the prediction log: the monitor report, the export and the schema's move."""
 
 from __future__ import annotations
 
@@ -68,3 +68,15 @@ def export(
 
     count = export_log(model, _url(log_db), output, since, force)
     typer.echo(f"exported {count} rows to {output}")
+
+
+@log_app.command("migrate")
+def migrate(log_db: LogDb = None) -> None:
+    """Move a log written by an earlier tabship to this one's schema (stop its servers first)."""
+    from tabship.monitor.commands import migrate_log
+
+    moved = migrate_log(_url(log_db))
+    if moved:
+        typer.echo(f"moved {moved} logged predictions (and their feedback) to this schema")
+    else:
+        typer.echo("the log already has this tabship's schema; nothing to move")

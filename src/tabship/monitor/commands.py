@@ -33,6 +33,20 @@ def _open(url: str) -> LogStore:
     return store
 
 
+def migrate_log(url: str) -> int:
+    """Move a log written by an earlier tabship to this schema; the predictions moved."""
+    store = LogStore(url)
+    try:
+        return store.migrate()
+    except DatabaseDown as exc:
+        raise ConfigError(
+            f"the log database {store.shown}: {str(exc).splitlines()[0][:300]}; nothing was "
+            "changed (the move is one transaction)"
+        ) from None
+    finally:
+        store.close()
+
+
 def monitor_report(
     model: Path, url: str, since: str = "7d", form: str = "table", max_rows: int = MAX_ROWS
 ) -> str:

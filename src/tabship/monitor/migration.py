@@ -1,14 +1,18 @@
 """Moving a prediction log from schema 1 (one row per prediction) to schema 2 (one per batch).
 
-Done once, by the first tabship 0.3 process that opens the database, in one transaction that
-holds the database's write lock: a worker starting beside it waits, then finds version 2.
-Every schema-1 row becomes an entry of a batch (grouped by model, process and id prefix, 500
-to a batch, in id order), feedback is pointed at its batch, and the old table gives its name
-to the view that reads the batches the same way.
+Run by `tabship log migrate`, once, with the servers writing to the log stopped: in one
+transaction that holds the write lock (SQLite's, or on PostgreSQL the log's three tables'),
+so a second migrate waits and then finds version 2, and a server still writing schema 1
+waits and then has its rows refused (dropped and counted) rather than lost unseen. Every
+schema-1 row becomes an entry of a batch (grouped by model, process and id prefix, in runs of
+near counters, see tables.runs), feedback is pointed at its batch, and the old table gives its
+name to the view that reads the batches the same way.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,8 +25,10 @@ from tabship.monitor.tables import (
     VIEW,
     batch_values,
     batches_table,
+    entry_text,
     feedback_table,
     meta_table,
+    runs,
     split_id,
 )
 
@@ -37,19 +43,22 @@ _PAGE_QUERY = sa.text(
 )
 
 
-def migrate(engine: Engine, sqlite: bool) -> None:
-    """Move a schema-1 log to this schema, unless another process already has."""
+def migrate(engine: Engine, sqlite: bool) -> int:
+    """Move a schema-1 log to this schema, unless another process already has; the
+    predictions moved."""
     with engine.begin() as connection:
         # The write lock first, then the version again: it may have moved while we waited.
         if sqlite:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         else:
-            connection.exec_driver_sql("LOCK TABLE tabship_log_meta IN EXCLUSIVE MODE")
+            connection.exec_driver_sql(
+                f"LOCK TABLE tabship_log_meta, {VIEW}, tabship_feedback IN EXCLUSIVE MODE"
+            )
         found = connection.execute(
             sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
         ).scalar()
         if found != "1":
-            return
+            return 0
         if "batch" not in {
             c["name"] for c in sa.inspect(connection).get_columns("tabship_feedback")
         }:
@@ -57,14 +66,17 @@ def migrate(engine: Engine, sqlite: bool) -> None:
             connection.exec_driver_sql(
                 "CREATE INDEX ix_tabship_feedback_batch ON tabship_feedback (batch)"
             )
+        moved = 0
         for key, entries in _batches(connection):
             _move(connection, key, entries)
+            moved += len(entries)
         connection.exec_driver_sql(f"DROP TABLE {VIEW}")
         connection.execute(
             meta_table.update()
             .where(meta_table.c.key == "schema_version")
             .values(value=str(SCHEMA_VERSION))
         )
+    return moved
 
 
 def _batches(
@@ -93,31 +105,54 @@ def _batches(
 
 def _entry(row: Any) -> tuple[str, float, bytes]:
     """A schema-1 row as a schema-2 entry; its JSON columns go in as they were written."""
-    shares = None if row.probabilities is None else orjson.Fragment(row.probabilities)
     fields = (
         row.id,
         row.ts,
         row.request_id,
         row.route,
-        orjson.Fragment(row.input),
-        orjson.Fragment(row.prediction),
-        shares,
-        orjson.Fragment(row.warnings),
+        _json(row.input),
+        _json(row.prediction),
+        None if row.probabilities is None else _json(row.probabilities),
+        _json(row.warnings),
         row.latency_ms,
     )
-    return row.id, row.ts, orjson.dumps(fields)
+    try:
+        return row.id, row.ts, orjson.dumps(fields)
+    except TypeError:  # a value orjson cannot write (a lone surrogate)
+        return row.id, row.ts, entry_text(fields)
+
+
+def _json(text: str) -> Any:
+    """A schema-1 JSON column as it was written, or, where it is not JSON every reader takes
+    (early builds wrote NaN), its values with NaN and infinities as null."""
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _finite(json.loads(text))
+    return orjson.Fragment(text)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    return value
 
 
 def _move(
     connection: Connection, key: tuple[str, str, str], entries: list[tuple[str, float, bytes]]
 ) -> None:
     model_sha256, instance, prefix = key
-    counters = [split_id(entry[0])[1] for entry in entries]
-    values = batch_values(prefix, min(counters), max(counters), entries, model_sha256, instance)
-    batch = connection.execute(
-        batches_table.insert().values(**values).returning(batches_table.c.id)
-    ).scalar_one()
-    ids = [entry[0] for entry in entries]
-    connection.execute(
-        feedback_table.update().where(feedback_table.c.id.in_(ids)).values(batch=batch)
-    )
+    counted = [(split_id(entry[0])[1], entry) for entry in entries]
+    for low, high, members in runs(counted):
+        values = batch_values(prefix, low, high, members, model_sha256, instance)
+        batch = connection.execute(
+            batches_table.insert().values(**values).returning(batches_table.c.id)
+        ).scalar_one()
+        ids = [entry[0] for entry in members]
+        connection.execute(
+            feedback_table.update().where(feedback_table.c.id.in_(ids)).values(batch=batch)
+        )

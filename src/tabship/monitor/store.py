@@ -34,6 +34,7 @@ from tabship.monitor.tables import (
     feedback_table,
     meta_table,
     metadata,
+    runs,
     split_id,
     view_sql,
 )
@@ -88,7 +89,7 @@ def _sqlite_pragmas(connection: Any, _: Any) -> None:
     # A new file's pages (an existing file keeps its own): a batch row (500 entries, about
     # 90 KB) spans 6 pages, not 23, each written, checksummed and checkpointed on its own.
     # Larger pages cost more than they save: each commit also writes the three indexes'
-    # pages whole (the writer drained 840,000 rows/s at 16 KB, 740,000 at 4 KB and 64 KB).
+    # pages whole (drained in-thread, 840,000 rows/s at 16 KB against 740,000 at 4 and 64 KB).
     cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_BYTES}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
@@ -132,18 +133,10 @@ class LogStore:
         self.ready = False
 
     def open(self) -> None:
-        """Create the schema if absent, move schema 1 to 2, refuse a newer one."""
+        """Create the schema if absent; refuse an older one (see `migrate`) or a newer one."""
         if self.ready:
             return
-        for attempt in range(5):
-            try:
-                metadata.create_all(self.engine, checkfirst=True)
-                break
-            except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError):
-                # Two workers creating the schema at once: the loser sees the winner's tables.
-                if attempt == 4:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
+        self._create_tables([meta_table])
         found = self._version()
         if found > SCHEMA_VERSION:
             raise LogDatabaseError(
@@ -152,11 +145,40 @@ class LogStore:
                 "another --log-db"
             )
         if found < SCHEMA_VERSION:
-            from tabship.monitor.migration import migrate
-
-            migrate(self.engine, self.sqlite)
+            # Not moved on the way: a server's start would wait on it (and a pod's probes
+            # kill it), and a read-only command would rewrite a production database.
+            raise LogDatabaseError(
+                f"the log database {self.shown} has schema version {found}, written by an "
+                "earlier tabship: stop the servers writing to it, then run `tabship log migrate "
+                f"--log-db URL` to move it to version {SCHEMA_VERSION} (one transaction)"
+            )
+        self._create_tables(metadata.sorted_tables)
         self._create_view()
         self.ready = True
+
+    def migrate(self) -> int:
+        """Move a schema-1 log to this schema (see migration.py); the predictions moved."""
+        from tabship.monitor.migration import migrate
+
+        self._create_tables([meta_table])
+        found = self._version()
+        moved = 0
+        if found < SCHEMA_VERSION:
+            self._create_tables(metadata.sorted_tables)
+            moved = migrate(self.engine, self.sqlite)
+        self.open()
+        return moved
+
+    def _create_tables(self, tables: Sequence[sa.Table]) -> None:
+        for attempt in range(5):
+            try:
+                metadata.create_all(self.engine, tables=tables, checkfirst=True)
+                return
+            except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError):
+                # Two workers creating the schema at once: the loser sees the winner's tables.
+                if attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def _version(self) -> int:
         """The recorded schema version; a new database is recorded as this one's."""
@@ -246,7 +268,10 @@ class LogStore:
             deleted = connection.execute(
                 sa.select(sa.func.coalesce(sa.func.sum(b.c.size), 0)).where(b.c.ts_last < cutoff)
             ).scalar_one()
-            connection.execute(feedback_table.delete().where(feedback_table.c.batch.in_(old)))
+            f = feedback_table
+            connection.execute(f.delete().where(f.c.batch.in_(old)))
+            # Feedback moved from schema 1 for a prediction no longer logged has no batch.
+            connection.execute(f.delete().where(f.c.batch.is_(None), f.c.ts < cutoff))
             connection.execute(b.delete().where(b.c.ts_last < cutoff))
             return int(deleted)
 
@@ -288,32 +313,35 @@ class LogStore:
 
 def _batches(entries: Sequence[Entry]) -> list[tuple[str, int, int, Sequence[Entry]]]:
     """Entries as database rows: by id prefix, at most BATCH_ENTRIES to a row, each with the
-    lowest and highest counter among its ids."""
+    lowest and highest counter among its ids (see tables.runs)."""
     size = BATCH_ENTRIES
     ids = list(map(_ID, entries))
-    if len(set(map(len, ids))) == 1 and all(map(_OWN, ids)):
-        # This process's ids, all of one width (the writer's every batch): their order as text
-        # is their counters' order, so a row's range is found without reading every counter.
-        return [
-            (
-                PREFIX,
-                split_id(min(ids[start : start + size]))[1],
-                split_id(max(ids[start : start + size]))[1],
-                entries[start : start + size],
-            )
-            for start in range(0, len(entries), size)
-        ]
+    if not (len(set(map(len, ids))) == 1 and all(map(_OWN, ids))):
+        return _split(entries)
+    # This process's ids, all of one width (the writer's every batch): their order as text is
+    # their counters' order, so a row's range is found without reading every counter.
+    rows: list[tuple[str, int, int, Sequence[Entry]]] = []
+    for start in range(0, len(entries), size):
+        chosen = ids[start : start + size]
+        low, high = split_id(min(chosen))[1], split_id(max(chosen))[1]
+        if high - low < 2 * size:  # the usual batch: ids given one after another
+            rows.append((PREFIX, low, high, entries[start : start + size]))
+        else:  # a request answered long after its ids were given
+            rows.extend(_split(entries[start : start + size]))
+    return rows
+
+
+def _split(entries: Sequence[Entry]) -> list[tuple[str, int, int, Sequence[Entry]]]:
+    """Entries of any ids as database rows: by prefix, then in runs of near counters."""
     groups: dict[str, list[tuple[int, Entry]]] = {}
     for entry in entries:
         prefix, counter = split_id(entry[0])
         groups.setdefault(prefix, []).append((counter, entry))
-    rows: list[tuple[str, int, int, Sequence[Entry]]] = []
-    for prefix, members in groups.items():
-        for start in range(0, len(members), size):
-            counters = [counter for counter, _ in members[start : start + size]]
-            chosen = [entry for _, entry in members[start : start + size]]
-            rows.append((prefix, min(counters), max(counters), chosen))
-    return rows
+    return [
+        (prefix, low, high, members)
+        for prefix, counted in groups.items()
+        for low, high, members in runs(counted)
+    ]
 
 
 _OWN = operator.methodcaller("startswith", PREFIX + "-")

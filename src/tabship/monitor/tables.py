@@ -39,6 +39,11 @@ ENTRY_FIELDS = (
     "latency_ms",
 )
 _ID, _TIME, _TEXT = (operator.itemgetter(index) for index in range(3))
+_FIRST = _ID
+# Counters further apart than this start a new database row (see `runs`): a live batch's ids
+# follow one another (a gap is rows dropped or a slow request); a schema-1 log read in its
+# ids' text order (1, 10..1f, 100..1ff) comes in runs separated by hundreds.
+MAX_GAP = 64
 # Ids are `prefix-counter` (monitor/ids.py); the prefix stays under 64 bits of counter.
 _OUR_ID = re.compile(r"([0-9a-f]{12})-([0-9a-f]{1,15})")
 
@@ -65,7 +70,9 @@ batches_table = sa.Table(
     # The entries' ids, comma-separated: membership without reading the entries.
     sa.Column("ids", sa.Text, nullable=False),
     sa.Column("entries", sa.Text, nullable=False),
-    sa.Index("ix_tabship_batches_counters", "prefix", "first_counter", "last_counter"),
+    # Unique: a batch written again (its commit's answer lost, so retried) is refused, not
+    # counted twice; ids are unique, so two batches never share a first id.
+    sa.Index("ix_tabship_batches_counters", "prefix", "first_counter", "last_counter", unique=True),
     sa.Index("ix_tabship_batches_span", "prefix", "span"),
 )
 feedback_table = sa.Table(
@@ -78,13 +85,16 @@ feedback_table = sa.Table(
     sa.Column("batch", sa.Integer, index=True),
 )
 
+# json_extract, not -> and ->> (SQLite 3.38): Ubuntu 22.04 and Debian 11 ship older SQLite.
+# json_quote keeps a string prediction as JSON text ("yes" with its quotes), as schema 1 had.
 _SQLITE_VIEW = f"""CREATE VIEW IF NOT EXISTS {VIEW} AS
 SELECT b.id AS batch, e.key AS position,
-  e.value ->> 0 AS id, e.value ->> 1 AS ts, e.value ->> 2 AS request_id,
-  b.model_sha256 AS model_sha256, e.value ->> 3 AS route, b.instance AS instance,
-  e.value -> 4 AS input, e.value -> 5 AS prediction,
-  NULLIF(e.value -> 6, 'null') AS probabilities, e.value -> 7 AS warnings,
-  e.value ->> 8 AS latency_ms
+  json_extract(e.value, '$[0]') AS id, json_extract(e.value, '$[1]') AS ts,
+  json_extract(e.value, '$[2]') AS request_id, b.model_sha256 AS model_sha256,
+  json_extract(e.value, '$[3]') AS route, b.instance AS instance,
+  json_extract(e.value, '$[4]') AS input, json_quote(json_extract(e.value, '$[5]')) AS prediction,
+  json_extract(e.value, '$[6]') AS probabilities, json_extract(e.value, '$[7]') AS warnings,
+  json_extract(e.value, '$[8]') AS latency_ms
 FROM tabship_prediction_batches AS b, json_each(b.entries) AS e"""  # noqa: S608 - our names
 # json, not jsonb: the entries' text (an integer past 64 bits, key order) is kept as written.
 _POSTGRES_VIEW = f"""CREATE OR REPLACE VIEW {VIEW} AS
@@ -131,6 +141,31 @@ def _plain_number(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def runs(
+    counted: Sequence[tuple[int, Any]],
+) -> list[tuple[int, int, list[Any]]]:
+    """(counter, entry) pairs of one prefix as database rows: sorted by counter, at most
+    BATCH_ENTRIES to a row, a new row where the counters jump. Each row's span then stays
+    small, and feedback, which reads every row of a prefix within the widest span below an
+    id, stays cheap: a request answered long after its ids were given (a slow client) or a
+    log moved from schema 1 (ids of several widths, in text order) would otherwise stretch it
+    over the whole log."""
+    rows: list[tuple[int, int, list[Any]]] = []
+    members: list[Any] = []
+    low = last = 0
+    for counter, entry in sorted(counted, key=_FIRST):
+        if members and (len(members) == BATCH_ENTRIES or counter - last > MAX_GAP):
+            rows.append((low, last, members))
+            members = []
+        if not members:
+            low = counter
+        members.append(entry)
+        last = counter
+    if members:
+        rows.append((low, last, members))
+    return rows
 
 
 def batch_values(

@@ -184,6 +184,8 @@ class LogWriter:
         self._queued = 0
         self._taken = 0
         self._pending: list[Entry] = []
+        # The pending batch's last attempt failed with the database unreachable.
+        self._retrying = False
         self._window = RecentInputs(profile) if profile is not None else None
         self._wake = threading.Event()
         self._idle = threading.Condition()
@@ -328,11 +330,18 @@ class LogWriter:
             try:
                 self.store.insert(self._pending, self.model_sha256, self.instance)
             except BatchRefused as exc:
-                # The database answered and refused these rows (a constraint): retrying would
-                # refuse them forever, so they are dropped, counted and said.
-                self._drop_batch(exc)
-                continue
+                if self._retrying and self._already_written():
+                    sys.stderr.write(
+                        "prediction log: a batch retried after a lost answer was written the "
+                        "first time\n"
+                    )
+                else:
+                    # The database answered and refused these rows (a constraint): retrying
+                    # would refuse them forever, so they are dropped, counted and said.
+                    self._drop_batch(exc)
+                    continue
             except DatabaseDown as exc:
+                self._retrying = True
                 self.stats.failures += 1
                 message = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
                 if message != self.stats.last_error:
@@ -341,6 +350,7 @@ class LogWriter:
                     )
                 self.stats.last_error = message
                 return False
+            self._retrying = False
             if self.stats.last_error:
                 sys.stderr.write("prediction log: database writes resumed\n")
                 self.stats.last_error = ""
@@ -348,6 +358,14 @@ class LogWriter:
             self._pending = []
             with self._idle:
                 self._idle.notify_all()
+
+    def _already_written(self) -> bool:
+        """Whether the pending batch is in the database: a commit can succeed and its answer
+        be lost (a connection reset), and its retry is then refused as a duplicate."""
+        try:
+            return bool(self.store.batches_of([self._pending[0][0]]))
+        except DatabaseDown:
+            return False
 
     def _drop_batch(self, exc: BaseException) -> None:
         self.stats.failures += 1
