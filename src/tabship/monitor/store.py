@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import operator
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,17 +23,16 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from tabship.errors import ConfigError
 from tabship.exact_json import loads_exact
 from tabship.monitor.handover import hand_over
-from tabship.monitor.ids import PREFIX
 from tabship.monitor.tables import (
-    BATCH_ENTRIES,
     SCHEMA_VERSION,
     VIEW,
+    Entry,
+    batch_rows,
     batch_values,
     batches_table,
     feedback_table,
     meta_table,
     metadata,
-    runs,
     split_id,
     view_sql,
 )
@@ -43,8 +41,6 @@ SQLITE_BUSY_MS = 10_000
 SQLITE_PAGE_BYTES = 16384
 # Feedback and batch ids go to the database in IN lists of at most this many.
 IN_LIST = 500
-# An entry as the writer hands it over: its id, its time, and its JSON (tables.entry_text).
-Entry = tuple[str, float, bytes]
 
 
 class LogDatabaseError(ConfigError):
@@ -214,7 +210,7 @@ class LogStore:
         this process's, when the writer hands them over)."""
         self.open()
         with self.engine.begin() as connection:
-            for prefix, low, high, chunk in _batches(entries):
+            for prefix, low, high, chunk in batch_rows(entries):
                 values = batch_values(prefix, low, high, chunk, model_sha256, instance)
                 connection.execute(batches_table.insert(), values)
                 # The serving thread shares the core: it runs between rows, not after them all.
@@ -309,43 +305,6 @@ class LogStore:
     def close(self) -> None:
         """Close the pool's connections."""
         self.engine.dispose()
-
-
-def _batches(entries: Sequence[Entry]) -> list[tuple[str, int, int, Sequence[Entry]]]:
-    """Entries as database rows: by id prefix, at most BATCH_ENTRIES to a row, each with the
-    lowest and highest counter among its ids (see tables.runs)."""
-    size = BATCH_ENTRIES
-    ids = list(map(_ID, entries))
-    if not (len(set(map(len, ids))) == 1 and all(map(_OWN, ids))):
-        return _split(entries)
-    # This process's ids, all of one width (the writer's every batch): their order as text is
-    # their counters' order, so a row's range is found without reading every counter.
-    rows: list[tuple[str, int, int, Sequence[Entry]]] = []
-    for start in range(0, len(entries), size):
-        chosen = ids[start : start + size]
-        low, high = split_id(min(chosen))[1], split_id(max(chosen))[1]
-        if high - low < 2 * size:  # the usual batch: ids given one after another
-            rows.append((PREFIX, low, high, entries[start : start + size]))
-        else:  # a request answered long after its ids were given
-            rows.extend(_split(entries[start : start + size]))
-    return rows
-
-
-def _split(entries: Sequence[Entry]) -> list[tuple[str, int, int, Sequence[Entry]]]:
-    """Entries of any ids as database rows: by prefix, then in runs of near counters."""
-    groups: dict[str, list[tuple[int, Entry]]] = {}
-    for entry in entries:
-        prefix, counter = split_id(entry[0])
-        groups.setdefault(prefix, []).append((counter, entry))
-    return [
-        (prefix, low, high, members)
-        for prefix, counted in groups.items()
-        for low, high, members in runs(counted)
-    ]
-
-
-_OWN = operator.methodcaller("startswith", PREFIX + "-")
-_ID = operator.itemgetter(0)
 
 
 def _candidates(connection: Connection, prefix: str, counter: int) -> Sequence[Any]:

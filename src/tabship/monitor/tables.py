@@ -22,6 +22,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from tabship.monitor.ids import PREFIX
+
 SCHEMA_VERSION = 2
 # Entries one batch row holds at most: feedback reads a row's ids to find one.
 BATCH_ENTRIES = 500
@@ -39,6 +41,9 @@ ENTRY_FIELDS = (
     "latency_ms",
 )
 _ID, _TIME, _TEXT = (operator.itemgetter(index) for index in range(3))
+_OWN = operator.methodcaller("startswith", PREFIX + "-")
+# An entry as the writer hands it over: its id, its time, and its JSON (`entry_text`).
+Entry = tuple[str, float, bytes]
 _FIRST = _ID
 # Counters further apart than this start a new database row (see `runs`): a live batch's ids
 # follow one another (a gap is rows dropped or a slow request); a schema-1 log read in its
@@ -192,3 +197,36 @@ def batch_values(
         "ids": ",".join(map(_ID, entries)),
         "entries": (b"[" + b",".join(map(_TEXT, entries)) + b"]").decode(),
     }
+
+
+def batch_rows(entries: Sequence[Entry]) -> list[tuple[str, int, int, Sequence[Entry]]]:
+    """Entries as database rows: by id prefix, at most BATCH_ENTRIES to a row, each with the
+    lowest and highest counter among its ids (see tables.runs)."""
+    size = BATCH_ENTRIES
+    ids = list(map(_ID, entries))
+    if not (len(set(map(len, ids))) == 1 and all(map(_OWN, ids))):
+        return _split(entries)
+    # This process's ids, all of one width (the writer's every batch): their order as text is
+    # their counters' order, so a row's range is found without reading every counter.
+    rows: list[tuple[str, int, int, Sequence[Entry]]] = []
+    for start in range(0, len(entries), size):
+        chosen = ids[start : start + size]
+        low, high = split_id(min(chosen))[1], split_id(max(chosen))[1]
+        if high - low < 2 * size:  # the usual batch: ids given one after another
+            rows.append((PREFIX, low, high, entries[start : start + size]))
+        else:  # a request answered long after its ids were given
+            rows.extend(_split(entries[start : start + size]))
+    return rows
+
+
+def _split(entries: Sequence[Entry]) -> list[tuple[str, int, int, Sequence[Entry]]]:
+    """Entries of any ids as database rows: by prefix, then in runs of near counters."""
+    groups: dict[str, list[tuple[int, Entry]]] = {}
+    for entry in entries:
+        prefix, counter = split_id(entry[0])
+        groups.setdefault(prefix, []).append((counter, entry))
+    return [
+        (prefix, low, high, members)
+        for prefix, counted in groups.items()
+        for low, high, members in runs(counted)
+    ]

@@ -32,8 +32,8 @@ from tabship.monitor.drift import DriftReport, compare_columns
 from tabship.monitor.handover import hand_over
 from tabship.monitor.ids import Logged
 from tabship.monitor.profile import ReferenceProfile
-from tabship.monitor.store import BatchRefused, DatabaseDown, Entry, LogStore
-from tabship.monitor.tables import entry_text
+from tabship.monitor.store import BatchRefused, DatabaseDown, LogStore
+from tabship.monitor.tables import Entry, entry_text
 
 FLUSH_SECONDS = 0.1
 # Rows one transaction takes at most (one database row, tables.BATCH_ENTRIES), and the backlog
