@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from tabship.monitor.store import LogStore
+from tabship.monitor.tables import Entry, entry_text
 from tabship.predictor import Predictor
 from tabship.train import TrainOptions
 from tabship.workflow import TrainedModel, train_model
@@ -23,6 +24,8 @@ from ..servers import Server, start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 FEATURES = ["age", "sex", "bmi", "children", "smoker", "region"]
+# The id prefix of the pod that served the backfilled hours (ids are `prefix-counter`).
+EARLIER_POD = "0e0e0e0e0e0e"
 
 
 @pytest.fixture(scope="module")
@@ -40,32 +43,24 @@ def sample(table: pd.DataFrame, count: int, seed: int) -> list[dict[str, Any]]:
 
 
 def backfill(model: TrainedModel, url: str, table: pd.DataFrame) -> None:
-    """Six hours of earlier traffic: real predictions of sampled rows, written with past times."""
+    """Six hours of earlier traffic from another pod: real predictions of sampled rows,
+    written with past times."""
     predictor = Predictor.load(model.artifact.directory)
     store = LogStore(url)
     now = time.time()
-    rows = []
+    entries: list[Entry] = []
     for hour in range(6, 0, -1):
         records = sample(table, 120, seed=hour)
         values = predictor.predict(records).values
         for index, (record, value) in enumerate(zip(records, values, strict=True)):
-            rows.append(
-                {
-                    "id": f"past-{hour}-{index}",
-                    "ts": now - hour * 3600 + index * 20,
-                    "request_id": f"past-{hour}",
-                    "model_sha256": model.artifact.sha256,
-                    "route": "/v1/predict",
-                    "instance": "earlier",
-                    "input": json.dumps(record),
-                    "prediction": json.dumps(value),
-                    "probabilities": None,
-                    "warnings": "[]",
-                    "latency_ms": 0.4 + 0.05 * (index % 7),
-                }
-            )
-    store.insert(rows)
-    store.add_feedback([(row["id"], float(row["prediction"]) * 1.1) for row in rows[::4]])
+            pid = f"{EARLIER_POD}-{len(entries) + 1:010x}"
+            ts = now - hour * 3600 + index * 20
+            latency = 0.4 + 0.05 * (index % 7)
+            fields = (pid, ts, f"past-{hour}", "/v1/predict", record, value, None, [], latency)
+            entries.append((pid, ts, entry_text(fields)))
+    store.insert(entries, model.artifact.sha256, "earlier")
+    answered = [(pid, json.loads(text)[5] * 1.1) for pid, _, text in entries[::4]]
+    store.add_feedback(answered, store.batches_of([pid for pid, _ in answered]))
     store.close()
 
 
