@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tabship.feature import MISSING_LEVEL
-from tabship.monitor.handover import hand_over
+from tabship.monitor.handover import hand_over, pieces
 from tabship.monitor.profile import (
     MISSING,
     QUANTILES,
@@ -107,12 +107,13 @@ class Drift:
 def _numbers(values: Sequence[Any]) -> tuple[np.ndarray, int]:
     """Finite numbers among `values` and the count of missing ones (None, NaN, text)."""
     out = np.empty(len(values), dtype=np.float64)
-    for i, value in enumerate(values):
-        out[i] = (
-            float(value)
-            if isinstance(value, int | float) and not isinstance(value, bool)
-            else math.nan
-        )
+    for start, piece in pieces(values):
+        for i, value in enumerate(piece, start):
+            out[i] = (
+                float(value)
+                if isinstance(value, int | float) and not isinstance(value, bool)
+                else math.nan
+            )
     present = out[np.isfinite(out)]
     return present, len(values) - len(present)
 
@@ -147,11 +148,12 @@ def categorical_drift(reference: CategoricalProfile, values: Sequence[Any]) -> D
     index = {level: i for i, level in enumerate(reference.levels)}
     other, missing = len(reference.levels), len(reference.levels) + 1
     counts = np.zeros(len(bins), dtype=np.float64)
-    for value in values:
-        if value is None or value == MISSING_LEVEL:
-            counts[missing] += 1
-        else:
-            counts[index.get(value if isinstance(value, str) else str(value), other)] += 1
+    for _, piece in pieces(values):
+        for value in piece:
+            if value is None or value == MISSING_LEVEL:
+                counts[missing] += 1
+            else:
+                counts[index.get(value if isinstance(value, str) else str(value), other)] += 1
     live = counts / rows
     value = psi(np.array(training), live)
     statistics = {"psi": value, "jensen_shannon": jensen_shannon(np.array(training), live)}

@@ -22,7 +22,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from tabship.errors import ConfigError
 from tabship.exact_json import loads_exact
-from tabship.monitor.handover import hand_over
+from tabship.monitor.handover import hand_over, pieces
 from tabship.monitor.tables import (
     SCHEMA_VERSION,
     VIEW,
@@ -280,20 +280,20 @@ class LogStore:
         with self.engine.connect() as connection:
             found = _window(connection, model_sha256, since, limit)
             actual = _feedback(connection, {batch for _, batch, _, _ in found})
-        for number, (_, _, _, entry) in enumerate(found):
-            if number % 1000 == 999:
-                hand_over()  # a big window is read in a server thread: let requests in
-            yield LoggedRow(
-                id=entry[0],
-                ts=entry[1],
-                route=entry[3],
-                input=entry[4],
-                prediction=entry[5],
-                warnings=entry[7],
-                latency_ms=entry[8],
-                actual=actual.get(entry[0]),
-                request_id=entry[2],
-            )
+        # A big window is read in a server thread: requests get the core between pieces.
+        for _, piece in pieces(found):
+            for _, _, _, entry in piece:
+                yield LoggedRow(
+                    id=entry[0],
+                    ts=entry[1],
+                    route=entry[3],
+                    input=entry[4],
+                    prediction=entry[5],
+                    warnings=entry[7],
+                    latency_ms=entry[8],
+                    actual=actual.get(entry[0]),
+                    request_id=entry[2],
+                )
 
     def count(self) -> int:
         """Logged predictions in all."""
@@ -350,6 +350,7 @@ def _window(
         if limit and len(found) >= 2 * limit:
             found = heapq.nlargest(limit, found, key=_order)
             floor = found[-1][0]
+        hand_over()  # a batch read (up to 500 entries) at a time: requests get the core
     found.sort(key=_order, reverse=True)
     return found[:limit] if limit else found
 

@@ -22,14 +22,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat, starmap
+from itertools import compress, repeat, starmap
 from typing import Any, cast
 
 import orjson
 
 from tabship.exact_json import loads_exact
 from tabship.monitor.drift import DriftReport, compare_columns
-from tabship.monitor.handover import hand_over
+from tabship.monitor.handover import hand_over, pieces
 from tabship.monitor.ids import Logged
 from tabship.monitor.profile import ReferenceProfile
 from tabship.monitor.store import BatchRefused, DatabaseDown, LogStore
@@ -135,17 +135,16 @@ class RecentInputs:
 
     def since(self, cutoff: float) -> tuple[dict[str, list[Any]], list[Any]]:
         """The kept rows from `cutoff` on, by feature name, and their predictions."""
-        chosen = [text for ts, text in zip(self.times, self.texts, strict=True) if ts >= cutoff]
+        chosen = list(compress(self.texts, map(operator.ge, self.times, repeat(cutoff))))
         columns: dict[str, list[Any]] = {name: [] for name in self.names}
         predictions = []
-        for number, text in enumerate(chosen):
-            entry = loads_exact(text)
-            record = entry[4]
-            for name, column in columns.items():
-                column.append(record.get(name))
-            predictions.append(entry[5])
-            if number % 1000 == 999:
-                hand_over()
+        for _, piece in pieces(chosen):
+            for text in piece:
+                entry = loads_exact(text)
+                record = entry[4]
+                for name, column in columns.items():
+                    column.append(record.get(name))
+                predictions.append(entry[5])
         return columns, predictions
 
 
