@@ -212,6 +212,7 @@ class LogStore:
         with self.engine.begin() as connection:
             for prefix, low, high, chunk in batch_rows(entries):
                 values = batch_values(prefix, low, high, chunk, model_sha256, instance)
+                hand_over()
                 connection.execute(batches_table.insert(), values)
                 # The serving thread shares the core: it runs between rows, not after them all.
                 hand_over()

@@ -322,6 +322,7 @@ class LogWriter:
                 if not (drain or whole or self._taken < self._flush_to):
                     return True
                 self._take()
+                hand_over()  # popping a batch took a while: the loop runs before the insert
             if not self._pending:
                 with self._idle:
                     self._idle.notify_all()
