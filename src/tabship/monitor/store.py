@@ -209,12 +209,14 @@ class LogStore:
         """Append one transaction of entries: a batch row for each id prefix among them (one,
         this process's, when the writer hands them over)."""
         self.open()
+        # The serving thread shares the core: it runs between each step, not after them all.
+        rows = batch_rows(entries)
+        hand_over()
         with self.engine.begin() as connection:
-            for prefix, low, high, chunk in batch_rows(entries):
+            for prefix, low, high, chunk in rows:
                 values = batch_values(prefix, low, high, chunk, model_sha256, instance)
                 hand_over()
                 connection.execute(batches_table.insert(), values)
-                # The serving thread shares the core: it runs between rows, not after them all.
                 hand_over()
 
     def batches_of(self, ids: Sequence[str]) -> dict[str, int]:
