@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from tabship.errors import ConfigError
 from tabship.exact_json import loads_exact
 from tabship.monitor.handover import hand_over, pieces
+from tabship.monitor.packed import Packed
 from tabship.monitor.tables import (
     SCHEMA_VERSION,
     VIEW,
@@ -33,6 +34,7 @@ from tabship.monitor.tables import (
     feedback_table,
     meta_table,
     metadata,
+    packed_values,
     split_id,
     view_sql,
 )
@@ -205,10 +207,18 @@ class LogStore:
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
-    def insert(self, entries: Sequence[Entry], model_sha256: str, instance: str) -> None:
+    def insert(self, entries: Sequence[Entry] | Packed, model_sha256: str, instance: str) -> None:
         """Append one transaction of entries: a batch row for each id prefix among them (one,
         this process's, when the writer hands them over)."""
         self.open()
+        if isinstance(entries, Packed):
+            values = packed_values(entries, model_sha256, instance)
+            if values is not None:  # the writer's usual batch: one row, its text as it came
+                hand_over()
+                with self.engine.begin() as connection:
+                    connection.execute(batches_table.insert(), values)
+                return
+            entries = entries.entries()
         # The serving thread shares the core: it runs between each step, not after them all.
         rows = batch_rows(entries)
         hand_over()

@@ -17,12 +17,15 @@ import json
 import operator
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
 
 from tabship.monitor.ids import PREFIX
+
+if TYPE_CHECKING:
+    from tabship.monitor.packed import Packed
 
 SCHEMA_VERSION = 2
 # Entries one batch row holds at most: feedback reads a row's ids to find one.
@@ -196,6 +199,31 @@ def batch_values(
         "size": len(entries),
         "ids": ",".join(map(_ID, entries)),
         "entries": (b"[" + b",".join(map(_TEXT, entries)) + b"]").decode(),
+    }
+
+
+def packed_values(batch: Packed, model_sha256: str, instance: str) -> dict[str, Any] | None:
+    """The writer's batch as one batch row's values, its JSON as it came; None when it must be
+    split first (`batch_rows`): ids not all this process's, more than BATCH_ENTRIES, or
+    counters far apart."""
+    found = batch.own_ids() if len(batch) <= BATCH_ENTRIES else None
+    if found is None:
+        return None
+    ids, low, high = found
+    if high - low >= 2 * BATCH_ENTRIES:  # a request answered long after its ids were given
+        return None
+    return {
+        "ts_first": min(batch.times),
+        "ts_last": max(batch.times),
+        "model_sha256": model_sha256,
+        "instance": instance,
+        "prefix": PREFIX,
+        "first_counter": low,
+        "last_counter": high,
+        "span": high - low,
+        "size": len(batch),
+        "ids": ids,
+        "entries": batch.json_array().decode(),
     }
 
 

@@ -1,9 +1,9 @@
 """The background writer: the request path queues rows, a thread inserts them in batches.
 
 A one-row request (the common case) is turned into its log entry on the event loop: one
-orjson call, and what waits in the queue is then an id, a time and bytes, which the garbage
-collector stops tracking. A batch request is queued as it came and made into entries by the
-thread, off the loop. The thread writes every FLUSH_SECONDS, or as soon as BATCH_ROWS are
+orjson call, whose bytes are copied into a preallocated slab (packed.py), so nothing the
+request allocated outlives it. A batch request is queued as it came and made into entries by
+the thread, off the loop. The thread writes every FLUSH_SECONDS, or as soon as BATCH_ROWS are
 waiting, each batch as one database row (see tables.py): the database's work is per batch,
 not per prediction. When the database is slow or down the queue fills to its bound and
 further rows are dropped and counted, never waited for; the thread retries with a backoff
@@ -20,9 +20,9 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, repeat, starmap
+from itertools import compress, islice, repeat, starmap
 from typing import Any, cast
 
 import orjson
@@ -31,6 +31,7 @@ from tabship.exact_json import loads_exact
 from tabship.monitor.drift import DriftReport, compare_columns
 from tabship.monitor.handover import hand_over, pieces
 from tabship.monitor.ids import Logged
+from tabship.monitor.packed import COMMA, Packed, Slab
 from tabship.monitor.profile import ReferenceProfile
 from tabship.monitor.store import BatchRefused, DatabaseDown, LogStore
 from tabship.monitor.tables import Entry, entry_text
@@ -49,10 +50,14 @@ DRIFT_WINDOW_ROWS = 20_000
 # (500 features: 1,000 rows) and a pod's memory stays well under its limit.
 DRIFT_WINDOW_CELLS = 500_000
 RETENTION_CHECK_SECONDS = 3600.0
+# A slab's room for a batch of one-row entries' JSON (a 6-feature entry is about 250 bytes):
+# an entry that does not fit starts the next slab; one larger than a slab is queued alone.
+SLAB_BYTES = 1 << 18
+# Emptied slabs kept for reuse; past these (after a backlog) they go back to the allocator.
+SPARE_SLABS = 4
 # A request queued whole for the thread (a one-row request is queued as its Entry).
 _Request = tuple[Logged, str, str, float, float]
 _ENTRY_WIDTH = 3
-_TIME, _TEXT = operator.itemgetter(1), operator.itemgetter(2)
 _dumps, _NUMPY = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -111,40 +116,45 @@ def _row_warnings(warnings: Sequence[str], rows: int) -> list[list[str]]:
 
 
 class RecentInputs:
-    """This process's recent inputs for its drift gauges: a ring of the entries' JSON text.
+    """This process's recent inputs for its drift gauges: the newest batches, as written.
 
-    The text is the one the log entry already is, so keeping a row is one slot assignment,
-    and text is an object the garbage collector does not track: keeping 20,000 dicts alive
-    made every full collection walk them, a pause every request in flight would wait for.
-    The rows are read back into columns only when the gauges are refreshed.
+    A batch is kept as the writer took it (`Packed`: one text, two arrays), so keeping 20,000
+    rows is 40 objects, none of which the garbage collector tracks or the loop's allocations
+    land between. The rows are read back into columns only when the gauges are refreshed.
     """
 
     def __init__(self, profile: ReferenceProfile) -> None:
         self.names = [f.name for f in profile.features]
         width = max(1, len(self.names))
         self.size = max(1000, min(DRIFT_WINDOW_ROWS, DRIFT_WINDOW_CELLS // width))
-        # Bounded deques: the writer keeps a batch's entries in two C calls, the oldest
-        # falling out.
-        self.texts: deque[bytes] = deque(maxlen=self.size)
-        self.times: deque[float] = deque(maxlen=self.size)
+        self.batches: deque[Packed] = deque()
+        self.rows = 0
 
-    def extend(self, entries: Sequence[Entry]) -> None:
-        """Keep entries (as logged text), over the oldest once full."""
-        self.texts.extend(map(_TEXT, entries))
-        self.times.extend(map(_TIME, entries))
+    def extend(self, batch: Packed) -> None:
+        """Keep a batch, dropping the oldest ones not needed for the newest `size` rows."""
+        self.batches.append(batch)
+        self.rows += len(batch)
+        while self.rows - len(self.batches[0]) >= self.size:
+            self.rows -= len(self.batches.popleft())
 
     def since(self, cutoff: float) -> tuple[dict[str, list[Any]], list[Any]]:
-        """The kept rows from `cutoff` on, by feature name, and their predictions."""
-        chosen = list(compress(self.texts, map(operator.ge, self.times, repeat(cutoff))))
+        """The newest `size` kept rows from `cutoff` on, by feature name, and their
+        predictions."""
         columns: dict[str, list[Any]] = {name: [] for name in self.names}
         predictions = []
-        for _, piece in pieces(chosen):
-            for text in piece:
-                entry = loads_exact(text)
-                record = entry[4]
-                for name, column in columns.items():
-                    column.append(record.get(name))
-                predictions.append(entry[5])
+        surplus = self.rows - self.size  # the oldest batch's rows past the newest `size`
+        for batch in list(self.batches):
+            entries = loads_exact(batch.json_array())
+            chosen: Iterator[Any] = compress(entries, map(operator.ge, batch.times, repeat(cutoff)))
+            if surplus > 0:
+                chosen, surplus = islice(chosen, surplus, None), 0
+            hand_over()  # a batch's text read (up to 500 rows): requests get the core
+            for _, piece in pieces(list(chosen)):
+                for entry in piece:
+                    record = entry[4]
+                    for name, column in columns.items():
+                        column.append(record.get(name))
+                    predictions.append(entry[5])
         return columns, predictions
 
 
@@ -178,11 +188,17 @@ class LogWriter:
         # A ready entry (a one-row request) or a whole request to be made into entries by the
         # thread.
         self._queue: deque[Entry | _Request] = deque()
+        # One-row entries: the slab the loop fills, the filled ones waiting and emptied ones
+        # for reuse. The lock is the loop's and the writer's taking turns at the open slab.
+        self._slab_lock = threading.Lock()
+        self._slab = Slab(batch_rows, SLAB_BYTES)
+        self._filled: deque[Slab] = deque()
+        self._spare: deque[Slab] = deque()
         # Each counter is written by one thread only (queued: the event loop; taken: the
         # writer), so the bound needs no lock.
         self._queued = 0
         self._taken = 0
-        self._pending: list[Entry] = []
+        self._pending: Packed | None = None
         # The pending batch's last attempt failed with the database unreachable.
         self._retrying = False
         self._window = RecentInputs(profile) if profile is not None else None
@@ -199,7 +215,7 @@ class LogWriter:
     @property
     def queued_rows(self) -> int:
         """Rows waiting to be written (queued and pending)."""
-        return self._queued - self._taken + len(self._pending)
+        return self._queued - self._taken + len(self._pending or ())
 
     def submit(self, logged: Logged, route: str, request_id: str, latency: float) -> None:
         """Queue one request's predictions; past the bound they are dropped and counted."""
@@ -231,7 +247,21 @@ class LogWriter:
                 except (TypeError, ValueError) as exc:
                     self._refuse(1, exc)
                     return
-            self._queue.append((pid, ts, text))
+            if len(text) < SLAB_BYTES:
+                with self._slab_lock:
+                    slab = self._slab
+                    row, start = slab.rows, slab.size
+                    end = start + len(text)
+                    if row == self.batch_rows or end >= SLAB_BYTES:
+                        slab, row, start, end = self._next_slab(), 0, 0, len(text)
+                    slab.data[start:end] = text
+                    slab.data[end] = COMMA
+                    slab.times[row] = ts
+                    slab.ends[row] = end
+                    slab.rows = row + 1
+                    slab.size = end + 1
+            else:  # an entry past a slab's room (a very wide model) waits on its own
+                self._queue.append((pid, ts, text))
         else:
             self._queue.append((logged, route, request_id, ts, latency))
         self._queued += rows
@@ -240,6 +270,15 @@ class LogWriter:
         # waiting. Below that, the timer wakes it.
         if waiting >= self.batch_rows > waiting - rows:
             self._wake.set()
+
+    def _next_slab(self) -> Slab:
+        """Hand the open slab to the writer and open another (the slab lock held)."""
+        self._filled.append(self._slab)
+        self._slab = self._fresh_slab()
+        return self._slab
+
+    def _fresh_slab(self) -> Slab:
+        return self._spare.pop() if self._spare else Slab(self.batch_rows, SLAB_BYTES)
 
     def _refuse(self, rows: int, exc: Exception) -> None:
         """A request holding a value JSON cannot hold: its rows are dropped and said."""
@@ -317,13 +356,13 @@ class LogWriter:
         FLUSH_SECONDS), flush() and close() drain the queue.
         """
         while True:
-            if not self._pending:
+            if self._pending is None:
                 whole = self._queued - self._taken >= self.batch_rows
                 if not (drain or whole or self._taken < self._flush_to):
                     return True
                 self._take()
                 hand_over()  # popping a batch took a while: the loop runs before the insert
-            if not self._pending:
+            if self._pending is None:
                 with self._idle:
                     self._idle.notify_all()
                 return True
@@ -355,7 +394,7 @@ class LogWriter:
                 sys.stderr.write("prediction log: database writes resumed\n")
                 self.stats.last_error = ""
             self.stats.written += len(self._pending)
-            self._pending = []
+            self._pending = None
             with self._idle:
                 self._idle.notify_all()
 
@@ -363,46 +402,63 @@ class LogWriter:
         """Whether the pending batch is in the database: a commit can succeed and its answer
         be lost (a connection reset), and its retry is then refused as a duplicate."""
         try:
-            return bool(self.store.batches_of([self._pending[0][0]]))
+            return self._pending is not None and bool(
+                self.store.batches_of(self._pending.ids()[:1])
+            )
         except DatabaseDown:
             return False
 
     def _drop_batch(self, exc: BaseException) -> None:
+        lost = len(self._pending or ())
         self.stats.failures += 1
-        self.stats.dropped += len(self._pending)
+        self.stats.dropped += lost
         sys.stderr.write(
-            f"prediction log: {len(self._pending)} rows refused and dropped "
+            f"prediction log: {lost} rows refused and dropped "
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})\n"
         )
-        self._pending = []
+        self._pending = None
 
     def _take(self) -> None:
-        """Move up to a batch of queued entries (and requests, made into entries here) to
-        pending."""
+        """Move a batch to pending: a filled slab, else the open one, else queued requests
+        (made into entries here)."""
+        slab = self._filled.popleft() if self._filled else None
+        if slab is None:
+            with self._slab_lock:
+                if self._slab.rows:
+                    slab, self._slab = self._slab, self._fresh_slab()
+        if slab is not None:
+            batch = slab.pack()
+            taken = len(batch)
+            if len(self._spare) < SPARE_SLABS:
+                self._spare.append(slab)
+        else:
+            batch, taken = self._take_queued()
+        if self._window is not None and len(batch):
+            self._window.extend(batch)
+        # Pending first, then taken: flush() (on the loop, which `hand_over` lets run) waits
+        # while either says rows are unwritten, so it never sees them neither queued nor
+        # pending.
+        self._pending = batch if len(batch) else None
+        self._taken += taken
+
+    def _take_queued(self) -> tuple[Packed, int]:
+        """Up to a batch of queued requests as entries, and the rows they counted for."""
         queue = self._queue
         # Popped by C calls: a Python loop over thousands of entries would hold the GIL (and
         # the serving thread) for as long.
         items = list(starmap(queue.popleft, repeat((), min(len(queue), self.batch_rows))))
-        if set(map(len, items)) <= {_ENTRY_WIDTH}:  # one-row requests only, the common case
-            rows, taken = cast(list[Entry], items), len(items)
-        else:
-            rows, taken = [], 0
-            for item in items:
-                if len(item) == _ENTRY_WIDTH:
-                    rows.append(cast(Entry, item))
-                    taken += 1
-                else:
-                    request = cast(_Request, item)
-                    taken += len(request[0].ids)
-                    rows.extend(self._request_rows(request))
-                    hand_over()  # a batch request's rows took a while: let the loop in
-        if self._window is not None:
-            self._window.extend(rows)
-        # Pending first, then taken: flush() (on the loop, which `hand_over` lets run) waits
-        # while either says rows are unwritten, so it never sees them neither queued nor
-        # pending.
-        self._pending = rows
-        self._taken += taken
+        rows: list[Entry] = []
+        taken = 0
+        for item in items:
+            if len(item) == _ENTRY_WIDTH:
+                rows.append(cast(Entry, item))
+                taken += 1
+            else:
+                request = cast(_Request, item)
+                taken += len(request[0].ids)
+                rows.extend(self._request_rows(request))
+                hand_over()  # a batch request's rows took a while: let the loop in
+        return Packed.of(rows), taken
 
     def _request_rows(self, request: _Request) -> list[Entry]:
         """A batch request's rows; none (dropped and said) if a value cannot be written."""

@@ -1,0 +1,120 @@
+"""One-row entries laid end to end: the loop's slabs, the writer's packed batches, their rows."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tabship.artifact import Artifact
+from tabship.monitor import writer as writer_module
+from tabship.monitor.ids import PREFIX, Logged, prediction_ids
+from tabship.monitor.packed import Packed
+from tabship.monitor.profile import load_profile
+from tabship.monitor.store import LogStore
+from tabship.monitor.tables import Entry, entry_text, packed_values
+from tabship.monitor.writer import LogWriter, RecentInputs
+from tabship.workflow import TrainedModel
+
+PATIENT = {"age": 40, "bmi": 31.5, "children": 2, "smoker": "yes", "region": "south"}
+
+
+def entry(pid: str, ts: float, record: dict[str, Any] = PATIENT) -> Entry:
+    return pid, ts, entry_text((pid, ts, pid, "/predict_api", record, 1.5, None, [], 0.25))
+
+
+def view_rows(path: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as db:
+        return list(
+            db.execute(
+                "SELECT id, ts, request_id, route, input, prediction, warnings, latency_ms "
+                "FROM tabship_predictions ORDER BY id"
+            )
+        )
+
+
+def test_a_packed_batch_gives_back_its_entries_and_ids() -> None:
+    entries = [entry(pid, 10.0 + n) for n, pid in enumerate(prediction_ids(7))]
+    # What the standard library writes (spaces after commas) and an id with escapes in it.
+    odd = 'say "hi"\\'
+    entries.append((odd, 30.0, json.dumps([odd, 30.0, "r", "/p", {}, 1, None, [], 1]).encode()))
+    packed = Packed.of(entries)
+    assert packed.entries() == entries
+    assert json.loads(packed.json_array()) == [json.loads(text) for _, _, text in entries]
+    assert len(packed) == 8
+
+
+def test_own_ids_are_read_whole_or_not_at_all() -> None:
+    ids = prediction_ids(5)
+    found = Packed.of([entry(pid, 1.0) for pid in ids]).own_ids()
+    assert found == (",".join(ids), int(ids[0][-10:], 16), int(ids[-1][-10:], 16))
+    # Any id not this process's fixed-width kind sends the batch the general way.
+    for stranger in ("id-0", f"{PREFIX}-1", f"{PREFIX}-00000000zz", f"{PREFIX}-000000000a\\"):
+        packed = Packed.of([entry(ids[0], 1.0), entry(stranger, 2.0)])
+        assert packed.own_ids() is None
+        assert [pid for pid, _, _ in packed.entries()] == [ids[0], stranger]
+    assert Packed.of([]).own_ids() is None
+
+
+def test_a_packed_batch_is_one_row_that_reads_as_the_entries_did(tmp_path: Path) -> None:
+    entries = [entry(pid, 5.0 + n) for n, pid in enumerate(prediction_ids(40))]
+    packed, listed = (
+        LogStore(f"sqlite:///{tmp_path / 'a.db'}"),
+        LogStore(f"sqlite:///{tmp_path / 'b.db'}"),
+    )
+    values = packed_values(Packed.of(entries), "sha", "pod:1")
+    assert values is not None and values["size"] == 40 and values["ts_last"] == 44.0
+    packed.insert(Packed.of(entries), "sha", "pod:1")
+    listed.insert(entries, "sha", "pod:1")
+    assert view_rows(tmp_path / "a.db") == view_rows(tmp_path / "b.db")
+    assert len(view_rows(tmp_path / "a.db")) == 40
+    assert packed.batches_of([entries[17][0]]) == {entries[17][0]: 1}
+    # Counters far apart (a request answered long after its ids were given) are split.
+    far = [entry(f"{PREFIX}-{c:010x}", float(c)) for c in (1, 2, 5000)]
+    assert packed_values(Packed.of(far), "sha", "pod:1") is None
+    packed.insert(Packed.of(far), "sha", "pod:1")
+    assert packed.count() == 43
+
+
+def test_entries_fill_slabs_by_count_and_by_bytes_and_all_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slab of 2,000 bytes holds a few entries; one longer than a slab waits on its own.
+    monkeypatch.setattr(writer_module, "SLAB_BYTES", 2000)
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    writer = LogWriter(store, "sha", batch_rows=7, flush_seconds=0.02)
+    submitted = []
+    for number in range(60):
+        record = {**PATIENT, "note": "x" * (3000 if number == 33 else number * 11)}
+        logged = Logged(prediction_ids(1), [record], [float(number)], None, [])
+        writer.submit(logged, "/predict_api", "", 0.001)
+        submitted.append((logged.ids[0], record))
+    writer.start()
+    assert writer.flush(timeout=30)
+    writer.close()
+    assert (writer.stats.written, writer.stats.dropped) == (60, 0)
+    logged_rows = {row.id: row for row in store.rows(None, 0)}
+    assert {pid: logged_rows[pid].input for pid, _ in submitted} == dict(submitted)
+
+
+def test_the_drift_window_keeps_the_newest_rows_from_the_cutoff(
+    tiny_model: TrainedModel,
+) -> None:
+    profile = load_profile(Artifact.open(tiny_model.artifact.directory))
+    assert profile is not None
+    window = RecentInputs(profile)
+    window.size = 1000
+    for start in range(0, 1500, 300):  # five batches of 300 rows, times 0..1499
+        batch = [
+            entry(pid, float(start + n), {**PATIENT, "age": start + n})
+            for n, pid in enumerate(prediction_ids(300))
+        ]
+        window.extend(Packed.of(batch))
+    assert len(window.batches) == 4  # the oldest batch is not needed for the newest 1,000
+    columns, predictions = window.since(0.0)
+    assert columns["age"] == list(range(500, 1500)) and len(predictions) == 1000
+    columns, _ = window.since(1234.0)
+    assert columns["age"] == list(range(1234, 1500))
