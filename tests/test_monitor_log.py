@@ -315,10 +315,10 @@ def test_retention_deletes_old_rows(tmp_path: Path) -> None:
     old = time.time() - 10 * 86400
     writer = LogWriter(store, "sha", retention_days=7, clock=lambda: old)
     writer.submit(Logged(["old"], [PATIENT], [1.0], None, []), "/predict_api", "", 0.001)
-    writer._write_all(drain=True)
+    writer._write_all(writer._queued)
     writer.clock = time.time
     writer.submit(Logged(["new"], [PATIENT], [1.0], None, []), "/predict_api", "", 0.001)
-    writer._write_all(drain=True)
+    writer._write_all(writer._queued)
     writer._housekeeping()
     assert writer.stats.deleted == 1
     assert [r.id for r in store.rows(None, 0)] == ["new"]
@@ -528,6 +528,26 @@ def test_a_filled_batch_wakes_the_writer_for_whole_batches_only(tmp_path: Path) 
     assert store.transactions == [50, 50, 20]
     writer.close()
     assert store.count() == 120
+
+
+def test_the_timers_pass_writes_what_waited_not_what_arrives_meanwhile(tmp_path: Path) -> None:
+    # At one connection the timer's pass chased the rows that came in while it wrote: 33
+    # rows a transaction, 32 µs of writer CPU a row.
+    class ArrivingStore(RecordingStore):
+        def insert(self, rows: Any, *args: Any) -> None:
+            super().insert(rows, *args)
+            for pid in prediction_ids(3):  # requests answered while the batch was written
+                writer.submit(Logged([pid], [PATIENT], [1.0], None, []), "/p", "", 0.001)
+
+    store = ArrivingStore(f"sqlite:///{tmp_path / 'log.db'}")
+    writer = LogWriter(store, "sha", batch_rows=50, flush_seconds=3600)
+    for pid in prediction_ids(10):
+        writer.submit(Logged([pid], [PATIENT], [1.0], None, []), "/p", "", 0.001)
+    assert writer._write_all(writer._queued)
+    assert store.transactions == [10] and writer.queued_rows == 3
+    assert writer._write_all(writer._queued)
+    assert store.transactions == [10, 3] and writer.queued_rows == 3
+    assert store.count() == 13
 
 
 def test_close_during_a_pass_of_whole_batches_still_writes_the_rest(tmp_path: Path) -> None:
