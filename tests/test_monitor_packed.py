@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tabship.artifact import Artifact
+from tabship.monitor import handover
 from tabship.monitor import writer as writer_module
 from tabship.monitor.ids import PREFIX, Logged, prediction_ids
 from tabship.monitor.packed import Packed
@@ -118,3 +119,27 @@ def test_the_drift_window_keeps_the_newest_rows_from_the_cutoff(
     assert columns["age"] == list(range(500, 1500)) and len(predictions) == 1000
     columns, _ = window.since(1234.0)
     assert columns["age"] == list(range(1234, 1500))
+
+
+def test_the_drift_window_is_read_a_piece_at_a_time(
+    tiny_model: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile = load_profile(Artifact.open(tiny_model.artifact.directory))
+    assert profile is not None
+    window = RecentInputs(profile)
+    batch = [
+        entry(pid, float(n), {**PATIENT, "age": n}) for n, pid in enumerate(prediction_ids(500))
+    ]
+    window.extend(Packed.of(batch))
+    read: list[int] = []
+
+    def counted(data: bytes) -> Any:
+        rows = json.loads(data)
+        read.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(writer_module, "loads_exact", counted)
+    columns, _ = window.since(100.0)
+    # Parsing the whole 500-row text at once held the serving thread for a millisecond.
+    assert sum(read) == 500 and max(read) <= handover.PIECE_ROWS
+    assert columns["age"] == list(range(100, 500))

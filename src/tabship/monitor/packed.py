@@ -58,6 +58,11 @@ class Packed:
         """The entries as one JSON array (a batch row's `entries`)."""
         return b"[" + self.text + b"]"
 
+    def json_rows(self, start: int, stop: int) -> bytes:
+        """Entries `start` to `stop` - 1 as one JSON array."""
+        first = self.ends[start - 1] + 1 if start else 0
+        return b"[" + self.text[first : self.ends[stop - 1]] + b"]"
+
     def texts(self) -> Iterator[bytes]:
         """Each entry's JSON."""
         text, start = self.text, 0
