@@ -146,9 +146,10 @@ class RecentInputs:
             skip, surplus = max(0, surplus), 0
             # Read a piece at a time, the core handed over between pieces: a whole batch's
             # text (500 rows) held the serving thread for a millisecond.
-            for _, rows in pieces(range(len(batch))):
-                entries = loads_exact(batch.json_rows(rows.start, rows.stop))
-                for entry, ts in zip(entries, batch.times[rows.start : rows.stop], strict=True):
+            for start, rows in pieces(range(len(batch))):
+                stop = start + len(rows)
+                entries = loads_exact(batch.json_rows(start, stop))
+                for entry, ts in zip(entries, batch.times[start:stop], strict=True):
                     if ts < cutoff:
                         continue
                     if skip:
