@@ -650,3 +650,205 @@ def test_a_batch_whose_commit_answer_was_lost_is_not_written_twice(tmp_path: Pat
     writer.close()
     assert store.lost and writer.stats.failures == 1
     assert (writer.stats.written, writer.stats.dropped, store.count()) == (3, 0, 3)
+
+
+def test_feedback_takes_only_this_models_ids_and_odd_answers_never_break_the_scores(
+    tiny_model: TrainedModel, cancer_model: TrainedModel, tmp_path: Path
+) -> None:
+    from tabship.monitor.summary import summarize
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"  # two models' servers, one database
+    charges, cancer = (
+        started(tiny_model.artifact.directory, url),
+        started(cancer_model.artifact.directory, url),
+    )
+    label = cancer_model.artifact.card.classes[0]
+
+    async def go() -> list[httpx.Response]:
+        async with client(charges) as a, client(cancer) as b:
+            ids = (await a.post("/v1/predict", json={"instances": [PATIENT] * 3})).json()["ids"]
+            return [
+                await b.post("/v1/feedback", json={"id": ids[0], "actual": label}),
+                await a.post(
+                    "/v1/feedback",
+                    content=f'{{"id": "{ids[0]}", "actual": 1e400}}'.encode(),
+                    headers={"content-type": "application/json"},
+                ),
+                await a.post("/v1/feedback", json={"id": ids[0], "actual": int("9" * 400)}),
+                await a.post(
+                    "/v1/feedback",
+                    json=[{"id": ids[1], "actual": 1.0}, {"id": ids[1], "actual": 2.0}],
+                ),
+                await a.post("/v1/feedback", json={"id": ids[2], "actual": 3.0}),
+            ]
+
+    other, infinite, huge, twice, plain = asyncio.run(go())
+    assert other.status_code == 422 and "not a logged prediction of this model" in other.text
+    assert infinite.status_code == huge.status_code == 422
+    assert "actual: must be a finite number" in huge.json()["message"]
+    assert twice.status_code == 200 and twice.json() == {"stored": 1}  # the last answer wins
+    assert plain.status_code == 200
+    monitoring = charges.context.monitoring
+    assert monitoring is not None
+    # An answer no server takes now, as an earlier one stored it for another model's id.
+    first = list(monitoring.store.rows(monitoring.card.sha256, 0))[-1].id
+    monitoring.store.add_feedback([(first, label)], monitoring.store.batches_of([first]))
+    summary = summarize(monitoring.store, monitoring.card, monitoring.profile)
+    assert summary.labelled == 3 and summary.scores["mae"] == pytest.approx(
+        (
+            abs(summary_prediction(monitoring, 1) - 2.0)
+            + abs(summary_prediction(monitoring, 2) - 3.0)
+        )
+        / 2
+    )
+    for app in (charges, cancer):
+        assert app.context.monitoring is not None
+        app.context.monitoring.writer.close()
+
+
+def summary_prediction(monitoring: Any, index: int) -> float:
+    rows = sorted(monitoring.store.rows(monitoring.card.sha256, 0), key=lambda r: r.id)
+    return float(rows[index].prediction)
+
+
+def test_unknown_ids_wait_out_their_grace_without_holding_the_pool(
+    logged: tuple[App, Path],
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    app, _ = logged
+    monitoring = app.context.monitoring
+    assert monitoring is not None
+    monitoring.pool = ThreadPoolExecutor(1)  # one thread: what big predictions would wait on
+    lookups: list[int] = []
+    original = monitoring.store.batches_of
+
+    def counted(ids: Any, model: Any = None) -> dict[str, int]:
+        lookups.append(len(ids))
+        return original(ids, model)
+
+    monitoring.store.batches_of = counted  # type: ignore[method-assign]
+
+    async def go() -> tuple[int, int]:
+        async with client(app) as c:
+            answer = asyncio.create_task(
+                c.post("/v1/feedback", json={"id": "no-such-id", "actual": 1.0})
+            )
+            await asyncio.sleep(0.1)  # the first lookup is done; the grace (0.3 s) runs
+            seen = await asyncio.get_running_loop().run_in_executor(
+                monitoring.pool, lambda: len(lookups)
+            )
+            return seen, (await answer).status_code
+
+    seen, status = asyncio.run(go())
+    # The pool ran other work between the two lookups: the wait was not in its thread.
+    assert (seen, status, len(lookups)) == (1, 422, 2)
+
+
+def test_odd_windows_and_outputs_get_messages_not_tracebacks(
+    logged: tuple[App, Path], tiny_model: TrainedModel
+) -> None:
+    app, path = logged
+    assert app.context.monitoring is not None and app.context.monitoring.writer.flush()
+    model, url = str(tiny_model.artifact.directory), f"sqlite:///{path}"
+    runner = CliRunner()
+    for since in ("5.9e26s", "9999999d", "1e300"):
+        done = runner.invoke(cli, ["monitor", model, "--log-db", url, "--since", since])
+        assert done.exit_code == 1 and "over 100 years" in done.output, done.output
+
+    async def page() -> httpx.Response:
+        async with client(app) as c:
+            return await c.get("/monitor?since=5.9e26s")
+
+    assert asyncio.run(page()).status_code == 200  # the page falls back to 24 h
+    kept = path.parent / "kept.txt"
+    kept.write_text("mine")
+    done = runner.invoke(cli, ["monitor", model, "--log-db", url, "-o", str(kept)])
+    assert done.exit_code == 1 and "already exists" in done.output
+    assert kept.read_text() == "mine"
+    assert runner.invoke(cli, ["monitor", model, "--log-db", url, "-o", str(kept), "--force"])
+    assert kept.read_text() != "mine"
+    link = path.parent / "link.csv"
+    link.symlink_to(path.parent / "elsewhere.csv")  # dangling: writing would go through it
+    done = runner.invoke(cli, ["log", "export", model, "--log-db", url, "-o", str(link)])
+    assert done.exit_code == 1 and "already exists" in done.output, done.output
+    assert not (path.parent / "elsewhere.csv").exists()
+    folder = path.parent / "a.csv"
+    folder.mkdir()
+    done = runner.invoke(cli, ["log", "export", model, "--log-db", url, "-o", str(folder)])
+    assert done.exit_code == 1 and "is a folder" in done.output
+
+
+def test_an_export_keeps_the_logs_columns_when_features_share_their_names(
+    tmp_path: Path,
+) -> None:
+    from tabship.monitor.commands import LOG_COLUMNS, input_columns
+    from tabship.train import TrainOptions
+    from tabship.workflow import train_model
+
+    from .conftest import make_tiny_table
+
+    # A text feature called `time` once made the export parse its values as timestamps.
+    table = make_tiny_table().rename(columns={"region": "time", "children": "id"})
+    table.to_csv(tmp_path / "t.csv", index=False)
+    options = TrainOptions(target="charges", folds=2, models=["ridge"])
+    model = train_model(str(tmp_path / "t.csv"), options, tmp_path / "model").artifact.directory
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    app = started(model, url)
+    record = table.drop(columns="charges").iloc[0].to_dict()
+
+    async def go() -> list[str]:
+        async with client(app) as c:
+            answer = await c.post("/v1/predict", json={"instances": [record] * 3})
+            return list(answer.json()["ids"])
+
+    ids = asyncio.run(go())
+    assert app.context.monitoring is not None
+    app.context.monitoring.writer.close()
+    out = tmp_path / "rows.parquet"
+    done = CliRunner().invoke(cli, ["log", "export", str(model), "--log-db", url, "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    exported = pd.read_parquet(out)
+    assert list(exported["id"]) == ids and str(exported["time"].dtype).startswith("datetime64")
+    assert list(exported["input.time"]) == [record["time"]] * 3
+    assert list(exported["input.id"]) == [record["id"]] * 3
+
+    names = ["id", "time", "age", "input.id", "actual"]
+    columns = input_columns(names)
+    assert columns["age"] == "age" and columns["input.id"] == "input.id"
+    assert columns["id"] == "input.input.id"  # `input.id` is a feature's own name
+    assert columns["time"] == "input.time" and columns["actual"] == "input.actual"
+    assert len({*columns.values(), *LOG_COLUMNS}) == len(names) + len(LOG_COLUMNS)
+
+
+def test_a_log_file_that_can_never_work_stops_the_server_at_once(tmp_path: Path) -> None:
+    from tabship.monitor.store import check_log_db
+
+    not_sqlite = tmp_path / "notes.txt"
+    not_sqlite.write_text("mine")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for path, said in ((not_sqlite, "not an SQLite database"), (folder, "is a folder")):
+        with pytest.raises(LogDatabaseError, match=said):
+            check_log_db(f"sqlite:///{path}")
+    assert not_sqlite.read_text() == "mine"
+    check_log_db(f"sqlite:///{tmp_path / 'new' / 'log.db'}")  # a missing folder is made
+    assert (tmp_path / "new" / "log.db").is_file()
+    with sqlite3.connect(tmp_path / "new" / "log.db") as db:
+        db.execute("UPDATE tabship_log_meta SET value = 'bogus' WHERE key = 'schema_version'")
+    with pytest.raises(LogDatabaseError, match="records schema version 'bogus'"):
+        check_log_db(f"sqlite:///{tmp_path / 'new' / 'log.db'}")
+
+
+def test_secrets_in_a_database_url_are_never_shown() -> None:
+    from tabship.monitor.store import engine_url, redact
+
+    shown = redact("postgresql:///db?user=bob&password=S3cret&sslpassword=K3y&host=h")
+    assert "S3cret" not in shown and "K3y" not in shown and "user=bob" in shown
+    unescaped = "postgresql://bob:S3cret@PW@127.0.0.1:1/db"
+    assert "PW" not in redact(unescaped) and "S3cret" not in redact(unescaped)
+    with pytest.raises(LogDatabaseError, match="must be written %40") as refused:
+        engine_url(unescaped)
+    assert "S3cret" not in str(refused.value) and "PW" not in str(refused.value)
+    with pytest.raises(LogDatabaseError, match="not a database URL"):
+        engine_url("postgresql://bob:pw@127.0.0.1:notaport/db")

@@ -41,15 +41,18 @@ def monitor(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")
     ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> None:
     """Drift against the training profile, traffic and live scores, over every pod's log."""
-    from tabship.monitor.commands import monitor_report
+    from tabship.monitor.commands import check_output, monitor_report, write_report
 
+    if output is not None:
+        check_output(output, force)  # before the database is read, not after
     text = monitor_report(model, _url(log_db), since, form)
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        write_report(output, text, force)
         typer.echo(f"wrote {output}", err=True)
 
 

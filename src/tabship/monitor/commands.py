@@ -77,8 +77,7 @@ def export_log(model: Path, url: str, output: Path, since: str = "7d", force: bo
     suffix = output.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise ConfigError(f"-o {output.name}: the export is written as .parquet or .csv")
-    if output.exists() and not force:
-        raise OutputExistsError(f"{output} already exists; choose another -o or pass --force")
+    check_output(output, force)
     artifact = Artifact.open(model)
     names = artifact.card.schema.names
     store = _open(url)
@@ -92,20 +91,66 @@ def export_log(model: Path, url: str, output: Path, since: str = "7d", force: bo
         "time": [int(r.ts * 1e6) for r in rows],
         "route": [r.route for r in rows],
     }
+    inputs = input_columns(names)
     for name in names:
-        columns[name] = [_cell(r.input.get(name)) for r in rows]
+        columns[inputs[name]] = [_cell(r.input.get(name)) for r in rows]
     columns["prediction"] = [_cell(r.prediction) for r in rows]
     columns["warnings"] = ["; ".join(r.warnings) for r in rows]
     columns["latency_ms"] = [r.latency_ms for r in rows]
     columns["actual"] = [_cell(r.actual) for r in rows]
     table = pa.table({key: _array(values) for key, values in columns.items()})
     table = table.set_column(1, "time", table["time"].cast(pa.timestamp("us", "UTC")))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".parquet":
-        pq.write_table(table, output)
-    else:
-        pacsv.write_csv(guard_formulas(table), output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".parquet":
+            pq.write_table(table, output)
+        else:
+            pacsv.write_csv(guard_formulas(table), output)
+    except OSError as exc:
+        raise ConfigError(f"-o {output}: cannot be written ({_reason(exc)})") from None
     return len(rows)
+
+
+# The export's own columns, beside the model's features.
+LOG_COLUMNS = ("id", "time", "route", "prediction", "warnings", "latency_ms", "actual")
+
+
+def input_columns(names: list[str]) -> dict[str, str]:
+    """Each feature's column in the export: its name, or `input.NAME` when the log has a
+    column of that name (a feature called `id` or `time` must not replace the log's)."""
+    taken = set(LOG_COLUMNS) | set(names)
+    out = {}
+    for name in names:
+        column = name
+        if name in LOG_COLUMNS:
+            column = f"input.{name}"
+            while column in taken:
+                column = f"input.{column}"
+            taken.add(column)
+        out[name] = column
+    return out
+
+
+def check_output(output: Path, force: bool) -> None:
+    """Refuse to replace a file (or write through a link) unless --force, or a folder."""
+    if output.is_dir():
+        raise ConfigError(f"-o {output} is a folder; give a file name")
+    if (output.exists() or output.is_symlink()) and not force:
+        raise OutputExistsError(f"{output} already exists; choose another -o or pass --force")
+
+
+def write_report(output: Path, text: str, force: bool) -> None:
+    """The monitor report written to `output`, never over a file unless --force."""
+    check_output(output, force)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"-o {output}: cannot be written ({_reason(exc)})") from None
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
 
 
 def _array(values: list[object]) -> object:

@@ -7,8 +7,8 @@ thread, never on the event loop; the request path itself only queues (see writer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from typing import Any
@@ -69,7 +69,13 @@ class Monitoring:
         pairs = self._read_feedback(request)
         loop = asyncio.get_running_loop()
         try:
-            unknown = await loop.run_in_executor(self.pool, self._store_feedback, pairs)
+            unknown = await loop.run_in_executor(self.pool, self._store_feedback, pairs, True)
+            if unknown:
+                # Another pod may have answered them and not flushed yet: give it a few
+                # intervals, waiting here rather than in the pool that big predictions share
+                # (a client sending unknown ids would otherwise hold its threads).
+                await asyncio.sleep(FEEDBACK_GRACE_SECONDS)
+                unknown = await loop.run_in_executor(self.pool, self._store_feedback, pairs, False)
         except DatabaseDown:
             raise LogUnavailableError(
                 "prediction log: the database cannot be reached; retry shortly"
@@ -78,7 +84,7 @@ class Monitoring:
             shown = ", ".join(repr(pid[:40]) for pid in unknown[:MAX_LISTED])
             more = f" ({len(unknown)} in all)" if len(unknown) > MAX_LISTED else ""
             raise MalformedBodyError(
-                f"id: {shown}{more} is not a logged prediction of this server; use the ids "
+                f"id: {shown}{more} is not a logged prediction of this model; use the ids "
                 "that /v1/predict answers (or the X-Prediction-Id header of /predict_api)"
             )
         return json_answer({"stored": len(pairs)})
@@ -103,19 +109,21 @@ class Monitoring:
             if not isinstance(pid, str) or not 0 < len(pid) <= 40:
                 raise MalformedBodyError(f"{where}id: must be a prediction id (a short string)")
             pairs.append((pid, self._actual(item["actual"], where)))
-        return pairs
+        # An id answered twice in one list: the last answer wins, as a later request's would.
+        return list(dict(pairs).items())
 
     def _actual(self, value: object, where: str) -> Any:
         if self.card.task == "regression":
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-            ):
+            number = math.nan
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                # An integer past a double's range is refused like Infinity.
+                with contextlib.suppress(OverflowError):
+                    number = float(value)
+            if not math.isfinite(number):
                 raise MalformedBodyError(
                     f"{where}actual: must be a finite number (the true {self.card.target})"
                 )
-            return float(value)
+            return number
         text = value if isinstance(value, str) else None
         if isinstance(value, int) and not isinstance(value, bool):
             text = str(value)
@@ -124,16 +132,14 @@ class Monitoring:
             raise MalformedBodyError(f"{where}actual: must be one of the classes {listed}")
         return text
 
-    def _store_feedback(self, pairs: list[tuple[str, Any]]) -> list[str]:
-        self.writer.flush()  # ids answered a moment ago may still be queued
+    def _store_feedback(self, pairs: list[tuple[str, Any]], first: bool) -> list[str]:
+        """Store the answers if every id is a logged prediction of this model (another
+        model's servers may share the database); else the ids that are not."""
+        if first:
+            self.writer.flush()  # ids answered a moment ago may still be queued
         ids = [pid for pid, _ in pairs]
-        known = self.store.batches_of(ids)
+        known = self.store.batches_of(ids, self.card.sha256)
         unknown = [pid for pid in ids if pid not in known]
-        if unknown:
-            # Another pod may have answered them and not flushed yet: give it a few intervals.
-            time.sleep(FEEDBACK_GRACE_SECONDS)
-            known |= self.store.batches_of(unknown)
-            unknown = [pid for pid in ids if pid not in known]
         if not unknown:
             self.store.add_feedback(pairs, known)
         return unknown

@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -55,11 +56,15 @@ def engine_url(url: str) -> sa.URL:
         url = "postgresql://" + url.removeprefix("postgres://")
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise LogDatabaseError(
             f"--log-db {redact(url)!r} is not a database URL; use sqlite:///PATH or "
             "postgresql://USER:PASSWORD@HOST:PORT/DB"
         ) from None
+    if parsed.host and "@" in parsed.host:
+        raise LogDatabaseError(
+            f"--log-db {redact(url)!r}: an @ in the user name or password must be written %40"
+        )
     backend = parsed.get_backend_name()
     if backend == "postgresql":
         return parsed.set(drivername="postgresql+psycopg")
@@ -77,9 +82,26 @@ def engine_url(url: str) -> sa.URL:
 def redact(url: str) -> str:
     """The URL with any password hidden, for messages and logs."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+        return shown_url(make_url(url))
+    except (ArgumentError, ValueError):
         return "(unparseable URL)"
+
+
+# Query parameters holding secrets (libpq's password, sslpassword; a token of some proxies).
+_SECRET_KEYS = ("password", "passwd", "secret", "token")
+
+
+def shown_url(url: sa.URL) -> str:
+    """`url` for messages: its password, and query values that are secrets, hidden."""
+    query = {
+        key: "***" if any(word in key.lower() for word in _SECRET_KEYS) else value
+        for key, value in url.query.items()
+    }
+    host = url.host
+    if host and "@" in host:  # an unescaped @ in the password: the part before it is secret too
+        host = host.rsplit("@", 1)[1]
+    shown = url.set(query=query, host=host).render_as_string(hide_password=True)
+    return shown.replace("=%2A%2A%2A", "=***")
 
 
 def _sqlite_pragmas(connection: Any, _: Any) -> None:
@@ -116,7 +138,7 @@ class LogStore:
 
     def __init__(self, url: str, connect_timeout: float = 5.0) -> None:
         self.url = engine_url(url)
-        self.shown = self.url.render_as_string(hide_password=True)
+        self.shown = shown_url(self.url)
         self.sqlite = self.url.get_backend_name() == "sqlite"
         args: dict[str, Any] = {}
         if self.sqlite:
@@ -191,7 +213,15 @@ class LogStore:
                     )
                 except sa.exc.IntegrityError:  # another worker recorded it first: this one's
                     found = str(SCHEMA_VERSION)
-        return SCHEMA_VERSION if found is None else int(found)
+        if found is None:
+            return SCHEMA_VERSION
+        if not str(found).isdigit():
+            raise LogDatabaseError(
+                f"the log database {self.shown} records schema version {str(found)[:40]!r}, "
+                "which no tabship writes: its tabship_log_meta table was changed by hand, or "
+                "the database belongs to something else; use another --log-db"
+            )
+        return int(found)
 
     def _create_view(self) -> None:
         for attempt in range(5):
@@ -229,8 +259,9 @@ class LogStore:
                 connection.execute(batches_table.insert(), values)
                 hand_over()
 
-    def batches_of(self, ids: Sequence[str]) -> dict[str, int]:
-        """The batch holding each of `ids` that is a logged prediction."""
+    def batches_of(self, ids: Sequence[str], model_sha256: str | None = None) -> dict[str, int]:
+        """The batch holding each of `ids` that is a logged prediction (of that model, when
+        given: servers of several models may share one database)."""
         self.open()
         wanted: dict[str, list[tuple[int, str]]] = {}
         for pid in ids:
@@ -241,7 +272,7 @@ class LogStore:
             members: dict[int, set[str]] = {}
             for prefix, items in wanted.items():
                 for counter, pid in items:
-                    for batch, listed in _candidates(connection, prefix, counter):
+                    for batch, listed in _candidates(connection, prefix, counter, model_sha256):
                         if batch not in members:
                             members[batch] = set(listed.split(","))
                         if pid in members[batch]:
@@ -320,8 +351,10 @@ class LogStore:
         self.engine.dispose()
 
 
-def _candidates(connection: Connection, prefix: str, counter: int) -> Sequence[Any]:
-    """The batches of `prefix` whose counter range holds `counter`.
+def _candidates(
+    connection: Connection, prefix: str, counter: int, model_sha256: str | None = None
+) -> Sequence[Any]:
+    """The batches of `prefix` (and the model, if given) whose counter range holds `counter`.
 
     A batch's range is [first, last]; the batch holding the id starts at most the widest span
     of that prefix below it, so the index on (prefix, first_counter) is read over that stretch
@@ -337,6 +370,8 @@ def _candidates(connection: Connection, prefix: str, counter: int) -> Sequence[A
         b.c.first_counter.between(counter - widest, counter),
         b.c.last_counter >= counter,
     )
+    if model_sha256:
+        query = query.where(b.c.model_sha256 == model_sha256)
     return connection.execute(query).all()
 
 
@@ -394,6 +429,8 @@ def check_log_db(url: str) -> None:
     import sys
 
     store = LogStore(url)
+    if store.sqlite:
+        _check_sqlite_file(store)
     try:
         store.open()
     except LogDatabaseError:
@@ -405,3 +442,32 @@ def check_log_db(url: str) -> None:
         )
     finally:
         store.close()
+
+
+# The first bytes of every SQLite database file.
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(store: LogStore) -> None:
+    """A local file that can never be a log is an error now, not rows dropped for ever: a
+    folder, a file that is not SQLite, a folder that cannot be made. A missing folder is made."""
+    path = Path(str(store.url.database))
+    where = f"--log-db {store.shown}"
+    if path.is_dir():
+        raise LogDatabaseError(f"{where} is a folder; give a file such as {path / 'log.db'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise LogDatabaseError(f"{where}: its folder cannot be made ({reason})") from None
+    try:
+        with path.open("rb") as file:
+            head = file.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return  # a new database: SQLite makes it
+    except OSError as exc:
+        raise LogDatabaseError(f"{where}: {exc.strerror or type(exc).__name__}") from None
+    if head and head != _SQLITE_HEADER:
+        raise LogDatabaseError(
+            f"{where} is a file that is not an SQLite database; it was left as it is"
+        )

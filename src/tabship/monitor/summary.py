@@ -25,6 +25,8 @@ DEFAULT_SINCE_SECONDS = 24 * 3600.0
 MAX_ROWS = 100_000
 # Scores need at least this many labelled rows in a bucket to be shown.
 MIN_SCORED = 5
+# The longest window: its start is still a date every platform's calendar can show.
+MAX_SINCE_SECONDS = 100 * 365.25 * 86400
 
 
 def parse_since(text: str) -> float:
@@ -39,6 +41,8 @@ def parse_since(text: str) -> float:
         raise ValueError(f"--since {text!r} is not a duration; use e.g. 30m, 24h or 7d") from None
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"--since {text!r} must be a positive duration such as 24h")
+    if value > MAX_SINCE_SECONDS:  # its start would be before any log and any calendar
+        raise ValueError(f"--since {text!r} is over 100 years; 3650d covers any log")
     return value
 
 
@@ -76,17 +80,35 @@ def _f1(actual: np.ndarray, predicted: np.ndarray, positive: Any) -> float:
 
 
 def live_scores(task: str, classes: Sequence[str], rows: Sequence[LoggedRow]) -> dict[str, float]:
-    """Scores of the rows that have feedback."""
-    labelled = [row for row in rows if row.actual is not None]
+    """Scores of the rows that have feedback of this model's kind.
+
+    The feedback table is shared by every model logging to the database, and a server once
+    stored answers for any model's ids: an answer that cannot be this model's (text for a
+    regression, a label outside its classes) is left out, never a crash of the whole page.
+    """
+    if task == "regression":
+        pairs = [(_number(r.actual), _number(r.prediction)) for r in rows if r.actual is not None]
+        kept = [(a, p) for a, p in pairs if a is not None and p is not None]
+        if not kept:
+            return {}
+        actual, predicted = np.array(kept).T
+        return regression_scores(actual, predicted)
+    known = set(classes)
+    labelled = [r for r in rows if r.actual is not None and str(r.actual) in known]
     if not labelled:
         return {}
-    if task == "regression":
-        actual = np.array([float(r.actual) for r in labelled])
-        predicted = np.array([float(r.prediction) for r in labelled])
-        return regression_scores(actual, predicted)
     return classification_scores(
         [str(r.actual) for r in labelled], [str(r.prediction) for r in labelled], classes
     )
+
+
+def _number(value: Any) -> float | None:
+    """A finite number, or None for text or anything else."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 @dataclass(frozen=True)

@@ -412,7 +412,7 @@ class LogWriter:
         be lost (a connection reset), and its retry is then refused as a duplicate."""
         try:
             return self._pending is not None and bool(
-                self.store.batches_of(self._pending.ids()[:1])
+                self.store.batches_of(self._pending.ids()[:1], self.model_sha256)
             )
         except DatabaseDown:
             return False
