@@ -675,6 +675,12 @@ def test_feedback_takes_only_this_models_ids_and_odd_answers_never_break_the_sco
                     headers={"content-type": "application/json"},
                 ),
                 await a.post("/v1/feedback", json={"id": ids[0], "actual": int("9" * 400)}),
+                await a.post("/v1/feedback", json={"id": ids[0], "actual": 1e300}),
+                await a.post(
+                    "/v1/feedback",
+                    content=b'{"id": "\\ud800", "actual": 1.0}',  # a lone surrogate
+                    headers={"content-type": "application/json"},
+                ),
                 await a.post(
                     "/v1/feedback",
                     json=[{"id": ids[1], "actual": 1.0}, {"id": ids[1], "actual": 2.0}],
@@ -682,10 +688,11 @@ def test_feedback_takes_only_this_models_ids_and_odd_answers_never_break_the_sco
                 await a.post("/v1/feedback", json={"id": ids[2], "actual": 3.0}),
             ]
 
-    other, infinite, huge, twice, plain = asyncio.run(go())
+    other, infinite, huge, past_float32, surrogate, twice, plain = asyncio.run(go())
     assert other.status_code == 422 and "not a logged prediction of this model" in other.text
-    assert infinite.status_code == huge.status_code == 422
+    assert infinite.status_code == huge.status_code == past_float32.status_code == 422
     assert "actual: must be a finite number" in huge.json()["message"]
+    assert surrogate.status_code == 422 and "id: must be a prediction id" in surrogate.text
     assert twice.status_code == 200 and twice.json() == {"stored": 1}  # the last answer wins
     assert plain.status_code == 200
     monitoring = charges.context.monitoring
@@ -760,7 +767,9 @@ def test_odd_windows_and_outputs_get_messages_not_tracebacks(
         async with client(app) as c:
             return await c.get("/monitor?since=5.9e26s")
 
-    assert asyncio.run(page()).status_code == 200  # the page falls back to 24 h
+    shown = asyncio.run(page())
+    assert shown.status_code == 200  # the page falls back to 24 h, and says so
+    assert "since=&#39;5.9e26s&#39; is not a window" in shown.text
     kept = path.parent / "kept.txt"
     kept.write_text("mine")
     done = runner.invoke(cli, ["monitor", model, "--log-db", url, "-o", str(kept)])

@@ -132,6 +132,9 @@ def test_unknown_model_or_version_is_404_in_the_protocols_error_shape(
     answer = request(app, "GET", path.format(name=name))
     assert answer.status_code == 404
     assert list(answer.json()) == ["error"] and message in answer.json()["error"]
+    if path.endswith("/ready"):  # an open probe: it never says what is served
+        version = request(app, "GET", f"/v2/models/{name}").json()["versions"][0]
+        assert "serves" not in answer.text and version not in answer.text
 
 
 def test_model_name_flag_overrides_the_folder_name(tiny_model: TrainedModel) -> None:

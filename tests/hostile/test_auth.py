@@ -118,3 +118,20 @@ def test_a_missing_or_empty_keys_file_stops_the_start(
     said = "does not exist" if content is None else "holds no key"
     assert f"error: API keys file {path}" in done.stderr and said in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_client_waiting_for_100_continue_without_a_key_never_uploads(locked: Server) -> None:
+    import socket
+
+    host, port = locked.url.removeprefix("http://").split(":")
+    for key in (b"", b"X-Api-Key: " + KEY.encode() + b"\r\n"):
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(
+                b"POST /predict_api HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                + key
+                + b"Content-Type: application/json\r\nContent-Length: 2\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            first = conn.recv(65536)
+        # Without a key: 401 at once, never "100 Continue" (the body would follow it).
+        assert first.startswith(b"HTTP/1.1 100" if key else b"HTTP/1.1 401"), first[:40]

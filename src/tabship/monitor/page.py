@@ -70,8 +70,10 @@ def _traffic_charts(summary: Summary) -> list[Markup]:
     return [Markup(svg) for svg in out]  # noqa: S704 - escaped by charts
 
 
-def render_monitor(summary: Summary, card: ModelCard, title: str, window: str) -> str:
-    """The whole monitor page."""
+def render_monitor(
+    summary: Summary, card: ModelCard, title: str, window: str, notice: str = ""
+) -> str:
+    """The whole monitor page; `notice` says what of the request was not taken."""
     from tabship.serve.pages import render
 
     drift = summary.drift
@@ -87,6 +89,7 @@ def render_monitor(summary: Summary, card: ModelCard, title: str, window: str) -
         "monitor.html",
         title=title,
         window=window,
+        notice=notice,
         summary=summary,
         card=card,
         features=[_feature_view(d) for d in drift.features] if drift else [],

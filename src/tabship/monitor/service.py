@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from tabship.config import ServeSettings
 from tabship.errors import MalformedBodyError, RequestError
+from tabship.feature import FLOAT32_MAX
 from tabship.monitor.page import render_monitor
 from tabship.monitor.profile import load_profile
 from tabship.monitor.store import DatabaseDown, LogStore
@@ -30,6 +31,7 @@ from tabship.serve.http import Answer, Request, html_answer, json_answer
 
 MAX_FEEDBACK = 1000
 FEEDBACK_GRACE_SECONDS = 0.3
+FEEDBACK_FLUSH_SECONDS = 1.0
 MAX_LISTED = 10
 
 
@@ -106,7 +108,8 @@ class Monitoring:
                     f'body{where[:-1]}: must be an object {{"id": ..., "actual": ...}} and nothing else'
                 )
             pid = item["id"]
-            if not isinstance(pid, str) or not 0 < len(pid) <= 40:
+            # ASCII: every id this tabship gives is; a lone surrogate cannot reach the database.
+            if not isinstance(pid, str) or not 0 < len(pid) <= 40 or not pid.isascii():
                 raise MalformedBodyError(f"{where}id: must be a prediction id (a short string)")
             pairs.append((pid, self._actual(item["actual"], where)))
         # An id answered twice in one list: the last answer wins, as a later request's would.
@@ -119,9 +122,12 @@ class Monitoring:
                 # An integer past a double's range is refused like Infinity.
                 with contextlib.suppress(OverflowError):
                     number = float(value)
-            if not math.isfinite(number):
+            # The inputs' bound too: a value past it would overflow the live scores.
+            if not abs(number) <= FLOAT32_MAX:
+                bound = f"{FLOAT32_MAX:.3g}"
                 raise MalformedBodyError(
-                    f"{where}actual: must be a finite number (the true {self.card.target})"
+                    f"{where}actual: must be a finite number between -{bound} and {bound} "
+                    f"(the true {self.card.target})"
                 )
             return number
         text = value if isinstance(value, str) else None
@@ -136,7 +142,9 @@ class Monitoring:
         """Store the answers if every id is a logged prediction of this model (another
         model's servers may share the database); else the ids that are not."""
         if first:
-            self.writer.flush()  # ids answered a moment ago may still be queued
+            # Ids answered a moment ago may still be queued. Bounded: this waits in the pool
+            # that big predictions share, and a database that is down answers nothing anyway.
+            self.writer.flush(FEEDBACK_FLUSH_SECONDS)
         ids = [pid for pid, _ in pairs]
         known = self.store.batches_of(ids, self.card.sha256)
         unknown = [pid for pid in ids if pid not in known]
@@ -146,10 +154,14 @@ class Monitoring:
 
     async def page(self, request: Request) -> Answer:
         """The monitor page over the whole log (every pod), the last 24 h by default."""
-        window = _since_query(request.query) or "24h"
+        window, notice = _since_query(request.query) or "24h", ""
         try:
             seconds = parse_since(window)
         except ValueError:
+            notice = (
+                f"since={window!r} is not a window such as 30m, 24h or 7d (at most 100 years): "
+                "showing the last 24 h"
+            )
             window, seconds = "24h", DEFAULT_SINCE_SECONDS
         loop = asyncio.get_running_loop()
         try:
@@ -160,7 +172,7 @@ class Monitoring:
             raise LogUnavailableError(
                 "prediction log: the database cannot be reached; retry shortly"
             ) from None
-        return html_answer(render_monitor(summary, self.card, self.title, window))
+        return html_answer(render_monitor(summary, self.card, self.title, window, notice))
 
 
 def _since_query(query: bytes) -> str | None:

@@ -53,6 +53,10 @@ class AsgiAdapter:
 
     async def _answer(self, scope: Scope, receive: Receive, request: Request) -> Answer:
         refused = self.layers.check_host(request)
+        if refused is None and _waits_for_continue(scope):
+            # The first read would tell the client "100 Continue" and it would upload its
+            # body: a request without a good key is refused before that.
+            refused = self.layers.check_key(request)
         if refused is not None:
             return refused
         try:
@@ -70,10 +74,9 @@ class AsgiAdapter:
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             # A client waiting for "100 Continue" has sent nothing: answer before it does.
-            waiting = any(k == b"expect" for k, _ in scope["headers"])
             raise _TooLarge(
                 BodyTooLargeError(f"body: {declared} bytes is over the {limit}-byte limit"),
-                unread=not waiting,
+                unread=not _waits_for_continue(scope),
             )
         chunks: list[bytes] = []
         size = 0
@@ -107,6 +110,11 @@ class _TooLarge(Exception):
     def __init__(self, error: BodyTooLargeError, unread: bool) -> None:
         self.error = error
         self.unread = unread
+
+
+def _waits_for_continue(scope: Scope) -> bool:
+    """Whether the client sent only its head and waits for "100 Continue" (`Expect:`)."""
+    return any(k == b"expect" for k, _ in scope["headers"])
 
 
 async def _receive(scope: Scope, receive: Receive) -> Message:

@@ -136,6 +136,14 @@ class Layers:
             return self.refusal(request, exc)
         return None
 
+    def check_key(self, request: Request) -> Answer | None:
+        """The key gate's refusal from the head alone (the body unread: the connection then
+        ends), or None; `answer` checks again, so a None here only saves an upload."""
+        refused = None if self.gate is None else self.gate(request)
+        if refused is not None:
+            request.close = True
+        return refused
+
     def refusal(self, request: Request, error: TabshipError) -> Answer:
         """The answer for a request refused before dispatch; it ends the connection."""
         request.close = True

@@ -110,19 +110,18 @@ class V2Api:
             "outputs": outputs,
         }
 
-    def _check_model(self, request: Request) -> None:
-        """404 unless the path names this model (and, if given, its version)."""
+    def _check_model(self, request: Request, tell: bool = True) -> None:
+        """404 unless the path names this model (and, if given, its version); the answer
+        names what is served only when `tell` (not on the readiness probe, which is open
+        when every other route wants a key)."""
         name = request.params.get("name", "")
         if name != self.name:
-            raise NotFoundError(
-                f"model {name[:100]!r} is not served here; this server serves {self.name!r}"
-            )
+            served = f"; this server serves {self.name!r}" if tell else ""
+            raise NotFoundError(f"model {name[:100]!r} is not served here{served}")
         version = request.params.get("version")
         if version is not None and version != self.version:
-            raise NotFoundError(
-                f"model {self.name!r} has no version {version[:100]!r}; its version is "
-                f"{self.version!r}"
-            )
+            served = f"; its version is {self.version!r}" if tell else ""
+            raise NotFoundError(f"model {name!r} has no version {version[:100]!r}{served}")
 
     async def server(self, request: Request) -> Answer:
         """Server metadata: name, version, extensions."""
@@ -144,7 +143,7 @@ class V2Api:
 
     async def model_ready(self, request: Request) -> Answer:
         """The model is loaded and warmed up."""
-        self._check_model(request)
+        self._check_model(request, tell=False)
         ready = self.state.ready and not self.state.draining
         return json_answer({"name": self.name, "ready": ready}, 200 if ready else 503)
 
