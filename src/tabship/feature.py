@@ -38,6 +38,14 @@ def shown(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def past_float32(value: float) -> str:
+    """Why a number outside float32's finite range (NaN, infinite, too large) is refused."""
+    if isinstance(value, float) and math.isnan(value):
+        return f"must be a finite number, got {shown(value)}"
+    bound = f"{FLOAT32_MAX:.3g}"
+    return f"must be a finite number between -{bound} and {bound}, got {shown(value)}"
+
+
 @dataclass(frozen=True)
 class Feature:
     """One input column as the model saw it in training, and the rules for its values.
@@ -275,14 +283,7 @@ class Feature:
             return math.nan, f"must be a number, got {shown(value)}", None
         # Compared before float(): an integer of a thousand digits does not fit a float at all.
         if not (-FLOAT32_MAX <= value <= FLOAT32_MAX):  # type: ignore[operator]
-            if kind is float and math.isnan(value):  # type: ignore[arg-type]
-                return math.nan, f"must be a finite number, got {shown(value)}", None
-            bound = f"{FLOAT32_MAX:.3g}"
-            return (
-                math.nan,
-                f"must be a finite number between -{bound} and {bound}, got {shown(value)}",
-                None,
-            )
+            return math.nan, past_float32(value), None  # type: ignore[arg-type]
         number = float(value)  # type: ignore[arg-type]
         if self.integer and not number.is_integer():
             return number, f"must be a whole number, got {shown(value)}", None

@@ -7,8 +7,6 @@ thread, never on the event loop; the request path itself only queues (see writer
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from typing import Any
@@ -19,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from tabship.config import ServeSettings
 from tabship.errors import MalformedBodyError, RequestError
-from tabship.feature import FLOAT32_MAX
+from tabship.feature import FLOAT32_MAX, past_float32, shown
 from tabship.monitor.page import render_monitor
 from tabship.monitor.profile import load_profile
 from tabship.monitor.store import DatabaseDown, LogStore
@@ -117,19 +115,16 @@ class Monitoring:
 
     def _actual(self, value: object, where: str) -> Any:
         if self.card.task == "regression":
-            number = math.nan
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                # An integer past a double's range is refused like Infinity.
-                with contextlib.suppress(OverflowError):
-                    number = float(value)
-            # The inputs' bound too: a value past it would overflow the live scores.
-            if not abs(number) <= FLOAT32_MAX:
-                bound = f"{FLOAT32_MAX:.3g}"
+            if isinstance(value, bool) or not isinstance(value, int | float):
                 raise MalformedBodyError(
-                    f"{where}actual: must be a finite number between -{bound} and {bound} "
-                    f"(the true {self.card.target})"
+                    f"{where}actual: must be a finite number (the true {self.card.target}), "
+                    f"got {shown(value)}"
                 )
-            return number
+            # The inputs' rule: a value past it would overflow the live scores, and an integer
+            # of a thousand digits does not fit a float at all.
+            if not (-FLOAT32_MAX <= value <= FLOAT32_MAX):
+                raise MalformedBodyError(f"{where}actual: {past_float32(value)}")
+            return float(value)
         text = value if isinstance(value, str) else None
         if isinstance(value, int) and not isinstance(value, bool):
             text = str(value)

@@ -110,10 +110,10 @@ class V2Api:
             "outputs": outputs,
         }
 
-    def _check_model(self, request: Request, tell: bool = True) -> None:
+    def _check_model(self, request: Request) -> None:
         """404 unless the path names this model (and, if given, its version); the answer
-        names what is served only when `tell` (not on the readiness probe, which is open
-        when every other route wants a key)."""
+        names what is served except on a probe (open when every other route wants a key)."""
+        tell = not request.probe
         name = request.params.get("name", "")
         if name != self.name:
             served = f"; this server serves {self.name!r}" if tell else ""
@@ -143,7 +143,7 @@ class V2Api:
 
     async def model_ready(self, request: Request) -> Answer:
         """The model is loaded and warmed up."""
-        self._check_model(request, tell=False)
+        self._check_model(request)
         ready = self.state.ready and not self.state.draining
         return json_answer({"name": self.name, "ready": ready}, 200 if ready else 503)
 
