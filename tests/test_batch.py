@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from tabship.batch import predict_file
-from tabship.errors import OutputExistsError, RecordError
+from tabship.errors import ConfigError, OutputExistsError, RecordError
+from tabship.outputs import PUBLISHED_MODE
 from tabship.predictor import Predictor
 from tabship.train import TrainOptions
 from tabship.workflow import TrainedModel, train_model
@@ -183,3 +184,27 @@ def test_guard_reads_every_text_layout_and_leaves_numbers() -> None:
     for name in ("plain", "large", "view", "levels"):
         assert guarded[name].to_pylist() == ["'=1", "ok", None, "-4"], name
     assert guarded["-1"].to_pylist() == [-1, 2, None, -3]
+
+
+def test_an_output_that_is_a_folder_or_a_link_is_refused_by_name(
+    predictor: Predictor, new_rows: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "scores"
+    folder.mkdir()
+    with pytest.raises(ConfigError, match="is a folder; give a file name"):
+        predict_file(predictor, new_rows, folder, force=True)
+    # A dangling link is a file the user made: a write would create its target unasked.
+    link = tmp_path / "link.csv"
+    link.symlink_to(tmp_path / "elsewhere.csv")
+    with pytest.raises(OutputExistsError, match="pass --force"):
+        predict_file(predictor, new_rows, link)
+    assert link.is_symlink() and not (tmp_path / "elsewhere.csv").exists()
+
+
+def test_the_predictions_file_is_readable_like_any_written_file(
+    predictor: Predictor, new_rows: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "scores.csv"
+    predict_file(predictor, new_rows, out)
+    assert out.stat().st_mode & 0o777 == PUBLISHED_MODE  # not the temporary file's 0600
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -260,6 +260,43 @@ def test_without_a_log_ids_are_still_given_and_feedback_is_not_a_route(
     assert feedback.status_code == 404
 
 
+def test_monitor_pages_do_not_hold_the_threads_of_big_predictions(
+    logged: tuple[App, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two slow /monitor summaries in flight: a big /v1/predict (parsed and predicted in a
+    thread) is still answered, because the log's routes have threads of their own."""
+    from tabship.monitor import service
+
+    app, _ = logged
+    release = threading.Event()
+    threads: list[str] = []
+    real = service.summarize
+
+    def slow_summary(*args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        release.wait(60)
+        return real(*args)
+
+    monkeypatch.setattr(service, "summarize", slow_summary)
+    big = {"instances": [PATIENT] * 400}
+    assert len(json.dumps(big)) > 16 * 1024  # past the inline limit: predicted in a thread
+
+    async def go() -> tuple[int, list[int]]:
+        async with client(app) as c:
+            pages = [asyncio.create_task(c.get("/monitor")) for _ in range(2)]
+            while len(threads) < 2:
+                await asyncio.sleep(0.01)
+            try:
+                predicted = await asyncio.wait_for(c.post("/v1/predict", json=big), 20)
+            finally:
+                release.set()
+            return predicted.status_code, [(await page).status_code for page in pages]
+
+    predicted, pages = asyncio.run(go())
+    assert predicted == 200 and pages == [200, 200]
+    assert all(name.startswith("tabship-monitor") for name in threads), threads
+
+
 def test_a_database_that_fails_drops_and_counts_then_resumes(
     tiny_model: TrainedModel, tmp_path: Path
 ) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +15,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from tabship.errors import DatasetError, OutputExistsError
+from tabship.errors import DatasetError
+from tabship.outputs import check_output_file, staged
 from tabship.predictor import Predictor
 
 DEFAULT_CHUNK_ROWS = 100_000
@@ -107,14 +106,7 @@ def guard_formulas(table: pa.Table) -> pa.Table:
 def _check_paths(source: Path, output: Path, force: bool) -> None:
     if not source.is_file():
         raise DatasetError(f"no file {source}; give the CSV or Parquet table to predict")
-    if output.exists() and not force:
-        raise OutputExistsError(
-            f"{output} already exists; choose another -o or pass --force to replace it"
-        )
-    if output.resolve() == source.resolve():
-        raise OutputExistsError(
-            f"{output} is the input file; write the predictions to another file"
-        )
+    check_output_file(output, force, source)
 
 
 @dataclass
@@ -234,11 +226,7 @@ def predict_file(
     `formula_guard` is off; Parquet is written as it is (no spreadsheet opens it).
     """
     _check_paths(source, output, force)
-    output.parent.mkdir(parents=True, exist_ok=True)
     parquet = output.suffix.lower() in PARQUET_SUFFIXES
-    descriptor, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
-    os.close(descriptor)
-    partial = Path(name)
 
     def numbered() -> Iterator[Chunk]:
         first = 1
@@ -247,14 +235,12 @@ def predict_file(
             first += len(chunk)
 
     try:
-        tally = write_predictions(predictor, numbered(), partial, parquet, formula_guard)
-        if tally.rows == 0:
-            raise DatasetError(f"{source} has no rows to predict")
-        partial.replace(output)
+        with staged(output) as partial:
+            tally = write_predictions(predictor, numbered(), partial, parquet, formula_guard)
+            if tally.rows == 0:
+                raise DatasetError(f"{source} has no rows to predict")
     except (ValueError, OSError, pa.ArrowException) as exc:
         raise DatasetError(f"cannot predict {source}: {exc}") from None
-    finally:
-        partial.unlink(missing_ok=True)
     return BatchSummary(
         rows=tally.rows, output=output, warnings=tally.warnings, unseen=tally.unseen
     )

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from tabship.batch import DEFAULT_CHUNK_ROWS, PARQUET_SUFFIXES, Chunk, write_predictions
 from tabship.errors import ConfigError, DatasetError, OutputExistsError
+from tabship.outputs import publish
 from tabship.predictor import Predictor
 
 TABLE_SUFFIXES = (*sorted(PARQUET_SUFFIXES), ".csv")
@@ -262,8 +263,7 @@ def _publish(store: Store, output: str, name: str, local: Path) -> str:
         store.fs.put_file(str(local), target)
         return store.url(target)
     target_path = Path(output) / name
-    local.chmod(0o644)  # mkstemp makes it private; the output is for readers of the folder
-    local.replace(target_path)
+    publish(local, target_path)
     return str(target_path)
 
 

@@ -44,10 +44,11 @@ def monitor(
     force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> None:
     """Drift against the training profile, traffic and live scores, over every pod's log."""
-    from tabship.monitor.commands import check_output, monitor_report, write_report
+    from tabship.monitor.commands import monitor_report, write_report
+    from tabship.outputs import check_output_file
 
     if output is not None:
-        check_output(output, force)  # before the database is read, not after
+        check_output_file(output, force)  # before the database is read, not after
     text = monitor_report(model, _url(log_db), since, form)
     if output is None:
         typer.echo(text, nl=False)

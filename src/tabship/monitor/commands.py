@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 from tabship.artifact import Artifact
-from tabship.errors import ConfigError, OutputExistsError
+from tabship.errors import ConfigError
 from tabship.monitor.page import render_monitor, render_table
 from tabship.monitor.profile import load_profile
 from tabship.monitor.store import DatabaseDown, LogStore
 from tabship.monitor.summary import MAX_ROWS, parse_since, summarize
+from tabship.outputs import check_output_file, staged
 
 FORMATS = ("table", "json", "html")
 
@@ -77,7 +78,7 @@ def export_log(model: Path, url: str, output: Path, since: str = "7d", force: bo
     suffix = output.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise ConfigError(f"-o {output.name}: the export is written as .parquet or .csv")
-    check_output(output, force)
+    check_output_file(output, force)
     artifact = Artifact.open(model)
     names = artifact.card.schema.names
     store = _open(url)
@@ -101,11 +102,11 @@ def export_log(model: Path, url: str, output: Path, since: str = "7d", force: bo
     table = pa.table({key: _array(values) for key, values in columns.items()})
     table = table.set_column(1, "time", table["time"].cast(pa.timestamp("us", "UTC")))
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".parquet":
-            pq.write_table(table, output)
-        else:
-            pacsv.write_csv(guard_formulas(table), output)
+        with staged(output) as partial:
+            if suffix == ".parquet":
+                pq.write_table(table, partial)
+            else:
+                pacsv.write_csv(guard_formulas(table), partial)
     except OSError as exc:
         raise ConfigError(f"-o {output}: cannot be written ({_reason(exc)})") from None
     return len(rows)
@@ -131,20 +132,12 @@ def input_columns(names: list[str]) -> dict[str, str]:
     return out
 
 
-def check_output(output: Path, force: bool) -> None:
-    """Refuse to replace a file (or write through a link) unless --force, or a folder."""
-    if output.is_dir():
-        raise ConfigError(f"-o {output} is a folder; give a file name")
-    if (output.exists() or output.is_symlink()) and not force:
-        raise OutputExistsError(f"{output} already exists; choose another -o or pass --force")
-
-
 def write_report(output: Path, text: str, force: bool) -> None:
     """The monitor report written to `output`, never over a file unless --force."""
-    check_output(output, force)
+    check_output_file(output, force)
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
+        with staged(output) as partial:
+            partial.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"-o {output}: cannot be written ({_reason(exc)})") from None
 

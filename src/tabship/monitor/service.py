@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -31,6 +31,7 @@ MAX_FEEDBACK = 1000
 FEEDBACK_GRACE_SECONDS = 0.3
 FEEDBACK_FLUSH_SECONDS = 1.0
 MAX_LISTED = 10
+MONITOR_THREADS = 2
 
 
 class LogUnavailableError(RequestError):
@@ -42,12 +43,13 @@ class LogUnavailableError(RequestError):
 class Monitoring:
     """One worker's prediction log and the routes that read it."""
 
-    def __init__(
-        self, predictor: Predictor, settings: ServeSettings, pool: Executor, title: str = ""
-    ) -> None:
+    def __init__(self, predictor: Predictor, settings: ServeSettings, title: str = "") -> None:
         assert settings.log_db
         self.card = predictor.card
-        self.pool = pool
+        # The log's own threads: a /monitor summary over 100,000 rows takes seconds, and
+        # feedback may wait up to a second for a flush. In the pool that big predictions use,
+        # two such requests held both its threads and stalled every big /v1/predict.
+        self.pool = ThreadPoolExecutor(MONITOR_THREADS, "tabship-monitor")
         self.title = title or self.card.title
         self.profile = load_profile(predictor.artifact)
         self.store = LogStore(settings.log_db)
@@ -72,8 +74,8 @@ class Monitoring:
             unknown = await loop.run_in_executor(self.pool, self._store_feedback, pairs, True)
             if unknown:
                 # Another pod may have answered them and not flushed yet: give it a few
-                # intervals, waiting here rather than in the pool that big predictions share
-                # (a client sending unknown ids would otherwise hold its threads).
+                # intervals, waiting here rather than in the pool (a client sending unknown
+                # ids would otherwise hold its threads).
                 await asyncio.sleep(FEEDBACK_GRACE_SECONDS)
                 unknown = await loop.run_in_executor(self.pool, self._store_feedback, pairs, False)
         except DatabaseDown:
@@ -137,8 +139,8 @@ class Monitoring:
         """Store the answers if every id is a logged prediction of this model (another
         model's servers may share the database); else the ids that are not."""
         if first:
-            # Ids answered a moment ago may still be queued. Bounded: this waits in the pool
-            # that big predictions share, and a database that is down answers nothing anyway.
+            # Ids answered a moment ago may still be queued. Bounded: this waits in the log's
+            # pool, and a database that is down answers nothing anyway.
             self.writer.flush(FEEDBACK_FLUSH_SECONDS)
         ids = [pid for pid, _ in pairs]
         known = self.store.batches_of(ids, self.card.sha256)

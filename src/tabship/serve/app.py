@@ -138,7 +138,7 @@ def create_app(
     if settings.log_db:
         from tabship.monitor.service import Monitoring
 
-        monitoring = Monitoring(predictor, settings, pool, page_title(card))
+        monitoring = Monitoring(predictor, settings, page_title(card))
         monitoring.register(metrics.registry)
     context = Context(
         predictor=predictor,
