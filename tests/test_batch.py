@@ -208,3 +208,83 @@ def test_the_predictions_file_is_readable_like_any_written_file(
     predict_file(predictor, new_rows, out)
     assert out.stat().st_mode & 0o777 == PUBLISHED_MODE  # not the temporary file's 0600
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.fixture(scope="module")
+def flagged(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
+    """A linear model with a boolean column, trained from a CSV that spells it true/false."""
+    folder = tmp_path_factory.mktemp("flagged")
+    table = make_tiny_table()
+    table["insured"] = np.where(table.index % 3 == 0, "true", "false")
+    table.to_csv(folder / "flagged.csv", index=False)
+    options = TrainOptions(target="charges", folds=2, models=["ridge"])
+    trained = train_model(str(folder / "flagged.csv"), options, folder / "m")
+    return Predictor.load(trained.artifact.directory)
+
+
+def test_a_boolean_column_is_read_in_every_spelling_training_read(
+    flagged: Predictor, tmp_path: Path
+) -> None:
+    assert {f.name: f.dtype for f in flagged.schema.features}["insured"] == "bool"
+    rows = make_tiny_table(rows=4, seed=5).drop(columns="charges")
+    spelled = rows.assign(insured=["true", "TRUE", "false", "FALSE"])
+    (tmp_path / "spelled.csv").write_text(spelled.to_csv(index=False))
+    done = predict_file(flagged, tmp_path / "spelled.csv", tmp_path / "out.csv")
+    assert done.unseen == {} and done.warnings == []
+    typed = flagged.predict(rows.assign(insured=[True, True, False, False]).to_dict("records"))
+    assert np.allclose(pd.read_csv(done.output)["predicted_charges"], typed.values, rtol=1e-6)
+    texts = flagged.predict(spelled.to_dict("records"))  # a request's strings, the same
+    assert texts.warnings == [] and np.allclose(texts.values, typed.values)
+
+
+def test_columns_the_model_does_not_use_are_copied_exactly(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    rows = make_tiny_table(rows=5, seed=3).drop(columns="charges").astype(str)
+    rows["zip"] = ["02134", "00501", "007", "NA", ""]
+    rows["note"] = ["None", "#N/A", "n/a", "1e3", "1,5"]
+    source = tmp_path / "rows.csv"
+    rows.to_csv(source, index=False)
+    predict_file(predictor, source, tmp_path / "out.csv")
+    written = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
+    assert list(written["zip"]) == ["02134", "00501", "007", "NA", ""]
+    assert list(written["note"]) == ["None", "#N/A", "n/a", "1e3", "1,5"]
+    predict_file(predictor, source, tmp_path / "out.parquet")
+    assert list(pd.read_parquet(tmp_path / "out.parquet")["zip"]) == list(rows["zip"])
+
+
+def test_a_column_that_changes_type_between_chunks_still_makes_one_parquet_file(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    rows = make_tiny_table(rows=6, seed=4).drop(columns="charges")
+    rows["bmi"] = [30, 31, 32, 30.5, 31.5, 29]  # whole numbers in the first chunk only
+    rows["note"] = ["5", "6", "7", "abc", "5.5", ""]
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    done = predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.parquet", chunk_rows=3)
+    out = pd.read_parquet(done.output)
+    assert list(out["note"]) == ["5", "6", "7", "abc", "5.5", ""]
+    assert list(out["bmi"]) == [30, 31, 32, 30.5, 31.5, 29]
+
+
+def test_a_column_named_like_the_prediction_is_kept_and_the_new_one_named_beside_it(
+    predictor: Predictor, new_rows: Path, tmp_path: Path
+) -> None:
+    scored = pd.read_csv(new_rows).assign(predicted_charges="last month's")
+    scored.to_csv(tmp_path / "scored.csv", index=False)
+    done = predict_file(predictor, tmp_path / "scored.csv", tmp_path / "again.csv")
+    out = pd.read_csv(done.output)
+    assert (out["predicted_charges"] == "last month's").all()
+    assert out["predicted_charges_2"].notna().all()
+    assert done.warnings[0] == (
+        "the input has a column 'predicted_charges', kept as it is; the predictions are in "
+        "'predicted_charges_2'"
+    )
+
+
+def test_an_answer_past_float32_names_the_file_row(flagged: Predictor, tmp_path: Path) -> None:
+    rows = make_tiny_table(rows=5, seed=6).drop(columns="charges").assign(insured="true")
+    rows["bmi"] = rows["bmi"].astype(float)
+    rows.loc[2, "bmi"] = 3e38  # within the inputs' bound; the linear model's answer is not
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    with pytest.raises(RecordError, match=r"^row 3: \(record\): the model gives no finite"):
+        predict_file(flagged, tmp_path / "rows.csv", tmp_path / "out.csv", chunk_rows=2)

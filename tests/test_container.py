@@ -255,6 +255,11 @@ def test_line_breaks_and_control_characters_are_refused(
     with pytest.raises(DataError, match="newline or control character") as caught:
         render_dockerfile(model.artifact, ImageOptions(tag="t:1"))
     assert repr(label if label else target) in str(caught.value)
+    context = tmp_path / "context"
+    with pytest.raises(DataError, match="newline or control character"):
+        options = ImageOptions(tag="t:1", context_dir=context)
+        write_context(model.artifact, options, Runner(), tmp_path / "unused")
+    assert not context.exists()  # refused before anything was written
 
 
 def test_user_labels_and_base_image_cannot_add_instructions(tiny_model: TrainedModel) -> None:

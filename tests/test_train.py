@@ -35,6 +35,18 @@ def quick(target: str = "charges", **kwargs: object) -> TrainOptions:
         ),
         (lambda f: f.assign(charges="yes"), quick(task="classification"), "has one class ('yes')"),
         (lambda f: f.iloc[:5], quick(), "the table has 5 usable rows; 3-fold CV needs at least 6"),
+        (lambda f: f.assign(charges=5.0), quick(), "has one value (5.0) in every row"),
+        (
+            # Past float32 no engine can answer it: ONNX gave inf, and serving refused every row.
+            lambda f: f.assign(charges=f["charges"] * 1e40),
+            quick(),
+            "row 1: target 'charges': must be a finite number between -3.4e+38 and 3.4e+38",
+        ),
+        (
+            lambda f: f.assign(charges=np.where(f.index == 3, np.inf, f["charges"])),
+            quick(),
+            "row 4: target 'charges': must be a finite number between -3.4e+38 and 3.4e+38, got inf",
+        ),
         (
             lambda f: f[["charges"]].assign(flat=1),
             quick(),
@@ -166,7 +178,7 @@ def test_classification_holdout_is_stratified(tiny_table: pd.DataFrame) -> None:
 @pytest.mark.parametrize(
     ("holdout", "message"),
     [
-        (0.95, "--holdout 0.95 is outside 0 to 0.9"),
+        (0.95, "--holdout 0.95 must be above 0 and at most 0.9"),
         (0.001, "--holdout 0.001 of 120 rows leaves too few rows"),
     ],
 )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,9 +16,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from tabship.errors import DatasetError
+from tabship.errors import DatasetError, RecordError
+from tabship.feature import NA_TEXTS
 from tabship.outputs import check_output_file, staged
 from tabship.predictor import Predictor
+from tabship.schema import Schema
 
 DEFAULT_CHUNK_ROWS = 100_000
 PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
@@ -43,9 +46,33 @@ def _chunks(path: Path, predictor: Predictor, chunk_rows: int) -> Iterator[pd.Da
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
             yield batch.to_pandas()
         return
-    # Read categories as text, so a chunk of codes such as "01" is not parsed as numbers.
-    text_columns = {f.name: str for f in predictor.schema.features if f.kind == "categorical"}
-    yield from pd.read_csv(path, chunksize=chunk_rows, dtype=text_columns)
+    yield from csv_chunks(path, predictor.schema, chunk_rows)
+
+
+def csv_chunks(source: Any, schema: Schema, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """A CSV file (a path or a seekable file) in chunks, read for predicting and copying.
+
+    The model's numbers are parsed as training parsed them (as floats, so that a chunk of
+    whole numbers and the next one's fractions are one type in a Parquet output), its
+    categories and dates are text with the same missing values; every other column is kept
+    as the text the user wrote: `007` stays 007, `NA` stays NA, and a column that looks
+    numeric in one chunk and not in the next is one type in the output.
+    """
+    columns = [str(name) for name in pd.read_csv(source, nrows=0).columns]
+    if hasattr(source, "seek"):
+        source.seek(0)
+    kinds = {feature.name: feature.kind for feature in schema.features}
+    numbers = [name for name in columns if kinds.get(name) == "numeric"]
+    with pd.read_csv(
+        source,
+        chunksize=chunk_rows,
+        dtype={name: str for name in columns if name not in numbers},
+        keep_default_na=False,
+        na_values={name: sorted(NA_TEXTS) for name in columns if name in kinds},
+    ) as reader:
+        for chunk in reader:
+            whole = {name: "float64" for name in numbers if chunk[name].dtype.kind in "iu"}
+            yield chunk.astype(whole) if whole else chunk
 
 
 def prediction_columns(
@@ -142,8 +169,15 @@ class _Sink:
         batch = predictor.schema.validate_frame(
             chunk, first_row=first_row, strict_categories=predictor.strict_categories
         )
-        values, proba = predictor.predict_batch(batch, self.memo)
-        predicted = chunk.assign(**prediction_columns(predictor, values, proba))
+        try:
+            values, proba = predictor.predict_batch(batch, self.memo)
+        except RecordError as exc:  # the engine numbers the chunk's rows; say the file's
+            raise RecordError(
+                [replace(p, row=first_row + (p.row or 0)) for p in exc.problems]
+            ) from None
+        predicted = chunk.assign(
+            **self._beside(chunk, prediction_columns(predictor, values, proba))
+        )
         counts = self.tally.outside.setdefault(source, {})
         for feature, count in (batch.outside or {}).items():
             counts[feature] = counts.get(feature, 0) + count
@@ -168,6 +202,25 @@ class _Sink:
                     ),
                 )
         self.tally.rows += len(chunk)
+
+    def _beside(self, chunk: pd.DataFrame, columns: dict[str, Any]) -> dict[str, Any]:
+        """The prediction columns under names the input does not use: a file scored before
+        (its `predicted_TARGET` column) keeps its own values, and the new ones get `_2`."""
+        taken = {str(name) for name in chunk.columns}
+        named = {}
+        for name, values in columns.items():
+            free, number = name, 1
+            while free in taken:
+                number += 1
+                free = f"{name}_{number}"
+            taken.add(free)
+            named[free] = values
+            note = (
+                f"the input has a column {name!r}, kept as it is; the predictions are in {free!r}"
+            )
+            if free != name and note not in self.tally.warnings:
+                self.tally.warnings.append(note)
+        return named
 
     def close(self) -> None:
         if self.writer is not None:

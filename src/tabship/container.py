@@ -303,6 +303,9 @@ def write_context(
     context = options.context_dir or Path(tempfile.mkdtemp(prefix="tabship-build-"))
     if context.exists() and any(context.iterdir()):
         raise OutputExistsError(f"{context} is not empty; give --context-dir a new or empty folder")
+    # First: it refuses a label a Dockerfile cannot carry (a newline in the target), and a
+    # refusal must not leave a half-written context behind.
+    dockerfile = render_dockerfile(artifact, options)
     context.mkdir(parents=True, exist_ok=True)
     pins = image_pins(artifact, options.roles, signed=options.trust is not None)
     wheelhouse = options.wheelhouse or default_wheelhouse
@@ -331,7 +334,7 @@ def write_context(
     )
     (context / "requirements.txt").write_text(render_requirements(pins, hashes))
     (context / ".dockerignore").write_text(DOCKERIGNORE)
-    (context / "Dockerfile").write_text(render_dockerfile(artifact, options))
+    (context / "Dockerfile").write_text(dockerfile)
     return context
 
 

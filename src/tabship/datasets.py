@@ -138,9 +138,54 @@ def read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in {".parquet", ".pq"}:
-            return pd.read_parquet(path)
-        if suffix in {".csv", ".txt", ".gz"} or suffix == "":
-            return pd.read_csv(path)
+            frame = pd.read_parquet(path)
+        elif suffix in {".csv", ".txt", ".gz"} or suffix == "":
+            header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+            frame = _codes_as_text(path, pd.read_csv(path))
+            frame.attrs[UNNAMED] = check_header(header.iloc[0].tolist(), list(frame.columns))
+        else:
+            raise DatasetError(
+                f"{path}: unknown file type {suffix!r}; give a .csv or .parquet file"
+            )
+    except UnicodeDecodeError:
+        raise DatasetError(
+            f"cannot read {path}: it is not UTF-8 text; save it as UTF-8 (CSV UTF-8)"
+        ) from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DatasetError(f"cannot read {path}: {exc}") from None
-    raise DatasetError(f"{path}: unknown file type {suffix!r}; give a .csv or .parquet file")
+    return frame
+
+
+def _codes_as_text(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """Whole-number columns written with leading zeros (ZIP codes, 007) as their text: the
+    zeros say the values are codes, and read as numbers 02134 would be a magnitude, 2134."""
+    import pandas as pd
+
+    positions = [i for i, kind in enumerate(frame.dtypes) if kind.kind in "iu"]
+    if not positions:
+        return frame
+    text = pd.read_csv(path, usecols=positions, dtype=str)
+    coded = {
+        str(frame.columns[i]): text.iloc[:, k]
+        for k, i in enumerate(positions)
+        if text.iloc[:, k].str.match(r"[+-]?0[0-9]").fillna(False).any()
+    }
+    return frame.assign(**coded) if coded else frame
+
+
+# A table's attrs entry: the header's unnamed columns, as (position from 1, the name given).
+UNNAMED = "tabship_unnamed"
+
+
+def check_header(written: list[str], named: list[object]) -> list[tuple[int, str]]:
+    """Refuse a CSV header that names two columns alike (the reader would call the second
+    `a.1`, a name the user never wrote); the unnamed columns and the names they were given."""
+    seen: dict[str, int] = {}
+    for position, name in enumerate(written, start=1):
+        if name and name in seen:
+            raise DatasetError(
+                f"columns {seen[name]} and {position} are both called {name!r}; give each "
+                "column its own name"
+            )
+        seen.setdefault(name, position)
+    return [(p, str(named[p - 1])) for p, name in enumerate(written, start=1) if not name]

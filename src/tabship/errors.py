@@ -138,7 +138,15 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"row {self.row}: " if self.row is not None else ""
-        return f"{where}{self.field}: {self.message}"
+        return f"{where}{shown_field(self.field)}: {self.message}"
+
+
+def shown_field(name: str) -> str:
+    """A field's name in a message: as it is, or quoted when it would not read as itself
+    (spaces at its ends, a line break, nothing at all)."""
+    if name and name.isprintable() and name == name.strip():
+        return name
+    return repr(name)
 
 
 class RecordError(TabshipError):

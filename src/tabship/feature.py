@@ -27,6 +27,24 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 # every encoder treats it as unknown (one-hot: all zeros), the same in ONNX and scikit-learn.
 UNSEEN_LEVEL = "\x00unseen"
 MAX_SHOWN_LEVELS = 10
+# The texts a CSV reader takes as an empty cell (pandas' read_csv: its default na_values).
+# Training read the table that way, so a request's "NA" for a category is missing too, as the
+# same row in a predict file is; a level trained as written (from Parquet, say) still wins.
+NA_TEXTS = frozenset(
+    {
+        "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+        "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+    }
+)  # fmt: skip
+# A boolean feature's levels are "False" and "True"; these are the spellings pandas read as
+# booleans in training (its default true_values and false_values), so a predict file's text
+# column and a request's string say the same thing.
+BOOL_SPELLINGS = {
+    "true": "True",
+    "TRUE": "True",
+    "false": "False",
+    "FALSE": "False",
+}
 EMPTY = "is required; it cannot be empty"
 NOT_A_DATE = "must be a date such as 2024-05-31 or 2024-05-31T14:30 (ISO 8601), got"
 _NAT = np.datetime64("NaT", "s")
@@ -36,6 +54,15 @@ def shown(value: object) -> str:
     """A value as messages quote it: short, whatever the client sent."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bool_level(value: object) -> object:
+    """A boolean feature's level for a JSON boolean or a spelling of one; else the value."""
+    if type(value) is bool:
+        return str(value)
+    if isinstance(value, str):
+        return BOOL_SPELLINGS.get(value, value)
+    return value
 
 
 def past_float32(value: float) -> str:
@@ -164,13 +191,13 @@ class Feature:
             return self._number(value)
         if self.kind == "date":
             return self._date(value)
-        if type(value) is bool and self.dtype == "bool":
-            value = str(value)
+        if self.dtype == "bool":
+            value = _bool_level(value)
         if not isinstance(value, str):
             return MISSING_LEVEL, f"must be text, got {shown(value)}", None
         if value in self._known:  # type: ignore[attr-defined]
             return value, None, None
-        if value == MISSING_LEVEL:
+        if value in NA_TEXTS:
             return MISSING_LEVEL, (None if self.allow_missing else EMPTY), None
         if strict:
             return MISSING_LEVEL, self.unseen_message(value), None

@@ -24,18 +24,21 @@ def _figure(title: str, xlabel: str, ylabel: str) -> Iterator[tuple[Any, Any, io
     matplotlib.use("Agg")  # no display here or on a server; only files are drawn
     from matplotlib import pyplot
 
-    figure, axes = pyplot.subplots(figsize=(WIDTH, HEIGHT), dpi=DPI)
-    buffer = io.BytesIO()
-    try:
-        axes.set_title(title)
-        axes.set_xlabel(xlabel)
-        axes.set_ylabel(ylabel)
-        axes.grid(alpha=0.3)
-        yield figure, axes, buffer
-        figure.tight_layout()
-        figure.savefig(buffer, format="png")
-    finally:
-        pyplot.close(figure)
+    # Every text drawn is the user's (column names, labels, categories) and is drawn as
+    # written: matplotlib would read `$...$` in it as a formula, and fail on most of them.
+    with matplotlib.rc_context({"text.parse_math": False}):
+        figure, axes = pyplot.subplots(figsize=(WIDTH, HEIGHT), dpi=DPI)
+        buffer = io.BytesIO()
+        try:
+            axes.set_title(title)
+            axes.set_xlabel(xlabel)
+            axes.set_ylabel(ylabel)
+            axes.grid(alpha=0.3)
+            yield figure, axes, buffer
+            figure.tight_layout()
+            figure.savefig(buffer, format="png")
+        finally:
+            pyplot.close(figure)
 
 
 def predicted_vs_actual(actual: np.ndarray, predicted: np.ndarray, target: str) -> bytes:

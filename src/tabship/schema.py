@@ -15,6 +15,7 @@ import numpy as np
 from tabship import dates
 from tabship.errors import Problem, RecordError
 from tabship.feature import (
+    BOOL_SPELLINGS,
     EMPTY,
     FLOAT32_MAX,
     MAX_SHOWN_LEVELS,
@@ -378,6 +379,8 @@ def _categorical_column(
     A code is the level's index among the known levels, then one for missing, one for unseen.
     """
     allowed = list(feature.known_levels)
+    if feature.dtype == "bool" and raw.dtype.kind != "b":
+        raw = raw.replace(BOOL_SPELLINGS)  # a text column's true/TRUE, as training read them
     codes = _level_codes(raw, allowed)
     unknown = ~empty & (codes < 0)
     codes[codes < 0] = len(allowed)

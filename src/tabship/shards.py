@@ -18,11 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tabship.batch import DEFAULT_CHUNK_ROWS, PARQUET_SUFFIXES, Chunk, write_predictions
+from tabship.batch import (
+    DEFAULT_CHUNK_ROWS,
+    PARQUET_SUFFIXES,
+    Chunk,
+    csv_chunks,
+    write_predictions,
+)
 from tabship.errors import ConfigError, DatasetError, OutputExistsError
 from tabship.outputs import publish
 from tabship.predictor import Predictor
@@ -201,7 +206,6 @@ def plan(store: Store, files: list[str], count: int) -> list[list[Piece]]:
 def _chunks(
     store: Store, pieces: list[Piece], predictor: Predictor, chunk_rows: int
 ) -> Iterator[Chunk]:
-    text_columns = {f.name: str for f in predictor.schema.features if f.kind == "categorical"}
     for piece in pieces:
         name = store.url(piece.source)
         first = 1
@@ -216,7 +220,7 @@ def _chunks(
                     yield name, first, frame
                     first += len(frame)
             else:
-                for frame in pd.read_csv(handle, chunksize=chunk_rows, dtype=text_columns):
+                for frame in csv_chunks(handle, predictor.schema, chunk_rows):
                     yield name, first, frame
                     first += len(frame)
 

@@ -19,7 +19,9 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 from tabship import cluster, metrics
 from tabship.candidates import Candidate, Task, select
 from tabship.crossval import CrossValidator, Row, rank
+from tabship.datasets import UNNAMED
 from tabship.errors import DataError
+from tabship.feature import FLOAT32_MAX, past_float32
 from tabship.preparation import EXPAND_MAX_WIDTH, encoded_width
 from tabship.profile import infer_schema, stamps
 from tabship.racing import compare, fit_estimate
@@ -129,6 +131,25 @@ def infer_task(target: pd.Series) -> Task:
     return "regression"
 
 
+def _separator_hint(frame: pd.DataFrame) -> str:
+    """Advice when a CSV read as one column was written with another separator."""
+    if len(frame.columns) == 1:
+        for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+            if separator in str(frame.columns[0]):
+                return f" (the file separates its values with {name}; save it with commas)"
+    return ""
+
+
+def _past_float32(column: pd.Series) -> tuple[int, float] | None:
+    """The first row (numbered from 1) holding a number no model answer can carry (infinite,
+    or past float32's range), and its value; None if there is none."""
+    if column.dtype.kind != "f":  # integers past 3.4e38 do not fit int64 either
+        return None
+    values = column.to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isnan(values) & ~(np.abs(values) <= FLOAT32_MAX))
+    return (int(bad[0]) + 1, float(values[bad[0]])) if len(bad) else None
+
+
 def _labels(y_raw: pd.Series, task: Task, target: str, folds: int) -> tuple[np.ndarray, list[str]]:
     """The target as numbers to fit (class indexes for classification) and the classes."""
     if task == "regression":
@@ -162,17 +183,37 @@ def prepare(
     target = options.target
     if target not in frame.columns:
         columns = ", ".join(str(c) for c in frame.columns) or "(none)"
-        raise DataError(f"target column {target!r} is not in the table; columns: {columns}")
+        raise DataError(
+            f"target column {target!r} is not in the table; columns: {columns}"
+            + _separator_hint(frame)
+        )
     if len(frame) == 0:
         raise DataError("the table has no rows; give a table with a header and at least one row")
-    notes: list[str] = []
+    notes: list[str] = [
+        f"column {position} has no name in the header; it is called {name!r} (a saved index? "
+        "drop it or name it)"
+        for position, name in frame.attrs.get(UNNAMED, [])
+    ]
     empty_target = frame[target].isna()
     if empty_target.all():
         raise DataError(f"target column {target!r} is empty in every row")
+    unbounded = _past_float32(frame[target])  # before the drop: rows as the file numbers them
     if empty_target.any():
         notes.append(f"{int(empty_target.sum())} rows with an empty {target!r} dropped")
         frame = frame.loc[~empty_target].reset_index(drop=True)
+    values = frame[target].unique().tolist()
+    if len(values) == 1 and frame[target].dtype.kind in "iuf":
+        raise DataError(
+            f"target column {target!r} has one value ({values[0]!r}) in every row; there is "
+            "nothing to predict"
+        )
     task = options.task or infer_task(frame[target])
+    if task == "regression" and unbounded is not None:
+        row, value = unbounded
+        raise DataError(
+            f"row {row}: target {target!r}: {past_float32(value)}: a model's answers are "
+            "float32; rescale the target (in thousands, say) or drop the row"
+        )
     labels, classes = _labels(frame[target], task, target, options.folds)
     if len(frame) < 2 * options.folds:
         raise DataError(
@@ -201,8 +242,10 @@ def _split_holdout(
 ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame | None, np.ndarray | None]:
     if not options.holdout:
         return features, labels, None, None
-    if not 0.0 < options.holdout < 0.9:
-        raise DataError(f"--holdout {options.holdout:g} is outside 0 to 0.9; e.g. --holdout 0.2")
+    if not 0.0 < options.holdout <= 0.9:
+        raise DataError(
+            f"--holdout {options.holdout:g} must be above 0 and at most 0.9; e.g. --holdout 0.2"
+        )
     held = round(len(features) * options.holdout)
     if held < 1 or len(features) - held < 2 * options.folds:
         raise DataError(

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tabship.artifact import REPORT_FILE
 from tabship.config import ServeSettings
+from tabship.errors import RecordError
 from tabship.predictor import Predictor
 from tabship.serve import contract
 from tabship.serve.api import JsonApi
@@ -91,7 +93,12 @@ class App:
             if message["type"] == "lifespan.startup":
                 # The first run allocates; keep that off a user's request.
                 predictor = self.context.predictor
-                predictor.predict([contract.example_record(predictor.schema)])
+                try:
+                    predictor.predict([contract.example_record(predictor.schema)])
+                except RecordError as exc:
+                    # The example is made up: a model may refuse it (its answer past float32)
+                    # and still answer real rows. Warming up is for speed, not a check.
+                    sys.stderr.write(f"warm-up: the example record was refused ({exc})\n")
                 if self.context.monitoring is not None:
                     self.context.monitoring.writer.start()
                 # What start-up made (modules, the model, the database layer) lives as long as

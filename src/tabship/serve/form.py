@@ -57,6 +57,19 @@ def _number_text(value: float | None) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
+def distinct_labels(names: list[str]) -> dict[str, str]:
+    """Each column's label: its readable form ("bmi" -> "Bmi"), or the name as written when
+    two columns would read alike, case aside ("Age", "age " and "AGE_")."""
+    readable_of = {name: readable(name) for name in names}
+    counts: dict[str, int] = {}
+    for label in readable_of.values():
+        counts[label.casefold()] = counts.get(label.casefold(), 0) + 1
+    return {
+        name: label if counts[label.casefold()] == 1 else name
+        for name, label in readable_of.items()
+    }
+
+
 def fields_for(
     predictor: Predictor,
     values: dict[str, str] | None = None,
@@ -68,10 +81,11 @@ def fields_for(
     for problem in problems or []:
         errors.setdefault(problem.field, problem.message)
     out = []
+    labels = distinct_labels([feature.name for feature in predictor.schema.features])
     for feature in predictor.schema.features:
         item = Field(
             name=feature.name,
-            label=readable(feature.name),
+            label=labels[feature.name],
             kind=feature.kind,
             value=values.get(feature.name, ""),
             error=errors.get(feature.name, ""),
@@ -110,11 +124,14 @@ def parse_form(
         )
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedBodyError(f"body: not a readable form ({exc})") from None
-    submitted = {key: value.strip() for key, value in pairs}
+    # Browsers send every line break in a field's name as CRLF (HTML's form encoding), so a
+    # column named with a newline is found by its name with line breaks made alike.
+    sent = {_one_break(key): value.strip() for key, value in pairs}
+    submitted = {feature.name: sent.get(_one_break(feature.name), "") for feature in features}
     record: dict[str, Any] = {}
     problems: list[Problem] = []
     for feature in features:
-        text = submitted.get(feature.name, "")
+        text = submitted[feature.name]
         # The form's text is typed here; the predictor then applies the same feature rules.
         value, problem, _ = feature.read_text(text)
         if problem is not None:
@@ -123,6 +140,10 @@ def parse_form(
             None if text == "" else (text if feature.kind != "numeric" else _typed(value))
         )
     return submitted, record, problems
+
+
+def _one_break(name: str) -> str:
+    return name.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _typed(value: float) -> int | float:
