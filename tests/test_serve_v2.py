@@ -285,6 +285,18 @@ def test_binary_tensor_codec_round_trips_and_checks_sizes() -> None:
             "inputs.children.data[1]: -1 is outside UINT8 (0 to 255)",
         ),
         (lambda b: b["inputs"][1].update(data=[1.0]), 400, "1 elements, but the shape holds 2"),
+        (
+            # Nested data follows the shape level by level: [[], [31.5, 2]] is two elements
+            # when flattened, but not two rows of one.
+            lambda b: b["inputs"][1].update(shape=[2, 1], data=[[], [31.5, 2.0]]),
+            400,
+            "inputs.bmi.data: nested lists must follow the shape [2, 1]",
+        ),
+        (
+            lambda b: b["inputs"][1].update(data=[[31.5], [2.0]]),
+            400,
+            "inputs.bmi.data: nested lists must follow the shape [2]",
+        ),
         (lambda b: b["inputs"][1].update(data=None), 400, "inputs.bmi.data: must be a list"),
         (lambda b: b.update(outputs=[{"name": "proba"}]), 400, "'proba' is not an output"),
         (lambda b: b.update(extra=1), 400, "extra: is not a field of an inference request"),

@@ -284,6 +284,12 @@ class TensorReader:
             else:
                 if datatype not in _INT_RANGES or _in_range(datatype, data):
                     return data
+        shape = tensor["shape"]
+        if any(type(value) is list for value in data) and not _nested_as(data, shape):
+            raise MalformedBodyError(
+                f"inputs.{name}.data: nested lists must follow the shape {shape} level by "
+                "level; or give the data flat"
+            )
         flat = _flatten(data, count)
         if len(flat) != count:
             shown = f"more than {count}" if len(flat) > count else str(len(flat))
@@ -323,6 +329,18 @@ def _in_range(datatype: str, data: list[Any]) -> bool:
         return bool(low <= min(data) and max(data) <= high)
     except TypeError:  # a null among them
         return all(value is None or low <= value <= high for value in data)
+
+
+def _nested_as(data: Any, shape: list[int]) -> bool:
+    """Whether nested data has the tensor's shape: a list of shape[0] at the first level, and
+    so on down; scalars at the last (the protocol's nested form)."""
+    if not shape:
+        return type(data) is not list
+    return (
+        type(data) is list
+        and len(data) == shape[0]
+        and all(_nested_as(item, shape[1:]) for item in data)
+    )
 
 
 def _flatten(data: list[Any], count: int) -> list[Any]:
