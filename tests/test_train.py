@@ -229,3 +229,16 @@ def test_imbalanced_classes_get_weights_where_the_model_takes_them(
     even = train(frame.drop(columns="charges"), quick("region", models=["logistic"]))
     assert not even.validator.balanced
     assert "class_weight" not in str(even.pipeline.named_steps["model"])
+
+
+def test_a_bad_value_is_named_by_its_row_in_the_file_after_rows_are_dropped(
+    tiny_table: pd.DataFrame,
+) -> None:
+    from tabship.errors import RecordError
+
+    table = tiny_table.assign(
+        charges=np.where(tiny_table.index == 1, np.nan, tiny_table["charges"]),
+        bmi=np.where(tiny_table.index == 4, np.inf, tiny_table["bmi"]),
+    )
+    with pytest.raises(RecordError, match=r"^row 5: bmi: must be a finite number"):
+        train(table, quick())  # the fifth row, though the second (no target) was dropped

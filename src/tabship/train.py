@@ -6,7 +6,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import numpy as np
@@ -20,12 +20,12 @@ from tabship import cluster, metrics
 from tabship.candidates import Candidate, Task, select
 from tabship.crossval import CrossValidator, Row, rank
 from tabship.datasets import UNNAMED
-from tabship.errors import DataError
+from tabship.errors import DataError, RecordError
 from tabship.feature import FLOAT32_MAX, past_float32
 from tabship.preparation import EXPAND_MAX_WIDTH, encoded_width
 from tabship.profile import infer_schema, stamps
 from tabship.racing import compare, fit_estimate
-from tabship.schema import Schema
+from tabship.schema import Batch, Schema
 from tabship.tune import TuningSummary, tune
 
 CLASSIFICATION_MAX_INTEGER_LEVELS = 10
@@ -140,6 +140,19 @@ def _separator_hint(frame: pd.DataFrame) -> str:
     return ""
 
 
+def _validated(schema: Schema, frame: pd.DataFrame, kept: np.ndarray) -> Batch:
+    """The table checked against its schema, a bad row named by its place in the file."""
+    try:
+        return schema.validate_frame(frame)
+    except RecordError as exc:
+        raise RecordError(
+            [
+                replace(p, row=int(kept[p.row - 1]) + 1) if p.row is not None else p
+                for p in exc.problems
+            ]
+        ) from None
+
+
 def _past_float32(column: pd.Series) -> tuple[int, float] | None:
     """The first row (numbered from 1) holding a number no model answer can carry (infinite,
     or past float32's range), and its value; None if there is none."""
@@ -198,6 +211,8 @@ def prepare(
     if empty_target.all():
         raise DataError(f"target column {target!r} is empty in every row")
     unbounded = _past_float32(frame[target])  # before the drop: rows as the file numbers them
+    # Each kept row's place in the file, so a message names the row the user can find.
+    kept = np.flatnonzero(~empty_target.to_numpy())
     if empty_target.any():
         notes.append(f"{int(empty_target.sum())} rows with an empty {target!r} dropped")
         frame = frame.loc[~empty_target].reset_index(drop=True)
@@ -232,7 +247,7 @@ def prepare(
             f"date columns {', '.join(date_columns)} expanded into calendar parts "
             "(year, month, day, day of week, day of year; hour when times are present)"
         )
-    batch = schema.validate_frame(frame)
+    batch = _validated(schema, frame, kept)
     features = pd.DataFrame({name: column.ravel() for name, column in batch.columns.items()})
     return task, schema, features, labels, classes, notes
 
