@@ -40,20 +40,24 @@ class BatchSummary:
     unseen: dict[str, int] = field(default_factory=dict)
 
 
-def _chunks(path: Path, predictor: Predictor, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def _chunks(
+    path: Path, predictor: Predictor, chunk_rows: int, parquet: bool
+) -> Iterator[pd.DataFrame]:
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
             yield batch.to_pandas()
         return
-    yield from csv_chunks(path, predictor.schema, chunk_rows)
+    yield from csv_chunks(path, predictor.schema, chunk_rows, parquet)
 
 
-def csv_chunks(source: Any, schema: Schema, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def csv_chunks(
+    source: Any, schema: Schema, chunk_rows: int, parquet: bool
+) -> Iterator[pd.DataFrame]:
     """A CSV file (a path or a seekable file) in chunks, read for predicting and copying.
 
-    The model's numbers are parsed as training parsed them (as floats, so that a chunk of
-    whole numbers and the next one's fractions are one type in a Parquet output), its
+    The model's numbers are parsed as training parsed them (for a Parquet output as floats,
+    so that a chunk of whole numbers and the next one's fractions are one column type), its
     categories and dates are text with the same missing values; every other column is kept
     as the text the user wrote: `007` stays 007, `NA` stays NA, and a column that looks
     numeric in one chunk and not in the next is one type in the output.
@@ -71,8 +75,10 @@ def csv_chunks(source: Any, schema: Schema, chunk_rows: int) -> Iterator[pd.Data
         na_values={name: sorted(NA_TEXTS) for name in columns if name in kinds},
     ) as reader:
         for chunk in reader:
+            # A CSV output writes each chunk on its own: whole numbers stay integers there
+            # (written faster than floats).
             whole = {name: "float64" for name in numbers if chunk[name].dtype.kind in "iu"}
-            yield chunk.astype(whole) if whole else chunk
+            yield chunk.astype(whole) if whole and parquet else chunk
 
 
 def prediction_columns(
@@ -283,7 +289,7 @@ def predict_file(
 
     def numbered() -> Iterator[Chunk]:
         first = 1
-        for chunk in _chunks(source, predictor, chunk_rows):
+        for chunk in _chunks(source, predictor, chunk_rows, parquet):
             yield None, first, chunk
             first += len(chunk)
 

@@ -204,7 +204,7 @@ def plan(store: Store, files: list[str], count: int) -> list[list[Piece]]:
 
 
 def _chunks(
-    store: Store, pieces: list[Piece], predictor: Predictor, chunk_rows: int
+    store: Store, pieces: list[Piece], predictor: Predictor, chunk_rows: int, to_parquet: bool
 ) -> Iterator[Chunk]:
     for piece in pieces:
         name = store.url(piece.source)
@@ -220,7 +220,7 @@ def _chunks(
                     yield name, first, frame
                     first += len(frame)
             else:
-                for frame in csv_chunks(handle, predictor.schema, chunk_rows):
+                for frame in csv_chunks(handle, predictor.schema, chunk_rows, to_parquet):
                     yield name, first, frame
                     first += len(frame)
 
@@ -323,7 +323,7 @@ def predict_shard(
     notes = _scratch(outputs, output, summary_name)
     try:
         if pieces:
-            chunks = _chunks(inputs, pieces, predictor, chunk_rows)
+            chunks = _chunks(inputs, pieces, predictor, chunk_rows, fmt == "parquet")
             tally = write_predictions(predictor, chunks, partial, fmt == "parquet", formula_guard)
             summary.rows, summary.unseen, summary.warnings = (
                 tally.rows,
