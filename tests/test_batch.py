@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tabship.batch import predict_file
-from tabship.errors import ConfigError, OutputExistsError, RecordError
+from tabship.errors import ConfigError, DatasetError, OutputExistsError, RecordError
 from tabship.outputs import PUBLISHED_MODE
 from tabship.predictor import Predictor
 from tabship.train import TrainOptions
@@ -288,3 +288,18 @@ def test_an_answer_past_float32_names_the_file_row(flagged: Predictor, tmp_path:
     rows.to_csv(tmp_path / "rows.csv", index=False)
     with pytest.raises(RecordError, match=r"^row 3: \(record\): the model gives no finite"):
         predict_file(flagged, tmp_path / "rows.csv", tmp_path / "out.csv", chunk_rows=2)
+
+
+def test_a_file_that_is_not_utf8_gets_advice(predictor: Predictor, tmp_path: Path) -> None:
+    rows = make_tiny_table(rows=3, seed=2).drop(columns="charges").assign(note="café")
+    (tmp_path / "latin1.csv").write_bytes(rows.to_csv(index=False).encode("latin-1"))
+    with pytest.raises(DatasetError, match="it is not UTF-8 text; save it as UTF-8"):
+        predict_file(predictor, tmp_path / "latin1.csv", tmp_path / "out.csv")
+
+
+def test_a_file_with_another_separator_is_named_as_such(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    make_tiny_table(rows=3).to_csv(tmp_path / "semi.csv", sep=";", index=False)
+    with pytest.raises(DatasetError, match="separates its values with semicolons"):
+        predict_file(predictor, tmp_path / "semi.csv", tmp_path / "out.csv")

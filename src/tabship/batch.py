@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from tabship.datasets import separator_hint
 from tabship.errors import DatasetError, RecordError
 from tabship.feature import NA_TEXTS
 from tabship.outputs import check_output_file, staged
@@ -63,9 +64,12 @@ def csv_chunks(
     numeric in one chunk and not in the next is one type in the output.
     """
     columns = [str(name) for name in pd.read_csv(source, nrows=0).columns]
+    kinds = {feature.name: feature.kind for feature in schema.features}
+    hint = separator_hint(list(columns))
+    if hint and columns[0] not in kinds:
+        raise DatasetError(f"the table has one column, {columns[0][:80]!r}{hint}")
     if hasattr(source, "seek"):
         source.seek(0)
-    kinds = {feature.name: feature.kind for feature in schema.features}
     numbers = [name for name in columns if kinds.get(name) == "numeric"]
     with pd.read_csv(
         source,
@@ -298,6 +302,10 @@ def predict_file(
             tally = write_predictions(predictor, numbered(), partial, parquet, formula_guard)
             if tally.rows == 0:
                 raise DatasetError(f"{source} has no rows to predict")
+    except UnicodeDecodeError:
+        raise DatasetError(
+            f"cannot predict {source}: it is not UTF-8 text; save it as UTF-8 (CSV UTF-8)"
+        ) from None
     except (ValueError, OSError, pa.ArrowException) as exc:
         raise DatasetError(f"cannot predict {source}: {exc}") from None
     return BatchSummary(

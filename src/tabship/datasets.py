@@ -173,6 +173,15 @@ def _codes_as_text(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**coded) if coded else frame
 
 
+def separator_hint(columns: list[object]) -> str:
+    """Advice when a CSV read as one column was written with another separator."""
+    if len(columns) == 1:
+        for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+            if separator in str(columns[0]):
+                return f" (the file separates its values with {name}; save it with commas)"
+    return ""
+
+
 # A table's attrs entry: the header's unnamed columns, as (position from 1, the name given).
 UNNAMED = "tabship_unnamed"
 

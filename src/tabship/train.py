@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 from tabship import cluster, metrics
 from tabship.candidates import Candidate, Task, select
 from tabship.crossval import CrossValidator, Row, rank
-from tabship.datasets import UNNAMED
+from tabship.datasets import UNNAMED, separator_hint
 from tabship.errors import DataError, RecordError
 from tabship.feature import FLOAT32_MAX, past_float32
 from tabship.preparation import EXPAND_MAX_WIDTH, encoded_width
@@ -131,15 +131,6 @@ def infer_task(target: pd.Series) -> Task:
     return "regression"
 
 
-def _separator_hint(frame: pd.DataFrame) -> str:
-    """Advice when a CSV read as one column was written with another separator."""
-    if len(frame.columns) == 1:
-        for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
-            if separator in str(frame.columns[0]):
-                return f" (the file separates its values with {name}; save it with commas)"
-    return ""
-
-
 def _validated(schema: Schema, frame: pd.DataFrame, kept: np.ndarray) -> Batch:
     """The table checked against its schema, a bad row named by its place in the file."""
     try:
@@ -198,7 +189,7 @@ def prepare(
         columns = ", ".join(str(c) for c in frame.columns) or "(none)"
         raise DataError(
             f"target column {target!r} is not in the table; columns: {columns}"
-            + _separator_hint(frame)
+            + separator_hint(list(frame.columns))
         )
     if len(frame) == 0:
         raise DataError("the table has no rows; give a table with a header and at least one row")
