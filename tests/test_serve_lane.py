@@ -148,6 +148,48 @@ def test_a_body_behind_a_waiting_request_is_not_counted_as_head(server: Server) 
         assert read_answer(conn)[0] == 200
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_an_upgrade_ask_is_ignored_and_the_body_read_as_a_body(
+    server: Server, value: str, split: bool
+) -> None:
+    """The parser reads no body for a request asking to upgrade the connection: a request
+    sent as that body was answered as a request of its own (smuggling), or the body dropped.
+    tabship speaks no other protocol, so the ask is ignored (RFC 9110 7.8)."""
+    smuggled = post()
+    head = (
+        "POST /predict_api HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive, Upgrade\r\n"
+        f"Upgrade: websocket\r\nContent-Type: application/json\r\nContent-Length: {len(smuggled)}"
+        "\r\n\r\n"
+    ).encode()
+    with connect(server) as conn:
+        conn.sendall(head)
+        if split:
+            time.sleep(0.2)
+        conn.sendall(smuggled)
+        status, _, body = read_answer(conn)
+        assert status == 422 and b"invalid JSON" in body  # one request: its body is not JSON
+        conn.sendall(post(extra="Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"))
+        status, _, body = read_answer(conn)  # curl --http2 and Java's client ask like this
+        assert (status, body.decode()) == (200, value)
+        conn.sendall(get("/healthz", "Connection: close\r\n"))
+        assert read_answer(conn)[0] == 200 and closed(conn)  # nothing else was answered
+    with connect(server) as conn:
+        conn.sendall(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        assert read_answer(conn)[0] == 400 and closed(conn)
+
+
+def test_a_request_before_a_malformed_one_is_answered_first(server: Server, value: str) -> None:
+    """Answers go in order: the prediction, then the 400, then the close (the 400 used to go
+    out at once and close, and the prediction waiting for its turn was lost)."""
+    with connect(server) as conn:
+        conn.sendall(post() + post() + b"GARBAGE\r\n\r\n")
+        for _ in range(2):
+            status, _, body = read_answer(conn)
+            assert (status, body.decode()) == (200, value)
+        status, _, body = read_answer(conn)
+        assert status == 400 and b"not valid HTTP/1.1" in body and closed(conn)
+
+
 def test_keep_alive_unless_asked_to_close(server: Server, value: str) -> None:
     with connect(server) as conn:
         for _ in range(3):

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tabship.errors import (
@@ -80,6 +81,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._too_large = False
         self._started = time.perf_counter()
         self._timer: asyncio.TimerHandle | None = None
+        # A request asked to upgrade the connection: it is parsed again without asking.
+        self._upgrading = False
+        # A refusal waiting for the answers to earlier requests on the connection.
+        self._refusal: RequestError | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -93,7 +98,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._timer is None and self._in_headers:
             self._arm()  # any byte between requests starts the next one's deadline
         counting = self._in_headers
-        super().data_received(data)
+        self._feed(data)
         if counting and self._in_headers:
             self._head_bytes += len(data)
             if self._head_bytes > self.header_cap:
@@ -104,6 +109,44 @@ class GuardedProtocol(HttpToolsProtocol):
             self._body_bytes += len(data)
             if self._body_bytes > self.body_cap and not self.transport.is_closing():
                 self._refuse(BodyTooLargeError(f"body: over the {self.body_cap}-byte limit"))
+
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's data_received, but a request asking to upgrade the connection is parsed
+        again without asking (see `_without_upgrade`)."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.send_400_response("")
+        except httptools.HttpParserUpgrade as upgrade:
+            self._without_upgrade(data[upgrade.args[0] :])
+
+    def _without_upgrade(self, rest: bytes) -> None:
+        """Parse the request that asked for an upgrade again, without `Upgrade` and the
+        `Connection: upgrade` token, followed by the bytes after its head.
+
+        The parser reads no body for such a request and hands the rest of the stream over as
+        the new protocol; tabship speaks none (no WebSocket, no h2c), and RFC 9110 7.8 lets a
+        server ignore the ask. Dropping the request's body instead would answer it without
+        one, and bytes a client sent as body would be read as a request of their own (request
+        smuggling): so the same bytes are read again as the plain HTTP/1.1 request they are.
+        """
+        self._upgrading = False
+        method = self.parser.get_method()
+        if method == b"CONNECT":
+            self._refuse(RequestError("request: CONNECT is not served here"))
+            return
+        head = [method, b" ", self.url, b" HTTP/", self.parser.get_http_version().encode()]
+        for name, value in self.headers:
+            if name == b"connection":
+                kept = [t.strip() for t in value.split(b",") if t.strip().lower() != b"upgrade"]
+                value = b", ".join(kept)
+            if name != b"upgrade" and value:
+                head.append(b"\r\n" + name + b": " + value)
+        head.append(b"\r\n\r\n")
+        self.parser = httptools.HttpRequestParser(self)
+        self._head_bytes = 0
+        self._feed(b"".join(head) + rest)
 
     def on_message_begin(self) -> None:
         # uvicorn's ASGI scope is built once the head is in, and only for requests the lane
@@ -128,6 +171,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        if self.parser.should_upgrade():
+            self._upgrading = True  # read again without the upgrade (`_feed`); not answered
+            return
         self._use_target_authority()
         if not self._take_lane():
             self._build_scope()
@@ -145,11 +191,19 @@ class GuardedProtocol(HttpToolsProtocol):
         self.url, self.expect_100_continue = url, expect
 
     def on_message_complete(self) -> None:
+        if self._upgrading:  # the parser's end of a request it read no body for
+            return
         self._disarm()
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        if self._refusal is not None:
+            if self._answering():
+                self.transport.pause_reading()  # uvicorn resumed it for the next request
+            else:
+                self._send_refusal(self._refusal)
+            return
         if self.cycle is None or self.cycle.response_complete:
             # Unless a pipelined request's head is already in: its body is not head bytes.
             self._in_headers = True
@@ -197,8 +251,26 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _refuse(self, error: RequestError) -> None:
         self._disarm()
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refusal is not None:
             return
+        if self._answering():
+            # Answers go out in the order of the requests: an earlier request read whole is
+            # answered first, then this refusal, then the close. Nothing more is read.
+            self._refusal = error
+            self.transport.pause_reading()
+            return
+        self._send_refusal(error)
+
+    def _answering(self) -> bool:
+        """Whether an earlier request, read whole, is still to be answered (the request being
+        refused, its body still coming, is not waited for)."""
+        cycles = [cycle for cycle, _ in self.pipeline]
+        if self.cycle is not None:
+            cycles.append(self.cycle)
+        return any(not cycle.response_complete and not cycle.more_body for cycle in cycles)
+
+    def _send_refusal(self, error: RequestError) -> None:
+        self._refusal = None
         self.transport.write(_raw_answer(error))
         self.transport.close()
         if self.on_refusal is not None:
