@@ -190,6 +190,28 @@ def test_a_request_before_a_malformed_one_is_answered_first(server: Server, valu
         assert status == 400 and b"not valid HTTP/1.1" in body and closed(conn)
 
 
+def test_a_client_that_has_finished_sending_still_gets_its_answers(
+    server: Server, value: str
+) -> None:
+    """A half-close (shutdown for writing) after the requests: they are answered, then the
+    connection closes. uvicorn closed it at once, and the answers, counted as given, were lost."""
+    with connect(server) as conn:
+        conn.sendall(post() + get("/healthz") + post())
+        conn.shutdown(socket.SHUT_WR)
+        answers = [read_answer(conn) for _ in range(3)]
+        assert [status for status, _, _ in answers] == [200, 200, 200]
+        assert answers[2][2].decode() == value and closed(conn)
+    chunked = (  # uvicorn's own path (a chunked body), half-closed the same way
+        b"POST /predict_api HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(BODY), BODY)
+    )
+    with connect(server) as conn:
+        conn.sendall(chunked)
+        conn.shutdown(socket.SHUT_WR)
+        status, _, body = read_answer(conn)
+        assert (status, body.decode()) == (200, value) and closed(conn)
+
+
 def test_keep_alive_unless_asked_to_close(server: Server, value: str) -> None:
     with connect(server) as conn:
         for _ in range(3):

@@ -94,6 +94,15 @@ class GuardedProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio's signature
+        """The client has finished sending (a half-close, `shutdown(SHUT_WR)`): what it is
+        owed is answered, then the connection closes. uvicorn closed it at once, and the
+        answers then went nowhere, though counted and logged as given."""
+        if self.cycle is None or not self._answering():
+            return None
+        self.cycle.keep_alive = False  # the newest request: the connection closes after it
+        return True  # keep the transport open for writing
+
     def data_received(self, data: bytes) -> None:
         if self._timer is None and self._in_headers:
             self._arm()  # any byte between requests starts the next one's deadline
