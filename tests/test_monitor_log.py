@@ -298,7 +298,7 @@ def test_monitor_pages_do_not_hold_the_threads_of_big_predictions(
 
 
 def test_a_database_that_fails_drops_and_counts_then_resumes(
-    tiny_model: TrainedModel, tmp_path: Path
+    tiny_model: TrainedModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = tmp_path / "later"  # missing: SQLite cannot open the file until it exists
     store = LogStore(f"sqlite:///{folder / 'log.db'}")
@@ -313,6 +313,12 @@ def test_a_database_that_fails_drops_and_counts_then_resumes(
     while not writer.stats.failures and time.monotonic() < deadline:
         time.sleep(0.05)
     assert writer.stats.dropped == 30
+    # Said once (at most once a minute), not once a row: the metric counts every one.
+    said = [line for line in capsys.readouterr().err.splitlines() if "queue is full" in line]
+    assert said == [
+        "prediction log: the queue is full (50 rows waiting for the database); dropping rows, "
+        "1 so far (tabship_prediction_log_dropped_total)"
+    ]
     assert writer.stats.failures >= 1
     assert writer.stats.written == 0
     folder.mkdir()

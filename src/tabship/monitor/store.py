@@ -104,6 +104,10 @@ def shown_url(url: sa.URL) -> str:
     return shown.replace("=%2A%2A%2A", "=***")
 
 
+def _go_on() -> None:
+    """No hand-over (`LogStore.insert` for a writer catching up)."""
+
+
 def _sqlite_pragmas(connection: Any, _: Any) -> None:
     cursor = connection.cursor()
     # A new file's pages (an existing file keeps its own): a batch row (500 entries, about
@@ -237,27 +241,35 @@ class LogStore:
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
-    def insert(self, entries: Sequence[Entry] | Packed, model_sha256: str, instance: str) -> None:
+    def insert(
+        self,
+        entries: Sequence[Entry] | Packed,
+        model_sha256: str,
+        instance: str,
+        polite: bool = True,
+    ) -> None:
         """Append one transaction of entries: a batch row for each id prefix among them (one,
-        this process's, when the writer hands them over)."""
+        this process's, when the writer hands them over). `polite`: hand the core over
+        between the steps (the writer does unless it is catching up)."""
         self.open()
+        step = hand_over if polite else _go_on
         if isinstance(entries, Packed):
             values = packed_values(entries, model_sha256, instance)
             if values is not None:  # the writer's usual batch: one row, its text as it came
-                hand_over()
+                step()
                 with self.engine.begin() as connection:
                     connection.execute(batches_table.insert(), values)
                 return
             entries = entries.entries()
         # The serving thread shares the core: it runs between each step, not after them all.
         rows = batch_rows(entries)
-        hand_over()
+        step()
         with self.engine.begin() as connection:
             for prefix, low, high, chunk in rows:
                 values = batch_values(prefix, low, high, chunk, model_sha256, instance)
-                hand_over()
+                step()
                 connection.execute(batches_table.insert(), values)
-                hand_over()
+                step()
 
     def batches_of(self, ids: Sequence[str], model_sha256: str | None = None) -> dict[str, int]:
         """The batch holding each of `ids` that is a logged prediction (of that model, when
