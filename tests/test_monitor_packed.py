@@ -101,6 +101,60 @@ def test_entries_fill_slabs_by_count_and_by_bytes_and_all_are_written(
     assert {pid: logged_rows[pid].input for pid, _ in submitted} == dict(submitted)
 
 
+@pytest.mark.parametrize("per_turn", [1, 5, 40])
+def test_a_loop_turns_entries_are_stored_together_as_they_would_be_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_turn: int
+) -> None:
+    """One-row requests answered in one loop turn are made into entries at the turn's end, in
+    one copy; across slab ends (by count and by bytes) and with one entry past a slab, every
+    entry reads back with its own id, time and values."""
+    import asyncio
+
+    monkeypatch.setattr(writer_module, "SLAB_BYTES", 2000)
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    writer = LogWriter(store, "sha", batch_rows=7, flush_seconds=0.02)
+    submitted: dict[str, dict[str, Any]] = {}
+
+    async def serve() -> list[int]:
+        waiting = []
+        for number in range(60):
+            record = {**PATIENT, "note": "x" * (3000 if number == 33 else number % 9 * 23)}
+            logged = Logged(prediction_ids(1), [record], [float(number)], None, [])
+            writer.submit(logged, "/predict_api", "", 0.001)
+            submitted[logged.ids[0]] = record
+            if number % per_turn == per_turn - 1:
+                waiting.append(writer._queued)  # nothing stored before the turn's end
+                await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return waiting
+
+    waiting = asyncio.run(serve())
+    assert waiting == [per_turn * turn for turn in range(len(waiting))]
+    writer.start()
+    assert writer.flush(timeout=30)
+    writer.close()
+    assert (writer.stats.written, writer.stats.dropped) == (60, 0)
+    rows = {row.id: row for row in store.rows(None, 0)}
+    assert {pid: rows[pid].input for pid in submitted} == submitted
+    assert [rows[pid].prediction for pid in submitted] == [float(n) for n in range(60)]
+
+
+def test_a_turn_still_open_at_close_is_written(tmp_path: Path) -> None:
+    import asyncio
+
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    writer = LogWriter(store, "sha")
+    writer.start()
+
+    async def last_requests() -> None:
+        for _ in range(3):
+            writer.submit(Logged(prediction_ids(1), [PATIENT], [1.0], None, []), "/x", "", 0.1)
+        writer.close()  # before the turn's end: a shutdown in the middle of a turn
+
+    asyncio.run(last_requests())
+    assert store.count() == 3
+
+
 def test_the_drift_window_keeps_the_newest_rows_from_the_cutoff(
     tiny_model: TrainedModel,
 ) -> None:
