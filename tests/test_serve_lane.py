@@ -212,6 +212,16 @@ def test_a_client_that_has_finished_sending_still_gets_its_answers(
         assert (status, body.decode()) == (200, value) and closed(conn)
 
 
+def test_an_http_1_1_request_without_host_is_refused(server: Server) -> None:
+    with connect(server) as conn:  # RFC 9112 3.2: a 400; HTTP/1.0 needs no Host
+        conn.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+        status, _, body = read_answer(conn)
+        assert status == 400 and b"must carry a Host header" in body and closed(conn)
+    with connect(server) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        assert read_answer(conn)[0] == 200
+
+
 def test_keep_alive_unless_asked_to_close(server: Server, value: str) -> None:
     with connect(server) as conn:
         for _ in range(3):

@@ -52,8 +52,8 @@ def _raw_answer(error: RequestError) -> bytes:
     )
 
 
-class _HeadersTooLarge(Exception):
-    """Raised inside a parser callback to stop parsing a request head over the cap."""
+class _BadHead(Exception):
+    """Raised inside a parser callback to stop parsing a request head it refuses."""
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -78,7 +78,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._body_bytes = 0
         self._in_headers = True
-        self._too_large = False
+        self._bad_head: RequestError | None = None
         self._started = time.perf_counter()
         self._timer: asyncio.TimerHandle | None = None
         # A request asked to upgrade the connection: it is parsed again without asking.
@@ -180,6 +180,10 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        if self.parser.get_http_version() == "1.1" and all(k != b"host" for k, _ in self.headers):
+            self._stop_head(  # RFC 9112 3.2: a server must answer 400
+                RequestError("host: an HTTP/1.1 request must carry a Host header")
+            )
         if self.parser.should_upgrade():
             self._upgrading = True  # read again without the upgrade (`_feed`); not answered
             return
@@ -220,16 +224,19 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         # httptools refused the head, or a callback stopped it: answer in our shape, not text.
-        if self._too_large:
-            self._refuse(HeadersTooLargeError(f"headers: over the {self.header_cap}-byte limit"))
-        else:
-            self._refuse(RequestError("request: not valid HTTP/1.1 (request line or headers)"))
+        self._refuse(
+            self._bad_head or RequestError("request: not valid HTTP/1.1 (request line or headers)")
+        )
 
     def _count_head(self, size: int) -> None:
         self._head_bytes += size
         if self._head_bytes > self.header_cap:
-            self._too_large = True
-            raise _HeadersTooLarge
+            self._stop_head(HeadersTooLargeError(f"headers: over the {self.header_cap}-byte limit"))
+
+    def _stop_head(self, error: RequestError) -> None:
+        """Stop parsing this request; it is refused with `error` (see send_400_response)."""
+        self._bad_head = error
+        raise _BadHead
 
     def _use_target_authority(self) -> None:
         """An absolute-form target names the host itself (RFC 9112 3.2.2): it replaces Host."""
