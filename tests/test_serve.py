@@ -9,7 +9,13 @@ import sys
 import pytest
 
 from tabship.config import ServeSettings
-from tabship.errors import ConfigError, MalformedBodyError, MediaTypeError
+from tabship.errors import (
+    BodyTooLargeError,
+    ConfigError,
+    MalformedBodyError,
+    MediaTypeError,
+    RequestError,
+)
 from tabship.predictor import Predictor
 from tabship.serve import contract
 from tabship.workflow import TrainedModel
@@ -39,14 +45,41 @@ def test_example_record_is_valid_and_schema_is_strict(tiny_model: TrainedModel) 
     assert contract.batch_schema(predictor.schema, 7)["properties"]["instances"]["maxItems"] == 7
 
 
+def read(body: bytes, *headers: tuple[bytes, bytes]) -> object:
+    return contract.read_json(list(headers), body, 1024)
+
+
+JSON = (b"content-type", b"application/json")
+
+
 def test_json_reading_errors() -> None:
-    assert contract.read_json("application/json; charset=utf-8", b'{"a": NaN}')["a"] != 0
+    assert read(b'{"a": NaN}', (b"content-type", b"application/json; charset=utf-8")) != {}
     with pytest.raises(MediaTypeError, match="'text/plain' is not accepted"):
-        contract.read_json("text/plain", b"{}")
+        read(b"{}", (b"content-type", b"text/plain"))
     with pytest.raises(MediaTypeError, match="'none' is not accepted"):
-        contract.read_json(None, b"{}")
+        read(b"{}")
     with pytest.raises(MalformedBodyError, match="invalid JSON at line 1 column 2"):
-        contract.read_json("application/json", b"{x")
+        read(b"{x", JSON)
+
+
+def test_every_json_route_reads_one_content_type_and_undoes_its_encoding() -> None:
+    """The body rules V2 had, for every route: gzip and deflate inflated (within the limit),
+    other encodings 415, UTF-8 only, and one Content-Type."""
+    import gzip
+    import zlib
+
+    assert read(gzip.compress(b'{"a": 1}'), JSON, (b"content-encoding", b"gzip")) == {"a": 1}
+    assert read(zlib.compress(b'{"a": 1}'), JSON, (b"content-encoding", b"deflate")) == {"a": 1}
+    with pytest.raises(MediaTypeError, match="content encoding 'br' is not accepted"):
+        read(b'{"a": 1}', JSON, (b"content-encoding", b"br"))
+    with pytest.raises(MalformedBodyError, match="bytes after the end of the gzip data"):
+        read(gzip.compress(b"{}") + b"junk", JSON, (b"content-encoding", b"gzip"))
+    with pytest.raises(BodyTooLargeError, match="over the 1024-byte limit once inflated"):
+        read(gzip.compress(b" " * 5000 + b"{}"), JSON, (b"content-encoding", b"gzip"))
+    with pytest.raises(MediaTypeError, match="charset 'latin-1' is not accepted"):
+        read(b"{}", (b"content-type", b"application/json; charset=latin-1"))
+    with pytest.raises(RequestError, match="content-type: the request has more than one"):
+        read(b"{}", (b"content-type", b"text/plain"), JSON)
 
 
 def test_serve_settings_flag_over_variable_over_default() -> None:

@@ -220,6 +220,12 @@ def test_an_http_1_1_request_without_host_is_refused(server: Server) -> None:
     with connect(server) as conn:
         conn.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
         assert read_answer(conn)[0] == 200
+    with connect(server) as conn:  # the parser would pass the compressed bytes on as the body
+        conn.sendall(
+            post().replace(b"Content-Length: ", b"Transfer-Encoding: gzip, chunked\r\nX-Was: ")
+        )
+        status, _, body = read_answer(conn)
+        assert status == 400 and b"only chunked is accepted" in body and closed(conn)
 
 
 def test_keep_alive_unless_asked_to_close(server: Server, value: str) -> None:

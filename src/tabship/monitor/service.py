@@ -50,6 +50,7 @@ class Monitoring:
         # feedback may wait up to a second for a flush. In the pool that big predictions use,
         # two such requests held both its threads and stalled every big /v1/predict.
         self.pool = ThreadPoolExecutor(MONITOR_THREADS, "tabship-monitor")
+        self.max_body = settings.max_body_bytes
         self.title = title or self.card.title
         self.profile = load_profile(predictor.artifact)
         self.store = LogStore(settings.log_db)
@@ -92,7 +93,7 @@ class Monitoring:
         return json_answer({"stored": len(pairs)})
 
     def _read_feedback(self, request: Request) -> list[tuple[str, Any]]:
-        payload = read_json(request.content_type, request.body)
+        payload = read_json(request.headers, request.body, self.max_body)
         items = payload if isinstance(payload, list) else [payload]
         if not items:
             raise MalformedBodyError("body: an empty list; send at least one {id, actual}")

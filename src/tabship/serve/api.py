@@ -255,7 +255,7 @@ class JsonApi:
         return self._one_answer(request, record, self.predictor.predict([record]))
 
     def _record(self, request: Request) -> dict[str, Any]:
-        record = contract.read_json(request.content_type, request.body)
+        record = contract.read_json(request.headers, request.body, self.settings.max_body_bytes)
         if not isinstance(record, dict):
             raise MalformedBodyError("body: must be one JSON object of field: value")
         return record
@@ -267,7 +267,7 @@ class JsonApi:
         return json_answer(prediction.values[0], extra=((b"x-prediction-id", ids[0].encode()),))
 
     def _many(self, request: Request) -> Answer:
-        payload = contract.read_json(request.content_type, request.body)
+        payload = contract.read_json(request.headers, request.body, self.settings.max_body_bytes)
         if not isinstance(payload, dict) or "instances" not in payload:
             raise MalformedBodyError('body: must be an object {"instances": [record, ...]}')
         extra = sorted(str(key)[:60] for key in payload if key != "instances")

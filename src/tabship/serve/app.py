@@ -153,7 +153,7 @@ def create_app(
         state=state,
         metrics=metrics,
         api=api,
-        form=FormPage(predictor, metrics, report is not None, explain),
+        form=FormPage(predictor, metrics, report is not None, explain, settings.max_body_bytes),
         probes=Probes(state, metrics),
         docs=Docs(title, openapi),
         report=report,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from tabship.errors import MalformedBodyError, MediaTypeError
+from tabship.errors import BodyTooLargeError, MalformedBodyError, MediaTypeError, RequestError
 from tabship.exact_json import has_long_digits
 from tabship.predictor import Predictor
 from tabship.schema import FLOAT32_MAX, MAX_SHOWN_LEVELS, Feature, Schema
@@ -158,10 +160,60 @@ def batch_answer_schema(predictor: Predictor) -> dict[str, Any]:
     }
 
 
-def read_json(content_type: str | None, body: bytes) -> Any:
-    """The decoded body of a JSON route: 415 unless declared JSON, 422 unless it parses."""
+def read_json(headers: Sequence[tuple[bytes, bytes]], body: bytes, limit: int) -> Any:
+    """The decoded body of a JSON route: 415 unless declared JSON in UTF-8, its content
+    encoding undone (gzip, deflate; at most `limit` bytes once inflated), 422 unless it
+    parses."""
+    content_type, encoding = body_headers(headers)
     require_json(content_type)
-    return parse_json(body)
+    return parse_json(decoded_body(body, encoding, limit))
+
+
+def body_headers(headers: Sequence[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """Content-Type and Content-Encoding, in one pass; two of either is refused (400): which
+    one a proxy or the app would read is not defined."""
+    found: dict[bytes, str] = {}
+    for key, value in headers:
+        if key in _BODY_HEADERS:
+            if key in found:
+                raise RequestError(f"{key.decode()}: the request has more than one")
+            found[key] = bytes(value).decode("latin-1")
+    return found.get(b"content-type"), found.get(b"content-encoding")
+
+
+_BODY_HEADERS = frozenset({b"content-type", b"content-encoding"})
+# zlib window bits of the encodings clients compress with ("deflate" is zlib's format).
+INFLATE_BITS = {"gzip": 31, "deflate": 15}
+
+
+def decoded_body(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body, uncompressed when the client compressed it (gzip or deflate).
+
+    Inflated at most to the body limit, so a small bomb cannot take the memory: past the
+    limit it is 413 like any big body. One gzip member and nothing after it.
+    """
+    if not encoding:  # absent, or empty: identity
+        return body
+    encoding = encoding.strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in INFLATE_BITS:
+        raise MediaTypeError(
+            f"content encoding {encoding[:40]!r} is not accepted; send gzip, deflate or an "
+            "uncompressed body"
+        )
+    inflater = zlib.decompressobj(INFLATE_BITS[encoding])
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise MalformedBodyError(f"body: not valid {encoding} data") from None
+    if len(inflated) > limit:
+        raise BodyTooLargeError(f"body: over the {limit}-byte limit once inflated")
+    if not inflater.eof:
+        raise MalformedBodyError(f"body: the {encoding} data is cut short")
+    if inflater.unused_data:
+        raise MalformedBodyError(f"body: bytes after the end of the {encoding} data")
+    return inflated
 
 
 def media_type(content_type: str | None) -> str:
@@ -170,11 +222,25 @@ def media_type(content_type: str | None) -> str:
 
 
 def require_json(content_type: str | None) -> None:
-    """Refuse bodies that are not declared as JSON (415)."""
+    """Refuse bodies that are not declared as JSON, or as JSON in another charset (415)."""
     media = media_type(content_type)
     if media != "application/json" and not media.endswith("+json"):
         shown = media or "none"
         raise MediaTypeError(f"content type {shown!r} is not accepted; send application/json")
+    charset = declared_charset(content_type)
+    if charset not in (None, "utf-8", "utf8"):
+        raise MediaTypeError(
+            f"charset {charset[:40]!r} is not accepted; send the JSON as UTF-8 (RFC 8259)"
+        )
+
+
+def declared_charset(content_type: str | None) -> str | None:
+    """The charset parameter of a Content-Type header, lower case, or None."""
+    for parameter in (content_type or "").split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
 
 
 def parse_json(body: bytes) -> Any:

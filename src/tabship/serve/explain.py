@@ -104,7 +104,7 @@ class ExplainApi:
 
     def _explain(self, request: Request, inline: bool) -> Answer:
         payload = _fields(
-            contract.read_json(request.content_type, request.body),
+            contract.read_json(request.headers, request.body, self.settings.max_body_bytes),
             ("instances", "all_classes"),
             '{"instances": [record, ...], "all_classes": false}',
         )
@@ -186,7 +186,7 @@ class ExplainApi:
 
     def _whatif(self, request: Request, inline: bool) -> Answer:
         payload = _fields(
-            contract.read_json(request.content_type, request.body),
+            contract.read_json(request.headers, request.body, self.settings.max_body_bytes),
             ("instance", "feature", "points"),
             '{"instance": record, "feature": name, "points": 50}',
         )

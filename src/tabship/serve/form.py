@@ -10,7 +10,7 @@ from tabship.card import ModelCard
 from tabship.errors import MalformedBodyError, MediaTypeError, Problem, RecordError
 from tabship.predictor import Prediction, Predictor
 from tabship.schema import Feature
-from tabship.serve.contract import media_type
+from tabship.serve.contract import body_headers, decoded_body, media_type
 from tabship.serve.http import Answer, Request, html_answer
 from tabship.serve.pages import render
 from tabship.serve.prometheus import Metrics
@@ -159,8 +159,10 @@ class FormPage:
         metrics: Metrics,
         report: bool,
         explain: ExplainApi | None = None,
+        max_body: int = 1024 * 1024,
     ) -> None:
         self.predictor = predictor
+        self.max_body = max_body
         self.metrics = metrics
         self.report = report
         # After Predict the page shows why (contributions) and what if (one chart per feature).
@@ -175,7 +177,9 @@ class FormPage:
     async def submit(self, request: Request) -> Answer:
         """The form again, with the prediction or each problem beside its field."""
         features = self.predictor.schema.features
-        submitted, record, problems = parse_form(request.body, request.content_type, features)
+        content_type, encoding = body_headers(request.headers)
+        body = decoded_body(request.body, encoding, self.max_body)
+        submitted, record, problems = parse_form(body, content_type, features)
         prediction = None
         insight = None
         ids: list[str] = []

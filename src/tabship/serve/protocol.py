@@ -180,10 +180,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
-        if self.parser.get_http_version() == "1.1" and all(k != b"host" for k, _ in self.headers):
-            self._stop_head(  # RFC 9112 3.2: a server must answer 400
-                RequestError("host: an HTTP/1.1 request must carry a Host header")
-            )
+        self._check_head()
         if self.parser.should_upgrade():
             self._upgrading = True  # read again without the upgrade (`_feed`); not answered
             return
@@ -191,6 +188,27 @@ class GuardedProtocol(HttpToolsProtocol):
         if not self._take_lane():
             self._build_scope()
             super().on_headers_complete()
+
+    def _check_head(self) -> None:
+        """Refuse a head HTTP/1.1 forbids (no Host, RFC 9112 3.2) or a transfer coding other
+        than chunked: the parser reads `gzip, chunked` as chunked and would hand the
+        compressed bytes on as the body. 400, not RFC 9112 6.1's 501: a client's mistake is
+        never a server error here."""
+        host = False
+        for name, value in self.headers:
+            if name == b"host":
+                host = True
+            elif name == b"transfer-encoding":
+                codings = {c.strip().lower() for c in value.split(b",")}
+                if codings != {b"chunked"}:
+                    self._stop_head(
+                        RequestError(
+                            "transfer-encoding: only chunked is accepted; compress a body with "
+                            "Content-Encoding: gzip instead"
+                        )
+                    )
+        if not host and self.parser.get_http_version() == "1.1":
+            self._stop_head(RequestError("host: an HTTP/1.1 request must carry a Host header"))
 
     def _take_lane(self) -> bool:
         """Whether this request is answered without uvicorn's ASGI cycle (serve/lane.py)."""

@@ -9,12 +9,10 @@ protocol's {"error": ...} shape by the one error mapper (the routes' `style`).
 from __future__ import annotations
 
 import json
-import zlib
 from typing import TYPE_CHECKING, Any
 
 from tabship import __version__
 from tabship.errors import (
-    BodyTooLargeError,
     ConfigError,
     MalformedBodyError,
     MediaTypeError,
@@ -22,7 +20,7 @@ from tabship.errors import (
 )
 from tabship.predictor import Prediction
 from tabship.serve import binary_tensors
-from tabship.serve.contract import media_type
+from tabship.serve.contract import body_headers, decoded_body, media_type
 from tabship.serve.http import (
     API_POLICY,
     JSON,
@@ -44,8 +42,6 @@ EXTENSIONS = ["binary_tensor_data"]
 BINARY = "application/octet-stream"
 # What an infer body may be declared as: JSON, Triton's binary form, or nothing (its client).
 BODY_TYPES = frozenset({"", JSON, BINARY})
-# zlib window bits of the encodings tritonclient compresses with ("deflate" is zlib's format).
-INFLATE_BITS = {"gzip": 31, "deflate": 15}
 
 
 def model_name(predictor: Predictor, settings: ServeSettings) -> str:
@@ -169,45 +165,18 @@ class V2Api:
 
     def _read(self, request: Request) -> tuple[Columns, list[tuple[str, bool]]]:
         """The request's tensors as columns, and the outputs it asks for."""
-        wire = request.headers_named(_WIRE_HEADERS)  # the three the body's form needs
-        media = media_type(wire.get(b"content-type"))
+        content_type, encoding = body_headers(request.headers)
+        media = media_type(content_type)
         if media not in BODY_TYPES and not media.endswith("+json"):
             raise MediaTypeError(
                 f"content type {media!r} is not accepted; send application/json, or "
                 "application/octet-stream with Inference-Header-Content-Length"
             )
         header, binary = binary_tensors.split_body(
-            self._inflated(request, wire.get(b"content-encoding")), wire.get(_HEADER_LENGTH)
+            decoded_body(request.body, encoding, self.max_body), request.header(_HEADER_LENGTH)
         )
         columns = self.reader.read(header, binary)
         return columns, self._outputs(columns)  # outputs refused before anything is predicted
-
-    def _inflated(self, request: Request, encoding: str | None) -> bytes:
-        """The body, uncompressed when tritonclient's gzip or deflate compressed it.
-
-        Inflated at most to the body limit, so a small bomb cannot take the memory: past the
-        limit it is 413 like any big body.
-        """
-        if not encoding:  # absent, or empty: identity
-            return request.body
-        encoding = encoding.strip().lower()
-        if encoding == "identity":
-            return request.body
-        if encoding not in INFLATE_BITS:
-            raise MediaTypeError(
-                f"content encoding {encoding[:40]!r} is not accepted; send gzip, deflate or "
-                "an uncompressed body"
-            )
-        inflater = zlib.decompressobj(INFLATE_BITS[encoding])
-        try:
-            body = inflater.decompress(request.body, self.max_body + 1)
-        except zlib.error:
-            raise MalformedBodyError(f"body: not valid {encoding} data") from None
-        if len(body) > self.max_body:
-            raise BodyTooLargeError(f"body: over the {self.max_body}-byte limit once inflated")
-        if not inflater.eof:
-            raise MalformedBodyError(f"body: the {encoding} data is cut short")
-        return body
 
     def _answer(
         self,
@@ -311,4 +280,3 @@ class V2Api:
 _HEADER_LENGTH = binary_tensors.HEADER.encode()
 # What `_outputs` asks for when the request names no outputs and no binary answer.
 _PREDICT_AS_JSON = [("predict", False)]
-_WIRE_HEADERS = frozenset({b"content-type", b"content-encoding", _HEADER_LENGTH})
