@@ -35,3 +35,14 @@ def test_messages_quote_a_name_that_would_not_read_as_itself() -> None:
     assert str(Problem("padded ", "is required", 1)) == "row 1: 'padded ': is required"
     assert str(Problem(NEWLINE, "is required")) == "'new\\nline': is required"
     assert str(Problem("age", "is required")) == "age: is required"
+
+
+def test_a_form_number_is_written_as_json_and_csv_write_one() -> None:
+    # Python's float() also reads "4_5" and other scripts' digits; nothing else here does.
+    age = (Feature("age", "numeric", "int64", False, integer=True, minimum=18, maximum=64),)
+    for text in ("4_5", "٤٥", "0x2d", "1e"):
+        body = urlencode({"age": text}).encode()
+        assert parse_form(body, MEDIA_TYPE, age)[2] == [
+            Problem("age", f"must be a number, got {text!r}")
+        ]
+    assert parse_form(b"age=45", MEDIA_TYPE, age)[1:] == ({"age": 45}, [])

@@ -60,6 +60,12 @@ def test_json_reading_errors() -> None:
         read(b"{}")
     with pytest.raises(MalformedBodyError, match="invalid JSON at line 1 column 2"):
         read(b"{x", JSON)
+    # The standard library's messages give Python advice; the client gets its own.
+    with pytest.raises(MalformedBodyError, match="starts with a byte order mark; send the JSON"):
+        read('\ufeff{"a": 1}'.encode(), JSON)
+    with pytest.raises(MalformedBodyError, match="a number has thousands of digits") as caught:
+        read(b'{"a": ' + b"9" * 5000 + b"}", JSON)
+    assert "sys." not in str(caught.value)
 
 
 def test_every_json_route_reads_one_content_type_and_undoes_its_encoding() -> None:

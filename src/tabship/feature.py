@@ -7,6 +7,7 @@ is found. Only numpy here: the serving path never imports pandas or scikit-learn
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -54,6 +55,12 @@ def shown(value: object) -> str:
     """A value as messages quote it: short, whatever the client sent."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+# Infinity and NaN too, so that they get the message a JSON body's Infinity gets.
+_DECIMAL = re.compile(
+    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.IGNORECASE
+)
 
 
 def _bool_level(value: object) -> object:
@@ -267,10 +274,11 @@ class Feature:
         if text == "":
             return self.read(None, strict)
         if self.kind == "numeric":
-            try:
-                number = float(text)
-            except ValueError:
+            # A number as JSON and CSV write it: Python's float() also reads "4_5" and other
+            # scripts' digits ("٤٥"), which no other path here accepts.
+            if not _DECIMAL.fullmatch(text):
                 return math.nan, f"must be a number, got {shown(text)}", None
+            number = float(text)
             if self.integer and number.is_integer() and abs(number) <= FLOAT32_MAX:
                 return self.read(int(number), strict)
             return self.read(number, strict)

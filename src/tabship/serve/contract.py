@@ -263,10 +263,16 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise MalformedBodyError(f"body: not valid UTF-8 at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
+        if exc.msg.startswith("Unexpected UTF-8 BOM"):  # its advice is for Python programmers
+            raise MalformedBodyError(
+                "body: starts with a byte order mark; send the JSON without it"
+            ) from None
         raise MalformedBodyError(
             f"body: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
     except RecursionError:
         raise MalformedBodyError("body: JSON nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer of more digits than Python converts
-        raise MalformedBodyError(f"body: invalid JSON: {str(exc)[:120]}") from None
+    except ValueError:  # an integer of more digits than Python converts (4,300)
+        raise MalformedBodyError(
+            "body: a number has thousands of digits; numbers must be finite and within ±3.4e38"
+        ) from None
