@@ -274,5 +274,6 @@ def parse_json(body: bytes) -> Any:
         raise MalformedBodyError("body: JSON nested too deeply") from None
     except ValueError:  # an integer of more digits than Python converts (4,300)
         raise MalformedBodyError(
-            "body: a number has thousands of digits; numbers must be finite and within ±3.4e38"
+            "body: invalid JSON: a number has thousands of digits; numbers must be finite "
+            "and within ±3.4e38"
         ) from None
