@@ -172,37 +172,3 @@ def test_long_integers_are_read_exactly(body: bytes, expected: object) -> None:
     assert [type(v) for v in values] == [
         type(v) for v in (expected.values() if isinstance(expected, dict) else expected)
     ]
-
-
-def test_a_refused_warm_up_example_does_not_stop_the_server(
-    tiny_model: TrainedModel, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The example record is made up; a model may refuse it (an answer past float32) and
-    still answer real rows, so start-up says so and goes on instead of exiting."""
-    import asyncio
-
-    from tabship.errors import Problem, RecordError
-    from tabship.serve.app import create_app
-
-    predictor = Predictor.load(tiny_model.artifact.directory)
-    app = create_app(predictor)
-
-    def refuse(records: object) -> None:
-        raise RecordError([Problem("(record)", "the model gives no finite prediction")])
-
-    predictor.predict = refuse  # type: ignore[method-assign]
-
-    async def start_up() -> list[str]:
-        inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-        outbox: list[str] = []
-
-        async def send(message: dict[str, str]) -> None:
-            outbox.append(message["type"])
-
-        for message in ("lifespan.startup", "lifespan.shutdown"):
-            await inbox.put({"type": message})
-        await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, send)
-        return outbox
-
-    assert asyncio.run(start_up()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
-    assert "warm-up: the example record was refused" in capsys.readouterr().err

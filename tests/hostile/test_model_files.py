@@ -134,3 +134,32 @@ def test_a_non_finite_prediction_is_refused_naming_the_row(folder: Path) -> None
         Predictor.load(folder).predict([PATIENT, PATIENT])
     assert [(p.field, p.row) for p in caught.value.problems] == [("(record)", 1)]
     assert "no finite prediction" in str(caught.value)
+
+
+def test_a_model_that_refuses_the_warm_up_example_still_starts(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The warm-up record is made up: a model that gives it no finite answer (here a graph
+    answering infinity) still serves its other rows, so start-up says so and goes on; it
+    used to exit with a traceback."""
+    import asyncio
+
+    from tabship.serve.app import create_app
+
+    replace_onnx(folder, constant_graph([float("inf")]))
+    app = create_app(Predictor.load(folder))
+
+    async def start_up() -> list[str]:
+        inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        outbox: list[str] = []
+
+        async def send(message: dict[str, str]) -> None:
+            outbox.append(message["type"])
+
+        for message in ("lifespan.startup", "lifespan.shutdown"):
+            await inbox.put({"type": message})
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, send)
+        return outbox
+
+    assert asyncio.run(start_up()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert "warm-up: the example record was refused" in capsys.readouterr().err
