@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -623,24 +626,25 @@ def test_close_during_a_pass_of_whole_batches_still_writes_the_rest(tmp_path: Pa
 def test_flush_returns_once_a_batch_requests_rows_are_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The writer hands the core to the loop after making a batch request's rows; a flush()
-    # polling then must still see those rows as unwritten.
-    from tabship.monitor import writer as writer_module
+    # A batch request's rows are made after it is popped from the queue, outside the books'
+    # lock (and the catch-up thread hands the core over meanwhile): a flush() polling then
+    # must still see those rows as unwritten.
+    made = threading.Event()
+    rows = LogWriter._rows
 
-    handed = threading.Event()
-
-    def slow_hand_over() -> None:
-        handed.set()
+    def slow_rows(self: LogWriter, *request: Any) -> Any:
+        made.set()
         time.sleep(0.3)  # several of flush()'s 50 ms polls
+        return rows(self, *request)
 
-    monkeypatch.setattr(writer_module, "hand_over", slow_hand_over)
+    monkeypatch.setattr(LogWriter, "_rows", slow_rows)
     store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
     writer = LogWriter(store, "sha", flush_seconds=3600)
     three = Logged(["a", "b", "c"], [PATIENT] * 3, [1.0] * 3, None, [])
     writer.submit(three, "/v1/predict", "", 0.001)
     writer.start()
     assert writer.flush(timeout=30)
-    assert handed.is_set() and store.count() == 3
+    assert made.is_set() and store.count() == 3
     writer.close()
 
 
@@ -904,3 +908,51 @@ def test_secrets_in_a_database_url_are_never_shown() -> None:
     assert "S3cret" not in str(refused.value) and "PW" not in str(refused.value)
     with pytest.raises(LogDatabaseError, match="not a database URL"):
         engine_url("postgresql://bob:pw@127.0.0.1:notaport/db")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux scheduling")
+def test_a_starved_idle_writer_leaves_its_rows_to_the_catch_up_thread(tmp_path: Path) -> None:
+    """The writer thread runs at SCHED_IDLE (a request takes the core from it at once); on a
+    core something else keeps busy it gets a few ms a second. Far behind or asked to flush,
+    the catch-up thread (normal priority) writes, and nothing the starved thread holds (a
+    lock, a batch) keeps it waiting. Without it 20,000 rows took the starved thread seconds."""
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    writer = LogWriter(store, "sha", max_queue_rows=40_000)
+    writer.start()
+    threads = {
+        t.name: t.native_id for t in threading.enumerate() if t.name.startswith("tabship-log")
+    }
+    assert os.sched_getscheduler(threads["tabship-log"]) == os.SCHED_IDLE
+    assert os.sched_getscheduler(threads["tabship-log-catch-up"]) == os.SCHED_OTHER
+    core = {min(os.sched_getaffinity(0))}
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        for native_id in (hog.pid, *threads.values()):
+            os.sched_setaffinity(native_id, core)
+        for _ in range(20_000):
+            writer.submit(Logged(prediction_ids(1), [PATIENT], [1.0], None, []), "/x", "", 0.001)
+        assert writer.flush(timeout=3)
+    finally:
+        hog.kill()
+        hog.wait()
+        writer.close()
+    assert writer.stats.written == 20_000 and writer.stats.dropped == 0
+    assert store.count() == 20_000
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="Linux scheduling")
+def test_a_writer_of_one_of_several_workers_stays_at_normal_priority(tmp_path: Path) -> None:
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    writer = LogWriter(store, "sha", idle=False)
+    writer.start()
+    try:
+        threads = [t for t in threading.enumerate() if t.name.startswith("tabship-log")]
+        assert len(threads) == 2
+        for thread in threads:
+            assert thread.native_id is not None
+            assert os.sched_getscheduler(thread.native_id) == os.SCHED_OTHER
+        writer.submit(Logged(prediction_ids(1), [PATIENT], [1.0], None, []), "/x", "", 0.001)
+        assert writer.flush(timeout=5)
+    finally:
+        writer.close()
+    assert store.count() == 1

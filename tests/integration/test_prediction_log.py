@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -77,6 +78,18 @@ def metric(server: Server, name: str) -> float:
     return float(found[0].split()[-1]) if found else 0.0
 
 
+def idle_threads(pid: int) -> int:
+    """Threads at SCHED_IDLE in a process and its children (a server's workers)."""
+    count = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            count += os.sched_getscheduler(int(tid)) == os.SCHED_IDLE
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+            count += sum(idle_threads(int(child)) for child in children)
+    return count
+
+
 def predict_all(server: Server, rows: list[dict[str, Any]], threads: int = 8) -> list[str]:
     """Every row through /predict_api on its own connection; the prediction ids answered."""
 
@@ -109,6 +122,8 @@ def test_n_predictions_from_two_workers_give_n_rows(
         truth = [{"id": pid, "actual": 10000.0 + i} for i, pid in enumerate(ids[:40])]
         stored = httpx.post(f"{server.url}/v1/feedback", json=truth, timeout=30)
         assert stored.status_code == 200, stored.text
+        # Two workers share the cores: neither writes at idle priority.
+        assert idle_threads(server.process.pid) == 0
     finally:
         assert server.stop() == 0
     done = subprocess.run(
@@ -223,8 +238,11 @@ def test_a_server_saturated_by_batches_logs_every_row(
     for worker in workers:
         worker.join()
     dropped = metric(server, "tabship_prediction_log_dropped_total")
+    writers_at_idle = idle_threads(server.process.pid)
     assert server.stop() == 0
-    assert dropped == 0 and len(answered) >= 4000
+    assert writers_at_idle == 1  # one worker: its writer thread
+    assert dropped == 0
+    assert len(answered) >= 4000
     with sqlite3.connect(path) as db:
         logged = db.execute("SELECT count(*) FROM tabship_predictions").fetchone()[0]
     assert logged == len(answered)

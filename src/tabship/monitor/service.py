@@ -61,6 +61,10 @@ class Monitoring:
             retention_days=settings.log_retention_days,
             max_queue_rows=settings.log_queue_rows,
             drift_seconds=settings.drift_seconds,
+            # Several workers share the cores: an idle-priority writer holding the GIL when
+            # another worker's loop took its core would stall its own loop until that loop
+            # rested (see writer.idle_priority).
+            idle=settings.workers == 1,
         )
 
     def register(self, registry: CollectorRegistry) -> None:

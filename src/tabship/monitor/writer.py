@@ -14,6 +14,7 @@ what arrived since the last flush, at most one flush interval.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, repeat, starmap
 from operator import add, itemgetter
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -51,6 +52,19 @@ RETRY_MAX_SECONDS = 2.0
 # 1,000-row requests) it fell so far behind that three rows in four were dropped, with the
 # database healthy. Catching up, it takes the GIL as often as the loop does.
 CATCH_UP_SHARE = 0.25
+# The idle-priority thread leaves the writing to the catch-up thread once this many batches
+# wait (or a quarter of the queue, if less): on a core the server keeps busy it gets a slice
+# about every quarter second, and a transaction it began in one slice held SQLite's write
+# lock, and the catch-up thread behind it, until the next (an insert of 1,000 rows took it
+# 2-4 s under batch traffic, and 30,000 rows were dropped meanwhile).
+CATCH_UP_BATCHES = 4
+# A hand-over (sched_yield) that came back after this long means other threads had the core
+# all along: the idle thread then gives its batch to the catch-up thread rather than begin a
+# transaction it may not get the core to finish.
+CONTENDED_SECONDS = 0.01
+# The idle thread's timer pass this many intervals overdue (starved): the catch-up thread
+# writes, so a SIGKILL on a busy core still loses about a flush interval, not a quarter queue.
+LATE_PASSES = 2
 # At most one line on stderr a minute about dropped rows (the metric counts every one).
 DROP_NOTICE_SECONDS = 60.0
 # Per-pod drift: the pod's own recent inputs, kept in memory, re-scored on a timer.
@@ -71,6 +85,7 @@ _Request = tuple[Logged, str, str, float, float]
 _ENTRY_WIDTH = 3
 _dumps, _NUMPY = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
 _FIRST = itemgetter(0)
+T = TypeVar("T")
 
 
 def instance_name() -> str:
@@ -80,16 +95,70 @@ def instance_name() -> str:
 
 @dataclass
 class WriterStats:
-    """Counters read by the Prometheus collector at scrape time."""
+    """Counters read by the Prometheus collector at scrape time.
 
-    written: int = 0
-    dropped: int = 0
-    failures: int = 0
+    The counts are added to by the event loop and both writing threads, each in a tally of
+    its own: `+=` from two threads can lose an update, and a lock the idle-priority thread
+    held when the kernel set it aside would keep the others waiting (see `LogWriter`).
+    """
+
     last_error: str = ""
     drift: DriftReport | None = None
     drift_time: float = 0.0
     deleted: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    tallies: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def add(self, name: str, count: int) -> None:
+        """Add to the calling thread's tally of `name` (written, dropped, failures)."""
+        key = (name, threading.get_ident())
+        self.tallies[key] = self.tallies.get(key, 0) + count
+
+    def total(self, name: str) -> int:
+        return sum(count for (what, _), count in list(self.tallies.items()) if what == name)
+
+    @property
+    def written(self) -> int:
+        return self.total("written")
+
+    @property
+    def dropped(self) -> int:
+        return self.total("dropped")
+
+    @property
+    def failures(self) -> int:
+        return self.total("failures")
+
+
+def idle_priority() -> None:
+    """Run the calling thread only when nothing else wants the core (Linux's SCHED_IDLE).
+
+    At the serving thread's priority the writer's pass (its own Python, SQLite's commit and
+    checkpoints, which run without the GIL) kept the core from a request that arrived
+    meanwhile until the kernel's time slice ended: at one connection the p99 with the log was
+    2.3 to 2.8 times the p99 without it. At idle priority the request takes the core at once,
+    and waits at most for the GIL, which the writer holds only between the driver's calls.
+    Lowered by nice (19) instead, the kernel let the writer finish its slice (p99 3.2 times).
+    Refused (a seccomp profile) or elsewhere, the thread stays as it is. Only for a server of
+    one worker: with several sharing the cores, another worker's loop takes the core from an
+    idle thread that may hold its own process's GIL.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+def said(exc: BaseException) -> str:
+    """An exception as the log says it on stderr: its type and first line."""
+    first = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"
+
+
+def _pop(items: deque[T]) -> T | None:
+    """The first item, or None if another thread took the last one (one C call)."""
+    try:
+        return items.popleft()
+    except IndexError:
+        return None
 
 
 def _row_warnings(warnings: Sequence[str], rows: int) -> list[list[str]]:
@@ -174,8 +243,11 @@ class LogWriter:
         retention_days: float | None = None,
         drift_seconds: float = DRIFT_SECONDS,
         clock: Callable[[], float] = time.time,
+        idle: bool = True,
     ) -> None:
         self.store = store
+        # The writer thread at idle priority (see `idle_priority`).
+        self.idle = idle
         self.model_sha256 = model_sha256
         self.profile = profile
         self.instance = instance_name()
@@ -197,15 +269,33 @@ class LogWriter:
         self._slab = Slab(batch_rows, SLAB_BYTES)
         self._filled: deque[Slab] = deque()
         self._spare: deque[Slab] = deque()
-        # Each counter is written by one thread only (queued: the event loop; taken: the
-        # writer), so the bound needs no lock.
+        # The books take no lock: a lock the idle-priority thread held when the kernel set it
+        # aside (for a quarter of a second, on a busy core) would stop the catch-up thread.
+        # So each count has one writer: queued the event loop; taken, the batch in hand and
+        # the drift window each writing thread its own (by `idle`); the deques are taken
+        # from by one C call each.
         self._queued = 0
-        self._taken = 0
-        self._pending: Packed | None = None
-        # The pending batch's last attempt failed with the database unreachable.
+        self._taken_by = {True: 0, False: 0}
+        self._pending: dict[bool, Packed | None] = {True: None, False: None}
+        # Batches the catch-up thread could not write (the database down): retried by the
+        # idle thread, whose retries back off.
+        self._returned: deque[Packed] = deque()
+        # The last attempt to write failed with the database unreachable.
         self._retrying = False
-        self._window = RecentInputs(profile) if profile is not None else None
+        self._windows = (
+            {idle: RecentInputs(profile) for idle in (True, False)} if profile is not None else None
+        )
         self._wake = threading.Event()
+        # The catch-up thread's wake.
+        self._urgent = threading.Event()
+        self._catch_up: threading.Thread | None = None
+        self._catch_up_rows = max(
+            1, min(CATCH_UP_BATCHES * batch_rows, int(CATCH_UP_SHARE * max_queue_rows))
+        )
+        # Set while the catch-up thread writes: the idle one then begins no transaction.
+        self._catching_up = False
+        # When the idle thread last began a pass: its sign of life for the catch-up thread.
+        self._idle_pass_at = time.monotonic()
         self._idle = threading.Condition()
         self._stop = False
         # Set by flush(): rows queued up to here are written now, not only whole batches.
@@ -217,9 +307,15 @@ class LogWriter:
         self._drop_notice = 0.0
 
     @property
+    def _taken(self) -> int:
+        """Rows taken from the queue by either writing thread."""
+        return self._taken_by[True] + self._taken_by[False]
+
+    @property
     def queued_rows(self) -> int:
-        """Rows waiting to be written (queued and pending)."""
-        return self._queued - self._taken + len(self._pending or ())
+        """Rows waiting to be written (queued, pending and returned)."""
+        held = [*self._pending.values(), *self._returned]
+        return self._queued - self._taken + sum(len(batch) for batch in held if batch)
 
     def submit(self, logged: Logged, route: str, request_id: str, latency: float) -> None:
         """Queue one request's predictions; past the bound they are dropped and counted."""
@@ -265,6 +361,9 @@ class LogWriter:
         # waiting. Below that, the timer wakes it.
         if waiting >= self.batch_rows > waiting - rows:
             self._wake.set()
+        # Behind (the idle-priority thread starved by a busy core): the other one.
+        if waiting >= self._catch_up_rows and not self._urgent.is_set():
+            self._urgent.set()
 
     def _store_turn(self) -> None:
         """The loop turn's one-row entries as JSON, copied into the slab in one piece.
@@ -331,7 +430,7 @@ class LogWriter:
 
     def _drop(self, rows: int) -> None:
         """Rows past the queue's bound: counted, and said on stderr at most once a minute."""
-        self.stats.dropped += rows
+        self.stats.add("dropped", rows)
         now = time.monotonic()
         if now >= self._drop_notice:
             self._drop_notice = now + DROP_NOTICE_SECONDS
@@ -352,7 +451,7 @@ class LogWriter:
 
     def _refuse(self, rows: int, exc: Exception) -> None:
         """A request holding a value JSON cannot hold: its rows are dropped and said."""
-        self.stats.dropped += rows
+        self.stats.add("dropped", rows)
         sys.stderr.write(f"prediction log: a request's rows dropped ({exc})\n")
 
     def start(self) -> None:
@@ -360,6 +459,10 @@ class LogWriter:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="tabship-log", daemon=True)
             self._thread.start()
+            self._catch_up = threading.Thread(
+                target=self._run_catch_up, name="tabship-log-catch-up", daemon=True
+            )
+            self._catch_up.start()
 
     def close(self, timeout: float = 20.0) -> None:
         """Write everything queued (retrying within `timeout`), then stop the thread."""
@@ -368,6 +471,9 @@ class LogWriter:
             self._store_turn()
         self._stop = True
         self._wake.set()
+        self._urgent.set()
+        if self._catch_up is not None:
+            self._catch_up.join(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
         if self._thread is None or not self._thread.is_alive():
@@ -379,8 +485,9 @@ class LogWriter:
         deadline = time.monotonic() + timeout
         self._flush_to = max(self._flush_to, target)
         self._wake.set()
+        self._urgent.set()  # at once, even on a core the server keeps busy
         with self._idle:
-            while self._taken < target or self._pending:
+            while self._taken < target or self._returned or any(self._pending.values()):
                 left = deadline - time.monotonic()
                 if left <= 0 or self._thread is None or not self._thread.is_alive():
                     return False
@@ -388,9 +495,10 @@ class LogWriter:
         return True
 
     def _run(self) -> None:
-        # The thread runs at the serving thread's priority. Lowered (nice 10, as it once
-        # was), it got too little of a saturated core and dropped a third of the rows at
-        # 28,000 requests/s: the log is for every prediction, so it takes its fair share.
+        # This thread writes at idle priority (`idle_priority`); the catch-up thread, at the
+        # serving thread's, when it falls behind.
+        if self.idle:
+            idle_priority()
         retry = 0.0
         deadline: float | None = None
         while True:
@@ -399,20 +507,20 @@ class LogWriter:
             # Read once: a close() that lands during a pass of whole batches wakes the next
             # pass, which drains; exiting after this one would leave its remainder unwritten.
             stopping = self._stop
+            self._idle_pass_at = time.monotonic()
             if stopping and deadline is None:
                 deadline = time.monotonic() + self.close_timeout
+            # The timer's pass writes what waited when it began; close() writes all.
+            ok = self._pass(sys.maxsize if stopping else self._queued if timed_out else 0, True)
             try:
-                # The timer's pass writes what waited when it began; close() writes all.
-                until = sys.maxsize if stopping else self._queued if timed_out else 0
-                ok = self._write_all(until)
                 self._housekeeping()
             except Exception as exc:  # the thread must outlive any bug: count it and go on
-                self._drop_batch(exc)
-                ok = True
+                self.stats.add("failures", 1)
+                sys.stderr.write(f"prediction log: housekeeping failed ({said(exc)})\n")
             if stopping and (ok or time.monotonic() > (deadline or 0)):
                 if not ok:
                     lost = self.queued_rows
-                    self.stats.dropped += lost
+                    self.stats.add("dropped", lost)
                     sys.stderr.write(
                         f"prediction log: exiting with the database unreachable; {lost} rows "
                         "not written\n"
@@ -420,9 +528,38 @@ class LogWriter:
                 return
             retry = 0.0 if ok else min(RETRY_MAX_SECONDS, max(0.05, retry * 2))
 
-    def _write_all(self, until: int) -> bool:
+    def _run_catch_up(self) -> None:
+        """Write at the serving thread's priority while the idle-priority thread is far behind
+        (a core the server keeps busy gives it next to nothing) or a flush waits. Retries
+        after a database error and close() are the other thread's."""
+        late = LATE_PASSES * self.flush_seconds
+        while True:
+            woken = self._urgent.wait(late)
+            self._urgent.clear()
+            if self._stop:
+                return
+            overdue = time.monotonic() - self._idle_pass_at > late and self._queued > self._taken
+            if (
+                woken or overdue
+            ) and not self._retrying:  # everything queued now, as the idle thread's timer pass
+                self._catching_up = True
+                try:
+                    self._pass(self._queued, False)
+                finally:
+                    self._catching_up = False
+
+    def _pass(self, until: int, idle: bool) -> bool:
+        """One writing pass of the `idle` thread or the catch-up thread (see `_write_all`)."""
+        try:
+            return self._write_all(until, idle)
+        except Exception as exc:  # the thread must outlive any bug: count it and go on
+            self._drop_batch(exc, idle)
+            return True
+
+    def _write_all(self, until: int, idle: bool = False) -> bool:
         """Write whole batches, and every row queued before the `until`th; False on a
-        database error.
+        database error. The `idle` thread stops when far behind: the catch-up thread waits
+        for the lock its pass holds, and a starved thread would hold it batch after batch.
 
         Rows keep arriving while it writes, and chasing them would make a transaction (and
         a database row) of the handful that came during the last one, again and again: every
@@ -432,21 +569,16 @@ class LogWriter:
         wake (every FLUSH_SECONDS) writes what waited when it began, flush() what was queued
         when it was called, close() everything.
         """
-        while True:
-            if self._pending is None:
-                whole = self._queued - self._taken >= self.batch_rows
-                if not (whole or self._taken < max(until, self._flush_to)):
-                    return True
-                self._take()
-                self._hand_over()  # popping a batch took a while: the loop runs before the insert
-            if self._pending is None:
-                with self._idle:
-                    self._idle.notify_all()
-                return True
+        while self._ready(until, idle):
+            batch = self._pending[idle]
+            assert batch is not None
             try:
-                self.store.insert(self._pending, self.model_sha256, self.instance, self._polite())
+                # The idle thread never hands the core over inside a transaction: set aside
+                # there, it would keep SQLite's write lock from the catch-up thread.
+                polite = not idle and self._polite()
+                self.store.insert(batch, self.model_sha256, self.instance, polite)
             except BatchRefused as exc:
-                if self._retrying and self._already_written():
+                if self._retrying and self._already_written(batch):
                     sys.stderr.write(
                         "prediction log: a batch retried after a lost answer was written the "
                         "first time\n"
@@ -454,46 +586,94 @@ class LogWriter:
                 else:
                     # The database answered and refused these rows (a constraint): retrying
                     # would refuse them forever, so they are dropped, counted and said.
-                    self._drop_batch(exc)
+                    self._drop_batch(exc, idle)
                     continue
             except DatabaseDown as exc:
                 self._retrying = True
-                self.stats.failures += 1
-                message = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                self.stats.add("failures", 1)
+                message = said(exc)
                 if message != self.stats.last_error:
                     sys.stderr.write(
                         f"prediction log: database write failed ({message}); retrying\n"
                     )
                 self.stats.last_error = message
+                if not idle:
+                    self._returned.append(batch)
+                    self._pending[idle] = None
                 return False
             self._retrying = False
             if self.stats.last_error:
                 sys.stderr.write("prediction log: database writes resumed\n")
                 self.stats.last_error = ""
-            self.stats.written += len(self._pending)
-            self._pending = None
-            with self._idle:
-                self._idle.notify_all()
+            self._pending[idle] = None
+            self.stats.add("written", len(batch))
+            self._notify()
+        return True
 
-    def _already_written(self) -> bool:
-        """Whether the pending batch is in the database: a commit can succeed and its answer
-        be lost (a connection reset), and its retry is then refused as a duplicate."""
+    def _ready(self, until: int, idle: bool) -> bool:
+        """Whether this pass has a batch to insert: one a failure left pending, else one
+        taken now (see `_write_all`)."""
+        if self._pending[idle] is None:
+            # Far behind, the idle thread leaves the rows to the catch-up thread (unless the
+            # database is down: its retries and backoff are this thread's).
+            if idle and self._leave_to_catch_up():
+                self._urgent.set()
+                return False
+            whole = self._queued - self._taken >= self.batch_rows
+            if not (whole or self._returned or self._taken < max(until, self._flush_to)):
+                return False
+            self._take(idle)
+            # Taking a batch took a while: the loop runs before the insert.
+            started = time.perf_counter()
+            self._hand_over()
+            contended = time.perf_counter() - started > CONTENDED_SECONDS
+            batch = self._pending[idle]
+            if idle and batch is not None and self._leave_to_catch_up(contended):
+                # Fallen behind while set aside: the batch goes to the catch-up thread, and
+                # this thread, waiting on its timer, stops asking for the GIL (each ask made
+                # a busy thread stop and wait until this one, last in line for the core,
+                # had run).
+                self._returned.append(batch)
+                self._pending[idle] = None
+                self._urgent.set()
+                return False
+        if self._pending[idle] is None:
+            self._notify()
+            return False
+        return True
+
+    def _leave_to_catch_up(self, contended: bool = False) -> bool:
+        """Whether the idle thread leaves the rows to the catch-up thread: the core
+        `contended`, the rows behind, or the catch-up thread writing (unless the database is
+        down or the writer closing: the retries, with their backoff, and the final drain are
+        the idle thread's)."""
+        if self._stop or self._retrying:
+            return False
+        behind = self._queued - self._taken >= self._catch_up_rows
+        return contended or behind or self._catching_up
+
+    def _notify(self) -> None:
+        """Wake a flush() waiting, unless that means waiting for its lock (flush polls)."""
+        if self._idle.acquire(blocking=False):
+            try:
+                self._idle.notify_all()
+            finally:
+                self._idle.release()
+
+    def _already_written(self, batch: Packed) -> bool:
+        """Whether a batch is in the database: a commit can succeed and its answer be lost
+        (a connection reset), and its retry is then refused as a duplicate."""
         try:
-            return self._pending is not None and bool(
-                self.store.batches_of(self._pending.ids()[:1], self.model_sha256)
-            )
+            return bool(self.store.batches_of(batch.ids()[:1], self.model_sha256))
         except DatabaseDown:
             return False
 
-    def _drop_batch(self, exc: BaseException) -> None:
-        lost = len(self._pending or ())
-        self.stats.failures += 1
-        self.stats.dropped += lost
-        sys.stderr.write(
-            f"prediction log: {lost} rows refused and dropped "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})\n"
-        )
-        self._pending = None
+    def _drop_batch(self, exc: BaseException, idle: bool) -> None:
+        lost = len(self._pending[idle] or ())
+        self._pending[idle] = None
+        self.stats.add("failures", 1)
+        self.stats.add("dropped", lost)
+        sys.stderr.write(f"prediction log: {lost} rows refused and dropped ({said(exc)})\n")
 
     def _polite(self) -> bool:
         """Whether the writer hands the core over between its steps (see CATCH_UP_SHARE)."""
@@ -503,35 +683,53 @@ class LogWriter:
         if self._polite():
             hand_over()
 
-    def _take(self) -> None:
-        """Move a batch to pending: a filled slab, else queued requests (made into entries
-        here), else the open slab, which the loop goes on filling until it is taken."""
-        slab = self._filled.popleft() if self._filled else None
+    def _take(self, idle: bool) -> None:
+        """Move a batch to the `idle` or catch-up thread's pending: one returned for a retry,
+        else a filled slab, else queued requests (made into entries here, outside the books'
+        lock), else the open slab, which the loop goes on filling until it is taken."""
+        returned = _pop(self._returned)
+        if returned is not None:
+            self._pending[idle] = returned
+            return
+        slab = _pop(self._filled)
         if slab is None and not self._queue:
+            # Shared with the loop, which waits for it at its turn's end: a thread set aside
+            # holding it gets the core back as soon as the loop stops for it.
             with self._slab_lock:
                 if self._slab.rows:
                     slab, self._slab = self._slab, self._fresh_slab()
         if slab is not None:
             batch = slab.pack()
-            taken = len(batch)
             if len(self._spare) < SPARE_SLABS:
                 self._spare.append(slab)
-        else:
-            batch, taken = self._take_queued()
-        if self._window is not None and len(batch):
-            self._window.extend(batch)
-        # Pending first, then taken: flush() (on the loop, which `hand_over` lets run) waits
-        # while either says rows are unwritten, so it never sees them neither queued nor
-        # pending.
-        self._pending = batch if len(batch) else None
-        self._taken += taken
-
-    def _take_queued(self) -> tuple[Packed, int]:
-        """Up to a batch of queued requests as entries, and the rows they counted for."""
+            self._hold(batch, len(batch), idle)
+            return
+        # Up to a batch of items (a batch request is queued whole, as one item); the idle
+        # thread takes up to a batch of rows, since a thread set aside with more in hand would
+        # keep them from the other. Popped by C calls, each item by one thread: a Python loop
+        # over thousands of entries would hold the GIL (and the serving thread) for as long.
         queue = self._queue
-        # Popped by C calls: a Python loop over thousands of entries would hold the GIL (and
-        # the serving thread) for as long.
-        items = list(starmap(queue.popleft, repeat((), min(len(queue), self.batch_rows))))
+        if idle:
+            items: list[Entry | _Request] = []
+            rows = 0
+            while rows < self.batch_rows and (item := _pop(queue)) is not None:
+                items.append(item)
+                rows += 1 if len(item) == _ENTRY_WIDTH else len(cast(_Request, item)[0].ids)
+        else:
+            popped = starmap(_pop, repeat((queue,), min(len(queue), self.batch_rows)))
+            items = [item for item in popped if item is not None]
+        self._hold(*self._entries(items), idle)
+
+    def _hold(self, batch: Packed, taken: int, idle: bool) -> None:
+        """A batch taken by the `idle` or catch-up thread: pending first, then counted as
+        taken, so flush() never sees its rows neither queued nor pending."""
+        if self._windows is not None and len(batch):
+            self._windows[idle].extend(batch)
+        self._pending[idle] = batch if len(batch) else None
+        self._taken_by[idle] += taken
+
+    def _entries(self, items: list[Entry | _Request]) -> tuple[Packed, int]:
+        """Queued items (entries, requests) as one batch, and the rows they counted for."""
         rows: list[Entry] = []
         taken = 0
         for item in items:
@@ -598,8 +796,15 @@ class LogWriter:
         """Score this process's recent inputs against the profile (the gauges read the result)."""
         if self.profile is None:
             return None
-        assert self._window is not None
-        columns, predictions = self._window.since((now or self.clock()) - DRIFT_WINDOW_SECONDS)
+        assert self._windows is not None
+        # Both writing threads' windows: the newest rows of each (on a busy core, most are
+        # the catch-up thread's).
+        cutoff = (now or self.clock()) - DRIFT_WINDOW_SECONDS
+        columns, predictions = self._windows[True].since(cutoff)
+        more_columns, more_predictions = self._windows[False].since(cutoff)
+        for name, values in more_columns.items():
+            columns[name].extend(values)
+        predictions.extend(more_predictions)
         report = compare_columns(self.profile, columns, predictions)
         self.stats.drift, self.stats.drift_time = report, now or self.clock()
         return report
