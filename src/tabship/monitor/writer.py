@@ -10,6 +10,10 @@ not per prediction. When the database is slow or down the queue fills to its bou
 further rows are dropped and counted, never waited for; the thread retries with a backoff
 and resumes by itself. close() flushes everything (SIGTERM loses nothing); a SIGKILL loses
 what arrived since the last flush, at most one flush interval.
+
+The thread runs at idle priority (`idle_priority`), so a request never waits for its CPU
+work; a second thread at the serving thread's priority writes when the first is starved or
+behind (`LogWriter._run_catch_up`, `_leave_to_catch_up`).
 """
 
 from __future__ import annotations
@@ -229,7 +233,7 @@ class RecentInputs:
 
 
 class LogWriter:
-    """The bounded queue and the thread that empties it into the store."""
+    """The bounded queue and the two threads that empty it into the store."""
 
     def __init__(
         self,
