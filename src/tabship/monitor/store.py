@@ -47,7 +47,8 @@ SQLITE_PAGE_BYTES = 16384
 # its default is 1,000). With 16 KB pages the default made one commit in about thirty copy
 # 16 MB: 200 ms of a writer sharing a saturated core, while the queue filled behind it (four
 # clients of 1,000-row requests to a one-core server overflowed it in 2 runs of 10; 0 in 24
-# with 100). The copying is the same in all; only its pieces are smaller.
+# with 100; 1 in 12 with 300). The copying is the same; its pieces are smaller, and each
+# syncs: at 32 connections about 0.03 of the throughput (bench/README.md, session 14).
 SQLITE_CHECKPOINT_PAGES = 100
 # Feedback and batch ids go to the database in IN lists of at most this many.
 IN_LIST = 500
