@@ -60,6 +60,34 @@ def test_own_ids_are_read_whole_or_not_at_all() -> None:
     assert Packed.of([]).own_ids() is None
 
 
+def test_a_slabs_batch_carries_its_ids_and_reads_them_as_the_text_would(
+    tmp_path: Path,
+) -> None:
+    """The loop writes each entry's id beside its JSON; the writer reads the batch's ids and
+    counters from those, and any id not this process's fixed-width kind sends it the general
+    way, as the text would have."""
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    wide = f"{PREFIX}-{16**10:011x}"  # a counter past ten hex digits
+    other = ("0" if PREFIX[0] != "0" else "1") * 12 + "-0000000001"  # another process's
+    odd = [f"{PREFIX}-00000000zz", f"{PREFIX}-0000,00000", f"{PREFIX}-0000-00000"]
+    for strangers in ([], ["id-0"], [wide], [other], *([pid] for pid in odd)):
+        writer = LogWriter(store, "sha")
+        ids = [*prediction_ids(30), *strangers]
+        for pid in ids:  # no event loop: each entry goes into the slab as it is submitted
+            writer.submit(Logged([pid], [PATIENT], [1.5], None, []), "/predict_api", "", 0.001)
+        packed = writer._slab.pack()
+        assert packed.id_text == ",".join(ids).encode()
+        from_text = Packed(packed.text, packed.times, packed.ends).own_ids()
+        assert packed.own_ids() == from_text
+        if strangers:
+            assert from_text is None
+        else:
+            assert from_text == (",".join(ids), int(ids[0][-10:], 16), int(ids[-1][-10:], 16))
+        store.insert(packed, "sha", "pod:1")
+    assert store.count() == 216
+    assert store.batches_of([wide, "id-0"]).keys() == {wide, "id-0"}
+
+
 def test_a_packed_batch_is_one_row_that_reads_as_the_entries_did(tmp_path: Path) -> None:
     entries = [entry(pid, 5.0 + n) for n, pid in enumerate(prediction_ids(40))]
     packed, listed = (

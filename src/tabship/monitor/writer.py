@@ -395,6 +395,8 @@ class LogWriter:
         if not kept:
             return
         joined = b",".join(text for _, _, text in kept)
+        # The ids too, each with its comma: the writer reads them without parsing the text.
+        ids = ",".join([*(pid for _, pid, _ in kept), ""]).encode()
         with self._slab_lock:
             slab = self._slab
             row, size = slab.rows, slab.size
@@ -403,6 +405,9 @@ class LogWriter:
                 end = size + len(joined)
                 slab.data[size:end] = joined
                 slab.data[end] = COMMA
+                id_size = slab.id_size
+                slab.ids[id_size : id_size + len(ids)] = ids
+                slab.id_size = id_size + len(ids)
                 slab.times[row : row + count] = array("d", map(_FIRST, kept))
                 # Each entry's end: the lengths so far, one comma after each earlier one.
                 lengths = accumulate(len(text) for _, _, text in kept)
@@ -427,6 +432,9 @@ class LogWriter:
             slab, row, start, end = self._next_slab(), 0, 0, len(text)
         slab.data[start:end] = text
         slab.data[end] = COMMA
+        pid_text = f"{pid},".encode()
+        slab.ids[slab.id_size : slab.id_size + len(pid_text)] = pid_text
+        slab.id_size += len(pid_text)
         slab.times[row] = ts
         slab.ends[row] = end
         slab.rows = row + 1
