@@ -21,8 +21,10 @@ from typer.testing import CliRunner
 
 from tabship.cli import app as cli
 from tabship.config import ServeSettings
+from tabship.monitor import writer as writer_module
 from tabship.monitor.ids import prediction_ids
 from tabship.monitor.store import LogDatabaseError, LogStore
+from tabship.monitor.tables import request_entries
 from tabship.monitor.writer import Logged, LogWriter
 from tabship.predictor import Predictor
 from tabship.serve.app import App, create_app
@@ -630,14 +632,13 @@ def test_flush_returns_once_a_batch_requests_rows_are_written(
     # lock (and the catch-up thread hands the core over meanwhile): a flush() polling then
     # must still see those rows as unwritten.
     made = threading.Event()
-    rows = LogWriter._rows
 
-    def slow_rows(self: LogWriter, *request: Any) -> Any:
+    def slow_rows(*request: Any) -> Any:
         made.set()
         time.sleep(0.3)  # several of flush()'s 50 ms polls
-        return rows(self, *request)
+        return request_entries(*request)
 
-    monkeypatch.setattr(LogWriter, "_rows", slow_rows)
+    monkeypatch.setattr(writer_module, "request_entries", slow_rows)
     store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
     writer = LogWriter(store, "sha", flush_seconds=3600)
     three = Logged(["a", "b", "c"], [PATIENT] * 3, [1.0] * 3, None, [])
@@ -943,7 +944,7 @@ def test_a_starved_idle_writer_leaves_its_rows_to_the_catch_up_thread(tmp_path: 
 @pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="Linux scheduling")
 def test_a_writer_of_one_of_several_workers_stays_at_normal_priority(tmp_path: Path) -> None:
     store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
-    writer = LogWriter(store, "sha", idle=False)
+    writer = LogWriter(store, "sha", low_priority=False)
     writer.start()
     try:
         threads = [t for t in threading.enumerate() if t.name.startswith("tabship-log")]

@@ -11,13 +11,15 @@ import pytest
 
 from tabship.artifact import Artifact
 from tabship.monitor import handover
+from tabship.monitor import window as window_module
 from tabship.monitor import writer as writer_module
 from tabship.monitor.ids import PREFIX, Logged, prediction_ids
 from tabship.monitor.packed import Packed
 from tabship.monitor.profile import load_profile
 from tabship.monitor.store import LogStore
 from tabship.monitor.tables import Entry, entry_text, packed_values
-from tabship.monitor.writer import LogWriter, RecentInputs
+from tabship.monitor.window import RecentInputs
+from tabship.monitor.writer import LogWriter
 from tabship.workflow import TrainedModel
 
 PATIENT = {"age": 40, "bmi": 31.5, "children": 2, "smoker": "yes", "region": "south"}
@@ -220,7 +222,7 @@ def test_the_drift_window_is_read_a_piece_at_a_time(
         read.append(len(rows))
         return rows
 
-    monkeypatch.setattr(writer_module, "loads_exact", counted)
+    monkeypatch.setattr(window_module, "loads_exact", counted)
     columns, _ = window.since(100.0)
     # Parsing the whole 500-row text at once held the serving thread for a millisecond.
     assert sum(read) == 500 and max(read) <= handover.PIECE_ROWS

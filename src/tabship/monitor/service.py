@@ -64,7 +64,7 @@ class Monitoring:
             # Several workers share the cores: an idle-priority writer holding the GIL when
             # another worker's loop took its core would stall its own loop until that loop
             # rested (see writer.idle_priority).
-            idle=settings.workers == 1,
+            low_priority=settings.workers == 1,
         )
 
     def register(self, registry: CollectorRegistry) -> None:

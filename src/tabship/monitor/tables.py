@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
 
-from tabship.monitor.ids import PREFIX
+from tabship.monitor.ids import PREFIX, Logged
 
 if TYPE_CHECKING:
     from tabship.monitor.packed import Packed
@@ -142,6 +143,54 @@ def entry_text(entry: Sequence[Any]) -> bytes:
         return orjson.dumps(entry, option=orjson.OPT_SERIALIZE_NUMPY)
     except TypeError:
         return json.dumps(entry, allow_nan=False, default=_plain_number).encode()
+
+
+def request_entries(
+    logged: Logged, route: str, request_id: str, ts: float, latency: float
+) -> list[Entry]:
+    """A batch request's entries (made by the writer's thread, off the event loop); TypeError
+    or ValueError if a value cannot be JSON."""
+    # Without the client's X-Request-Id, a request is named by its first prediction.
+    request_id = request_id or logged.ids[0]
+    warned = _row_warnings(logged.warnings, len(logged.ids))
+    shares = logged.probabilities
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        each = [None] * len(logged.ids) if shares is None else shares
+        return zip(logged.ids, logged.records, logged.values, each, warned, strict=True)
+
+    ms = latency * 1000
+    dumps, numpy = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
+    try:  # one comprehension, no call a row: a thousand rows in about half a millisecond
+        texts = [
+            dumps((pid, ts, request_id, route, record, value, share, warns, ms), option=numpy)
+            for pid, record, value, share, warns in rows()
+        ]
+    except TypeError:  # an integer past 64 bits: this request by the exact, slower writer
+        texts = [
+            entry_text((pid, ts, request_id, route, record, value, share, warns, ms))
+            for pid, record, value, share, warns in rows()
+        ]
+    return list(zip(logged.ids, repeat(ts), texts))
+
+
+def _row_warnings(warnings: Sequence[str], rows: int) -> list[list[str]]:
+    """Each row's warnings: 'row i: ...' goes to row i, the rest to every row."""
+    if rows == 1:
+        return [list(warnings)]
+    out: list[list[str]] = [[] for _ in range(rows)]
+    shared = []
+    for text in warnings:
+        head, sep, rest = text.partition(": ")
+        number = head[4:] if head.startswith("row ") else ""
+        if sep and number.isdigit() and int(number) < rows:
+            out[int(number)].append(rest)
+        else:
+            shared.append(text)
+    if shared:
+        for item in out:
+            item.extend(shared)
+    return out
 
 
 def _plain_number(value: Any) -> Any:

@@ -27,7 +27,7 @@ import time
 from array import array
 from asyncio import _get_running_loop as _running_loop
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate, repeat, starmap
 from operator import add, itemgetter
@@ -35,14 +35,14 @@ from typing import Any, TypeVar, cast
 
 import orjson
 
-from tabship.exact_json import loads_exact
 from tabship.monitor.drift import DriftReport, compare_columns
-from tabship.monitor.handover import hand_over, pieces
+from tabship.monitor.handover import hand_over
 from tabship.monitor.ids import Logged
 from tabship.monitor.packed import COMMA, Packed, Slab
 from tabship.monitor.profile import ReferenceProfile
 from tabship.monitor.store import BatchRefused, DatabaseDown, LogStore
-from tabship.monitor.tables import Entry, entry_text
+from tabship.monitor.tables import Entry, entry_text, request_entries
+from tabship.monitor.window import RecentInputs
 
 FLUSH_SECONDS = 0.1
 # Rows one transaction takes at most (one database row, tables.BATCH_ENTRIES), and the backlog
@@ -50,18 +50,20 @@ FLUSH_SECONDS = 0.1
 BATCH_ROWS = 500
 MAX_QUEUE_ROWS = 50_000
 RETRY_MAX_SECONDS = 2.0
-# Behind by more than this share of the queue's bound, the writer stops handing the core and
-# the GIL over between its steps: each hand-over costs it up to a switch interval (5 ms) of
-# waiting for a busy loop to give the GIL back, and under batch traffic (4 clients of
-# 1,000-row requests) it fell so far behind that three rows in four were dropped, with the
+# Behind by more than this share of the queue's bound, a writing thread stops handing the
+# core and the GIL over between its steps: each hand-over costs it up to a switch interval
+# (5 ms) of waiting for a busy loop to give the GIL back, and under batch traffic (4 clients
+# of 1,000-row requests) it fell so far behind that three rows in four were dropped, with the
 # database healthy. Catching up, it takes the GIL as often as the loop does.
-CATCH_UP_SHARE = 0.25
+POLITE_SHARE = 0.25
 # The idle-priority thread leaves the writing to the catch-up thread once this many batches
-# wait (or a quarter of the queue, if less): on a core the server keeps busy it gets a slice
-# about every quarter second, and a transaction it began in one slice held SQLite's write
-# lock, and the catch-up thread behind it, until the next (an insert of 1,000 rows took it
-# 2-4 s under batch traffic, and 30,000 rows were dropped meanwhile).
+# wait: on a core the server keeps busy it gets a slice about every quarter second, and a
+# transaction it began in one slice held SQLite's write lock, and the catch-up thread behind
+# it, until the next (an insert of 1,000 rows took it 2-4 s under batch traffic, and 30,000
+# rows were dropped meanwhile). A small queue (a test's, a tight TABSHIP_LOG_QUEUE_ROWS)
+# calls the catch-up thread once this share of it waits, if that comes first.
 CATCH_UP_BATCHES = 4
+CATCH_UP_SHARE = 0.25
 # A hand-over (sched_yield) that came back after this long means other threads had the core
 # all along: the idle thread then gives its batch to the catch-up thread rather than begin a
 # transaction it may not get the core to finish.
@@ -71,13 +73,9 @@ CONTENDED_SECONDS = 0.01
 LATE_PASSES = 2
 # At most one line on stderr a minute about dropped rows (the metric counts every one).
 DROP_NOTICE_SECONDS = 60.0
-# Per-pod drift: the pod's own recent inputs, kept in memory, re-scored on a timer.
+# Per-pod drift: the pod's own recent inputs (window.py), re-scored on a timer.
 DRIFT_SECONDS = 30.0
 DRIFT_WINDOW_SECONDS = 24 * 3600.0
-DRIFT_WINDOW_ROWS = 20_000
-# The window keeps the records (as text): bound its cells, so a wide model keeps fewer rows
-# (500 features: 1,000 rows) and a pod's memory stays well under its limit.
-DRIFT_WINDOW_CELLS = 500_000
 RETENTION_CHECK_SECONDS = 3600.0
 # A slab's room for a batch of one-row entries' JSON (a 6-feature entry is about 250 bytes):
 # an entry that does not fit starts the next slab; one larger than a slab is queued alone.
@@ -165,73 +163,6 @@ def _pop(items: deque[T]) -> T | None:
         return None
 
 
-def _row_warnings(warnings: Sequence[str], rows: int) -> list[list[str]]:
-    """Each row's warnings: 'row i: ...' goes to row i, the rest to every row."""
-    if rows == 1:
-        return [list(warnings)]
-    out: list[list[str]] = [[] for _ in range(rows)]
-    shared = []
-    for text in warnings:
-        head, sep, rest = text.partition(": ")
-        number = head[4:] if head.startswith("row ") else ""
-        if sep and number.isdigit() and int(number) < rows:
-            out[int(number)].append(rest)
-        else:
-            shared.append(text)
-    if shared:
-        for item in out:
-            item.extend(shared)
-    return out
-
-
-class RecentInputs:
-    """This process's recent inputs for its drift gauges: the newest batches, as written.
-
-    A batch is kept as the writer took it (`Packed`: one text, two arrays), so keeping 20,000
-    rows is 40 objects, none of which the garbage collector tracks or the loop's allocations
-    land between. The rows are read back into columns only when the gauges are refreshed.
-    """
-
-    def __init__(self, profile: ReferenceProfile) -> None:
-        self.names = [f.name for f in profile.features]
-        width = max(1, len(self.names))
-        self.size = max(1000, min(DRIFT_WINDOW_ROWS, DRIFT_WINDOW_CELLS // width))
-        self.batches: deque[Packed] = deque()
-        self.rows = 0
-
-    def extend(self, batch: Packed) -> None:
-        """Keep a batch, dropping the oldest ones not needed for the newest `size` rows."""
-        self.batches.append(batch)
-        self.rows += len(batch)
-        while self.rows - len(self.batches[0]) >= self.size:
-            self.rows -= len(self.batches.popleft())
-
-    def since(self, cutoff: float) -> tuple[dict[str, list[Any]], list[Any]]:
-        """The newest `size` kept rows from `cutoff` on, by feature name, and their
-        predictions."""
-        columns: dict[str, list[Any]] = {name: [] for name in self.names}
-        predictions = []
-        surplus = self.rows - self.size  # the oldest batch's rows past the newest `size`
-        for batch in list(self.batches):
-            skip, surplus = max(0, surplus), 0
-            # Read a piece at a time, the core handed over between pieces: a whole batch's
-            # text (500 rows) held the serving thread for a millisecond.
-            for start, rows in pieces(range(len(batch))):
-                stop = start + len(rows)
-                entries = loads_exact(batch.json_rows(start, stop))
-                for entry, ts in zip(entries, batch.times[start:stop], strict=True):
-                    if ts < cutoff:
-                        continue
-                    if skip:
-                        skip -= 1
-                        continue
-                    record = entry[4]
-                    for name, column in columns.items():
-                        column.append(record.get(name))
-                    predictions.append(entry[5])
-        return columns, predictions
-
-
 class LogWriter:
     """The bounded queue and the two threads that empty it into the store."""
 
@@ -247,11 +178,12 @@ class LogWriter:
         retention_days: float | None = None,
         drift_seconds: float = DRIFT_SECONDS,
         clock: Callable[[], float] = time.time,
-        idle: bool = True,
+        low_priority: bool = True,
     ) -> None:
         self.store = store
-        # The writer thread at idle priority (see `idle_priority`).
-        self.idle = idle
+        # The writer thread at idle priority (see `idle_priority`); the catch-up thread
+        # writes what it cannot.
+        self.low_priority = low_priority
         self.model_sha256 = model_sha256
         self.profile = profile
         self.instance = instance_name()
@@ -509,7 +441,7 @@ class LogWriter:
     def _run(self) -> None:
         # This thread writes at idle priority (`idle_priority`); the catch-up thread, at the
         # serving thread's, when it falls behind.
-        if self.idle:
+        if self.low_priority:
             idle_priority()
         retry = 0.0
         deadline: float | None = None
@@ -688,8 +620,8 @@ class LogWriter:
         sys.stderr.write(f"prediction log: {lost} rows refused and dropped ({said(exc)})\n")
 
     def _polite(self) -> bool:
-        """Whether the writer hands the core over between its steps (see CATCH_UP_SHARE)."""
-        return self.queued_rows < CATCH_UP_SHARE * self.max_queue_rows
+        """Whether a writing thread hands the core over between its steps (see POLITE_SHARE)."""
+        return self.queued_rows < POLITE_SHARE * self.max_queue_rows
 
     def _hand_over(self) -> None:
         if self._polite():
@@ -758,36 +690,10 @@ class LogWriter:
     def _request_rows(self, request: _Request) -> list[Entry]:
         """A batch request's rows; none (dropped and said) if a value cannot be written."""
         try:
-            return self._rows(*request)
+            return request_entries(*request)
         except (TypeError, ValueError) as exc:
             self._refuse(len(request[0].ids), exc)
             return []
-
-    def _rows(
-        self, logged: Logged, route: str, request_id: str, ts: float, latency: float
-    ) -> list[Entry]:
-        """A batch request's entries."""
-        # Without the client's X-Request-Id, a request is named by its first prediction.
-        request_id = request_id or logged.ids[0]
-        warned = _row_warnings(logged.warnings, len(logged.ids))
-        shares = logged.probabilities
-
-        def rows() -> Iterator[tuple[Any, ...]]:
-            each = [None] * len(logged.ids) if shares is None else shares
-            return zip(logged.ids, logged.records, logged.values, each, warned, strict=True)
-
-        ms = latency * 1000
-        try:  # one comprehension, no call a row: a thousand rows in about half a millisecond
-            texts = [
-                _dumps((pid, ts, request_id, route, record, value, share, warns, ms), option=_NUMPY)
-                for pid, record, value, share, warns in rows()
-            ]
-        except TypeError:  # an integer past 64 bits: this request by the exact, slower writer
-            texts = [
-                entry_text((pid, ts, request_id, route, record, value, share, warns, ms))
-                for pid, record, value, share, warns in rows()
-            ]
-        return list(zip(logged.ids, repeat(ts), texts))
 
     def _housekeeping(self) -> None:
         now = self.clock()
