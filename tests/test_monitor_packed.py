@@ -185,6 +185,44 @@ def test_a_turn_still_open_at_close_is_written(tmp_path: Path) -> None:
     assert store.count() == 3
 
 
+def test_a_turn_keeps_the_queues_bound_and_drops_only_what_json_cannot_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bound is checked once a turn: a turn past the room left stores what fits and drops
+    and counts the rest. In a turn, an integer past 64 bits (which orjson refuses) is written
+    by the standard library's encoder and a value no JSON holds drops its row alone."""
+    import asyncio
+
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    writer = LogWriter(store, "sha", max_queue_rows=20, batch_rows=500, flush_seconds=3600)
+    values: list[Any] = [float(number) for number in range(12)]
+    values[3], values[7] = 2**70, object()
+
+    async def turn(outputs: list[Any]) -> list[str]:
+        ids = []
+        for value in outputs:
+            logged = Logged(prediction_ids(1), [PATIENT], [value], None, [])
+            writer.submit(logged, "/predict_api", "", 0.001)
+            ids.append(logged.ids[0])
+        await asyncio.sleep(0)
+        return ids
+
+    first = asyncio.run(turn(values))
+    assert (writer._queued, writer.stats.dropped) == (11, 1)
+    second = asyncio.run(turn([float(number) for number in range(15)]))
+    assert (writer._queued, writer.stats.dropped) == (20, 7)
+    said = capsys.readouterr().err
+    assert "a request's rows dropped" in said and said.count("queue is full") == 1
+    writer.start()
+    assert writer.flush(timeout=30)
+    writer.close()
+    rows = {row.id: row for row in store.rows(None, 0)}
+    kept = [pid for pid in first if pid != first[7]] + second[:9]
+    assert sorted(rows) == sorted(kept)
+    assert rows[first[3]].prediction == 2**70
+    assert [rows[pid].prediction for pid in second[:9]] == [float(n) for n in range(9)]
+
+
 def test_the_drift_window_keeps_the_newest_rows_from_the_cutoff(
     tiny_model: TrainedModel,
 ) -> None:

@@ -24,13 +24,12 @@ import socket
 import sys
 import threading
 import time
-from array import array
 from asyncio import _get_running_loop as _running_loop
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import accumulate, repeat, starmap
-from operator import add, itemgetter
+from itertools import repeat, starmap
+from operator import itemgetter
 from typing import Any, TypeVar, cast
 
 import orjson
@@ -86,7 +85,7 @@ SPARE_SLABS = 4
 _Request = tuple[Logged, str, str, float, float]
 _ENTRY_WIDTH = 3
 _dumps, _NUMPY = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
-_FIRST = itemgetter(0)
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 T = TypeVar("T")
 
 
@@ -211,7 +210,7 @@ class LogWriter:
         # the drift window each writing thread its own (by `idle`); the deques are taken
         # from by one C call each.
         self._queued = 0
-        self._taken_by = {True: 0, False: 0}
+        self._taken_by = [0, 0]  # by `idle` (False, True)
         self._pending: dict[bool, Packed | None] = {True: None, False: None}
         # Batches the catch-up thread could not write (the database down): retried by the
         # idle thread, whose retries back off.
@@ -245,7 +244,7 @@ class LogWriter:
     @property
     def _taken(self) -> int:
         """Rows taken from the queue by either writing thread."""
-        return self._taken_by[True] + self._taken_by[False]
+        return sum(self._taken_by)
 
     @property
     def queued_rows(self) -> int:
@@ -256,20 +255,16 @@ class LogWriter:
     def submit(self, logged: Logged, route: str, request_id: str, latency: float) -> None:
         """Queue one request's predictions; past the bound they are dropped and counted."""
         rows = len(logged.ids)
-        if self._queued - self._taken + rows > self.max_queue_rows:
-            self._drop(rows)
-            return
-        ts = self.clock()
         if rows == 1:
             # Kept for the end of the loop's turn (`_store_turn`): the turn's requests are
-            # answered together, and their entries are made and copied together.
+            # answered together, and their entries are bounded, made and copied together.
             shares = logged.probabilities
             pid = logged.ids[0]
             turn = self._turn
             turn.append(
                 (
                     pid,
-                    ts,
+                    self.clock(),
                     request_id or pid,
                     route,
                     logged.records[0],
@@ -286,8 +281,16 @@ class LogWriter:
                 else:
                     loop.call_soon(self._store_turn)
             return
-        self._queue.append((logged, route, request_id, ts, latency))
+        if self._waiting() + rows > self.max_queue_rows:
+            self._drop(rows)
+            return
+        self._queue.append((logged, route, request_id, self.clock(), latency))
         self._counted(rows)
+
+    def _waiting(self) -> int:
+        """Rows queued and not yet taken by a writing thread."""
+        taken = self._taken_by
+        return self._queued - taken[True] - taken[False]
 
     def _counted(self, rows: int) -> None:
         """`rows` more are queued: wake the thread once a transaction's worth is waiting."""
@@ -309,30 +312,28 @@ class LogWriter:
         lock, the copies and the slab's bookkeeping cost as much as the JSON itself: at 32
         connections the loop's extra CPU a request went from 8.3 to 4.4 µs, the throughput
         with the log from 0.83 to 0.86-0.88 of it without (bench/README.md, session 12).
+        The queue's bound is checked here, once a turn, and the bookkeeping is C loops (join,
+        map, list.extend): the generators and arrays a turn cost more than the JSON
+        (bench/README.md, session 16).
         """
         turn, self._turn = self._turn, []
-        texts = []
-        for fields in turn:
-            try:
-                texts.append(_dumps(fields, option=_NUMPY))
-            except TypeError:
-                try:  # what orjson refuses (an integer past 64 bits) the standard library writes
-                    texts.append(entry_text(fields))
-                except (TypeError, ValueError) as exc:
-                    self._refuse(1, exc)
-                    texts.append(b"")
-        kept = [
-            (fields[1], fields[0], text) for fields, text in zip(turn, texts, strict=True) if text
-        ]
-        if not kept:
+        room = self.max_queue_rows - self._waiting()
+        if len(turn) > room:
+            self._drop(len(turn) - max(0, room))
+            turn = turn[: max(0, room)]
+        try:
+            texts = [_dumps(fields, option=_NUMPY) for fields in turn]
+        except TypeError:  # what orjson refuses (an integer past 64 bits): an entry at a time
+            turn, texts = self._texts_apart(turn)
+        if not turn:
             return
-        joined = b",".join(text for _, _, text in kept)
+        count = len(turn)
+        joined = b",".join(texts)
         # The ids too, each with its comma: the writer reads them without parsing the text.
-        ids = ",".join([*(pid for _, pid, _ in kept), ""]).encode()
+        ids = (",".join(map(_FIRST, turn)) + ",").encode()
         with self._slab_lock:
             slab = self._slab
             row, size = slab.rows, slab.size
-            count = len(kept)
             if row + count <= self.batch_rows and size + len(joined) < SLAB_BYTES:
                 end = size + len(joined)
                 slab.data[size:end] = joined
@@ -340,17 +341,28 @@ class LogWriter:
                 id_size = slab.id_size
                 slab.ids[id_size : id_size + len(ids)] = ids
                 slab.id_size = id_size + len(ids)
-                slab.times[row : row + count] = array("d", map(_FIRST, kept))
-                # Each entry's end: the lengths so far, one comma after each earlier one.
-                lengths = accumulate(len(text) for _, _, text in kept)
-                slab.ends[row : row + count] = array(
-                    "q", map(add, lengths, range(size, size + count))
-                )
+                slab.times.extend(map(_SECOND, turn))
+                slab.lengths.extend(map(len, texts))
                 slab.rows, slab.size = row + count, end + 1
             else:
-                for ts, pid, text in kept:
-                    self._store(ts, pid, text)
+                for fields, text in zip(turn, texts, strict=True):
+                    self._store(fields[1], fields[0], text)
         self._counted(count)
+
+    def _texts_apart(
+        self, turn: list[tuple[Any, ...]]
+    ) -> tuple[list[tuple[Any, ...]], list[bytes]]:
+        """Each entry's JSON by `entry_text`, which writes what orjson refuses; an entry no
+        JSON can hold is dropped and said."""
+        kept, texts = [], []
+        for fields in turn:
+            try:
+                texts.append(entry_text(fields))
+            except (TypeError, ValueError) as exc:
+                self._refuse(1, exc)
+                continue
+            kept.append(fields)
+        return kept, texts
 
     def _store(self, ts: float, pid: str, text: bytes) -> None:
         """One entry into the open slab, or the next one (the slab lock held)."""
@@ -367,8 +379,8 @@ class LogWriter:
         pid_text = f"{pid},".encode()
         slab.ids[slab.id_size : slab.id_size + len(pid_text)] = pid_text
         slab.id_size += len(pid_text)
-        slab.times[row] = ts
-        slab.ends[row] = end
+        slab.times.append(ts)
+        slab.lengths.append(len(text))
         slab.rows = row + 1
         slab.size = end + 1
 
