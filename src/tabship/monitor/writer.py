@@ -250,7 +250,7 @@ class LogWriter:
     def queued_rows(self) -> int:
         """Rows waiting to be written (queued, pending and returned)."""
         held = [*self._pending.values(), *self._returned]
-        return self._queued - self._taken + sum(len(batch) for batch in held if batch)
+        return self._waiting() + sum(len(batch) for batch in held if batch)
 
     def submit(self, logged: Logged, route: str, request_id: str, latency: float) -> None:
         """Queue one request's predictions; past the bound they are dropped and counted."""
@@ -288,14 +288,15 @@ class LogWriter:
         self._counted(rows)
 
     def _waiting(self) -> int:
-        """Rows queued and not yet taken by a writing thread."""
+        """Rows queued and not yet taken by a writing thread (the loop's check, once a turn:
+        the two counts read without the `_taken` property's call)."""
         taken = self._taken_by
         return self._queued - taken[True] - taken[False]
 
     def _counted(self, rows: int) -> None:
         """`rows` more are queued: wake the thread once a transaction's worth is waiting."""
         self._queued += rows
-        waiting = self._queued - self._taken
+        waiting = self._waiting()
         # Woken once, as a transaction's worth fills: the thread then writes the whole batches
         # waiting. Below that, the timer wakes it.
         if waiting >= self.batch_rows > waiting - rows:
@@ -575,7 +576,7 @@ class LogWriter:
             if idle and self._leave_to_catch_up():
                 self._urgent.set()
                 return False
-            whole = self._queued - self._taken >= self.batch_rows
+            whole = self._waiting() >= self.batch_rows
             if not (whole or self._returned or self._taken < max(until, self._flush_to)):
                 return False
             self._take(idle)
@@ -605,7 +606,7 @@ class LogWriter:
         the idle thread's)."""
         if self._stop or self._retrying:
             return False
-        behind = self._queued - self._taken >= self._catch_up_rows
+        behind = self._waiting() >= self._catch_up_rows
         return contended or behind or self._catching_up
 
     def _notify(self) -> None:
