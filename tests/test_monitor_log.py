@@ -957,3 +957,61 @@ def test_a_writer_of_one_of_several_workers_stays_at_normal_priority(tmp_path: P
     finally:
         writer.close()
     assert store.count() == 1
+
+
+def test_a_batch_answer_waits_for_a_writer_behind_not_for_a_database_stalled_or_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "STALLED_SECONDS", 1.0)
+    path = tmp_path / "log.db"
+    store = LogStore(f"sqlite:///{path}")
+    store.open()
+    writer = LogWriter(store, "sha", max_queue_rows=2000, batch_rows=10, flush_seconds=0.02)
+
+    def submit(requests: int) -> None:
+        for _ in range(requests):
+            batch = Logged(prediction_ids(10), [PATIENT] * 10, [1.0] * 10, None, [])
+            writer.submit(batch, "/v1/predict", "", 0.001)
+
+    submit(99)  # 990 rows: under half the bound, no answer waits
+    asyncio.run(writer.room())
+    assert writer.stats.waits == 0
+    submit(51)  # 1,500 rows and no writer yet: behind, an answer waits its half second
+    asyncio.run(writer.room())
+    assert writer.stats.waits == 1
+    assert writer.stats.wait_seconds >= writer_module.WAIT_SECONDS
+    # Another connection holds SQLite's write lock: the writer's inserts wait for it. Each
+    # thread takes at most a batch, so most rows stay queued: answers wait while the inserts
+    # are young, and stop waiting once one has run past STALLED_SECONDS.
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    writer.start()
+    asyncio.run(writer.room())
+    assert writer.stats.waits == 2
+    time.sleep(1.5)
+    asyncio.run(writer.room())
+    assert writer.stats.waits == 2
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert writer.flush(timeout=30)
+    writer.close()
+    assert store.count() == 1500 and writer.stats.dropped == 0
+
+    # A database that fails (its folder missing): no answer waits for its retries.
+    down = LogWriter(
+        LogStore(f"sqlite:///{tmp_path / 'missing' / 'log.db'}"),
+        "sha",
+        max_queue_rows=2000,
+        batch_rows=10,
+        flush_seconds=0.02,
+    )
+    writer = down
+    submit(150)
+    down.start()
+    deadline = time.monotonic() + 10
+    while not down.stats.failures and time.monotonic() < deadline:
+        time.sleep(0.02)
+    asyncio.run(down.room())
+    assert down.stats.failures and down.stats.waits == 0
+    down.close(timeout=1)
+    assert down.stats.dropped == 1500  # said and counted when the writer gave up at close

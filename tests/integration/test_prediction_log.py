@@ -216,7 +216,10 @@ def test_a_server_saturated_by_batches_logs_every_row(
 ) -> None:
     """Four clients sending 1,000-row batches back to back: with the database healthy, every
     answered row is logged. The writer used to hand the GIL over between its steps however
-    far behind it was, and dropped three rows in four (a red-team pass measured it)."""
+    far behind it was, and dropped three rows in four (a red-team pass measured it); on a
+    disk busy with other writes (CI after the image builds, a concurrent `dd`) a sync held it
+    a third of a second, the queue's worth of this traffic, until batch answers waited for it
+    (`LogWriter.room`)."""
     path = tmp_path / "log.db"
     server = start_server(model.artifact.directory, tmp_path, "--log-db", f"sqlite:///{path}")
     for thread in os.listdir(f"/proc/{server.process.pid}/task"):  # one core, as a 1-CPU pod

@@ -208,6 +208,11 @@ class LogCollector(Collector):
             "Batch writes that failed (they are retried).",
             value=stats.failures,
         )
+        yield CounterMetricFamily(
+            "tabship_prediction_log_wait_seconds",
+            "Seconds batch answers waited for the log's writer to catch up (backpressure).",
+            value=stats.wait_seconds,
+        )
         yield GaugeMetricFamily(
             "tabship_prediction_log_queue_rows",
             "Prediction rows waiting to be written.",

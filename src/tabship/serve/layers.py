@@ -171,7 +171,12 @@ class Layers:
             return error_answer(busy, self.table.style(request.path))
         self.state.in_flight += 1
         try:
-            return await self._dispatch(request)
+            answer = await self._dispatch(request)
+            if request.rows > 1 and request.logged is not None and self.log is not None:
+                # Backpressure: a batch answer waits (bounded) for a log that fell behind;
+                # its slot stays taken, so a flood meets the concurrency cap meanwhile.
+                await self.log.room()
+            return answer
         finally:
             self.state.in_flight -= 1
 
