@@ -44,12 +44,12 @@ from tabship.monitor.tables import (
 SQLITE_BUSY_MS = 10_000
 SQLITE_PAGE_BYTES = 16384
 # WAL pages a commit may leave before it copies them into the database (SQLite's checkpoint;
-# its default is 1,000). With 16 KB pages the default made one commit in about thirty copy
-# 16 MB: 200 ms of a writer sharing a saturated core, while the queue filled behind it (four
-# clients of 1,000-row requests to a one-core server overflowed it in 2 runs of 10; 0 in 24
-# with 100; 1 in 12 with 300). The copying is the same; its pieces are smaller, and each
-# syncs: at 32 connections about 0.03 of the throughput (bench/README.md, session 14).
-SQLITE_CHECKPOINT_PAGES = 100
+# its default, 1,000). With 16 KB pages one commit in about thirty copies 16 MB: 200 ms of a
+# writer sharing a saturated core, and four clients of 1,000-row requests to a one-core
+# server overflowed the queue meanwhile, until batch answers waited for a writer behind
+# (writer.BACKLOG_SHARE). Every 100 pages the copying was the same in smaller pieces, each
+# with its syncs: 0.03 of the throughput at 32 connections (bench/README.md, sessions 14, 17).
+SQLITE_CHECKPOINT_PAGES = 1000
 # Feedback and batch ids go to the database in IN lists of at most this many.
 IN_LIST = 500
 
