@@ -6,9 +6,11 @@ preallocated slab (packed.py), so nothing a request allocated outlives its turn.
 request is queued as it came and made into entries by
 the thread, off the loop. The thread writes every FLUSH_SECONDS, or as soon as BATCH_ROWS are
 waiting, each batch as one database row (see tables.py): the database's work is per batch,
-not per prediction. When the database is slow or down the queue fills to its bound and
-further rows are dropped and counted, never waited for; the thread retries with a backoff
-and resumes by itself. close() flushes everything (SIGTERM loses nothing); a SIGKILL loses
+not per prediction. A writer behind while the database answers (short of the shared core,
+or held up by a disk's sync) has batch answers wait for it, briefly (`LogWriter.room`); when
+the database fails or stops answering the queue fills to its bound and further rows are
+dropped and counted, never waited for; the thread retries with a backoff and resumes by
+itself. close() flushes everything (SIGTERM loses nothing); a SIGKILL loses
 what arrived since the last flush, at most one flush interval.
 
 The thread runs at idle priority (`idle_priority`), so a request never waits for its CPU
