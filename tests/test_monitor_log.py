@@ -966,7 +966,11 @@ def test_a_batch_answer_waits_for_a_writer_behind_not_for_a_database_stalled_or_
     path = tmp_path / "log.db"
     store = LogStore(f"sqlite:///{path}")
     store.open()
-    writer = LogWriter(store, "sha", max_queue_rows=2000, batch_rows=10, flush_seconds=0.02)
+    # Both threads at normal priority: an idle-priority one may not run at all on a busy
+    # machine, and the stall is told by an insert that has begun.
+    writer = LogWriter(
+        store, "sha", max_queue_rows=2000, batch_rows=10, flush_seconds=0.02, low_priority=False
+    )
 
     def submit(requests: int) -> None:
         for _ in range(requests):
@@ -988,6 +992,9 @@ def test_a_batch_answer_waits_for_a_writer_behind_not_for_a_database_stalled_or_
     writer.start()
     asyncio.run(writer.room())
     assert writer.stats.waits == 2
+    deadline = time.monotonic() + 30  # a loaded machine may start the inserts late
+    while not any(writer._inserting) and time.monotonic() < deadline:
+        time.sleep(0.01)
     time.sleep(1.5)
     asyncio.run(writer.room())
     assert writer.stats.waits == 2
@@ -996,6 +1003,14 @@ def test_a_batch_answer_waits_for_a_writer_behind_not_for_a_database_stalled_or_
     assert writer.flush(timeout=30)
     writer.close()
     assert store.count() == 1500 and writer.stats.dropped == 0
+
+    # Told never to wait (TABSHIP_LOG_WAIT_SECONDS=0), an answer does not, however far behind.
+    settings = ServeSettings.resolve(env={"TABSHIP_LOG_WAIT_SECONDS": "0"})
+    assert settings.log_wait_seconds == 0
+    writer = LogWriter(store, "sha", max_queue_rows=2000, wait_seconds=settings.log_wait_seconds)
+    submit(150)
+    asyncio.run(writer.room())
+    assert writer.stats.waits == 0
 
     # A database that fails (its folder missing): no answer waits for its retries.
     down = LogWriter(

@@ -139,6 +139,9 @@ class ServeSettings:
     log_retention_days: float | None = None
     # Rows waiting for the database before new ones are dropped (and counted).
     log_queue_rows: int = 50_000
+    # Longest a batch answer waits for a log writer that fell behind (0: never; rows past
+    # the queue's bound are then dropped sooner).
+    log_wait_seconds: float = 0.5
     # Seconds between refreshes of this process's drift gauges.
     drift_seconds: float = 30.0
 
@@ -183,6 +186,7 @@ class ServeSettings:
             log_db=env.get("TABSHIP_LOG_DB") or None,
             log_retention_days=_number(env, "TABSHIP_LOG_RETENTION_DAYS", 0, 0) or None,
             log_queue_rows=int(_number(env, "TABSHIP_LOG_QUEUE_ROWS", defaults.log_queue_rows, 1)),
+            log_wait_seconds=_number(env, "TABSHIP_LOG_WAIT_SECONDS", defaults.log_wait_seconds, 0),
             drift_seconds=_number(env, "TABSHIP_DRIFT_SECONDS", defaults.drift_seconds, 0.1),
         )
         given: dict[str, Any] = {

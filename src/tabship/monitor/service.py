@@ -60,6 +60,7 @@ class Monitoring:
             self.profile,
             retention_days=settings.log_retention_days,
             max_queue_rows=settings.log_queue_rows,
+            wait_seconds=settings.log_wait_seconds,
             drift_seconds=settings.drift_seconds,
             # Several workers share the cores: an idle-priority writer holding the GIL when
             # another worker's loop took its core would stall its own loop until that loop

@@ -74,8 +74,8 @@ CONTENDED_SECONDS = 0.01
 # writes, so a SIGKILL on a busy core still loses about a flush interval, not a quarter queue.
 LATE_PASSES = 2
 # Backpressure: while this share of the queue's bound waits to be written and the database
-# answers, a batch answer waits for the writer, up to WAIT_SECONDS (a one-row answer never
-# does). Four clients of 1,000-row requests to a one-core server answer about 137,000 rows a
+# answers, a batch answer waits for the writer, up to WAIT_SECONDS (TABSHIP_LOG_WAIT_SECONDS;
+# a one-row answer never does). Four clients of 1,000-row requests to a one-core server answer about 137,000 rows a
 # second, and the bound is a third of a second of that: a writer given a quarter of the GIL,
 # or held up by a disk's sync, dropped thousands of rows with the database healthy (0 to
 # 44,000 in a run; every run under a concurrent `dd`). Waiting, the serving threads give the
@@ -192,6 +192,7 @@ class LogWriter:
         profile: ReferenceProfile | None = None,
         *,
         max_queue_rows: int = MAX_QUEUE_ROWS,
+        wait_seconds: float = WAIT_SECONDS,
         batch_rows: int = BATCH_ROWS,
         flush_seconds: float = FLUSH_SECONDS,
         retention_days: float | None = None,
@@ -207,6 +208,7 @@ class LogWriter:
         self.profile = profile
         self.instance = instance_name()
         self.max_queue_rows = max_queue_rows
+        self.wait_seconds = wait_seconds
         self.batch_rows = batch_rows
         self.flush_seconds = flush_seconds
         self.retention_days = retention_days
@@ -312,11 +314,11 @@ class LogWriter:
 
     async def room(self) -> None:
         """Backpressure for a batch answer: wait while the writer is behind and the database
-        answers, at most WAIT_SECONDS (see BACKLOG_SHARE); counted in the stats."""
-        if not self._behind():
+        answers, at most `wait_seconds` (see BACKLOG_SHARE); counted in the stats."""
+        if not self.wait_seconds or not self._behind():
             return
         started = now = time.monotonic()
-        while now - started < WAIT_SECONDS and self._behind(now):
+        while now - started < self.wait_seconds and self._behind(now):
             await asyncio.sleep(WAIT_POLL_SECONDS)
             now = time.monotonic()
         self.stats.waits += 1
