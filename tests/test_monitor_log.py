@@ -23,6 +23,7 @@ from tabship.cli import app as cli
 from tabship.config import ServeSettings
 from tabship.monitor import writer as writer_module
 from tabship.monitor.ids import prediction_ids
+from tabship.monitor.service import LogCollector
 from tabship.monitor.store import LogDatabaseError, LogStore
 from tabship.monitor.tables import request_entries
 from tabship.monitor.writer import Logged, LogWriter
@@ -998,6 +999,9 @@ def test_a_batch_answer_waits_for_a_writer_behind_not_for_a_database_stalled_or_
     time.sleep(1.5)
     asyncio.run(writer.room())
     assert writer.stats.waits == 2
+    scraped = {m.name: m.samples[0].value for m in LogCollector(writer).collect() if m.samples}
+    assert scraped["tabship_prediction_log_waits"] == 2
+    assert scraped["tabship_prediction_log_wait_seconds"] == writer.stats.wait_seconds >= 1.0
     blocker.execute("ROLLBACK")
     blocker.close()
     assert writer.flush(timeout=30)

@@ -210,6 +210,11 @@ class LogCollector(Collector):
             value=stats.failures,
         )
         yield CounterMetricFamily(
+            "tabship_prediction_log_waits",
+            "Batch answers that waited for the log's writer to catch up (backpressure).",
+            value=stats.waits,
+        )
+        yield CounterMetricFamily(
             "tabship_prediction_log_wait_seconds",
             "Seconds batch answers waited for the log's writer to catch up (backpressure).",
             value=stats.wait_seconds,

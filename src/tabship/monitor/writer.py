@@ -75,11 +75,12 @@ CONTENDED_SECONDS = 0.01
 LATE_PASSES = 2
 # Backpressure: while this share of the queue's bound waits to be written and the database
 # answers, a batch answer waits for the writer, up to WAIT_SECONDS (TABSHIP_LOG_WAIT_SECONDS;
-# a one-row answer never does). Four clients of 1,000-row requests to a one-core server answer about 137,000 rows a
-# second, and the bound is a third of a second of that: a writer given a quarter of the GIL,
-# or held up by a disk's sync, dropped thousands of rows with the database healthy (0 to
-# 44,000 in a run; every run under a concurrent `dd`). Waiting, the serving threads give the
-# writer the core, and each waiting client adds its rows at most every WAIT_SECONDS.
+# a one-row answer never does). Four clients of 1,000-row requests to a one-core server are
+# answered about 137,000 rows a second, and the bound is a third of a second of that: a
+# writer given a quarter of the GIL, or held up by a disk's sync, dropped thousands of rows
+# with the database healthy (0 to 44,000 in a run; every run under a concurrent `dd`).
+# Waiting, the serving threads give the writer the core, and each waiting client adds its
+# rows at most every WAIT_SECONDS.
 BACKLOG_SHARE = 0.5
 WAIT_SECONDS = 0.5
 WAIT_POLL_SECONDS = 0.005
