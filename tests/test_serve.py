@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import subprocess
 import sys
 
@@ -99,8 +101,45 @@ def test_serve_settings_flag_over_variable_over_default() -> None:
     )
     with pytest.raises(ConfigError, match="TABSHIP_MAX_BATCH='many' is not a number"):
         ServeSettings.resolve({}, {"TABSHIP_MAX_BATCH": "many"})
-    with pytest.raises(ConfigError, match="TABSHIP_WORKERS='0' must be at least 1"):
+    with pytest.raises(ConfigError, match="TABSHIP_WORKERS='0' must be from 1 to 1024"):
         ServeSettings.resolve({}, {"TABSHIP_WORKERS": "0"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "said"),
+    [
+        ("TABSHIP_PORT", "nan", "is not a finite number"),
+        ("TABSHIP_REQUEST_TIMEOUT", "inf", "is not a finite number"),
+        ("TABSHIP_LOG_WAIT_SECONDS", "-inf", "is not a finite number"),
+        ("TABSHIP_PORT", "70000", "must be from 0 to 65535"),
+        ("TABSHIP_PORT", "80.5", "must be a whole number"),
+        ("TABSHIP_LOG_QUEUE_ROWS", "1e400", "is not a finite number"),
+        ("TABSHIP_DRIFT_SECONDS", "0", "must be at least 0.1"),
+    ],
+)
+def test_a_serve_variable_out_of_bounds_is_refused_by_name(
+    variable: str, raw: str, said: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"{variable}={raw!r} {said}")):
+        ServeSettings.resolve({}, {variable: raw})
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        ({"port": 70000}, "--port 70000 must be from 0 to 65535"),
+        ({"workers": 0}, "--workers 0 must be from 1 to 1024"),
+        ({"max_concurrency": 0}, "--max-concurrency 0 must be at least 1"),
+        ({"request_timeout": math.nan}, "--request-timeout nan is not a finite number"),
+        ({"drain_delay": -1.0}, "--drain-delay -1 must be at least 0"),
+        ({"log_retention_days": math.inf}, "--log-retention-days inf is not a finite number"),
+    ],
+)
+def test_a_serve_flag_out_of_bounds_is_refused_by_name(flags: dict[str, float], said: str) -> None:
+    # Each of these started a server that could not serve: port 70000 was bound as 4464, no
+    # worker listened, every request got 503; NaN (which compares false with every time) was taken.
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        ServeSettings.resolve(flags, {})
 
 
 def test_readiness_waits_for_the_warm_up_and_liveness_does_not(tiny_model: TrainedModel) -> None:

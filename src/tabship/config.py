@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -36,17 +37,33 @@ class Settings:
         )
 
 
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+def _number(env: Mapping[str, str], field: str, default: float | None) -> float | None:
+    """The TABSHIP_* variable of a `SERVE_NUMBERS` field, checked, or `default` when unset."""
+    name = f"TABSHIP_{field.upper()}"
     raw = env.get(name)
-    if raw is None or raw == "":
+    if raw is None or raw.strip() == "":
         return default
     try:
-        value = float(raw)
+        value: float = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be at least {minimum:g}")
-    return value
+    problem = number_problem(field, value)
+    if problem:
+        raise ConfigError(f"{name}={raw!r} {problem}")
+    return int(value) if SERVE_NUMBERS[field][2] else value
+
+
+def number_problem(field: str, value: float) -> str | None:
+    """What is wrong with `value` for a `SERVE_NUMBERS` field, or None."""
+    least, most, whole = SERVE_NUMBERS[field]
+    if isinstance(value, bool) or not math.isfinite(value):
+        return "is not a finite number"
+    if whole and value != int(value):
+        return "must be a whole number"
+    if not least <= value <= most:
+        shown = f"from {least:g} to {most:g}" if most < math.inf else f"at least {least:g}"
+        return f"must be {shown}"
+    return None
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -104,6 +121,30 @@ def shard_index_from_env(env: Mapping[str, str] | None = None) -> int | None:
     return int(raw)
 
 
+# The numbers `tabship serve` takes, by field: least, most, whole. One table for the flags
+# and the TABSHIP_* variables (the variable is the field's name in capitals): port 70000 was
+# bound as 4464, 0 workers served nothing, NaN (false in every comparison) was taken.
+SERVE_NUMBERS: dict[str, tuple[float, float, bool]] = {
+    "port": (0, 65535, True),
+    "workers": (1, 1024, True),
+    "max_batch": (1, math.inf, True),
+    "max_body_bytes": (1024, math.inf, True),
+    "max_concurrency": (1, math.inf, True),
+    "drain_delay": (0, math.inf, False),
+    "graceful_timeout": (0, math.inf, False),
+    "request_timeout": (0.001, math.inf, False),
+    "read_timeout": (0.001, math.inf, False),
+    "max_header_bytes": (1024, math.inf, True),
+    # 0 keeps every row, as leaving it unset does.
+    "log_retention_days": (0, math.inf, False),
+    "log_queue_rows": (1, math.inf, True),
+    "log_wait_seconds": (0, math.inf, False),
+    "drift_seconds": (0.1, math.inf, False),
+}
+# Fields set by a variable only (no flag of `tabship serve`).
+_VARIABLE_ONLY = frozenset({"log_queue_rows", "log_wait_seconds", "drift_seconds"})
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """How `tabship serve` runs; every field is also a TABSHIP_* variable."""
@@ -145,6 +186,20 @@ class ServeSettings:
     # Seconds between refreshes of this process's drift gauges.
     drift_seconds: float = 30.0
 
+    def __post_init__(self) -> None:
+        """Refuse a number out of `SERVE_NUMBERS`' bounds (a flag's: the variables were
+        checked as they were read), naming its flag."""
+        for field in SERVE_NUMBERS:
+            value = getattr(self, field)
+            problem = None if value is None else number_problem(field, value)
+            if problem:
+                name = (
+                    f"TABSHIP_{field.upper()}"
+                    if field in _VARIABLE_ONLY
+                    else f"--{field.replace('_', '-')}"
+                )
+                raise ConfigError(f"{name} {value:g} {problem}")
+
     @classmethod
     def resolve(
         cls, flags: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
@@ -152,26 +207,11 @@ class ServeSettings:
         """Flag (when given, not None) > TABSHIP_* variable > default."""
         env = os.environ if env is None else env
         defaults = cls()
+        numbers: dict[str, Any] = {
+            field: _number(env, field, getattr(defaults, field)) for field in SERVE_NUMBERS
+        }
         from_env = cls(
             host=env.get("TABSHIP_HOST") or defaults.host,
-            port=int(_number(env, "TABSHIP_PORT", defaults.port, 0)),
-            workers=int(_number(env, "TABSHIP_WORKERS", defaults.workers, 1)),
-            max_batch=int(_number(env, "TABSHIP_MAX_BATCH", defaults.max_batch, 1)),
-            max_body_bytes=int(
-                _number(env, "TABSHIP_MAX_BODY_BYTES", defaults.max_body_bytes, 1024)
-            ),
-            max_concurrency=int(
-                _number(env, "TABSHIP_MAX_CONCURRENCY", defaults.max_concurrency, 1)
-            ),
-            drain_delay=_number(env, "TABSHIP_DRAIN_DELAY", defaults.drain_delay, 0),
-            graceful_timeout=_number(env, "TABSHIP_GRACEFUL_TIMEOUT", defaults.graceful_timeout, 0),
-            request_timeout=_number(
-                env, "TABSHIP_REQUEST_TIMEOUT", defaults.request_timeout, 0.001
-            ),
-            read_timeout=_number(env, "TABSHIP_READ_TIMEOUT", defaults.read_timeout, 0.001),
-            max_header_bytes=int(
-                _number(env, "TABSHIP_MAX_HEADER_BYTES", defaults.max_header_bytes, 1024)
-            ),
             engine=env.get("TABSHIP_ENGINE") or None,
             strict_categories=_flag(env, "TABSHIP_STRICT_CATEGORIES", defaults.strict_categories),
             allowed_hosts=_names(env, "TABSHIP_ALLOWED_HOSTS"),
@@ -184,10 +224,7 @@ class ServeSettings:
             generic_errors=_flag(env, "TABSHIP_GENERIC_ERRORS", defaults.generic_errors),
             trust=trust_from_env(env),
             log_db=env.get("TABSHIP_LOG_DB") or None,
-            log_retention_days=_number(env, "TABSHIP_LOG_RETENTION_DAYS", 0, 0) or None,
-            log_queue_rows=int(_number(env, "TABSHIP_LOG_QUEUE_ROWS", defaults.log_queue_rows, 1)),
-            log_wait_seconds=_number(env, "TABSHIP_LOG_WAIT_SECONDS", defaults.log_wait_seconds, 0),
-            drift_seconds=_number(env, "TABSHIP_DRIFT_SECONDS", defaults.drift_seconds, 0.1),
+            **numbers,
         )
         given: dict[str, Any] = {
             key: value for key, value in (flags or {}).items() if value is not None

@@ -199,7 +199,6 @@ def serve(
     read_timeout: Annotated[
         float | None,
         typer.Option(
-            min=0.001,
             help="Seconds a client has to send its headers and body before 408 "
             "[TABSHIP_READ_TIMEOUT, 10].",
         ),
@@ -207,14 +206,12 @@ def serve(
     max_body_bytes: Annotated[
         int | None,
         typer.Option(
-            min=1024,
             help="Largest request body in bytes, else 413 [TABSHIP_MAX_BODY_BYTES, 1048576].",
         ),
     ] = None,
     max_header_bytes: Annotated[
         int | None,
         typer.Option(
-            min=1024,
             help="Largest request head in bytes, else 431 [TABSHIP_MAX_HEADER_BYTES, 16384].",
         ),
     ] = None,
@@ -307,9 +304,8 @@ def serve(
     log_retention_days: Annotated[
         float | None,
         typer.Option(
-            min=0.001,
             help="Delete logged predictions older than this many days "
-            "[TABSHIP_LOG_RETENTION_DAYS, default: keep].",
+            "[TABSHIP_LOG_RETENTION_DAYS, default and 0: keep].",
         ),
     ] = None,
 ) -> None:
