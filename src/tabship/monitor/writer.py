@@ -520,7 +520,11 @@ class LogWriter:
             except Exception as exc:  # the thread must outlive any bug: count it and go on
                 self.stats.add("failures", 1)
                 sys.stderr.write(f"prediction log: housekeeping failed ({said(exc)})\n")
-            if stopping and (ok or time.monotonic() > (deadline or 0)):
+            retry = 0.0 if ok else min(RETRY_MAX_SECONDS, max(0.05, retry * 2))
+            # Closing, a failed pass is the last when the next would come past the deadline:
+            # close() stops waiting for this thread then, and rows given up on after it had
+            # would go uncounted and unsaid.
+            if stopping and (ok or time.monotonic() + retry > (deadline or 0)):
                 if not ok:
                     lost = self.queued_rows
                     self.stats.add("dropped", lost)
@@ -529,7 +533,6 @@ class LogWriter:
                         "not written\n"
                     )
                 return
-            retry = 0.0 if ok else min(RETRY_MAX_SECONDS, max(0.05, retry * 2))
 
     def _run_catch_up(self) -> None:
         """Write at the serving thread's priority while the idle-priority thread is far behind
