@@ -33,8 +33,7 @@ _HEX = np.full(256, -1, np.int64)
 for _digit in "0123456789abcdef":
     _HEX[ord(_digit)] = int(_digit, 16)
 _PLACES = 16 ** np.arange(9, -1, -1, dtype=np.int64)
-# What this process's ids comma-separated are made of.
-_ID_BYTES = b"0123456789abcdef-,"
+_HEX_DIGITS = b"0123456789abcdef"
 
 
 class Packed:
@@ -134,6 +133,17 @@ class Packed:
         chars[:, -1] = COMMA
         return chars.tobytes()[:-1].decode(), int(counters.min()), int(counters.max())
 
+    def time_range(self) -> tuple[float, float]:
+        """The earliest and latest entry's time (a batch holds at least one).
+
+        By numpy: `min` and `max` over the array made a float object an entry, 20 µs of a
+        500-row batch in the writer, which shares the serving core (5 µs now). A reduction
+        over so few values keeps the GIL (numpy lets go of it past 500), so the writer does
+        not wait behind the busy loop to get it back.
+        """
+        times = np.frombuffer(self.times, np.float64)
+        return float(times.min()), float(times.max())
+
     def entries(self) -> list[Entry]:
         """The entries as (id, time, JSON)."""
         texts = list(self.texts())
@@ -146,11 +156,11 @@ def _counted_ids(id_text: bytes, count: int) -> tuple[str, int, int] | None:
     only: numpy gathering the ids from the entries' text was 95 µs of a 500-row batch, and
     its calls let go of the GIL and waited for it again, each time behind a busy loop."""
     step = _WIDTH + 1
+    # A comma where each id ends, and nothing but hex digits besides one dash an id and those
+    # commas (one translate and a compare: counting the commas and dashes took twice as long).
     if (
-        id_text.count(b",") != count - 1
-        or id_text.count(b"-") != count
-        or id_text[_WIDTH::step] != b"," * (count - 1)
-        or id_text.translate(None, _ID_BYTES)
+        id_text[_WIDTH::step] != b"," * (count - 1)
+        or id_text.translate(None, _HEX_DIGITS) != b"-," * (count - 1) + b"-"
     ):
         return None
     if any(id_text[at::step] != _OWN[at : at + 1] * count for at in range(len(_OWN))):

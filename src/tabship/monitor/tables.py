@@ -261,9 +261,10 @@ def packed_values(batch: Packed, model_sha256: str, instance: str) -> dict[str, 
     ids, low, high = found
     if high - low >= 2 * BATCH_ENTRIES:  # a request answered long after its ids were given
         return None
+    first, last = batch.time_range()
     return {
-        "ts_first": min(batch.times),
-        "ts_last": max(batch.times),
+        "ts_first": first,
+        "ts_last": last,
         "model_sha256": model_sha256,
         "instance": instance,
         "prefix": PREFIX,
