@@ -192,8 +192,29 @@ def test_force_replaces_atomically(model_copy: Path, tiny_model: TrainedModel) -
         name: (tiny_model.artifact.directory / name).read_bytes()
         for name in ("model.onnx", "pipeline.skops")
     }
-    (model_copy / "stale.txt").write_text("old")
     art.write_artifact(model_copy, meta, files, force=True)
-    assert not (model_copy / "stale.txt").exists()
     assert Artifact.open(model_copy).card.engine == "onnx"
     assert [p.name for p in model_copy.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_force_replaces_a_model_folder_and_nothing_else(model_copy: Path, tmp_path: Path) -> None:
+    """--force replaces a model, never what the user keeps at -o: a table, a folder of their
+    own, or their files put inside a model folder (the replacement would delete them)."""
+    table = tmp_path / "table.csv"
+    table.write_text("a,b\n1,2\n")
+    with pytest.raises(OutputExistsError, match="table.csv is a file, not a model folder"):
+        art.write_artifact(table, {"engine": "onnx"}, {}, force=True)
+    assert table.read_text() == "a,b\n1,2\n"
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="is not a model folder \\(no tabship.json\\)"):
+        art.write_artifact(own, {"engine": "onnx"}, {}, force=True)
+    assert (own / "notes.txt").read_text() == "mine"
+    before = (model_copy / art.METADATA).read_bytes()
+    for name in ("notes.txt", "b.csv", "c.csv", "d.csv"):
+        (model_copy / name).write_text("mine")
+    with pytest.raises(OutputExistsError, match="'b.csv', 'c.csv', 'd.csv' and 1 more\\); --force"):
+        art.write_artifact(model_copy, {"engine": "onnx"}, {}, force=True)
+    assert (model_copy / "notes.txt").read_text() == "mine"
+    assert (model_copy / art.METADATA).read_bytes() == before

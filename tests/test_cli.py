@@ -81,6 +81,12 @@ def test_train_prints_leaderboard_and_writes_model(tiny_csv: Path, tmp_path: Pat
         (["--target", "smoker", "--task", "regression"], "is not numeric (e.g. 'no')"),
         (["--target", "charges", "--task", "ranking"], "--task 'ranking' is not one of"),
         (["--target", "charges", "--models", "svm"], "unknown model svm for regression"),
+        # Found by a red-team pass: each used to train (all 17 candidates, or every candidate
+        # failing) or fail only when the model was saved.
+        (["--target", "charges", "--models", " , "], "--models ' , ' names nothing"),
+        (["--target", "charges", "--time-budget", "inf"], "--time-budget inf must be a finite"),
+        (["--target", "charges", "--seed", "-1"], "--seed -1 must be from 0 to 4294967295"),
+        (["--target", "charges", "--sort-by", ""], "--sort-by is empty"),
     ],
 )
 def test_train_errors_are_one_line(
@@ -221,6 +227,47 @@ def test_builder_option_and_its_deprecated_alias(tiny_model: TrainedModel) -> No
     assert dry.returncode == 0, dry.stderr
     assert "deprecated" in dry.stderr and "--builder podman" in dry.stdout
     assert "podman push" in dry.stdout
+
+
+def test_bad_values_and_paths_are_refused_by_name(
+    tiny_model: TrainedModel, tiny_csv: Path, tmp_path: Path
+) -> None:
+    """A red-team pass found each of these ending in a traceback, a hang, a silent pass or a
+    user's file gone."""
+    model = str(tiny_model.artifact.directory)
+    kept = tmp_path / "kept.txt"
+    kept.write_text("mine")
+    # -o an existing file where a folder is written: the system's refusal, with the path.
+    assert_one_line_error(
+        run("manifests", model, "--image", "registry.example/x:1", "-o", str(kept)),
+        f"{kept}: File exists",
+    )
+    # train --force replaces a model folder only, never the user's table or files.
+    table = tmp_path / "table.csv"
+    table.write_bytes(tiny_csv.read_bytes())
+    forced = run("train", str(table), "--target", "charges", "-o", str(table), "--force")
+    assert_one_line_error(forced, "table.csv is a file, not a model folder")
+    assert table.read_bytes() == tiny_csv.read_bytes()
+    # sbom checks its output before fetching anything.
+    assert_one_line_error(run("sbom", model, "-o", str(kept)), "already exists; choose another")
+    assert kept.read_text() == "mine"
+    # A shard count past what a Job runs: refused at once (planning 10**30 shards never ended).
+    assert_one_line_error(
+        run("predict", model, str(tiny_csv), "-o", str(tmp_path / "p"), "--shard", f"0/{10**30}"),
+        "shards must be from 1 to 100000",
+    )
+    # nan passed every comparison: a failing canary was "not worse than stable".
+    for flag in ("--max-error-ratio", "--max-p99-ratio"):
+        assert_one_line_error(
+            run("rollout", "check", "--stable", "http://127.0.0.1:9", "--canary",
+                "http://127.0.0.1:9", flag, "nan"),
+            f"{flag} nan must be a finite number, 1 or more",
+        )  # fmt: skip
+    assert_one_line_error(
+        run("rollout", "check", "--stable", "http://127.0.0.1:9", "--canary",
+            "http://127.0.0.1:9", "--window", "inf"),
+        "--window inf must be from 0 to 3600 seconds",
+    )  # fmt: skip
 
 
 def test_usage_errors_share_the_one_error_path(tiny_model: TrainedModel) -> None:

@@ -213,9 +213,32 @@ def test_bad_shard_is_refused(text: str, message: str) -> None:
 
 
 def test_folder_without_tables_is_refused(predictor: Predictor, tmp_path: Path) -> None:
-    (tmp_path / "readme.txt").write_text("x")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "readme.txt").write_text("x")
     with pytest.raises(DatasetError, match=r"no table to predict; allowed: \.parquet, \.pq, \.csv"):
-        predict_shard(predictor, str(tmp_path), str(tmp_path / "out"), Shard(0, 2))
+        predict_shard(predictor, str(tmp_path / "in"), str(tmp_path / "out"), Shard(0, 2))
+
+
+def test_an_output_inside_the_input_is_refused(predictor: Predictor, inputs: Path) -> None:
+    """The next run would read the predictions (and their summaries) as input."""
+    for output in (inputs, inputs / "scored"):
+        with pytest.raises(ConfigError, match="is inside the input .*a folder of their own"):
+            predict_shard(predictor, str(inputs), str(output), Shard(0, 1), fmt="csv")
+    assert not (inputs / "scored").exists()
+
+
+def test_files_of_other_columns_are_not_scored_into_one_output(
+    predictor: Predictor, inputs: Path, tmp_path: Path
+) -> None:
+    """One output has one header: a CSV's rows slid under the wrong names."""
+    table = pd.read_csv(sorted(inputs.glob("*.csv"))[0])
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    table.to_csv(mixed / "a.csv", index=False)
+    table.assign(extra="zz").to_csv(mixed / "b.csv", index=False)
+    for fmt in ("csv", "parquet"):
+        with pytest.raises(DatasetError, match="b.csv does not have the columns .*extra 'extra'"):
+            predict_shard(predictor, str(mixed), str(tmp_path / fmt), Shard(0, 1), fmt=fmt)
 
 
 def test_file_name_as_sharded_output_is_refused(predictor: Predictor, inputs: Path) -> None:

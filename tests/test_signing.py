@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tabship.artifact import METADATA, Artifact, _seal
 from tabship.config import ServeSettings
@@ -181,6 +181,39 @@ def test_bad_key_files_are_refused(signed: Path, keys: dict[str, Path], tmp_path
         sign_model(signed, tmp_path / "missing.pem")
     with pytest.raises(ConfigError, match="cannot be read as an elliptic-curve private key"):
         sign_model(signed, keys["public"])
+    # An RSA key pair (what most people have at hand): refused by name, not a traceback.
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rsa_private, rsa_public = tmp_path / "rsa.pem", tmp_path / "rsa.pub.pem"
+    rsa_private.write_bytes(
+        rsa_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    rsa_public.write_bytes(
+        rsa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    with pytest.raises(ConfigError, match="--private-key .*rsa.pem holds a key of type RSA"):
+        sign_model(signed, rsa_private, force=True)
+    with pytest.raises(ConfigError, match="--trust .*rsa.pub.pem holds a key of type RSA"):
+        verify_model(signed, rsa_public)
+    verify_model(signed, keys["public"])  # the signature refused keys left as it was
+
+
+def test_a_signature_is_replaced_only_when_asked(signed: Path, keys: dict[str, Path]) -> None:
+    before = (signed / "model.sig").read_bytes()
+    again = [TABSHIP, "sign", str(signed), "--private-key", str(keys["other_private"])]
+    done = subprocess.run(again, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "model.sig already exists (the folder is signed); pass --force" in done.stderr
+    assert (signed / "model.sig").read_bytes() == before
+    verify_model(signed, keys["public"])
+    done = subprocess.run([*again, "--force"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    verify_model(signed, keys["other"])
 
 
 def test_the_image_carries_the_key_and_verifies_at_start(
@@ -246,7 +279,7 @@ def test_an_encrypted_key_signs_with_its_password_from_a_variable(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    base = [TABSHIP, "sign", str(signed), "--private-key", str(locked)]
+    base = [TABSHIP, "sign", str(signed), "--private-key", str(locked), "--force"]
     env = {"PATH": "/usr/bin:/bin", "KEY_PASSWORD": "correct horse"}
     done = subprocess.run(
         [*base, "--password-env", "KEY_PASSWORD"], capture_output=True, text=True, env=env

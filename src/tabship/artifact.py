@@ -108,12 +108,42 @@ def _seal_field(digest: str) -> str:
     return f'"metadata_sha256": "{digest}"'
 
 
+# What a model folder may hold besides KNOWN_FILES: its seal, and the signature `tabship
+# sign` adds (signing.SIGNATURE_FILE, not imported: signing pulls in the signing library).
+_MODEL_EXTRAS = frozenset({METADATA, "model.sig"})
+
+
 def check_output_free(directory: Path, force: bool) -> None:
-    """Refuse to replace anything already at `directory` unless the user said --force."""
-    occupied = directory.exists() and (not directory.is_dir() or any(directory.iterdir()))
-    if occupied and not force:
+    """Refuse to replace anything already at `directory` unless the user said --force, and
+    even then anything but a model folder: --force replaces a model, never the user's files
+    (a table given as -o, a folder of notes), which the replacement would delete."""
+    if directory.exists() and not directory.is_dir():
+        raise OutputExistsError(
+            f"{directory} is a file, not a model folder; choose another -o (--force replaces "
+            "only a model folder)"
+        )
+    if not directory.exists() or not any(directory.iterdir()):
+        return
+    if not force:
         raise OutputExistsError(
             f"{directory} already exists and is not empty; choose another -o or pass --force to replace it"
+        )
+    if not (directory / METADATA).is_file():
+        raise OutputExistsError(
+            f"{directory} is not a model folder (no {METADATA}); choose another -o (--force "
+            "replaces only a model folder)"
+        )
+    strangers = sorted(
+        entry.name
+        for entry in directory.iterdir()
+        if entry.name not in KNOWN_FILES | _MODEL_EXTRAS or not entry.is_file()
+    )
+    if strangers:
+        shown = ", ".join(repr(name) for name in strangers[:3])
+        more = f" and {len(strangers) - 3} more" if len(strangers) > 3 else ""
+        raise OutputExistsError(
+            f"{directory} holds files a model folder does not ({shown}{more}); --force would "
+            "delete them: move them out or choose another -o"
         )
 
 

@@ -172,6 +172,8 @@ class _Sink:
         # One table of predictions per decision cell for the whole run: a cell met in an
         # earlier chunk is not predicted again (see cells.py). Only the worker touches it.
         self.memo = predictor.engine.memo()
+        # The first chunk's columns, which every later file must have (`_same_columns`).
+        self.columns: list[str] | None = None
 
     def score(self, source: str | None, first_row: int, chunk: pd.DataFrame) -> None:
         """Validate, predict and write one chunk (the next chunk's parsing goes on meanwhile)."""
@@ -194,6 +196,7 @@ class _Sink:
         for feature, count in batch.unseen.items():
             self.tally.unseen[feature] = self.tally.unseen.get(feature, 0) + count
         table = pa.Table.from_pandas(predicted, preserve_index=False)
+        self._same_columns(source, table.column_names)
         if self.parquet:
             self.writer = self.writer or pq.ParquetWriter(self.partial, table.schema)
             if table.schema != self.writer.schema:
@@ -212,6 +215,30 @@ class _Sink:
                     ),
                 )
         self.tally.rows += len(chunk)
+
+    def _same_columns(self, source: str | None, names: list[str]) -> None:
+        """Refuse a file whose columns are not the first one's: one output has one header, and
+        a CSV's rows would slide under the wrong names (a Parquet writer refuses them too)."""
+        if self.columns is None:
+            self.columns = names
+            return
+        if names == self.columns:
+            return
+        extra = [name for name in names if name not in self.columns]
+        missing = [name for name in self.columns if name not in names]
+        said = (
+            "; ".join(
+                f"{what} {', '.join(repr(n[:60]) for n in found[:5])}"
+                + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+                for what, found in (("extra", extra), ("missing", missing))
+                if found
+            )
+            or "the same columns in another order"
+        )
+        raise DatasetError(
+            f"{source or 'the input'} does not have the columns of the files before it ({said}); "
+            "files scored into one output need the same columns: score them apart"
+        )
 
     def _beside(self, chunk: pd.DataFrame, columns: dict[str, Any]) -> dict[str, Any]:
         """The prediction columns under names the input does not use: a file scored before

@@ -11,6 +11,10 @@ from typing import Any
 
 from tabship.errors import ConfigError
 
+# Pods of a sharded batch job at most (`--shards`, `--shard I/N`): each shard's plan holds a
+# list per shard, so a count of 10**30 never finished planning.
+MAX_SHARDS = 100_000
+
 
 def _default_cache_dir(env: Mapping[str, str]) -> Path:
     xdg = env.get("XDG_CACHE_HOME")

@@ -28,6 +28,7 @@ from tabship.batch import (
     csv_chunks,
     write_predictions,
 )
+from tabship.config import MAX_SHARDS
 from tabship.errors import ConfigError, DatasetError, OutputExistsError
 from tabship.outputs import publish
 from tabship.predictor import Predictor
@@ -58,8 +59,10 @@ class Shard:
     @classmethod
     def of(cls, index: int, count: int) -> Shard:
         """A checked shard: 1 <= count and 0 <= index < count."""
-        if count < 1 or not 0 <= index < count:
-            raise ConfigError(f"shard {index} of {count}: need 0 <= index < shards and shards >= 1")
+        if not 1 <= count <= MAX_SHARDS:
+            raise ConfigError(f"shard {index} of {count}: shards must be from 1 to {MAX_SHARDS}")
+        if not 0 <= index < count:
+            raise ConfigError(f"shard {index} of {count}: need 0 <= index < shards")
         return cls(index, count)
 
     def filename(self, fmt: str) -> str:
@@ -286,6 +289,16 @@ def _exists(store: Store, output: str, name: str) -> bool:
     return (Path(output) / name).exists()
 
 
+def _inside(output: str, output_remote: bool, source: str, source_remote: bool) -> bool:
+    """Whether the output folder is the input folder or one inside it."""
+    if output_remote != source_remote:
+        return False
+    if output_remote:
+        return (output.rstrip("/") + "/").startswith(source.rstrip("/") + "/")
+    folder = Path(source).resolve()
+    return folder.is_dir() and Path(output).resolve().is_relative_to(folder)
+
+
 def predict_shard(
     predictor: Predictor,
     source: str,
@@ -312,6 +325,11 @@ def predict_shard(
         )
     if not outputs.remote and Path(output).is_file():
         raise OutputExistsError(f"{output} is a file; sharded output goes to a folder (or URL)")
+    if _inside(output, outputs.remote, source, inputs.remote):
+        raise ConfigError(
+            f"-o {output} is inside the input {source}: the next run would read the predictions "
+            "as input; write them to a folder of their own"
+        )
     name = shard.filename(fmt)
     if _exists(outputs, output, name) and not force:
         raise OutputExistsError(f"{output}/{name} already exists; pass --force to replace it")

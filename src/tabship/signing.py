@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from tabship.artifact import METADATA, Artifact
-from tabship.errors import ArtifactError, ConfigError
+from tabship.errors import ArtifactError, ConfigError, OutputExistsError
 
 SIGNATURE_FILE = "model.sig"
+_NEW_KEY = "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256"
 # model-signing reports a mismatch as the repr of a list of strings: quotes inside may come
 # escaped (\\'), depending on the digest bytes printed beside them.
 _MISMATCH = re.compile(r"Hash mismatch for \\?'([^'\\]+)\\?'")
@@ -44,23 +45,57 @@ def _key_file(path: Path, what: str, flag: str) -> Path:
     return path
 
 
-def sign_model(model: Path, private_key: Path, password: str | None = None) -> Path:
-    """Write model.sig into a verified model folder, signed with an EC private key (PEM)."""
+def _elliptic(path: Path, flag: str, private: bool, password: bytes | None = None) -> None:
+    """Refuse a key that is not an elliptic-curve one before model-signing reads it: an RSA
+    key failed inside it with an AttributeError (a traceback for the user)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import (
+        load_pem_private_key,
+        load_pem_public_key,
+    )
+
+    kind = "private" if private else "public"
+    try:
+        data = path.read_bytes()
+        key = (
+            load_pem_private_key(data, password=password) if private else load_pem_public_key(data)
+        )
+    except (ValueError, TypeError, OSError, UnsupportedAlgorithm) as exc:
+        if not private:
+            raise ConfigError(f"{flag} {path} is not an EC public key in PEM: {exc}") from None
+        raise ConfigError(
+            f"{flag} {path} cannot be read as an elliptic-curve private key in PEM ({_NEW_KEY}), "
+            f"or its password (--password-env) is missing or wrong: {exc}"
+        ) from None
+    wanted = ec.EllipticCurvePrivateKey if private else ec.EllipticCurvePublicKey
+    if not isinstance(key, wanted):
+        found = type(key).__name__.removeprefix("_")
+        raise ConfigError(
+            f"{flag} {path} holds a key of type {found}; model signing here takes an "
+            f"elliptic-curve {kind} key ({_NEW_KEY})"
+        )
+
+
+def sign_model(
+    model: Path, private_key: Path, password: str | None = None, force: bool = False
+) -> Path:
+    """Write model.sig into a verified model folder, signed with an EC private key (PEM);
+    an existing signature is replaced only when `force`."""
     from model_signing import signing
 
     Artifact.open(model)  # sign only what the seal vouches for
     _key_file(private_key, "private key", "--private-key")
+    # Annotated as str, but handed to cryptography, which takes bytes only.
+    secret = password.encode() if password is not None else None
+    _elliptic(private_key, "--private-key", True, secret)
+    if (model / SIGNATURE_FILE).exists() and not force:
+        raise OutputExistsError(
+            f"{model / SIGNATURE_FILE} already exists (the folder is signed); pass --force to "
+            "replace the signature"
+        )
     config = signing.Config().set_hashing_config(_hashing())  # type: ignore[no-untyped-call]
-    try:
-        # Annotated as str, but handed to cryptography, which takes bytes only.
-        secret = password.encode() if password is not None else None
-        config.use_elliptic_key_signer(private_key=private_key, password=secret)  # type: ignore[arg-type]
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"--private-key {private_key} cannot be read as an elliptic-curve private key in "
-            "PEM (openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256), or its "
-            f"password (--password-env) is missing or wrong: {exc}"
-        ) from None
+    config.use_elliptic_key_signer(private_key=private_key, password=secret)  # type: ignore[arg-type]
     # Written beside the folder (inside, it would be signed too), then moved in at once, so
     # a reader never sees half a signature.
     handle, scratch = tempfile.mkstemp(prefix=f".{model.name}.sig.", dir=model.parent)
@@ -84,18 +119,16 @@ def verify_model(model: Path, public_key: Path) -> str:
     from model_signing import verifying
 
     _key_file(public_key, "trusted public key", "--trust")
+    _elliptic(public_key, "--trust", False)
     signature = model / SIGNATURE_FILE
     if signature.is_symlink() or not signature.is_file():
         raise ArtifactError(
             f"{model} is not signed (no {SIGNATURE_FILE}), and --trust asks for a signature; "
             f"sign it with `tabship sign {model} --private-key KEY.pem`"
         )
-    try:
-        config = verifying.Config().use_elliptic_key_verifier(  # type: ignore[no-untyped-call]
-            public_key=public_key
-        )
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"--trust {public_key} is not an EC public key in PEM: {exc}") from None
+    config = verifying.Config().use_elliptic_key_verifier(  # type: ignore[no-untyped-call]
+        public_key=public_key
+    )
     try:
         config.set_hashing_config(_hashing()).verify(model, signature)
     except ValueError as exc:

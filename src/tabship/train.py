@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -20,7 +21,7 @@ from tabship import cluster, metrics
 from tabship.candidates import Candidate, Task, select
 from tabship.crossval import CrossValidator, Row, rank
 from tabship.datasets import UNNAMED, separator_hint
-from tabship.errors import DataError, RecordError
+from tabship.errors import ConfigError, DataError, RecordError
 from tabship.feature import FLOAT32_MAX, past_float32
 from tabship.preparation import EXPAND_MAX_WIDTH, encoded_width
 from tabship.profile import infer_schema, stamps
@@ -56,6 +57,19 @@ class TrainOptions:
     time_budget: float | None = None
     # A Dask scheduler (tcp://HOST:8786): folds, trials and the refit run on its workers.
     cluster: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse what would fail only after the training ran (an infinite budget could
+        not be written into the model card; a seed numpy refuses failed every candidate)."""
+        budget = self.time_budget
+        if budget is not None and not (math.isfinite(budget) and budget >= 1):
+            raise ConfigError(
+                f"--time-budget {budget:g} must be a finite number of seconds, 1 or more"
+            )
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed {self.seed} must be from 0 to {2**32 - 1}")
+        if self.sort_by is not None and not self.sort_by.strip():
+            raise ConfigError("--sort-by is empty; leave it out to use the task's default metric")
 
 
 @dataclass

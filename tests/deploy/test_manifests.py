@@ -23,7 +23,7 @@ from tabship.deploy.manifests import (
     write_manifests,
 )
 from tabship.deploy.policy import RULES, check_objects, load_folder
-from tabship.errors import ConfigError, OutputExistsError
+from tabship.errors import ConfigError, OutputExistsError, TabshipError
 from tabship.workflow import TrainedModel
 
 from ..servers import TABSHIP
@@ -336,6 +336,10 @@ BAD: dict[str, Callable[[list[dict[str, Any]]], None]] = {
     "sqlite-log-on-volume": lambda o: container(o)["env"].append(
         {"name": "TABSHIP_LOG_DB", "value": "sqlite:////srv/log.db"}
     ),
+    # The same pods as a DaemonSet: not read by the pod rules, so never passed.
+    "unchecked-workload": lambda o: o.append(
+        {**copy.deepcopy(by_kind(o)["Deployment"]), "kind": "DaemonSet"}
+    ),
 }
 
 
@@ -351,8 +355,28 @@ def test_each_bad_fixture_fires_its_rule(objects: list[dict[str, Any]], rule: st
     findings = check_objects(bad)
     assert {f.rule for f in findings} == {rule}, findings
     assert findings[0].path.startswith(
-        ("Deployment/tabship-charges", "Service/tabship-charges", "HTTPRoute/tabship-charges")
+        (
+            "Deployment/tabship-charges",
+            "Service/tabship-charges",
+            "HTTPRoute/tabship-charges",
+            "DaemonSet/tabship-charges",
+        )
     )
+
+
+def test_a_folder_with_nothing_to_check_is_refused(tmp_path: Path) -> None:
+    """ "0 findings" would pass a gate that read nothing: an empty folder, YAML that holds no
+    objects, a file that is not UTF-8."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(TabshipError, match="holds no Kubernetes objects"):
+        load_folder(empty)
+    (empty / "notes.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(TabshipError, match="holds no Kubernetes objects"):
+        load_folder(empty)
+    (empty / "latin.yaml").write_bytes("kind: D\xe9ployment\n".encode("latin-1"))
+    with pytest.raises(TabshipError, match="latin.yaml is not UTF-8 text"):
+        load_folder(empty)
 
 
 def test_cli_manifests_and_check(tiny_model: TrainedModel, tmp_path: Path) -> None:

@@ -31,6 +31,14 @@ class Commands(TyperGroup):
             for line in error_lines(error):
                 typer.echo(f"error: {line}", err=True)
             raise typer.Exit(1) from None
+        except OSError as error:
+            # A path the user gave that the system refused (a file where a folder must be, a
+            # folder that exists, no permission): said with the path, never a traceback.
+            if error.filename is None:
+                raise
+            paths = " -> ".join(str(name) for name in (error.filename, error.filename2) if name)
+            typer.echo(f"error: {paths}: {error.strerror or error}", err=True)
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(
@@ -53,10 +61,18 @@ def console(stderr: bool = False) -> Any:
     return Console(stderr=stderr)
 
 
-def split_names(values: list[str] | None) -> list[str] | None:
+def split_names(values: list[str] | None, flag: str = "") -> list[str] | None:
+    """Comma-separated names from repeatable options; None when the option was not given.
+    Given but naming nothing (`--models ''`), it is refused when `flag` names it: silently
+    meaning "all" trained every candidate."""
     if not values:
         return None
-    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    if not names and flag:
+        raise ConfigError(
+            f"{flag} {', '.join(map(repr, values))} names nothing; leave it out or name one"
+        )
+    return names
 
 
 def builder_choice(builder: str | None, engine: str | None) -> str | None:

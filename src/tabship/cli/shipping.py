@@ -123,13 +123,14 @@ def sign(
             "(never the password itself on the command line)."
         ),
     ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing signature.")] = False,
 ) -> None:
     """Sign a model folder (OpenSSF model signing); serve/predict/build --trust check it."""
     from tabship.config import named_variable
     from tabship.signing import sign_model
 
     password = named_variable(password_env) if password_env is not None else None
-    written = sign_model(model, private_key, password)
+    written = sign_model(model, private_key, password, force=force)
     typer.echo(f"signed {model}: {written}")
 
 
@@ -142,12 +143,15 @@ def sbom(
     wheelhouse: Annotated[
         Path | None, typer.Option(help="Wheel folder (default: the build cache).")
     ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> None:
     """Write a CycloneDX SBOM of the serving image's environment for this model."""
     from tabship.config import Settings
     from tabship.container import write_sbom
+    from tabship.outputs import check_output_file
     from tabship.runner import Runner
 
+    check_output_file(output, force)  # before the wheels are fetched, not after
     written = write_sbom(
         model, output, wheelhouse or Settings.from_env().cache_dir / "wheels", Runner()
     )

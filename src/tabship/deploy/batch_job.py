@@ -14,6 +14,7 @@ from typing import Any
 
 from tabship import __version__
 from tabship.artifact import Artifact
+from tabship.config import MAX_SHARDS
 from tabship.deploy.manifests import ManifestOptions, render_manifests, to_yaml
 from tabship.errors import ConfigError, OutputExistsError
 
@@ -42,8 +43,8 @@ class BatchJobOptions:
 
 
 def _check(options: BatchJobOptions) -> None:
-    if not 1 <= options.shards <= 100_000:
-        raise ConfigError(f"--shards {options.shards} must be from 1 to 100000")
+    if not 1 <= options.shards <= MAX_SHARDS:
+        raise ConfigError(f"--shards {options.shards} must be from 1 to {MAX_SHARDS}")
     if options.parallelism is not None and not 1 <= options.parallelism <= options.shards:
         raise ConfigError(f"--parallelism {options.parallelism} must be from 1 to --shards")
     if not 0 <= options.retries <= 10:

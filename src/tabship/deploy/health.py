@@ -19,6 +19,8 @@ from tabship.errors import ConfigError, TabshipError
 NOT_TRAFFIC = frozenset({"/healthz", "/startupz", "/readyz", "/metrics", "other"})
 # With no errors on the stable side, the canary may still have this share before it counts.
 ERROR_FLOOR = 0.001
+# `rollout check --window`: a check is one step of a rollout, not a watch (run it again).
+MAX_WINDOW_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ def scrape(url: str, key: str | None) -> Sample:
     """One side's /metrics, parsed; a clear error when it cannot be read."""
     import httpx
 
-    headers = {"authorization": f"Bearer {key}"} if key else {}
+    # As UTF-8 bytes: the server digests a key's bytes, and httpx encodes a str as ASCII only.
+    headers = {b"authorization": f"Bearer {key}".encode()} if key else {}
     target = url.rstrip("/") + "/metrics"
     try:
         answer = httpx.get(target, headers=headers, timeout=10)
@@ -149,8 +152,8 @@ def read_key(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        lines = [line.strip() for line in path.read_text().splitlines()]
-    except OSError as exc:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--api-key-file {path} cannot be read: {exc}") from None
     keys = [line for line in lines if line and not line.startswith(("#", "sha256:"))]
     if not keys:
@@ -168,8 +171,15 @@ def check_rollout(
     key: str | None = None,
 ) -> Verdict:
     """Scrape both sides (twice, `window` seconds apart, when asked) and judge the canary."""
-    if max_error_ratio < 1 or max_p99_ratio < 1:
-        raise ConfigError("--max-error-ratio and --max-p99-ratio must be at least 1")
+    for flag, ratio in (("--max-error-ratio", max_error_ratio), ("--max-p99-ratio", max_p99_ratio)):
+        # nan passed every comparison: a canary at a third of its requests failing was "not
+        # worse than stable".
+        if not (math.isfinite(ratio) and ratio >= 1):
+            raise ConfigError(f"{flag} {ratio:g} must be a finite number, 1 or more")
+    if not (math.isfinite(window) and 0 <= window <= MAX_WINDOW_SECONDS):
+        raise ConfigError(f"--window {window:g} must be from 0 to {MAX_WINDOW_SECONDS:g} seconds")
+    if min_requests < 1:
+        raise ConfigError(f"--min-requests {min_requests} must be 1 or more")
     stable, canary = scrape(stable_url, key), scrape(canary_url, key)
     if window > 0:
         time.sleep(window)

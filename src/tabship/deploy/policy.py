@@ -51,8 +51,13 @@ RULES: dict[str, str] = {
     "httproute-backends": "(tabship) an HTTPRoute's backends are Services with a port and a weight 0-1000000, some above 0; one in the folder uses a port it has",
     "httproute-parent": "(tabship) an HTTPRoute's parentRefs name a Gateway in the folder",
     "env-var-secret": "no key, token, secret or password as a literal env value; mount a Secret",
+    "unchecked-workload": "(tabship) pods only of kinds the checker knows (Deployment, Job, DaskCluster, InferenceService)",
     **LOG_RULES,
 }
+# Kinds that run pods which the rules here do not read.
+UNCHECKED_WORKLOADS = frozenset(
+    {"Pod", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "CronJob"}
+)
 # Container fields an InferenceService's model may set over its runtime's container.
 _MODEL_CONTAINER_KEYS = (
     "image", "env", "resources", "securityContext", "startupProbe", "readinessProbe",
@@ -379,6 +384,16 @@ def check_objects(objects: list[dict[str, Any]]) -> list[Finding]:
     for obj in objects:
         if obj.get("kind") == "HTTPRoute":
             findings += list(_route_rules(obj, objects))
+        if obj.get("kind") in UNCHECKED_WORKLOADS:
+            # Their pods are not read here: passing them would vouch for what was not checked
+            # (a privileged root DaemonSet came out "0 findings").
+            findings.append(
+                Finding(
+                    "unchecked-workload",
+                    f"a {obj['kind']}'s pods are not checked here; run them as a Deployment or Job",
+                    f"{obj['kind']}/{(obj.get('metadata') or {}).get('name')}",
+                )
+            )
     # The batch Job and the DaskCluster: the same pod rules, their own workload rules.
     from tabship.deploy.workload_policy import check_workloads
 
@@ -417,7 +432,7 @@ def load_folder(directory: Path) -> list[dict[str, Any]]:
         raise TabshipError(f"{directory} is not a folder of manifests")
     kustomization = directory / "kustomization.yaml"
     if kustomization.is_file():
-        names = (yaml.safe_load(kustomization.read_text()) or {}).get("resources", [])
+        names = (yaml.safe_load(_text(kustomization)) or {}).get("resources", [])
         files = [directory / name for name in names]
     else:
         files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
@@ -426,9 +441,20 @@ def load_folder(directory: Path) -> list[dict[str, Any]]:
         if not path.resolve().is_relative_to(directory.resolve()) or not path.is_file():
             raise TabshipError(f"{path} is not a file inside {directory}")
         try:
-            objects += [
-                doc for doc in yaml.safe_load_all(path.read_text()) if isinstance(doc, dict)
-            ]
+            objects += [doc for doc in yaml.safe_load_all(_text(path)) if isinstance(doc, dict)]
         except yaml.YAMLError as exc:
             raise TabshipError(f"{path} is not valid YAML: {exc}") from None
+    if not objects:
+        # "0 findings" for a folder nothing was read from would pass a gate that checked nothing.
+        raise TabshipError(
+            f"{directory} holds no Kubernetes objects: give the folder `tabship manifests` "
+            "wrote (its kustomization.yaml lists the files), or a folder of YAML files"
+        )
     return objects
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TabshipError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
