@@ -41,6 +41,33 @@ def test_scores_csv_in_chunks_like_one_batch(
     assert np.allclose(a["predicted_charges"].head(5), predictor.predict(records).values, rtol=1e-5)
 
 
+def test_the_header_comes_out_as_it_went_in(
+    predictor: Predictor, new_rows: Path, tmp_path: Path
+) -> None:
+    """An unnamed column keeps its empty name in a CSV (not the reader's `Unnamed: 0`); two
+    columns of one name are refused, not scored by the first and renamed `age.1`; a file of
+    a header only, or an output that is neither CSV nor Parquet, is said as such."""
+    lines = new_rows.read_text().splitlines()
+    unnamed = tmp_path / "unnamed.csv"
+    unnamed.write_text(
+        "\n".join(["," + lines[0], *(f"{n}," + line for n, line in enumerate(lines[1:]))])
+    )
+    predict_file(predictor, unnamed, tmp_path / "out.csv", chunk_rows=40)
+    header = (tmp_path / "out.csv").read_text().splitlines()[0]
+    assert header == '"","age","bmi","children","smoker","region","predicted_charges"'
+    twice = tmp_path / "twice.csv"
+    twice.write_text("\n".join([lines[0] + ",age", *(line + ",1" for line in lines[1:])]))
+    with pytest.raises(DatasetError, match="columns 1 and 6 are both called 'age'"):
+        predict_file(predictor, twice, tmp_path / "twice-out.csv")
+    header_only = tmp_path / "header.csv"
+    header_only.write_text(lines[0] + "\n")
+    with pytest.raises(DatasetError, match="header.csv has no rows to predict"):
+        predict_file(predictor, header_only, tmp_path / "header-out.csv")
+    with pytest.raises(ConfigError, match="written as .csv or .parquet"):
+        predict_file(predictor, new_rows, tmp_path / "out.json")
+    assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == ["out.csv"]
+
+
 def test_scores_parquet_to_parquet(predictor: Predictor, new_rows: Path, tmp_path: Path) -> None:
     source = tmp_path / "new.parquet"
     pd.read_csv(new_rows).to_parquet(source)

@@ -808,6 +808,16 @@ def test_odd_windows_and_outputs_get_messages_not_tracebacks(
     assert app.context.monitoring is not None and app.context.monitoring.writer.flush()
     model, url = str(tiny_model.artifact.directory), f"sqlite:///{path}"
     runner = CliRunner()
+    # A log that is not there is said, not made empty and read as 0 rows.
+    for command in (
+        ["monitor", model],
+        ["log", "export", model, "-o", "x.csv"],
+        ["log", "migrate"],
+    ):
+        done = runner.invoke(cli, [*command, "--log-db", url])
+        assert done.exit_code == 1 and "does not exist; check --log-db" in done.output
+        assert not path.exists()
+    app.context.monitoring.writer.store.open()  # as a server's first write makes it
     for since in ("5.9e26s", "9999999d", "1e300"):
         done = runner.invoke(cli, ["monitor", model, "--log-db", url, "--since", since])
         assert done.exit_code == 1 and "over 100 years" in done.output, done.output

@@ -16,8 +16,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from tabship.datasets import separator_hint
-from tabship.errors import DatasetError, RecordError
+from tabship.datasets import UNNAMED, check_header, separator_hint
+from tabship.errors import ConfigError, DatasetError, RecordError
 from tabship.feature import NA_TEXTS
 from tabship.outputs import check_output_file, staged
 from tabship.predictor import Predictor
@@ -70,6 +70,13 @@ def csv_chunks(
         raise DatasetError(f"the table has one column, {columns[0][:80]!r}{hint}")
     if hasattr(source, "seek"):
         source.seek(0)
+    # The header as written: two columns of one name are refused (the reader would score
+    # the first and call the second `a.1`), and an unnamed one keeps its empty name in a CSV
+    # output (`_Sink`), not the reader's `Unnamed: 0`.
+    written = pd.read_csv(source, header=None, nrows=1, dtype=str, keep_default_na=False)
+    unnamed = check_header(written.iloc[0].tolist(), list(columns)) if len(written) else []
+    if hasattr(source, "seek"):
+        source.seek(0)
     numbers = [name for name in columns if kinds.get(name) == "numeric"]
     with pd.read_csv(
         source,
@@ -82,7 +89,9 @@ def csv_chunks(
             # A CSV output writes each chunk on its own: whole numbers stay integers there
             # (written faster than floats).
             whole = {name: "float64" for name in numbers if chunk[name].dtype.kind in "iu"}
-            yield chunk.astype(whole) if whole and parquet else chunk
+            chunk = chunk.astype(whole) if whole and parquet else chunk
+            chunk.attrs[UNNAMED] = unnamed
+            yield chunk
 
 
 def prediction_columns(
@@ -143,6 +152,11 @@ def guard_formulas(table: pa.Table) -> pa.Table:
 def _check_paths(source: Path, output: Path, force: bool) -> None:
     if not source.is_file():
         raise DatasetError(f"no file {source}; give the CSV or Parquet table to predict")
+    if output.suffix.lower() not in {*PARQUET_SUFFIXES, ".csv"} and not output.is_dir():
+        # Written as CSV under any other name before: `-o out.json` held no JSON.
+        raise ConfigError(
+            f"-o {output.name}: predictions are written as .csv or .parquet, by the name's suffix"
+        )
     check_output_file(output, force, source)
 
 
@@ -177,6 +191,8 @@ class _Sink:
 
     def score(self, source: str | None, first_row: int, chunk: pd.DataFrame) -> None:
         """Validate, predict and write one chunk (the next chunk's parsing goes on meanwhile)."""
+        if chunk.empty:  # a header and no rows: said as such by the caller, not by an engine
+            return
         predictor = self.predictor
         batch = predictor.schema.validate_frame(
             chunk, first_row=first_row, strict_categories=predictor.strict_categories
@@ -204,6 +220,9 @@ class _Sink:
                 table = table.cast(self.writer.schema)
             self.writer.write_table(table)
         else:
+            given = dict((name, "") for _, name in predicted.attrs.get(UNNAMED, ()))
+            if given:  # unnamed in the input's header, unnamed in the output's (Parquet names them)
+                table = table.rename_columns([given.get(n, n) for n in table.column_names])
             # Arrow's writer formats numbers in C++, several times faster than to_csv; each
             # chunk is written on its own, so a column's type may differ between chunks.
             with self.partial.open("ab" if self.tally.rows else "wb") as sink:

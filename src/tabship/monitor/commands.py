@@ -23,8 +23,19 @@ def _since(text: str) -> float:
         raise ConfigError(str(exc)) from None
 
 
+def _existing(store: LogStore) -> LogStore:
+    """Refuse an SQLite file that is not there: these commands read a log, and a typo in
+    --log-db made an empty one and reported 0 rows."""
+    if store.sqlite and not Path(str(store.url.database)).is_file():
+        raise ConfigError(
+            f"the log database {store.shown} does not exist; check --log-db (a server given "
+            "--log-db makes it on first use)"
+        )
+    return store
+
+
 def _open(url: str) -> LogStore:
-    store = LogStore(url)
+    store = _existing(LogStore(url))
     try:
         store.open()
     except DatabaseDown as exc:
@@ -36,7 +47,7 @@ def _open(url: str) -> LogStore:
 
 def migrate_log(url: str) -> int:
     """Move a log written by an earlier tabship to this schema; the predictions moved."""
-    store = LogStore(url)
+    store = _existing(LogStore(url))
     try:
         return store.migrate()
     except DatabaseDown as exc:
@@ -55,9 +66,10 @@ def monitor_report(
     if form not in FORMATS:
         raise ConfigError(f"--format {form!r}: choose one of {', '.join(FORMATS)}")
     artifact = Artifact.open(model)
+    window = _since(since)  # the arguments are checked before the database is
     store = _open(url)
     try:
-        summary = summarize(store, artifact.card, load_profile(artifact), _since(since), max_rows)
+        summary = summarize(store, artifact.card, load_profile(artifact), window, max_rows)
     finally:
         store.close()
     if form == "json":
@@ -81,9 +93,10 @@ def export_log(model: Path, url: str, output: Path, since: str = "7d", force: bo
     check_output_file(output, force)
     artifact = Artifact.open(model)
     names = artifact.card.schema.names
+    cutoff = _cutoff(since)  # the arguments are checked before the database is
     store = _open(url)
     try:
-        rows = list(store.rows(artifact.card.sha256, _cutoff(since), None))
+        rows = list(store.rows(artifact.card.sha256, cutoff, None))
     finally:
         store.close()
     rows.reverse()  # oldest first, as a log reads
