@@ -221,7 +221,7 @@ def test_builder_option_and_its_deprecated_alias(tiny_model: TrainedModel) -> No
     both = run("build", model, "-t", "x:1", "--builder", "docker", "--engine", "podman")
     assert both.returncode == 1 and "disagree; pass only --builder" in both.stderr
     dry = run(
-        "deploy", "gke", model, "--project", "p", "--region", "europe-west1",
+        "deploy", "gke", model, "--project", "demo-project", "--region", "europe-west1",
         "--engine", "podman", "--dry-run",
     )  # fmt: skip
     assert dry.returncode == 0, dry.stderr
@@ -248,6 +248,25 @@ def test_bad_values_and_paths_are_refused_by_name(
     forced = run("train", str(table), "--target", "charges", "-o", str(table), "--force")
     assert_one_line_error(forced, "table.csv is a file, not a model folder")
     assert table.read_bytes() == tiny_csv.read_bytes()
+    # An option of a mode not asked for was ignored; an empty GatewayClass meant GKE's.
+    image = ("--image", "registry.example/x:1", "-o", str(tmp_path / "k8s"))
+    for extra, said in (
+        (["--shards", "3"], "--shards goes with --batch-job INPUT OUTPUT"),
+        (["--gateway-class", "gke-l7"], "--gateway-class goes with --canary PERCENT"),
+        (["--workers", "3"], "--workers goes with --dask-cluster"),
+        (["--canary", "10", "--gateway-class", ""], "'' is not a GatewayClass name"),
+    ):
+        assert_one_line_error(run("manifests", model, *image, *extra), said)
+    assert not (tmp_path / "k8s").exists()
+    # gcloud took these only after earlier steps had changed the project.
+    gke = ("deploy", "gke", model, "--dry-run")
+    for extra, said in (
+        (["--project", "", "--region", "europe-west1"], "--project '' is not a Google Cloud"),
+        (["--project", "demo-project", "--region", 'a"b'], "--region 'a\"b' is not a region"),
+        (["--project", "demo-project", "--region", "europe-west1", "--nodes", "-1"],
+         "--nodes -1 must be from 1 to 1000"),
+    ):  # fmt: skip
+        assert_one_line_error(run(*gke, *extra), said)
     # sbom checks its output before fetching anything.
     assert_one_line_error(run("sbom", model, "-o", str(kept)), "already exists; choose another")
     assert kept.read_text() == "mine"
@@ -274,7 +293,16 @@ def test_usage_errors_share_the_one_error_path(tiny_model: TrainedModel) -> None
     model = str(tiny_model.artifact.directory)
     assert_one_line_error(
         run(
-            "deploy", "gke", model, "--project", "p", "--region", "r", "--nodes", "2", "--autopilot"
+            "deploy",
+            "gke",
+            model,
+            "--project",
+            "demo-project",
+            "--region",
+            "europe-west1",
+            "--nodes",
+            "2",
+            "--autopilot",
         ),
         "--nodes makes a Standard cluster",
     )

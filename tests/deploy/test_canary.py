@@ -265,13 +265,13 @@ def test_no_canary_is_a_clear_error(kubectl: dict[str, str]) -> None:
 def test_gke_canary_dry_run_prints_every_command_and_manifest(tiny_model: TrainedModel) -> None:
     done = run(
         {},
-        *("deploy", "gke", str(tiny_model.artifact.directory), "--project", "p"),
+        *("deploy", "gke", str(tiny_model.artifact.directory), "--project", "demo-project"),
         *("--region", "europe-west1", "--canary", "10", "--version", "v2", "--dry-run"),
     )
     assert done.returncode == 0, done.stderr
     text = done.stdout
     assert "gcloud container clusters update tabship --gateway-api=standard" in text
-    assert "europe-west1-docker.pkg.dev/p/tabship/tabship-charges:v2" in text
+    assert "europe-west1-docker.pkg.dev/demo-project/tabship/tabship-charges:v2" in text
     assert "gatewayClassName: gke-l7-global-external-managed" in text
     assert "kind: HealthCheckPolicy" in text and "requestPath: /readyz" in text
     assert "kubectl rollout status deployment/tabship-charges-v2" in text

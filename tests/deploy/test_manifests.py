@@ -123,7 +123,7 @@ def test_image_by_digest_and_options(tiny_model: TrainedModel) -> None:
     options = ManifestOptions(
         image="registry.example/team/charges:v1",
         digest=DIGEST,
-        name="Charges API",
+        name="charges-api",
         namespace="ml",
         min_replicas=3,
         max_replicas=6,
@@ -200,8 +200,22 @@ def test_user_strings_that_are_not_kubernetes_names_are_refused(tiny_model: Trai
         render_manifests(tiny_model.artifact, ManifestOptions(image="x:1", namespace="ml\nkind: x"))
     with pytest.raises(ConfigError, match="--image 'x:1 # y' is not an image reference"):
         render_manifests(tiny_model.artifact, ManifestOptions(image="x:1 # y"))
-    with pytest.raises(ConfigError, match="gives no usable Kubernetes name"):
+    with pytest.raises(ConfigError, match="--name 'ÄÖ: #' is not a Kubernetes name .*end\\)$"):
         render_manifests(tiny_model.artifact, ManifestOptions(image="x:1", name="ÄÖ: #"))
+    # Never rewritten into another name (`a"b` and `a: b` both became `a-b`): said, with one.
+    for given in ('a"b', "a: b", "Charges API", "x" * 64):
+        with pytest.raises(ConfigError, match="is not a Kubernetes name .*; e.g. --name [a-z]"):
+            render_manifests(tiny_model.artifact, ManifestOptions(image="x:1", name=given))
+    # Values no cluster takes, or that weaken what the policy asks for.
+    for options, said in (
+        ({"max_replicas": 10**30}, "--max-replicas 1000000000000000000000000000000 is over"),
+        ({"memory": "0"}, "--memory '0' is under 64Mi"),
+        ({"memory": "512"}, "--memory '512' is under 64Mi"),
+        ({"cpu": "0"}, "--cpu '0' is not a CPU quantity above 0"),
+        ({"cpu": "0.0m"}, "--cpu '0.0m' is not a CPU quantity above 0"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            render_manifests(tiny_model.artifact, ManifestOptions(image="x:1", **options))
 
 
 def test_write_manifests_refuses_what_breaks_policy(

@@ -306,7 +306,7 @@ def test_deploy_dry_runs_show_the_job_steps(tiny_model: TrainedModel, tmp_path: 
             "gke",
             model,
             "--project",
-            "p",
+            "demo-project",
             "--region",
             "europe-west1",
             "--batch-job",

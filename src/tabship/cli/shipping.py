@@ -239,16 +239,29 @@ def manifests(
             "--dask-cluster", help="Write a DaskCluster (dask-kubernetes operator) to train on."
         ),
     ] = False,
-    workers: Annotated[int, typer.Option(help="--dask-cluster: worker pods.")] = 4,
-    worker_cpu: Annotated[str, typer.Option(help="--dask-cluster: CPU per worker.")] = "1",
+    workers: Annotated[int | None, typer.Option(help="--dask-cluster: worker pods [4].")] = None,
+    worker_cpu: Annotated[
+        str | None, typer.Option(help="--dask-cluster: CPU per worker [1].")
+    ] = None,
     worker_memory: Annotated[
-        str, typer.Option(help="--dask-cluster: memory request and limit per worker.")
-    ] = "4Gi",
+        str | None, typer.Option(help="--dask-cluster: memory request and limit per worker [4Gi].")
+    ] = None,
 ) -> None:
     """Write a kustomize folder (kubectl apply -k DIR) that passes the policy checker."""
     from tabship.artifact import Artifact
     from tabship.deploy.manifests import ManifestOptions, write_manifests
+    from tabship.errors import ConfigError
 
+    # An option of a mode not asked for was ignored without a word.
+    for flag, value, needs, given in (
+        ("--shards", shards, "--batch-job INPUT OUTPUT", batch_job),
+        ("--gateway-class", gateway_class, "--canary PERCENT", canary),
+        ("--workers", workers, "--dask-cluster", dask_cluster or None),
+        ("--worker-cpu", worker_cpu, "--dask-cluster", dask_cluster or None),
+        ("--worker-memory", worker_memory, "--dask-cluster", dask_cluster or None),
+    ):
+        if value is not None and given is None:
+            raise ConfigError(f"{flag} goes with {needs}")
     options = ManifestOptions(
         image=image,
         name=name,
@@ -263,7 +276,6 @@ def manifests(
     artifact = Artifact.open(model)
     if canary is not None:
         from tabship.deploy.canary import canary_options, write_canary
-        from tabship.errors import ConfigError
 
         if kserve or batch_job or dask_cluster:
             raise ConfigError(
@@ -277,7 +289,15 @@ def manifests(
     if batch_job or dask_cluster:
         from tabship.deploy.batch_job import write_workload
 
-        dask = (workers, worker_cpu, worker_memory) if dask_cluster else None
+        dask = (
+            (
+                4 if workers is None else workers,
+                "1" if worker_cpu is None else worker_cpu,
+                "4Gi" if worker_memory is None else worker_memory,
+            )
+            if dask_cluster
+            else None
+        )
         batch = _batch_options(batch_job, shards)
         written = write_workload(artifact, options, output, batch, dask, force=force)
     else:

@@ -18,6 +18,7 @@ from typing import Any
 
 from tabship.artifact import Artifact
 from tabship.deploy.manifests import (
+    DNS_SUBDOMAIN,
     ManifestOptions,
     dns_name,
     model_version,
@@ -58,6 +59,12 @@ def canary_options(percent: int, gateway_class: str | None, gke: bool) -> Canary
         raise ConfigError(
             "--canary needs --gateway-class: the GatewayClass your cluster's Gateway API "
             "implementation installed (kubectl get gatewayclass)"
+        )
+    if gateway_class is not None and not DNS_SUBDOMAIN.fullmatch(gateway_class):
+        # '' silently meant GKE's class; other odd names reached gatewayClassName.
+        raise ConfigError(
+            f"--gateway-class {gateway_class[:80]!r} is not a GatewayClass name (lower-case "
+            "letters, digits, '-' and '.'; kubectl get gatewayclass lists them)"
         )
     return CanaryOptions(percent, gateway_class or GKE_GATEWAY_CLASS, gke)
 

@@ -6,6 +6,7 @@ its resource exists), so `--dry-run` prints exactly what a real run executes.
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,13 +25,20 @@ from tabship.deploy.manifests import (
     to_yaml,
     write_manifests,
 )
-from tabship.errors import TabshipError
+from tabship.errors import ConfigError, TabshipError
 from tabship.runner import Runner, ToolError
 
 if TYPE_CHECKING:
     from tabship.deploy.batch_job import BatchJobOptions
 
 EXTERNAL_IP_TRIES = 60
+# A Standard cluster's node pool: GKE's limit per zone.
+MAX_NODES = 1000
+# Names gcloud takes, and how a refusal describes them.
+_PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
+_REGION = re.compile(r"[a-z]+-[a-z]+[0-9]+(-[a-z])?")
+_CLUSTER = re.compile(r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?")
+_REPOSITORY = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
 EXTERNAL_IP_WAIT_SECONDS = 5.0
 
 
@@ -66,6 +74,23 @@ class GkeOptions:
     canary: CanaryOptions | None = None
     # --batch-job: run the scoring Job instead of rolling out the server.
     batch: BatchJobOptions | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse what gcloud would refuse only after earlier steps changed the project (an
+        empty --project, -1 nodes), and say which flag: a bad project or region surfaced as
+        a bad --image, which `deploy gke` has no flag for."""
+        for flag, value, pattern, what in (
+            ("--project", self.project, _PROJECT, "a Google Cloud project ID (6-30 characters)"),
+            ("--region", self.region, _REGION, "a region or zone such as europe-west1"),
+            ("--cluster", self.cluster, _CLUSTER, "a GKE cluster name (at most 40 characters)"),
+            ("--repository", self.repository, _REPOSITORY, "an Artifact Registry repository"),
+        ):
+            if not pattern.fullmatch(value):
+                raise ConfigError(
+                    f"{flag} {value[:80]!r} is not {what}: lower-case letters, digits and '-'"
+                )
+        if self.nodes is not None and not 1 <= self.nodes <= MAX_NODES:
+            raise ConfigError(f"--nodes {self.nodes} must be from 1 to {MAX_NODES}")
 
 
 @dataclass

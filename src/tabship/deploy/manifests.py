@@ -69,7 +69,7 @@ def _image(options: ManifestOptions) -> str:
 
 KEYS_DIR = "/etc/tabship/api-keys"
 KEYS_ITEM = "api-keys"
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 # An image reference: registry, path, tag and digest characters only (no space, quote or newline).
 _IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
@@ -89,14 +89,21 @@ def _check_log(options: ManifestOptions) -> None:
 
 def _check(options: ManifestOptions) -> None:
     _check_log(options)
+    if options.name is not None and not _DNS_LABEL.fullmatch(options.name):
+        # Rewritten silently before (`a"b`, `a: b` and `a\nb` all became `a-b`, two names
+        # one object): said, with the name it would have been.
+        suggestion = re.sub(r"[^a-z0-9]+", "-", options.name.lower()).strip("-")[:63].strip("-")
+        raise ConfigError(
+            f"--name {options.name[:80]!r} is not a Kubernetes name (lower-case letters, digits "
+            "and '-', at most 63, a letter or digit at each end)"
+            + (f"; e.g. --name {suggestion}" if suggestion else "")
+        )
     if options.namespace is not None and not _DNS_LABEL.fullmatch(options.namespace):
         raise ConfigError(
             f"--namespace {options.namespace!r} is not a Kubernetes namespace name "
             "(lower-case letters, digits and '-', at most 63)"
         )
-    if options.api_keys_secret is not None and not _DNS_SUBDOMAIN.fullmatch(
-        options.api_keys_secret
-    ):
+    if options.api_keys_secret is not None and not DNS_SUBDOMAIN.fullmatch(options.api_keys_secret):
         raise ConfigError(
             f"--api-keys-secret {options.api_keys_secret!r} is not a Secret name "
             "(lower-case letters, digits, '-' and '.')"
@@ -105,17 +112,45 @@ def _check(options: ManifestOptions) -> None:
         raise ConfigError(
             f"--image {options.image!r} is not an image reference such as registry/name:tag"
         )
+    _check_resources(options)
+
+
+def _check_resources(options: ManifestOptions) -> None:
     if not 1 <= options.min_replicas <= options.max_replicas:
         raise ConfigError(
             f"--min-replicas {options.min_replicas} and --max-replicas {options.max_replicas}: need 1 <= min <= max"
         )
     if not 1 <= options.cpu_target <= 100:
         raise ConfigError(f"--cpu-target {options.cpu_target} must be a percentage from 1 to 100")
-    if not re.fullmatch(r"\d+(\.\d+)?m?", options.cpu):
-        raise ConfigError(f"--cpu {options.cpu!r} is not a CPU quantity such as 250m or 1")
+    if options.max_replicas > MAX_REPLICAS:
+        raise ConfigError(f"--max-replicas {options.max_replicas} is over {MAX_REPLICAS}")
+    if not re.fullmatch(r"\d+(\.\d+)?m?", options.cpu) or not float(options.cpu.rstrip("m")):
+        raise ConfigError(f"--cpu {options.cpu!r} is not a CPU quantity above 0 such as 250m or 1")
     if not re.fullmatch(r"\d+(Ki|Mi|Gi|K|M|G)?", options.memory):
         raise ConfigError(f"--memory {options.memory!r} is not a memory quantity such as 512Mi")
+    if memory_bytes(options.memory) < MIN_MEMORY:
+        # 0 reads as no limit at all, 512 as 512 bytes: neither runs the server.
+        raise ConfigError(f"--memory {options.memory!r} is under 64Mi; the server needs more")
 
+
+def memory_bytes(quantity: str) -> int:
+    """A checked memory quantity (digits and an optional unit) in bytes."""
+    digits = quantity.rstrip("KMGi")
+    return int(digits) * _MEMORY_UNITS[quantity[len(digits) :]]
+
+
+# An HPA's maxReplicas is an int32.
+MAX_REPLICAS = 2**31 - 1
+MIN_MEMORY = 64 * 2**20
+_MEMORY_UNITS = {
+    "": 1,
+    "K": 1000,
+    "M": 1000**2,
+    "G": 1000**3,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+}
 
 _VERSION = re.compile(r"[a-z0-9]([a-z0-9.-]{0,18}[a-z0-9])?")
 
