@@ -267,9 +267,29 @@ def test_bad_values_and_paths_are_refused_by_name(
          "--nodes -1 must be from 1 to 1000"),
     ):  # fmt: skip
         assert_one_line_error(run(*gke, *extra), said)
+    # rollout's names go into selectors: one that is not a name would select other objects.
+    assert_one_line_error(
+        run("rollout", "promote", "x,app!=y", "--dry-run"), "APP_NAME 'x,app!=y' is not a"
+    )
+    assert_one_line_error(
+        run("rollout", "rollback", "tabship-charges", "--namespace", "Bad NS", "--dry-run"),
+        "--namespace 'Bad NS' is not a Kubernetes name",
+    )
+    # Printed commands read as a shell would run them.
+    shown = run("rollout", "promote", "tabship-charges", "--context", "my ctx", "--dry-run")
+    assert shown.returncode == 0 and "kubectl --context 'my ctx' get" in shown.stdout
     # sbom checks its output before fetching anything.
     assert_one_line_error(run("sbom", model, "-o", str(kept)), "already exists; choose another")
     assert kept.read_text() == "mine"
+    # Empty or misplaced predict options meant their defaults, or nothing.
+    scored = ("predict", model, str(tiny_csv), "-o", str(tmp_path / "scored.csv"))
+    for extra, said in (
+        (["--format", "csv"], "--format goes with sharded output"),
+        (["--shard", ""], "--shard '' is not I/N"),
+        (["--engine", ""], "unknown engine ''"),
+    ):
+        assert_one_line_error(run(*scored, *extra), said)
+    assert not (tmp_path / "scored.csv").exists()
     # A shard count past what a Job runs: refused at once (planning 10**30 shards never ended).
     assert_one_line_error(
         run("predict", model, str(tiny_csv), "-o", str(tmp_path / "p"), "--shard", f"0/{10**30}"),

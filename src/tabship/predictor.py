@@ -59,7 +59,7 @@ class Predictor:
                 f"{directory} changed between its signature check and its loading; load it again"
             )
         card = artifact.card
-        chosen = engine or card.engine
+        chosen = card.engine if engine is None else engine  # '' is refused, not the default
         if chosen == "onnx":
             if ONNX_FILE not in card.files:
                 raise ArtifactError(

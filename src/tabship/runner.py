@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -36,7 +37,8 @@ class Runner:
         command = [str(a) for a in args]
         self.transcript.append(command)
         if self.echo or self.dry_run:
-            print("+ " + " ".join(command), flush=True)
+            # Quoted as a shell reads it: a value with a space, quote or newline is one word.
+            print("+ " + shlex.join(command), flush=True)
         if self.dry_run:
             return subprocess.CompletedProcess(command, 0, "", "")
         if shutil.which(command[0]) is None:

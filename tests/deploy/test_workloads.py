@@ -268,7 +268,10 @@ def test_bad_batch_options_are_refused(tiny_model: TrainedModel) -> None:
     for batch, message in [
         (BatchJobOptions("gs://a", "gs://b", 0), "--shards 0"),
         (BatchJobOptions("gs://a", "gs://b", 4, parallelism=9), "--parallelism 9"),
-        (BatchJobOptions("gs://a\nkind: Pod", "gs://b", 4), "must be one line"),
+        (BatchJobOptions("gs://a\nkind: Pod", "gs://b", 4), "must be a path or URL on one line"),
+        # The pod's predict would read them as its own options, or as nothing.
+        (BatchJobOptions("-x", "gs://b", 4), "INPUT '-x' must be a path or URL"),
+        (BatchJobOptions("gs://a", " ", 4), "OUTPUT ' ' must be a path or URL"),
     ]:
         with pytest.raises(ConfigError, match=message):
             render_batch_job(tiny_model.artifact, ManifestOptions(image=IMAGE), batch)

@@ -73,8 +73,8 @@ def predict(
         ),
     ] = None,
     output_format: Annotated[
-        str, typer.Option("--format", help="Sharded output: parquet or csv.")
-    ] = "parquet",
+        str | None, typer.Option("--format", help="Sharded output: parquet or csv [parquet].")
+    ] = None,
     chunk_rows: Annotated[
         int, typer.Option(min=1, help="Rows read and predicted at a time.")
     ] = 100_000,
@@ -100,11 +100,19 @@ def predict(
         model, engine, threads=threads or 1, strict_categories=strict, sealed=sealed
     )
     many = "://" in data or any(ch in data for ch in "*?[") or Path(data).is_dir()
-    if shard or shards or many:
+    if shard is not None or shards is not None or many:
+        fmt = "parquet" if output_format is None else output_format
         _predict_shard(
-            predictor, data, output, shard, shards, output_format, force, chunk_rows, formula_guard
+            predictor, data, output, shard, shards, fmt, force, chunk_rows, formula_guard
         )
         return
+    if output_format is not None:  # ignored before: the file's suffix says its format
+        from tabship.errors import ConfigError
+
+        raise ConfigError(
+            "--format goes with sharded output (a folder, glob or URL, --shard or --shards); "
+            "one file is written as its -o suffix says (.csv or .parquet)"
+        )
     summary = predict_file(
         predictor,
         Path(data),
@@ -141,11 +149,11 @@ def _predict_shard(
     from tabship.errors import ConfigError
     from tabship.shards import Shard, predict_shard
 
-    if shard and shards:
+    if shard is not None and shards is not None:
         raise ConfigError(
             "pass --shard I/N or --shards N (index from JOB_COMPLETION_INDEX), not both"
         )
-    if shards:
+    if shards is not None:
         index = shard_index_from_env()
         if index is None:
             raise ConfigError(
@@ -153,7 +161,7 @@ def _predict_shard(
             )
         chosen = Shard.of(index, shards)
     else:
-        chosen = Shard.parse(shard) if shard else Shard(0, 1)
+        chosen = Shard.parse(shard) if shard is not None else Shard(0, 1)
     summary = predict_shard(
         predictor,
         data,

@@ -54,8 +54,13 @@ def _check(options: BatchJobOptions) -> None:
     if options.output_format not in ("parquet", "csv"):
         raise ConfigError(f"--format {options.output_format!r} is not parquet or csv")
     for what, text in (("INPUT", options.source), ("OUTPUT", options.output)):
-        if not text or any(ch in text for ch in "\n\r\x00"):
-            raise ConfigError(f"--batch-job {what} {text!r} must be one line, e.g. gs://bucket/in/")
+        # The pod's `tabship predict` reads them as arguments: one starting with '-' would be
+        # read as an option of its own.
+        if not text.strip() or text.startswith("-") or any(ch in text for ch in "\n\r\x00"):
+            raise ConfigError(
+                f"--batch-job {what} {text[:80]!r} must be a path or URL on one line, not "
+                "starting with '-', e.g. gs://bucket/in/"
+            )
 
 
 def command(options: BatchJobOptions) -> list[str]:

@@ -7,6 +7,7 @@ its resource exists), so `--dry-run` prints exactly what a real run executes.
 from __future__ import annotations
 
 import re
+import shlex
 import tempfile
 import time
 from collections.abc import Callable
@@ -419,8 +420,8 @@ def apply_plan(steps: list[Step], runner: Runner, say: Callable[[str], None]) ->
         if runner.dry_run:
             say(label)
             if step.check:
-                say("    skip if this succeeds: " + " ".join(step.check))
-            say("    " + " ".join(step.command))
+                say("    skip if this succeeds: " + shlex.join(step.check))
+            say("    " + shlex.join(step.command))
             if step.show is not None:
                 say(step.show())
             continue

@@ -70,13 +70,13 @@ def _image(options: ManifestOptions) -> str:
 KEYS_DIR = "/etc/tabship/api-keys"
 KEYS_ITEM = "api-keys"
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
-_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 # An image reference: registry, path, tag and digest characters only (no space, quote or newline).
 _IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
 
 
 def _check_log(options: ManifestOptions) -> None:
-    if options.log_db_secret is not None and not _DNS_LABEL.fullmatch(options.log_db_secret):
+    if options.log_db_secret is not None and not DNS_LABEL.fullmatch(options.log_db_secret):
         raise ConfigError(
             f"--log-db-secret {options.log_db_secret!r} is not a Secret name "
             "(lower-case letters, digits and '-', at most 63)"
@@ -89,7 +89,7 @@ def _check_log(options: ManifestOptions) -> None:
 
 def _check(options: ManifestOptions) -> None:
     _check_log(options)
-    if options.name is not None and not _DNS_LABEL.fullmatch(options.name):
+    if options.name is not None and not DNS_LABEL.fullmatch(options.name):
         # Rewritten silently before (`a"b`, `a: b` and `a\nb` all became `a-b`, two names
         # one object): said, with the name it would have been.
         suggestion = re.sub(r"[^a-z0-9]+", "-", options.name.lower()).strip("-")[:63].strip("-")
@@ -98,7 +98,7 @@ def _check(options: ManifestOptions) -> None:
             "and '-', at most 63, a letter or digit at each end)"
             + (f"; e.g. --name {suggestion}" if suggestion else "")
         )
-    if options.namespace is not None and not _DNS_LABEL.fullmatch(options.namespace):
+    if options.namespace is not None and not DNS_LABEL.fullmatch(options.namespace):
         raise ConfigError(
             f"--namespace {options.namespace!r} is not a Kubernetes namespace name "
             "(lower-case letters, digits and '-', at most 63)"

@@ -26,7 +26,8 @@ from tabship.deploy.canary import (
     write_canary,
 )
 from tabship.deploy.gke import Step
-from tabship.deploy.manifests import ManifestOptions, dns_name, model_version
+from tabship.deploy.manifests import DNS_LABEL, ManifestOptions, dns_name, model_version
+from tabship.errors import ConfigError
 from tabship.runner import Runner, ToolError
 
 
@@ -139,6 +140,18 @@ class RolloutTarget:
     namespace: str | None = None
     context: str | None = None
     gke: bool = False
+
+    def __post_init__(self) -> None:
+        """The names go into label selectors and patch targets: a name that is not one
+        (`x,app!=y`) would select other objects."""
+        for flag, value in (("APP_NAME", self.app), ("--namespace", self.namespace)):
+            if value is not None and not DNS_LABEL.fullmatch(value):
+                raise ConfigError(
+                    f"{flag} {value[:80]!r} is not a Kubernetes name (lower-case letters, "
+                    "digits and '-', at most 63)"
+                )
+        if self.context is not None and not self.context.strip():
+            raise ConfigError("--context is empty; leave it out to use kubectl's current context")
 
     @property
     def kubectl(self) -> list[str]:
