@@ -93,6 +93,8 @@ def trust_from_env(env: Mapping[str, str] | None = None) -> Path | None:
 
 def named_variable(name: str, env: Mapping[str, str] | None = None) -> str:
     """A variable the user named on the command line (a key's password, say), or ConfigError."""
+    if not name.strip():
+        raise ConfigError("the environment variable's name is empty; give the name of one")
     value = (os.environ if env is None else env).get(name)
     if value is None:
         raise ConfigError(f"the environment variable {name} is not set")

@@ -92,7 +92,9 @@ def redact(url: str) -> str:
     try:
         return shown_url(make_url(url))
     except (ArgumentError, ValueError):
-        return "(unparseable URL)"
+        # Without an @ there is no user or password to hide: the text is shown as given (a
+        # bare file path was said as "(unparseable URL)", leaving the user to guess).
+        return url[:200] if "@" not in url else "(unparseable URL)"
 
 
 # Query parameters holding secrets (libpq's password, sslpassword; a token of some proxies).
