@@ -278,6 +278,14 @@ def test_bad_values_and_paths_are_refused_by_name(
     # Printed commands read as a shell would run them.
     shown = run("rollout", "promote", "tabship-charges", "--context", "my ctx", "--dry-run")
     assert shown.returncode == 0 and "kubectl --context 'my ctx' get" in shown.stdout
+    # build's tag is checked before the context is written (docker refused it after).
+    for tag in ("", "-x", "a b", "A_B/c"):
+        assert_one_line_error(
+            run("build", model, "-t", tag, "--builder", "podman"), "is not an image name"
+        )
+    assert_one_line_error(
+        run("sign", model, "--private-key", str(tmp_path)), "is a folder; give the private key"
+    )
     # sbom checks its output before fetching anything.
     assert_one_line_error(run("sbom", model, "-o", str(kept)), "already exists; choose another")
     assert kept.read_text() == "mine"
@@ -311,19 +319,9 @@ def test_bad_values_and_paths_are_refused_by_name(
 
 def test_usage_errors_share_the_one_error_path(tiny_model: TrainedModel) -> None:
     model = str(tiny_model.artifact.directory)
+    where = ("--project", "demo-project", "--region", "europe-west1")
     assert_one_line_error(
-        run(
-            "deploy",
-            "gke",
-            model,
-            "--project",
-            "demo-project",
-            "--region",
-            "europe-west1",
-            "--nodes",
-            "2",
-            "--autopilot",
-        ),
+        run("deploy", "gke", model, *where, "--nodes", "2", "--autopilot"),
         "--nodes makes a Standard cluster",
     )
     assert_one_line_error(

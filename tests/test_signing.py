@@ -22,8 +22,11 @@ from tabship.workflow import TrainedModel
 from .servers import TABSHIP, start_server
 
 
-def key_pair(folder: Path, name: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
+def key_pair(
+    folder: Path, name: str, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | None = None
+) -> tuple[Path, Path]:
+    """A private key and its public key as PEM files (a new P-256 key unless one is given)."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
     private = folder / f"{name}.pem"
     public = folder / f"{name}.pub.pem"
     private.write_bytes(
@@ -183,19 +186,7 @@ def test_bad_key_files_are_refused(signed: Path, keys: dict[str, Path], tmp_path
         sign_model(signed, keys["public"])
     # An RSA key pair (what most people have at hand): refused by name, not a traceback.
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    rsa_private, rsa_public = tmp_path / "rsa.pem", tmp_path / "rsa.pub.pem"
-    rsa_private.write_bytes(
-        rsa_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    rsa_public.write_bytes(
-        rsa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    rsa_private, rsa_public = key_pair(tmp_path, "rsa", rsa_key)
     with pytest.raises(ConfigError, match="--private-key .*rsa.pem holds a key of type RSA"):
         sign_model(signed, rsa_private, force=True)
     with pytest.raises(ConfigError, match="--trust .*rsa.pub.pem holds a key of type RSA"):

@@ -47,6 +47,16 @@ TRUST_FILE = "trust.pem"
 BOOSTER_PACKAGES = {"lightgbm": "lightgbm", "xgboost": "xgboost-cpu"}
 
 
+# An image reference as docker's grammar reads it: [host[:port]/]path[:tag], no digest. Only
+# the host may hold capitals; path parts are lower-case, joined by '.', '_', '__' or dashes.
+_HOST_PART = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_TAG = re.compile(
+    rf"(?:{_HOST_PART}(?:\.{_HOST_PART})*(?::[0-9]+)?/)?{_PATH_PART}(?:/{_PATH_PART})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+)
+
+
 @dataclass(frozen=True)
 class ImageOptions:
     """What `tabship build` was asked for."""
@@ -377,6 +387,11 @@ def build_image(
     model: Path, options: ImageOptions, runner: Runner, default_wheelhouse: Path
 ) -> BuiltImage:
     """Verify the model, write the context and build (and push) the image with docker or podman."""
+    if not IMAGE_TAG.fullmatch(options.tag):  # refused by docker only after the context was written
+        raise ConfigError(
+            f"-t {options.tag[:80]!r} is not an image name such as registry.example/team/app:v1 "
+            "(lower-case name parts; a tag of letters, digits, '_', '.' and '-')"
+        )
     sealed = None
     if options.trust is not None:  # before anything in the folder is deserialised
         from tabship.signing import verify_model

@@ -40,6 +40,8 @@ def _hashing() -> Any:
 
 
 def _key_file(path: Path, what: str, flag: str) -> Path:
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give the {what} as a PEM file")
     if not path.is_file():
         raise ConfigError(f"{flag} {path}: no such file; give the {what} as a PEM file")
     return path

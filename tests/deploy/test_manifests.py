@@ -388,6 +388,11 @@ def test_a_folder_with_nothing_to_check_is_refused(tmp_path: Path) -> None:
     (empty / "notes.yaml").write_text("- just\n- a list\n")
     with pytest.raises(TabshipError, match="holds no Kubernetes objects"):
         load_folder(empty)
+    # A workload in a subfolder is read (and flagged), not skipped.
+    (empty / "sub").mkdir()
+    (empty / "sub" / "pod.yaml").write_text("kind: Pod\nmetadata: {name: root}\n")
+    found = check_objects(load_folder(empty))
+    assert [(f.rule, f.path) for f in found] == [("unchecked-workload", "Pod/root")]
     (empty / "latin.yaml").write_bytes("kind: D\xe9ployment\n".encode("latin-1"))
     with pytest.raises(TabshipError, match="latin.yaml is not UTF-8 text"):
         load_folder(empty)

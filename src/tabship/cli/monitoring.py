@@ -36,7 +36,9 @@ def _url(log_db: str | None) -> str:
 def monitor(
     model: Annotated[Path, typer.Argument(help="Model folder written by `tabship train`.")],
     log_db: LogDb = None,
-    since: Annotated[str, typer.Option(help="Window: 30m, 24h, 7d...")] = "7d",
+    since: Annotated[
+        str, typer.Option(help="Window: 30m, 24h, 7d, 2w (a bare number: hours).")
+    ] = "7d",
     form: Annotated[str, typer.Option("--format", help="table, json or html.")] = "table",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")
@@ -64,7 +66,9 @@ def export(
         Path, typer.Option("--output", "-o", help="rows.parquet or rows.csv to write.")
     ],
     log_db: LogDb = None,
-    since: Annotated[str, typer.Option(help="Window: 30m, 24h, 7d...")] = "7d",
+    since: Annotated[
+        str, typer.Option(help="Window: 30m, 24h, 7d, 2w (a bare number: hours).")
+    ] = "7d",
     force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> None:
     """Export the model's logged predictions (inputs, prediction, feedback) to a file."""

@@ -434,11 +434,18 @@ def load_folder(directory: Path) -> list[dict[str, Any]]:
     if kustomization.is_file():
         names = (yaml.safe_load(_text(kustomization)) or {}).get("resources", [])
         files = [directory / name for name in names]
-    else:
-        files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+    else:  # every YAML file below, subfolders too: one left unread would pass unchecked
+        files = sorted(
+            p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()
+        )
     objects: list[dict[str, Any]] = []
     for path in files:
-        if not path.resolve().is_relative_to(directory.resolve()) or not path.is_file():
+        if not path.resolve().is_relative_to(directory.resolve()):
+            raise TabshipError(f"{path} is not a file inside {directory}")
+        if path.is_dir():  # a kustomization's resource may be a folder (a base)
+            objects += load_folder(path)
+            continue
+        if not path.is_file():
             raise TabshipError(f"{path} is not a file inside {directory}")
         try:
             objects += [doc for doc in yaml.safe_load_all(_text(path)) if isinstance(doc, dict)]
