@@ -148,6 +148,37 @@ def test_a_body_behind_a_waiting_request_is_not_counted_as_head(server: Server) 
         assert read_answer(conn)[0] == 200
 
 
+@pytest.mark.parametrize(("path", "status"), [("/nonexistent", 404), ("/v1/model", 405)])
+def test_a_body_answered_at_once_is_not_counted_as_the_next_requests_head(
+    server: Server, path: str, status: int
+) -> None:
+    """A request answered while its chunk was being read had the whole chunk, its body too,
+    counted as the head of the next request, which got a 431 it had not earned (this
+    server's caps: 2 KB of head, 4 KB of body)."""
+    body = b"x" * 3000
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with connect(server) as conn:
+        conn.sendall(request)
+        assert read_answer(conn)[0] == status
+        conn.sendall(get("/healthz"))
+        assert read_answer(conn)[:3:2] == (200, b'{"status":"ok"}')
+
+
+def test_pipelined_heads_over_the_cap_together_are_each_read_as_one(server: Server) -> None:
+    """Twenty heads of 250 bytes in one write: each is under the 2 KB cap, so all are
+    answered, and nothing more (an unasked 431 followed them)."""
+    pad = "X-Pad: " + "p" * 200 + "\r\n"
+    with connect(server) as conn:
+        conn.sendall(b"".join(get("/healthz", pad) for _ in range(20)))
+        assert [read_answer(conn)[0] for _ in range(20)] == [200] * 20
+        assert not _UNREAD.get(conn.fileno())
+        conn.sendall(get("/readyz"))
+        assert read_answer(conn)[:3:2] == (200, b'{"status":"ready"}')
+
+
 @pytest.mark.parametrize("split", [False, True])
 def test_an_upgrade_ask_is_ignored_and_the_body_read_as_a_body(
     server: Server, value: str, split: bool

@@ -18,6 +18,7 @@ from pathlib import Path
 from tabship import __version__
 from tabship.artifact import Artifact
 from tabship.errors import ConfigError, DataError, OutputExistsError
+from tabship.imageref import IMAGE_REFERENCE, IMAGE_TAG
 from tabship.runner import Runner, ToolError
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
@@ -45,16 +46,6 @@ SIGNING_PACKAGES = ("model-signing", "pyopenssl")
 TRUST_FILE = "trust.pem"
 # Candidate name prefix -> the package its fitted model unpickles from (see candidates.py).
 BOOSTER_PACKAGES = {"lightgbm": "lightgbm", "xgboost": "xgboost-cpu"}
-
-
-# An image reference as docker's grammar reads it: [host[:port]/]path[:tag], no digest. Only
-# the host may hold capitals; path parts are lower-case, joined by '.', '_', '__' or dashes.
-_HOST_PART = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
-_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-IMAGE_TAG = re.compile(
-    rf"(?:{_HOST_PART}(?:\.{_HOST_PART})*(?::[0-9]+)?/)?{_PATH_PART}(?:/{_PATH_PART})*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
-)
 
 
 @dataclass(frozen=True)
@@ -137,7 +128,6 @@ def render_requirements(pins: dict[str, str], hashes: dict[str, list[str]]) -> s
 # Characters a Dockerfile line cannot carry inside a quoted word: a newline ends the
 # instruction (a backslash before it only continues the line), and the rest are control bytes.
 _UNQUOTABLE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]")
-_IMAGE_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 
 
@@ -199,7 +189,7 @@ def render_dockerfile(artifact: Artifact, options: ImageOptions) -> str:
     Every value from the model card or the user is quoted by `quote_label`; the base image must
     look like an image reference, so no user string can start a new instruction.
     """
-    if not _IMAGE_REFERENCE.fullmatch(options.base_image):
+    if not IMAGE_REFERENCE.fullmatch(options.base_image):
         raise ConfigError(
             f"--base-image {options.base_image!r} is not an image reference such as python:3.11-slim"
         )

@@ -198,8 +198,20 @@ def test_user_strings_that_are_not_kubernetes_names_are_refused(tiny_model: Trai
         ConfigError, match=re.escape("--namespace 'ml\\nkind: x' is not a Kubernetes")
     ):
         render_manifests(tiny_model.artifact, ManifestOptions(image="x:1", namespace="ml\nkind: x"))
-    with pytest.raises(ConfigError, match="--image 'x:1 # y' is not an image reference"):
-        render_manifests(tiny_model.artifact, ManifestOptions(image="x:1 # y"))
+    # Docker's grammar, the one `build -t` checks (imageref.py): `A_B` reached the manifest and
+    # the policy checker, which called it an image without a tag.
+    for image in ("x:1 # y", "A_B", "x@sha256:short", "-x:1"):
+        with pytest.raises(ConfigError, match=f"--image '{re.escape(image)}' is not an image ref"):
+            render_manifests(tiny_model.artifact, ManifestOptions(image=image))
+    digest = "sha256:" + "0" * 64
+    objects = render_manifests(
+        tiny_model.artifact, ManifestOptions(image=f"r.example/a:v1@{digest}")
+    )
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    assert (
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        == f"r.example/a:v1@{digest}"
+    )
     with pytest.raises(ConfigError, match="--name 'ÄÖ: #' is not a Kubernetes name .*end\\)$"):
         render_manifests(tiny_model.artifact, ManifestOptions(image="x:1", name="ÄÖ: #"))
     # Never rewritten into another name (`a"b` and `a: b` both became `a-b`): said, with one.

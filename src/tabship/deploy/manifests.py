@@ -12,6 +12,7 @@ from tabship.artifact import Artifact
 from tabship.deploy.logdb import log_egress, log_env, log_volume
 from tabship.deploy.policy import check_objects
 from tabship.errors import ConfigError, OutputExistsError
+from tabship.imageref import IMAGE_REFERENCE
 
 PORT = 8080
 RUNTIME_UID = 10001
@@ -71,8 +72,6 @@ KEYS_DIR = "/etc/tabship/api-keys"
 KEYS_ITEM = "api-keys"
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
 DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-# An image reference: registry, path, tag and digest characters only (no space, quote or newline).
-_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
 
 
 def _check_log(options: ManifestOptions) -> None:
@@ -108,7 +107,7 @@ def _check(options: ManifestOptions) -> None:
             f"--api-keys-secret {options.api_keys_secret!r} is not a Secret name "
             "(lower-case letters, digits, '-' and '.')"
         )
-    if not _IMAGE.fullmatch(options.image):
+    if not IMAGE_REFERENCE.fullmatch(options.image):
         raise ConfigError(
             f"--image {options.image!r} is not an image reference such as registry/name:tag"
         )
