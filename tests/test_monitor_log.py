@@ -71,7 +71,7 @@ def test_every_prediction_route_logs_its_rows(logged: tuple[App, Path]) -> None:
 
     async def go() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
         async with client(app) as c:
-            one = await c.post("/predict_api", json=PATIENT, headers={"x-request-id": "req-1"})
+            one = await c.post("/predict_api", json=PATIENT, headers={"x-request-id": "req-1 \t"})
             many = await c.post(
                 "/v1/predict", json={"instances": [PATIENT, {**PATIENT, "age": 99}]}
             )
@@ -143,26 +143,34 @@ def test_an_integer_past_64_bits_is_logged_not_dropped(logged: tuple[App, Path])
     # else a client could keep its requests out of the log.
     app, path = logged
     huge = 10**30 + 7
-    body = json.dumps({**PATIENT, "age": huge}).encode()
 
-    async def go() -> httpx.Response:
+    async def go() -> list[httpx.Response]:
         async with client(app) as c:
             headers = {"content-type": "application/json"}
-            return await c.post("/predict_api", content=body, headers=headers)
+            return [
+                await c.post("/predict_api", content=json.dumps(body).encode(), headers=headers)
+                for body in (PATIENT, {**PATIENT, "age": huge})
+            ]
 
-    answer = asyncio.run(go())
-    assert answer.status_code == 200
+    plain, answer = asyncio.run(go())
+    assert plain.status_code == answer.status_code == 200
     assert app.context.monitoring is not None and app.context.monitoring.writer.flush()
     assert app.context.monitoring.writer.stats.dropped == 0
-    (row,) = rows(path)
-    assert row["id"] == answer.headers["x-prediction-id"]
+    row = next(r for r in rows(path) if r["id"] == answer.headers["x-prediction-id"])
     assert json.loads(row["input"])["age"] == huge
     from tabship.monitor.commands import export_log
 
-    for name in ("rows.parquet", "rows.csv"):  # the column holds it as text, exact
-        model = app.context.predictor.artifact.directory
-        assert export_log(model, f"sqlite:///{path}", path.parent / name) == 1
-    assert pd.read_csv(path.parent / "rows.csv", dtype=str)["age"][0] == str(huge)
+    # Exported, the column stays a number column, as the model read it (one such request
+    # made it text, for every row).
+    model = app.context.predictor.artifact.directory
+    for name in ("rows.parquet", "rows.csv"):
+        assert export_log(model, f"sqlite:///{path}", path.parent / name) == 2
+    for table in (
+        pd.read_parquet(path.parent / "rows.parquet"),
+        pd.read_csv(path.parent / "rows.csv"),
+    ):
+        assert table["age"].dtype == "float64"
+        assert sorted(table["age"]) == [PATIENT["age"], float(huge)]
 
 
 def test_feedback_gives_the_scores_scikit_learn_gives(logged: tuple[App, Path]) -> None:
@@ -188,14 +196,25 @@ def test_feedback_gives_the_scores_scikit_learn_gives(logged: tuple[App, Path]) 
                 await c.post("/v1/feedback", json={"id": answer["ids"][0], "actual": "high"}),
                 await c.post("/v1/feedback", json={"id": answer["ids"][0]}),
                 await c.post("/v1/feedback", json=[]),
+                await c.post(
+                    "/v1/feedback", json={"id": answer["ids"][0], "actual": 1, "Actual": 2}
+                ),
+                await c.post(
+                    "/v1/feedback",
+                    json=[{"id": answer["ids"][0], "actual": 5.0}, {"id": "gone-1", "actual": 1.0}],
+                ),
             ]
             assert stored.json() == {"stored": 30}
             return answer["predictions"], actual, refusals
 
     predicted, actual, refusals = asyncio.run(go())
-    assert [r.status_code for r in refusals] == [422, 422, 422, 422]
+    assert [r.status_code for r in refusals] == [422] * 6
     assert "no-such-id" in refusals[0].json()["message"]
     assert "actual: must be a finite number" in refusals[1].json()["message"]
+    # Each message names the field, and the item in a list.
+    assert refusals[2].json()["message"].startswith("actual: missing")
+    assert "'Actual' is not a field" in refusals[4].json()["message"]
+    assert refusals[5].json()["message"].startswith("[1].id 'gone-1': not a logged prediction")
     from tabship.monitor.summary import summarize
 
     monitoring = app.context.monitoring
@@ -512,6 +531,9 @@ def test_database_urls() -> None:
         with pytest.raises(LogDatabaseError):
             engine_url(bad)
     assert "hunter2" not in redact("postgresql://u:hunter2@h/db")
+    # The driver ignored these with a warning and wrote to a file asked to be read-only.
+    with pytest.raises(LogDatabaseError, match=r"takes no query arguments \('mode'\)"):
+        engine_url("sqlite:////tmp/log.db?mode=ro")
 
 
 def test_rows_the_database_refuses_are_dropped_and_the_writer_goes_on(tmp_path: Path) -> None:
@@ -817,10 +839,17 @@ def test_odd_windows_and_outputs_get_messages_not_tracebacks(
         done = runner.invoke(cli, [*command, "--log-db", url])
         assert done.exit_code == 1 and "does not exist; check --log-db" in done.output
         assert not path.exists()
+        folder = path.parent / "logs"
+        folder.mkdir(exist_ok=True)
+        done = runner.invoke(cli, [*command, "--log-db", f"sqlite:///{folder}"])
+        assert done.exit_code == 1 and "is a folder; give the log's file" in done.output
     app.context.monitoring.writer.store.open()  # as a server's first write makes it
     for since in ("5.9e26s", "9999999d", "1e300"):
         done = runner.invoke(cli, ["monitor", model, "--log-db", url, "--since", since])
         assert done.exit_code == 1 and "over 100 years" in done.output, done.output
+    for since in ("1_000d", "\u0661d", "\uff17d", "7 d"):  # float() reads all of these
+        done = runner.invoke(cli, ["monitor", model, "--log-db", url, "--since", since])
+        assert done.exit_code == 1 and "is not a duration" in done.output, done.output
 
     async def page() -> httpx.Response:
         async with client(app) as c:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -26,7 +27,12 @@ def _since(text: str) -> float:
 def _existing(store: LogStore) -> LogStore:
     """Refuse an SQLite file that is not there: these commands read a log, and a typo in
     --log-db made an empty one and reported 0 rows."""
-    if store.sqlite and not Path(str(store.url.database)).is_file():
+    path = Path(str(store.url.database))
+    if store.sqlite and path.is_dir():  # as `serve` says it
+        raise ConfigError(
+            f"--log-db {store.shown} is a folder; give the log's file, such as {path / 'log.db'}"
+        )
+    if store.sqlite and not path.is_file():
         raise ConfigError(
             f"the log database {store.shown} does not exist; check --log-db (a server given "
             "--log-db makes it on first use)"
@@ -160,14 +166,21 @@ def _reason(exc: OSError) -> str:
 
 
 def _array(values: list[object]) -> object:
-    """An Arrow column; a column of mixed types (numbers and text), or holding an integer past
-    64 bits (logged exact, as the request sent it), becomes text."""
+    """An Arrow column. Numbers holding an integer past 64 bits become float64, as the model
+    read them (the log keeps them exact): as text, one such request turned the whole column
+    into strings. A column of numbers and text mixed becomes text."""
     import pyarrow as pa
 
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-        return pa.array([None if v is None else str(v) for v in values], pa.string())
+        pass
+    numbers = [v for v in values if isinstance(v, int | float)]
+    if len(numbers) == sum(v is not None for v in values):
+        with contextlib.suppress(OverflowError):  # past float64 too: text, exact
+            floats = iter(map(float, numbers))
+            return pa.array([None if v is None else next(floats) for v in values], pa.float64())
+    return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
 def _cutoff(since: str) -> float:

@@ -74,7 +74,7 @@ class Monitoring:
 
     async def feedback(self, request: Request) -> Answer:
         """Store ground truth for logged predictions: {"id", "actual"} or a list of them."""
-        pairs = self._read_feedback(request)
+        pairs, places = self._read_feedback(request)
         loop = asyncio.get_running_loop()
         try:
             unknown = await loop.run_in_executor(self.pool, self._store_feedback, pairs, True)
@@ -89,15 +89,18 @@ class Monitoring:
                 "prediction log: the database cannot be reached; retry shortly"
             ) from None
         if unknown:
-            shown = ", ".join(repr(pid[:40]) for pid in unknown[:MAX_LISTED])
+            listed = ", ".join(
+                f"{places.get(pid, '')}id {pid[:40]!r}" for pid in unknown[:MAX_LISTED]
+            )
             more = f" ({len(unknown)} in all)" if len(unknown) > MAX_LISTED else ""
             raise MalformedBodyError(
-                f"id: {shown}{more} is not a logged prediction of this model; use the ids "
+                f"{listed}{more}: not a logged prediction of this model; use the ids "
                 "that /v1/predict answers (or the X-Prediction-Id header of /predict_api)"
             )
         return json_answer({"stored": len(pairs)})
 
-    def _read_feedback(self, request: Request) -> list[tuple[str, Any]]:
+    def _read_feedback(self, request: Request) -> tuple[list[tuple[str, Any]], dict[str, str]]:
+        """The (id, actual) pairs, and each id's place in a list (`[3].`) for messages."""
         payload = read_json(request.headers, request.body, self.max_body)
         items = payload if isinstance(payload, list) else [payload]
         if not items:
@@ -106,20 +109,18 @@ class Monitoring:
             raise MalformedBodyError(
                 f"body: {len(items)} items is over the limit of {MAX_FEEDBACK}"
             )
-        pairs = []
+        pairs, places = [], {}
         for index, item in enumerate(items):
             where = f"[{index}]." if isinstance(payload, list) else ""
-            if not isinstance(item, dict) or set(item) != {"id", "actual"}:
-                raise MalformedBodyError(
-                    f'body{where[:-1]}: must be an object {{"id": ..., "actual": ...}} and nothing else'
-                )
+            _check_fields(item, where)
             pid = item["id"]
             # ASCII: every id this tabship gives is; a lone surrogate cannot reach the database.
             if not isinstance(pid, str) or not 0 < len(pid) <= 40 or not pid.isascii():
                 raise MalformedBodyError(f"{where}id: must be a prediction id (a short string)")
             pairs.append((pid, self._actual(item["actual"], where)))
+            places[pid] = where
         # An id answered twice in one list: the last answer wins, as a later request's would.
-        return list(dict(pairs).items())
+        return list(dict(pairs).items()), places
 
     def _actual(self, value: object, where: str) -> Any:
         if self.card.task == "regression":
@@ -254,3 +255,20 @@ class LogCollector(Collector):
         yield feature
         yield alert
         yield prediction
+
+
+def _check_fields(item: object, where: str) -> None:
+    """A feedback item is {"id": ..., "actual": ...}: the message names what is missing or
+    not a field (a key shown cut to 40 characters)."""
+    shape = '{"id": ..., "actual": ...}'
+    if not isinstance(item, dict):
+        raise MalformedBodyError(f"body{where[:-1]}: must be an object {shape}")
+    missing = [name for name in ("id", "actual") if name not in item]
+    if missing:
+        raise MalformedBodyError(f"{where}{missing[0]}: missing; each item is {shape}")
+    extra = sorted(str(key) for key in item if key not in ("id", "actual"))
+    if extra:
+        raise MalformedBodyError(
+            f"body{where[:-1]}: {extra[0][:40]!r} is not a field; each item is {shape} and "
+            "nothing else"
+        )

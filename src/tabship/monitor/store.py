@@ -81,6 +81,12 @@ def engine_url(url: str) -> sa.URL:
             raise LogDatabaseError(
                 "--log-db sqlite needs a file: sqlite:///relative.db or sqlite:////abs/path.db"
             )
+        if parsed.query:  # the driver ignored most of them with a warning (`?mode=ro` wrote)
+            names = ", ".join(repr(name[:40]) for name in sorted(parsed.query)[:5])
+            raise LogDatabaseError(
+                f"--log-db {redact(url)!r}: an SQLite log takes no query arguments ({names}); "
+                "tabship sets the connection's options itself"
+            )
         return parsed
     raise LogDatabaseError(
         f"--log-db {redact(url)!r}: the log database must be sqlite:///PATH or postgresql://..."

@@ -8,6 +8,7 @@ positive, weighted otherwise), because the serving image may hold no scikit-lear
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,16 +30,20 @@ MIN_SCORED = 5
 MAX_SINCE_SECONDS = 100 * 365.25 * 86400
 
 
+_NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?")
+
+
 def parse_since(text: str) -> float:
     """'7d', '24h', '30m', '90s' (or a bare number of hours) as seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     text = text.strip().lower()
     unit = units.get(text[-1:]) if text else None
     number = text[:-1] if unit else text
-    try:
-        value = float(number) * (unit or 3600)
-    except ValueError:
-        raise ValueError(f"--since {text!r} is not a duration; use e.g. 30m, 24h or 7d") from None
+    # ASCII digits only: float() also reads '1_000' and other scripts' digits, which no one
+    # types as a window on purpose and the page then showed back as given.
+    if not _NUMBER.fullmatch(number):
+        raise ValueError(f"--since {text!r} is not a duration; use e.g. 30m, 24h or 7d")
+    value = float(number) * (unit or 3600)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"--since {text!r} must be a positive duration such as 24h")
     if value > MAX_SINCE_SECONDS:  # its start would be before any log and any calendar

@@ -233,7 +233,9 @@ def _request_id(request: Request) -> str:
     """The client's X-Request-Id (bounded, printable), or '' to use the prediction id."""
     for key, value in request.headers:
         if key == b"x-request-id":
-            text = bytes(value[:64]).decode("latin-1")
+            # A field value's trailing spaces and tabs are not part of it (RFC 9110 5.5);
+            # the parser drops only the leading ones.
+            text = bytes(value).rstrip(b" \t")[:64].decode("latin-1")
             return text if text.isprintable() else ""
     return ""
 
