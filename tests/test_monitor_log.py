@@ -203,12 +203,15 @@ def test_feedback_gives_the_scores_scikit_learn_gives(logged: tuple[App, Path]) 
                     "/v1/feedback",
                     json=[{"id": answer["ids"][0], "actual": 5.0}, {"id": "gone-1", "actual": 1.0}],
                 ),
+                # Over the item limit: 413, as an oversized /v1/predict batch.
+                await c.post("/v1/feedback", json=[{"id": answer["ids"][0], "actual": 1}] * 1001),
             ]
             assert stored.json() == {"stored": 30}
             return answer["predictions"], actual, refusals
 
     predicted, actual, refusals = asyncio.run(go())
-    assert [r.status_code for r in refusals] == [422] * 6
+    assert [r.status_code for r in refusals] == [422] * 6 + [413]
+    assert refusals[6].json()["message"] == "body: 1001 items is over the limit of 1000"
     assert "no-such-id" in refusals[0].json()["message"]
     assert "actual: must be a finite number" in refusals[1].json()["message"]
     # Each message names the field, and the item in a list.

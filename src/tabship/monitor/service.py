@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from tabship.config import ServeSettings
-from tabship.errors import MalformedBodyError, RequestError
+from tabship.errors import BodyTooLargeError, MalformedBodyError, RequestError
 from tabship.feature import FLOAT32_MAX, past_float32, shown
 from tabship.monitor.page import render_monitor
 from tabship.monitor.profile import load_profile
@@ -105,10 +105,8 @@ class Monitoring:
         items = payload if isinstance(payload, list) else [payload]
         if not items:
             raise MalformedBodyError("body: an empty list; send at least one {id, actual}")
-        if len(items) > MAX_FEEDBACK:
-            raise MalformedBodyError(
-                f"body: {len(items)} items is over the limit of {MAX_FEEDBACK}"
-            )
+        if len(items) > MAX_FEEDBACK:  # 413, as an oversized /v1/predict batch
+            raise BodyTooLargeError(f"body: {len(items)} items is over the limit of {MAX_FEEDBACK}")
         pairs, places = [], {}
         for index, item in enumerate(items):
             where = f"[{index}]." if isinstance(payload, list) else ""
