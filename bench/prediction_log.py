@@ -29,9 +29,9 @@ from pathlib import Path
 from insurance_model import ensure_model
 from serve_load import BIN, RECORD, RESULTS, free_port, wait_ready, wrk
 
-from tabship.monitor.ids import prediction_ids
+from tabship.monitor.ids import Logged, prediction_ids
 from tabship.monitor.store import LogStore
-from tabship.monitor.writer import Logged, LogWriter
+from tabship.monitor.writer import LogWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))

@@ -21,12 +21,13 @@ from typer.testing import CliRunner
 
 from tabship.cli import app as cli
 from tabship.config import ServeSettings
+from tabship.monitor import backlog as backlog_module
 from tabship.monitor import writer as writer_module
-from tabship.monitor.ids import prediction_ids
+from tabship.monitor.ids import Logged, prediction_ids
 from tabship.monitor.service import LogCollector
 from tabship.monitor.store import LogDatabaseError, LogStore
 from tabship.monitor.tables import request_entries
-from tabship.monitor.writer import Logged, LogWriter
+from tabship.monitor.writer import LogWriter
 from tabship.predictor import Predictor
 from tabship.serve.app import App, create_app
 from tabship.workflow import TrainedModel
@@ -1005,7 +1006,7 @@ def test_a_writer_of_one_of_several_workers_stays_at_normal_priority(tmp_path: P
 def test_a_batch_answer_waits_for_a_writer_behind_not_for_a_database_stalled_or_down(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer_module, "STALLED_SECONDS", 1.0)
+    monkeypatch.setattr(backlog_module, "STALLED_SECONDS", 1.0)
     path = tmp_path / "log.db"
     store = LogStore(f"sqlite:///{path}")
     store.open()
@@ -1026,7 +1027,7 @@ def test_a_batch_answer_waits_for_a_writer_behind_not_for_a_database_stalled_or_
     submit(51)  # 1,500 rows and no writer yet: behind, an answer waits its half second
     asyncio.run(writer.room())
     assert writer.stats.waits == 1
-    assert writer.stats.wait_seconds >= writer_module.WAIT_SECONDS
+    assert writer.stats.wait_seconds >= backlog_module.WAIT_SECONDS
     # Another connection holds SQLite's write lock: the writer's inserts wait for it. Each
     # thread takes at most a batch, so most rows stay queued: answers wait while the inserts
     # are young, and stop waiting once one has run past STALLED_SECONDS.

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from tabship.artifact import Artifact
+from tabship.monitor import backlog as backlog_module
 from tabship.monitor import handover
 from tabship.monitor import window as window_module
-from tabship.monitor import writer as writer_module
 from tabship.monitor.ids import PREFIX, Logged, prediction_ids
 from tabship.monitor.packed import Packed
 from tabship.monitor.profile import load_profile
@@ -114,7 +114,7 @@ def test_entries_fill_slabs_by_count_and_by_bytes_and_all_are_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A slab of 2,000 bytes holds a few entries; one longer than a slab waits on its own.
-    monkeypatch.setattr(writer_module, "SLAB_BYTES", 2000)
+    monkeypatch.setattr(backlog_module, "SLAB_BYTES", 2000)
     store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
     writer = LogWriter(store, "sha", batch_rows=7, flush_seconds=0.02)
     submitted = []
@@ -140,7 +140,7 @@ def test_a_loop_turns_entries_are_stored_together_as_they_would_be_alone(
     entry reads back with its own id, time and values."""
     import asyncio
 
-    monkeypatch.setattr(writer_module, "SLAB_BYTES", 2000)
+    monkeypatch.setattr(backlog_module, "SLAB_BYTES", 2000)
     store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
     writer = LogWriter(store, "sha", batch_rows=7, flush_seconds=0.02)
     submitted: dict[str, dict[str, Any]] = {}

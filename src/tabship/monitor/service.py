@@ -1,7 +1,7 @@
 """The server's monitoring: the log writer, POST /v1/feedback, GET /monitor and the gauges.
 
 Built once per worker process when --log-db is set. Handlers that touch the database run in a
-thread, never on the event loop; the request path itself only queues (see writer.py).
+thread, never on the event loop; the request path itself only queues (see backlog.py).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Monitoring:
             drift_seconds=settings.drift_seconds,
             # Several workers share the cores: an idle-priority writer holding the GIL when
             # another worker's loop took its core would stall its own loop until that loop
-            # rested (see writer.idle_priority).
+            # rested (see handover.idle_priority).
             low_priority=settings.workers == 1,
         )
 

@@ -47,7 +47,7 @@ SQLITE_PAGE_BYTES = 16384
 # its default, 1,000). With 16 KB pages one commit in about thirty copies 16 MB: 200 ms of a
 # writer sharing a saturated core, and four clients of 1,000-row requests to a one-core
 # server overflowed the queue meanwhile, until batch answers waited for a writer behind
-# (writer.BACKLOG_SHARE). Every 100 pages the copying was the same in smaller pieces, each
+# (backlog.BACKLOG_SHARE). Every 100 pages the copying was the same in smaller pieces, each
 # with its syncs: 0.03 of the throughput at 32 connections (bench/README.md, sessions 14, 17).
 SQLITE_CHECKPOINT_PAGES = 1000
 # Feedback and batch ids go to the database in IN lists of at most this many.

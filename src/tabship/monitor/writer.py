@@ -1,17 +1,11 @@
-"""The background writer: the request path queues rows, a thread inserts them in batches.
+"""The background writer: two threads empty the backlog (backlog.py) into the store in batches.
 
-One-row requests (the common case) are turned into log entries on the event loop at the end
-of the loop turn that answered them, one orjson call each, and copied together into a
-preallocated slab (packed.py), so nothing a request allocated outlives its turn. A batch
-request is queued as it came and made into entries by
-the thread, off the loop. The thread writes every FLUSH_SECONDS, or as soon as BATCH_ROWS are
-waiting, each batch as one database row (see tables.py): the database's work is per batch,
-not per prediction. A writer behind while the database answers (short of the shared core,
-or held up by a disk's sync) has batch answers wait for it, briefly (`LogWriter.room`); when
-the database fails or stops answering the queue fills to its bound and further rows are
-dropped and counted, never waited for; the thread retries with a backoff and resumes by
-itself. close() flushes everything (SIGTERM loses nothing); a SIGKILL loses
-what arrived since the last flush, at most one flush interval.
+A thread writes every FLUSH_SECONDS, or as soon as BATCH_ROWS are waiting, each batch as one
+database row (see tables.py): the database's work is per batch, not per prediction. When the
+database fails or stops answering the queue fills to its bound and further rows are dropped
+and counted; the thread retries with a backoff and resumes by itself. close() flushes
+everything (SIGTERM loses nothing); a SIGKILL loses what arrived since the last flush, at most
+one flush interval.
 
 The thread runs at idle priority (`idle_priority`), so a request never waits for its CPU
 work; a second thread at the serving thread's priority writes when the first is starved or
@@ -20,37 +14,34 @@ behind (`LogWriter._run_catch_up`, `_leave_to_catch_up`).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import socket
 import sys
 import threading
 import time
-from asyncio import _get_running_loop as _running_loop
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from itertools import repeat, starmap
-from operator import itemgetter
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
-import orjson
-
+from tabship.monitor.backlog import (
+    BATCH_ROWS,
+    ENTRY_WIDTH,
+    MAX_QUEUE_ROWS,
+    SPARE_SLABS,
+    WAIT_SECONDS,
+    Backlog,
+    QueuedRequest,
+)
 from tabship.monitor.drift import DriftReport, compare_columns
-from tabship.monitor.handover import hand_over
-from tabship.monitor.ids import Logged
-from tabship.monitor.packed import COMMA, Packed, Slab
+from tabship.monitor.handover import hand_over, idle_priority
+from tabship.monitor.packed import Packed
 from tabship.monitor.profile import ReferenceProfile
 from tabship.monitor.store import BatchRefused, DatabaseDown, LogStore
-from tabship.monitor.tables import Entry, entry_text, request_entries
+from tabship.monitor.tables import Entry, request_entries
 from tabship.monitor.window import RecentInputs
 
 FLUSH_SECONDS = 0.1
-# Rows one transaction takes at most (one database row, tables.BATCH_ENTRIES), and the backlog
-# that wakes the thread before its timer.
-BATCH_ROWS = 500
-MAX_QUEUE_ROWS = 50_000
 RETRY_MAX_SECONDS = 2.0
 # Behind by more than this share of the queue's bound, a writing thread stops handing the
 # core and the GIL over between its steps: each hand-over costs it up to a switch interval
@@ -58,14 +49,6 @@ RETRY_MAX_SECONDS = 2.0
 # of 1,000-row requests) it fell so far behind that three rows in four were dropped, with the
 # database healthy. Catching up, it takes the GIL as often as the loop does.
 POLITE_SHARE = 0.25
-# The idle-priority thread leaves the writing to the catch-up thread once this many batches
-# wait: on a core the server keeps busy it gets a slice about every quarter second, and a
-# transaction it began in one slice held SQLite's write lock, and the catch-up thread behind
-# it, until the next (an insert of 1,000 rows took it 2-4 s under batch traffic, and 30,000
-# rows were dropped meanwhile). A small queue (a test's, a tight TABSHIP_LOG_QUEUE_ROWS)
-# calls the catch-up thread once this share of it waits, if that comes first.
-CATCH_UP_BATCHES = 4
-CATCH_UP_SHARE = 0.25
 # A hand-over (sched_yield) that came back after this long means other threads had the core
 # all along: the idle thread then gives its batch to the catch-up thread rather than begin a
 # transaction it may not get the core to finish.
@@ -73,100 +56,16 @@ CONTENDED_SECONDS = 0.01
 # The idle thread's timer pass this many intervals overdue (starved): the catch-up thread
 # writes, so a SIGKILL on a busy core still loses about a flush interval, not a quarter queue.
 LATE_PASSES = 2
-# Backpressure: while this share of the queue's bound waits to be written and the database
-# answers, a batch answer waits for the writer, up to WAIT_SECONDS (TABSHIP_LOG_WAIT_SECONDS;
-# a one-row answer never does). Four clients of 1,000-row requests to a one-core server are
-# answered about 137,000 rows a second, and the bound is a third of a second of that: a
-# writer given a quarter of the GIL, or held up by a disk's sync, dropped thousands of rows
-# with the database healthy (0 to 44,000 in a run; every run under a concurrent `dd`).
-# Waiting, the serving threads give the writer the core, and each waiting client adds its
-# rows at most every WAIT_SECONDS.
-BACKLOG_SHARE = 0.5
-WAIT_SECONDS = 0.5
-WAIT_POLL_SECONDS = 0.005
-# An insert running this long means the database stopped answering (a hung connection, a
-# disk that no longer writes): answers stop waiting and rows past the bound are dropped, as
-# when the database is down.
-STALLED_SECONDS = 2.0
-# At most one line on stderr a minute about dropped rows (the metric counts every one).
-DROP_NOTICE_SECONDS = 60.0
 # Per-pod drift: the pod's own recent inputs (window.py), re-scored on a timer.
 DRIFT_SECONDS = 30.0
 DRIFT_WINDOW_SECONDS = 24 * 3600.0
 RETENTION_CHECK_SECONDS = 3600.0
-# A slab's room for a batch of one-row entries' JSON (a 6-feature entry is about 250 bytes):
-# an entry that does not fit starts the next slab; one larger than a slab is queued alone.
-SLAB_BYTES = 1 << 18
-# Emptied slabs kept for reuse; past these (after a backlog) they go back to the allocator.
-SPARE_SLABS = 4
-# A request queued whole for the thread (a one-row request is queued as its Entry).
-_Request = tuple[Logged, str, str, float, float]
-_ENTRY_WIDTH = 3
-_dumps, _NUMPY = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
-_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 T = TypeVar("T")
 
 
 def instance_name() -> str:
     """This process in the log: host (the pod's name on Kubernetes) and pid."""
     return f"{socket.gethostname()[:48]}:{os.getpid()}"
-
-
-@dataclass
-class WriterStats:
-    """Counters read by the Prometheus collector at scrape time.
-
-    The counts are added to by the event loop and both writing threads, each in a tally of
-    its own: `+=` from two threads can lose an update, and a lock the idle-priority thread
-    held when the kernel set it aside would keep the others waiting (see `LogWriter`).
-    """
-
-    last_error: str = ""
-    drift: DriftReport | None = None
-    drift_time: float = 0.0
-    deleted: int = 0
-    # Backpressure (written by the event loop only): answers that waited, and for how long.
-    waits: int = 0
-    wait_seconds: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
-    tallies: dict[tuple[str, int], int] = field(default_factory=dict)
-
-    def add(self, name: str, count: int) -> None:
-        """Add to the calling thread's tally of `name` (written, dropped, failures)."""
-        key = (name, threading.get_ident())
-        self.tallies[key] = self.tallies.get(key, 0) + count
-
-    def total(self, name: str) -> int:
-        return sum(count for (what, _), count in list(self.tallies.items()) if what == name)
-
-    @property
-    def written(self) -> int:
-        return self.total("written")
-
-    @property
-    def dropped(self) -> int:
-        return self.total("dropped")
-
-    @property
-    def failures(self) -> int:
-        return self.total("failures")
-
-
-def idle_priority() -> None:
-    """Run the calling thread only when nothing else wants the core (Linux's SCHED_IDLE).
-
-    At the serving thread's priority the writer's pass (its own Python, SQLite's commit and
-    checkpoints, which run without the GIL) kept the core from a request that arrived
-    meanwhile until the kernel's time slice ended: at one connection the p99 with the log was
-    2.3 to 2.8 times the p99 without it. At idle priority the request takes the core at once,
-    and waits at most for the GIL, which the writer holds only between the driver's calls.
-    Lowered by nice (19) instead, the kernel let the writer finish its slice (p99 3.2 times).
-    Refused (a seccomp profile) or elsewhere, the thread stays as it is. Only for a server of
-    one worker: with several sharing the cores, another worker's loop takes the core from an
-    idle thread that may hold its own process's GIL.
-    """
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def said(exc: BaseException) -> str:
@@ -183,8 +82,8 @@ def _pop(items: deque[T]) -> T | None:
         return None
 
 
-class LogWriter:
-    """The bounded queue and the two threads that empty it into the store."""
+class LogWriter(Backlog):
+    """The backlog and the two threads that empty it into the store."""
 
     def __init__(
         self,
@@ -201,6 +100,12 @@ class LogWriter:
         clock: Callable[[], float] = time.time,
         low_priority: bool = True,
     ) -> None:
+        super().__init__(
+            max_queue_rows=max_queue_rows,
+            wait_seconds=wait_seconds,
+            batch_rows=batch_rows,
+            clock=clock,
+        )
         self.store = store
         # The writer thread at idle priority (see `idle_priority`); the catch-up thread
         # writes what it cannot.
@@ -208,51 +113,18 @@ class LogWriter:
         self.model_sha256 = model_sha256
         self.profile = profile
         self.instance = instance_name()
-        self.max_queue_rows = max_queue_rows
-        self.wait_seconds = wait_seconds
-        self.batch_rows = batch_rows
         self.flush_seconds = flush_seconds
         self.retention_days = retention_days
         self.drift_seconds = drift_seconds
-        self.clock = clock
-        self.stats = WriterStats()
-        # A ready entry (a one-row request) or a whole request to be made into entries by the
-        # thread.
-        self._queue: deque[Entry | _Request] = deque()
-        # This loop turn's one-row entries, as fields, until the turn's end (`_store_turn`).
-        self._turn: list[tuple[Any, ...]] = []
-        # One-row entries: the slab the loop fills, the filled ones waiting and emptied ones
-        # for reuse. The lock is the loop's and the writer's taking turns at the open slab.
-        self._slab_lock = threading.Lock()
-        self._slab = Slab(batch_rows, SLAB_BYTES)
-        self._filled: deque[Slab] = deque()
-        self._spare: deque[Slab] = deque()
-        # The books take no lock: a lock the idle-priority thread held when the kernel set it
-        # aside (for a quarter of a second, on a busy core) would stop the catch-up thread.
-        # So each count has one writer: queued the event loop; taken, the batch in hand and
-        # the drift window each writing thread its own (by `idle`); the deques are taken
-        # from by one C call each.
-        self._queued = 0
-        self._taken_by = [0, 0]  # by `idle` (False, True)
+        # The batch each writing thread has in hand, by `idle`.
         self._pending: dict[bool, Packed | None] = {True: None, False: None}
         # Batches the catch-up thread could not write (the database down): retried by the
         # idle thread, whose retries back off.
         self._returned: deque[Packed] = deque()
-        # The last attempt to write failed with the database unreachable.
-        self._retrying = False
-        # When each writing thread's insert in progress began (0.0: none), by `idle`.
-        self._inserting = [0.0, 0.0]
-        self._backlog_rows = max(1, int(BACKLOG_SHARE * max_queue_rows))
         self._windows = (
             {idle: RecentInputs(profile) for idle in (True, False)} if profile is not None else None
         )
-        self._wake = threading.Event()
-        # The catch-up thread's wake.
-        self._urgent = threading.Event()
         self._catch_up: threading.Thread | None = None
-        self._catch_up_rows = max(
-            1, min(CATCH_UP_BATCHES * batch_rows, int(CATCH_UP_SHARE * max_queue_rows))
-        )
         # Set while the catch-up thread writes: the idle one then begins no transaction.
         self._catching_up = False
         # When the idle thread last began a pass: its sign of life for the catch-up thread.
@@ -265,197 +137,12 @@ class LogWriter:
         self._next_retention = 0.0
         self.close_timeout = 20.0
         self._next_drift = 0.0
-        self._drop_notice = 0.0
-
-    @property
-    def _taken(self) -> int:
-        """Rows taken from the queue by either writing thread."""
-        return sum(self._taken_by)
 
     @property
     def queued_rows(self) -> int:
         """Rows waiting to be written (queued, pending and returned)."""
         held = [*self._pending.values(), *self._returned]
         return self._waiting() + sum(len(batch) for batch in held if batch)
-
-    def submit(self, logged: Logged, route: str, request_id: str, latency: float) -> None:
-        """Queue one request's predictions; past the bound they are dropped and counted."""
-        rows = len(logged.ids)
-        if rows == 1:
-            # Kept for the end of the loop's turn (`_store_turn`): the turn's requests are
-            # answered together, and their entries are bounded, made and copied together.
-            shares = logged.probabilities
-            pid = logged.ids[0]
-            turn = self._turn
-            turn.append(
-                (
-                    pid,
-                    self.clock(),
-                    request_id or pid,
-                    route,
-                    logged.records[0],
-                    logged.values[0],
-                    None if shares is None else shares[0],
-                    logged.warnings,
-                    latency * 1000,
-                )
-            )
-            if len(turn) == 1:
-                loop = _running_loop()
-                if loop is None:  # no event loop (a script, a test): stored now
-                    self._store_turn()
-                else:
-                    loop.call_soon(self._store_turn)
-            return
-        if self._waiting() + rows > self.max_queue_rows:
-            self._drop(rows)
-            return
-        self._queue.append((logged, route, request_id, self.clock(), latency))
-        self._counted(rows)
-
-    async def room(self) -> None:
-        """Backpressure for a batch answer: wait while the writer is behind and the database
-        answers, at most `wait_seconds` (see BACKLOG_SHARE); counted in the stats."""
-        if not self.wait_seconds or not self._behind():
-            return
-        started = now = time.monotonic()
-        while now - started < self.wait_seconds and self._behind(now):
-            await asyncio.sleep(WAIT_POLL_SECONDS)
-            now = time.monotonic()
-        self.stats.waits += 1
-        self.stats.wait_seconds += now - started
-
-    def _behind(self, now: float = 0.0) -> bool:
-        """Whether the backlog calls for backpressure: rows past BACKLOG_SHARE of the bound,
-        the last write not failed, and no insert running past STALLED_SECONDS."""
-        if self._waiting() < self._backlog_rows or self._retrying:
-            return False
-        stalled = (now or time.monotonic()) - STALLED_SECONDS
-        return not any(0.0 < began < stalled for began in self._inserting)
-
-    def _waiting(self) -> int:
-        """Rows queued and not yet taken by a writing thread (the loop's check, once a turn:
-        the two counts read without the `_taken` property's call)."""
-        taken = self._taken_by
-        return self._queued - taken[True] - taken[False]
-
-    def _counted(self, rows: int) -> None:
-        """`rows` more are queued: wake the thread once a transaction's worth is waiting."""
-        self._queued += rows
-        waiting = self._waiting()
-        # Woken once, as a transaction's worth fills: the thread then writes the whole batches
-        # waiting. Below that, the timer wakes it.
-        if waiting >= self.batch_rows > waiting - rows:
-            self._wake.set()
-        # Behind (the idle-priority thread starved by a busy core): the other one.
-        if waiting >= self._catch_up_rows and not self._urgent.is_set():
-            self._urgent.set()
-
-    def _store_turn(self) -> None:
-        """The loop turn's one-row entries as JSON, copied into the slab in one piece.
-
-        Per request, the loop only keeps the entry's fields (`submit`); here one pass makes
-        the JSON, one join and one copy store it, under one lock. A request at a time, the
-        lock, the copies and the slab's bookkeeping cost as much as the JSON itself: at 32
-        connections the loop's extra CPU a request went from 8.3 to 4.4 µs, the throughput
-        with the log from 0.83 to 0.86-0.88 of it without (bench/README.md, session 12).
-        The queue's bound is checked here, once a turn, and the bookkeeping is C loops (join,
-        map, list.extend): the generators and arrays a turn cost more than the JSON
-        (bench/README.md, session 16).
-        """
-        turn, self._turn = self._turn, []
-        room = self.max_queue_rows - self._waiting()
-        if len(turn) > room:
-            self._drop(len(turn) - max(0, room))
-            turn = turn[: max(0, room)]
-        try:
-            texts = [_dumps(fields, option=_NUMPY) for fields in turn]
-        except TypeError:  # what orjson refuses (an integer past 64 bits): an entry at a time
-            turn, texts = self._texts_apart(turn)
-        if not turn:
-            return
-        count = len(turn)
-        joined = b",".join(texts)
-        # The ids too, each with its comma: the writer reads them without parsing the text.
-        ids = (",".join(map(_FIRST, turn)) + ",").encode()
-        with self._slab_lock:
-            slab = self._slab
-            row, size = slab.rows, slab.size
-            if row + count <= self.batch_rows and size + len(joined) < SLAB_BYTES:
-                end = size + len(joined)
-                slab.data[size:end] = joined
-                slab.data[end] = COMMA
-                id_size = slab.id_size
-                slab.ids[id_size : id_size + len(ids)] = ids
-                slab.id_size = id_size + len(ids)
-                slab.times.extend(map(_SECOND, turn))
-                slab.lengths.extend(map(len, texts))
-                slab.rows, slab.size = row + count, end + 1
-            else:
-                for fields, text in zip(turn, texts, strict=True):
-                    self._store(fields[1], fields[0], text)
-        self._counted(count)
-
-    def _texts_apart(
-        self, turn: list[tuple[Any, ...]]
-    ) -> tuple[list[tuple[Any, ...]], list[bytes]]:
-        """Each entry's JSON by `entry_text`, which writes what orjson refuses; an entry no
-        JSON can hold is dropped and said."""
-        kept, texts = [], []
-        for fields in turn:
-            try:
-                texts.append(entry_text(fields))
-            except (TypeError, ValueError) as exc:
-                self._refuse(1, exc)
-                continue
-            kept.append(fields)
-        return kept, texts
-
-    def _store(self, ts: float, pid: str, text: bytes) -> None:
-        """One entry into the open slab, or the next one (the slab lock held)."""
-        if len(text) >= SLAB_BYTES:  # past a slab's room (a very wide model): on its own
-            self._queue.append((pid, ts, text))
-            return
-        slab = self._slab
-        row, start = slab.rows, slab.size
-        end = start + len(text)
-        if row == self.batch_rows or end >= SLAB_BYTES:
-            slab, row, start, end = self._next_slab(), 0, 0, len(text)
-        slab.data[start:end] = text
-        slab.data[end] = COMMA
-        pid_text = f"{pid},".encode()
-        slab.ids[slab.id_size : slab.id_size + len(pid_text)] = pid_text
-        slab.id_size += len(pid_text)
-        slab.times.append(ts)
-        slab.lengths.append(len(text))
-        slab.rows = row + 1
-        slab.size = end + 1
-
-    def _drop(self, rows: int) -> None:
-        """Rows past the queue's bound: counted, and said on stderr at most once a minute."""
-        self.stats.add("dropped", rows)
-        now = time.monotonic()
-        if now >= self._drop_notice:
-            self._drop_notice = now + DROP_NOTICE_SECONDS
-            sys.stderr.write(
-                f"prediction log: the queue is full ({self.max_queue_rows} rows waiting for "
-                f"the database); dropping rows, {self.stats.dropped} so far "
-                "(tabship_prediction_log_dropped_total)\n"
-            )
-
-    def _next_slab(self) -> Slab:
-        """Hand the open slab to the writer and open another (the slab lock held)."""
-        self._filled.append(self._slab)
-        self._slab = self._fresh_slab()
-        return self._slab
-
-    def _fresh_slab(self) -> Slab:
-        return self._spare.pop() if self._spare else Slab(self.batch_rows, SLAB_BYTES)
-
-    def _refuse(self, rows: int, exc: Exception) -> None:
-        """A request holding a value JSON cannot hold: its rows are dropped and said."""
-        self.stats.add("dropped", rows)
-        sys.stderr.write(f"prediction log: a request's rows dropped ({exc})\n")
 
     def start(self) -> None:
         """Start the writer thread (once)."""
@@ -723,11 +410,11 @@ class LogWriter:
         # over thousands of entries would hold the GIL (and the serving thread) for as long.
         queue = self._queue
         if idle:
-            items: list[Entry | _Request] = []
+            items: list[Entry | QueuedRequest] = []
             rows = 0
             while rows < self.batch_rows and (item := _pop(queue)) is not None:
                 items.append(item)
-                rows += 1 if len(item) == _ENTRY_WIDTH else len(cast(_Request, item)[0].ids)
+                rows += 1 if len(item) == ENTRY_WIDTH else len(cast(QueuedRequest, item)[0].ids)
         else:
             popped = starmap(_pop, repeat((queue,), min(len(queue), self.batch_rows)))
             items = [item for item in popped if item is not None]
@@ -741,22 +428,22 @@ class LogWriter:
         self._pending[idle] = batch if len(batch) else None
         self._taken_by[idle] += taken
 
-    def _entries(self, items: list[Entry | _Request]) -> tuple[Packed, int]:
+    def _entries(self, items: list[Entry | QueuedRequest]) -> tuple[Packed, int]:
         """Queued items (entries, requests) as one batch, and the rows they counted for."""
         rows: list[Entry] = []
         taken = 0
         for item in items:
-            if len(item) == _ENTRY_WIDTH:
+            if len(item) == ENTRY_WIDTH:
                 rows.append(cast(Entry, item))
                 taken += 1
             else:
-                request = cast(_Request, item)
+                request = cast(QueuedRequest, item)
                 taken += len(request[0].ids)
                 rows.extend(self._request_rows(request))
                 self._hand_over()  # a batch request's rows took a while: let the loop in
         return Packed.of(rows), taken
 
-    def _request_rows(self, request: _Request) -> list[Entry]:
+    def _request_rows(self, request: QueuedRequest) -> list[Entry]:
         """A batch request's rows; none (dropped and said) if a value cannot be written."""
         try:
             return request_entries(*request)
