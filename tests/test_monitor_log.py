@@ -24,8 +24,9 @@ from tabship.config import ServeSettings
 from tabship.monitor import backlog as backlog_module
 from tabship.monitor import writer as writer_module
 from tabship.monitor.ids import Logged, prediction_ids
+from tabship.monitor.logurl import LogDatabaseError
 from tabship.monitor.service import LogCollector
-from tabship.monitor.store import LogDatabaseError, LogStore
+from tabship.monitor.store import LogStore
 from tabship.monitor.tables import request_entries
 from tabship.monitor.writer import LogWriter
 from tabship.predictor import Predictor
@@ -526,7 +527,7 @@ def test_serving_with_a_log_imports_no_sklearn_pandas_or_pyarrow(
 
 
 def test_database_urls() -> None:
-    from tabship.monitor.store import engine_url, redact
+    from tabship.monitor.logurl import engine_url, redact
 
     assert engine_url("postgres://u:p@h/db").drivername == "postgresql+psycopg"
     assert engine_url("postgresql://u:p@h:5433/db").port == 5433
@@ -942,7 +943,7 @@ def test_a_log_file_that_can_never_work_stops_the_server_at_once(tmp_path: Path)
 
 
 def test_secrets_in_a_database_url_are_never_shown() -> None:
-    from tabship.monitor.store import engine_url, redact
+    from tabship.monitor.logurl import engine_url, redact
 
     shown = redact("postgresql:///db?user=bob&password=S3cret&sslpassword=K3y&host=h")
     assert "S3cret" not in shown and "K3y" not in shown and "user=bob" in shown

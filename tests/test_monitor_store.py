@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from tabship.monitor.ids import PREFIX as OURS
-from tabship.monitor.store import LogDatabaseError, LogStore
+from tabship.monitor.logurl import LogDatabaseError
+from tabship.monitor.store import LogStore
 from tabship.monitor.tables import SCHEMA_VERSION, entry_text, metadata
 
 PATIENT = {"age": 40, "bmi": 31.5, "children": 2, "smoker": "yes", "region": "south"}

@@ -354,7 +354,7 @@ def serve(
         err=True,
     )
     if settings.log_db:
-        from tabship.monitor.store import redact
+        from tabship.monitor.logurl import redact
 
         typer.echo(
             f"logging predictions to {redact(settings.log_db)}  (monitor: /monitor)", err=True
