@@ -147,9 +147,9 @@ def sbom(
 ) -> None:
     """Write a CycloneDX SBOM of the serving image's environment for this model."""
     from tabship.config import Settings
-    from tabship.container import write_sbom
     from tabship.outputs import check_output_file
     from tabship.runner import Runner
+    from tabship.sbom import write_sbom
 
     check_output_file(output, force)  # before the wheels are fetched, not after
     written = write_sbom(
