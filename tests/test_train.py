@@ -21,7 +21,25 @@ def quick(target: str = "charges", **kwargs: object) -> TrainOptions:
 @pytest.mark.parametrize(
     ("mutate", "options", "message"),
     [
-        (lambda f: f, quick("cost"), "target column 'cost' is not in the table; columns: age, bmi"),
+        (
+            lambda f: f,
+            quick("cost"),
+            "target column 'cost' is not in the table; columns: 'age', 'bmi'",
+        ),
+        # A slip of case, spaces or a suffix is named; a wide table's columns are not all listed.
+        (lambda f: f, quick(" Charges"), "not in the table; did you mean 'charges'? columns:"),
+        (
+            lambda f: f.rename(columns={"charges": "charges_usd"}),
+            quick(),
+            "did you mean 'charges_usd'?",
+        ),
+        (
+            lambda f: pd.concat(
+                [f, pd.DataFrame(0, f.index, [f"c{i}" for i in range(500)])], axis=1
+            ),
+            quick("cost"),
+            "'region', 'charges', 'c0', 'c1', 'c2', 'c3', ... (506 in all)",
+        ),
         (lambda f: f.iloc[:0], quick(), "the table has no rows"),
         (
             lambda f: f.assign(charges=np.nan),

@@ -57,6 +57,30 @@ def shown(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def listed(names: list[str]) -> str:
+    """Names as messages list them: each quoted and cut, at most MAX_SHOWN_LEVELS, and how many
+    there are in all (a wide table's 500 columns are no help in a one-line message)."""
+    head = ", ".join(repr(name[:60]) for name in names[:MAX_SHOWN_LEVELS])
+    return head + (f", ... ({len(names)} in all)" if len(names) > MAX_SHOWN_LEVELS else "")
+
+
+def closest(name: str, names: list[str]) -> str | None:
+    """The name a user most likely meant: the same but for case and outer spaces, else the
+    nearest spelling (difflib), else the one name holding it (`target` for `target_value`),
+    else None."""
+    import difflib
+
+    wanted = name.strip().casefold()
+    folded = {each.strip().casefold(): each for each in reversed(names)}
+    if wanted in folded:
+        return folded[wanted]
+    near = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    if near:
+        return near[0]
+    holding = [each for key, each in folded.items() if wanted and wanted in key]
+    return holding[0] if len(holding) == 1 else None
+
+
 # Infinity and NaN too, so that they get the message a JSON body's Infinity gets.
 _DECIMAL = re.compile(
     r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.IGNORECASE

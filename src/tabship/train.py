@@ -22,7 +22,7 @@ from tabship.candidates import Candidate, Task, select
 from tabship.crossval import CrossValidator, Row, rank
 from tabship.datasets import UNNAMED, separator_hint
 from tabship.errors import ConfigError, DataError, RecordError
-from tabship.feature import FLOAT32_MAX, past_float32
+from tabship.feature import FLOAT32_MAX, closest, listed, past_float32
 from tabship.preparation import EXPAND_MAX_WIDTH, encoded_width
 from tabship.profile import infer_schema, stamps
 from tabship.racing import compare, fit_estimate
@@ -200,9 +200,12 @@ def prepare(
     """Check the table and return task, schema, features, encoded target, classes, warnings."""
     target = options.target
     if target not in frame.columns:
-        columns = ", ".join(str(c) for c in frame.columns) or "(none)"
+        names = [str(c) for c in frame.columns]
+        near = closest(target, names)
         raise DataError(
-            f"target column {target!r} is not in the table; columns: {columns}"
+            f"target column {target!r} is not in the table; "
+            + (f"did you mean {near!r}? " if near is not None else "")
+            + f"columns: {listed(names) or '(none)'}"
             + separator_hint(list(frame.columns))
         )
     if len(frame) == 0:

@@ -13,7 +13,8 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from tabship.errors import BodyTooLargeError, MalformedBodyError
-from tabship.schema import MAX_SHOWN_LEVELS, Feature, Schema
+from tabship.feature import listed
+from tabship.schema import Feature, Schema
 from tabship.serve import binary_tensors
 from tabship.serve.contract import parse_json
 
@@ -62,11 +63,6 @@ def _object(value: Any, where: str) -> Mapping[str, Any]:
     if type(value) is not dict:
         raise MalformedBodyError(f"{where}: must be a JSON object")
     return value
-
-
-def _listed(names: list[str]) -> str:
-    shown = ", ".join(repr(name[:60]) for name in names[:MAX_SHOWN_LEVELS])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > MAX_SHOWN_LEVELS else "")
 
 
 class TensorReader:
@@ -210,7 +206,7 @@ class TensorReader:
         missing = [name for name in self.features if name not in columns]
         if missing:
             raise MalformedBodyError(
-                f"inputs: {_listed(missing)} missing; send one input per feature "
+                f"inputs: {listed(missing)} missing; send one input per feature "
                 f"({len(self.features)} in all, see GET /v2/models/NAME)"
             )
         assert rows is not None
@@ -221,7 +217,7 @@ class TensorReader:
         if feature is None:
             raise MalformedBodyError(
                 f"inputs.{name[:60]}: is not an input of this model; the inputs are "
-                f"{_listed(list(self.features))}"
+                f"{listed(list(self.features))}"
             )
         if name in seen:
             raise MalformedBodyError(f"inputs.{name}: is given twice")
