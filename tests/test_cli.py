@@ -74,6 +74,21 @@ def test_train_prints_leaderboard_and_writes_model(tiny_csv: Path, tmp_path: Pat
     )
 
 
+def test_train_prints_names_and_paths_as_written(tiny_table: pd.DataFrame, tmp_path: Path) -> None:
+    # Rich reads `[red]...[/red]` and `[link=...]` as markup: a column or folder so named
+    # was shown without its brackets, or as a link to somewhere else.
+    table = tmp_path / "odd.csv"
+    tiny_table.assign(**{"[red]flat[/red]": 7, "[link=http://x]a[/link]": 1}).to_csv(
+        table, index=False
+    )
+    folder = tmp_path / "m[bold]"
+    result = run("train", str(table), "-t", "charges", "-o", str(folder), "--models", "ridge")
+    assert result.returncode == 0, result.stderr
+    assert "column '[red]flat[/red]' has the single value 7 in every row" in result.stdout
+    assert "column '[link=http://x]a[/link]' has the single value 1" in result.stdout
+    assert f"model saved to {folder};" in result.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tabship import dates
+from tabship.feature import shown
 from tabship.schema import MISSING_LEVEL, Feature, Schema
 
 if TYPE_CHECKING:
@@ -70,7 +71,9 @@ def infer_feature(name: str, column: pd.Series) -> Feature | str:
         return f"column {name!r} is empty in every row; ignored"
     distinct = present.nunique()
     if distinct == 1:
-        return f"column {name!r} has the single value {present.iloc[0]!r} in every row; ignored"
+        value = present.iloc[0]
+        value = value.item() if isinstance(value, np.generic) else value  # 7, not np.int64(7)
+        return f"column {name!r} has the single value {shown(value)} in every row; ignored"
     allow_missing = bool(len(present) < len(column))
     kind_code = column.dtype.kind
     if kind_code in "iuf":

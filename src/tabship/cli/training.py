@@ -65,6 +65,7 @@ def run_training(
     **kwargs: Any,
 ) -> None:
     """Train with a progress bar, then print the leaderboard and where the model went."""
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tabship import metrics
@@ -92,12 +93,14 @@ def run_training(
         trained = train_model(data, options, output, progress=report, **extra)
     result = trained.result
     for note in result.warnings:
-        out.print(f"[yellow]warning:[/] {note}")
+        # Notes quote column names and values: `[red]x[/red]` is a name, not markup.
+        out.print(f"[yellow]warning:[/] {escape(note)}")
     out.print(_leaderboard_table(result.leaderboard, metrics.names(result.task), result.best))
     parity = trained.artifact.card.onnx
     out.print(
         f"best: {result.chosen.label} by {result.sort_by} (CV); engine: {trained.engine} "
-        f"({parity.reason}); trained in {result.train_seconds:.1f} s"
+        f"({parity.reason}); trained in {result.train_seconds:.1f} s",
+        markup=False,  # a conversion failure's reason may quote a column name
     )
     if result.tuning:
         out.print(
@@ -110,7 +113,7 @@ def run_training(
             f"holdout ({len(result.holdout.labels)} rows no model saw): "
             + ", ".join(f"{m} {metrics.format_score(scores[m])}" for m in scores)
         )
-    out.print(f"model saved to {output}; report: {output / REPORT_FILE}")
+    out.print(f"model saved to {output}; report: {output / REPORT_FILE}", markup=False)
 
 
 @app.command()
