@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from tabship.columnar import frame_of, nested_as_json
 from tabship.datasets import UNNAMED, check_header, separator_hint
 from tabship.errors import ConfigError, DatasetError, RecordError
 from tabship.feature import NA_TEXTS
@@ -47,7 +48,7 @@ def _chunks(
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-            yield batch.to_pandas()
+            yield frame_of(batch)
         return
     yield from csv_chunks(path, predictor.schema, chunk_rows, parquet)
 
@@ -220,6 +221,7 @@ class _Sink:
                 table = table.cast(self.writer.schema)
             self.writer.write_table(table)
         else:
+            table = nested_as_json(table)
             given = dict((name, "") for _, name in predicted.attrs.get(UNNAMED, ()))
             if given:  # unnamed in the input's header, unnamed in the output's (Parquet names them)
                 table = table.rename_columns([given.get(n, n) for n in table.column_names])

@@ -137,8 +137,12 @@ def read_table(path: Path) -> pd.DataFrame:
 
     suffix = path.suffix.lower()
     try:
-        if suffix in {".parquet", ".pq"}:
-            frame = pd.read_parquet(path)
+        if suffix in {".parquet", ".pq"} or _parquet_bytes(path):
+            import pyarrow.parquet as pq
+
+            from tabship.columnar import frame_of
+
+            frame = frame_of(pq.ParquetFile(path).read())
         elif suffix in {".csv", ".txt", ".gz"} or suffix == "":
             header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
             frame = _codes_as_text(path, pd.read_csv(path))
@@ -154,6 +158,21 @@ def read_table(path: Path) -> pd.DataFrame:
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DatasetError(f"cannot read {path}: {exc}") from None
     return frame
+
+
+# A Parquet file begins and ends with these bytes, whatever its name.
+_PARQUET_MAGIC = b"PAR1"
+
+
+def _parquet_bytes(path: Path) -> bool:
+    """Whether a file is Parquet by its bytes (one named `data` or `table.dat`)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(4)
+            file.seek(-4, 2)
+            return head == _PARQUET_MAGIC and file.read(4) == _PARQUET_MAGIC
+    except OSError:  # too short to seek back, or unreadable: the reader says which
+        return False
 
 
 def _codes_as_text(path: Path, frame: pd.DataFrame) -> pd.DataFrame:

@@ -25,6 +25,12 @@ DATE_SHARE = 0.95
 DATE_PROBE = 200
 
 
+def _flat(value: object) -> bool:
+    """Whether a cell is one value (Parquet's lists, structs and maps come as arrays, dicts and
+    lists of pairs, which no category or number can be)."""
+    return not isinstance(value, (list, dict, tuple, set, np.ndarray))
+
+
 def stamps(column: pd.Series) -> np.ndarray | None:
     """The column as datetime64[s] if it holds dates (a datetime dtype or date text), else None."""
     if column.dtype.kind == "M":
@@ -69,6 +75,11 @@ def infer_feature(name: str, column: pd.Series) -> Feature | str:
     present = column.dropna()
     if present.empty:
         return f"column {name!r} is empty in every row; ignored"
+    if column.dtype == object and not all(map(_flat, present)):
+        return (
+            f"column {name!r} holds nested values (lists, records or arrays), which tabship "
+            "does not use; ignored"
+        )
     distinct = present.nunique()
     if distinct == 1:
         value = present.iloc[0]

@@ -287,6 +287,9 @@ class Schema:
             raise RecordError(
                 [Problem(name, "column is missing from the table") for name in missing_columns]
             )
+        from tabship.columnar import typed_cells
+
+        frame = typed_cells(frame, self.names)  # Python dates, decimals, booleans (Parquet)
         problems = _Problems()
         outside: dict[str, int] = {}
         unseen: dict[str, int] = {}

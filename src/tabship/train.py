@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from tabship import cluster, metrics
 from tabship.candidates import Candidate, Task, select
+from tabship.columnar import typed_cells
 from tabship.crossval import CrossValidator, Row, rank
 from tabship.datasets import UNNAMED, separator_hint
 from tabship.errors import ConfigError, DataError, RecordError
@@ -210,6 +211,9 @@ def prepare(
         )
     if len(frame) == 0:
         raise DataError("the table has no rows; give a table with a header and at least one row")
+    # Cells of Python dates, decimals or booleans (a Parquet file without pandas' metadata)
+    # as the columns they are: a date column was taken for an ID.
+    frame = typed_cells(frame)
     notes: list[str] = [
         f"column {position} has no name in the header; it is called {name!r} (a saved index? "
         "drop it or name it)"
