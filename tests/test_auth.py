@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def bearer(key: str) -> dict[str, str]:
 
 def test_the_keys_file_takes_plain_keys_and_sha256_lines(keys: Path) -> None:
     digests = read_keys(keys)
-    assert digests == (auth.digest(KEY), hashlib.sha256(OTHER.encode()).digest())
+    assert digests == {auth.digest(KEY), hashlib.sha256(OTHER.encode()).digest()}
 
 
 @pytest.mark.parametrize(
@@ -82,6 +83,34 @@ def test_an_unusable_keys_file_is_refused(tmp_path: Path, text: str, said: str) 
         read_keys(path)
     with pytest.raises(ConfigError, match="does not exist"):
         read_keys(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="is a folder"):
+        read_keys(tmp_path)
+
+
+def test_a_keys_file_from_windows_a_pipe_or_a_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Windows editor's BOM made the first key one no client sent.
+    saved = tmp_path / "bom"
+    saved.write_bytes(b"\xef\xbb\xbf" + KEY.encode() + b"\r\n")
+    assert read_keys(saved) == {auth.digest(KEY)}
+    # A pipe (`--api-keys-file <(vault read ...)`) is read once: the start's check and the
+    # key ring used to read it twice, and the second found it empty.
+    reader, writer = os.pipe()  # what bash hands over for <(...)
+    os.write(writer, f"{OTHER}\n".encode())
+    os.close(writer)
+    pipe = Path(f"/dev/fd/{reader}")
+    assert read_keys(pipe) == {auth.digest(OTHER)}
+    ring = KeyRing(pipe)
+    ring.refresh()
+    assert ring.accepts(OTHER.encode()) and not ring.accepts(KEY.encode())
+    os.close(reader)
+    # A device, or a wrong file, is not read into memory past the bound.
+    monkeypatch.setattr(auth, "MAX_KEYS_FILE_BYTES", 1000)
+    big = tmp_path / "big"
+    big.write_text("k\n" * 600)
+    with pytest.raises(ConfigError, match="is larger than"):
+        read_keys(big)
 
 
 @pytest.mark.parametrize(

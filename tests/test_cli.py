@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -356,7 +357,7 @@ def test_serve_flags_reach_the_settings(
 
     seen: list[ServeSettings] = []
     monkeypatch.setattr(
-        tabship.serve.server, "serve", lambda model, settings: seen.append(settings)
+        tabship.serve.server, "serve", lambda model, settings, announce: seen.append(settings)
     )
     monkeypatch.setenv("TABSHIP_READ_TIMEOUT", "7")
     args = [
@@ -375,3 +376,61 @@ def test_serve_flags_reach_the_settings(
     outcome = CliRunner().invoke(app, [*args, "--read-timeout", "2.5"])
     assert seen[1].read_timeout == 2.5 and seen[1].strict_categories is False
     assert seen[1].max_header_bytes == ServeSettings().max_header_bytes
+
+
+def test_serve_checks_before_it_announces_and_says_the_port_it_bound(
+    tiny_model: TrainedModel, tmp_path: Path
+) -> None:
+    import re
+    import signal
+    import urllib.error
+    import urllib.request
+
+    model = str(tiny_model.artifact.directory)
+    # Port 0: any free port, and the one bound is the one said (it said :0).
+    server = subprocess.Popen(
+        [TABSHIP, "serve", model, "--port", "0", "--allowed-hosts", ".example.com,localhost"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stderr is not None
+        line = server.stderr.readline()
+        found = re.search(r"on http://localhost:(\d+) ", line)
+        assert found and found.group(1) != "0", line
+        port = found.group(1)
+
+        def status(host: str) -> int:
+            asked = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/model", headers={"Host": host}
+            )
+            try:
+                with urllib.request.urlopen(asked, timeout=30) as answer:
+                    return int(answer.status)
+            except urllib.error.HTTPError as refused:
+                return refused.code
+
+        for _ in range(100):  # the announcement comes as the socket is bound, before serving
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        # `.example.com`: the domain and its subdomains, as Django's ALLOWED_HOSTS.
+        assert [status(h) for h in ("example.com", "api.example.com", "evil.com")] == [
+            200,
+            200,
+            400,
+        ]
+        # Taken: one line naming the port, from one worker or several (a traceback before).
+        for workers in ("1", "2"):
+            taken = run("serve", model, "--port", port, "--workers", workers)
+            assert_one_line_error(taken, f"--port {port} is in use on 127.0.0.1")
+            assert "serving" not in taken.stderr  # nothing announced before the checks
+        assert_one_line_error(
+            run("serve", model, "--workers", "2", "--host", "http://127.0.0.1"),
+            "--host 'http://127.0.0.1' is not an address or a name this machine resolves",
+        )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=60)

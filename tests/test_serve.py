@@ -99,21 +99,51 @@ def test_serve_settings_flag_over_variable_over_default() -> None:
         "0.0.0.0",
         1,
     )
-    with pytest.raises(ConfigError, match="TABSHIP_MAX_BATCH='many' is not a number"):
+    with pytest.raises(
+        ConfigError, match=re.escape("TABSHIP_MAX_BATCH='many' is not a whole number (digits 0-9)")
+    ):
         ServeSettings.resolve({}, {"TABSHIP_MAX_BATCH": "many"})
     with pytest.raises(ConfigError, match="TABSHIP_WORKERS='0' must be from 1 to 1024"):
         ServeSettings.resolve({}, {"TABSHIP_WORKERS": "0"})
+    # The flag wins, even over a variable that would be refused.
+    bad = {"TABSHIP_PORT": "abc", "TABSHIP_STRICT_CATEGORIES": "maybe"}
+    settings = ServeSettings.resolve({"port": 9100, "strict_categories": False}, bad)
+    assert (settings.port, settings.strict_categories) == (9100, False)
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "said"),
+    [
+        # uvicorn bound '' to every interface, IPv4 and IPv6.
+        ({"host": ""}, {}, "--host '' is not an address"),
+        # Meant to restrict, an empty list answered every Host.
+        ({}, {"TABSHIP_ALLOWED_HOSTS": ",,,"}, "TABSHIP_ALLOWED_HOSTS=',,,' names no host"),
+        ({"allowed_hosts": ("example.com:8080",)}, {}, "give the name without its port"),
+        ({}, {"TABSHIP_ALLOWED_HOSTS": "ex ample.com"}, "entry 'ex ample.com': give a host"),
+        ({"allowed_hosts": ("*.example.com",)}, {}, ".example.com (with subdomains) or *"),
+    ],
+)
+def test_hosts_that_would_listen_or_answer_more_than_meant_are_refused(
+    flags: dict[str, object], env: dict[str, str], said: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        ServeSettings.resolve(flags, env)
 
 
 @pytest.mark.parametrize(
     ("variable", "raw", "said"),
     [
-        ("TABSHIP_PORT", "nan", "is not a finite number"),
-        ("TABSHIP_REQUEST_TIMEOUT", "inf", "is not a finite number"),
-        ("TABSHIP_LOG_WAIT_SECONDS", "-inf", "is not a finite number"),
+        ("TABSHIP_PORT", "nan", "is not a whole number (digits 0-9)"),
+        ("TABSHIP_REQUEST_TIMEOUT", "inf", "is not a number such as 2.5"),
+        ("TABSHIP_LOG_WAIT_SECONDS", "-inf", "is not a number such as 2.5"),
+        ("TABSHIP_REQUEST_TIMEOUT", "1e400", "is not a finite number"),
         ("TABSHIP_PORT", "70000", "must be from 0 to 65535"),
-        ("TABSHIP_PORT", "80.5", "must be a whole number"),
-        ("TABSHIP_LOG_QUEUE_ROWS", "1e400", "is not a finite number"),
+        ("TABSHIP_PORT", "80.5", "is not a whole number (digits 0-9)"),
+        # Written as the flag takes them: float() read these, the flags refuse them.
+        ("TABSHIP_PORT", "1e3", "is not a whole number (digits 0-9)"),
+        ("TABSHIP_PORT", "\u0668\u0660\u0668\u0660", "is not a whole number (digits 0-9)"),
+        ("TABSHIP_PORT", "1_8181", "is not a whole number (digits 0-9)"),
+        ("TABSHIP_DRAIN_DELAY", "1e300", "must be from 0 to 3600"),
         ("TABSHIP_DRIFT_SECONDS", "0", "must be at least 0.1"),
     ],
 )
@@ -131,7 +161,7 @@ def test_a_serve_variable_out_of_bounds_is_refused_by_name(
         ({"workers": 0}, "--workers 0 must be from 1 to 1024"),
         ({"max_concurrency": 0}, "--max-concurrency 0 must be at least 1"),
         ({"request_timeout": math.nan}, "--request-timeout nan is not a finite number"),
-        ({"drain_delay": -1.0}, "--drain-delay -1 must be at least 0"),
+        ({"drain_delay": -1.0}, "--drain-delay -1 must be from 0 to 3600"),
         ({"log_retention_days": math.inf}, "--log-retention-days inf is not a finite number"),
     ],
 )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -260,3 +262,29 @@ def test_a_bad_value_is_named_by_its_row_in_the_file_after_rows_are_dropped(
     )
     with pytest.raises(RecordError, match=r"^row 5: bmi: must be a finite number"):
         train(table, quick())  # the fifth row, though the second (no target) was dropped
+
+
+def test_the_showcase_trains_on_the_builtin_table_not_a_file_of_its_name(
+    data_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tabship.workflow import train_model
+
+    # `tabship demo` beside a file called `insurance` trained on that file, unchecked.
+    monkeypatch.chdir(tmp_path)
+    pd.DataFrame({"age": range(40), "charges": range(40), "secret_ssn": range(40)}).to_csv(
+        "insurance", index=False
+    )
+    trained = train_model(
+        "insurance",
+        TrainOptions(target="charges", folds=2, models=["ridge"]),
+        tmp_path / "m",
+        builtin=True,
+    )
+    assert list(trained.result.schema.names) == [
+        "age",
+        "sex",
+        "bmi",
+        "children",
+        "smoker",
+        "region",
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,19 +43,26 @@ class Settings:
 
 
 def _number(env: Mapping[str, str], field: str, default: float | None) -> float | None:
-    """The TABSHIP_* variable of a `SERVE_NUMBERS` field, checked, or `default` when unset."""
+    """The TABSHIP_* variable of a `SERVE_NUMBERS` field, checked, or `default` when unset.
+    Written as the flag takes it: ASCII digits (`float` also read `1e3`, `1_000` and other
+    scripts' digits for a port), a decimal point and exponent only where fractions make sense."""
     name = f"TABSHIP_{field.upper()}"
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
-    try:
-        value: float = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    whole = SERVE_NUMBERS[field][2]
+    if not (_WHOLE if whole else _DECIMAL).fullmatch(raw.strip()):
+        kind = "a whole number (digits 0-9)" if whole else "a number such as 2.5"
+        raise ConfigError(f"{name}={raw!r} is not {kind}")
+    value = float(raw)
     problem = number_problem(field, value)
     if problem:
         raise ConfigError(f"{name}={raw!r} {problem}")
-    return int(value) if SERVE_NUMBERS[field][2] else value
+    return int(raw) if whole else value
+
+
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def number_problem(field: str, value: float) -> str | None:
@@ -82,7 +90,31 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    return tuple(part.strip().lower() for part in env.get(name, "").split(",") if part.strip())
+    raw = env.get(name, "")
+    names = tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+    if raw.strip() and not names:  # `,,,`: meant to restrict, it would have allowed any host
+        raise ConfigError(f"{name}={raw!r} names no host; leave it unset to answer any")
+    return names
+
+
+# An --allowed-hosts entry: a host name or IPv4 address, an IPv6 address (bracketed or not),
+# `.example.com` (the domain and its subdomains) or `*` (any), as Django's ALLOWED_HOSTS.
+_HOST_ENTRY = re.compile(
+    r"\*|\.?[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?|\[?[0-9a-f.]*:[0-9a-f.]*:[0-9a-f:.]*\]?"
+)
+
+
+def check_allowed_hosts(entries: tuple[str, ...], where: str) -> None:
+    """Refuse an entry no Host header can match: a port (the Host's is not compared), a
+    pattern other than `.domain` and `*`, spaces or other characters."""
+    for entry in entries:
+        if not _HOST_ENTRY.fullmatch(entry):
+            hint = (
+                "give the name without its port"
+                if re.fullmatch(r"[^:]+:[0-9]*", entry)
+                else "give a host name, an address, .example.com (with subdomains) or *"
+            )
+            raise ConfigError(f"{where} entry {entry[:60]!r}: {hint}")
 
 
 def trust_from_env(env: Mapping[str, str] | None = None) -> Path | None:
@@ -136,10 +168,11 @@ SERVE_NUMBERS: dict[str, tuple[float, float, bool]] = {
     "max_batch": (1, math.inf, True),
     "max_body_bytes": (1024, math.inf, True),
     "max_concurrency": (1, math.inf, True),
-    "drain_delay": (0, math.inf, False),
-    "graceful_timeout": (0, math.inf, False),
-    "request_timeout": (0.001, math.inf, False),
-    "read_timeout": (0.001, math.inf, False),
+    # Seconds, up to an hour of draining and a day of waiting: 1e300 never ended.
+    "drain_delay": (0, 3600, False),
+    "graceful_timeout": (0, 86400, False),
+    "request_timeout": (0.001, 86400, False),
+    "read_timeout": (0.001, 86400, False),
     "max_header_bytes": (1024, math.inf, True),
     # 0 keeps every row, as leaving it unset does.
     "log_retention_days": (0, math.inf, False),
@@ -204,23 +237,41 @@ class ServeSettings:
                     if field in _VARIABLE_ONLY
                     else f"--{field.replace('_', '-')}"
                 )
-                raise ConfigError(f"{name} {value:g} {problem}")
+                shown = str(value) if isinstance(value, int) else f"{value:g}"
+                raise ConfigError(f"{name} {shown} {problem}")
+        if not self.host.strip():  # uvicorn bound '' to every interface, IPv4 and IPv6
+            raise ConfigError(
+                "--host '' is not an address; give 127.0.0.1 (this machine only, the default) "
+                "or 0.0.0.0 (every interface)"
+            )
+        check_allowed_hosts(self.allowed_hosts, "--allowed-hosts")
 
     @classmethod
     def resolve(
         cls, flags: Mapping[str, object] | None = None, env: Mapping[str, str] | None = None
     ) -> ServeSettings:
         """Flag (when given, not None) > TABSHIP_* variable > default."""
-        env = os.environ if env is None else env
+        given: dict[str, Any] = {
+            key: value for key, value in (flags or {}).items() if value is not None
+        }
+        # A variable is read only for a field its flag leaves unset: the flag wins, even over
+        # a variable that would be refused.
+        env = {
+            key: value
+            for key, value in (os.environ if env is None else env).items()
+            if key.removeprefix("TABSHIP_").lower() not in given
+        }
         defaults = cls()
         numbers: dict[str, Any] = {
             field: _number(env, field, getattr(defaults, field)) for field in SERVE_NUMBERS
         }
+        allowed = _names(env, "TABSHIP_ALLOWED_HOSTS")
+        check_allowed_hosts(allowed, "TABSHIP_ALLOWED_HOSTS")
         from_env = cls(
             host=env.get("TABSHIP_HOST") or defaults.host,
             engine=env.get("TABSHIP_ENGINE") or None,
             strict_categories=_flag(env, "TABSHIP_STRICT_CATEGORIES", defaults.strict_categories),
-            allowed_hosts=_names(env, "TABSHIP_ALLOWED_HOSTS"),
+            allowed_hosts=allowed,
             model_name=env.get("TABSHIP_MODEL_NAME") or None,
             api_keys_file=Path(env["TABSHIP_API_KEYS_FILE"])
             if env.get("TABSHIP_API_KEYS_FILE")
@@ -232,7 +283,4 @@ class ServeSettings:
             log_db=env.get("TABSHIP_LOG_DB") or None,
             **numbers,
         )
-        given: dict[str, Any] = {
-            key: value for key, value in (flags or {}).items() if value is not None
-        }
         return replace(from_env, **given)

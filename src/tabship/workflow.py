@@ -71,6 +71,7 @@ def train_model(
     progress: Progress | None = None,
     settings: Settings | None = None,
     keep_background: int | None = None,
+    builtin: bool = False,
 ) -> TrainedModel:
     """Load a table (file or built-in name), train, export ONNX if it matches, write the folder.
 
@@ -87,7 +88,7 @@ def train_model(
     from tabship.train import train
 
     check_output_free(output, force)
-    path = datasets.resolve(data, settings)
+    path = datasets.fetch(data, settings) if builtin else datasets.resolve(data, settings)
     frame = datasets.read_table(path)
     result = train(frame, options, progress)
     if progress:

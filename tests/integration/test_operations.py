@@ -94,6 +94,30 @@ def test_sigterm_drains_two_hundred_in_flight_requests(model_dir: Path, tmp_path
         httpx.get(server.url + "/readyz", timeout=1)
 
 
+@pytest.mark.parametrize("graceful", ["0", "0.5"])
+def test_a_graceful_timeout_under_a_second_is_kept(
+    model_dir: Path, tmp_path: Path, graceful: str
+) -> None:
+    # int() made 0.5 zero, and zero meant no limit: a client that never finished its body
+    # held the exit until it gave up itself.
+    server = start_server(
+        model_dir, tmp_path, "--drain-delay", "0", "--read-timeout", "60",
+        "--graceful-timeout", graceful,
+    )  # fmt: skip
+    stalled = socket.create_connection(("127.0.0.1", server.port))
+    stalled.sendall(
+        b"POST /predict_api HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
+    wait_for_gauge(server.url, "tabship_requests_open", 1)
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=30) == 0
+    assert time.monotonic() - signalled < 5
+    stalled.close()
+    server.stop()
+
+
 def test_concurrency_cap_answers_503_at_once_and_probes_pass(
     model_dir: Path, tmp_path: Path
 ) -> None:

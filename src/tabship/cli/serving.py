@@ -321,7 +321,7 @@ def serve(
     from tabship.config import ServeSettings
     from tabship.serve.server import serve as run_server
 
-    hosts = split_names([allowed_hosts] if allowed_hosts is not None else None)
+    hosts = split_names([allowed_hosts] if allowed_hosts is not None else None, "--allowed-hosts")
     settings = ServeSettings.resolve(
         {
             "host": host,
@@ -348,18 +348,18 @@ def serve(
             "log_retention_days": log_retention_days,
         }
     )
-    display = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0") else settings.host  # noqa: S104 - shown, not bound
-    typer.echo(
-        f"serving {model} on http://{display}:{settings.port}  (form: /, API docs: /docs)",
-        err=True,
-    )
-    if settings.log_db:
-        from tabship.monitor.logurl import redact
 
-        typer.echo(
-            f"logging predictions to {redact(settings.log_db)}  (monitor: /monitor)", err=True
-        )
-    run_server(model, settings)
+    def announce(address: str) -> None:
+        # Said once the model, keys, log and socket are checked, with the port really bound.
+        typer.echo(f"serving {model} on {address}  (form: /, API docs: /docs)", err=True)
+        if settings.log_db:
+            from tabship.monitor.logurl import redact
+
+            typer.echo(
+                f"logging predictions to {redact(settings.log_db)}  (monitor: /monitor)", err=True
+            )
+
+    run_server(model, settings, announce)
 
 
 @app.command()
@@ -385,6 +385,13 @@ def demo(
     from tabship.datasets import BUILTIN
 
     dataset = BUILTIN["insurance"]
+    if not no_serve:  # a bad port or log URL is said before training, not a minute after
+        from tabship.config import ServeSettings, log_db_from_env
+        from tabship.monitor.logurl import engine_url
+
+        ServeSettings.resolve({"port": port})
+        if log_db or log_db_from_env():
+            engine_url(str(log_db or log_db_from_env()))
     if (output / "tabship.json").is_file():
         typer.echo(
             f"{output} already holds a model; serving it (delete the folder to train again)",
@@ -397,6 +404,7 @@ def demo(
             output,
             target_label=dataset.target_label,
             unit=dataset.unit,
+            builtin=True,  # the showcase's data, even beside a file named `insurance`
         )
     if not no_serve:
         from tabship.config import log_db_from_env

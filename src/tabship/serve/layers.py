@@ -117,7 +117,11 @@ class Layers:
         self.settings = settings
         self.gate = gate
         self.log = log
-        self.hosts = frozenset(host_name(host) for host in settings.allowed_hosts)
+        # Exact names, and `.example.com` for the domain and its subdomains; `*` answers any
+        # Host, as no list does.
+        entries = () if "*" in settings.allowed_hosts else settings.allowed_hosts
+        self.hosts = frozenset(host_name(host) for host in entries if not host.startswith("."))
+        self.domains = tuple(host for host in entries if host.startswith("."))
         self.access_log = AccessLog()
 
     def begin(self, request: Request) -> None:
@@ -222,10 +226,11 @@ class Layers:
         hosts = [value for key, value in headers if key == b"host"]
         if len(hosts) > 1:  # RFC 9112 3.2: a request with two Host fields is refused
             raise BadHostError("host: the request has more than one Host header")
-        if not self.hosts:
+        if not (self.hosts or self.domains):
             return
         host = (hosts[0] if hosts else b"").decode("latin-1")
-        if host_name(host) not in self.hosts:
+        name = host_name(host)
+        if name not in self.hosts and not (self.domains and ("." + name).endswith(self.domains)):
             raise BadHostError(f"host {host[:100]!r} is not served here; see --allowed-hosts")
 
 

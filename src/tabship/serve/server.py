@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import multiprocessing
 import os
@@ -11,17 +12,20 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import cast
 
 import uvicorn
 
 from tabship.config import ServeSettings
+from tabship.errors import ConfigError, TabshipError
 from tabship.predictor import Predictor
 from tabship.serve.app import App, ServerState, create_app
-from tabship.serve.auth import read_keys, warn_if_shared
+from tabship.serve.auth import is_regular, read_keys, warn_if_shared
 from tabship.serve.lane import serving_protocol
+from tabship.serve.v2 import model_name
 
 
 class DrainingServer(uvicorn.Server):
@@ -73,7 +77,8 @@ def _config(app: App, settings: ServeSettings) -> uvicorn.Config:
         port=settings.port,
         access_log=False,  # the app writes its own JSON line per request
         log_level="warning",
-        timeout_graceful_shutdown=int(settings.graceful_timeout) or None,
+        # Seconds as given: int() made 0.5 zero, and zero meant no limit at all to uvicorn.
+        timeout_graceful_shutdown=cast(int, settings.graceful_timeout),
         server_header=False,
         lifespan="on",
         http=serving_protocol(settings, app.layers),
@@ -102,7 +107,11 @@ def run_worker(
     # Log collectors read stdout as lines; a block buffer would hold them back for minutes.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
-    predictor = predictor or _load(model, settings)
+    try:
+        predictor = predictor or _load(model, settings)
+    except TabshipError as exc:  # a worker process: said in one line, as the CLI says it
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(1)
     state = ServerState()
     server = DrainingServer(
         _config(create_app(predictor, settings, state), settings), state, settings.drain_delay
@@ -116,10 +125,16 @@ def _checked_start(model: Path, settings: ServeSettings) -> Predictor:
     """What must hold before any worker starts, checked once: keys file, model, log database."""
     if settings.api_keys_file is not None:  # a missing or empty keys file stops the start
         read_keys(settings.api_keys_file)
+        if settings.workers > 1 and not is_regular(settings.api_keys_file):
+            raise ConfigError(
+                f"API keys file {settings.api_keys_file} is a pipe, which can be read once; "
+                f"with --workers {settings.workers} give a file"
+            )
         warning = warn_if_shared(settings.api_keys_file)
         if warning:
             sys.stderr.write(warning + "\n")
     predictor = _load(model, settings)  # fail here, once, on a bad model folder
+    model_name(predictor, settings)  # and on a name /v2 paths cannot carry
     if settings.log_db:
         from tabship.monitor.store import check_log_db
 
@@ -127,16 +142,59 @@ def _checked_start(model: Path, settings: ServeSettings) -> Predictor:
     return predictor
 
 
-def serve(model: Path, settings: ServeSettings) -> None:
-    """Serve `model`: in this process for one worker, else N worker processes on one socket."""
-    predictor = _checked_start(model, settings)
-    if settings.workers == 1:
-        run_worker(model, settings, predictor=predictor)
-        return
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+def listening_socket(settings: ServeSettings) -> socket.socket:
+    """The socket every worker accepts on, bound here so a bad host or a port in use is one
+    clear error before anything starts, and port 0's real port can be said."""
+    where = f"--host {settings.host!r}"
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(
+            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else "not a host name"
+        raise ConfigError(
+            f"{where} is not an address or a name this machine resolves ({reason}); give "
+            "127.0.0.1, 0.0.0.0 or a host name without http:// or a port"
+        ) from None
+    sock = socket.socket(family, kind)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"--port {settings.port} is in use on {settings.host}; stop what listens there "
+                "or choose another --port"
+            ) from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(f"{where} is not an address of this machine") from None
+        raise ConfigError(f"{where} --port {settings.port}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
+    return sock
+
+
+def shown_address(sock: socket.socket, host: str) -> str:
+    """The URL a user opens: localhost for the loopback and every-interface addresses, IPv6
+    in brackets, the port bound (port 0 means any free one)."""
+    port = sock.getsockname()[1]
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::", "::1") else host  # noqa: S104
+    return f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}"
+
+
+def serve(
+    model: Path, settings: ServeSettings, announce: Callable[[str], None] | None = None
+) -> None:
+    """Serve `model`: in this process for one worker, else N worker processes on one socket;
+    `announce` gets the address once everything is checked and the socket bound."""
+    predictor = _checked_start(model, settings)
+    sock = listening_socket(settings)
+    if announce is not None:
+        announce(shown_address(sock, settings.host))
+    if settings.workers == 1:
+        run_worker(model, settings, sock, predictor=predictor)
+        sock.close()
+        return
     context = multiprocessing.get_context("spawn")
     workers = [
         context.Process(target=run_worker, args=(model, settings, sock))

@@ -9,6 +9,7 @@ protocol's {"error": ...} shape by the one error mapper (the routes' `style`).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tabship import __version__
@@ -46,13 +47,26 @@ BODY_TYPES = frozenset({"", JSON, BINARY})
 
 def model_name(predictor: Predictor, settings: ServeSettings) -> str:
     """The model's name in /v2/models/NAME: --model-name, else the model folder's name."""
-    name = settings.model_name or predictor.artifact.directory.resolve().name
-    if not name or "/" in name or not name.isprintable() or name != name.strip():
+    if settings.model_name is not None and not settings.model_name.strip():
+        raise ConfigError("--model-name '' names nothing; leave it out to use the folder's name")
+    # The folder as the user named it: through a symlink, the link's name, not its target's.
+    folder = Path.cwd() / predictor.artifact.directory
+    name = settings.model_name or (
+        folder.name if folder.name not in ("", "..") else folder.resolve().name
+    )
+    if not (0 < len(name) <= 128 and name not in (".", "..") and all(map(_segment_char, name))):
         raise ConfigError(
             f"model name {name[:60]!r} cannot be a path segment; pass --model-name with "
-            "letters, digits, '-', '_' or '.'"
+            "up to 128 letters, digits, '-', '_' or '.' (not '.' or '..' alone)"
         )
     return name
+
+
+def _segment_char(char: str) -> bool:
+    """A character a model name may hold: a letter or digit of any script (clients send it
+    percent-encoded), `-`, `_` or `.`; `?`, `#`, `%` and spaces were taken and then never
+    matched a path, and `..` was resolved away by curl and browsers."""
+    return char.isalnum() or char in "._-"
 
 
 class V2Api:
