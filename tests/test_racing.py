@@ -68,6 +68,27 @@ def test_an_exhausted_budget_starts_no_further_candidate() -> None:
     ]
 
 
+def test_under_a_deadline_the_cheap_candidates_run_first() -> None:
+    # A forest first in the pool used to take the budget from the boosters behind it.
+    validator = _validator(_step_table(300))
+    pool = select("regression", ["random_forest", "knn", "ridge", "decision_tree"], None)
+    result = compare(validator, pool, "mae", deadline=5.0, clock=lambda: 10.0)
+    assert [row.name for row in result.rows] == ["ridge"]
+    # Past the first rung, by the seconds each took; one judged on a sample is said so.
+    ticks = itertools.chain([0.0] * 2, itertools.repeat(10.0))
+    raced = compare(
+        _validator(_step_table(12_000)),
+        select("regression", ["ridge", "decision_tree", "lightgbm"], None),
+        "mae",
+        deadline=5.0,
+        clock=lambda: next(ticks),
+    )
+    assert [row.rows for row in raced.rows] == [4_000] * 3
+    assert raced.notes == [raced.notes[-1]] and raced.notes[-1].endswith(
+        "could be compared on the whole table; they are ranked on the sample they reached"
+    )
+
+
 def test_same_seed_same_leaderboard() -> None:
     options = TrainOptions(target="charges", folds=3, models=["ridge", "lightgbm", "xgboost"])
     first = train(make_tiny_table(), options).leaderboard

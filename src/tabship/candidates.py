@@ -33,6 +33,13 @@ class Candidate:
     space: dict[str, Any] = field(default_factory=dict)
 
 
+# Leaves a forest's tree may grow: unbounded, a tree grows a leaf for every few rows, and a
+# forest of 20,000 rows shipped 273 MB (a 50,000-row one 1.1 GB and 10 GB to convert to
+# ONNX). At 4,000 a 16,000-row forest scored the same holdout R2 (0.6035 against 0.6037) in
+# a third of the size; tables under 4,000 rows never reach it.
+FOREST_LEAVES = 4000
+
+
 def _forest_space() -> dict[str, Any]:
     return {
         "n_estimators": stats.randint(50, 400),
@@ -213,14 +220,18 @@ def _regressors() -> list[Candidate]:
         Candidate(
             "random_forest",
             "Random forest",
-            lambda seed: ensemble.RandomForestRegressor(random_state=seed),
+            lambda seed: ensemble.RandomForestRegressor(
+                max_leaf_nodes=FOREST_LEAVES, random_state=seed
+            ),
             False,
             space=_forest_space(),
         ),
         Candidate(
             "extra_trees",
             "Extra trees",
-            lambda seed: ensemble.ExtraTreesRegressor(random_state=seed),
+            lambda seed: ensemble.ExtraTreesRegressor(
+                max_leaf_nodes=FOREST_LEAVES, random_state=seed
+            ),
             False,
             space=_forest_space(),
         ),
@@ -291,14 +302,18 @@ def _classifiers() -> list[Candidate]:
         Candidate(
             "random_forest",
             "Random forest",
-            lambda seed: ensemble.RandomForestClassifier(random_state=seed),
+            lambda seed: ensemble.RandomForestClassifier(
+                max_leaf_nodes=FOREST_LEAVES, random_state=seed
+            ),
             False,
             space=_forest_space(),
         ),
         Candidate(
             "extra_trees",
             "Extra trees",
-            lambda seed: ensemble.ExtraTreesClassifier(random_state=seed),
+            lambda seed: ensemble.ExtraTreesClassifier(
+                max_leaf_nodes=FOREST_LEAVES, random_state=seed
+            ),
             False,
             space=_forest_space(),
         ),

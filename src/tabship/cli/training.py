@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -77,6 +78,7 @@ def run_training(
     options = TrainOptions(target=target, **{k: v for k, v in kwargs.items() if k in option_names})
     extra = {k: v for k, v in kwargs.items() if k not in option_names}
     out = console()
+    started = time.monotonic()
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -86,9 +88,16 @@ def run_training(
         transient=True,
     ) as bar:
         task_id = bar.add_task("cross-validating", total=None)
+        said: list[str] = []
 
         def report(label: str, done: int, total: int) -> None:
             bar.update(task_id, description=_progress_text(label), completed=done, total=total)
+            # Not a terminal (a CI log, `| tee`): Rich draws no bar there, and nothing was
+            # printed for minutes; each stage is one plain line on stderr instead.
+            if not out.is_terminal and said[-1:] != [label]:
+                said.append(label)
+                step = f" ({done + 1}/{total})" if total > 1 else ""
+                typer.echo(f"[{time.monotonic() - started:6.1f} s] {label}{step}", err=True)
 
         trained = train_model(data, options, output, progress=report, **extra)
     result = trained.result
@@ -99,7 +108,8 @@ def run_training(
     parity = trained.artifact.card.onnx
     out.print(
         f"best: {result.chosen.label} by {result.sort_by} (CV); engine: {trained.engine} "
-        f"({parity.reason}); trained in {result.train_seconds:.1f} s",
+        f"({parity.reason}); trained in {result.train_seconds:.1f} s "
+        f"({time.monotonic() - started:.1f} s with the export, checks and report)",
         markup=False,  # a conversion failure's reason may quote a column name
     )
     if result.tuning:
