@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from tabship.candidates import candidates
 from tabship.preparation import POOLED_LEVELS, build_pipeline, encoded_width, is_pooled
@@ -33,6 +36,44 @@ def test_numbers_with_many_values_are_not_id_like() -> None:
     values = pd.Series(np.random.default_rng(2).normal(size=400))
     described = infer_feature("reading", values)
     assert isinstance(described, Feature) and described.kind == "numeric"
+
+
+@pytest.mark.parametrize(
+    ("cells", "said"),
+    [
+        # Numbers but for a few cells: "looks like an ID" sent users looking for the wrong thing.
+        (
+            lambda v: [*map(str, v[:-3]), "?", "-", "?"],
+            "column 'x' holds numbers but for 3 cells ('?', '-'); ignored: empty those cells",
+        ),
+        (
+            lambda v: [f"${n:,.2f}" for n in v * 1000],
+            "column 'x' holds numbers written with signs or separators (such as '$",
+        ),
+        (lambda v: [f"{n:.1f}%" for n in v], "holds numbers written with signs or separators"),
+        # float32, which the model computes in, reads them all as 0.
+        (lambda v: v * 1e-50, "holds numbers too small for the model's 32-bit floats"),
+    ],
+)
+def test_numbers_the_model_cannot_read_are_said_to_be_numbers(cells: Any, said: str) -> None:
+    values = np.round(np.random.default_rng(4).uniform(1, 90, 400), 2)
+    described = infer_feature("x", pd.Series(cells(values)))
+    assert isinstance(described, str) and said in described
+    # Few distinct values: a category, as before, bad cells and all.
+    few = infer_feature("x", pd.Series(["1", "2", "3", "n/a"] * 100))
+    assert isinstance(few, Feature) and few.kind == "categorical"
+
+
+def test_a_date_whose_part_is_named_by_a_column_is_left_out() -> None:
+    days = pd.Series(pd.date_range("2021-01-01", periods=50).astype(str))
+    year = np.random.default_rng(3).normal(size=50)
+    frame = pd.DataFrame({"d": days, "d.year": year, "y": np.arange(50.0)})
+    schema, notes = infer_schema(frame, "y")
+    assert list(schema.names) == ["d.year"]
+    assert notes == [
+        "date column 'd' ignored: its calendar part 'd.year' is also a column of the table; "
+        "rename that column to use both"
+    ]
 
 
 def test_pooled_levels_keep_the_encoded_width_bounded() -> None:

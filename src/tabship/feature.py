@@ -24,6 +24,8 @@ MISSING_LEVEL = ""
 
 # The model computes in 32-bit floats: a larger number would become infinity inside the graph.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The smallest normal float32: below it a value loses precision, below 1.4e-45 it is 0.
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 # An unseen category reaches the engine as this text, which no table can hold as a level, so
 # every encoder treats it as unknown (one-hot: all zeros), the same in ONNX and scikit-learn.
 UNSEEN_LEVEL = "\x00unseen"

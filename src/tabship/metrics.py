@@ -80,8 +80,17 @@ _CLASSIFICATION_METRICS: dict[str, Callable[[np.ndarray, np.ndarray, list[int]],
     "f1": _averaged(skm.f1_score),
     "precision": _averaged(skm.precision_score),
     "recall": _averaged(skm.recall_score),
-    "log_loss": lambda y, proba, labels: float(skm.log_loss(y, proba, labels=labels)),
+    "log_loss": lambda y, proba, labels: float(skm.log_loss(y, _normalised(proba), labels=labels)),
 }
+
+
+def _normalised(proba: np.ndarray) -> np.ndarray:
+    """Each row summing to one: a model's float32 shares (or a tree's) miss by 1e-7, and
+    scikit-learn's log loss warned on stderr for every fold."""
+    shares: np.ndarray = np.asarray(proba, dtype=np.float64)
+    totals: np.ndarray = np.maximum(shares.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
+    normalised: np.ndarray = shares / totals
+    return normalised
 
 
 def regression_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:

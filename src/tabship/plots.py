@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -35,7 +36,9 @@ def _figure(title: str, xlabel: str, ylabel: str) -> Iterator[tuple[Any, Any, io
             axes.set_ylabel(ylabel)
             axes.grid(alpha=0.3)
             yield figure, axes, buffer
-            figure.tight_layout()
+            with warnings.catch_warnings():  # long names: the plot is drawn as it fits
+                warnings.filterwarnings("ignore", "Tight layout not applied")
+                figure.tight_layout()
             figure.savefig(buffer, format="png")
         finally:
             pyplot.close(figure)

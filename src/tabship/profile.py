@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tabship import dates
-from tabship.feature import shown
+from tabship.feature import FLOAT32_TINY, shown
 from tabship.schema import MISSING_LEVEL, Feature, Schema
 
 if TYPE_CHECKING:
@@ -23,6 +24,38 @@ ID_LIKE_DISTINCT_SHARE = 0.5
 DATE_SHARE = 0.95
 # Values tried before parsing a whole column, so a plain text column costs little.
 DATE_PROBE = 200
+
+
+# Text that is a plain number, and one written with a currency sign, thousands separators or
+# a percent sign.
+_PLAIN = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*")
+_DRESSED = re.compile(r"\s*[-+(]?\s*[$€£¥]?\s*[0-9][0-9,. ]*\s*(%|[$€£¥]|[A-Z]{3})?\)?\s*")
+# A text column this share of whose values are numbers is a number column with a few bad cells.
+NUMBER_SHARE = 0.9
+
+
+def _numbers_as_text(name: str, present: pd.Series) -> str | None:
+    """Why a text column of many distinct numbers is ignored, naming what to fix, or None:
+    numbers with a few cells that are not (`?`, `-`, `n/a`), or numbers written with `$`, `,`
+    or `%`. Said to be "an ID or a name" before, which sent the user looking for the wrong
+    thing. (With few distinct values such a column is a category, and stays one.)"""
+    text = present.astype(str)
+    plain = text.str.fullmatch(_PLAIN.pattern)
+    if plain.mean() >= NUMBER_SHARE and not plain.all():
+        odd = text[~plain]
+        values = list(dict.fromkeys(odd))
+        shown = ", ".join(repr(value[:20]) for value in values[:3])
+        more = f" and {len(values) - 3} other values" if len(values) > 3 else ""
+        return (
+            f"column {name!r} holds numbers but for {len(odd)} cells ({shown}{more}); "
+            "ignored: empty those cells (or write the numbers) to use it"
+        )
+    if not plain.any() and text.str.fullmatch(_DRESSED.pattern).mean() >= NUMBER_SHARE:
+        return (
+            f"column {name!r} holds numbers written with signs or separators (such as "
+            f"{text.iloc[0][:20]!r}); ignored: write them as plain numbers (1234.5) to use it"
+        )
+    return None
 
 
 def _flat(value: object) -> bool:
@@ -70,6 +103,33 @@ def _date_feature(name: str, column: pd.Series, parsed: np.ndarray) -> Feature |
     )
 
 
+def _numeric_feature(
+    name: str, column: pd.Series, present: pd.Series, distinct: int, allow_missing: bool
+) -> Feature | str:
+    """A number column, or why it is ignored (it numbers the rows; float32 reads it as 0)."""
+    values = present.to_numpy(dtype=np.float64)
+    integer = bool(np.all(values == np.round(values)))
+    numbers_rows = values.max() - values.min() + 1 == len(column)
+    if integer and distinct == len(column) >= ID_LIKE_MIN_ROWS and numbers_rows:
+        return f"column {name!r} numbers the rows (a different value in each); ignored"
+    tiny = values[(values != 0) & (np.abs(values) < FLOAT32_TINY)]
+    if len(tiny) and len(np.unique(np.where(np.abs(values) < FLOAT32_TINY, 0, values))) == 1:
+        # The model computes in float32, where these are 0: one value in every row.
+        return (
+            f"column {name!r} holds numbers too small for the model's 32-bit floats (such "
+            f"as {tiny[0]:.3g}, read as 0); ignored: rescale it (multiply by 1e30, say)"
+        )
+    return Feature(
+        name=name,
+        kind="numeric",
+        dtype=str(column.dtype),
+        allow_missing=allow_missing,
+        integer=integer,
+        minimum=float(values.min()),
+        maximum=float(values.max()),
+    )
+
+
 def infer_feature(name: str, column: pd.Series) -> Feature | str:
     """Describe one column, or return the reason it cannot be a feature."""
     present = column.dropna()
@@ -88,20 +148,7 @@ def infer_feature(name: str, column: pd.Series) -> Feature | str:
     allow_missing = bool(len(present) < len(column))
     kind_code = column.dtype.kind
     if kind_code in "iuf":
-        values = present.to_numpy(dtype=np.float64)
-        integer = bool(np.all(values == np.round(values)))
-        numbers_rows = values.max() - values.min() + 1 == len(column)
-        if integer and distinct == len(column) >= ID_LIKE_MIN_ROWS and numbers_rows:
-            return f"column {name!r} numbers the rows (a different value in each); ignored"
-        return Feature(
-            name=name,
-            kind="numeric",
-            dtype=str(column.dtype),
-            allow_missing=allow_missing,
-            integer=integer,
-            minimum=float(values.min()),
-            maximum=float(values.max()),
-        )
+        return _numeric_feature(name, column, present, distinct, allow_missing)
     parsed = stamps(column)
     if parsed is not None:
         return _date_feature(name, column, parsed)
@@ -109,7 +156,7 @@ def infer_feature(name: str, column: pd.Series) -> Feature | str:
         return f"column {name!r} holds durations ({column.dtype}), which tabship does not use yet; ignored"
     levels = sorted({str(value) for value in present})
     if len(column) >= ID_LIKE_MIN_ROWS and len(levels) > ID_LIKE_DISTINCT_SHARE * len(column):
-        return (
+        return _numbers_as_text(name, present) or (
             f"column {name!r} looks like an ID or a name ({len(levels)} distinct values in "
             f"{len(column)} rows, over {ID_LIKE_DISTINCT_SHARE:.0%}); ignored"
         )
@@ -128,10 +175,18 @@ def infer_schema(frame: pd.DataFrame, target: str) -> tuple[Schema, list[str]]:
     """The schema of every usable column but the target, and a warning per ignored column."""
     features: list[Feature] = []
     warnings: list[str] = []
+    names = {str(name) for name in frame.columns}
     for name in frame.columns:
         if name == target:
             continue
         described = infer_feature(str(name), frame[name])
+        if isinstance(described, Feature) and described.kind == "date":
+            taken = sorted(set(described.inputs) & names)
+            if taken:  # the model's inputs would be named twice
+                described = (
+                    f"date column {name!r} ignored: its calendar part {taken[0]!r} is also a "
+                    "column of the table; rename that column to use both"
+                )
         if isinstance(described, Feature):
             features.append(described)
         else:
