@@ -170,6 +170,17 @@ def test_predict_bad_rows_list_every_problem(tiny_model: TrainedModel, tmp_path:
         "error: row 2: age: must be a number, got 'old'",
         "error: row 2: bmi: must be a number, got 'heavy'",
     ]
+    # Past the listed twenty, how many more: 5,000 bad rows printed 20 lines and no more.
+    many = tmp_path / "many.csv"
+    pd.DataFrame(
+        {"age": ["old"] * 30, "bmi": [25.0] * 30, "children": [0] * 30, "smoker": ["no"] * 30,
+         "region": ["east"] * 30}
+    ).to_csv(many, index=False)  # fmt: skip
+    lines = run(
+        "predict", str(tiny_model.artifact.directory), str(many), "-o", str(tmp_path / "o.csv")
+    ).stderr.splitlines()
+    assert len(lines) == 21 and lines[19] == "error: row 20: age: must be a number, got 'old'"
+    assert lines[20] == "error: ... and 10 more problems (the first 20 listed)"
 
 
 def test_predict_counts_unseen_categories_or_refuses_them(

@@ -202,7 +202,7 @@ class _Sink:
             values, proba = predictor.predict_batch(batch, self.memo)
         except RecordError as exc:  # the engine numbers the chunk's rows; say the file's
             raise RecordError(
-                [replace(p, row=first_row + (p.row or 0)) for p in exc.problems]
+                [replace(p, row=first_row + (p.row or 0)) for p in exc.problems], exc.more
             ) from None
         predicted = chunk.assign(
             **self._beside(chunk, prediction_columns(predictor, values, proba))

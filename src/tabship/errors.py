@@ -152,6 +152,9 @@ def shown_field(name: str) -> str:
 class RecordError(TabshipError):
     """Records do not match the model's schema; lists every bad field at once."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], more: int = 0) -> None:
         self.problems = problems
-        super().__init__("; ".join(str(p) for p in problems))
+        # Problems found past the listed ones (a file's: 5,000 bad rows are not all listed).
+        self.more = more
+        tail = [f"and {more} more problems"] if more else []
+        super().__init__("; ".join([*(str(p) for p in problems), *tail]))

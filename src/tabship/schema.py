@@ -291,6 +291,7 @@ class Schema:
 
         frame = typed_cells(frame, self.names)  # Python dates, decimals, booleans (Parquet)
         problems = _Problems()
+        found = 0  # every refused cell, listed or not
         outside: dict[str, int] = {}
         unseen: dict[str, int] = {}
         columns: dict[str, np.ndarray] = {}
@@ -311,6 +312,7 @@ class Schema:
                     unseen[feature.name] = count
             if not feature.allow_missing:
                 refused = refused | empty
+            found += int(refused.sum())
             for position in np.flatnonzero(refused)[:MAX_LISTED_PROBLEMS]:
                 _, problem, _ = feature.read_cell(raw.iloc[int(position)], strict_categories)
                 problems.add(feature.name, problem or EMPTY, first_row + int(position))
@@ -319,7 +321,7 @@ class Schema:
             else:
                 columns[feature.name] = column.reshape(-1, 1)
         if problems.items:
-            raise RecordError(problems.items)
+            raise RecordError(problems.items, found - len(problems.items))
         return Batch(columns, len(frame), self.outside_warnings(outside), unseen, codes, outside)
 
     def outside_warnings(self, outside: Mapping[str, int]) -> list[str]:

@@ -13,7 +13,10 @@ from tabship.errors import ConfigError, RecordError, TabshipError
 def error_lines(error: TabshipError) -> list[str]:
     """What the user reads: one line per bad field of a RecordError, else the message."""
     if isinstance(error, RecordError):
-        return [str(problem) for problem in error.problems]
+        listed = [str(problem) for problem in error.problems]
+        if error.more:
+            listed.append(f"... and {error.more} more problems (the first {len(listed)} listed)")
+        return listed
     return [str(error)]
 
 
