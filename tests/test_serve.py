@@ -7,6 +7,7 @@ import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -241,3 +242,22 @@ def test_long_integers_are_read_exactly(body: bytes, expected: object) -> None:
     assert [type(v) for v in values] == [
         type(v) for v in (expected.values() if isinstance(expected, dict) else expected)
     ]
+
+
+def test_options_that_do_nothing_alone_are_said_and_relative_logs_shown_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tabship.monitor.logurl import shown_log_db
+    from tabship.serve.server import idle_options
+
+    alone = ServeSettings(protect_metrics=True, public_pages=True, log_retention_days=3)
+    assert idle_options(alone) == [
+        "--protect-metrics does nothing without --api-keys-file",
+        "--public-pages does nothing without --api-keys-file",
+        "--log-retention-days does nothing without --log-db",
+    ]
+    assert idle_options(ServeSettings(protect_metrics=True, api_keys_file=tmp_path)) == []
+    # Three slashes is a path relative to the working folder, whatever it looks like.
+    monkeypatch.chdir(tmp_path)
+    assert shown_log_db("sqlite:///tmp/x.db") == f"sqlite:///{tmp_path / 'tmp' / 'x.db'}"
+    assert shown_log_db("postgresql://u:secret@db/x") == "postgresql://u:***@db/x"

@@ -115,7 +115,15 @@ def fetch(name: str, settings: Settings | None = None) -> Path:
     cached = settings.cache_dir / "datasets" / dataset.filename
     if cached.is_file():
         return _checked(cached, dataset)
-    return download(dataset.url, cached, dataset.sha256)
+    try:
+        return download(dataset.url, cached, dataset.sha256)
+    except DatasetError as exc:
+        if settings.data_home is None:
+            raise
+        # Set, and passed over: said, or the advice to set it reads as if it were not.
+        raise DatasetError(
+            f"TABSHIP_DATA_HOME={settings.data_home} holds no {dataset.filename}; and {exc}"
+        ) from None
 
 
 def resolve(source: str, settings: Settings | None = None) -> Path:

@@ -353,10 +353,11 @@ def serve(
         # Said once the model, keys, log and socket are checked, with the port really bound.
         typer.echo(f"serving {model} on {address}  (form: /, API docs: /docs)", err=True)
         if settings.log_db:
-            from tabship.monitor.logurl import redact
+            from tabship.monitor.logurl import shown_log_db
 
             typer.echo(
-                f"logging predictions to {redact(settings.log_db)}  (monitor: /monitor)", err=True
+                f"logging predictions to {shown_log_db(settings.log_db)}  (monitor: /monitor)",
+                err=True,
             )
 
     run_server(model, settings, announce)

@@ -7,6 +7,8 @@ is refused by name. A URL is never shown with its password or a secret query val
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -78,3 +80,15 @@ def shown_url(url: sa.URL) -> str:
         host = host.rsplit("@", 1)[1]
     shown = url.set(query=query, host=host).render_as_string(hide_password=True)
     return shown.replace("=%2A%2A%2A", "=***")
+
+
+def shown_log_db(url: str) -> str:
+    """A --log-db for the start line: an SQLite file by its absolute path (`sqlite:///tmp/x`
+    is `./tmp/x`, relative, which the URL does not make plain), others redacted."""
+    try:
+        parsed = engine_url(url)
+    except LogDatabaseError:
+        return redact(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return f"sqlite:///{Path(parsed.database).resolve()}"
+    return redact(url)

@@ -121,6 +121,20 @@ def run_worker(
         sys.exit(1)
 
 
+def idle_options(settings: ServeSettings) -> list[str]:
+    """Options given that do nothing without their partner (`/metrics` stayed open with
+    --protect-metrics and no keys, and nothing said so)."""
+    idle = []
+    if settings.api_keys_file is None:
+        if settings.protect_metrics:
+            idle.append("--protect-metrics does nothing without --api-keys-file")
+        if settings.public_pages:
+            idle.append("--public-pages does nothing without --api-keys-file")
+    if settings.log_db is None and settings.log_retention_days:
+        idle.append("--log-retention-days does nothing without --log-db")
+    return idle
+
+
 def _checked_start(model: Path, settings: ServeSettings) -> Predictor:
     """What must hold before any worker starts, checked once: keys file, model, log database."""
     if settings.api_keys_file is not None:  # a missing or empty keys file stops the start
@@ -133,6 +147,8 @@ def _checked_start(model: Path, settings: ServeSettings) -> Predictor:
         warning = warn_if_shared(settings.api_keys_file)
         if warning:
             sys.stderr.write(warning + "\n")
+    for warning in idle_options(settings):
+        sys.stderr.write(f"warning: {warning}\n")
     predictor = _load(model, settings)  # fail here, once, on a bad model folder
     model_name(predictor, settings)  # and on a name /v2 paths cannot carry
     if settings.log_db:
