@@ -280,11 +280,5 @@ def test_the_showcase_trains_on_the_builtin_table_not_a_file_of_its_name(
         tmp_path / "m",
         builtin=True,
     )
-    assert list(trained.result.schema.names) == [
-        "age",
-        "sex",
-        "bmi",
-        "children",
-        "smoker",
-        "region",
-    ]
+    names = set(trained.result.schema.names)
+    assert "secret_ssn" not in names and {"sex", "smoker", "region"} <= names
