@@ -44,9 +44,12 @@ def typed_cells(frame: pd.DataFrame, names: Iterable[str] | None = None) -> pd.D
         column = frame[name]
         if column.dtype != object:
             continue
-        kinds = set(map(type, column.dropna()))
-        if not kinds:
+        # A look at the first cells first: a text column (the common case, on every chunk a
+        # file is predicted in) is passed over without a walk through all of its values.
+        head = column.iloc[:_LOOK].dropna()
+        if len(head) and not set(map(type, head)) & _TYPED:
             continue
+        kinds = set(map(type, column.dropna()))
         if kinds <= {datetime.date, datetime.datetime, pd.Timestamp}:
             changed[name] = pd.to_datetime(column, utc=_aware(column))
         elif kinds <= {decimal.Decimal}:
@@ -54,6 +57,11 @@ def typed_cells(frame: pd.DataFrame, names: Iterable[str] | None = None) -> pd.D
         elif kinds <= {bool}:
             changed[name] = column.astype("boolean")
     return frame.assign(**changed) if changed else frame
+
+
+# The cell types `typed_cells` reads as columns, and how many cells it looks at first.
+_TYPED = frozenset({datetime.date, datetime.datetime, pd.Timestamp, decimal.Decimal, bool})
+_LOOK = 100
 
 
 def _aware(column: pd.Series) -> bool:
