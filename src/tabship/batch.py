@@ -17,6 +17,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from tabship.columnar import frame_of, nested_as_json
+from tabship.config import NUMBER_TEXT
 from tabship.datasets import UNNAMED, check_header, separator_hint
 from tabship.errors import ConfigError, DatasetError, RecordError
 from tabship.feature import NA_TEXTS
@@ -29,7 +30,7 @@ PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
 # OWASP's CSV-injection list: a spreadsheet runs a cell starting with one of these as a formula.
 FORMULA_START = r"^[=+\-@\t\r]"
 # "-3" or "+1.5e3" is a number to a spreadsheet, not a formula: it stays as it is.
-PLAIN_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+PLAIN_NUMBER = f"^{NUMBER_TEXT}$"
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,11 @@ def _number(env: Mapping[str, str], field: str, default: float | None) -> float 
     return int(raw) if whole else value
 
 
+# A number as JSON and CSV write it, in ASCII digits: the one grammar for a variable, a form
+# field or a cell (`float()` also reads `1_000`, `inf` and other scripts' digits).
+NUMBER_TEXT = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _WHOLE = re.compile(r"[+-]?[0-9]+")
-_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_DECIMAL = re.compile(NUMBER_TEXT)
 
 
 def number_problem(field: str, value: float) -> str | None:

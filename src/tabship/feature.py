@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tabship import dates
+from tabship.config import NUMBER_TEXT
 
 Kind = Literal["numeric", "categorical", "date"]
 
@@ -84,9 +85,7 @@ def closest(name: str, names: list[str]) -> str | None:
 
 
 # Infinity and NaN too, so that they get the message a JSON body's Infinity gets.
-_DECIMAL = re.compile(
-    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.IGNORECASE
-)
+_DECIMAL = re.compile(f"{NUMBER_TEXT}|[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
 
 
 def _bool_level(value: object) -> object:

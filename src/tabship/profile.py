@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tabship import dates
+from tabship.config import NUMBER_TEXT
 from tabship.feature import FLOAT32_TINY, shown
 from tabship.schema import MISSING_LEVEL, Feature, Schema
 
@@ -28,7 +29,7 @@ DATE_PROBE = 200
 
 # Text that is a plain number, and one written with a currency sign, thousands separators or
 # a percent sign.
-_PLAIN = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*")
+_PLAIN = re.compile(rf"\s*{NUMBER_TEXT}\s*")
 _DRESSED = re.compile(r"\s*[-+(]?\s*[$€£¥]?\s*[0-9][0-9,. ]*\s*(%|[$€£¥]|[A-Z]{3})?\)?\s*")
 # A text column this share of whose values are numbers is a number column with a few bad cells.
 NUMBER_SHARE = 0.9

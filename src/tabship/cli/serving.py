@@ -391,8 +391,9 @@ def demo(
         from tabship.monitor.logurl import engine_url
 
         ServeSettings.resolve({"port": port})
-        if log_db or log_db_from_env():
-            engine_url(str(log_db or log_db_from_env()))
+        asked = log_db or log_db_from_env()
+        if asked:
+            engine_url(asked)
     if (output / "tabship.json").is_file():
         typer.echo(
             f"{output} already holds a model; serving it (delete the folder to train again)",
