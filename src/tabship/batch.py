@@ -172,6 +172,8 @@ class Tally:
     # By source (None: the one file), rows outside the training range per feature: summed
     # over the chunks and warned once per source and feature by `write_predictions`.
     outside: dict[str | None, dict[str, int]] = field(default_factory=dict)
+    # The same for empty cells filled in features that had no gaps in training.
+    filled: dict[str | None, dict[str, int]] = field(default_factory=dict)
 
 
 # (a name for messages or None, the table's first row number, the rows)
@@ -208,9 +210,10 @@ class _Sink:
         predicted = chunk.assign(
             **self._beside(chunk, prediction_columns(predictor, values, proba))
         )
-        counts = self.tally.outside.setdefault(source, {})
-        for feature, count in (batch.outside or {}).items():
-            counts[feature] = counts.get(feature, 0) + count
+        for summed, found in (self.tally.outside, batch.outside), (self.tally.filled, batch.filled):
+            counts = summed.setdefault(source, {})
+            for feature, count in (found or {}).items():
+                counts[feature] = counts.get(feature, 0) + count
         for feature, count in batch.unseen.items():
             self.tally.unseen[feature] = self.tally.unseen.get(feature, 0) + count
         table = pa.Table.from_pandas(predicted, preserve_index=False)
@@ -319,7 +322,8 @@ def write_predictions(
     tally = sink.tally
     for source, counts in tally.outside.items():
         prefix = f"{source}: " if source else ""
-        tally.warnings.extend(prefix + note for note in predictor.schema.outside_warnings(counts))
+        notes = predictor.schema.counted_warnings(counts, tally.filled.get(source))
+        tally.warnings.extend(prefix + note for note in notes)
     return tally
 
 

@@ -123,6 +123,10 @@ class Feature:
     levels: tuple[str, ...] = ()
     # Dates: slashed dates put the day first, as the training column did ("31/01/2024").
     day_first: bool = False
+    # A gap in a feature that had none in training is filled by the pipeline (numbers and
+    # dates: the training median; categories: as an unseen value) with a warning, rather
+    # than refusing the record. Models trained before the pipeline always imputed refuse it.
+    fills_gaps: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_known", frozenset(self.known_levels))
@@ -158,6 +162,7 @@ class Feature:
             "kind": self.kind,
             "dtype": self.dtype,
             "allow_missing": self.allow_missing,
+            "fills_gaps": self.fills_gaps,
         }
         if self.kind == "numeric":
             out |= {"integer": self.integer, "minimum": self.minimum, "maximum": self.maximum}
@@ -185,6 +190,7 @@ class Feature:
             maximum=data.get("maximum"),
             levels=tuple(str(level) for level in data.get("levels", ())),
             day_first=bool(data.get("day_first", False)),
+            fills_gaps=bool(data.get("fills_gaps", False)),
         )
 
     def unseen_message(self, value: object) -> str:
@@ -218,7 +224,7 @@ class Feature:
         """A JSON value as the engine takes it, with the problem (refused) or warning it raises."""
         if value is None:
             missing: Any = {"numeric": math.nan, "date": _NAT}.get(self.kind, MISSING_LEVEL)
-            return missing, (None if self.allow_missing else EMPTY), None
+            return (missing, *self._gap())
         if self.kind == "numeric":
             return self._number(value)
         if self.kind == "date":
@@ -230,7 +236,7 @@ class Feature:
         if value in self._known:  # type: ignore[attr-defined]
             return value, None, None
         if value in NA_TEXTS:
-            return MISSING_LEVEL, (None if self.allow_missing else EMPTY), None
+            return (MISSING_LEVEL, *self._gap())
         if strict:
             return MISSING_LEVEL, self.unseen_message(value), None
         return (
@@ -238,6 +244,23 @@ class Feature:
             None,
             f"{self.name}: {self.unseen_message(value)}; predicted as unknown",
         )
+
+    def _gap(self) -> tuple[str | None, str | None]:
+        """The problem or warning an empty value raises: none where training had gaps."""
+        if self.allow_missing:
+            return None, None
+        if self.fills_gaps:
+            return None, f"{self.name}: {self.gap_note}"
+        return EMPTY, None
+
+    @property
+    def gap_note(self) -> str:
+        """What happens to an empty value of a feature that had no gaps in training."""
+        filled = {
+            "numeric": "filled with the training median",
+            "date": "its calendar parts filled with the training medians",
+        }.get(self.kind, "predicted as for a value unseen in training")
+        return f"empty, though training had no gaps here; {filled}"
 
     def read_column(self, values: list[Any], strict: bool = False) -> ColumnRead:
         """`read` over one column of JSON-like values, with problems and warnings by row.

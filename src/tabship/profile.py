@@ -97,6 +97,7 @@ def _date_feature(name: str, column: pd.Series, parsed: np.ndarray) -> Feature |
         kind="date",
         dtype="datetime" if dates.has_time(present) else "date",
         allow_missing=bool(len(present) < len(parsed)),
+        fills_gaps=True,
         # The range seen, in seconds since 1970: the form's bounds and the range warning.
         minimum=float(seconds.min()),
         maximum=float(seconds.max()),
@@ -125,6 +126,7 @@ def _numeric_feature(
         kind="numeric",
         dtype=str(column.dtype),
         allow_missing=allow_missing,
+        fills_gaps=True,
         integer=integer,
         minimum=float(values.min()),
         maximum=float(values.max()),
@@ -168,6 +170,7 @@ def infer_feature(name: str, column: pd.Series) -> Feature | str:
         kind="categorical",
         dtype="bool" if kind_code == "b" else "string",
         allow_missing=allow_missing,
+        fills_gaps=True,
         levels=tuple(levels),
     )
 

@@ -63,8 +63,10 @@ class Batch(NamedTuple):
     # big batches key rows by decision cell with them (see cells.py).
     codes: dict[str, np.ndarray] | None = None
     # Tables only: rows outside the training range per feature, counted (not warned per
-    # chunk: a file sums its chunks and warns once, see `Schema.outside_warnings`).
+    # chunk: a file sums its chunks and warns once, see `Schema.counted_warnings`).
     outside: dict[str, int] | None = None
+    # Tables only: empty cells per feature that had no gaps in training, filled (counted too).
+    filled: dict[str, int] | None = None
 
 
 def _listed(names: Sequence[str]) -> str:
@@ -294,6 +296,7 @@ class Schema:
         found = 0  # every refused cell, listed or not
         outside: dict[str, int] = {}
         unseen: dict[str, int] = {}
+        filled: dict[str, int] = {}
         columns: dict[str, np.ndarray] = {}
         codes: dict[str, np.ndarray] = {}
         for feature in self.features:
@@ -311,7 +314,10 @@ class Schema:
                     # Counted, not warned per chunk: the caller sums a file's chunks.
                     unseen[feature.name] = count
             if not feature.allow_missing:
-                refused = refused | empty
+                if feature.fills_gaps:
+                    filled[feature.name] = int(empty.sum())
+                else:
+                    refused = refused | empty
             found += int(refused.sum())
             for position in np.flatnonzero(refused)[:MAX_LISTED_PROBLEMS]:
                 _, problem, _ = feature.read_cell(raw.iloc[int(position)], strict_categories)
@@ -322,16 +328,32 @@ class Schema:
                 columns[feature.name] = column.reshape(-1, 1)
         if problems.items:
             raise RecordError(problems.items, found - len(problems.items))
-        return Batch(columns, len(frame), self.outside_warnings(outside), unseen, codes, outside)
+        return Batch(
+            columns,
+            len(frame),
+            self.counted_warnings(outside, filled),
+            unseen,
+            codes,
+            outside,
+            {name: count for name, count in filled.items() if count},
+        )
 
-    def outside_warnings(self, outside: Mapping[str, int]) -> list[str]:
-        """One warning per feature for its rows outside the training range."""
-        return [
-            f"{feature.name}: {outside[feature.name]} rows outside the training range "
-            f"{feature.range_text}; their predictions are extrapolations"
-            for feature in self.features
-            if outside.get(feature.name)
-        ]
+    def counted_warnings(
+        self, outside: Mapping[str, int], filled: Mapping[str, int] | None = None
+    ) -> list[str]:
+        """One warning per feature for its rows outside the training range, and its gaps."""
+        found = []
+        for feature in self.features:
+            if outside.get(feature.name):
+                found.append(
+                    f"{feature.name}: {outside[feature.name]} rows outside the training range "
+                    f"{feature.range_text}; their predictions are extrapolations"
+                )
+            if filled and filled.get(feature.name):
+                count = filled[feature.name]
+                cells = "1 cell" if count == 1 else f"{count} cells"
+                found.append(f"{feature.name}: {cells} {feature.gap_note}")
+        return found
 
 
 def _numeric_column(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
 from tabship.predictor import Predictor
@@ -53,6 +55,22 @@ def test_predict_api_returns_the_bare_number(server: Server, insurance_model: Tr
     assert isinstance(value, float) and value == pytest.approx(expected, rel=1e-9)
 
 
+def test_a_gap_is_filled_with_a_warning_as_in_predict_files(
+    server: Server, insurance_model: TrainedModel, data_home: Path
+) -> None:
+    record = {**PATIENT, "bmi": None}
+    assert post_json(server, "/predict_api", record).status_code == 200
+    body = post_json(server, "/v1/predict", {"instances": [record]}).json()
+    assert body["warnings"] == [
+        "bmi: empty, though training had no gaps here; filled with the training median"
+    ]
+    median = float(pd.read_csv(data_home / "insurance.csv")["bmi"].median())
+    filled = Predictor.load(insurance_model.artifact.directory).predict(
+        [{**PATIENT, "bmi": median}]
+    )
+    assert body["predictions"][0] == pytest.approx(filled.values[0], rel=1e-6)
+
+
 def test_v1_predict_batch_with_warnings_and_model(server: Server) -> None:
     instances = [PATIENT, {**PATIENT, "smoker": "no", "bmi": 70.0}]
     answer = post_json(server, "/v1/predict", {"instances": instances})
@@ -74,7 +92,7 @@ def test_v1_predict_batch_with_warnings_and_model(server: Server) -> None:
             "is missing; this field is required",
         ),
         ({**PATIENT, "height": 180}, "height", "is not a field of this model"),
-        ({**PATIENT, "bmi": None}, "bmi", "is required; it cannot be empty"),
+        ({**PATIENT, "bmi": [29.5]}, "bmi", "must be a number, got [29.5]"),
         ({**PATIENT, "age": "55"}, "age", "must be a number, got '55'"),
         ({**PATIENT, "sex": 1}, "sex", "must be text, got 1"),
         ({**PATIENT, "children": 1.5}, "children", "must be a whole number"),

@@ -53,7 +53,7 @@ def feature_schema(feature: Feature, strict: bool = False) -> dict[str, Any]:
             "example": levels[0],
             "minLength": 0 if feature.allow_missing else 1,  # "" is an empty field
         }
-    if feature.allow_missing:
+    if feature.allow_missing or feature.fills_gaps:
         out["nullable"] = True  # OpenAPI 3.0's spelling of "or null"
     return {"title": feature.name, **out}
 

@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 
 from tabship.card import ModelCard
 from tabship.errors import MalformedBodyError, MediaTypeError, Problem, RecordError
+from tabship.feature import EMPTY
 from tabship.predictor import Prediction, Predictor
 from tabship.schema import Feature
 from tabship.serve.contract import body_headers, decoded_body, media_type
@@ -134,6 +135,10 @@ def parse_form(
         text = submitted[feature.name]
         # The form's text is typed here; the predictor then applies the same feature rules.
         value, problem, _ = feature.read_text(text)
+        if text == "" and not feature.allow_missing:
+            # A person is there to fill it in: the gap filling the API and files get
+            # (`Feature.fills_gaps`) would only hide a forgotten field.
+            problem = EMPTY
         if problem is not None:
             problems.append(Problem(feature.name, problem))
         record[feature.name] = (
