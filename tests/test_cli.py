@@ -212,6 +212,29 @@ def test_predict_counts_unseen_categories_or_refuses_them(
     assert overridden.returncode == 0, overridden.stderr
 
 
+def test_predict_fills_gaps_training_never_had_and_counts_them(
+    tiny_model: TrainedModel, tmp_path: Path
+) -> None:
+    rows = tmp_path / "rows.csv"
+    frame = make_tiny_table(rows=30, seed=4).drop(columns="charges")
+    frame["bmi"] = frame["bmi"].astype(object)
+    frame.loc[[2, 7], "bmi"] = None
+    frame.loc[3, "smoker"] = "NA"
+    frame.to_csv(rows, index=False)
+    done = run(
+        "predict", str(tiny_model.artifact.directory), str(rows), "-o", str(tmp_path / "o.csv")
+    )
+    assert done.returncode == 0, done.stderr
+    assert {
+        "warning: bmi: 2 cells empty, though training had no gaps here; filled with the training "
+        "median",
+        "warning: smoker: 1 cell empty, though training had no gaps here; predicted as for a "
+        "value unseen in training",
+    } <= set(done.stderr.splitlines())
+    written = pd.read_csv(tmp_path / "o.csv", keep_default_na=False)
+    assert len(written) == 30 and written["predicted_charges"].notna().all()
+
+
 def test_predict_guards_formulas_unless_told_not_to(
     tiny_model: TrainedModel, tmp_path: Path
 ) -> None:

@@ -92,7 +92,7 @@ def test_a_file_with_dates_is_predicted_like_the_api(
     warned = predict_file(predictor, tmp_path / "late.csv", tmp_path / "late-out.csv")
     # The same range rule as the API, summed per column for a file.
     assert warned.warnings == [
-        "day: 1 rows outside the training range 2021-01-01 to 2022-02-04; "
+        "day: 1 row outside the training range 2021-01-01 to 2022-02-04; "
         "their predictions are extrapolations"
     ]
     scored = pd.read_csv(tmp_path / "out.csv")

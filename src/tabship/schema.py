@@ -345,8 +345,9 @@ class Schema:
         found = []
         for feature in self.features:
             if outside.get(feature.name):
+                rows = "1 row" if outside[feature.name] == 1 else f"{outside[feature.name]} rows"
                 found.append(
-                    f"{feature.name}: {outside[feature.name]} rows outside the training range "
+                    f"{feature.name}: {rows} outside the training range "
                     f"{feature.range_text}; their predictions are extrapolations"
                 )
             if filled and filled.get(feature.name):
