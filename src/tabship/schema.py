@@ -302,17 +302,7 @@ class Schema:
         for feature in self.features:
             raw = frame[feature.name]
             empty = raw.isna().to_numpy()
-            if feature.kind == "numeric":
-                column, refused = _numeric_column(feature, raw, empty, outside)
-            elif feature.kind == "date":
-                column, refused = _date_column(feature, raw, empty, outside)
-            else:
-                column, unknown, codes[feature.name] = _categorical_column(feature, raw, empty)
-                refused = unknown if strict_categories else np.zeros(len(raw), dtype=bool)
-                count = int(unknown.sum())
-                if count and not strict_categories:
-                    # Counted, not warned per chunk: the caller sums a file's chunks.
-                    unseen[feature.name] = count
+            column, refused = _cells(feature, raw, empty, strict_categories, outside, unseen, codes)
             if not feature.allow_missing:
                 if feature.fills_gaps:
                     filled[feature.name] = int(empty.sum())
@@ -355,6 +345,31 @@ class Schema:
                 cells = "1 cell" if count == 1 else f"{count} cells"
                 found.append(f"{feature.name}: {cells} {feature.gap_note}")
         return found
+
+
+def _cells(
+    feature: Feature,
+    raw: pd.Series,
+    empty: np.ndarray,
+    strict_categories: bool,
+    outside: dict[str, int],
+    unseen: dict[str, int],
+    codes: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """One feature's column for the engine and the mask of cells it refuses (not empty ones).
+
+    Rows outside the range and unseen categories are counted into `outside` and `unseen`, not
+    warned per chunk: the caller sums a file's chunks.
+    """
+    if feature.kind == "numeric":
+        return _numeric_column(feature, raw, empty, outside)
+    if feature.kind == "date":
+        return _date_column(feature, raw, empty, outside)
+    column, unknown, codes[feature.name] = _categorical_column(feature, raw, empty)
+    count = int(unknown.sum())
+    if count and not strict_categories:
+        unseen[feature.name] = count
+    return column, unknown if strict_categories else np.zeros(len(raw), dtype=bool)
 
 
 def _numeric_column(
