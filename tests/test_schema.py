@@ -184,6 +184,22 @@ def test_missing_and_extra_fields(schema: Schema) -> None:
     ]
 
 
+def test_the_training_tables_other_columns_are_skipped_a_typo_is_named(schema: Schema) -> None:
+    carrying = Schema(schema.features, frozenset({"charges", "patient_id"}))
+    batch = carrying.validate([{**GOOD, "charges": 1.5, "patient_id": "P7"}])
+    assert batch.rows == 1 and batch.warnings == []
+    assert (
+        problems(schema, [{**GOOD, "charges": 1.5}])[0] == "charges: is not a field of this model"
+    )
+    typo = {k: v for k, v in GOOD.items() if k != "smoker"} | {"Smoker ": "no", "patient": 1}
+    assert problems(carrying, [typo]) == [
+        "smoker: is missing; this field is required",
+        "'Smoker ': is not a field of this model; did you mean 'smoker'?",
+        "patient: is not a field of this model",
+        "(record): 2 unknown field(s); the fields are age, bmi, children, smoker, region",
+    ]
+
+
 def test_thousands_of_unknown_fields_are_capped_and_the_fields_named_once(schema: Schema) -> None:
     record = {**GOOD, **{f"x{i}": 1 for i in range(80_000)}}
     found = problems(schema, [record])

@@ -140,7 +140,7 @@ def test_whatif_bad_input_names_the_field(app: App) -> None:
         ({"instance": PATIENT, "feature": "bmi", "points": 1}, "points"),
         ({"instance": PATIENT, "feature": "bmi", "points": 10_000}, "points"),
         ({"instance": PATIENT, "feature": "bmi", "points": 2.5}, "points"),
-        ({"instance": {**PATIENT, "age": None}, "feature": "bmi"}, "age"),
+        ({"instance": {**PATIENT, "age": "old"}, "feature": "bmi"}, "age"),
         ({"instance": [PATIENT], "feature": "bmi"}, "instance"),
         ({"feature": "bmi"}, "instance"),
         ({"instance": PATIENT, "feature": "bmi", "colour": 1}, "colour"),

@@ -110,6 +110,24 @@ def test_empty_targets_and_useless_columns_are_dropped_with_warnings(
     assert any("'blank' is empty in every row" in w for w in result.warnings)
     assert len(result.features) == len(tiny_table) - 3
     assert "flat" not in result.schema.names
+    assert result.schema.ignored == {"flat", "blank"}
+
+
+def test_the_card_keeps_the_ignored_columns_and_requests_may_carry_them(
+    tiny_table: pd.DataFrame, tmp_path: Path
+) -> None:
+    from tabship.predictor import Predictor
+    from tabship.workflow import train_model
+
+    frame = tiny_table.assign(ticket=[f"T{i:05d}" for i in range(len(tiny_table))], site="main")
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    trained = train_model(str(tmp_path / "rows.csv"), quick(), tmp_path / "m")
+    predictor = Predictor.load(trained.artifact.directory)
+    assert predictor.card.document["ignored_columns"] == ["site", "ticket"]
+    row = frame.iloc[0].to_dict()  # a whole row of the training table, target included
+    record = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+    features = {name: record[name] for name in predictor.schema.names}
+    assert predictor.predict([record]).values == predictor.predict([features]).values
 
 
 def test_same_seed_same_leaderboard(tiny_table: pd.DataFrame) -> None:

@@ -144,7 +144,9 @@ class ModelCard:
         model, onnx, training = data["model"], data["onnx"], data["training"]
         cv = model["cv"]
         versions = data.get("versions") or {}
-        schema = Schema.from_dict(data["schema"])
+        # A record may carry the training table's other columns: the target, ignored ones.
+        ignored = {str(name) for name in data.get("ignored_columns") or ()} | {str(data["target"])}
+        schema = Schema(Schema.from_dict(data["schema"]).features, frozenset(ignored))
         explained = data.get("explanation")
         return cls(
             format_version=version,

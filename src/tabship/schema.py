@@ -24,6 +24,7 @@ from tabship.feature import (
     UNSEEN_LEVEL,
     Feature,
     Kind,
+    closest,
     shown,
 )
 
@@ -94,6 +95,10 @@ class Schema:
     """The features a model takes, in the order the engine expects them."""
 
     features: tuple[Feature, ...]
+    # Columns of the training table the model does not use (ignored in training, and the
+    # target): a record may carry them, as a row of that table would, and they are skipped.
+    # The card keeps them (`ignored_columns`); a bare schema has none.
+    ignored: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_names", frozenset(f.name for f in self.features))
@@ -264,16 +269,24 @@ class Schema:
         names: frozenset[str] = self._names  # type: ignore[attr-defined]
         extra = 0
         for key in record:
-            if key not in names:
+            if key not in names and key not in self.ignored:
                 extra += 1
                 if not problems.full:
-                    problems.add(str(key)[:60], "is not a field of this model", row)
+                    problems.add(str(key)[:60], self._not_a_field(str(key), record), row)
+        if not extra:
+            return
         # Named once, however many unknown keys came: the list is the model's, not the client's.
         problems.items.append(
             Problem(
                 "(record)", f"{extra} unknown field(s); the fields are {_listed(self.names)}", row
             )
         )
+
+    def _not_a_field(self, key: str, record: Mapping[str, Any]) -> str:
+        """Why `key` is refused, naming the absent field it most likely misspells."""
+        absent = [name for name in self.names if name not in record]
+        meant = closest(key, absent) if absent else None
+        return "is not a field of this model" + (f"; did you mean {meant!r}?" if meant else "")
 
     def validate_frame(
         self, frame: pd.DataFrame, first_row: int = 1, strict_categories: bool = False

@@ -249,6 +249,8 @@ def prepare(
         )
     schema, ignored = infer_schema(frame, target)
     notes.extend(ignored)
+    used = set(schema.names) | {target}
+    schema = replace(schema, ignored=frozenset(str(c) for c in frame.columns if c not in used))
     if not schema.features:
         raise DataError(f"no usable feature columns besides {target!r}: {'; '.join(ignored)}")
     date_columns = [f.name for f in schema.features if f.kind == "date"]

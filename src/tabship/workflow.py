@@ -108,6 +108,7 @@ def train_model(
         "unit": unit or "",
         "classes": result.classes,
         "schema": result.schema.to_dict(),
+        "ignored_columns": sorted(result.schema.ignored),
         "model": {
             "name": best.name,
             "label": best.label,

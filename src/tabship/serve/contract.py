@@ -81,11 +81,15 @@ def _example_date(feature: Feature) -> str:
 
 
 def record_schema(schema: Schema, strict: bool = False) -> dict[str, Any]:
-    """JSON Schema of one record: every field required, no others allowed."""
+    """JSON Schema of one record: every field required, and no others but the skipped ones."""
+    skipped = {
+        name: {"description": "A column of the training table the model does not use; skipped."}
+        for name in sorted(schema.ignored)
+    }
     return {
         "title": "Record",
         "type": "object",
-        "properties": {f.name: feature_schema(f, strict) for f in schema.features},
+        "properties": {f.name: feature_schema(f, strict) for f in schema.features} | skipped,
         "required": schema.names,
         "additionalProperties": False,
         "example": example_record(schema),
