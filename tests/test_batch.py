@@ -280,6 +280,27 @@ def test_columns_the_model_does_not_use_are_copied_exactly(
     assert list(pd.read_parquet(tmp_path / "out.parquet")["zip"]) == list(rows["zip"])
 
 
+def test_a_category_spelled_missing_is_predicted_as_missing_and_copied_as_written(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    rows = make_tiny_table(rows=4, seed=6).drop(columns="charges")
+    spelled = rows.assign(region=["NA", "None", "null", rows["region"][3]])
+    source = tmp_path / "rows.csv"
+    spelled.to_csv(source, index=False)
+    done = predict_file(predictor, source, tmp_path / "out.csv")
+    written = pd.read_csv(done.output, dtype=str, keep_default_na=False)
+    assert list(written["region"]) == list(spelled["region"])
+    requested = predictor.predict(spelled.to_dict("records"))  # a request's "NA" is missing too
+    records = rows.to_dict("records")
+    blank = predictor.predict([{**r, "region": None} for r in records[:3]] + records[3:])
+    assert np.allclose(written["predicted_charges"].astype(float), blank.values, rtol=1e-6)
+    assert np.allclose(requested.values, blank.values)
+    assert done.unseen == {} and done.warnings[-1] == (
+        "region: 3 cells empty, though training had no gaps here; predicted as for a value "
+        "unseen in training"
+    )
+
+
 def test_a_column_that_changes_type_between_chunks_still_makes_one_parquet_file(
     predictor: Predictor, tmp_path: Path
 ) -> None:

@@ -60,10 +60,10 @@ def csv_chunks(
     """A CSV file (a path or a seekable file) in chunks, read for predicting and copying.
 
     The model's numbers are parsed as training parsed them (for a Parquet output as floats,
-    so that a chunk of whole numbers and the next one's fractions are one column type), its
-    categories and dates are text with the same missing values; every other column is kept
-    as the text the user wrote: `007` stays 007, `NA` stays NA, and a column that looks
-    numeric in one chunk and not in the next is one type in the output.
+    so that a chunk of whole numbers and the next one's fractions are one column type);
+    every other column is kept as the text the user wrote: `007` stays 007, `NA` stays NA
+    (a category's `NA` is still read as missing, as training read it), and a column that
+    looks numeric in one chunk and not in the next is one type in the output.
     """
     columns = [str(name) for name in pd.read_csv(source, nrows=0).columns]
     kinds = {feature.name: feature.kind for feature in schema.features}
@@ -85,7 +85,9 @@ def csv_chunks(
         chunksize=chunk_rows,
         dtype={name: str for name in columns if name not in numbers},
         keep_default_na=False,
-        na_values={name: sorted(NA_TEXTS) for name in columns if name in kinds},
+        # Only numbers are parsed here; a category's or date's `NA` is read as missing by
+        # `Schema.validate_frame` and copied to the output as written.
+        na_values={name: sorted(NA_TEXTS) for name in numbers},
     ) as reader:
         for chunk in reader:
             # A CSV output writes each chunk on its own: whole numbers stay integers there

@@ -20,6 +20,7 @@ from tabship.feature import (
     FLOAT32_MAX,
     MAX_SHOWN_LEVELS,
     MISSING_LEVEL,
+    NA_TEXTS,
     NOT_A_DATE,
     UNSEEN_LEVEL,
     Feature,
@@ -314,7 +315,7 @@ class Schema:
         codes: dict[str, np.ndarray] = {}
         for feature in self.features:
             raw = frame[feature.name]
-            empty = raw.isna().to_numpy()
+            empty = _empty_cells(feature, raw)
             column, refused = _cells(feature, raw, empty, strict_categories, outside, unseen, codes)
             if not feature.allow_missing:
                 if feature.fills_gaps:
@@ -358,6 +359,20 @@ class Schema:
                 cells = "1 cell" if count == 1 else f"{count} cells"
                 found.append(f"{feature.name}: {cells} {feature.gap_note}")
         return found
+
+
+def _empty_cells(feature: Feature, raw: pd.Series) -> np.ndarray:
+    """Missing cells: NaN or None, and text spelling a missing value (`NA`, `null`, ...).
+
+    A predict file's text cells arrive as written (so the output copies `NA` as `NA`); here
+    they are read as training's reader and a request's `"NA"` read them, unless training
+    saw the spelling as a level.
+    """
+    empty = raw.isna().to_numpy()
+    if feature.kind == "numeric" or raw.dtype.kind not in "OUS":
+        return empty
+    spellings = sorted(NA_TEXTS - set(feature.known_levels))
+    return empty | raw.isin(spellings).to_numpy(dtype=bool)
 
 
 def _cells(
