@@ -94,6 +94,25 @@ def test_profile_recognises_date_text_and_datetime_columns() -> None:
     assert "day.day_of_year" in schema.input_names and "day" not in schema.input_names
 
 
+def test_a_time_zone_is_dropped_not_converted_on_every_path() -> None:
+    """Berlin midnights are the first hour of their day, whether typed, objects or text."""
+    from tabship.columnar import typed_cells
+    from tabship.schema import Schema
+
+    local = pd.date_range("2024-03-29", periods=6, freq="1D", tz="Europe/Berlin")
+    feature = infer_schema(pd.DataFrame({"at": local, "y": range(6)}), "y")[0].features[0]
+    schema = Schema((feature,))
+    typed = schema.validate_frame(pd.DataFrame({"at": local}))
+    objects = schema.validate_frame(pd.DataFrame({"at": list(local.to_pydatetime())}, dtype=object))
+    texts = schema.validate_frame(pd.DataFrame({"at": [t.isoformat() for t in local]}))
+    request = schema.validate([{"at": t.isoformat()} for t in local])
+    assert feature.minimum == pd.Timestamp("2024-03-29").timestamp()  # its wall-clock time
+    for batch in (objects, texts, request):
+        assert all(np.array_equal(batch.columns[n], typed.columns[n]) for n in typed.columns)
+    assert typed.columns["at.day"].ravel().tolist() == [29, 30, 31, 1, 2, 3]  # not 28, 29, ...
+    assert typed_cells(pd.DataFrame({"at": list(local)}, dtype=object))["at"].dt.hour.eq(0).all()
+
+
 def test_date_features_beat_dropping_the_date() -> None:
     table = seasonal_table()
     options = TrainOptions(target="sales", folds=3, models=["hist_gradient_boosting", "ridge"])

@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -51,7 +52,7 @@ def typed_cells(frame: pd.DataFrame, names: Iterable[str] | None = None) -> pd.D
             continue
         kinds = set(map(type, column.dropna()))
         if kinds <= {datetime.date, datetime.datetime, pd.Timestamp}:
-            changed[name] = pd.to_datetime(column, utc=_aware(column))
+            changed[name] = pd.to_datetime(column.map(_naive) if _aware(column) else column)
         elif kinds <= {decimal.Decimal}:
             changed[name] = column.astype("float64")
         elif kinds <= {bool}:
@@ -65,8 +66,25 @@ _LOOK = 100
 
 
 def _aware(column: pd.Series) -> bool:
-    """Whether a column's datetimes carry time zones (then read as UTC, as a tz dtype's are)."""
+    """Whether a column's datetimes carry time zones (then read as wall-clock times)."""
     return any(getattr(cell, "tzinfo", None) is not None for cell in column.dropna())
+
+
+def _naive(cell: Any) -> Any:
+    return cell.replace(tzinfo=None) if getattr(cell, "tzinfo", None) is not None else cell
+
+
+def wall_clock(column: pd.Series) -> np.ndarray:
+    """A datetime column as datetime64[s] in each value's own local time.
+
+    Calendar parts say when something happened where it happened: a Berlin midnight is the
+    first hour of its day, not 23:00 the day before in UTC. Text such as
+    `2024-05-31T00:00+02:00` reads that way on every path (files, requests), so a time
+    zone is dropped, never converted.
+    """
+    if getattr(column.dt, "tz", None) is not None:
+        column = column.dt.tz_localize(None)
+    return np.asarray(column.to_numpy(dtype="datetime64[s]"))
 
 
 def nested_as_json(table: pa.Table) -> pa.Table:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tabship import dates
+from tabship.columnar import wall_clock
 from tabship.config import NUMBER_TEXT
 from tabship.feature import FLOAT32_TINY, shown
 from tabship.schema import MISSING_LEVEL, Feature, Schema
@@ -68,9 +69,7 @@ def _flat(value: object) -> bool:
 def stamps(column: pd.Series) -> np.ndarray | None:
     """The column as datetime64[s] if it holds dates (a datetime dtype or date text), else None."""
     if column.dtype.kind == "M":
-        if getattr(column.dt, "tz", None) is not None:
-            column = column.dt.tz_convert("UTC").dt.tz_localize(None)
-        return np.asarray(column.to_numpy(dtype="datetime64[s]"))
+        return wall_clock(column)
     if column.dtype.kind in "iufb":
         return None
     present = [value for value in column.dropna().to_numpy(dtype=object) if isinstance(value, str)]

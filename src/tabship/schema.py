@@ -432,9 +432,9 @@ def _date_column(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The column as datetime64[s] and the mask of cells that are not dates."""
     if raw.dtype.kind == "M":
-        if getattr(raw.dt, "tz", None) is not None:
-            raw = raw.dt.tz_convert("UTC").dt.tz_localize(None)
-        stamps = raw.to_numpy(dtype="datetime64[s]")
+        from tabship.columnar import wall_clock
+
+        stamps = wall_clock(raw)
     else:
         stamps = dates.parse(raw.to_numpy(dtype=object), feature.day_first)
     known = ~np.isnat(stamps)
