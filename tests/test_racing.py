@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tabship.candidates import select
-from tabship.crossval import CrossValidator, rank
+from tabship.candidates import Candidate, select
+from tabship.crossval import CrossValidator, Row, rank
 from tabship.racing import FIRST_RUNG_ROWS, RACE_MIN_ROWS, compare, rungs
 from tabship.train import TrainOptions, prepare, train
 
@@ -58,35 +60,75 @@ def test_race_picks_the_winner_of_the_full_comparison() -> None:
     assert [row.rows for row in raced] == sorted(scored_on.values(), reverse=True)
 
 
+class _Clock:
+    """A test's clock: it moves only when a candidate is scored (see `_Costed`)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass(frozen=True)
+class _Costed(CrossValidator):
+    """Scores for real, but each candidate takes the seconds its cost says on `clock`."""
+
+    clock: _Clock = field(default_factory=_Clock)
+    per_thousand_rows: dict[str, float] = field(default_factory=dict)
+
+    def score(self, candidate: Candidate, **kwargs: Any) -> Row:
+        self.clock.now += self.per_thousand_rows[candidate.name] * len(self.features) / 1000
+        return super().score(candidate, **kwargs)
+
+
+def _costed(rows: int, **per_thousand_rows: float) -> _Costed:
+    plain = _validator(_step_table(rows))
+    fields = {name: getattr(plain, name) for name in CrossValidator.__dataclass_fields__}
+    return _Costed(**fields, per_thousand_rows=per_thousand_rows)
+
+
 def test_an_exhausted_budget_starts_no_further_candidate() -> None:
     validator = _validator(_step_table(300))
     pool = select("regression", ["linear", "ridge", "decision_tree"], None)
     result = compare(validator, pool, "mae", deadline=5.0, clock=lambda: 10.0)
     assert [row.name for row in result.rows] == ["linear"]
     assert result.notes == [
-        "time budget spent before Ridge regression, Decision tree could be compared"
+        "the time budget left no time to compare Ridge regression, Decision tree"
     ]
 
 
-def test_under_a_deadline_the_cheap_candidates_run_first() -> None:
-    # A forest first in the pool used to take the budget from the boosters behind it.
-    validator = _validator(_step_table(300))
-    pool = select("regression", ["random_forest", "knn", "ridge", "decision_tree"], None)
-    result = compare(validator, pool, "mae", deadline=5.0, clock=lambda: 10.0)
-    assert [row.name for row in result.rows] == ["ridge"]
-    # Past the first rung, by the seconds each took; one judged on a sample is said so.
-    ticks = itertools.chain([0.0] * 2, itertools.repeat(10.0))
-    raced = compare(
-        _validator(_step_table(12_000)),
-        select("regression", ["ridge", "decision_tree", "lightgbm"], None),
-        "mae",
-        deadline=5.0,
-        clock=lambda: next(ticks),
+@pytest.mark.parametrize(("deadline", "forest"), [(8.0, False), (10.0, True)])
+def test_a_costly_candidate_starts_only_if_it_may_end_in_time(
+    deadline: float, forest: bool
+) -> None:
+    # A forest first in the pool used to take the budget from the boosters behind it; last,
+    # and started with a second left, it still ran 19 s past a 10 s budget.
+    judge = _costed(300, ridge=10, decision_tree=10, random_forest=60)  # 3, 3 and 18 s
+    pool = select("regression", ["random_forest", "ridge", "decision_tree"], None)
+    result = compare(judge, pool, "mae", deadline=deadline, clock=judge.clock)
+    assert {row.name for row in result.rows} == {"ridge", "decision_tree"} | (
+        {"random_forest"} if forest else set()
     )
-    assert [row.rows for row in raced.rows] == [4_000] * 3
-    assert raced.notes == [raced.notes[-1]] and raced.notes[-1].endswith(
-        "could be compared on the whole table; they are ranked on the sample they reached"
-    )
+    # Expected to take at least the 3 s of the slowest before it: with 2 s left it is skipped.
+    assert judge.clock.now == (24.0 if forest else 6.0)
+
+
+@pytest.mark.parametrize(("deadline", "whole"), [(20.0, False), (30.0, True)])
+def test_a_rung_is_entered_only_if_the_rows_growth_fits_the_time_left(
+    deadline: float, whole: bool
+) -> None:
+    judge = _costed(12_000, ridge=1, decision_tree=1, lightgbm=1)  # 4 s each on 4,000 rows
+    pool = select("regression", ["ridge", "decision_tree", "lightgbm"], None)
+    raced = compare(judge, pool, "mae", deadline=deadline, clock=judge.clock)
+    # After 12 s, the survivor's 4 s times three more rows: 24 s, past a 20 s deadline.
+    assert max(row.rows for row in raced.rows) == (12_000 if whole else 4_000)
+    assert judge.clock.now == (24.0 if whole else 12.0)
+    if not whole:
+        assert raced.notes == [
+            "the time budget left no time to compare LightGBM on the whole table; they are "
+            "ranked on the sample they reached"
+        ]
 
 
 def test_same_seed_same_leaderboard() -> None:

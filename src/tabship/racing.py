@@ -61,8 +61,9 @@ def compare(
     """Score the pool rung by rung, keeping the best third at each; one row per candidate.
 
     A candidate's row is from the largest rung it reached, so the leaderboard says on how many
-    rows each was judged. Each rung runs the cheapest first; past the deadline no further
-    candidate starts (the first always does, so there is a model to ship).
+    rows each was judged. Each rung runs the cheapest first; under a deadline a candidate
+    starts only if the time left covers what it is expected to take (`_expected`), so none
+    runs far past the budget (the first always starts, so there is a model to ship).
     """
     sizes = rungs(len(validator.features))
     latest: dict[str, Row] = {}
@@ -79,15 +80,21 @@ def compare(
         scored: list[Row] = []
         # A sample is sent to the workers once for the rung, not with every fold.
         order = sorted(alive, key=lambda c: result.seconds.get(c.name, float(c.name in COSTLY)))
+        growth = size / sizes[number - 1] if number else 1.0
+        longest = 0.0  # the slowest candidate so far on this rung
         with scattered(judge.features, judge.labels):
             for candidate in order:
-                if deadline is not None and latest and clock() >= deadline:
+                expected = _expected(candidate.name, result.seconds, growth, longest)
+                if deadline is not None and latest and clock() + expected >= deadline:
                     (judged if candidate.name in latest else skipped).append(candidate.label)
                     continue
                 if progress:
                     progress(f"comparing on {size:,} rows: {candidate.label}", done, steps)
                 done += 1
-                row, seconds = judge.timed_score(candidate)
+                started = clock()
+                row = judge.score(candidate)
+                seconds = clock() - started
+                longest = max(longest, seconds)
                 result.seconds[candidate.name] = seconds
                 latest[candidate.name] = row
                 scored.append(row)
@@ -100,15 +107,29 @@ def compare(
         steps = done + len(alive) * (len(sizes) - number - 1)
     if skipped:
         result.notes.append(
-            f"time budget spent before {', '.join(dict.fromkeys(skipped))} could be compared"
+            f"the time budget left no time to compare {', '.join(dict.fromkeys(skipped))}"
         )
     if judged:  # compared, on a sample: the leaderboard's rows say how many
         result.notes.append(
-            f"time budget spent before {', '.join(dict.fromkeys(judged))} could be compared "
+            f"the time budget left no time to compare {', '.join(dict.fromkeys(judged))} "
             "on the whole table; they are ranked on the sample they reached"
         )
     result.rows = [latest[c.name] for c in pool if c.name in latest]
     return result
+
+
+def _expected(name: str, before: dict[str, float], growth: float, longest: float) -> float:
+    """Seconds a candidate is expected to take on this rung, for the deadline's check.
+
+    A candidate that ran on the rung before takes about its seconds there times the rows'
+    growth (fitting is at least linear in rows). On the first rung a costly family is
+    expected to be at least as slow as the slowest candidate so far: they run last there, and
+    a forest started with a second left ran for 19 s. Others are not expected to cost
+    anything worth a check.
+    """
+    if name in before:
+        return before[name] * growth
+    return longest if name in COSTLY else 0.0
 
 
 def fit_estimate(row: Row, rows: int) -> float:
