@@ -119,6 +119,37 @@ def test_the_form_and_the_json_api_give_the_same_value(app: App) -> None:
     assert f'<output id="prediction">{value:,.2f}</output>' in page
 
 
+def test_a_category_of_many_levels_is_a_text_input_that_takes_a_new_value(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from tabship.train import TrainOptions
+    from tabship.workflow import train_model
+
+    from .conftest import FAST_MODELS, make_tiny_table
+
+    folder = tmp_path_factory.mktemp("cities")
+    table = make_tiny_table(rows=300).assign(city=[f"c<{i % 60}>" for i in range(300)])
+    table.to_csv(folder / "rows.csv", index=False)
+    trained = train_model(
+        str(folder / "rows.csv"),
+        TrainOptions(target="charges", folds=3, models=FAST_MODELS),
+        folder / "model",
+    )
+    served = create_app(Predictor.load(trained.artifact.directory))
+    record = {**{k: str(v) for k, v in PATIENT.items()}, "city": "c<new>"}
+
+    async def scenario() -> tuple[str, httpx.Response]:
+        async with client(served) as http:
+            return (await http.get("/")).text, await http.post("/predict", data=record)
+
+    page, answer = run(scenario())
+    assert '<datalist id="l-6"><option value="c&lt;0&gt;">' in page
+    assert "60 values seen in training: type to find one" in page
+    assert "<select" in page  # the few-level fields keep theirs
+    assert answer.status_code == 200 and "c&lt;new&gt;" in answer.text
+    assert "is not one of the 60 values seen in training" in answer.text
+
+
 def test_a_route_is_one_entry_and_duplicates_are_refused() -> None:
     async def hello(request: Request) -> Answer:
         return json_answer("hi")

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from tabship.serve.explain import ExplainApi
 
 MEDIA_TYPE = "application/x-www-form-urlencoded"
+# A category with more levels than this is a text input with suggestions, not a select.
+SELECT_MAX_OPTIONS = 40
 
 
 def readable(name: str) -> str:
@@ -45,7 +47,8 @@ class Field:
     minimum: str = ""
     maximum: str = ""
     step: str = "any"
-    # The HTML input type of a date field: date, or datetime-local when times were seen.
+    # The HTML input type of a date field (date, or datetime-local when times were seen),
+    # and "text" for a category of many levels (suggested from a datalist).
     input_type: str = ""
     options: list[str] = field(default_factory=list)
     required: bool = True
@@ -106,6 +109,14 @@ def fields_for(
             item.hint = f"seen in training: {item.minimum} to {item.maximum}"
         else:
             item.options = list(feature.known_levels)
+            if len(item.options) > SELECT_MAX_OPTIONS and not predictor.strict_categories:
+                # A list of hundreds of options is scrolled, not read: a text input suggests
+                # the levels as one types, and takes a new value as the API does.
+                item.input_type = "text"
+                item.hint = (
+                    f"{len(item.options):,} values seen in training: type to find one; "
+                    "another is predicted as unknown"
+                )
         out.append(item)
     return out
 
