@@ -26,6 +26,7 @@ from tabship.feature import (
     Feature,
     Kind,
     closest,
+    listed,
     shown,
 )
 
@@ -69,11 +70,6 @@ class Batch(NamedTuple):
     outside: dict[str, int] | None = None
     # Tables only: empty cells per feature that had no gaps in training, filled (counted too).
     filled: dict[str, int] | None = None
-
-
-def _listed(names: Sequence[str]) -> str:
-    head = ", ".join(names[:MAX_SHOWN_LEVELS])
-    return head + (f", ... ({len(names)} in all)" if len(names) > MAX_SHOWN_LEVELS else "")
 
 
 class _Problems:
@@ -279,7 +275,7 @@ class Schema:
         # Named once, however many unknown keys came: the list is the model's, not the client's.
         problems.items.append(
             Problem(
-                "(record)", f"{extra} unknown field(s); the fields are {_listed(self.names)}", row
+                "(record)", f"{extra} unknown field(s); the fields are {listed(self.names)}", row
             )
         )
 
