@@ -91,6 +91,26 @@ def test_every_json_route_reads_one_content_type_and_undoes_its_encoding() -> No
         read(b"{}", (b"content-type", b"text/plain"), JSON)
 
 
+def test_a_misspelt_variable_is_said_with_the_one_meant() -> None:
+    from tabship.config import unknown_variables
+
+    env = {
+        "TABSHIP_KEYS_FILE": "/run/keys",
+        "TABSHIP_PORT": "8080",
+        "TABSHIP_STRICT_CATEGORY": "1",
+        "TABSHIP_\x1b[31mX": "1",
+        "TABSHIP_TEST_BASE_IMAGE": "debian",
+        "PATH": "/bin",
+    }
+    assert unknown_variables(env) == [
+        "'TABSHIP_\\x1b[31mX' is not a tabship variable; ignored",
+        "TABSHIP_KEYS_FILE is not a tabship variable; ignored (did you mean "
+        "TABSHIP_API_KEYS_FILE?)",
+        "TABSHIP_STRICT_CATEGORY is not a tabship variable; ignored (did you mean "
+        "TABSHIP_STRICT_CATEGORIES?)",
+    ]
+
+
 def test_serve_settings_flag_over_variable_over_default() -> None:
     env = {"TABSHIP_PORT": "9000", "TABSHIP_MAX_BATCH": "10", "TABSHIP_HOST": "0.0.0.0"}
     settings = ServeSettings.resolve({"port": 9100, "workers": None}, env)
@@ -110,6 +130,21 @@ def test_serve_settings_flag_over_variable_over_default() -> None:
     bad = {"TABSHIP_PORT": "abc", "TABSHIP_STRICT_CATEGORIES": "maybe"}
     settings = ServeSettings.resolve({"port": 9100, "strict_categories": False}, bad)
     assert (settings.port, settings.strict_categories) == (9100, False)
+
+
+def test_an_error_names_the_variable_that_gave_the_value(tiny_model: TrainedModel) -> None:
+    from tabship.serve.server import _checked_start
+
+    model = tiny_model.artifact.directory
+    for flags, env, said in [
+        ({}, {"TABSHIP_LOG_DB": "garbage"}, "TABSHIP_LOG_DB 'garbage' is not a database URL"),
+        ({"log_db": "garbage"}, {}, "--log-db 'garbage' is not a database URL"),
+        ({}, {"TABSHIP_MODEL_NAME": "a?b"}, "give TABSHIP_MODEL_NAME up to 128 letters"),
+        ({"model_name": "a?b"}, {"TABSHIP_MODEL_NAME": "ok"}, "give --model-name up to 128"),
+    ]:
+        settings = ServeSettings.resolve(flags, env)
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            _checked_start(model, settings)
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from tabship.errors import ConfigError
+from tabship.errors import ConfigError, TabshipError
 
 # Pods of a sharded batch job at most (`--shards`, `--shard I/N`): each shard's plan holds a
 # list per shard, so a count of 10**30 never finished planning.
@@ -187,6 +188,35 @@ SERVE_NUMBERS: dict[str, tuple[float, float, bool]] = {
 _VARIABLE_ONLY = frozenset({"log_queue_rows", "log_wait_seconds", "drift_seconds"})
 
 
+# The variables read besides the serve settings' own (TABSHIP_<FIELD>, see `resolve`); the
+# test suite's TABSHIP_TEST_* are its own.
+_OTHER_VARIABLES = frozenset(
+    {"TABSHIP_DATA_HOME", "TABSHIP_CACHE_DIR", "TABSHIP_DASK_SCHEDULER", "TABSHIP_MODEL"}
+)
+
+
+def unknown_variables(env: Mapping[str, str] | None = None) -> list[str]:
+    """A warning per TABSHIP_* variable that nothing reads: a misspelt TABSHIP_KEYS_FILE
+    served every route without keys, and nothing said so."""
+    from tabship.feature import closest
+
+    known = sorted({f"TABSHIP_{f.name.upper()}" for f in fields(ServeSettings)} | _OTHER_VARIABLES)
+    found = []
+    for name in sorted(os.environ if env is None else env):
+        if (
+            name.startswith("TABSHIP_")
+            and not name.startswith("TABSHIP_TEST_")
+            and name not in known
+        ):
+            shown = name if name.isascii() and name.isidentifier() else repr(name)
+            meant = closest(name, known)
+            found.append(
+                f"{shown[:80]} is not a tabship variable; ignored"
+                + (f" (did you mean {meant}?)" if meant else "")
+            )
+    return found
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """How `tabship serve` runs; every field is also a TABSHIP_* variable."""
@@ -227,6 +257,9 @@ class ServeSettings:
     log_wait_seconds: float = 0.5
     # Seconds between refreshes of this process's drift gauges.
     drift_seconds: float = 30.0
+    # The fields whose value came from their TABSHIP_* variable, so that an error found later
+    # (a log URL, a model name) names the variable the user set rather than its flag.
+    from_variables: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         """Refuse a number out of `SERVE_NUMBERS`' bounds (a flag's: the variables were
@@ -286,4 +319,29 @@ class ServeSettings:
             log_db=env.get("TABSHIP_LOG_DB") or None,
             **numbers,
         )
-        return replace(from_env, **given)
+        variables = frozenset(
+            f.name
+            for f in fields(cls)
+            if f.name not in given and env.get(f"TABSHIP_{f.name.upper()}", "").strip()
+        )
+        return replace(from_env, **given, from_variables=variables)
+
+    def option(self, field: str) -> str:
+        """How the user gave `field`: its TABSHIP_* variable, else its flag."""
+        return (
+            f"TABSHIP_{field.upper()}"
+            if field in self.from_variables
+            else f"--{field.replace('_', '-')}"
+        )
+
+    @contextmanager
+    def named_as_given(self, field: str) -> Iterator[None]:
+        """An error naming `field`'s flag names its variable instead when that gave it."""
+        try:
+            yield
+        except TabshipError as exc:
+            flag = f"--{field.replace('_', '-')}"
+            text = str(exc)
+            if field not in self.from_variables or not text.startswith(flag):
+                raise
+            raise ConfigError(self.option(field) + text[len(flag) :]) from None

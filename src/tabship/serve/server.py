@@ -19,7 +19,7 @@ from typing import cast
 
 import uvicorn
 
-from tabship.config import ServeSettings
+from tabship.config import ServeSettings, unknown_variables
 from tabship.errors import ConfigError, TabshipError
 from tabship.predictor import Predictor
 from tabship.serve.app import App, ServerState, create_app
@@ -147,14 +147,15 @@ def _checked_start(model: Path, settings: ServeSettings) -> Predictor:
         warning = warn_if_shared(settings.api_keys_file)
         if warning:
             sys.stderr.write(warning + "\n")
-    for warning in idle_options(settings):
+    for warning in idle_options(settings) + unknown_variables():
         sys.stderr.write(f"warning: {warning}\n")
     predictor = _load(model, settings)  # fail here, once, on a bad model folder
     model_name(predictor, settings)  # and on a name /v2 paths cannot carry
     if settings.log_db:
         from tabship.monitor.store import check_log_db
 
-        check_log_db(settings.log_db)  # a bad URL or a newer schema stops here, once
+        with settings.named_as_given("log_db"):
+            check_log_db(settings.log_db)  # a bad URL or a newer schema stops here, once
     return predictor
 
 

@@ -47,8 +47,9 @@ BODY_TYPES = frozenset({"", JSON, BINARY})
 
 def model_name(predictor: Predictor, settings: ServeSettings) -> str:
     """The model's name in /v2/models/NAME: --model-name, else the model folder's name."""
+    given = settings.option("model_name")  # the flag, or the variable that set it
     if settings.model_name is not None and not settings.model_name.strip():
-        raise ConfigError("--model-name '' names nothing; leave it out to use the folder's name")
+        raise ConfigError(f"{given} '' names nothing; leave it out to use the folder's name")
     # The folder as the user named it: through a symlink, the link's name, not its target's.
     folder = Path.cwd() / predictor.artifact.directory
     name = settings.model_name or (
@@ -56,7 +57,7 @@ def model_name(predictor: Predictor, settings: ServeSettings) -> str:
     )
     if not (0 < len(name) <= 128 and name not in (".", "..") and all(map(_segment_char, name))):
         raise ConfigError(
-            f"model name {name[:60]!r} cannot be a path segment; pass --model-name with "
+            f"model name {name[:60]!r} cannot be a path segment; give {given} "
             "up to 128 letters, digits, '-', '_' or '.' (not '.' or '..' alone)"
         )
     return name
