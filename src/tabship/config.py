@@ -200,7 +200,10 @@ def unknown_variables(env: Mapping[str, str] | None = None) -> list[str]:
     served every route without keys, and nothing said so."""
     from tabship.feature import closest
 
-    known = sorted({f"TABSHIP_{f.name.upper()}" for f in fields(ServeSettings)} | _OTHER_VARIABLES)
+    known = sorted(
+        {f"TABSHIP_{f.name.upper()}" for f in fields(ServeSettings) if f.name != "from_variables"}
+        | _OTHER_VARIABLES
+    )
     found = []
     for name in sorted(os.environ if env is None else env):
         if (
