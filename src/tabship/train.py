@@ -24,6 +24,7 @@ from tabship.crossval import CrossValidator, Row, rank
 from tabship.datasets import UNNAMED, separator_hint
 from tabship.errors import ConfigError, DataError, RecordError
 from tabship.feature import FLOAT32_MAX, closest, listed, past_float32
+from tabship.leakage import leak_warnings
 from tabship.preparation import EXPAND_MAX_WIDTH, encoded_width
 from tabship.profile import infer_schema, stamps
 from tabship.racing import compare, fit_estimate
@@ -263,6 +264,7 @@ def prepare(
         )
     batch = _validated(schema, frame, kept)
     features = pd.DataFrame({name: column.ravel() for name, column in batch.columns.items()})
+    notes.extend(leak_warnings(features, schema, labels, task, target))
     return task, schema, features, labels, classes, notes
 
 
