@@ -113,6 +113,30 @@ def test_empty_targets_and_useless_columns_are_dropped_with_warnings(
     assert result.schema.ignored == {"flat", "blank"}
 
 
+def test_a_class_called_na_is_kept_and_whole_number_classes_read_as_numbers(
+    tiny_table: pd.DataFrame, tmp_path: Path
+) -> None:
+    from tabship.workflow import train_model
+
+    regions = tiny_table.assign(region=tiny_table["region"].replace({"north": "NA"}))
+    regions.to_csv(tmp_path / "regions.csv", index=False)
+    classify = {"models": ["logistic", "decision_tree"]}
+    trained = train_model(
+        str(tmp_path / "regions.csv"), quick("region", **classify), tmp_path / "m"
+    )
+    assert trained.result.classes == ["NA", "east", "south"]
+    assert len(trained.result.features) == len(tiny_table)  # no row dropped as "empty"
+    assert any(
+        w.startswith("40 rows of 'region' hold 'NA', which pandas reads")
+        for w in trained.result.warnings
+    ) or any("hold 'NA'" in w for w in trained.result.warnings)
+    # 0/1 with a gap is read as floats; its classes are still 0 and 1, and 2 sorts before 10.
+    codes = tiny_table.assign(code=np.where(tiny_table["age"] > 40, 10, 2).astype(float))
+    codes.loc[3, "code"] = np.nan
+    result = train(codes.drop(columns="charges"), quick("code", task="classification", **classify))
+    assert result.classes == ["2", "10"]
+
+
 def test_the_card_keeps_the_ignored_columns_and_requests_may_carry_them(
     tiny_table: pd.DataFrame, tmp_path: Path
 ) -> None:

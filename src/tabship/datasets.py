@@ -168,6 +168,20 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
+def written_column(path: Path, name: str) -> pd.Series | None:
+    """One column of a CSV as the file wrote it (every cell text, none read as missing); None
+    for a Parquet file, whose cells are typed, or when the column cannot be read alone."""
+    import pandas as pd
+
+    if path.suffix.lower() in {".parquet", ".pq"} or _parquet_bytes(path):
+        return None
+    try:
+        text = pd.read_csv(path, usecols=[name], dtype=str, keep_default_na=False)
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError):
+        return None  # read_table has said (or will say) what is wrong with the file
+    return text[name] if list(text.columns) == [name] else None
+
+
 # A Parquet file begins and ends with these bytes, whatever its name.
 _PARQUET_MAGIC = b"PAR1"
 

@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -180,8 +181,8 @@ def _labels(y_raw: pd.Series, task: Task, target: str, folds: int) -> tuple[np.n
                 f"a regression target; use --task classification to predict it as a label"
             )
         return y_raw.to_numpy(dtype=np.float64), []
-    text = y_raw.astype(str)
-    classes = sorted(text.unique())
+    text = _label_text(y_raw)
+    classes = sorted(text.unique(), key=_class_order(y_raw))
     if len(classes) < 2:
         raise DataError(
             f"target column {target!r} has one class ({classes[0]!r}); classification needs at least two"
@@ -196,10 +197,52 @@ def _labels(y_raw: pd.Series, task: Task, target: str, folds: int) -> tuple[np.n
     return text.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64), classes
 
 
+def _label_text(y_raw: pd.Series) -> pd.Series:
+    """Each class's text: numbers as written in JSON (a 0/1 column with a gap is read as
+    floats, and its classes were "0.0" and "1.0"), anything else as its text."""
+    if y_raw.dtype.kind in "iuf":
+        values = y_raw.to_numpy(dtype=np.float64)
+        if np.all(values == np.round(values)) and np.all(np.abs(values) < 2**53):
+            return pd.Series(values.astype(np.int64), index=y_raw.index).astype(str)
+        return y_raw.map(lambda value: repr(float(value)))
+    return y_raw.astype(str)
+
+
+def _class_order(y_raw: pd.Series) -> Callable[[str], Any]:
+    """Numbers in numeric order (2 before 10), other classes by their text."""
+    if y_raw.dtype.kind in "iuf":
+        return float
+    return str
+
+
+def _target_as_written(
+    frame: pd.DataFrame, target: str, written: pd.Series | None, notes: list[str]
+) -> pd.DataFrame:
+    """A text target with the cells pandas read as missing (`NA`, `None`, `null`, ...) back
+    as the file wrote them: a class "NA" (North America) was dropped with a third of the
+    rows as "empty targets". Said, since such a cell may mean unknown."""
+    parsed = frame[target]
+    if written is None or parsed.dtype.kind in "iufb" or len(written) != len(parsed):
+        return frame
+    spelled = parsed.isna().to_numpy() & (written.str.strip() != "").to_numpy()
+    if not spelled.any():
+        return frame
+    kept = written.where(spelled)
+    notes.append(
+        f"{int(spelled.sum())} rows of {target!r} hold {listed(sorted(kept.dropna().unique()))}, "
+        "which pandas reads as missing; kept as classes (blank those cells if they mean unknown)"
+    )
+    return frame.assign(**{target: parsed.where(~spelled, kept)})
+
+
 def prepare(
-    frame: pd.DataFrame, options: TrainOptions
+    frame: pd.DataFrame, options: TrainOptions, target_text: pd.Series | None = None
 ) -> tuple[Task, Schema, pd.DataFrame, np.ndarray, list[str], list[str]]:
-    """Check the table and return task, schema, features, encoded target, classes, warnings."""
+    """Check the table and return task, schema, features, encoded target, classes, warnings.
+
+    `target_text`: the target column as the file wrote it (a CSV's), so that a text target
+    keeps the classes pandas reads as missing.
+    """
     target = options.target
     if target not in frame.columns:
         names = [str(c) for c in frame.columns]
@@ -220,6 +263,7 @@ def prepare(
         "drop it or name it)"
         for position, name in frame.attrs.get(UNNAMED, [])
     ]
+    frame = _target_as_written(frame, target, target_text, notes)
     empty_target = frame[target].isna()
     if empty_target.all():
         raise DataError(f"target column {target!r} is empty in every row")
@@ -342,11 +386,16 @@ def _tuned(
 
 
 def train(
-    frame: pd.DataFrame, options: TrainOptions, progress: Progress | None = None
+    frame: pd.DataFrame,
+    options: TrainOptions,
+    progress: Progress | None = None,
+    target_text: pd.Series | None = None,
 ) -> TrainResult:
-    """Cross-validate the candidates (and tune the best), refit the winner, score the holdout."""
+    """Cross-validate the candidates (and tune the best), refit the winner, score the holdout.
+
+    `target_text`: the target as the file wrote it (see `prepare`)."""
     started = time.perf_counter()
-    task, schema, features, labels, classes, notes = prepare(frame, options)
+    task, schema, features, labels, classes, notes = prepare(frame, options, target_text)
     pool = select(task, options.models, options.exclude)
     sort_by = options.sort_by or metrics.default_metric(task)
     if sort_by not in metrics.names(task):
