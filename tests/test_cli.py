@@ -69,6 +69,8 @@ def test_train_prints_leaderboard_and_writes_model(tiny_csv: Path, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert "Cross-validated leaderboard" in result.stdout and "Gradient boosting" in result.stdout
     assert "engine: onnx" in result.stdout and (tmp_path / "m" / "tabship.json").is_file()
+    said = " ".join(result.stdout.split())  # Rich wraps at the width it finds
+    assert "task: regression of 'charges' (a number with 120 values); inferred, --task " in said
     again = run("train", str(tiny_csv), "--target", "charges", "-o", str(tmp_path / "m"))
     assert_one_line_error(
         again, "already exists and is not empty; choose another -o or pass --force"

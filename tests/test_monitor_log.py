@@ -248,6 +248,8 @@ def test_classification_feedback_scores(cancer_model: TrainedModel, tmp_path: Pa
             assert (await c.post("/v1/feedback", json=feedback)).status_code == 200
             wrong = await c.post("/v1/feedback", json={"id": answer["ids"][0], "actual": "maybe"})
             assert wrong.status_code == 422
+            classes = ", ".join(map(repr, cancer_model.artifact.card.classes))
+            assert f"must be one of the classes {classes}, got 'maybe'" in wrong.text
             return dict(answer)
 
     answer = asyncio.run(go())
@@ -269,6 +271,14 @@ def test_classification_feedback_scores(cancer_model: TrainedModel, tmp_path: Pa
     assert summary.scores["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
     classes = list(cancer_model.artifact.card.classes)
     assert summary.scores["f1"] == pytest.approx(f1_score(truth, predicted, pos_label=classes[1]))
+
+
+def test_an_answer_is_read_as_the_class_training_named() -> None:
+    from tabship.monitor.service import _class_text
+
+    assert [_class_text(v) for v in ("NA", 2, 2.0, True, 3.5, None, [1])] == [
+        "NA", "2", "2", "True", "3.5", None, None,
+    ]  # fmt: skip
 
 
 def test_without_a_log_ids_are_still_given_and_feedback_is_not_a_route(

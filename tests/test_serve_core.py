@@ -108,6 +108,26 @@ def test_every_route_is_in_openapi_and_has_its_own_metric_label(app: App) -> Non
     assert app.table.label("/admin") == "other"
 
 
+def test_the_openapi_document_is_valid_openapi_3_0_for_either_task(
+    app: App, tiny_classifier: TrainedModel
+) -> None:
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.validation import OpenAPIV30SpecValidator
+
+    classifier = create_app(Predictor.load(tiny_classifier.artifact.directory))
+    for served in (app, classifier):
+
+        async def fetch(served: App = served) -> dict[str, Any]:
+            async with client(served) as http:
+                return (await http.get("/openapi.json")).json()  # type: ignore[no-any-return]
+
+        spec = run(fetch())
+        assert spec["openapi"] == "3.0.3"
+        validate(spec, cls=OpenAPIV30SpecValidator)  # raises, naming the path, if invalid
+    answer = spec["paths"]["/predict_api"]["post"]["responses"]["200"]["content"]
+    assert answer["application/json"]["schema"] == {"type": "string", "enum": ["no", "yes"]}
+
+
 def test_the_form_and_the_json_api_give_the_same_value(app: App) -> None:
     async def scenario() -> tuple[float, str]:
         async with client(app) as http:

@@ -11,7 +11,7 @@ from tabship.errors import DataError, TabshipError
 from tabship.train import TrainOptions, infer_task, train
 from tabship.workflow import TrainedModel
 
-from .conftest import FAST_MODELS
+from .conftest import FAST_MODELS, make_tiny_table
 
 QUICK = {"folds": 3, "models": FAST_MODELS}
 
@@ -235,6 +235,17 @@ def test_classification_holdout_is_stratified(tiny_table: pd.DataFrame) -> None:
     share = np.mean(result.holdout.labels == 1)
     assert share == pytest.approx(np.mean(result.labels == 1), abs=0.03)
     assert {"accuracy", "auc", "log_loss"} <= set(result.holdout.scores)
+
+
+def test_a_class_too_small_for_the_holdout_is_named() -> None:
+    frame = make_tiny_table(rows=120).drop(columns="charges")
+    frame["label"] = ["rare"] * 5 + ["common"] * 115
+    options = quick("label", holdout=0.2, models=["logistic"], folds=5)
+    with pytest.raises(DataError, match="after the 0.2 holdout class 'rare' keeps 4 rows, fewer"):
+        train(frame, options)
+    frame.loc[1:4, "label"] = "common"
+    with pytest.raises(DataError, match="class 'rare' of 'label' has 1 row, fewer than the 5"):
+        train(frame, options)
 
 
 @pytest.mark.parametrize(

@@ -191,10 +191,14 @@ def _labels(y_raw: pd.Series, task: Task, target: str, folds: int) -> tuple[np.n
     rare = counts[counts < folds]
     if len(rare):
         raise DataError(
-            f"class {rare.index[0]!r} of {target!r} has {int(rare.iloc[0])} rows, fewer than "
+            f"class {rare.index[0]!r} of {target!r} has {_rows(int(rare.iloc[0]))}, fewer than "
             f"the {folds} CV folds; add rows, merge rare classes, or lower --folds"
         )
     return text.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64), classes
+
+
+def _rows(count: int) -> str:
+    return "1 row" if count == 1 else f"{count:,} rows"
 
 
 def _label_text(y_raw: pd.Series) -> pd.Series:
@@ -313,7 +317,11 @@ def prepare(
 
 
 def _split_holdout(
-    task: Task, features: pd.DataFrame, labels: np.ndarray, options: TrainOptions
+    task: Task,
+    features: pd.DataFrame,
+    labels: np.ndarray,
+    options: TrainOptions,
+    classes: list[str],
 ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame | None, np.ndarray | None]:
     if not options.holdout:
         return features, labels, None, None
@@ -337,10 +345,13 @@ def _split_holdout(
         )
     except ValueError as exc:
         raise DataError(f"--holdout {options.holdout:g} cannot keep every class: {exc}") from exc
-    if task == "classification" and np.min(np.bincount(fit_y)) < options.folds:
+    counts = np.bincount(fit_y) if task == "classification" else np.array([options.folds])
+    if counts.min() < options.folds:
+        smallest = int(np.argmin(counts))
         raise DataError(
-            f"after the {options.holdout:g} holdout a class has fewer rows than the "
-            f"{options.folds} CV folds; lower --holdout or --folds"
+            f"after the {options.holdout:g} holdout class {classes[smallest]!r} keeps "
+            f"{_rows(int(counts[smallest]))}, fewer than the {options.folds} CV folds; lower "
+            "--holdout or --folds"
         )
     return (
         fit_x.reset_index(drop=True),
@@ -405,7 +416,7 @@ def train(
     expandable = encoded_width(schema) <= EXPAND_MAX_WIDTH
     if not expandable:
         pool = _without_expansion(pool, encoded_width(schema), notes)
-    fit_x, fit_y, held_x, held_y = _split_holdout(task, features, labels, options)
+    fit_x, fit_y, held_x, held_y = _split_holdout(task, features, labels, options, classes)
     balanced = is_imbalanced(task, fit_y)
     if balanced:
         notes.append("classes are imbalanced: weighted by inverse frequency where the model allows")

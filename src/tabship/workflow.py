@@ -116,7 +116,8 @@ def train_model(
             "candidate": best.candidate or best.name,
             "tuned": best.tuned,
             "expand": best.expand,
-            "class_weight": "balanced" if result.validator.balanced else None,
+            # What the fitted model really does: k-NN and naive Bayes take no weights.
+            "class_weight": result.pipeline.named_steps["model"].get_params().get("class_weight"),
             "cv": {
                 "folds": result.folds,
                 "seed": result.seed,

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import numpy as np
 import typer
 
 from tabship.cli.common import app, console, datasets_app, split_names
@@ -29,6 +30,21 @@ def datasets_fetch(name: str) -> None:
     from tabship import datasets
 
     typer.echo(str(datasets.fetch(name)))
+
+
+def _task_line(result: Any, chosen: bool) -> str:
+    """What was predicted and why it is that task: said, as a 3-valued number became a
+    regression with nothing printed."""
+    from tabship.feature import listed
+
+    target = repr(result.target)
+    if result.task == "classification":
+        what = f"classification of {target} into {len(result.classes)} classes ({listed(result.classes)})"
+        other = "regression"
+    else:
+        what = f"regression of {target} (a number with {len(np.unique(result.labels)):,} values)"
+        other = "classification"
+    return f"task: {what}" + ("" if chosen else f"; inferred, --task {other} to change it")
 
 
 def _leaderboard_table(
@@ -104,6 +120,7 @@ def run_training(
     for note in result.warnings:
         # Notes quote column names and values: `[red]x[/red]` is a name, not markup.
         out.print(f"[yellow]warning:[/] {escape(note)}")
+    out.print(_task_line(result, chosen=options.task is not None), markup=False)
     out.print(_leaderboard_table(result.leaderboard, metrics.names(result.task), result.best))
     parity = trained.artifact.card.onnx
     out.print(

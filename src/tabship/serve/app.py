@@ -132,8 +132,9 @@ def create_app(
         document = render_openapi(
             table,
             title,
-            "Predictions from a model trained by tabship. Every field is required and no "
-            "others are allowed.",
+            "Predictions from a model trained by tabship. Every field is required (null where "
+            "the model fills gaps); other fields are refused, but for the training table's "
+            "target and ignored columns, which are skipped.",
         )
         return document if gate is None else document_security(document, gate)
 

@@ -140,11 +140,14 @@ def form_schema(schema: Schema, strict: bool = False) -> dict[str, Any]:
     }
 
 
+def prediction_value(classes: Sequence[str]) -> dict[str, Any]:
+    """JSON Schema of one prediction on every route: a class (one of `classes`) or a number."""
+    return {"type": "string", "enum": list(classes)} if classes else {"type": "number"}
+
+
 def batch_answer_schema(predictor: Predictor) -> dict[str, Any]:
     """JSON Schema of a /v1/predict answer."""
-    value: dict[str, Any] = (
-        {"type": "number"} if predictor.task == "regression" else {"type": "string"}
-    )
+    value = prediction_value(predictor.classes)
     properties: dict[str, Any] = {
         "predictions": {"type": "array", "items": value},
         # One per prediction, for POST /v1/feedback (and the prediction log).

@@ -322,7 +322,7 @@ def explain_answer_schema(names: list[str], classes: list[str]) -> dict[str, Any
         "required": ["prediction", "base", "contributions"],
     }
     if classes:
-        labels = {"type": "string", "enum": classes}
+        labels = contract.prediction_value(classes)
         item["properties"] |= {
             "prediction": labels,
             "explained": labels,
@@ -354,7 +354,7 @@ def whatif_answer_schema(classes: list[str]) -> dict[str, Any]:
         "type": "object",
         "properties": {
             "value": {},
-            "prediction": {"type": "string", "enum": classes} if classes else {"type": "number"},
+            "prediction": contract.prediction_value(classes),
         },
         "required": ["value", "prediction"],
     }

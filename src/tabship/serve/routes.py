@@ -199,7 +199,7 @@ def build_routes(context: Context) -> RouteTable:
             api.predict_one,
             "Predict one record; answers the bare value (its id in X-Prediction-Id)",
             body=record,
-            answer={"type": ["number", "string"]},
+            answer=contract.prediction_value(context.predictor.classes),
             errors=refused,
         ),
         Route(

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
 _PARAMETERS = {
     "type": "object",
-    "additionalProperties": {"type": ["string", "number", "boolean"]},
+    # OpenAPI 3.0 has no list of types: one of three.
+    "additionalProperties": {
+        "anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]
+    },
 }
 _TENSOR_META = {
     "type": "object",
