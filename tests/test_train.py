@@ -131,10 +131,30 @@ def test_a_class_called_na_is_kept_and_whole_number_classes_read_as_numbers(
         for w in trained.result.warnings
     ) or any("hold 'NA'" in w for w in trained.result.warnings)
     # 0/1 with a gap is read as floats; its classes are still 0 and 1, and 2 sorts before 10.
-    codes = tiny_table.assign(code=np.where(tiny_table["age"] > 40, 10, 2).astype(float))
+    ages = tiny_table["age"]
+    codes = tiny_table.assign(code=np.where(ages > 50, 10, np.where(ages > 30, 3, 2)).astype(float))
     codes.loc[3, "code"] = np.nan
     result = train(codes.drop(columns="charges"), quick("code", task="classification", **classify))
-    assert result.classes == ["2", "10"]
+    assert result.classes == ["2", "3", "10"]
+
+
+def test_f1_scores_the_rarer_of_two_classes_unless_told(tiny_table: pd.DataFrame) -> None:
+    classify = {"models": ["logistic", "decision_tree"]}
+    # "fraud" sorts first; scikit-learn's binary F1 scored the second class, the common one.
+    frame = tiny_table.drop(columns="charges").assign(
+        label=np.where(tiny_table["age"] > 55, "fraud", "ok")
+    )
+    result = train(frame, quick("label", **classify))
+    assert result.classes == ["ok", "fraud"]
+    assert result.sort_by == "auc" and any("ranked by AUC" in w for w in result.warnings)
+    told = train(frame, quick("label", positive_class="ok", sort_by="f1", **classify))
+    assert told.classes == ["fraud", "ok"] and told.sort_by == "f1"
+    with pytest.raises(DataError, match="--positive-class 'OK' is not a class of 'label'"):
+        train(frame, quick("label", positive_class="OK", **classify))
+    with pytest.raises(DataError, match="--positive-class is for two classes; 'charges' is a"):
+        train(tiny_table, quick(positive_class="ok"))
+    flags = frame.assign(label=frame["label"] == "fraud")  # True is the positive, rare or not
+    assert train(flags, quick("label", **classify)).classes == ["False", "True"]
 
 
 def test_the_card_keeps_the_ignored_columns_and_requests_may_carry_them(

@@ -107,11 +107,20 @@ def prediction_columns(
         return {name: values}
     assert proba is not None
     out: dict[str, np.ndarray] = {
-        name: np.asarray(predictor.classes, dtype=object)[values.astype(np.int64)]
+        # As answers give them: a 0/1 target's predictions are numbers, not text.
+        name: _label_column(predictor.labels)[values.astype(np.int64)]
     }
     for index, label in enumerate(predictor.classes):
         out[f"probability_{label}"] = proba[:, index]
     return out
+
+
+def _label_column(labels: list[Any]) -> np.ndarray:
+    """The classes as an array of their own type (int64, float64, bool or text)."""
+    kind = type(labels[0]) if labels else str
+    if kind in (int, float, bool):
+        return np.asarray(labels, dtype={int: np.int64, float: np.float64, bool: np.bool_}[kind])
+    return np.asarray(labels, dtype=object)
 
 
 def guard_text(text: str) -> str:

@@ -86,6 +86,8 @@ class ModelCard:
     target_label: str
     unit: str
     classes: tuple[str, ...]
+    # How a class is answered in JSON: "integer", "number", "boolean" or "string".
+    label_type: str
     schema: Schema
     model: ChosenModel
     engine: str
@@ -157,6 +159,12 @@ class ModelCard:
             target_label=str(data.get("target_label") or ""),
             unit=str(data.get("unit") or ""),
             classes=tuple(str(c) for c in data.get("classes") or ()),
+            # Folders trained before typed labels answered every class as a string.
+            label_type=_one_of(
+                data.get("label_type") or "string",
+                ("integer", "number", "boolean", "string"),
+                "label_type",
+            ),
             schema=schema,
             model=ChosenModel(
                 name=str(model["name"]),

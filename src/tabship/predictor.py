@@ -37,6 +37,8 @@ class Predictor:
         self.task = self.card.task
         self.target = self.card.target
         self.classes = list(self.card.classes)
+        # Each class as answers give it: 1 for a 0/1 target, true for a boolean one.
+        self.labels: list[Any] = [_typed(label, self.card.label_type) for label in self.classes]
         self.strict_categories = strict_categories
 
     @classmethod
@@ -92,7 +94,7 @@ class Predictor:
         values, proba = self.predict_batch(batch)
         if self.task == "classification":
             assert proba is not None
-            labels = [self.classes[int(i)] for i in values]
+            labels = [self.labels[int(i)] for i in values]
             probabilities = [dict(zip(self.classes, map(float, row), strict=True)) for row in proba]
             return Prediction(labels, probabilities, batch.warnings, batch.unseen)
         return Prediction(values.tolist(), None, batch.warnings, batch.unseen)
@@ -106,3 +108,14 @@ class Predictor:
         batches of one file, so a cell met again is not predicted again.
         """
         return self.engine.run(batch.columns, batch.rows, batch.codes, memo)
+
+
+def _typed(text: str, kind: str) -> Any:
+    """A class's text as its JSON value."""
+    if kind == "integer":
+        return int(text)
+    if kind == "number":
+        return float(text)
+    if kind == "boolean":
+        return text == "True"
+    return text

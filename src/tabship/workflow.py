@@ -107,6 +107,7 @@ def train_model(
         "target_label": target_label or result.target,
         "unit": unit or "",
         "classes": result.classes,
+        "label_type": result.label_type,
         "schema": result.schema.to_dict(),
         "ignored_columns": sorted(result.schema.ignored),
         "model": {

@@ -40,6 +40,8 @@ def _task_line(result: Any, chosen: bool) -> str:
     target = repr(result.target)
     if result.task == "classification":
         what = f"classification of {target} into {len(result.classes)} classes ({listed(result.classes)})"
+        if len(result.classes) == 2:  # scikit-learn's binary F1 scores the second
+            what += f"; F1, precision and recall of {result.classes[1]!r}"
         other = "regression"
     else:
         what = f"regression of {target} (a number with {len(np.unique(result.labels)):,} values)"
@@ -160,6 +162,13 @@ def train(
     ] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Leave out these candidates.")] = None,
     sort_by: Annotated[str | None, typer.Option(help="Metric that picks the winner.")] = None,
+    positive_class: Annotated[
+        str | None,
+        typer.Option(
+            help="Two classes: the one F1, precision and recall score (default: 1 or true, "
+            "else the rarer)."
+        ),
+    ] = None,
     holdout: Annotated[
         float,
         typer.Option(
@@ -215,6 +224,7 @@ def train(
         models=split_names(models, "--models"),
         exclude=split_names(exclude, "--exclude"),
         sort_by=sort_by,
+        positive_class=positive_class,
         holdout=holdout,
         tune=tune,
         time_budget=time_budget,

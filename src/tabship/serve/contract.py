@@ -140,14 +140,24 @@ def form_schema(schema: Schema, strict: bool = False) -> dict[str, Any]:
     }
 
 
-def prediction_value(classes: Sequence[str]) -> dict[str, Any]:
-    """JSON Schema of one prediction on every route: a class (one of `classes`) or a number."""
-    return {"type": "string", "enum": list(classes)} if classes else {"type": "number"}
+def prediction_value(classes: Sequence[Any]) -> dict[str, Any]:
+    """JSON Schema of one prediction on every route: a class (one of `classes`, as answers
+    give them: text, whole numbers, numbers or booleans) or, for regression, a number."""
+    if not classes:
+        return {"type": "number"}
+    first = classes[0]
+    kind = (
+        "boolean" if isinstance(first, bool)
+        else "integer" if isinstance(first, int)
+        else "number" if isinstance(first, float)
+        else "string"
+    )  # fmt: skip
+    return {"type": kind, "enum": list(classes)}
 
 
 def batch_answer_schema(predictor: Predictor) -> dict[str, Any]:
     """JSON Schema of a /v1/predict answer."""
-    value = prediction_value(predictor.classes)
+    value = prediction_value(predictor.labels)
     properties: dict[str, Any] = {
         "predictions": {"type": "array", "items": value},
         # One per prediction, for POST /v1/feedback (and the prediction log).

@@ -149,7 +149,7 @@ class ExplainApi:
         """One JSON object per record: prediction, base and each feature's contribution."""
         names = self.predictor.schema.names
         exact = found.method == "exact"
-        classes = self.predictor.classes
+        classes, labels = self.predictor.classes, self.predictor.labels
         out: list[dict[str, Any]] = []
         for row in range(len(found.prediction)):
 
@@ -171,8 +171,8 @@ class ExplainApi:
                 continue
             chosen = int(np.argmax(found.prediction[row]))
             item = {
-                "prediction": classes[chosen],
-                "explained": classes[chosen],
+                "prediction": labels[chosen],
+                "explained": labels[chosen],
                 "probability": float(found.prediction[row, chosen]),
                 **part(chosen),
             }
@@ -236,7 +236,7 @@ class ExplainApi:
         if not classes:
             return {"prediction": float(output[0])}
         return {
-            "prediction": classes[int(np.argmax(output))],
+            "prediction": self.predictor.labels[int(np.argmax(output))],
             "probabilities": dict(zip(classes, output.tolist(), strict=True)),
         }
 
@@ -309,8 +309,8 @@ def _per_feature(names: list[str]) -> dict[str, Any]:
     }
 
 
-def explain_answer_schema(names: list[str], classes: list[str]) -> dict[str, Any]:
-    """JSON Schema of a /v1/explain answer."""
+def explain_answer_schema(names: list[str], classes: list[Any]) -> dict[str, Any]:
+    """JSON Schema of a /v1/explain answer (`classes`: as answers give them)."""
     part: dict[str, Any] = {
         "base": {"type": "number"},
         "contributions": _per_feature(names),
@@ -348,8 +348,8 @@ def explain_answer_schema(names: list[str], classes: list[str]) -> dict[str, Any
     }
 
 
-def whatif_answer_schema(classes: list[str]) -> dict[str, Any]:
-    """JSON Schema of a /v1/whatif answer."""
+def whatif_answer_schema(classes: list[Any]) -> dict[str, Any]:
+    """JSON Schema of a /v1/whatif answer (`classes`: as answers give them)."""
     point: dict[str, Any] = {
         "type": "object",
         "properties": {

@@ -199,7 +199,7 @@ def build_routes(context: Context) -> RouteTable:
             api.predict_one,
             "Predict one record; answers the bare value (its id in X-Prediction-Id)",
             body=record,
-            answer=contract.prediction_value(context.predictor.classes),
+            answer=contract.prediction_value(context.predictor.labels),
             errors=refused,
         ),
         Route(
@@ -221,7 +221,7 @@ def build_routes(context: Context) -> RouteTable:
                     record["application/json"], context.explain.max_records
                 )
             },
-            answer=explain_answer_schema(schema.names, context.predictor.classes),
+            answer=explain_answer_schema(schema.names, context.predictor.labels),
             errors=(*refused, 409, 504),
         ),
         Route(
@@ -230,7 +230,7 @@ def build_routes(context: Context) -> RouteTable:
             context.explain.whatif,
             "One record's prediction as one feature moves across its training range",
             body={"application/json": whatif_body_schema(record["application/json"], schema.names)},
-            answer=whatif_answer_schema(context.predictor.classes),
+            answer=whatif_answer_schema(context.predictor.labels),
             errors=(*refused, 504),
         ),
         Route(

@@ -85,7 +85,13 @@ class V2Api:
         self.max_body = settings.max_body_bytes
         self.reader = TensorReader(predictor.schema, settings.max_batch, self.name, self.version)
         self.classes = list(predictor.classes)
-        self.output_types = {"predict": "FP64" if predictor.task == "regression" else "BYTES"}
+        # The protocol's type for the labels as answers give them (a 0/1 target: INT64).
+        by_label = {"integer": "INT64", "number": "FP64", "boolean": "BOOL", "string": "BYTES"}
+        self.output_types = {
+            "predict": "FP64"
+            if predictor.task == "regression"
+            else by_label[predictor.card.label_type]
+        }
         if predictor.task == "classification":
             self.output_types["predict_proba"] = "FP64"
         self.metadata = json_answer(self._metadata())

@@ -1,0 +1,78 @@
+"""Classes come back with the type the target had: 0/1 as numbers, a flag as a boolean."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tabship.batch import predict_file
+from tabship.predictor import Predictor
+from tabship.serve.app import create_app
+from tabship.train import TrainOptions
+from tabship.workflow import train_model
+
+from .conftest import make_tiny_table
+from .test_serve_v2 import request
+
+CLASSIFIERS = ["logistic", "decision_tree"]
+
+
+def _trained(tmp: Path, name: str, target: pd.Series, suffix: str = ".csv") -> Predictor:
+    frame = make_tiny_table(rows=120, seed=9).drop(columns="charges").assign(label=target)
+    path = tmp / f"{name}{suffix}"
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    options = TrainOptions(target="label", folds=3, models=CLASSIFIERS, task="classification")
+    return Predictor.load(train_model(str(path), options, tmp / name).artifact.directory)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("labels")
+
+
+def _ages(rows: int = 120) -> np.ndarray:
+    return make_tiny_table(rows=rows, seed=9)["age"].to_numpy()
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "suffix", "kind", "labels"),
+    [
+        ("codes", lambda a: np.where(a > 45, 10, 2), ".csv", "integer", [2, 10]),
+        ("flags", lambda a: np.where(a > 45, "true", "false"), ".csv", "boolean", [False, True]),
+        ("typed", lambda a: a > 45, ".parquet", "boolean", [False, True]),
+        ("words", lambda a: np.where(a > 45, "old", "young"), ".csv", "string", ["old", "young"]),
+    ],
+)
+def test_answers_give_classes_as_the_target_typed_them(
+    folder: Path, name: str, target: Any, suffix: str, kind: str, labels: list[Any]
+) -> None:
+    predictor = _trained(folder, name, pd.Series(target(_ages())), suffix)
+    assert predictor.card.label_type == kind and predictor.labels == labels
+    record = make_tiny_table(rows=1, seed=1).drop(columns="charges").to_dict("records")[0]
+    answer = predictor.predict([record]).values[0]
+    assert answer in labels and type(answer) is type(labels[0])
+    app = create_app(predictor)
+    app.state.ready = True
+    one = request(app, "POST", "/predict_api", json=record).json()
+    many = request(app, "POST", "/v1/predict", json={"instances": [record]}).json()
+    assert one == many["predictions"][0] == answer and type(one) is type(answer)
+    spec = request(app, "GET", "/openapi.json").json()
+    declared = spec["paths"]["/predict_api"]["post"]["responses"]["200"]["content"]
+    assert declared["application/json"]["schema"]["enum"] == labels
+    datatype = {"integer": "INT64", "boolean": "BOOL", "string": "BYTES"}[kind]
+    outputs = request(app, "GET", f"/v2/models/{app.context.v2.name}").json()["outputs"]
+    assert outputs[0] == {"name": "predict", "datatype": datatype, "shape": [-1]}
+    # A file's predicted column is of the same type, so `y == predicted_y` can hold.
+    source = folder / f"{name}{suffix}"
+    done = predict_file(predictor, source, folder / f"{name}-out.parquet")
+    written = pd.read_parquet(done.output)
+    assert set(written["predicted_label"]) <= set(labels)
+    if suffix == ".parquet":
+        assert (written["label"] == written["predicted_label"]).mean() > 0.7
