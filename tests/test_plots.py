@@ -48,3 +48,23 @@ def test_training_with_dollar_signs_in_names_and_levels_writes_its_report(
     trained = train_model(str(tmp_path / "dollars.csv"), options, tmp_path / "model")
     report = (trained.artifact.directory / "report.html").read_text()
     assert "disc_$_rate_$" in report
+
+
+def test_sixty_classes_and_scripts_the_font_lacks_draw_quietly() -> None:
+    import warnings
+
+    rng = np.random.default_rng(0)
+    classes = [f"cls_{i:02d}" for i in range(60)]
+    classes[3] = "日本"  # DejaVu Sans has no CJK: drawn as boxes, no longer warned 8 times
+    actual = rng.integers(0, 60, 3000)
+    proba = rng.dirichlet(np.ones(60), 3000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        drawn = [
+            plots.confusion(actual, proba.argmax(axis=1), classes),
+            plots.roc(actual, proba, classes),
+            plots.precision_recall(actual, proba, classes),
+        ]
+    assert all(png.startswith(b"\x89PNG") for png in drawn)
+    assert plots._curves_title("ROC curve", classes) == "ROC curve (10 commonest of 60 classes)"
+    assert len(plots._one_vs_rest(actual, proba, classes)) == plots.MAX_CURVES

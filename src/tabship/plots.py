@@ -16,6 +16,11 @@ from tabship.evaluation import Importance
 WIDTH, HEIGHT, DPI = 6.0, 4.2, 100
 ACCENT = "#1f5fae"
 MUTED = "#9aa7b8"
+# Past these many classes a confusion matrix names every n-th class and shows no counts,
+# and the ROC and precision-recall plots draw the commonest classes only.
+MAX_TICKS = 30
+MAX_COUNTED = 15
+MAX_CURVES = 10
 
 
 @contextmanager
@@ -38,8 +43,11 @@ def _figure(title: str, xlabel: str, ylabel: str) -> Iterator[tuple[Any, Any, io
             yield figure, axes, buffer
             with warnings.catch_warnings():  # long names: the plot is drawn as it fits
                 warnings.filterwarnings("ignore", "Tight layout not applied")
+                # A label in a script the bundled font lacks (日本) is drawn as boxes; the
+                # eight warnings per plot on stderr told the user nothing more.
+                warnings.filterwarnings("ignore", "Glyph .* missing from")
                 figure.tight_layout()
-            figure.savefig(buffer, format="png")
+                figure.savefig(buffer, format="png")
         finally:
             pyplot.close(figure)
 
@@ -74,13 +82,17 @@ def confusion(actual: np.ndarray, predicted: np.ndarray, classes: list[str]) -> 
         axes.grid(False)
         image = axes.imshow(matrix, cmap="Blues")
         figure.colorbar(image, ax=axes)
-        ticks = range(len(classes))
-        axes.set_xticks(ticks, classes, rotation=45, ha="right")
-        axes.set_yticks(ticks, classes)
-        threshold = matrix.max() / 2
-        for (row, column), count in np.ndenumerate(matrix):
-            colour = "white" if count > threshold else "black"
-            axes.text(column, row, str(count), ha="center", va="center", color=colour)
+        # Many classes: every label still named, smaller; counts only where they fit.
+        step = max(1, len(classes) // MAX_TICKS)
+        ticks = range(0, len(classes), step)
+        size = 10 if len(classes) <= 12 else 6
+        axes.set_xticks(ticks, classes[::step], rotation=45, ha="right", fontsize=size)
+        axes.set_yticks(ticks, classes[::step], fontsize=size)
+        if len(classes) <= MAX_COUNTED:
+            threshold = matrix.max() / 2
+            for (row, column), count in np.ndenumerate(matrix):
+                colour = "white" if count > threshold else "black"
+                axes.text(column, row, str(count), ha="center", va="center", color=colour)
     return buffer.getvalue()
 
 
@@ -90,25 +102,35 @@ def _one_vs_rest(
     """(name, is-this-class, score) per curve: the positive class alone when there are two."""
     if len(classes) == 2:
         return [(classes[1], actual == 1, proba[:, 1])]
-    return [(name, actual == index, proba[:, index]) for index, name in enumerate(classes)]
+    # A legend of sixty curves covered the plot: the commonest classes, said in the title.
+    common = np.argsort(-np.bincount(actual, minlength=len(classes)), kind="stable")[:MAX_CURVES]
+    return [(classes[index], actual == index, proba[:, index]) for index in sorted(common)]
+
+
+def _curves_title(name: str, classes: list[str]) -> str:
+    if len(classes) <= MAX_CURVES:
+        return name
+    return f"{name} ({MAX_CURVES} commonest of {len(classes)} classes)"
 
 
 def roc(actual: np.ndarray, proba: np.ndarray, classes: list[str]) -> bytes:
     """ROC curve per class (one for binary), with its AUC in the legend."""
-    with _figure("ROC curve", "false positive rate", "true positive rate") as (_, axes, buffer):
+    title = _curves_title("ROC curve", classes)
+    with _figure(title, "false positive rate", "true positive rate") as (_, axes, buffer):
         for name, truth, score in _one_vs_rest(actual, proba, classes):
             if truth.all() or not truth.any():
                 continue
             fpr, tpr, _ = skm.roc_curve(truth, score)
             axes.plot(fpr, tpr, label=f"{name} (AUC {skm.auc(fpr, tpr):.3f})")
         axes.plot([0, 1], [0, 1], color=MUTED, linestyle="--", linewidth=1, label="chance")
-        axes.legend(loc="lower right")
+        axes.legend(loc="lower right", fontsize="small")
     return buffer.getvalue()
 
 
 def precision_recall(actual: np.ndarray, proba: np.ndarray, classes: list[str]) -> bytes:
     """Precision-recall curve per class (one for binary), with average precision."""
-    with _figure("Precision-recall curve", "recall", "precision") as (_, axes, buffer):
+    title = _curves_title("Precision-recall curve", classes)
+    with _figure(title, "recall", "precision") as (_, axes, buffer):
         for name, truth, score in _one_vs_rest(actual, proba, classes):
             if not truth.any():
                 continue
@@ -116,7 +138,7 @@ def precision_recall(actual: np.ndarray, proba: np.ndarray, classes: list[str]) 
             average = skm.average_precision_score(truth, score)
             axes.plot(recall, precision, label=f"{name} (AP {average:.3f})")
         axes.set_ylim(0.0, 1.05)
-        axes.legend(loc="lower left")
+        axes.legend(loc="lower left", fontsize="small")
     return buffer.getvalue()
 
 
