@@ -138,6 +138,14 @@ def test_a_class_called_na_is_kept_and_whole_number_classes_read_as_numbers(
     assert result.classes == ["2", "3", "10"]
 
 
+def test_an_ordered_category_target_keeps_its_order() -> None:
+    from tabship.train import _labels
+
+    levels = ["lo", "mid", "hi"]
+    target = pd.Series(pd.Categorical(levels * 20, categories=levels, ordered=True))
+    assert _labels(target, "classification", "y", 5)[1] == levels
+
+
 def test_f1_scores_the_rarer_of_two_classes_unless_told(tiny_table: pd.DataFrame) -> None:
     classify = {"models": ["logistic", "decision_tree"]}
     # "fraud" sorts first; scikit-learn's binary F1 scored the second class, the common one.

@@ -260,9 +260,13 @@ def _label_text(y_raw: pd.Series) -> pd.Series:
 
 
 def _class_order(y_raw: pd.Series) -> Callable[[str], Any]:
-    """Numbers in numeric order (2 before 10), other classes by their text."""
+    """Numbers in numeric order (2 before 10), an ordered category in its own order (lo,
+    mid, hi), other classes by their text."""
     if y_raw.dtype.kind in "iuf":
         return float
+    if isinstance(y_raw.dtype, pd.CategoricalDtype) and y_raw.dtype.ordered:
+        place = {str(level): index for index, level in enumerate(y_raw.dtype.categories)}
+        return lambda text: place.get(text, len(place))
     return str
 
 
