@@ -138,6 +138,16 @@ def test_a_class_called_na_is_kept_and_whole_number_classes_read_as_numbers(
     assert result.classes == ["2", "3", "10"]
 
 
+def test_mape_of_a_target_with_zeros_is_undefined_not_a_huge_number(
+    tiny_table: pd.DataFrame,
+) -> None:
+    zeros = tiny_table.assign(charges=np.where(tiny_table["age"] < 25, 0.0, tiny_table["charges"]))
+    result = train(zeros, quick())
+    assert all(np.isnan(row.mean["mape"]) for row in result.leaderboard)
+    with pytest.raises(DataError, match="--sort-by mape: MAPE divides by the target, which is 0"):
+        train(zeros, quick(sort_by="mape"))
+
+
 def test_an_ordered_category_target_keeps_its_order() -> None:
     from tabship.train import _labels
 

@@ -44,6 +44,22 @@ def _r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return 1.0 - residual / total
 
 
+def _mape(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    if np.any(y_true == 0):
+        # Undefined: scikit-learn's floor divides by 2e-16 and printed MAPE 1.6e13.
+        return float("nan")
+    return float(np.mean(np.abs(y_true - y_pred) / np.maximum(np.abs(y_true), EPSILON)))
+
+
+def undefined(metric: str, y_true: np.ndarray) -> str | None:
+    """Why `metric` cannot rank models on this target, or None."""
+    if metric == "mape" and np.any(y_true == 0):
+        return "MAPE divides by the target, which is 0 in some rows"
+    if metric == "rmsle" and np.any(y_true < 0):
+        return "RMSLE takes logarithms of the target, which is negative in some rows"
+    return None
+
+
 # Plain numpy: permutation importance scores hundreds of shuffled copies with these.
 EPSILON = float(np.finfo(np.float64).eps)  # scikit-learn's floor for MAPE's denominator
 _REGRESSION_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
@@ -51,7 +67,7 @@ _REGRESSION_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "rmse": lambda y, p: float(np.sqrt(np.mean((y - p) ** 2))),
     "r2": _r2,
     "rmsle": _rmsle,
-    "mape": lambda y, p: float(np.mean(np.abs(y - p) / np.maximum(np.abs(y), EPSILON))),
+    "mape": lambda y, p: _mape(y, p),
 }
 
 

@@ -412,6 +412,34 @@ def _split_holdout(
     )
 
 
+def _sort_metric(
+    task: Task,
+    asked: str | None,
+    labels: np.ndarray,
+    classes: int,
+    balanced: bool,
+    notes: list[str],
+) -> str:
+    """The metric that picks the winner: as asked if it can rank this target, else the
+    task's default; AUC for two imbalanced classes."""
+    if balanced:
+        notes.append("classes are imbalanced: weighted by inverse frequency where the model allows")
+    if asked is None and balanced and classes == 2:
+        # Accuracy rewards always answering the commonest class: a k-NN of AUC 0.86 won
+        # over a logistic regression of 0.99 on a 1% fraud table. H2O ranks by AUC too.
+        notes.append("ranked by AUC, as accuracy rewards always answering the commoner class")
+        return "auc"
+    sort_by = asked or metrics.default_metric(task)
+    if sort_by not in metrics.names(task):
+        raise DataError(
+            f"unknown metric {sort_by!r} for {task}; choose from: {', '.join(metrics.names(task))}"
+        )
+    why = metrics.undefined(sort_by, labels) if task == "regression" else None
+    if why:
+        raise DataError(f"--sort-by {sort_by}: {why}; choose another metric, such as mae")
+    return sort_by
+
+
 def is_imbalanced(task: Task, labels: np.ndarray) -> bool:
     """Whether the rarest class is under IMBALANCE_RATIO of the commonest."""
     if task != "classification":
@@ -459,23 +487,12 @@ def train(
     started = time.perf_counter()
     task, schema, features, labels, classes, notes = prepare(frame, options, target_text)
     pool = select(task, options.models, options.exclude)
-    sort_by = options.sort_by or metrics.default_metric(task)
-    if sort_by not in metrics.names(task):
-        raise DataError(
-            f"unknown metric {sort_by!r} for {task}; choose from: {', '.join(metrics.names(task))}"
-        )
+    balanced = is_imbalanced(task, labels)
+    sort_by = _sort_metric(task, options.sort_by, labels, len(classes), balanced, notes)
     expandable = encoded_width(schema) <= EXPAND_MAX_WIDTH
     if not expandable:
         pool = _without_expansion(pool, encoded_width(schema), notes)
     fit_x, fit_y, held_x, held_y = _split_holdout(task, features, labels, options, classes)
-    balanced = is_imbalanced(task, fit_y)
-    if balanced:
-        notes.append("classes are imbalanced: weighted by inverse frequency where the model allows")
-        if options.sort_by is None and len(classes) == 2:
-            # Accuracy rewards always answering the commonest class: a k-NN of AUC 0.86 won
-            # over a logistic regression of 0.99 on a 1% fraud table. H2O ranks by AUC too.
-            sort_by = "auc"
-            notes.append("ranked by AUC, as accuracy rewards always answering the commoner class")
     validator = CrossValidator(
         schema=schema,
         task=task,
