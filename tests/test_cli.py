@@ -53,6 +53,20 @@ def test_datasets_list_and_fetch() -> None:
     assert_one_line_error(run("datasets", "fetch", "titanic"), "unknown dataset 'titanic'")
 
 
+def test_demo_never_replaces_a_folder_and_says_whose_model_it_serves(
+    tiny_model: TrainedModel, tmp_path: Path
+) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep me")
+    refused = run("demo", "-o", str(tmp_path / "notes"), "--no-serve")
+    assert_one_line_error(refused, "notes exists and holds no model; choose another -o")
+    assert "--force" not in refused.stderr
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "keep me"
+    other = run("demo", "-o", str(tiny_model.artifact.directory), "--no-serve")
+    assert other.returncode == 0, other.stderr
+    assert "already holds a model; kept" in other.stderr  # the tiny model's target: charges
+
+
 def test_train_prints_leaderboard_and_writes_model(tiny_csv: Path, tmp_path: Path) -> None:
     result = run(
         "train",

@@ -395,10 +395,21 @@ def demo(
         if asked:
             engine_url(asked)
     if (output / "tabship.json").is_file():
+        import json
+
+        held = json.loads((output / "tabship.json").read_text(encoding="utf-8")).get("target")
+        other = "" if held == dataset.target else f" (of {str(held)[:60]!r}, not the showcase)"
         typer.echo(
-            f"{output} already holds a model; serving it (delete the folder to train again)",
+            f"{output} already holds a model{other}; {'kept' if no_serve else 'serving it'} "
+            "(delete the folder, or choose another -o, to train the showcase again)",
             err=True,
         )
+    elif output.exists() and (not output.is_dir() or any(output.iterdir())):
+        from tabship.errors import OutputExistsError
+
+        # train's own message says "pass --force", which demo does not take: it never
+        # replaces what a folder holds.
+        raise OutputExistsError(f"{output} exists and holds no model; choose another -o")
     else:
         run_training(
             dataset.name,
