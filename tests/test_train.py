@@ -149,11 +149,11 @@ def test_mape_of_a_target_with_zeros_is_undefined_not_a_huge_number(
 
 
 def test_an_ordered_category_target_keeps_its_order() -> None:
-    from tabship.train import _labels
+    from tabship.labels import encode_target
 
     levels = ["lo", "mid", "hi"]
     target = pd.Series(pd.Categorical(levels * 20, categories=levels, ordered=True))
-    assert _labels(target, "classification", "y", 5)[1] == levels
+    assert encode_target(target, "classification", "y", 5)[1] == levels
 
 
 def test_f1_scores_the_rarer_of_two_classes_unless_told(tiny_table: pd.DataFrame) -> None:
@@ -185,7 +185,7 @@ def test_the_card_keeps_the_ignored_columns_and_requests_may_carry_them(
     frame.to_csv(tmp_path / "rows.csv", index=False)
     trained = train_model(str(tmp_path / "rows.csv"), quick(), tmp_path / "m")
     predictor = Predictor.load(trained.artifact.directory)
-    assert predictor.card.document["ignored_columns"] == ["site", "ticket"]
+    assert predictor.schema.ignored == {"site", "ticket", "charges"}
     row = frame.iloc[0].to_dict()  # a whole row of the training table, target included
     record = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
     features = {name: record[name] for name in predictor.schema.names}

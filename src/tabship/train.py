@@ -9,7 +9,6 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +23,15 @@ from tabship.columnar import typed_cells
 from tabship.crossval import CrossValidator, Row, rank
 from tabship.datasets import UNNAMED, separator_hint
 from tabship.errors import ConfigError, DataError, RecordError
-from tabship.feature import BOOL_SPELLINGS, FLOAT32_MAX, closest, listed, past_float32
+from tabship.feature import FLOAT32_MAX, closest, listed, past_float32
+from tabship.labels import (
+    encode_target,
+    infer_task,
+    is_imbalanced,
+    label_type,
+    rows_text,
+    target_as_written,
+)
 from tabship.leakage import leak_warnings
 from tabship.preparation import EXPAND_MAX_WIDTH, encoded_width
 from tabship.profile import infer_schema, stamps
@@ -32,10 +39,6 @@ from tabship.racing import compare, fit_estimate
 from tabship.schema import Batch, Schema
 from tabship.tune import TuningSummary, tune
 
-CLASSIFICATION_MAX_INTEGER_LEVELS = 10
-# Below this ratio of the rarest to the commonest class, classes are weighted by inverse
-# frequency where the model allows, so the majority cannot win by being ignored.
-IMBALANCE_RATIO = 0.5
 DEFAULT_TIME_BUDGET = 60.0
 
 Progress = Callable[[str, int, int], None]
@@ -139,19 +142,6 @@ class Holdout:
     scores: dict[str, float]
 
 
-def infer_task(target: pd.Series) -> Task:
-    """Regression for numbers with many values, classification for labels and small codes."""
-    kind = target.dtype.kind
-    if kind not in "iuf":
-        return "classification"
-    values = target.dropna().to_numpy(dtype=np.float64)
-    integral = bool(np.all(values == np.round(values)))
-    distinct = len(np.unique(values))
-    if integral and distinct <= CLASSIFICATION_MAX_INTEGER_LEVELS:
-        return "classification"
-    return "regression"
-
-
 def _validated(schema: Schema, frame: pd.DataFrame, kept: np.ndarray) -> Batch:
     """The table checked against its schema, a bad row named by its place in the file."""
     try:
@@ -173,121 +163,6 @@ def _past_float32(column: pd.Series) -> tuple[int, float] | None:
     values = column.to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~np.isnan(values) & ~(np.abs(values) <= FLOAT32_MAX))
     return (int(bad[0]) + 1, float(values[bad[0]])) if len(bad) else None
-
-
-def _positive_second(classes: list[str], text: pd.Series, positive: str | None) -> list[str]:
-    """Two classes with the positive one second, the one F1, precision and recall score
-    (scikit-learn's binary average): as asked, else 1 or True (sorted second already), else
-    the rarer: "fraud" sorted before "ok" and F1 scored the 99% of rows that were fine."""
-    if positive is None:
-        if set(classes) in ({"0", "1"}, {"False", "True"}):
-            return classes
-        counts = text.value_counts()
-        rarer = str(counts.idxmin())
-        positive = classes[1] if counts[classes[0]] == counts[classes[1]] else rarer
-    return [classes[0] if positive == classes[1] else classes[1], positive]
-
-
-def _labels(
-    y_raw: pd.Series, task: Task, target: str, folds: int, positive: str | None = None
-) -> tuple[np.ndarray, list[str]]:
-    """The target as numbers to fit (class indexes for classification) and the classes."""
-    if task == "regression":
-        if positive is not None:
-            raise DataError(f"--positive-class is for two classes; {target!r} is a regression")
-        if y_raw.dtype.kind not in "iuf":
-            example = y_raw.iloc[0]
-            raise DataError(
-                f"target column {target!r} is not numeric (e.g. {example!r}), so it cannot be "
-                f"a regression target; use --task classification to predict it as a label"
-            )
-        return y_raw.to_numpy(dtype=np.float64), []
-    text = _label_text(y_raw)
-    classes = sorted(text.unique(), key=_class_order(y_raw))
-    if positive is not None and positive not in classes:
-        positive = BOOL_SPELLINGS.get(positive, positive)  # true for a class True
-    if positive is not None and positive not in classes:
-        raise DataError(
-            f"--positive-class {positive!r} is not a class of {target!r}; the classes are "
-            f"{listed(classes)}"
-        )
-    if len(classes) == 2:
-        classes = _positive_second(classes, text, positive)
-    elif positive is not None:
-        raise DataError(
-            f"--positive-class is for two classes; {target!r} has {len(classes)}, whose F1, "
-            "precision and recall are averaged by class size"
-        )
-    if len(classes) < 2:
-        raise DataError(
-            f"target column {target!r} has one class ({classes[0]!r}); classification needs at least two"
-        )
-    counts = text.value_counts()
-    rare = counts[counts < folds]
-    if len(rare):
-        raise DataError(
-            f"class {rare.index[0]!r} of {target!r} has {_rows(int(rare.iloc[0]))}, fewer than "
-            f"the {folds} CV folds; add rows, merge rare classes, or lower --folds"
-        )
-    return text.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64), classes
-
-
-def _rows(count: int) -> str:
-    return "1 row" if count == 1 else f"{count:,} rows"
-
-
-def label_type(y_raw: pd.Series) -> str:
-    """The JSON type a class is answered as: a 0/1 target's classes are 0 and 1, a boolean
-    target's true and false (they were "1" and "True": `y == predicted_y` never held)."""
-    kind = y_raw.dtype.kind
-    if kind in "iuf":
-        values = y_raw.dropna().to_numpy(dtype=np.float64)
-        return "integer" if np.all(values == np.round(values)) else "number"
-    if kind == "b" or (kind == "O" and all(isinstance(v, bool) for v in y_raw.dropna())):
-        return "boolean"
-    return "string"
-
-
-def _label_text(y_raw: pd.Series) -> pd.Series:
-    """Each class's text: numbers as written in JSON (a 0/1 column with a gap is read as
-    floats, and its classes were "0.0" and "1.0"), anything else as its text."""
-    if y_raw.dtype.kind in "iuf":
-        values = y_raw.to_numpy(dtype=np.float64)
-        if np.all(values == np.round(values)) and np.all(np.abs(values) < 2**53):
-            return pd.Series(values.astype(np.int64), index=y_raw.index).astype(str)
-        return y_raw.map(lambda value: repr(float(value)))
-    return y_raw.astype(str)
-
-
-def _class_order(y_raw: pd.Series) -> Callable[[str], Any]:
-    """Numbers in numeric order (2 before 10), an ordered category in its own order (lo,
-    mid, hi), other classes by their text."""
-    if y_raw.dtype.kind in "iuf":
-        return float
-    if isinstance(y_raw.dtype, pd.CategoricalDtype) and y_raw.dtype.ordered:
-        place = {str(level): index for index, level in enumerate(y_raw.dtype.categories)}
-        return lambda text: place.get(text, len(place))
-    return str
-
-
-def _target_as_written(
-    frame: pd.DataFrame, target: str, written: pd.Series | None, notes: list[str]
-) -> pd.DataFrame:
-    """A text target with the cells pandas read as missing (`NA`, `None`, `null`, ...) back
-    as the file wrote them: a class "NA" (North America) was dropped with a third of the
-    rows as "empty targets". Said, since such a cell may mean unknown."""
-    parsed = frame[target]
-    if written is None or parsed.dtype.kind in "iufb" or len(written) != len(parsed):
-        return frame
-    spelled = parsed.isna().to_numpy() & (written.str.strip() != "").to_numpy()
-    if not spelled.any():
-        return frame
-    kept = written.where(spelled)
-    notes.append(
-        f"{int(spelled.sum())} rows of {target!r} hold {listed(sorted(kept.dropna().unique()))}, "
-        "which pandas reads as missing; kept as classes (blank those cells if they mean unknown)"
-    )
-    return frame.assign(**{target: parsed.where(~spelled, kept)})
 
 
 def prepare(
@@ -318,7 +193,7 @@ def prepare(
         "drop it or name it)"
         for position, name in frame.attrs.get(UNNAMED, [])
     ]
-    frame = _target_as_written(frame, target, target_text, notes)
+    frame = target_as_written(frame, target, target_text, notes)
     empty_target = frame[target].isna()
     if empty_target.all():
         raise DataError(f"target column {target!r} is empty in every row")
@@ -341,7 +216,9 @@ def prepare(
             f"row {row}: target {target!r}: {past_float32(value)}: a model's answers are "
             "float32; rescale the target (in thousands, say) or drop the row"
         )
-    labels, classes = _labels(frame[target], task, target, options.folds, options.positive_class)
+    labels, classes = encode_target(
+        frame[target], task, target, options.folds, options.positive_class
+    )
     if len(frame) < 2 * options.folds:
         raise DataError(
             f"the table has {len(frame)} usable rows; {options.folds}-fold CV needs at least "
@@ -401,7 +278,7 @@ def _split_holdout(
         smallest = int(np.argmin(counts))
         raise DataError(
             f"after the {options.holdout:g} holdout class {classes[smallest]!r} keeps "
-            f"{_rows(int(counts[smallest]))}, fewer than the {options.folds} CV folds; lower "
+            f"{rows_text(int(counts[smallest]))}, fewer than the {options.folds} CV folds; lower "
             "--holdout or --folds"
         )
     return (
@@ -438,15 +315,6 @@ def _sort_metric(
     if why:
         raise DataError(f"--sort-by {sort_by}: {why}; choose another metric, such as mae")
     return sort_by
-
-
-def is_imbalanced(task: Task, labels: np.ndarray) -> bool:
-    """Whether the rarest class is under IMBALANCE_RATIO of the commonest."""
-    if task != "classification":
-        return False
-    counts = np.bincount(labels)
-    counts = counts[counts > 0]
-    return bool(counts.min() / counts.max() < IMBALANCE_RATIO)
 
 
 def _without_expansion(pool: list[Candidate], width: int, notes: list[str]) -> list[Candidate]:

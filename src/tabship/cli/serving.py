@@ -395,10 +395,10 @@ def demo(
         if asked:
             engine_url(asked)
     if (output / "tabship.json").is_file():
-        import json
+        from tabship.artifact import Artifact
 
-        held = json.loads((output / "tabship.json").read_text(encoding="utf-8")).get("target")
-        other = "" if held == dataset.target else f" (of {str(held)[:60]!r}, not the showcase)"
+        held = Artifact.open(output).card.target  # a folder that is no model stops here
+        other = "" if held == dataset.target else f" (of {held[:60]!r}, not the showcase)"
         typer.echo(
             f"{output} already holds a model{other}; {'kept' if no_serve else 'serving it'} "
             "(delete the folder, or choose another -o, to train the showcase again)",
