@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tabship.artifact import Artifact
+from tabship.feature import NA_TEXTS
 from tabship.schema import Feature, Schema
 from tabship.workflow import TrainedModel
 
@@ -38,14 +39,15 @@ def valid_value(feature: Feature) -> st.SearchStrategy[Any]:
 
 
 def invalid_value(feature: Feature) -> st.SearchStrategy[Any]:
+    # null (and, for a category, a missing value's spelling such as "NA") is a gap, which
+    # the model fills with a warning: valid, tested below.
     wrong_types = st.one_of(
         st.booleans(),
         st.lists(st.integers(), max_size=2),
         st.dictionaries(st.text(max_size=3), st.integers(), max_size=1),
-        st.none(),
     )
     if feature.kind == "categorical":
-        levels = set(feature.levels)
+        levels = set(feature.levels) | NA_TEXTS
         return st.one_of(
             wrong_types,
             st.integers(),
@@ -75,6 +77,37 @@ def test_any_valid_record_gives_200_and_a_finite_number(
         assert answer.status_code == 200, (record, answer.text)
         value = answer.json()
         assert isinstance(value, float) and math.isfinite(value)
+
+    check()
+    client.close()
+
+
+def test_gaps_anywhere_give_200_a_finite_number_and_a_warning_each(
+    server: Server, insurance_model: TrainedModel
+) -> None:
+    schema = schema_of(insurance_model)
+    client = httpx.Client(base_url=server.url, timeout=30)
+
+    @st.composite
+    def gapped(draw: st.DrawFn) -> tuple[set[str], dict[str, Any]]:
+        record = draw(st.fixed_dictionaries({f.name: valid_value(f) for f in schema.features}))
+        names = draw(st.sets(st.sampled_from(schema.names), min_size=1))
+        for name in names:
+            kind = next(f.kind for f in schema.features if f.name == name)
+            gap = st.sampled_from(sorted(NA_TEXTS)) if kind == "categorical" else st.none()
+            record[name] = draw(st.one_of(st.none(), gap))
+        return names, record
+
+    @settings(RUNS, max_examples=300)
+    @given(gapped())
+    def check(case: tuple[set[str], dict[str, Any]]) -> None:
+        names, record = case
+        answer = client.post("/v1/predict", json={"instances": [record]})
+        assert answer.status_code == 200, (record, answer.text)
+        body = answer.json()
+        assert math.isfinite(body["predictions"][0])
+        warned = {w.split(":")[0] for w in body["warnings"] if "training had no gaps" in w}
+        assert warned == names, (record, body["warnings"])
 
     check()
     client.close()
