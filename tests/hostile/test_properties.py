@@ -78,8 +78,10 @@ def test_any_valid_record_gives_200_and_a_finite_number(
         value = answer.json()
         assert isinstance(value, float) and math.isfinite(value)
 
-    check()
-    client.close()
+    try:
+        check()
+    finally:  # a failed property must not leave its socket to a later test's collector
+        client.close()
 
 
 def test_gaps_anywhere_give_200_a_finite_number_and_a_warning_each(
@@ -109,8 +111,10 @@ def test_gaps_anywhere_give_200_a_finite_number_and_a_warning_each(
         warned = {w.split(":")[0] for w in body["warnings"] if "training had no gaps" in w}
         assert warned == names, (record, body["warnings"])
 
-    check()
-    client.close()
+    try:
+        check()
+    finally:  # a failed property must not leave its socket to a later test's collector
+        client.close()
 
 
 def test_one_bad_field_gives_4xx_naming_it(server: Server, insurance_model: TrainedModel) -> None:
@@ -136,5 +140,7 @@ def test_one_bad_field_gives_4xx_naming_it(server: Server, insurance_model: Trai
         assert 400 <= answer.status_code < 500, (record, answer.text)
         assert answer.json()["detail"][0]["field"] == field, (record, answer.text)
 
-    check()
-    client.close()
+    try:
+        check()
+    finally:  # a failed property must not leave its socket to a later test's collector
+        client.close()

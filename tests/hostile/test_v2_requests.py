@@ -121,7 +121,8 @@ def test_wrong_datatypes(server: Server, datatype: Any) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [[1, "x"], [{"a": 1}, 2], [[1, [2, [3]]]], "12", [1e400, 2], [None, float("nan")]],
+    # null (and NaN, its binary form) is a gap the model fills with a warning: not here.
+    [[1, "x"], [{"a": 1}, 2], [[1, [2, [3]]]], "12", [1e400, 2], [None, float("inf")]],
 )
 def test_wrong_data(server: Server, data: Any) -> None:
     inputs = json_inputs()

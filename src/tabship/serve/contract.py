@@ -55,6 +55,8 @@ def feature_schema(feature: Feature, strict: bool = False) -> dict[str, Any]:
         }
     if feature.allow_missing or feature.fills_gaps:
         out["nullable"] = True  # OpenAPI 3.0's spelling of "or null"
+        if "enum" in out:  # which an enum must list itself (OpenAPI 3.0.3)
+            out["enum"] = [*out["enum"], None]
     return {"title": feature.name, **out}
 
 
