@@ -11,24 +11,27 @@ import orjson
 
 from tabship.errors import BodyTooLargeError, MalformedBodyError, MediaTypeError, RequestError
 from tabship.exact_json import has_long_digits
+from tabship.feature import NA_TEXTS
 from tabship.predictor import Predictor
 from tabship.schema import FLOAT32_MAX, MAX_SHOWN_LEVELS, Feature, Schema
 
 
 def feature_schema(feature: Feature, strict: bool = False) -> dict[str, Any]:
     """JSON Schema of one field: its type, levels, and the training range as documentation."""
+    gaps = feature.allow_missing or feature.fills_gaps  # null (or "") is taken and filled
     if feature.kind == "numeric":
         # The model computes in 32-bit floats: larger numbers are refused.
         # An integer bound is written as an integer: generators round a float bound up.
         bound: float = int(FLOAT32_MAX) if feature.integer else FLOAT32_MAX
-        out: dict[str, Any] = {
-            "type": "integer" if feature.integer else "number",
-            "minimum": -bound,
-            "maximum": bound,
-        }
+        out: dict[str, Any] = {"type": "number", "minimum": -bound, "maximum": bound}
+        if feature.integer:
+            # A whole number, written 40 or 40.0 (pandas writes an integer column with a gap
+            # as floats): OpenAPI 3.0's "integer" refuses 40.0, which the server takes.
+            out["multipleOf"] = 1
         out["description"] = (
             f"Seen in training: {feature.minimum:g} to {feature.maximum:g}; values outside "
             "are accepted with a warning."
+            + (" A whole number (40 or 40.0)." if feature.integer else "")
         )
     elif feature.kind == "date":
         out = {
@@ -39,7 +42,10 @@ def feature_schema(feature: Feature, strict: bool = False) -> dict[str, Any]:
             "example": feature.date_text(feature.maximum),
         }
     elif strict:  # unseen values are refused: the levels are the contract
-        out = {"type": "string", "enum": list(feature.known_levels)}
+        known = list(feature.known_levels)
+        # A gap may be sent as text too ("", "NA", ...), as a file's empty cell is read.
+        spelled = sorted(NA_TEXTS - set(known)) if gaps else []
+        out = {"type": "string", "enum": known + spelled}
     else:
         levels = feature.known_levels
         shown = ", ".join(levels[:MAX_SHOWN_LEVELS]) + (
@@ -51,9 +57,9 @@ def feature_schema(feature: Feature, strict: bool = False) -> dict[str, Any]:
             "description": f"Seen in training: {len(levels)} values ({shown}); others are "
             "predicted as unknown, with a warning.",
             "example": levels[0],
-            "minLength": 0 if feature.allow_missing else 1,  # "" is an empty field
+            "minLength": 0 if gaps else 1,  # "" is an empty field
         }
-    if feature.allow_missing or feature.fills_gaps:
+    if gaps:
         out["nullable"] = True  # OpenAPI 3.0's spelling of "or null"
         if "enum" in out:  # which an enum must list itself (OpenAPI 3.0.3)
             out["enum"] = [*out["enum"], None]
