@@ -274,11 +274,16 @@ def test_classification_feedback_scores(cancer_model: TrainedModel, tmp_path: Pa
 
 
 def test_an_answer_is_read_as_the_class_training_named() -> None:
-    from tabship.monitor.service import _class_text
+    from tabship.classes import class_text
 
-    assert [_class_text(v) for v in ("NA", 2, 2.0, True, 3.5, None, [1])] == [
-        "NA", "2", "2", "True", "3.5", None, None,
+    assert [class_text(v, "integer") for v in (2, 2.0, "2", 2.5, True, None)] == [
+        "2", "2", "2", None, "True", None,
     ]  # fmt: skip
+    assert [class_text(v, "number") for v in (1, 1.0, 2.5)] == ["1.0", "1.0", "2.5"]
+    assert [class_text(v, "boolean") for v in (True, "true", "TRUE", "False")] == [
+        "True", "True", "True", "False",
+    ]  # fmt: skip
+    assert [class_text(v, "string") for v in ("NA", 7, [1])] == ["NA", "7", None]
 
 
 def test_without_a_log_ids_are_still_given_and_feedback_is_not_a_route(

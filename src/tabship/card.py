@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tabship.background import Background
+from tabship.classes import LABEL_TYPES
 from tabship.errors import ArtifactError
 from tabship.schema import Schema
 
@@ -162,7 +163,7 @@ class ModelCard:
             # Folders trained before typed labels answered every class as a string.
             label_type=_one_of(
                 data.get("label_type") or "string",
-                ("integer", "number", "boolean", "string"),
+                LABEL_TYPES,
                 "label_type",
             ),
             schema=schema,

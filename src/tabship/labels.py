@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from tabship.candidates import Task
+from tabship.classes import class_text
 from tabship.errors import DataError
 from tabship.feature import BOOL_SPELLINGS, listed
 
@@ -102,20 +103,22 @@ def label_type(y_raw: pd.Series) -> str:
     kind = y_raw.dtype.kind
     if kind in "iuf":
         values = y_raw.dropna().to_numpy(dtype=np.float64)
-        return "integer" if np.all(values == np.round(values)) else "number"
+        whole = np.all(values == np.round(values)) and np.all(np.abs(values) < 2**53)
+        return "integer" if whole else "number"
     if kind == "b" or (kind == "O" and all(isinstance(v, bool) for v in y_raw.dropna())):
         return "boolean"
     return "string"
 
 
 def _label_text(y_raw: pd.Series) -> pd.Series:
-    """Each class's text: numbers as written in JSON (a 0/1 column with a gap is read as
-    floats, and its classes were "0.0" and "1.0"), anything else as its text."""
-    if y_raw.dtype.kind in "iuf":
+    """Each class's text, by `classes.class_text` (a 0/1 column with a gap is read as
+    floats, and its classes were "0.0" and "1.0"); whole numbers at once, as numpy."""
+    kind = label_type(y_raw)
+    if kind == "integer":
         values = y_raw.to_numpy(dtype=np.float64)
-        if np.all(values == np.round(values)) and np.all(np.abs(values) < 2**53):
-            return pd.Series(values.astype(np.int64), index=y_raw.index).astype(str)
-        return y_raw.map(lambda value: repr(float(value)))
+        return pd.Series(values.astype(np.int64), index=y_raw.index).astype(str)
+    if kind == "number":
+        return y_raw.map(lambda value: class_text(value, kind))
     return y_raw.astype(str)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from tabship.artifact import ONNX_FILE, Artifact
 from tabship.card import ModelCard
 from tabship.cells import CellMemo
+from tabship.classes import typed_label
 from tabship.engines import Engine, OnnxEngine, SklearnEngine
 from tabship.errors import ArtifactError
 from tabship.schema import Batch, Schema
@@ -38,7 +39,9 @@ class Predictor:
         self.target = self.card.target
         self.classes = list(self.card.classes)
         # Each class as answers give it: 1 for a 0/1 target, true for a boolean one.
-        self.labels: list[Any] = [_typed(label, self.card.label_type) for label in self.classes]
+        self.labels: list[Any] = [
+            typed_label(label, self.card.label_type) for label in self.classes
+        ]
         self.strict_categories = strict_categories
 
     @classmethod
@@ -108,14 +111,3 @@ class Predictor:
         batches of one file, so a cell met again is not predicted again.
         """
         return self.engine.run(batch.columns, batch.rows, batch.codes, memo)
-
-
-def _typed(text: str, kind: str) -> Any:
-    """A class's text as its JSON value."""
-    if kind == "integer":
-        return int(text)
-    if kind == "number":
-        return float(text)
-    if kind == "boolean":
-        return text == "True"
-    return text

@@ -7,7 +7,6 @@ thread, never on the event loop; the request path itself only queues (see backlo
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,9 +15,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from tabship.classes import class_text
 from tabship.config import ServeSettings
 from tabship.errors import BodyTooLargeError, MalformedBodyError, RequestError
-from tabship.feature import BOOL_SPELLINGS, FLOAT32_MAX, listed, past_float32, shown
+from tabship.feature import FLOAT32_MAX, listed, past_float32, shown
 from tabship.monitor.page import render_monitor
 from tabship.monitor.profile import load_profile
 from tabship.monitor.store import DatabaseDown, LogStore
@@ -134,9 +134,7 @@ class Monitoring:
                 raise MalformedBodyError(f"{where}actual: {past_float32(value)}")
             return float(value)
         classes = self.card.classes
-        text = _class_text(value)
-        if text not in classes and set(classes) == {"False", "True"} and text is not None:
-            text = BOOL_SPELLINGS.get(text, text)  # true and TRUE, as training read them
+        text = class_text(value, self.card.label_type)
         if text not in classes:
             raise MalformedBodyError(
                 f"{where}actual: must be one of the classes {listed(list(classes))}, "
@@ -257,18 +255,6 @@ class LogCollector(Collector):
         yield feature
         yield alert
         yield prediction
-
-
-def _class_text(value: object) -> str | None:
-    """An answer as the text of the class training named: a string as sent, a number as
-    training wrote whole numbers (2 and 2.0 are "2"), a boolean as "True" or "False"."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool | int):
-        return str(value)
-    if isinstance(value, float) and math.isfinite(value):
-        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
-    return None
 
 
 def _check_fields(item: object, where: str) -> None:
