@@ -151,6 +151,12 @@ class Feature:
         }
 
     @property
+    def takes_gaps(self) -> bool:
+        """Whether an empty value is predicted (training had gaps, or the pipeline fills them)
+        rather than refused."""
+        return self.allow_missing or self.fills_gaps
+
+    @property
     def known_levels(self) -> tuple[str, ...]:
         """The categories seen in training, without the level that stands for 'missing'."""
         return tuple(level for level in self.levels if level != MISSING_LEVEL)

@@ -70,7 +70,7 @@ def build_pipeline(
     parts: list[tuple[str, Any, list[str]]] = []
     if numeric:
         steps: list[tuple[str, Any]] = []
-        if any(f.allow_missing or f.fills_gaps for f in numeric):
+        if any(f.takes_gaps for f in numeric):
             steps.append(("impute", SimpleImputer(strategy="median")))
         # Trees compare float32 thresholds; scaling before them would break ONNX parity.
         if candidate.scale:

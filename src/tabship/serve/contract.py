@@ -18,7 +18,7 @@ from tabship.schema import FLOAT32_MAX, MAX_SHOWN_LEVELS, Feature, Schema
 
 def feature_schema(feature: Feature, strict: bool = False) -> dict[str, Any]:
     """JSON Schema of one field: its type, levels, and the training range as documentation."""
-    gaps = feature.allow_missing or feature.fills_gaps  # null (or "") is taken and filled
+    gaps = feature.takes_gaps  # null (or "") is taken and filled
     if feature.kind == "numeric":
         # The model computes in 32-bit floats: larger numbers are refused.
         # An integer bound is written as an integer: generators round a float bound up.
