@@ -323,3 +323,11 @@ def test_columns_validate_exactly_as_records_do(
     for name, column in expected.columns.items():
         assert got.columns[name].dtype == column.dtype
         assert got.columns[name].tolist() == column.tolist()
+
+
+def test_a_name_that_would_not_read_as_itself_is_quoted_in_warnings() -> None:
+    # A column name reaches terminal lines and JSON warnings: an escape sequence is shown.
+    feature = Feature("\x1b[31mred", "numeric", "float64", False, minimum=0.0, maximum=1.0,
+                      fills_gaps=True)  # fmt: skip
+    batch = Schema((feature,)).validate([{"\x1b[31mred": 5.0}, {"\x1b[31mred": None}])
+    assert all(w.split(": ", 1)[1].startswith("'\\x1b[31mred'") for w in batch.warnings)

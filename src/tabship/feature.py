@@ -16,6 +16,7 @@ import numpy as np
 
 from tabship import dates
 from tabship.config import NUMBER_TEXT
+from tabship.errors import shown_field
 
 Kind = Literal["numeric", "categorical", "date"]
 
@@ -222,7 +223,7 @@ class Feature:
     def range_warning(self, shown_value: str) -> str:
         """The one warning for a value outside what training saw, on every path."""
         return (
-            f"{self.name}: {shown_value} is outside the training range {self.range_text}; "
+            f"{shown_field(self.name)}: {shown_value} is outside the training range {self.range_text}; "
             "the prediction is an extrapolation"
         )
 
@@ -248,7 +249,7 @@ class Feature:
         return (
             UNSEEN_LEVEL,
             None,
-            f"{self.name}: {self.unseen_message(value)}; predicted as unknown",
+            f"{shown_field(self.name)}: {self.unseen_message(value)}; predicted as unknown",
         )
 
     def _gap(self) -> tuple[str | None, str | None]:
@@ -256,7 +257,7 @@ class Feature:
         if self.allow_missing:
             return None, None
         if self.fills_gaps:
-            return None, f"{self.name}: {self.gap_note}"
+            return None, f"{shown_field(self.name)}: {self.gap_note}"
         return EMPTY, None
 
     @property

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from tabship import dates
-from tabship.errors import Problem, RecordError
+from tabship.errors import Problem, RecordError, shown_field
 from tabship.feature import (
     BOOL_SPELLINGS,
     EMPTY,
@@ -347,13 +347,13 @@ class Schema:
             if outside.get(feature.name):
                 rows = "1 row" if outside[feature.name] == 1 else f"{outside[feature.name]} rows"
                 found.append(
-                    f"{feature.name}: {rows} outside the training range "
+                    f"{shown_field(feature.name)}: {rows} outside the training range "
                     f"{feature.range_text}; their predictions are extrapolations"
                 )
             if filled and filled.get(feature.name):
                 count = filled[feature.name]
                 cells = "1 cell" if count == 1 else f"{count} cells"
-                found.append(f"{feature.name}: {cells} {feature.gap_note}")
+                found.append(f"{shown_field(feature.name)}: {cells} {feature.gap_note}")
         return found
 
 
