@@ -351,3 +351,33 @@ def test_a_file_with_another_separator_is_named_as_such(
     make_tiny_table(rows=3).to_csv(tmp_path / "semi.csv", sep=";", index=False)
     with pytest.raises(DatasetError, match="separates its values with semicolons"):
         predict_file(predictor, tmp_path / "semi.csv", tmp_path / "out.csv")
+
+
+def test_a_boolean_column_is_documented_as_the_booleans_and_texts_it_takes(
+    flagged: Predictor,
+) -> None:
+    from jsonschema import Draft4Validator
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.validation import OpenAPIV30SpecValidator
+
+    from tabship.serve.app import create_app
+    from tabship.serve.contract import example_record, feature_schema
+
+    insured = {f.name: f for f in flagged.schema.features}["insured"]
+    for strict in (False, True):
+        documented = Draft4Validator(feature_schema(insured, strict))
+        for taken in (True, False, "True", "false", "FALSE"):
+            assert documented.is_valid(taken), (strict, taken)
+            assert flagged.predict([{**example_record(flagged.schema), "insured": taken}])
+        assert not documented.is_valid(1)
+        # A gap is filled (OpenAPI 3.0's nullable, which Draft 4 does not read), on either form.
+        assert all(form["nullable"] for form in feature_schema(insured, strict)["anyOf"])
+    assert Draft4Validator(feature_schema(insured, strict=True)).is_valid("maybe") is False
+    assert example_record(flagged.schema)["insured"] is False
+    gap = flagged.predict([{**example_record(flagged.schema), "insured": None}])
+    assert gap.warnings[0].startswith("insured: empty")
+    with pytest.raises(RecordError, match="insured: must be true or false, got 1"):
+        flagged.predict([{**example_record(flagged.schema), "insured": 1}])
+    docs = create_app(flagged).context.docs
+    assert docs.table is not None
+    validate(docs.render(docs.table), cls=OpenAPIV30SpecValidator)

@@ -239,7 +239,8 @@ class Feature:
         if self.dtype == "bool":
             value = _bool_level(value)
         if not isinstance(value, str):
-            return MISSING_LEVEL, f"must be text, got {shown(value)}", None
+            wanted = "true or false" if self.dtype == "bool" else "text"
+            return MISSING_LEVEL, f"must be {wanted}, got {shown(value)}", None
         if value in self._known:  # type: ignore[attr-defined]
             return value, None, None
         if value in NA_TEXTS:

@@ -11,7 +11,7 @@ import orjson
 
 from tabship.errors import BodyTooLargeError, MalformedBodyError, MediaTypeError, RequestError
 from tabship.exact_json import has_long_digits
-from tabship.feature import NA_TEXTS
+from tabship.feature import BOOL_SPELLINGS, NA_TEXTS
 from tabship.predictor import Predictor
 from tabship.schema import FLOAT32_MAX, MAX_SHOWN_LEVELS, Feature, Schema
 
@@ -41,6 +41,8 @@ def feature_schema(feature: Feature, strict: bool = False) -> dict[str, Any]:
             f"to {feature.date_text(feature.maximum)}; others are accepted with a warning.",
             "example": feature.date_text(feature.maximum),
         }
+    elif feature.dtype == "bool":
+        return {"title": feature.name, **_boolean_schema(feature, strict)}
     elif strict:  # unseen values are refused: the levels are the contract
         known = list(feature.known_levels)
         # A gap may be sent as text too ("", "NA", ...), as a file's empty cell is read.
@@ -66,6 +68,36 @@ def feature_schema(feature: Feature, strict: bool = False) -> dict[str, Any]:
     return {"title": feature.name, **out}
 
 
+def _boolean_schema(feature: Feature, strict: bool) -> dict[str, Any]:
+    """A boolean feature: JSON true or false, or the text a file would hold ("True", "false").
+
+    OpenAPI 3.0 has no type lists, so the two forms are alternatives, each nullable where a
+    gap is taken (an alternative's own `nullable` is what 3.0 reads)."""
+    gaps = feature.takes_gaps
+    known = feature.known_levels
+    # Only the spellings of a value seen in training, in strict mode: True alone may have been.
+    spellings = [*known, *(text for text, level in BOOL_SPELLINGS.items() if level in known)]
+    boolean: dict[str, Any] = {"type": "boolean"}
+    text: dict[str, Any] = {"type": "string"}
+    if strict:  # an unseen value is refused: the seen ones are the contract
+        boolean["enum"] = [level == "True" for level in known]
+        text["enum"] = spellings + (sorted(NA_TEXTS - set(spellings)) if gaps else [])
+    else:
+        text["minLength"] = 0 if gaps else 1
+    alternatives = [boolean, text]
+    if gaps:
+        for each in alternatives:
+            each["nullable"] = True
+            if "enum" in each:
+                each["enum"] = [*each["enum"], None]
+    return {
+        "anyOf": alternatives,
+        "description": "true or false (the text True, true, TRUE, False, false or FALSE too)"
+        + ("" if strict else "; other text is predicted as unknown, with a warning."),
+        "example": feature.known_levels[0] == "True",
+    }
+
+
 def example_record(schema: Schema) -> dict[str, Any]:
     """A valid record: the middle of each numeric range, the first level of each category."""
     record: dict[str, Any] = {}
@@ -75,6 +107,8 @@ def example_record(schema: Schema) -> dict[str, Any]:
             record[feature.name] = round(middle) if feature.integer else round(middle, 2)
         elif feature.kind == "date":
             record[feature.name] = _example_date(feature)
+        elif feature.dtype == "bool":
+            record[feature.name] = feature.known_levels[0] == "True"
         else:
             record[feature.name] = feature.known_levels[0]
     return record
