@@ -177,9 +177,9 @@ def test_each_bad_value_names_its_field(
 def test_missing_and_extra_fields(schema: Schema) -> None:
     record = {k: v for k, v in GOOD.items() if k != "region"} | {"sex": "male"}
     found = problems(schema, [record])
-    assert found == [
-        "region: is missing; this field is required",
+    assert found == [  # the unknown field first: it may be the missing one misspelt
         "sex: is not a field of this model",
+        "region: is missing; this field is required",
         "(record): 1 unknown field(s); the fields are 'age', 'bmi', 'children', 'smoker', 'region'",
     ]
 
@@ -193,9 +193,9 @@ def test_the_training_tables_other_columns_are_skipped_a_typo_is_named(schema: S
     )
     typo = {k: v for k, v in GOOD.items() if k != "smoker"} | {"Smoker ": "no", "patient": 1}
     assert problems(carrying, [typo]) == [
-        "smoker: is missing; this field is required",
         "'Smoker ': is not a field of this model; did you mean 'smoker'?",
         "patient: is not a field of this model",
+        "smoker: is missing; this field is required",
         "(record): 2 unknown field(s); the fields are 'age', 'bmi', 'children', 'smoker', 'region'",
     ]
 
@@ -331,3 +331,48 @@ def test_a_name_that_would_not_read_as_itself_is_quoted_in_warnings() -> None:
                       fills_gaps=True)  # fmt: skip
     batch = Schema((feature,)).validate([{"\x1b[31mred": 5.0}, {"\x1b[31mred": None}])
     assert all(w.split(": ", 1)[1].startswith("'\\x1b[31mred'") for w in batch.warnings)
+
+
+def test_a_file_spelling_of_missing_in_a_number_or_date_field_says_to_send_null() -> None:
+    # A CSV's "NA" is an empty cell; a request's number or date field is missing as null.
+    age = Feature("age", "numeric", "float", False, minimum=18, maximum=64, fills_gaps=True)
+    when = Feature("when", "date", "date", False, fills_gaps=True)
+    for feature in (age, when):
+        for text in ("NA", "", "n/a"):
+            _, problem, _ = feature.read(text)
+            assert problem is not None and problem.endswith("a missing value is sent as null")
+        assert feature.read(None)[1] is None
+        _, problem, _ = feature.read("soon")
+        assert problem is not None and "null" not in problem
+    old = Feature("age", "numeric", "float", False, minimum=18, maximum=64)  # refuses gaps
+    assert "null" not in (old.read("NA")[1] or "")
+
+
+def test_a_missing_column_names_the_one_the_table_spells_otherwise() -> None:
+    schema = Schema(
+        (
+            Feature("age", "numeric", "float", False, minimum=18, maximum=64),
+            Feature("region", "categorical", "string", False, levels=("north", "south")),
+        )
+    )
+    frame = pd.DataFrame({"age ": [30], "Region": ["north"], "agent_id": [7]})
+    with pytest.raises(RecordError) as caught:
+        schema.validate_frame(frame)
+    said = {p.field: p.message for p in caught.value.problems}
+    assert said["age"].endswith("the table has 'age ': rename it to 'age'")
+    assert said["region"].endswith("the table has 'Region': rename it to 'region'")
+    frame = pd.DataFrame({"agent_id": [7], "region": ["north"]})  # not a spelling of age
+    with pytest.raises(RecordError, match="age: column is missing from the table$"):
+        schema.validate_frame(frame)
+
+
+def test_an_unknown_field_is_named_even_when_a_wide_model_misses_many() -> None:
+    schema = Schema(
+        tuple(
+            Feature(f"s{i:03}", "numeric", "float", False, minimum=0, maximum=1) for i in range(40)
+        )
+    )
+    with pytest.raises(RecordError) as caught:
+        schema.validate([{"s000": 0.5, "foo": 2}])
+    fields = [p.field for p in caught.value.problems]
+    assert fields[0] == "foo" and "(record)" in fields and "s001" in fields

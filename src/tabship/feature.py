@@ -253,6 +253,13 @@ class Feature:
             f"{shown_field(self.name)}: {self.unseen_message(value)}; predicted as unknown",
         )
 
+    def _null_hint(self, value: object) -> str:
+        """How a request says 'missing', for a text that a file's reader takes as an empty
+        cell ("NA", ""): a JSON number or date field takes null, as its schema says."""
+        if isinstance(value, str) and value.strip() in NA_TEXTS and self.takes_gaps:
+            return "; a missing value is sent as null"
+        return ""
+
     def _gap(self) -> tuple[str | None, str | None]:
         """The problem or warning an empty value raises: none where training had gaps."""
         if self.allow_missing:
@@ -363,7 +370,7 @@ class Feature:
             return _NAT, f"{NOT_A_DATE} {shown(value)}", None
         stamp = dates.parse([value], self.day_first)[0]
         if np.isnat(stamp):
-            return _NAT, f"{NOT_A_DATE} {shown(value)}", None
+            return _NAT, f"{NOT_A_DATE} {shown(value)}{self._null_hint(value)}", None
         if self.outside(float(stamp.astype(np.int64))):
             return stamp, None, self.range_warning(value[:40])
         return stamp, None, None
@@ -371,7 +378,7 @@ class Feature:
     def _number(self, value: object) -> tuple[float, str | None, str | None]:
         kind = type(value)
         if kind is not float and kind is not int:
-            return math.nan, f"must be a number, got {shown(value)}", None
+            return math.nan, f"must be a number, got {shown(value)}{self._null_hint(value)}", None
         # Compared before float(): an integer of a thousand digits does not fit a float at all.
         if not (-FLOAT32_MAX <= value <= FLOAT32_MAX):  # type: ignore[operator]
             return math.nan, past_float32(value), None  # type: ignore[arg-type]

@@ -240,10 +240,11 @@ class Schema:
         strict: bool,
     ) -> None:
         found = 0
+        absent = []
         for position, feature in enumerate(self.features):
             value = record.get(feature.name, _ABSENT)
             if value is _ABSENT:
-                problems.add(feature.name, "is missing; this field is required", row)
+                absent.append(feature.name)
                 continue
             found += 1
             engine_value, problem, warning = feature.read(value, strict)
@@ -254,12 +255,18 @@ class Schema:
                 warnings.append(warning if row is None else f"row {row}: {warning}")
                 if engine_value is UNSEEN_LEVEL:
                     unseen[feature.name] = unseen.get(feature.name, 0) + 1
-        if found != len(record):
-            self._extra_fields(record, row, problems)
+        # Unknown fields first: a misspelt one explains the missing one, and a wide model's
+        # missing fields alone would fill the capped list and leave it out.
+        unknown = self._extra_fields(record, row, problems) if found != len(record) else None
+        for name in absent:
+            problems.add(name, "is missing; this field is required", row)
+        if unknown is not None:
+            problems.items.append(unknown)  # past the cap too: said once, however many came
 
     def _extra_fields(
         self, record: Mapping[str, Any], row: int | None, problems: _Problems
-    ) -> None:
+    ) -> Problem | None:
+        """Each unknown field named (within the cap), and the one problem that counts them."""
         names: frozenset[str] = self._names  # type: ignore[attr-defined]
         extra = 0
         for key in record:
@@ -268,12 +275,10 @@ class Schema:
                 if not problems.full:
                     problems.add(str(key)[:60], self._not_a_field(str(key), record), row)
         if not extra:
-            return
+            return None
         # Named once, however many unknown keys came: the list is the model's, not the client's.
-        problems.items.append(
-            Problem(
-                "(record)", f"{extra} unknown field(s); the fields are {listed(self.names)}", row
-            )
+        return Problem(
+            "(record)", f"{extra} unknown field(s); the fields are {listed(self.names)}", row
         )
 
     def _not_a_field(self, key: str, record: Mapping[str, Any]) -> str:
@@ -293,8 +298,9 @@ class Schema:
         """
         missing_columns = [name for name in self.names if name not in frame.columns]
         if missing_columns:
+            spare = [str(c) for c in frame.columns if c not in self._names]  # type: ignore[attr-defined]
             raise RecordError(
-                [Problem(name, "column is missing from the table") for name in missing_columns]
+                [Problem(name, _missing_column(name, spare)) for name in missing_columns]
             )
         from tabship.columnar import typed_cells
         from tabship.frame_cells import column_cells, empty_cells
@@ -355,3 +361,17 @@ class Schema:
                 cells = "1 cell" if count == 1 else f"{count} cells"
                 found.append(f"{shown_field(feature.name)}: {cells} {feature.gap_note}")
         return found
+
+
+def _missing_column(name: str, spare: list[str]) -> str:
+    """Why a predict file is refused, naming the column it likely spells otherwise (`age `
+    for `age`, `AGE`): the file's columns the model does not read are the candidates."""
+    import difflib
+
+    folded = {column.strip().casefold(): column for column in spare}
+    meant = folded.get(name.strip().casefold()) or next(
+        iter(difflib.get_close_matches(name, spare, n=1, cutoff=0.75)), None
+    )
+    return "column is missing from the table" + (
+        f"; the table has {meant!r}: rename it to {name!r}" if meant else ""
+    )
