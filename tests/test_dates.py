@@ -9,6 +9,7 @@ import pytest
 
 from tabship import dates
 from tabship.errors import RecordError
+from tabship.feature import Feature
 from tabship.predictor import Predictor
 from tabship.profile import infer_schema
 from tabship.train import TrainOptions, train
@@ -42,6 +43,7 @@ def test_missing_dates_give_missing_parts() -> None:
         ("2024-05-31", False, "2024-05-31T00:00:00"),
         ("2024-05-31T14:30", False, "2024-05-31T14:30:00"),
         ("2024-05-31 14:30:15.25+02:00", False, "2024-05-31T14:30:00"),
+        ("2024-05-31t14:30:00z", False, "2024-05-31T14:30:00"),  # RFC 3339 takes lower case
         ("20240531", False, "2024-05-31T00:00:00"),
         ("05/31/2024", False, "2024-05-31T00:00:00"),
         ("31/05/2024", True, "2024-05-31T00:00:00"),
@@ -141,3 +143,24 @@ def test_a_date_model_serves_iso_strings_on_both_engines(tmp_path: Path) -> None
     assert by_onnx[0] > by_onnx[1] + 150  # the season's peak against its trough
     with pytest.raises(RecordError, match="day"):
         Predictor.load(tmp_path / "m").predict([{"day": "31st of May", "shop": "a", "other": 1}])
+
+
+def test_a_datetime_fields_examples_are_the_rfc_3339_its_schema_names() -> None:
+    from jsonschema import Draft4Validator, FormatChecker
+
+    from tabship.schema import Schema
+    from tabship.serve.contract import example_record, feature_schema
+
+    low, high = (
+        float(np.datetime64(t, "s").astype(np.int64))
+        for t in ("2021-01-01T06:00", "2021-04-26T10:16")
+    )
+    when = Feature("when", "date", "datetime", False, minimum=low, maximum=high)
+    documented = feature_schema(when)
+    checked = Draft4Validator(documented, format_checker=FormatChecker())
+    examples = [documented["example"], example_record(Schema((when,)))["when"]]
+    assert examples[0] == "2021-04-26T10:16:00Z"
+    for text in examples:
+        assert checked.is_valid(text), text
+        _, problem, warning = when.read(text)
+        assert problem is None and warning is None

@@ -17,8 +17,9 @@ TIME_PARTS = ("hour",)
 # Formats tried in order after ISO 8601. Day-first and month-first slashes are ambiguous
 # ("03/04/2024"), so only the one a whole column agrees with is used (see `parse`).
 _SLASHED = re.compile(r"^(\d{1,2})[/.](\d{1,2})[/.](\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
+# RFC 3339 (what OpenAPI's date-time names) allows a lower-case t and z.
 _ISO = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?$"
+    r"^(\d{4})-(\d{2})-(\d{2})(?:[ Tt](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:[Zz]|[+-]\d{2}:?\d{2})?)?$"
 )
 _COMPACT = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 

@@ -34,12 +34,19 @@ def feature_schema(feature: Feature, strict: bool = False) -> dict[str, Any]:
             + (" A whole number (40 or 40.0)." if feature.integer else "")
         )
     elif feature.kind == "date":
+        timed = feature.dtype == "datetime"
         out = {
             "type": "string",
-            "format": "date-time" if feature.dtype == "datetime" else "date",
+            "format": "date-time" if timed else "date",
             "description": f"ISO 8601. Seen in training: {feature.date_text(feature.minimum)} "
-            f"to {feature.date_text(feature.maximum)}; others are accepted with a warning.",
-            "example": feature.date_text(feature.maximum),
+            f"to {feature.date_text(feature.maximum)}; others are accepted with a warning."
+            + (
+                " A time zone or offset (Z, +02:00) is optional and not converted: the "
+                "wall-clock time is what the model reads."
+                if timed
+                else ""
+            ),
+            "example": _example_date(feature, feature.maximum),
         }
     elif feature.dtype == "bool":
         return {"title": feature.name, **_boolean_schema(feature, strict)}
@@ -114,12 +121,15 @@ def example_record(schema: Schema) -> dict[str, Any]:
     return record
 
 
-def _example_date(feature: Feature) -> str:
-    """The middle of the training range, as the ISO text the API takes."""
+def _example_date(feature: Feature, seconds: float | None = None) -> str:
+    """A date of the training range (its middle unless given) as text the API takes and
+    OpenAPI's `date-time` names (RFC 3339, so with seconds and a zone)."""
     if feature.minimum is None or feature.maximum is None:
-        return "2024-01-01T00:00:00" if feature.dtype == "datetime" else "2024-01-01"
-    middle = feature.date_text((feature.minimum + feature.maximum) / 2)
-    return middle + ":00" if feature.dtype == "datetime" else middle
+        return "2024-01-01T00:00:00Z" if feature.dtype == "datetime" else "2024-01-01"
+    if seconds is None:
+        seconds = (feature.minimum + feature.maximum) / 2
+    text = feature.date_text(seconds)
+    return text + ":00Z" if feature.dtype == "datetime" else text
 
 
 def record_schema(schema: Schema, strict: bool = False) -> dict[str, Any]:
