@@ -381,3 +381,26 @@ def test_a_boolean_column_is_documented_as_the_booleans_and_texts_it_takes(
     docs = create_app(flagged).context.docs
     assert docs.table is not None
     validate(docs.render(docs.table), cls=OpenAPIV30SpecValidator)
+
+
+def test_a_parquet_files_column_keeps_its_arrow_type_across_chunks(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = make_tiny_table(rows=5, seed=4).drop(columns="charges")
+    table = pa.Table.from_pandas(rows, preserve_index=False).append_column(
+        "amount",
+        pa.array(
+            [decimal.Decimal("1.00")] * 4 + [decimal.Decimal("123456.78")], pa.decimal128(18, 2)
+        ),
+    )
+    pq.write_table(table, tmp_path / "rows.parquet")
+    # A chunk's decimals were typed by their own values: 1.00 then 123456.78 did not fit.
+    predict_file(predictor, tmp_path / "rows.parquet", tmp_path / "out.parquet", chunk_rows=2)
+    written = pq.read_table(tmp_path / "out.parquet")
+    assert written.schema.field("amount").type == pa.decimal128(18, 2)
+    assert written.column("amount").to_pylist() == table.column("amount").to_pylist()

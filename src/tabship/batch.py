@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from tabship.columnar import frame_of, nested_as_json
+from tabship.columnar import as_read, frame_of, nested_as_json
 from tabship.config import NUMBER_TEXT
 from tabship.datasets import UNNAMED, check_header, separator_hint
 from tabship.errors import ConfigError, DatasetError, RecordError
@@ -43,13 +43,21 @@ class BatchSummary:
     unseen: dict[str, int] = field(default_factory=dict)
 
 
+# A chunk's attrs entry: each column's Arrow type in the Parquet file it was read from, so
+# the output keeps it (pandas holds a decimal as Python objects, and Arrow would infer each
+# chunk's precision from its own values: 1.00 then 123456.78 did not fit).
+ARROW_TYPES = "tabship_arrow_types"
+
+
 def _chunks(
     path: Path, predictor: Predictor, chunk_rows: int, parquet: bool
 ) -> Iterator[pd.DataFrame]:
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-            yield frame_of(batch)
+            frame = frame_of(batch)
+            frame.attrs[ARROW_TYPES] = dict(zip(frame.columns, batch.schema.types, strict=True))
+            yield frame
         return
     yield from csv_chunks(path, predictor.schema, chunk_rows, parquet)
 
@@ -162,6 +170,21 @@ def guard_formulas(table: pa.Table) -> pa.Table:
     return pa.table(columns, names=[guard_text(name) for name in table.column_names])
 
 
+def _as_written(table: pa.Table, schema: pa.Schema, source: str | None) -> pa.Table:
+    """`table` in the types of the rows written before it, or an error naming the column."""
+    columns = []
+    for name, column, wanted in zip(table.column_names, table.columns, schema.types, strict=True):
+        try:
+            columns.append(column.cast(wanted))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DatasetError(
+                f"{source or 'the input'}: column {name[:80]!r} holds {column.type} values "
+                f"that do not fit the {wanted} of the rows before it ({str(exc)[:120]}); "
+                "write a CSV output (-o out.csv), or score the files apart"
+            ) from None
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def _check_paths(source: Path, output: Path, force: bool) -> None:
     if not source.is_file():
         raise DatasetError(f"no file {source}; give the CSV or Parquet table to predict")
@@ -227,13 +250,14 @@ class _Sink:
                 counts[feature] = counts.get(feature, 0) + count
         for feature, count in batch.unseen.items():
             self.tally.unseen[feature] = self.tally.unseen.get(feature, 0) + count
-        table = pa.Table.from_pandas(predicted, preserve_index=False)
+        types = predicted.attrs.pop(ARROW_TYPES, {})  # not JSON: kept out of the metadata
+        table = as_read(pa.Table.from_pandas(predicted, preserve_index=False), types)
         self._same_columns(source, table.column_names)
         if self.parquet:
             self.writer = self.writer or pq.ParquetWriter(self.partial, table.schema)
             if table.schema != self.writer.schema:
                 # Another file (or chunk) may read a column as integers, the first as floats.
-                table = table.cast(self.writer.schema)
+                table = _as_written(table, self.writer.schema, source)
             self.writer.write_table(table)
         else:
             table = nested_as_json(table)

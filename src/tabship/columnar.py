@@ -37,6 +37,21 @@ def frame_of(table: pa.Table | pa.RecordBatch) -> pd.DataFrame:
     return frame
 
 
+def as_read(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
+    """`table` with each column that came from the input in the input's own Arrow type."""
+    for position, name in enumerate(table.column_names):
+        wanted = types.get(name)
+        if wanted is not None and table.schema.types[position] != wanted:
+            try:
+                column = table.column(position).cast(wanted)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue  # kept as pandas gave it; the writer's own cast says what is wrong
+            table = table.set_column(
+                position, table.schema.field(position).with_type(wanted), column
+            )
+    return table
+
+
 def typed_cells(frame: pd.DataFrame, names: Iterable[str] | None = None) -> pd.DataFrame:
     """`frame` with its object columns (or those of `names`) of dates, decimals or booleans
     read as datetime64, float64 and nullable boolean columns; other columns as they are."""
