@@ -76,3 +76,27 @@ def test_answers_give_classes_as_the_target_typed_them(
     assert set(written["predicted_label"]) <= set(labels)
     if suffix == ".parquet":
         assert (written["label"] == written["predicted_label"]).mean() > 0.7
+
+
+def test_a_number_target_with_a_few_text_cells_names_them_rather_than_classifying() -> None:
+    from tabship.errors import DataError
+    from tabship.train import prepare
+
+    rng = np.random.default_rng(3)
+    table = pd.DataFrame({"x": rng.uniform(0, 10, 60)})
+    table["y"] = (3 * table["x"] + 10).round(2).astype(str)
+    table.loc[[4, 40], "y"] = ["-", "#DIV/0!"]
+    # Inferred, it was a classification with a class per row ("class '33.14' has 2 rows").
+    with pytest.raises(DataError, match=r"holds numbers but for 2 cells \(row 5 '-', row 41"):
+        prepare(table, TrainOptions(target="y"))
+    with pytest.raises(DataError, match="or pass --task classification"):
+        prepare(table, TrainOptions(target="y", task="regression"))
+    dressed = table.assign(y=[f"${v:,.2f}" for v in rng.uniform(1000, 50000, 60)])
+    with pytest.raises(DataError, match=r"written with signs or separators \(such as '\$"):
+        prepare(dressed, TrainOptions(target="y"))
+    words = table.assign(y=rng.choice(["low", "mid", "high"], 60))
+    with pytest.raises(DataError, match=r"is not numeric \(row 1 holds '(low|mid|high)'\)"):
+        prepare(words, TrainOptions(target="y", task="regression"))
+    # A few codes with one text among them stay classes.
+    codes = table.assign(y=rng.choice(["1", "2", "3", "n/k"], 60))
+    assert prepare(codes, TrainOptions(target="y"))[0] == "classification"

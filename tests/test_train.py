@@ -51,7 +51,7 @@ def quick(target: str = "charges", **kwargs: object) -> TrainOptions:
         (
             lambda f: f.assign(charges=f["smoker"]),
             quick(task="regression"),
-            "target column 'charges' is not numeric (e.g. 'no'), so it cannot be a regression target",
+            "target column 'charges' is not numeric (row 1 holds 'no'), so it cannot be a regression target",
         ),
         (lambda f: f.assign(charges="yes"), quick(task="classification"), "has one class ('yes')"),
         (lambda f: f.iloc[:5], quick(), "the table has 5 usable rows; 3-fold CV needs at least 6"),

@@ -36,6 +36,46 @@ def infer_task(target: pd.Series) -> Task:
     return "regression"
 
 
+def text_numbers_problem(
+    y_raw: pd.Series, target: str, file_rows: np.ndarray, regression: bool
+) -> str | None:
+    """Why a text target that is numbers to the eye cannot be a regression target, naming the
+    cells in the way, or None. Inferred, such a column was a classification with one class
+    per row ("class '33.14' has 2 rows"), so it is said when it has many distinct values;
+    with --task regression it is always said. `file_rows` numbers each row as the file does.
+    """
+    from tabship.profile import DRESSED_NUMBER, NUMBER_SHARE, PLAIN_NUMBER
+
+    if y_raw.dtype.kind in "iufb":
+        return None
+    text = y_raw.astype(str)
+    if not regression and text.nunique() <= CLASSIFICATION_MAX_INTEGER_LEVELS:
+        return None  # a few codes and labels: classes
+    plain = text.str.fullmatch(PLAIN_NUMBER.pattern).to_numpy(dtype=bool)
+    advice = "; or pass --task classification to predict its text as labels" if regression else ""
+    if plain.mean() >= NUMBER_SHARE:
+        odd = np.flatnonzero(~plain)
+        cells = ", ".join(f"row {file_rows[i] + 1} {text.iloc[i][:20]!r}" for i in odd[:3])
+        more = f" and {len(odd) - 3} more" if len(odd) > 3 else ""
+        return (
+            f"target column {target!r} holds numbers but for {len(odd)} cells ({cells}{more}): "
+            f"empty those cells (their rows are then left out) or write the numbers{advice}"
+        )
+    if text.str.fullmatch(DRESSED_NUMBER.pattern).mean() >= NUMBER_SHARE:
+        return (
+            f"target column {target!r} holds numbers written with signs or separators (such "
+            f"as {text.iloc[0][:20]!r}): write them as plain numbers (1234.5){advice}"
+        )
+    if regression:
+        first = int(np.flatnonzero(~plain)[0])
+        return (
+            f"target column {target!r} is not numeric (row {file_rows[first] + 1} holds "
+            f"{text.iloc[first][:40]!r}), so it cannot be a regression target; use --task "
+            "classification to predict it as a label"
+        )
+    return None
+
+
 def _positive_second(classes: list[str], text: pd.Series, positive: str | None) -> list[str]:
     """Two classes with the positive one second, the one F1, precision and recall score
     (scikit-learn's binary average): as asked, else 1 or True (sorted second already), else

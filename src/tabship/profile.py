@@ -30,8 +30,8 @@ DATE_PROBE = 200
 
 # Text that is a plain number, and one written with a currency sign, thousands separators or
 # a percent sign.
-_PLAIN = re.compile(rf"\s*{NUMBER_TEXT}\s*")
-_DRESSED = re.compile(r"\s*[-+(]?\s*[$€£¥]?\s*[0-9][0-9,. ]*\s*(%|[$€£¥]|[A-Z]{3})?\)?\s*")
+PLAIN_NUMBER = re.compile(rf"\s*{NUMBER_TEXT}\s*")
+DRESSED_NUMBER = re.compile(r"\s*[-+(]?\s*[$€£¥]?\s*[0-9][0-9,. ]*\s*(%|[$€£¥]|[A-Z]{3})?\)?\s*")
 # A text column this share of whose values are numbers is a number column with a few bad cells.
 NUMBER_SHARE = 0.9
 
@@ -42,7 +42,7 @@ def _numbers_as_text(name: str, present: pd.Series) -> str | None:
     or `%`. Said to be "an ID or a name" before, which sent the user looking for the wrong
     thing. (With few distinct values such a column is a category, and stays one.)"""
     text = present.astype(str)
-    plain = text.str.fullmatch(_PLAIN.pattern)
+    plain = text.str.fullmatch(PLAIN_NUMBER.pattern)
     if plain.mean() >= NUMBER_SHARE and not plain.all():
         odd = text[~plain]
         values = list(dict.fromkeys(odd))
@@ -52,7 +52,7 @@ def _numbers_as_text(name: str, present: pd.Series) -> str | None:
             f"column {name!r} holds numbers but for {len(odd)} cells ({shown}{more}); "
             "ignored: empty those cells (or write the numbers) to use it"
         )
-    if not plain.any() and text.str.fullmatch(_DRESSED.pattern).mean() >= NUMBER_SHARE:
+    if not plain.any() and text.str.fullmatch(DRESSED_NUMBER.pattern).mean() >= NUMBER_SHARE:
         return (
             f"column {name!r} holds numbers written with signs or separators (such as "
             f"{text.iloc[0][:20]!r}); ignored: write them as plain numbers (1234.5) to use it"

@@ -31,6 +31,7 @@ from tabship.labels import (
     label_type,
     rows_text,
     target_as_written,
+    text_numbers_problem,
 )
 from tabship.leakage import leak_warnings
 from tabship.preparation import EXPAND_MAX_WIDTH, encoded_width
@@ -165,6 +166,28 @@ def _past_float32(column: pd.Series) -> tuple[int, float] | None:
     return (int(bad[0]) + 1, float(values[bad[0]])) if len(bad) else None
 
 
+def _task(
+    column: pd.Series,
+    options: TrainOptions,
+    file_rows: np.ndarray,
+    unbounded: tuple[int, float] | None,
+) -> Task:
+    """The task as asked, else inferred; a target that cannot be it is refused, naming cells."""
+    target = options.target
+    if options.task != "classification":
+        said = text_numbers_problem(column, target, file_rows, options.task == "regression")
+        if said:
+            raise DataError(said)
+    task = options.task or infer_task(column)
+    if task == "regression" and unbounded is not None:
+        row, value = unbounded
+        raise DataError(
+            f"row {row}: target {target!r}: {past_float32(value)}: a model's answers are "
+            "float32; rescale the target (in thousands, say) or drop the row"
+        )
+    return task
+
+
 def prepare(
     frame: pd.DataFrame, options: TrainOptions, target_text: pd.Series | None = None
 ) -> tuple[Task, Schema, pd.DataFrame, np.ndarray, list[str], list[str]]:
@@ -209,13 +232,7 @@ def prepare(
             f"target column {target!r} has one value ({values[0]!r}) in every row; there is "
             "nothing to predict"
         )
-    task = options.task or infer_task(frame[target])
-    if task == "regression" and unbounded is not None:
-        row, value = unbounded
-        raise DataError(
-            f"row {row}: target {target!r}: {past_float32(value)}: a model's answers are "
-            "float32; rescale the target (in thousands, say) or drop the row"
-        )
+    task = _task(frame[target], options, kept, unbounded)
     labels, classes = encode_target(
         frame[target], task, target, options.folds, options.positive_class
     )
