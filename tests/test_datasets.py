@@ -136,3 +136,16 @@ def test_settings_read_environment(tmp_path: Path) -> None:
     )
     assert settings.data_home == tmp_path
     assert settings.cache_dir == tmp_path / "x" / "tabship"
+
+
+def test_a_spreadsheets_totals_row_is_left_out_and_said(tmp_path: Path) -> None:
+    rows = "".join(f"{x},{'ab'[x % 2]},{3.5 * x:.2f}\n" for x in range(1, 11))
+    (tmp_path / "t.csv").write_text("x,g,y\n" + rows + "Total:,,192.50\n")
+    frame = datasets.read_table(tmp_path / "t.csv")
+    assert len(frame) == 10 and frame["x"].dtype.kind == "i"  # not a category with 'Total:'
+    assert frame.attrs[datasets.NOTES] == [
+        "the last row (11) looks like a totals row ('Total:' in column 'x'); left out"
+    ]
+    (tmp_path / "u.csv").write_text("x,g,y\n" + rows + "11,total,38.5\n")  # a level
+    kept = datasets.read_table(tmp_path / "u.csv")
+    assert len(kept) == 11 and kept.attrs[datasets.NOTES] == []

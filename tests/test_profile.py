@@ -86,3 +86,33 @@ def test_pooled_levels_keep_the_encoded_width_bounded() -> None:
     features = frame.drop(columns=["target"])
     encoded = build_pipeline(schema, ridge, 0)[:-1].fit_transform(features, frame["target"])
     assert encoded.shape[1] <= POOLED_LEVELS + 1
+
+
+def test_times_of_day_are_said_to_be_times_not_ids() -> None:
+    import datetime
+
+    minutes = np.random.default_rng(2).permutation(24 * 60)[:300]
+    texts = pd.Series([f"{m // 60:02d}:{m % 60:02d}" for m in minutes])
+    typed = pd.Series([datetime.time(m // 60, m % 60) for m in minutes], dtype=object)
+    for column in (texts, typed):
+        described = infer_feature("time", column)
+        assert isinstance(described, str)
+        assert described.startswith("column 'time' holds times of day without dates")
+
+
+def test_a_category_of_percentages_is_said_to_be_numbers_kept_as_text() -> None:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "discount": rng.choice([f"{p}%" for p in range(0, 30, 2)], 200),
+            "version": rng.choice(["1.2.3", "1.2.4", "2.0.1"], 200),  # digits, no sign
+            "y": rng.normal(size=200),
+        }
+    )
+    schema, warnings = infer_schema(frame, "y")
+    assert schema.names == ["discount", "version"]
+    assert warnings == [
+        "column 'discount' holds numbers written with signs or separators (such as '0%'); "
+        "used as a category of 15 values, not as numbers: write them as plain numbers (12 or "
+        "0.12) to use their size"
+    ]

@@ -154,7 +154,14 @@ def read_table(path: Path) -> pd.DataFrame:
         elif suffix in {".csv", ".txt", ".gz"} or suffix == "":
             header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
             frame = _codes_as_text(path, pd.read_csv(path))
+            notes = []
+            totals = totals_row(frame)
+            if totals:  # read again without it: its text made a number column a category
+                rows = len(frame) - 1
+                frame = _codes_as_text(path, pd.read_csv(path, nrows=rows), rows)
+                notes.append(totals)
             frame.attrs[UNNAMED] = check_header(header.iloc[0].tolist(), list(frame.columns))
+            frame.attrs[NOTES] = notes
         else:
             raise DatasetError(
                 f"{path}: unknown file type {suffix!r}; give a .csv or .parquet file"
@@ -197,7 +204,47 @@ def _parquet_bytes(path: Path) -> bool:
         return False
 
 
-def _codes_as_text(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
+# Words a spreadsheet's totals row starts with (English, German, French, Spanish, Dutch,
+# Italian), compared case-folded and without a trailing colon.
+_TOTAL_WORDS = frozenset(
+    {
+        "total",
+        "totals",
+        "grand total",
+        "sum",
+        "summe",
+        "gesamt",
+        "totaal",
+        "totale",
+        "total general",
+    }
+)
+
+
+def totals_row(frame: pd.DataFrame) -> str | None:
+    """A note when the table's last row is a spreadsheet's totals row (a cell saying `Total`),
+    which training would learn from as a patient 50 times the others; else None."""
+    if len(frame) < 3:
+        return None
+    # Its first filled cell: where a spreadsheet writes the label (a category's `total`
+    # level further along is a value).
+    last = frame.iloc[-1].dropna()
+    if last.empty:
+        return None
+    name, cell = next(iter(last.items()))
+    if not isinstance(cell, str) or cell.strip().rstrip(":").strip().casefold() not in _TOTAL_WORDS:
+        return None
+    return (
+        f"the last row ({len(frame)}) looks like a totals row ({cell.strip()[:20]!r} in "
+        f"column {str(name)[:60]!r}); left out"
+    )
+
+
+# A table's attrs entry: notes on how the file was read, said with training's warnings.
+NOTES = "tabship_read_notes"
+
+
+def _codes_as_text(path: Path, frame: pd.DataFrame, rows: int | None = None) -> pd.DataFrame:
     """Whole-number columns written with leading zeros (ZIP codes, 007) as their text: the
     zeros say the values are codes, and read as numbers 02134 would be a magnitude, 2134."""
     import pandas as pd
@@ -205,7 +252,7 @@ def _codes_as_text(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
     positions = [i for i, kind in enumerate(frame.dtypes) if kind.kind in "iu"]
     if not positions:
         return frame
-    text = pd.read_csv(path, usecols=positions, dtype=str)
+    text = pd.read_csv(path, usecols=positions, dtype=str, nrows=rows)
     coded = {
         str(frame.columns[i]): text.iloc[:, k]
         for k, i in enumerate(positions)

@@ -60,6 +60,46 @@ def _numbers_as_text(name: str, present: pd.Series) -> str | None:
     return None
 
 
+_TIME_OF_DAY = re.compile(r"\s*\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*([AaPp][Mm])?\s*")
+
+
+def _times_of_day(name: str, present: pd.Series) -> str | None:
+    """Why a column of times without dates (`14:37`, a Parquet time64) is ignored, or None:
+    called "an ID or a name" before."""
+    import datetime
+
+    timed = [
+        isinstance(v, datetime.time) or (isinstance(v, str) and _TIME_OF_DAY.fullmatch(v))
+        for v in present.iloc[:DATE_PROBE]
+    ]
+    if not timed or sum(map(bool, timed)) < DATE_SHARE * len(timed):
+        return None
+    return (
+        f"column {name!r} holds times of day without dates (such as {str(present.iloc[0])[:20]!r}), "
+        "which tabship does not read; ignored: add the date (2024-05-31 14:37) or give the "
+        "hour as a number column to use it"
+    )
+
+
+_SIGN = re.compile(r"[%$€£¥]")
+
+
+def dressed_levels_note(name: str, levels: list[str]) -> str | None:
+    """A note for a category whose levels are numbers written with %, $ or separators
+    (`12%`): kept as a category, sorted as text (`10%` before `2%`); said so it is a choice."""
+    if len(levels) < 3 or any(PLAIN_NUMBER.fullmatch(level) for level in levels):
+        return None
+    # A sign somewhere: version numbers (1.2.3) and phone numbers are dressed digits too.
+    dressed = sum(1 for level in levels if DRESSED_NUMBER.fullmatch(level))
+    if dressed < NUMBER_SHARE * len(levels) or not any(_SIGN.search(level) for level in levels):
+        return None
+    return (
+        f"column {name!r} holds numbers written with signs or separators (such as "
+        f"{levels[0][:20]!r}); used as a category of {len(levels)} values, not as numbers: "
+        "write them as plain numbers (12 or 0.12) to use their size"
+    )
+
+
 def _flat(value: object) -> bool:
     """Whether a cell is one value (Parquet's lists, structs and maps come as arrays, dicts and
     lists of pairs, which no category or number can be)."""
@@ -158,9 +198,13 @@ def infer_feature(name: str, column: pd.Series) -> Feature | str:
         return f"column {name!r} holds durations ({column.dtype}), which tabship does not use yet; ignored"
     levels = sorted({str(value) for value in present})
     if len(column) >= ID_LIKE_MIN_ROWS and len(levels) > ID_LIKE_DISTINCT_SHARE * len(column):
-        return _numbers_as_text(name, present) or (
-            f"column {name!r} looks like an ID or a name ({len(levels)} distinct values in "
-            f"{len(column)} rows, over {ID_LIKE_DISTINCT_SHARE:.0%}); ignored"
+        return (
+            _numbers_as_text(name, present)
+            or _times_of_day(name, present)
+            or (
+                f"column {name!r} looks like an ID or a name ({len(levels)} distinct values in "
+                f"{len(column)} rows, over {ID_LIKE_DISTINCT_SHARE:.0%}); ignored"
+            )
         )
     if allow_missing:
         levels.insert(0, MISSING_LEVEL)
@@ -192,6 +236,9 @@ def infer_schema(frame: pd.DataFrame, target: str) -> tuple[Schema, list[str]]:
                 )
         if isinstance(described, Feature):
             features.append(described)
+            if described.kind == "categorical" and described.dtype == "string":
+                note = dressed_levels_note(described.name, list(described.known_levels))
+                warnings.extend([note] if note else [])
         else:
             warnings.append(described)
     return Schema(tuple(features)), warnings

@@ -21,7 +21,7 @@ from tabship import cluster, metrics
 from tabship.candidates import Candidate, Task, select
 from tabship.columnar import typed_cells
 from tabship.crossval import CrossValidator, Row, rank
-from tabship.datasets import UNNAMED, separator_hint
+from tabship.datasets import NOTES, UNNAMED, separator_hint
 from tabship.errors import ConfigError, DataError, RecordError
 from tabship.feature import FLOAT32_MAX, closest, listed, past_float32
 from tabship.labels import (
@@ -215,7 +215,7 @@ def prepare(
         f"column {position} has no name in the header; it is called {name!r} (a saved index? "
         "drop it or name it)"
         for position, name in frame.attrs.get(UNNAMED, [])
-    ]
+    ] + list(frame.attrs.get(NOTES, []))
     frame = target_as_written(frame, target, target_text, notes)
     empty_target = frame[target].isna()
     if empty_target.all():
