@@ -338,19 +338,21 @@ def test_an_answer_past_float32_names_the_file_row(flagged: Predictor, tmp_path:
         predict_file(flagged, tmp_path / "rows.csv", tmp_path / "out.csv", chunk_rows=2)
 
 
-def test_a_file_that_is_not_utf8_gets_advice(predictor: Predictor, tmp_path: Path) -> None:
-    rows = make_tiny_table(rows=3, seed=2).drop(columns="charges").assign(note="café")
-    (tmp_path / "latin1.csv").write_bytes(rows.to_csv(index=False).encode("latin-1"))
+def test_a_file_that_is_no_text_gets_advice(predictor: Predictor, tmp_path: Path) -> None:
+    rows = make_tiny_table(rows=3, seed=2).drop(columns="charges").assign(note="x")
+    # Bytes that neither UTF-8 nor Windows-1252 (the fallback for Latin-1 files) can read.
+    content = rows.to_csv(index=False).encode().replace(b"x", b"\x81\x8d")
+    (tmp_path / "binary.csv").write_bytes(content)
     with pytest.raises(DatasetError, match="it is not UTF-8 text; save it as UTF-8"):
-        predict_file(predictor, tmp_path / "latin1.csv", tmp_path / "out.csv")
+        predict_file(predictor, tmp_path / "binary.csv", tmp_path / "out.csv")
 
 
-def test_a_file_with_another_separator_is_named_as_such(
+def test_a_file_with_another_separator_is_read_as_written(
     predictor: Predictor, tmp_path: Path
 ) -> None:
     make_tiny_table(rows=3).to_csv(tmp_path / "semi.csv", sep=";", index=False)
-    with pytest.raises(DatasetError, match="separates its values with semicolons"):
-        predict_file(predictor, tmp_path / "semi.csv", tmp_path / "out.csv")
+    done = predict_file(predictor, tmp_path / "semi.csv", tmp_path / "out.csv")
+    assert done.rows == 3 and done.warnings == ["read with semicolons between values"]
 
 
 def test_a_boolean_column_is_documented_as_the_booleans_and_texts_it_takes(

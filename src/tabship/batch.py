@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 
 from tabship.columnar import as_read, frame_of, nested_as_json
 from tabship.config import NUMBER_TEXT
-from tabship.datasets import UNNAMED, check_header, separator_hint
+from tabship.csvformat import CsvFormat, sniff
+from tabship.datasets import UNNAMED, check_header, parser_message
 from tabship.errors import ConfigError, DatasetError, RecordError
 from tabship.feature import NA_TEXTS
 from tabship.outputs import check_output_file, staged
@@ -50,7 +51,7 @@ ARROW_TYPES = "tabship_arrow_types"
 
 
 def _chunks(
-    path: Path, predictor: Predictor, chunk_rows: int, parquet: bool
+    path: Path, predictor: Predictor, chunk_rows: int, parquet: bool, form: CsvFormat | None
 ) -> Iterator[pd.DataFrame]:
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
@@ -59,11 +60,11 @@ def _chunks(
             frame.attrs[ARROW_TYPES] = dict(zip(frame.columns, batch.schema.types, strict=True))
             yield frame
         return
-    yield from csv_chunks(path, predictor.schema, chunk_rows, parquet)
+    yield from csv_chunks(path, predictor.schema, chunk_rows, parquet, form)
 
 
 def csv_chunks(
-    source: Any, schema: Schema, chunk_rows: int, parquet: bool
+    source: Any, schema: Schema, chunk_rows: int, parquet: bool, form: CsvFormat | None = None
 ) -> Iterator[pd.DataFrame]:
     """A CSV file (a path or a seekable file) in chunks, read for predicting and copying.
 
@@ -73,17 +74,16 @@ def csv_chunks(
     (a category's `NA` is still read as missing, as training read it), and a column that
     looks numeric in one chunk and not in the next is one type in the output.
     """
-    columns = [str(name) for name in pd.read_csv(source, nrows=0).columns]
+    form = form or sniff(source)
+    args = form.read_args
+    columns = [str(name) for name in pd.read_csv(source, nrows=0, **args).columns]
     kinds = {feature.name: feature.kind for feature in schema.features}
-    hint = separator_hint(list(columns))
-    if hint and columns[0] not in kinds:
-        raise DatasetError(f"the table has one column, {columns[0][:80]!r}{hint}")
     if hasattr(source, "seek"):
         source.seek(0)
     # The header as written: two columns of one name are refused (the reader would score
     # the first and call the second `a.1`), and an unnamed one keeps its empty name in a CSV
     # output (`_Sink`), not the reader's `Unnamed: 0`.
-    written = pd.read_csv(source, header=None, nrows=1, dtype=str, keep_default_na=False)
+    written = pd.read_csv(source, header=None, nrows=1, dtype=str, keep_default_na=False, **args)
     unnamed = check_header(written.iloc[0].tolist(), list(columns)) if len(written) else []
     if hasattr(source, "seek"):
         source.seek(0)
@@ -96,6 +96,7 @@ def csv_chunks(
         # Only numbers are parsed here; a category's or date's `NA` is read as missing by
         # `Schema.validate_frame` and copied to the output as written.
         na_values={name: sorted(NA_TEXTS) for name in numbers},
+        **args,
     ) as reader:
         for chunk in reader:
             # A CSV output writes each chunk on its own: whole numbers stay integers there
@@ -378,24 +379,36 @@ def predict_file(
     """
     _check_paths(source, output, force)
     parquet = output.suffix.lower() in PARQUET_SUFFIXES
+    form = None if source.suffix.lower() in PARQUET_SUFFIXES else sniff(source)
 
-    def numbered() -> Iterator[Chunk]:
+    def numbered(form: CsvFormat | None) -> Iterator[Chunk]:
         first = 1
-        for chunk in _chunks(source, predictor, chunk_rows, parquet):
+        for chunk in _chunks(source, predictor, chunk_rows, parquet, form):
             yield None, first, chunk
             first += len(chunk)
 
-    try:
+    def predicted(form: CsvFormat | None) -> Tally:
         with staged(output) as partial:
-            tally = write_predictions(predictor, numbered(), partial, parquet, formula_guard)
+            tally = write_predictions(predictor, numbered(form), partial, parquet, formula_guard)
             if tally.rows == 0:
                 raise DatasetError(f"{source} has no rows to predict")
+        if form and form.note:
+            tally.warnings.insert(0, form.note)
+        return tally
+
+    try:
+        try:
+            tally = predicted(form)
+        except UnicodeDecodeError:  # past the sampled start: read as training's reader does
+            if form is None or form.encoding != "utf-8":
+                raise
+            tally = predicted(form.as_fallback())
     except UnicodeDecodeError:
         raise DatasetError(
             f"cannot predict {source}: it is not UTF-8 text; save it as UTF-8 (CSV UTF-8)"
         ) from None
-    except (ValueError, OSError, pa.ArrowException) as exc:
-        raise DatasetError(f"cannot predict {source}: {exc}") from None
+    except (ValueError, OSError, pa.ArrowException) as exc:  # a ParserError is a ValueError
+        raise DatasetError(f"cannot predict {source}: {parser_message(exc)}") from None
     return BatchSummary(
         rows=tally.rows, output=output, warnings=tally.warnings, unseen=tally.unseen
     )

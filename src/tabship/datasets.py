@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tabship.config import Settings
+from tabship.csvformat import CsvFormat, sniff
 from tabship.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -141,7 +143,6 @@ def resolve(source: str, settings: Settings | None = None) -> Path:
 
 def read_table(path: Path) -> pd.DataFrame:
     """Read a whole CSV or Parquet file into a DataFrame, with one clear error if it cannot."""
-    import pandas as pd
 
     suffix = path.suffix.lower()
     try:
@@ -151,28 +152,62 @@ def read_table(path: Path) -> pd.DataFrame:
             from tabship.columnar import frame_of
 
             frame = frame_of(pq.ParquetFile(path).read())
-        elif suffix in {".csv", ".txt", ".gz"} or suffix == "":
-            header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
-            frame = _codes_as_text(path, pd.read_csv(path))
-            notes = []
-            totals = totals_row(frame)
-            if totals:  # read again without it: its text made a number column a category
-                rows = len(frame) - 1
-                frame = _codes_as_text(path, pd.read_csv(path, nrows=rows), rows)
-                notes.append(totals)
-            frame.attrs[UNNAMED] = check_header(header.iloc[0].tolist(), list(frame.columns))
-            frame.attrs[NOTES] = notes
+        elif suffix in {".csv", ".tsv", ".txt", ".gz"} or suffix == "":
+            form = sniff(path)
+            try:
+                frame = _csv_table(path, form)
+            except UnicodeDecodeError:  # past the sampled start: the rest is not UTF-8 either
+                if form.encoding != "utf-8":
+                    raise
+                form = form.as_fallback()
+                frame = _csv_table(path, form)
+            if form.note:
+                frame.attrs[NOTES] = [form.note, *frame.attrs[NOTES]]
         else:
             raise DatasetError(
-                f"{path}: unknown file type {suffix!r}; give a .csv or .parquet file"
+                f"{path}: unknown file type {suffix!r}; give a .csv, .tsv or .parquet file"
             )
     except UnicodeDecodeError:
         raise DatasetError(
             f"cannot read {path}: it is not UTF-8 text; save it as UTF-8 (CSV UTF-8)"
         ) from None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DatasetError(f"cannot read {path}: {exc}") from None
+    except (OSError, ValueError) as exc:  # a ParserError is a ValueError
+        raise DatasetError(f"cannot read {path}: {parser_message(exc)}") from None
     return frame
+
+
+def _csv_table(path: Path, form: CsvFormat) -> pd.DataFrame:
+    """A whole CSV file as `form` says it is written, its header checked, a totals row left
+    out (notes in attrs)."""
+    import pandas as pd
+
+    args = form.read_args
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, **args)
+    frame = _codes_as_text(path, pd.read_csv(path, **args), args)
+    notes = []
+    totals = totals_row(frame)
+    if totals:  # read again without it: its text made a number column a category
+        rows = len(frame) - 1
+        frame = _codes_as_text(path, pd.read_csv(path, nrows=rows, **args), args, rows)
+        notes.append(totals)
+    frame.attrs[UNNAMED] = check_header(header.iloc[0].tolist(), list(frame.columns))
+    frame.attrs[NOTES] = notes
+    return frame
+
+
+_TOKENIZING = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+def parser_message(exc: Exception) -> str:
+    """pandas' parser error in plain words: a row with more values than the header."""
+    found = _TOKENIZING.search(str(exc))
+    if not found:
+        return str(exc)
+    wanted, line, saw = found.groups()
+    return (
+        f"line {line} has {saw} values where the header has {wanted}: a value holding the "
+        'separator must be in double quotes ("1,5"), or the line has a value too many'
+    )
 
 
 def written_column(path: Path, name: str) -> pd.Series | None:
@@ -183,7 +218,19 @@ def written_column(path: Path, name: str) -> pd.Series | None:
     if path.suffix.lower() in {".parquet", ".pq"} or _parquet_bytes(path):
         return None
     try:
-        text = pd.read_csv(path, usecols=[name], dtype=str, keep_default_na=False)
+        form = sniff(path)
+        try:
+            text = pd.read_csv(
+                path, usecols=[name], dtype=str, keep_default_na=False, **form.read_args
+            )
+        except UnicodeDecodeError:  # as read_table falls back
+            text = pd.read_csv(
+                path,
+                usecols=[name],
+                dtype=str,
+                keep_default_na=False,
+                **form.as_fallback().read_args,
+            )
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError):
         return None  # read_table has said (or will say) what is wrong with the file
     return text[name] if list(text.columns) == [name] else None
@@ -244,7 +291,9 @@ def totals_row(frame: pd.DataFrame) -> str | None:
 NOTES = "tabship_read_notes"
 
 
-def _codes_as_text(path: Path, frame: pd.DataFrame, rows: int | None = None) -> pd.DataFrame:
+def _codes_as_text(
+    path: Path, frame: pd.DataFrame, args: dict[str, Any], rows: int | None = None
+) -> pd.DataFrame:
     """Whole-number columns written with leading zeros (ZIP codes, 007) as their text: the
     zeros say the values are codes, and read as numbers 02134 would be a magnitude, 2134."""
     import pandas as pd
@@ -252,7 +301,7 @@ def _codes_as_text(path: Path, frame: pd.DataFrame, rows: int | None = None) -> 
     positions = [i for i, kind in enumerate(frame.dtypes) if kind.kind in "iu"]
     if not positions:
         return frame
-    text = pd.read_csv(path, usecols=positions, dtype=str, nrows=rows)
+    text = pd.read_csv(path, usecols=positions, dtype=str, nrows=rows, **args)
     coded = {
         str(frame.columns[i]): text.iloc[:, k]
         for k, i in enumerate(positions)

@@ -1,0 +1,94 @@
+"""CSV files as spreadsheets in other locales save them: read as written, and said."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tabship import datasets
+from tabship.batch import predict_file
+from tabship.csvformat import CsvFormat, sniff
+from tabship.errors import DatasetError
+from tabship.predictor import Predictor
+from tabship.train import TrainOptions
+from tabship.workflow import train_model
+
+from .conftest import make_tiny_table
+
+
+def test_the_format_is_found_from_the_files_start(tmp_path: Path) -> None:
+    cases = {
+        "euro.csv": ("alter;bmi;region\n57;32,81;süd\n47;28,5;nord\n".encode(), ";", ",", None),
+        "grouped.csv": (b"a;b\n1.234,5;2\n10,25;3\n", ";", ",", "."),
+        "dots.csv": (b"a;b\n1.5;2\n2.25;3\n", ";", ".", None),
+        "tabs.txt": (b"a\tb\n1.5\t2\n", "\t", ".", None),
+        "bars.csv": (b"a|b\n1|2\n", "|", ".", None),
+        "quoted.csv": (b'"a;b",c\n1,2\n', ",", ".", None),  # the comma outside the quotes
+        "one.csv": (b"a\n1\n", ",", ".", None),
+        "tabs.tsv": (b"a b\tc\n1\t2\n", "\t", ".", None),
+    }
+    for name, (content, separator, decimal, thousands) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        found = sniff(tmp_path / name)
+        assert (found.separator, found.decimal, found.thousands) == (
+            separator,
+            decimal,
+            thousands,
+        ), name
+        assert found.encoding == "utf-8"
+    (tmp_path / "latin.csv").write_bytes("âge,région\n1,Besançon\n".encode("latin-1"))
+    (tmp_path / "wide.csv").write_text("âge,région\n1,Besançon\n", encoding="utf-16")
+    assert sniff(tmp_path / "latin.csv").encoding == "cp1252"
+    assert sniff(tmp_path / "wide.csv").encoding == "utf-16"
+    # A UTF-8 character cut at the sample's end is not a failure.
+    cut = b"a,b\n" + b"1,\xc3\xa9\n" * 20_000
+    assert sniff(io.BytesIO(cut)).encoding == "utf-8"
+    assert CsvFormat().note is None
+
+
+def test_a_german_excel_file_trains_and_predicts_as_written(tmp_path: Path) -> None:
+    table = make_tiny_table(rows=80)
+    table["region"] = table["region"].map({"north": "Nürnberg", "south": "Köln", "east": "Jena"})
+    german = table.to_csv(sep=";", decimal=",", index=False)
+    (tmp_path / "train.csv").write_bytes(german.encode("cp1252"))
+    frame = datasets.read_table(tmp_path / "train.csv")
+    assert list(frame.columns) == list(table.columns)
+    assert np.allclose(frame["bmi"], table["bmi"]) and set(frame["region"]) == set(table["region"])
+    assert frame.attrs[datasets.NOTES] == [
+        "read as Windows-1252 (Latin-1) text, not being UTF-8, with semicolons between "
+        "values, decimal commas (29,5)"
+    ]
+    options = TrainOptions(target="charges", folds=2, models=["ridge"])
+    trained = train_model(str(tmp_path / "train.csv"), options, tmp_path / "m")
+    predictor = Predictor.load(trained.artifact.directory)
+    rows = table.drop(columns="charges").head(5)
+    (tmp_path / "new.csv").write_bytes(
+        rows.to_csv(sep=";", decimal=",", index=False).encode("cp1252")
+    )
+    done = predict_file(predictor, tmp_path / "new.csv", tmp_path / "out.csv")
+    assert done.warnings[0].startswith("read as Windows-1252") and not done.unseen
+    out = pd.read_csv(tmp_path / "out.csv")
+    direct = predictor.predict(rows.to_dict(orient="records")).values
+    assert np.allclose(out["predicted_charges"], direct, rtol=1e-6)
+    assert list(out["region"]) == list(rows["region"])  # Köln, not K\xf6ln
+
+
+def test_a_file_whose_non_utf8_text_comes_late_is_read_whole(tmp_path: Path) -> None:
+    # Past the sampled start: the reader fails there, and the file is read again.
+    lines = "".join(f"{i},{i * 2.5},a\n" for i in range(8000))
+    content = b"x,y,g\n" + lines.encode() + "8000,1.0,Besançon\n".encode("latin-1")
+    (tmp_path / "late.csv").write_bytes(content)
+    assert sniff(tmp_path / "late.csv").encoding == "utf-8"
+    frame = datasets.read_table(tmp_path / "late.csv")
+    assert frame["g"].iloc[-1] == "Besançon" and len(frame) == 8001
+    assert frame.attrs[datasets.NOTES][0].startswith("read as Windows-1252")
+
+
+def test_a_row_with_a_value_too_many_is_named_in_plain_words(tmp_path: Path) -> None:
+    (tmp_path / "ragged.csv").write_text("a,b,y\n1,2,3\n4,5,6\n7,8,9,10\n")
+    with pytest.raises(DatasetError, match="line 4 has 4 values where the header has 3"):
+        datasets.read_table(tmp_path / "ragged.csv")
