@@ -50,15 +50,21 @@ class BatchSummary:
 ARROW_TYPES = "tabship_arrow_types"
 
 
+def parquet_frame(batch: pa.RecordBatch) -> pd.DataFrame:
+    """A Parquet file's chunk as a frame to predict, its columns' Arrow types kept for the
+    output (`ARROW_TYPES`)."""
+    frame = frame_of(batch)
+    frame.attrs[ARROW_TYPES] = dict(zip(frame.columns, batch.schema.types, strict=True))
+    return frame
+
+
 def _chunks(
     path: Path, predictor: Predictor, chunk_rows: int, parquet: bool, form: CsvFormat | None
 ) -> Iterator[pd.DataFrame]:
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-            frame = frame_of(batch)
-            frame.attrs[ARROW_TYPES] = dict(zip(frame.columns, batch.schema.types, strict=True))
-            yield frame
+            yield parquet_frame(batch)
         return
     yield from csv_chunks(path, predictor.schema, chunk_rows, parquet, form)
 

@@ -26,9 +26,9 @@ from tabship.batch import (
     PARQUET_SUFFIXES,
     Chunk,
     csv_chunks,
+    parquet_frame,
     write_predictions,
 )
-from tabship.columnar import frame_of
 from tabship.config import MAX_SHARDS
 from tabship.errors import ConfigError, DatasetError, OutputExistsError
 from tabship.outputs import publish
@@ -220,7 +220,7 @@ def _chunks(
                 if groups:
                     first += sum(parquet.metadata.row_group(g).num_rows for g in range(groups[0]))
                 for batch in parquet.iter_batches(batch_size=chunk_rows, row_groups=groups):
-                    frame = frame_of(batch)
+                    frame = parquet_frame(batch)
                     yield name, first, frame
                     first += len(frame)
             else:
