@@ -100,3 +100,12 @@ def test_a_number_target_with_a_few_text_cells_names_them_rather_than_classifyin
     # A few codes with one text among them stay classes.
     codes = table.assign(y=rng.choice(["1", "2", "3", "n/k"], 60))
     assert prepare(codes, TrainOptions(target="y"))[0] == "classification"
+
+
+def test_a_target_too_small_for_trees_to_split_is_said() -> None:
+    from tabship.labels import small_spread_note
+
+    tiny = np.random.default_rng(1).normal(5e-9, 1e-9, 200)
+    said = small_spread_note(tiny, "y")
+    assert said and said[0].startswith("'y' varies by about 9e-10") and "by 1e+10" in said[0]
+    assert small_spread_note(tiny * 1e6, "y") == [] and small_spread_note(np.ones(5), "y") == []

@@ -373,3 +373,16 @@ def test_the_showcase_trains_on_the_builtin_table_not_a_file_of_its_name(
     )
     names = set(trained.result.schema.names)
     assert "secret_ssn" not in names and {"sex", "smoker", "region"} <= names
+
+
+def test_scores_and_answers_of_a_target_in_millionths_are_not_shown_as_zero() -> None:
+    from tabship.metrics import format_score
+    from tabship.serve.charts import amount
+
+    assert format_score(3.2e-9, 4.1e-10) == "3.2e-09 ± 4.1e-10"  # was 0.0000 ± 0.0000
+    assert format_score(0.1234, 0.01) == "0.1234 ± 0.0100"
+    assert format_score(12_345.6, 12.0) == "12,346 ± 12"
+    assert amount(1.234e-7, probability=False) == "1.23e-07"
+    assert amount(-4.5e-6, probability=False, signed=True) == "-4.5e-06"
+    assert amount(0.0, probability=False) == "0.00"
+    assert amount(1234.5, probability=False, signed=True) == "+1,234.50"

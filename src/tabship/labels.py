@@ -6,6 +6,7 @@ once, from the column as the file wrote it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -131,6 +132,24 @@ def encode_target(
             f"the {folds} CV folds; add rows, merge rare classes, or lower --folds"
         )
     return text.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64), classes
+
+
+# A regression target whose standard deviation is below this is said to be: a tree's node
+# stops splitting when its variance is under float64's epsilon (scikit-learn's criterion),
+# so every tree model answers one constant and a linear one wins by default.
+SMALL_SPREAD = 1e-6
+
+
+def small_spread_note(values: np.ndarray, target: str) -> list[str]:
+    """A note when a regression target varies too little for tree models to split on."""
+    spread = float(np.std(values))
+    if not 0 < spread < SMALL_SPREAD:
+        return []
+    return [
+        f"{target!r} varies by about {spread:.1g} (its standard deviation): tree models cannot "
+        f"split on differences this small and answer one constant; multiply it (by "
+        f"{10 ** -math.floor(math.log10(spread)):.0e}, say) and divide the predictions to use them"
+    ]
 
 
 def rows_text(count: int) -> str:

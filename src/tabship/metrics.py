@@ -159,9 +159,13 @@ def single_scorer(
 
 
 def format_score(mean: float | None, std: float | None = None) -> str:
-    """A metric for people: no decimals from 100 up (with thousands separators), four below."""
+    """A metric for people: no decimals from 100 up (with thousands separators), four below,
+    four significant digits under a thousandth (a target in millionths had MAE 0.0000)."""
     if mean is None or not np.isfinite(mean):
         return "n/a"  # undefined for this table, e.g. RMSLE of negative targets
+    if mean != 0 and abs(mean) < 1e-3:
+        spread = f" ± {std:.2g}" if std is not None and np.isfinite(std) else ""
+        return f"{mean:.4g}{spread}"
     digits = 4 if abs(mean) < 100 else 0
     text = f"{mean:,.{digits}f}"
     if std is not None and np.isfinite(std):

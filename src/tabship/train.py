@@ -30,6 +30,7 @@ from tabship.labels import (
     is_imbalanced,
     label_type,
     rows_text,
+    small_spread_note,
     target_as_written,
     text_numbers_problem,
 )
@@ -236,6 +237,7 @@ def prepare(
     labels, classes = encode_target(
         frame[target], task, target, options.folds, options.positive_class
     )
+    notes.extend(small_spread_note(labels, target) if task == "regression" else [])
     if len(frame) < 2 * options.folds:
         raise DataError(
             f"the table has {len(frame)} usable rows; {options.folds}-fold CV needs at least "

@@ -33,6 +33,8 @@ def amount(value: float, probability: bool, signed: bool = False) -> str:
     """A value in the target's unit (probabilities as percent)."""
     if probability:
         return f"{value * 100:+.1f} %" if signed else f"{value * 100:.1f} %"
+    if value != 0 and abs(value) < 0.01:  # a target in millionths is not "0.00"
+        return f"{value:+.3g}" if signed else f"{value:.3g}"
     return f"{value:+,.2f}" if signed else f"{value:,.2f}"
 
 

@@ -11,6 +11,7 @@ from tabship.errors import MalformedBodyError, MediaTypeError, Problem, RecordEr
 from tabship.feature import EMPTY
 from tabship.predictor import Prediction, Predictor
 from tabship.schema import Feature
+from tabship.serve.charts import amount
 from tabship.serve.contract import body_headers, decoded_body, media_type
 from tabship.serve.http import Answer, Request, html_answer
 from tabship.serve.pages import render
@@ -257,7 +258,8 @@ def _describe(predictor: Predictor, prediction: Prediction) -> dict[str, Any]:
     label = page_title(card)
     value = prediction.values[0]
     if predictor.task == "regression":
-        return {"label": label, "value": f"{value:,.2f}", "unit": card.unit, "probabilities": []}
+        shown = amount(value, probability=False)
+        return {"label": label, "value": shown, "unit": card.unit, "probabilities": []}
     assert prediction.probabilities is not None
     ranked = sorted(prediction.probabilities[0].items(), key=lambda item: -item[1])
     return {
