@@ -110,7 +110,7 @@ def test_train_prints_names_and_paths_as_written(tiny_table: pd.DataFrame, tmp_p
     ("args", "expected"),
     [
         (["--target", "cost"], "target column 'cost' is not in the table"),
-        (["--target", "smoker", "--task", "regression"], "is not numeric (e.g. 'no')"),
+        (["--target", "smoker", "--task", "regression"], "is not numeric (row 1 holds 'no')"),
         (["--target", "charges", "--task", "ranking"], "--task 'ranking' is not one of"),
         (["--target", "charges", "--models", "svm"], "unknown model svm for regression"),
         # Found by a red-team pass: each used to train (all 17 candidates, or every candidate

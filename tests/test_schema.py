@@ -376,3 +376,10 @@ def test_an_unknown_field_is_named_even_when_a_wide_model_misses_many() -> None:
         schema.validate([{"s000": 0.5, "foo": 2}])
     fields = [p.field for p in caught.value.problems]
     assert fields[0] == "foo" and "(record)" in fields and "s001" in fields
+
+
+def test_a_huge_number_is_quoted_as_the_client_wrote_it_not_as_a_floats_digits() -> None:
+    age = Feature("age", "numeric", "float", False, minimum=18, maximum=64)
+    warning = age.read(1e30)[2]
+    assert warning is not None and warning.startswith("age: 1e+30 is outside")
+    assert (age.read(100)[2] or "").startswith("age: 100 is outside")

@@ -61,6 +61,11 @@ def shown(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def rows_text(count: int) -> str:
+    """A count of rows for a message: 1 row, 2,500 rows."""
+    return "1 row" if count == 1 else f"{count:,} rows"
+
+
 def listed(names: list[str]) -> str:
     """Names as messages list them: each quoted and cut, at most MAX_SHOWN_LEVELS, and how many
     there are in all (a wide table's 500 columns are no help in a one-line message)."""
@@ -408,4 +413,7 @@ NUMPY_MIN_ROWS = 32
 def _fmt(value: float | None) -> str:
     if value is None:
         return "?"
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+    # Whole numbers as written up to 15 digits; past that a float's digits are not the
+    # client's (1e30 read back as 1000000000000000019884624838656).
+    whole = float(value).is_integer() and abs(value) < 1e15
+    return str(int(value)) if whole else f"{value:g}"

@@ -16,7 +16,7 @@ import pandas as pd
 from tabship.candidates import Task
 from tabship.classes import class_text
 from tabship.errors import DataError
-from tabship.feature import BOOL_SPELLINGS, listed
+from tabship.feature import BOOL_SPELLINGS, listed, rows_text
 
 CLASSIFICATION_MAX_INTEGER_LEVELS = 10
 # Below this ratio of the rarest to the commonest class, classes are weighted by inverse
@@ -150,10 +150,6 @@ def small_spread_note(values: np.ndarray, target: str) -> list[str]:
         f"split on differences this small and answer one constant; multiply it (by "
         f"{10 ** -math.floor(math.log10(spread)):.0e}, say) and divide the predictions to use them"
     ]
-
-
-def rows_text(count: int) -> str:
-    return "1 row" if count == 1 else f"{count:,} rows"
 
 
 def label_type(y_raw: pd.Series) -> str:

@@ -23,13 +23,12 @@ from tabship.columnar import typed_cells
 from tabship.crossval import CrossValidator, Row, rank
 from tabship.datasets import NOTES, UNNAMED, separator_hint
 from tabship.errors import ConfigError, DataError, RecordError
-from tabship.feature import FLOAT32_MAX, closest, listed, past_float32
+from tabship.feature import FLOAT32_MAX, closest, listed, past_float32, rows_text
 from tabship.labels import (
     encode_target,
     infer_task,
     is_imbalanced,
     label_type,
-    rows_text,
     small_spread_note,
     target_as_written,
     text_numbers_problem,

@@ -9,6 +9,8 @@ import typer
 
 from tabship.cli.common import app, split_names
 from tabship.cli.training import run_training
+from tabship.errors import shown_field
+from tabship.feature import rows_text
 
 WARNINGS_SHOWN = 20
 
@@ -127,7 +129,7 @@ def predict(
         typer.echo(f"warning: ... and {len(summary.warnings) - WARNINGS_SHOWN} more", err=True)
     for field, count in summary.unseen.items():
         typer.echo(
-            f"warning: {Path(data).name}: {field}: {count} rows held values not seen in training; "
+            f"warning: {Path(data).name}: {shown_field(field)}: {rows_text(count)} held values not seen in training; "
             "predicted as unknown",
             err=True,
         )
@@ -176,7 +178,7 @@ def _predict_shard(
         typer.echo(f"warning: {note}", err=True)
     for field, count in summary.unseen.items():
         typer.echo(
-            f"warning: {field}: {count} rows held values not seen in training; predicted as unknown",
+            f"warning: {shown_field(field)}: {rows_text(count)} held values not seen in training; predicted as unknown",
             err=True,
         )
     where = summary.output or "no file (no input fell to this shard)"

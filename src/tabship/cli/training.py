@@ -133,7 +133,7 @@ def run_training(
     )
     if result.tuning:
         out.print(
-            f"tuning: {result.tuning.seconds:.1f} s of the {result.tuning.budget:g} s budget, "
+            f"tuning: {result.tuning.seconds:.1f} s of the {result.tuning.budget:.1f} s budget, "
             f"trials {result.tuning.trials}"
         )
     if result.holdout:
