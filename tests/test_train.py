@@ -386,3 +386,19 @@ def test_scores_and_answers_of_a_target_in_millionths_are_not_shown_as_zero() ->
     assert amount(-4.5e-6, probability=False, signed=True) == "-4.5e-06"
     assert amount(0.0, probability=False) == "0.00"
     assert amount(1234.5, probability=False, signed=True) == "+1,234.50"
+
+
+def test_a_label_the_image_cannot_carry_and_an_upper_case_metric_are_taken_care_of_up_front(
+    tmp_path: Path,
+) -> None:
+    from tabship.errors import ConfigError
+    from tabship.workflow import train_model
+
+    assert TrainOptions(target="y", sort_by=" MAE ").sort_by == "mae"
+    make_tiny_table().to_csv(tmp_path / "t.csv", index=False)
+    for flags in ({"unit": "USD\nper year"}, {"target_label": "charges\r"}):
+        with pytest.raises(ConfigError, match="holds a newline or control character"):
+            train_model(
+                str(tmp_path / "t.csv"), TrainOptions(target="charges"), tmp_path / "m", **flags
+            )
+        assert not (tmp_path / "m").exists()  # refused before anything was trained

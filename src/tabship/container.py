@@ -140,6 +140,11 @@ def refuse_line_breaks(value: str, what: str) -> None:
         )
 
 
+def one_line(text: str) -> str:
+    """`text` with each line break or control character written as its escape (`\\n`)."""
+    return _UNQUOTABLE.sub(lambda found: repr(found.group())[1:-1], text)
+
+
 def quote_label(value: str) -> str:
     """`value` as a double-quoted Dockerfile word that reads back as exactly `value`.
 
@@ -155,22 +160,21 @@ def quote_label(value: str) -> str:
 
 def _label_lines(artifact: Artifact, options: ImageOptions) -> str:
     card = artifact.card
-    # The user's own strings are checked first, so a refusal names the string they wrote.
-    for value, what in (
-        (card.target, "the target column name"),
-        (card.target_label, "the target label (--target-label)"),
-        (card.unit, "the unit (--unit)"),
-        *((value, f"the label {key}") for key, value in options.labels.items()),
-    ):
-        refuse_line_breaks(value, what)
+    # The labels given to this build are checked first, so a refusal names what was written.
+    for key, value in options.labels.items():
+        refuse_line_breaks(value, f"the label {key}")
     bad_keys = [key for key in options.labels if not _LABEL_KEY.fullmatch(key)]
     if bad_keys:
         raise ConfigError(
             f"label name {bad_keys[0]!r} is not of letters, digits, '.', '/', '-' and '_'"
         )
-    described = f"predicts {card.title}" + (f" in {card.unit}" if card.unit else "")
+    # The model's own strings (a table's column name may hold a line break) are written as
+    # their Python escapes: a description, not a value anything reads back.
+    described = f"predicts {one_line(card.title)}" + (
+        f" in {one_line(card.unit)}" if card.unit else ""
+    )
     labels = {
-        "org.opencontainers.image.title": f"tabship model {card.model.name} ({card.target})",
+        "org.opencontainers.image.title": f"tabship model {card.model.name} ({one_line(card.target)})",
         "org.opencontainers.image.description": described,
         "org.opencontainers.image.version": __version__,
         "org.opencontainers.image.source": f"pkg:pypi/tabship@{__version__}",

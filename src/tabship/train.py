@@ -79,6 +79,8 @@ class TrainOptions:
             raise ConfigError(f"--seed {self.seed} must be from 0 to {2**32 - 1}")
         if self.sort_by is not None and not self.sort_by.strip():
             raise ConfigError("--sort-by is empty; leave it out to use the task's default metric")
+        if self.sort_by is not None:  # the metrics' names are lower case; MAE means mae
+            object.__setattr__(self, "sort_by", self.sort_by.strip().lower())
 
 
 @dataclass

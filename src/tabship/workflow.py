@@ -19,6 +19,7 @@ from tabship.artifact import (
     write_artifact,
 )
 from tabship.config import Settings
+from tabship.errors import ConfigError
 from tabship.train import Progress, TrainOptions, TrainResult
 
 
@@ -87,6 +88,11 @@ def train_model(
     from tabship.report import build_report
     from tabship.train import train
 
+    for value, flag in ((target_label, "--target-label"), (unit, "--unit")):
+        if value and not value.isprintable():  # before the training, not at `build`
+            raise ConfigError(
+                f"{flag} {value!r} holds a newline or control character; give one line of text"
+            )
     check_output_free(output, force)
     path = datasets.fetch(data, settings) if builtin else datasets.resolve(data, settings)
     frame = datasets.read_table(path)
