@@ -8,6 +8,7 @@ import json
 import struct
 import zlib
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -579,3 +580,14 @@ def test_the_everyday_answer_is_the_full_answers_bytes(
         full = v2._answer(columns, wanted, prediction, ids, shortcut=False)
         assert fast == full
         json.loads(fast.body)  # and it is JSON
+
+
+def test_a_folder_name_that_is_no_path_segment_serves_as_its_slug(
+    tiny_model: TrainedModel, tmp_path: Path
+) -> None:
+    import shutil
+
+    folder = tmp_path / "my model (v1)"
+    shutil.copytree(tiny_model.artifact.directory, folder)
+    served = create_app(Predictor.load(folder), ServeSettings())
+    assert request(served, "GET", "/v2/models/my-model-v1").status_code == 200

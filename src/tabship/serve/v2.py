@@ -52,7 +52,7 @@ def model_name(predictor: Predictor, settings: ServeSettings) -> str:
         raise ConfigError(f"{given} '' names nothing; leave it out to use the folder's name")
     # The folder as the user named it: through a symlink, the link's name, not its target's.
     folder = Path.cwd() / predictor.artifact.directory
-    name = settings.model_name or (
+    name = settings.model_name or _segment(
         folder.name if folder.name not in ("", "..") else folder.resolve().name
     )
     if not (0 < len(name) <= 128 and name not in (".", "..") and all(map(_segment_char, name))):
@@ -61,6 +61,14 @@ def model_name(predictor: Predictor, settings: ServeSettings) -> str:
             "up to 128 letters, digits, '-', '_' or '.' (not '.' or '..' alone)"
         )
     return name
+
+
+def _segment(folder: str) -> str:
+    """A folder's name as a model name: each run of other characters as one `-` (a folder
+    `my model (v1)` serves as `my-model-v1`; it was refused unless --model-name was given)."""
+    name = "".join(char if _segment_char(char) else " " for char in folder)
+    name = "-".join(name.split())[:128].strip(".")
+    return name or "model"
 
 
 def _segment_char(char: str) -> bool:
