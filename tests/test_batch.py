@@ -406,3 +406,20 @@ def test_a_parquet_files_column_keeps_its_arrow_type_across_chunks(
     written = pq.read_table(tmp_path / "out.parquet")
     assert written.schema.field("amount").type == pa.decimal128(18, 2)
     assert written.column("amount").to_pylist() == table.column("amount").to_pylist()
+
+
+def test_a_csvs_whole_number_features_stay_integers_in_a_parquet_output(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    rows = make_tiny_table(rows=6, seed=8).drop(columns="charges")
+    text = rows.to_csv(index=False).splitlines()
+    text[4] = ",".join(["", *text[4].split(",")[1:]])  # a gap in age: floats to pandas
+    (tmp_path / "rows.csv").write_text("\n".join(text) + "\n")
+    predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.parquet", chunk_rows=2)
+    written = pq.read_table(tmp_path / "out.parquet")
+    assert str(written.schema.field("age").type) == "int64"  # was double
+    assert str(written.schema.field("bmi").type) == "double"
+    ages = written.column("age").to_pylist()
+    assert ages[3] is None and ages[:3] == rows["age"].head(3).tolist()

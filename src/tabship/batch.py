@@ -94,6 +94,7 @@ def csv_chunks(
     if hasattr(source, "seek"):
         source.seek(0)
     numbers = [name for name in columns if kinds.get(name) == "numeric"]
+    integers = {feature.name for feature in schema.features if feature.integer}
     with pd.read_csv(
         source,
         chunksize=chunk_rows,
@@ -105,12 +106,29 @@ def csv_chunks(
         **args,
     ) as reader:
         for chunk in reader:
-            # A CSV output writes each chunk on its own: whole numbers stay integers there
-            # (written faster than floats).
-            whole = {name: "float64" for name in numbers if chunk[name].dtype.kind in "iu"}
-            chunk = chunk.astype(whole) if whole and parquet else chunk
+            # A CSV output writes each chunk on its own: whole numbers stay integers there.
+            chunk = _one_type(chunk, numbers, integers) if parquet else chunk
             chunk.attrs[UNNAMED] = unnamed
             yield chunk
+
+
+def _one_type(chunk: pd.DataFrame, numbers: list[str], integers: set[str]) -> pd.DataFrame:
+    """A chunk's number columns in the type every chunk of a Parquet output gives them: a
+    feature of whole numbers (its gaps too) as nullable integers, as the table had them (they
+    were floats), other numbers as floats (a chunk of 1 and 2 before one of 1.5)."""
+    typed: dict[str, str] = {}
+    for name in numbers:
+        column = chunk[name]
+        if name in integers:
+            present = column.dropna().to_numpy(dtype=np.float64)
+            # Fractions are refused by the feature, and past 2**53 a float is not the integer
+            # written: both stay floats, for validation to name or the writer to cast.
+            if np.all(present == np.round(present)) and np.all(np.abs(present) < 2**53):
+                typed[name] = "Int64"
+                continue
+        if column.dtype.kind in "iu":
+            typed[name] = "float64"
+    return chunk.astype(typed) if typed else chunk
 
 
 def prediction_columns(
