@@ -387,3 +387,16 @@ def test_access_lines_leave_in_whole_line_writes_a_pipe_keeps_whole(
     run(turn())
     assert "".join(writes) == "".join(lines) and len(writes) > 1
     assert all(len(text) <= PIPE_BUF and text.endswith("\n") for text in writes)
+
+
+def test_the_monitoring_routes_without_a_log_say_how_to_turn_them_on(app: App) -> None:
+    async def scenario() -> list[httpx.Response]:
+        async with client(app) as http:
+            return [await http.get("/monitor"), await http.post("/v1/feedback", json={})]
+
+    for answer in run(scenario()):
+        assert answer.status_code == 404
+        assert (
+            "is served with a prediction log only; start the server with --log-db"
+            in (answer.json()["detail"])
+        )

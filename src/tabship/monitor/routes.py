@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tabship.monitor.service import MAX_FEEDBACK, Monitoring
-from tabship.serve.routes import Route
+from tabship.serve.routes import FEEDBACK_PATH, MONITOR_PATH, Route
 
 
 def feedback_schema(monitoring: Monitoring) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def monitor_routes(monitoring: Monitoring) -> list[Route]:
     return [
         Route(
             "POST",
-            "/v1/feedback",
+            FEEDBACK_PATH,
             monitoring.feedback,
             "Ground truth for logged predictions, by prediction id",
             body={"application/json": feedback_schema(monitoring)},
@@ -43,7 +43,7 @@ def monitor_routes(monitoring: Monitoring) -> list[Route]:
         ),
         Route(
             "GET",
-            "/monitor",
+            MONITOR_PATH,
             monitoring.page,
             "Drift, traffic and live scores from the prediction log (?since=24h)",
             media="text/html",

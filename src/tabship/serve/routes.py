@@ -7,7 +7,7 @@ Inference Protocol's model names); the template, never the client's path, is the
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,11 +47,23 @@ class Route:
     access: str = "key"
 
 
+# The monitoring routes' paths (monitor/routes.py): served with a prediction log only, and
+# otherwise answered with how to turn them on rather than a bare 404.
+FEEDBACK_PATH = "/v1/feedback"
+MONITOR_PATH = "/monitor"
+MONITORING_OFF = (
+    "is served with a prediction log only; start the server with --log-db URL (or "
+    "TABSHIP_LOG_DB), e.g. --log-db sqlite:///predictions.db"
+)
+
+
 class RouteTable:
     """Routes by path and method; the only list of what the server answers."""
 
-    def __init__(self, routes: Iterable[Route]) -> None:
+    def __init__(self, routes: Iterable[Route], off: Mapping[str, str] | None = None) -> None:
         self.routes = tuple(routes)
+        # Paths this server does not serve but another configuration would: why, for the 404.
+        self.off = dict(off or {})
         self._by_path: dict[str, dict[str, Route]] = {}
         # Templated paths by segment count: a handful, tried only when no exact path matches.
         self._templates: dict[int, list[tuple[tuple[str, ...], str]]] = {}
@@ -102,6 +114,8 @@ class RouteTable:
         """The route for a request with its path parameters, or the 404/405 error that answers it."""
         found = self._lookup(path)
         if found is None:
+            if path in self.off:
+                raise NotFoundError(f"{path} {self.off[path]}")
             raise NotFoundError(f"{path[:200]!r} is not a route of this server; see /docs")
         template, params = found
         methods = self._by_path[template]
@@ -302,8 +316,8 @@ def build_routes(context: Context) -> RouteTable:
                 access="page",
             )
         )
-    if context.monitoring is not None:
-        from tabship.monitor.routes import monitor_routes
+    if context.monitoring is None:
+        return RouteTable(routes, {path: MONITORING_OFF for path in (FEEDBACK_PATH, MONITOR_PATH)})
+    from tabship.monitor.routes import monitor_routes
 
-        routes.extend(monitor_routes(context.monitoring))
-    return RouteTable(routes)
+    return RouteTable([*routes, *monitor_routes(context.monitoring)])
