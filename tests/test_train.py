@@ -65,7 +65,7 @@ def quick(target: str = "charges", **kwargs: object) -> TrainOptions:
         (
             lambda f: f.assign(charges=np.where(f.index == 3, np.inf, f["charges"])),
             quick(),
-            "row 4: target 'charges': must be a finite number between -3.4e+38 and 3.4e+38, got inf",
+            "row 4: target 'charges': must be a finite number between -3.4e+38 and 3.4e+38, got Infinity",
         ),
         (
             lambda f: f[["charges"]].assign(flat=1),

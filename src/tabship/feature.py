@@ -6,6 +6,7 @@ is found. Only numpy here: the serving path never imports pandas or scikit-learn
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -56,8 +57,19 @@ _NAT = np.datetime64("NaT", "s")
 
 
 def shown(value: object) -> str:
-    """A value as messages quote it: short, whatever the client sent."""
-    text = repr(value)
+    """A value as messages quote it: short, whatever the client sent; text in quotes, and
+    JSON's own values as JSON writes them (`true`, `null`, `[29.5]`, `NaN`), not Python's."""
+    if value is None or isinstance(value, bool):
+        text = json.dumps(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        text = json.dumps(value)  # NaN, Infinity, -Infinity: what a lenient client sent
+    elif isinstance(value, list | dict):
+        try:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=True)
+        except (TypeError, ValueError, RecursionError):
+            text = repr(value)
+    else:
+        text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -105,8 +117,6 @@ def _bool_level(value: object) -> object:
 
 def past_float32(value: float) -> str:
     """Why a number outside float32's finite range (NaN, infinite, too large) is refused."""
-    if isinstance(value, float) and math.isnan(value):
-        return f"must be a finite number, got {shown(value)}"
     bound = f"{FLOAT32_MAX:.3g}"
     return f"must be a finite number between -{bound} and {bound}, got {shown(value)}"
 
