@@ -133,7 +133,7 @@ def predict(
             "predicted as unknown",
             err=True,
         )
-    typer.echo(f"predicted {summary.rows} rows into {summary.output}")
+    typer.echo(f"predicted {rows_text(summary.rows)} into {summary.output}")
 
 
 def _predict_shard(
@@ -182,7 +182,7 @@ def _predict_shard(
             err=True,
         )
     where = summary.output or "no file (no input fell to this shard)"
-    typer.echo(f"shard {chosen.index}/{chosen.count}: predicted {summary.rows} rows into {where}")
+    typer.echo(f"shard {chosen.index}/{chosen.count}: predicted {rows_text(summary.rows)} into {where}")
 
 
 @app.command()
