@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
 import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +18,11 @@ import sqlalchemy as sa
 
 from tabship.monitor.ids import PREFIX as OURS
 from tabship.monitor.logurl import LogDatabaseError
-from tabship.monitor.store import LogStore
+from tabship.monitor.store import LogStore, check_log_db
 from tabship.monitor.tables import SCHEMA_VERSION, entry_text, metadata
+
+from .postgres import Postgres, remove, start_postgres
+from .servers import free_port
 
 PATIENT = {"age": 40, "bmi": 31.5, "children": 2, "smoker": "yes", "region": "south"}
 PREFIX = "0123456789ab"
@@ -300,8 +309,151 @@ def test_a_migrate_command_and_a_server_that_refuses_schema_1(
         cli, ["serve", str(tiny_model.artifact.directory), "--log-db", url, "--port", "1"]
     )
     assert serve.exit_code == 1 and "tabship log migrate" in serve.output
+    model = str(tiny_model.artifact.directory)
+    for command in (["monitor", model], ["log", "export", model, "-o", str(tmp_path / "r.csv")]):
+        done = runner.invoke(cli, [*command, "--log-db", url])
+        assert done.exit_code == 1 and "tabship log migrate" in done.output
     done = runner.invoke(cli, ["log", "migrate", "--log-db", url])
     assert done.exit_code == 0, done.output
     assert f"moved {len(rows)} logged predictions" in done.output
     again = runner.invoke(cli, ["log", "migrate", "--log-db", url])
     assert "nothing to move" in again.output
+
+
+@contextmanager
+def as_another_user() -> Iterator[None]:
+    """The block run as `nobody` when the tests run as root, for whom no file is read-only
+    (the saved user id stays root's, so the block's end takes it back)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    nobody, groups = pwd.getpwnam("nobody"), os.getgroups()
+    os.setgroups([])
+    os.setresgid(nobody.pw_gid, nobody.pw_gid, 0)
+    os.setresuid(nobody.pw_uid, nobody.pw_uid, 0)
+    try:
+        yield
+    finally:
+        os.setresuid(0, 0, 0)
+        os.setresgid(0, 0, 0)
+        os.setgroups(groups)
+
+
+@contextmanager
+def shared_folder() -> Iterator[Path]:
+    """A folder another user can enter (pytest's own are private to the user running it)."""
+    folder = Path(tempfile.mkdtemp(prefix="tabship-log-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        for inside, names, _ in os.walk(folder):
+            Path(inside).chmod(0o755)
+            for name in names:
+                (Path(inside) / name).chmod(0o755)
+        shutil.rmtree(folder)
+
+
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    with shared_folder() as folder:
+        yield folder
+
+
+def test_a_log_that_cannot_be_written_stops_the_server_at_once(
+    open_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Once only a warning ("unreachable for now ... serving anyway"): every row then waited
+    # for ever and /monitor and /v1/feedback answered 503.
+    shelf, locked = open_folder / "shelf", open_folder / "locked"
+    for folder in (shelf, locked):
+        folder.mkdir()
+        check_log_db(f"sqlite:///{folder / 'log.db'}")  # a log, made as a server makes it
+    shelf.chmod(0o777)
+    (shelf / "log.db").chmod(0o444)
+    (locked / "log.db").chmod(0o666)
+    locked.chmod(0o555)
+    cases = [
+        (shelf / "log.db", "is read-only: the log cannot be written there"),
+        (locked / "log.db", "its folder is read-only and cannot be written"),
+        (locked / "new.db", "its folder is read-only and cannot be written"),
+    ]
+    with as_another_user():
+        for path, said in cases:
+            with pytest.raises(LogDatabaseError, match=said) as refused:
+                check_log_db(f"sqlite:///{path}")
+            assert str(refused.value).startswith(f"--log-db sqlite:///{path}")
+    assert sorted(os.listdir(locked)) == ["log.db"]
+    capsys.readouterr()
+    # A PostgreSQL server that is down may come back: a warning, and the server starts.
+    check_log_db(f"postgresql://tabship:hunter2@127.0.0.1:{free_port()}/log")
+    said = capsys.readouterr().err
+    assert "is unreachable for now" in said and "hunter2" not in said
+
+
+def test_a_row_that_is_not_json_stops_the_move_and_leaves_the_log_as_it_was(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from tabship.cli import app as cli
+
+    path = tmp_path / "log.db"
+    rows = schema_1_rows(20)
+    rows[7]["input"] = "not json at all"
+    write_schema_1(f"sqlite:///{path}", rows, {rows[3]["id"]: 1.0})
+
+    def contents() -> list[Any]:
+        with sqlite3.connect(path) as db:
+            return list(db.iterdump())
+
+    before = contents()
+    done = CliRunner().invoke(cli, ["log", "migrate", "--log-db", f"sqlite:///{path}"])
+    assert done.exit_code == 1 and "Traceback" not in done.output
+    assert (
+        f"row id {rows[7]['id']!r}: its input is not JSON ('not json at all'); nothing was "
+        "moved: fix or delete that row and run migrate again"
+    ) in done.output
+    assert contents() == before  # no new table, version 1, every row where it was
+
+
+def test_counts_are_by_model_from_the_windows_start(tmp_path: Path) -> None:
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    store.insert([entry(f"{PREFIX}-{c:x}", 100.0 + c) for c in range(1, 11)], "a" * 64, "p:1")
+    store.insert([entry(f"{PREFIX}-{c:x}", 100.0 + c) for c in range(11, 14)], "b" * 64, "p:1")
+    # The first batch straddles 105: only its entries from 105 on count.
+    assert store.counts(105.0) == {"a" * 64: 6, "b" * 64: 3}
+    assert store.counts(111.0) == {"b" * 64: 3}
+    assert store.counts(200.0) == {}
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    cluster = start_postgres()
+    yield cluster
+    remove(cluster)
+
+
+@pytest.mark.slow
+def test_a_read_only_store_makes_nothing_and_writes_nothing_on_postgres(
+    postgres: Postgres,
+) -> None:
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+    reader = LogStore(postgres.url, read_only=True)
+    with pytest.raises(LogDatabaseError, match="is not a tabship prediction log"):
+        reader.open()
+    assert postgres.sql(tables, "tabship") == "0"
+    writer = LogStore(postgres.url)
+    writer.insert([entry(f"{PREFIX}-1", 5.0)], "sha", "pod:1")
+    writer.close()
+    assert [r.id for r in reader.rows("sha", 0)] == [f"{PREFIX}-1"]
+    with reader.engine.connect() as connection, pytest.raises(sa.exc.DBAPIError) as refused:
+        connection.exec_driver_sql("CREATE TABLE mine (a integer)")
+    assert "read-only transaction" in str(refused.value)
+    reader.close()
+    # The URL's own options are kept beside it.
+    from tabship.monitor.logurl import engine_url, read_only_options
+
+    given = engine_url(f"{postgres.url}?options=-c%20search_path%3Dpublic")
+    assert read_only_options(given) == "-c search_path=public -c default_transaction_read_only=on"

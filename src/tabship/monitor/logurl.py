@@ -1,4 +1,5 @@
-"""--log-db values: the database URL a value names, and how it is shown in messages.
+"""--log-db values: the database URL a value names, the file an SQLite one names, and how it
+is shown in messages.
 
 sqlite:///PATH (a file, no query arguments: tabship sets the connection's options) and
 postgresql://... (psycopg 3; postgres:// as some providers write it) are taken; anything else
@@ -7,7 +8,9 @@ is refused by name. A URL is never shown with its password or a secret query val
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -92,3 +95,82 @@ def shown_log_db(url: str) -> str:
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         return f"sqlite:///{Path(parsed.database).resolve()}"
     return redact(url)
+
+
+# The first bytes of every SQLite database file.
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_sqlite_file(url: sa.URL, writing: bool) -> None:
+    """Refuse a local file that cannot be the log now, not rows dropped for ever or a log
+    made empty and read as 0 rows: a folder, a file that is not SQLite; for `writing` (a
+    server) a file or folder that cannot be written (a missing folder is made), else (the
+    commands that read a log) a file that is not there."""
+    path = Path(str(url.database))
+    where = f"--log-db {shown_url(url)}"
+    if path.is_dir():
+        raise LogDatabaseError(
+            f"{where} is a folder; give the log's file, such as {path / 'log.db'}"
+        )
+    if writing:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise LogDatabaseError(f"{where}: its folder cannot be made ({reason})") from None
+    head = _head(path, where)
+    if head is None and not writing:
+        raise LogDatabaseError(
+            f"the log database {shown_url(url)} does not exist; check --log-db (a server given "
+            "--log-db makes it on first use)"
+        )
+    if head and head != _SQLITE_HEADER:
+        raise LogDatabaseError(
+            f"{where} is a file that is not an SQLite database; it was left as it is"
+        )
+    if not writing:
+        return
+    # Said here: SQLite refused at the first write, and the server then queued its rows for
+    # ever, retrying a database that can never take them.
+    if head is not None and not os.access(path, os.W_OK):
+        raise LogDatabaseError(
+            f"{where} is read-only: the log cannot be written there; make the file writable "
+            "by this user or give another --log-db"
+        )
+    if not os.access(path.absolute().parent, os.W_OK | os.X_OK):
+        raise LogDatabaseError(
+            f"{where}: its folder is read-only and cannot be written (SQLite makes the log's "
+            "-wal and -shm files beside it); give a --log-db in a folder this user can write"
+        )
+
+
+def _head(path: Path, where: str) -> bytes | None:
+    """The file's first bytes, as many as SQLite's header; None if there is no file."""
+    try:
+        with path.open("rb") as file:
+            return file.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise LogDatabaseError(f"{where}: {exc.strerror or type(exc).__name__}") from None
+
+
+def read_only_uri(path: Path) -> str:
+    """The SQLite URI opening `path` read-only: every write fails, nothing is made in it."""
+    where = path.absolute()
+    uri = f"file:{quote(str(where))}?mode=ro"
+    # A WAL log closed cleanly is one file; to read it SQLite makes its -wal and -shm beside
+    # it, and refuses (SQLITE_READONLY_DIRECTORY) where the folder cannot be written, as a
+    # copy on read-only storage. `immutable` reads it without them and without locks: a
+    # server writing to it would have a -wal file open, so without one nobody is (a server
+    # starting meanwhile writes to its -wal, not to the file read here, until a checkpoint).
+    if not Path(f"{where}-wal").exists() and not os.access(where.parent, os.W_OK | os.X_OK):
+        uri += "&immutable=1"
+    return uri
+
+
+def read_only_options(url: sa.URL) -> str:
+    """libpq's `options` for sessions whose transactions are read-only, after the URL's own."""
+    given = url.query.get("options", ())
+    own = given if isinstance(given, str) else " ".join(given)
+    return f"{own} -c default_transaction_read_only=on".strip()

@@ -20,6 +20,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from tabship.feature import shown
+from tabship.monitor.logurl import LogDatabaseError
 from tabship.monitor.tables import (
     SCHEMA_VERSION,
     VIEW,
@@ -28,6 +30,7 @@ from tabship.monitor.tables import (
     entry_text,
     feedback_table,
     meta_table,
+    metadata,
     runs,
     split_id,
 )
@@ -59,6 +62,8 @@ def migrate(engine: Engine, sqlite: bool) -> int:
         ).scalar()
         if found != "1":
             return 0
+        # In the move's transaction: a refused move leaves no new table behind.
+        metadata.create_all(connection, checkfirst=True)
         if "batch" not in {
             c["name"] for c in sa.inspect(connection).get_columns("tabship_feedback")
         }:
@@ -110,10 +115,10 @@ def _entry(row: Any) -> tuple[str, float, bytes]:
         row.ts,
         row.request_id,
         row.route,
-        _json(row.input),
-        _json(row.prediction),
-        None if row.probabilities is None else _json(row.probabilities),
-        _json(row.warnings),
+        _json(row, "input"),
+        _json(row, "prediction"),
+        None if row.probabilities is None else _json(row, "probabilities"),
+        _json(row, "warnings"),
         row.latency_ms,
     )
     try:
@@ -122,13 +127,21 @@ def _entry(row: Any) -> tuple[str, float, bytes]:
         return row.id, row.ts, entry_text(fields)
 
 
-def _json(text: str) -> Any:
+def _json(row: Any, column: str) -> Any:
     """A schema-1 JSON column as it was written, or, where it is not JSON every reader takes
-    (early builds wrote NaN), its values with NaN and infinities as null."""
+    (early builds wrote NaN), its values with NaN and infinities as null. A value that is not
+    JSON at all (changed by hand) stops the move, which leaves the log as it was."""
+    text = getattr(row, column)
     try:
         orjson.loads(text)
     except orjson.JSONDecodeError:
-        return _finite(json.loads(text))
+        try:
+            return _finite(json.loads(text))
+        except (json.JSONDecodeError, TypeError):
+            raise LogDatabaseError(
+                f"row id {shown(row.id)}: its {column} is not JSON ({shown(text)}); nothing was "
+                "moved: fix or delete that row and run migrate again"
+            ) from None
     return orjson.Fragment(text)
 
 

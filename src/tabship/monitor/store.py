@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,7 +25,14 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from tabship.exact_json import loads_exact
 from tabship.monitor.handover import hand_over, pieces
-from tabship.monitor.logurl import LogDatabaseError, engine_url, shown_url
+from tabship.monitor.logurl import (
+    LogDatabaseError,
+    check_sqlite_file,
+    engine_url,
+    read_only_options,
+    read_only_uri,
+    shown_url,
+)
 from tabship.monitor.packed import Packed
 from tabship.monitor.tables import (
     SCHEMA_VERSION,
@@ -89,21 +97,36 @@ class LoggedRow:
 
 
 class LogStore:
-    """One database: schema check on open, batch inserts, queries for drift and export."""
+    """One database: schema check on open, batch inserts, queries for drift and export.
 
-    def __init__(self, url: str, connect_timeout: float = 5.0) -> None:
+    `read_only` (the commands that read a log): the database is opened so that it cannot be
+    written (SQLite's `mode=ro`, PostgreSQL's read-only transactions) and nothing is made in
+    it; one without tabship's meta table is refused, not given tabship's tables.
+    """
+
+    def __init__(self, url: str, connect_timeout: float = 5.0, read_only: bool = False) -> None:
         self.url = engine_url(url)
         self.shown = shown_url(self.url)
         self.sqlite = self.url.get_backend_name() == "sqlite"
+        self.read_only = read_only
         args: dict[str, Any] = {}
         if self.sqlite:
-            args["timeout"] = SQLITE_BUSY_MS / 1000
+            args["timeout"] = SQLITE_BUSY_MS / 1000  # the driver's busy timeout, no PRAGMA
         else:
             args["connect_timeout"] = max(1, int(connect_timeout))
-        self.engine: Engine = sa.create_engine(
-            self.url, connect_args=args, pool_pre_ping=not self.sqlite
-        )
-        if self.sqlite:
+            if read_only:
+                args["options"] = read_only_options(self.url)
+        if self.sqlite and read_only:
+            uri = read_only_uri(Path(str(self.url.database)))
+            self.engine: Engine = sa.create_engine(
+                self.url,
+                creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False, **args),
+            )
+        else:
+            self.engine = sa.create_engine(
+                self.url, connect_args=args, pool_pre_ping=not self.sqlite
+            )
+        if self.sqlite and not read_only:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self.ready = False
         # The writing threads' own driver connections, by thread, and their compiled insert
@@ -112,11 +135,16 @@ class LogStore:
         self._insert_sql: tuple[str, Sequence[str] | None] | None = None
 
     def open(self) -> None:
-        """Create the schema if absent; refuse an older one (see `migrate`) or a newer one."""
+        """Create the schema if absent (read-only: refuse a database that is not a log);
+        refuse an older one (see `migrate`) or a newer one."""
         if self.ready:
             return
-        self._create_tables([meta_table])
-        found = self._version()
+        if self.read_only:
+            tables = self.log_tables()
+            found = self._version(record=False)
+        else:
+            self._create_tables([meta_table])
+            found = self._version()
         if found > SCHEMA_VERSION:
             raise LogDatabaseError(
                 f"the log database {self.shown} has schema version {found}, written by a newer "
@@ -131,9 +159,28 @@ class LogStore:
                 "earlier tabship: stop the servers writing to it, then run `tabship log migrate "
                 f"--log-db URL` to move it to version {SCHEMA_VERSION} (one transaction)"
             )
-        self._create_tables(metadata.sorted_tables)
-        self._create_view()
+        if self.read_only:
+            missing = {t.name for t in metadata.sorted_tables} - tables
+            if missing:  # a server stopped between the meta table and the others
+                raise LogDatabaseError(
+                    f"the log database {self.shown} has no {min(missing)} table yet: start a "
+                    "server on it once, or check --log-db"
+                )
+        else:
+            self._create_tables(metadata.sorted_tables)
+            self._create_view()
         self.ready = True
+
+    def log_tables(self) -> set[str]:
+        """The names of the database's tables; a database without tabship's meta table (a
+        new file, another application's) is refused."""
+        tables = set(sa.inspect(self.engine).get_table_names())
+        if meta_table.name not in tables:
+            raise LogDatabaseError(
+                f"the log database {self.shown} is not a tabship prediction log (no "
+                f"{meta_table.name} table); check --log-db"
+            )
+        return tables
 
     def migrate(self) -> int:
         """Move a schema-1 log to this schema (see migration.py); the predictions moved."""
@@ -143,7 +190,6 @@ class LogStore:
         found = self._version()
         moved = 0
         if found < SCHEMA_VERSION:
-            self._create_tables(metadata.sorted_tables)
             moved = migrate(self.engine, self.sqlite)
         self.open()
         return moved
@@ -159,19 +205,25 @@ class LogStore:
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
-    def _version(self) -> int:
-        """The recorded schema version; a new database is recorded as this one's."""
+    def _version(self, record: bool = True) -> int:
+        """The recorded schema version; a new database is recorded as this one's (`record`),
+        else has none."""
         with self.engine.begin() as connection:
             found = connection.execute(
                 sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
             ).scalar()
-            if found is None:
+            if found is None and record:
                 try:
                     connection.execute(
                         meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
                     )
                 except sa.exc.IntegrityError:  # another worker recorded it first: this one's
                     found = str(SCHEMA_VERSION)
+        if found is None and not record:
+            raise LogDatabaseError(
+                f"the log database {self.shown} records no schema version in "
+                f"{meta_table.name}; check --log-db"
+            )
         if found is None:
             return SCHEMA_VERSION
         if not str(found).isdigit():
@@ -340,6 +392,33 @@ class LogStore:
                     request_id=entry[2],
                 )
 
+    def counts(self, since: float) -> dict[str, int]:
+        """Logged predictions from `since` on, by model sha256."""
+        self.open()
+        b = batches_table
+        found: dict[str, int] = {}
+        recent = b.c.ts_last >= since
+        inside = sa.select(b.c.model_sha256, sa.func.sum(b.c.size)).where(recent)
+        # A batch the window's start cuts through is counted entry by entry.
+        cut = sa.select(b.c.model_sha256, b.c.entries).where(recent, b.c.ts_first < since)
+        with self.engine.connect() as connection:
+            query = inside.where(b.c.ts_first >= since).group_by(b.c.model_sha256)
+            for model, size in connection.execute(query):
+                found[model] = int(size)
+            for model, text in connection.execute(cut):
+                kept = sum(1 for entry in loads_exact(text.encode()) if entry[1] >= since)
+                found[model] = found.get(model, 0) + kept
+        return {model: size for model, size in found.items() if size}
+
+    def has_feedback(self, model_sha256: str) -> bool:
+        """Whether the log holds an answer for any prediction of this model."""
+        self.open()
+        f, b = feedback_table, batches_table
+        query = sa.select(f.c.id).join(b, f.c.batch == b.c.id)
+        with self.engine.connect() as connection:
+            found = connection.execute(query.where(b.c.model_sha256 == model_sha256).limit(1))
+            return found.first() is not None
+
     def count(self) -> int:
         """Logged predictions in all."""
         self.open()
@@ -428,18 +507,29 @@ BatchRefused = (sa.exc.IntegrityError, sa.exc.DataError)
 
 
 def check_log_db(url: str) -> None:
-    """Open the log database once before serving: a bad URL or a newer schema is an error;
-    a database that is down is only a warning (the writer retries, predictions go on)."""
+    """Open the log database once before serving: a bad URL, a newer schema or an SQLite file
+    that cannot be written is an error; a database that is down is only a warning (the writer
+    retries, predictions go on)."""
     import sys
 
     store = LogStore(url)
-    if store.sqlite:
-        _check_sqlite_file(store)
     try:
+        if store.sqlite:
+            check_sqlite_file(store.url, writing=True)
         store.open()
+        if store.sqlite:  # what the file's and folder's modes do not say (a -shm of another user's)
+            with store.engine.connect() as connection:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                connection.exec_driver_sql("ROLLBACK")
     except LogDatabaseError:
         raise
     except DatabaseDown as exc:
+        if _read_only(exc):
+            reason = str(getattr(exc, "orig", exc))[:100]
+            raise LogDatabaseError(
+                f"--log-db {store.shown} is read-only: the log cannot be written there "
+                f"({reason}); give a file this user can write"
+            ) from None
         sys.stderr.write(
             f"warning: prediction log {store.shown} is unreachable for now "
             f"({type(exc).__name__}); serving anyway, rows queue and are retried\n"
@@ -448,30 +538,7 @@ def check_log_db(url: str) -> None:
         store.close()
 
 
-# The first bytes of every SQLite database file.
-_SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-def _check_sqlite_file(store: LogStore) -> None:
-    """A local file that can never be a log is an error now, not rows dropped for ever: a
-    folder, a file that is not SQLite, a folder that cannot be made. A missing folder is made."""
-    path = Path(str(store.url.database))
-    where = f"--log-db {store.shown}"
-    if path.is_dir():
-        raise LogDatabaseError(f"{where} is a folder; give a file such as {path / 'log.db'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise LogDatabaseError(f"{where}: its folder cannot be made ({reason})") from None
-    try:
-        with path.open("rb") as file:
-            head = file.read(len(_SQLITE_HEADER))
-    except FileNotFoundError:
-        return  # a new database: SQLite makes it
-    except OSError as exc:
-        raise LogDatabaseError(f"{where}: {exc.strerror or type(exc).__name__}") from None
-    if head and head != _SQLITE_HEADER:
-        raise LogDatabaseError(
-            f"{where} is a file that is not an SQLite database; it was left as it is"
-        )
+def _read_only(exc: BaseException) -> bool:
+    """An SQLite error that no retry mends: its file or folder cannot be written."""
+    name = getattr(getattr(exc, "orig", None), "sqlite_errorname", "")
+    return isinstance(name, str) and name.startswith("SQLITE_READONLY")
