@@ -27,7 +27,7 @@ from tabship.monitor.ids import Logged, prediction_ids
 from tabship.monitor.logurl import LogDatabaseError
 from tabship.monitor.service import LogCollector
 from tabship.monitor.store import LogStore
-from tabship.monitor.tables import request_entries
+from tabship.monitor.tables import entry_text, request_entries
 from tabship.monitor.writer import LogWriter
 from tabship.predictor import Predictor
 from tabship.serve.app import App, create_app
@@ -166,7 +166,7 @@ def test_an_integer_past_64_bits_is_logged_not_dropped(logged: tuple[App, Path])
     # made it text, for every row).
     model = app.context.predictor.artifact.directory
     for name in ("rows.parquet", "rows.csv"):
-        assert export_log(model, f"sqlite:///{path}", path.parent / name) == 2
+        assert export_log(model, f"sqlite:///{path}", path.parent / name).rows == 2
     for table in (
         pd.read_parquet(path.parent / "rows.parquet"),
         pd.read_csv(path.parent / "rows.csv"),
@@ -386,6 +386,11 @@ def test_a_newer_schema_is_refused(tmp_path: Path, tiny_model: TrainedModel) -> 
     )
     assert result.exit_code == 1
     assert "newer tabship" in result.output
+    # Read-only, the commands that read a log refuse it the same.
+    result = CliRunner().invoke(
+        cli, ["monitor", str(tiny_model.artifact.directory), "--log-db", url]
+    )
+    assert result.exit_code == 1 and "newer tabship" in result.output
 
 
 def test_a_bad_url_is_refused_without_its_password(tiny_model: TrainedModel) -> None:
@@ -434,6 +439,8 @@ def test_export_and_monitor_commands(logged: tuple[App, Path], tiny_model: Train
     assert done.exit_code == 0, done.output
     table = pd.read_parquet(out)
     assert len(table) == 121
+    # A regression's values are floats, also a column of no feedback at all (was Arrow's null).
+    assert table["prediction"].dtype == table["actual"].dtype == "float64"
     assert list(table.columns[:3]) == ["id", "time", "route"]
     assert set(PATIENT) <= set(table.columns)
     assert table["age"].dtype.kind in "if"
@@ -1097,3 +1104,61 @@ def test_a_batch_answer_waits_for_a_writer_behind_not_for_a_database_stalled_or_
     assert down.stats.failures and down.stats.waits == 0
     down.close(timeout=1.5)
     assert down.stats.dropped == 1500  # said and counted when the writer gave up at close
+
+
+def request_rows(store: LogStore, sha: str, requests: list[tuple[str, float, int, float]]) -> None:
+    """Log requests given as (request id, time, rows, latency ms), one batch row each."""
+    counter = 0
+    for request_id, ts, count, latency in requests:
+        entries = []
+        for _ in range(count):
+            counter += 1
+            pid = f"0123456789ab-{counter:x}"
+            fields = (pid, ts, request_id, "/v1/predict", PATIENT, 1e4, None, [], latency)
+            entries.append((pid, ts, entry_text(fields)))
+        store.insert(entries, sha, "pod:1")
+
+
+def test_latency_and_requests_are_per_request_not_per_row(
+    tmp_path: Path, tiny_model: TrainedModel
+) -> None:
+    # One 300-row /v1/predict request set both percentiles when each row counted as one.
+    import numpy as np
+
+    from tabship.monitor.summary import summarize
+
+    card, now = tiny_model.artifact.card, 1_700_000_000.0
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    one_row = [(f"r{i}", now - 100 + i, 1, 2.0) for i in range(19)]
+    # A client sending one X-Request-Id twice: two requests, told apart by their time.
+    again = [("again", now - 60, 1, 3.0), ("again", now - 59, 2, 4.0)]
+    request_rows(store, card.sha256, [("batch", now - 70, 300, 80.0), *one_row, *again])
+    summary = summarize(store, card, None, 3600, now=now)
+    store.close()
+    (bucket,) = summary.buckets
+    latencies = [80.0] + [2.0] * 19 + [3.0, 4.0]
+    assert (bucket.predictions, bucket.requests) == (322, 22)
+    assert bucket.latency_p50 == pytest.approx(np.percentile(latencies, 50))
+    assert bucket.latency_p95 == pytest.approx(np.percentile(latencies, 95))
+    traffic = summary.to_dict()["traffic"][0]
+    assert (traffic["requests"], traffic["latency_ms_p50"]) == (22, 2.0)
+
+
+def test_feedback_outside_the_window_is_not_said_to_be_missing(
+    tmp_path: Path, tiny_model: TrainedModel
+) -> None:
+    from tabship.monitor.page import render_table
+    from tabship.monitor.summary import summarize
+
+    card, now = tiny_model.artifact.card, 1_700_000_000.0
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    request_rows(store, card.sha256, [("old", now - 3 * 86400, 1, 2.0), ("new", now - 60, 1, 2.0)])
+    fresh = summarize(store, card, None, 86400, now=now)
+    assert not fresh.feedback_outside
+    assert "live scores: no feedback yet: POST /v1/feedback" in render_table(fresh)
+    found = store.batches_of(["0123456789ab-1"], card.sha256)
+    store.add_feedback([("0123456789ab-1", 9000.0)], found)
+    later = summarize(store, card, None, 86400, now=now)
+    store.close()
+    assert later.labelled == 0 and later.to_dict()["feedback_outside_window"] is True
+    assert "live scores: no feedback in this window (the log holds feedback" in render_table(later)

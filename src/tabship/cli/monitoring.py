@@ -39,18 +39,19 @@ def monitor(
     since: Annotated[
         str, typer.Option(help="Window: 30m, 24h, 7d, 2w (a bare number: hours).")
     ] = "7d",
-    form: Annotated[str, typer.Option("--format", help="table, json or html.")] = "table",
+    form: Annotated[
+        str, typer.Option("--format", help="table, json or html (any case).")
+    ] = "table",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> None:
     """Drift against the training profile, traffic and live scores, over every pod's log."""
-    from tabship.monitor.commands import monitor_report, write_report
-    from tabship.outputs import check_output_file
+    from tabship.monitor.commands import check_output, monitor_report, write_report
 
     if output is not None:
-        check_output_file(output, force)  # before the database is read, not after
+        check_output(output, force)  # before the database is read, not after
     text = monitor_report(model, _url(log_db), since, form)
     if output is None:
         typer.echo(text, nl=False)
@@ -74,8 +75,8 @@ def export(
     """Export the model's logged predictions (inputs, prediction, feedback) to a file."""
     from tabship.monitor.commands import export_log
 
-    count = export_log(model, _url(log_db), output, since, force)
-    typer.echo(f"exported {count} rows to {output}")
+    done = export_log(model, _url(log_db), output, since, force)
+    typer.echo(f"exported {done.rows} rows to {output}" + (f"; {done.note}" if done.note else ""))
 
 
 @log_app.command("migrate")

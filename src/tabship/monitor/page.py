@@ -96,6 +96,7 @@ def render_monitor(
         prediction=_feature_view(drift.prediction) if drift else None,
         traffic=_traffic_charts(summary) if summary.buckets else [],
         scores=scores,
+        no_feedback=no_feedback(summary),
     )
 
 
@@ -117,7 +118,19 @@ def render_table(summary: Summary) -> str:
         for name in _SCORE_NAMES[summary.task]:
             live, cv = summary.scores.get(name), summary.cv.get(name)
             lines.append(f"  {name:<10} {_number(live):>10}   ({_number(cv)})")
+    elif not summary.labelled:
+        lines.append(f"live scores: {no_feedback(summary)}")
     return "\n".join(lines) + "\n"
+
+
+def no_feedback(summary: Summary) -> str:
+    """Why a window has no live scores: no feedback in it, or none yet at all."""
+    if summary.feedback_outside:
+        return (
+            "no feedback in this window (the log holds feedback for this model outside it; "
+            "widen the window)"
+        )
+    return 'no feedback yet: POST /v1/feedback with {"id": ..., "actual": ...}'
 
 
 def _cell(text: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tabship.card import ModelCard
+from tabship.errors import shown_field
 from tabship.monitor.drift import MIN_ROWS, DriftReport, compare
 from tabship.monitor.profile import ReferenceProfile
 from tabship.monitor.store import LoggedRow, LogStore
@@ -44,9 +45,10 @@ def parse_since(text: str) -> float:
     if not _NUMBER.fullmatch(number):
         raise ValueError(f"--since {text!r} is not a duration; use e.g. 30m, 24h or 7d")
     value = float(number) * (unit or 3600)
-    if not math.isfinite(value) or value <= 0:
+    if value <= 0:
         raise ValueError(f"--since {text!r} must be a positive duration such as 24h")
-    if value > MAX_SINCE_SECONDS:  # its start would be before any log and any calendar
+    # Infinite too (1e308h overflows): its start would be before any log and any calendar.
+    if value > MAX_SINCE_SECONDS:
         raise ValueError(f"--since {text!r} is over 100 years; 3650d covers any log")
     return value
 
@@ -151,6 +153,8 @@ class Summary:
     cv: dict[str, float | None]
     task: str
     note: str = ""
+    # No feedback in the window, but the log holds some for this model outside it.
+    feedback_outside: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: every feature with its statistics and status, traffic and scores."""
@@ -177,6 +181,7 @@ class Summary:
             ],
             "live_scores": _clean(self.scores),
             "labelled": self.labelled,
+            "feedback_outside_window": self.feedback_outside,
             "cv_scores": _clean(self.cv),
         }
 
@@ -207,13 +212,17 @@ def buckets(
     out = []
     for index in sorted(grouped):
         group = grouped[index]
-        latency = np.array([r.latency_ms for r in group])
+        # A request's rows share its id, time and latency: a 300-row batch is one request of
+        # one latency, not 300 that set both percentiles. Its time tells apart the requests of
+        # a client that sends one X-Request-Id again.
+        requests = {(r.request_id, r.ts): r.latency_ms for r in group}
+        latency = np.array(list(requests.values()))
         labelled = sum(1 for r in group if r.actual is not None)
         out.append(
             Bucket(
                 start=since + index * size,
                 predictions=len(group),
-                requests=len({r.request_id for r in group}),
+                requests=len(requests),
                 warned=sum(1 for r in group if r.warnings),
                 latency_p50=float(np.percentile(latency, 50)),
                 latency_p95=float(np.percentile(latency, 95)),
@@ -237,15 +246,21 @@ def summarize(
     since = until - since_seconds
     rows = list(store.rows(card.sha256, since, max_rows))
     drift = None
-    note = ""
+    notes = []
     if profile is None:
-        note = "this model folder has no reference profile (trained before tabship 0.2): no drift"
+        notes.append(
+            "this model folder has no reference profile (trained before tabship 0.2): no drift"
+        )
     else:
         drift = compare(profile, [r.input for r in rows], [r.prediction for r in rows])
-        if len(rows) < MIN_ROWS:
-            note = f"{len(rows)} rows in the window; drift needs at least {MIN_ROWS}"
+    others = "" if rows else other_models_note(store, card.sha256, since)
+    if others:
+        notes.append(others)
+    elif drift is not None and len(rows) < MIN_ROWS:
+        notes.append(f"{len(rows)} rows in the window; drift needs at least {MIN_ROWS}")
     classes = list(card.classes)
     scores = live_scores(card.task, classes, rows)
+    labelled = sum(1 for r in rows if r.actual is not None)
     return Summary(
         model_sha256=card.sha256,
         since=since,
@@ -255,8 +270,28 @@ def summarize(
         drift=drift,
         buckets=buckets(rows, since, until, card.task, classes),
         scores=scores,
-        labelled=sum(1 for r in rows if r.actual is not None),
+        labelled=labelled,
         cv=dict(card.model.cv.mean),
         task=card.task,
-        note=note,
+        note="; ".join(notes),
+        feedback_outside=not labelled and store.has_feedback(card.sha256),
+    )
+
+
+def other_models_note(store: LogStore, model_sha256: str, since: float) -> str:
+    """What the log holds of other models from `since` on ('' if nothing): a model retrained
+    into its folder has a new sha256, and its window was said to be empty, no more."""
+    others = {m: n for m, n in store.counts(since).items() if m != model_sha256}
+    if not others:
+        return ""
+    named = sorted(others, key=lambda m: (-others[m], m))
+    listed = ", ".join(shown_field(m[:12]) for m in named[:3])
+    if len(named) > 3:
+        listed += f" and {len(named) - 3} more"
+    rows = sum(others.values())
+    whose = "another model" if len(named) == 1 else f"{len(named)} other models"
+    return (
+        f"the log holds {rows:,} row{'s' if rows != 1 else ''} of {whose} ({listed}) in this "
+        f"window and none of this one ({model_sha256[:12]}): was the model retrained into this "
+        "folder?"
     )
