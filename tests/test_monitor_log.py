@@ -1147,7 +1147,7 @@ def test_latency_and_requests_are_per_request_not_per_row(
 def test_feedback_outside_the_window_is_not_said_to_be_missing(
     tmp_path: Path, tiny_model: TrainedModel
 ) -> None:
-    from tabship.monitor.page import render_table
+    from tabship.monitor.page import render_monitor, render_table
     from tabship.monitor.summary import summarize
 
     card, now = tiny_model.artifact.card, 1_700_000_000.0
@@ -1162,3 +1162,5 @@ def test_feedback_outside_the_window_is_not_said_to_be_missing(
     store.close()
     assert later.labelled == 0 and later.to_dict()["feedback_outside_window"] is True
     assert "live scores: no feedback in this window (the log holds feedback" in render_table(later)
+    page = render_monitor(later, card, card.title, "24h")  # the /monitor page says the same
+    assert "no feedback in this window" in page and "no feedback yet" not in page

@@ -182,7 +182,9 @@ def _predict_shard(
             err=True,
         )
     where = summary.output or "no file (no input fell to this shard)"
-    typer.echo(f"shard {chosen.index}/{chosen.count}: predicted {rows_text(summary.rows)} into {where}")
+    typer.echo(
+        f"shard {chosen.index}/{chosen.count}: predicted {rows_text(summary.rows)} into {where}"
+    )
 
 
 @app.command()
