@@ -30,6 +30,10 @@ def test_the_format_is_found_from_the_files_start(tmp_path: Path) -> None:
         "quoted.csv": (b'"a;b",c\n1,2\n', ",", ".", None),  # the comma outside the quotes
         "one.csv": (b"a\n1\n", ",", ".", None),
         "tabs.tsv": (b"a b\tc\n1\t2\n", "\t", ".", None),
+        # A comma in a tab-separated header's name; a semicolon in a comma file's text.
+        "named.txt": (b"Cost, USD\tage\tregion\n1.5\t30\tnorth\n", "\t", ".", None),
+        "tags.csv": (b"name,tags\nA,x;y\nB,z\n", ",", ".", None),
+        "multiline.csv": (b'a;b\n"two\nlines";2\n3;4\n', ";", ".", None),
     }
     for name, (content, separator, decimal, thousands) in cases.items():
         (tmp_path / name).write_bytes(content)

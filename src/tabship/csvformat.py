@@ -10,6 +10,7 @@ reads the next one alike.
 from __future__ import annotations
 
 import codecs
+import csv
 import gzip
 import re
 from dataclasses import dataclass
@@ -21,7 +22,10 @@ SAMPLE_BYTES = 64 * 1024
 # What a non-UTF-8 text file most likely is: Excel's "CSV" on Western-European Windows. It
 # reads every Latin-1 file too (a superset but for 32 control codes no table holds).
 FALLBACK_ENCODING = "cp1252"
+# In order of preference: a tie goes to the first.
 _SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "bars"}
+# Lines looked at to choose the separator: each must split into as many values as the header.
+_SNIFF_LINES = 50
 _COMMA_DECIMAL = re.compile(r"[+-]?\d+,\d+")
 _DOT_DECIMAL = re.compile(r"[+-]?\d*\.\d+")
 _DOT_THOUSANDS = re.compile(r"[+-]?\d{1,3}(\.\d{3})+(,\d+)?")
@@ -82,9 +86,9 @@ def sniff(source: str | Path | IO[bytes], suffix: str = "") -> CsvFormat:
         head = source.read(SAMPLE_BYTES)
         source.seek(start)
     encoding, text = _decoded(head)
-    lines = text.splitlines()
-    separator = "\t" if suffix.lower() == ".tsv" else _separator(lines[0] if lines else "")
-    decimal, thousands = _decimal_mark(lines[1:], separator)
+    lines = text.splitlines(keepends=True)
+    separator = "\t" if suffix.lower() == ".tsv" else _separator(lines)
+    decimal, thousands = _decimal_mark([line.rstrip("\r\n") for line in lines[1:]], separator)
     return CsvFormat(separator, decimal, thousands, encoding)
 
 
@@ -99,14 +103,19 @@ def _decoded(head: bytes) -> tuple[str, str]:
         return FALLBACK_ENCODING, head.decode(FALLBACK_ENCODING, errors="replace")
 
 
-def _separator(header: str) -> str:
-    """Commas when the header has any (outside quotes), else the candidate it has most of."""
-    bare = re.sub(r'"[^"]*"', "", header)
-    if "," in bare:
-        return ","
-    counts = {candidate: bare.count(candidate) for candidate in _SEPARATORS}
-    best = max(counts, key=lambda candidate: counts[candidate])
-    return best if counts[best] else ","
+def _separator(lines: list[str]) -> str:
+    """The separator that splits the header and the first rows alike into the most values
+    (quotes respected); commas on a tie or when none does: a `Cost, USD` column name in a
+    tab-separated header is one value, and a one-column file stays one column."""
+    sample = [line for line in lines[:_SNIFF_LINES] if line.strip()]
+    if len(sample) > 1 and not sample[-1].endswith(("\n", "\r")):
+        sample = sample[:-1]  # possibly cut at the sample's end
+    best, widest = ",", 1
+    for candidate in _SEPARATORS:
+        counts = {len(row) for row in csv.reader(sample, delimiter=candidate)}
+        if len(counts) == 1 and (width := counts.pop()) > widest:
+            best, widest = candidate, width
+    return best
 
 
 def _decimal_mark(lines: list[str], separator: str) -> tuple[str, str | None]:
