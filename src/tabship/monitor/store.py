@@ -9,7 +9,6 @@ tables.py: one row per written batch of predictions.
 
 from __future__ import annotations
 
-import heapq
 import json
 import sqlite3
 import threading
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from tabship.exact_json import loads_exact
@@ -34,6 +33,7 @@ from tabship.monitor.logurl import (
     shown_url,
 )
 from tabship.monitor.packed import Packed
+from tabship.monitor.queries import batches_holding, feedback_of, window_entries
 from tabship.monitor.tables import (
     SCHEMA_VERSION,
     VIEW,
@@ -58,8 +58,6 @@ SQLITE_PAGE_BYTES = 16384
 # (backlog.BACKLOG_SHARE). Every 100 pages the copying was the same in smaller pieces, each
 # with its syncs: 0.03 of the throughput at 32 connections (bench/README.md, sessions 14, 17).
 SQLITE_CHECKPOINT_PAGES = 1000
-# Feedback and batch ids go to the database in IN lists of at most this many.
-IN_LIST = 500
 
 
 def _go_on() -> None:
@@ -325,7 +323,7 @@ class LogStore:
             members: dict[int, set[str]] = {}
             for prefix, items in wanted.items():
                 for counter, pid in items:
-                    for batch, listed in _candidates(connection, prefix, counter, model_sha256):
+                    for batch, listed in batches_holding(connection, prefix, counter, model_sha256):
                         if batch not in members:
                             members[batch] = set(listed.split(","))
                         if pid in members[batch]:
@@ -375,8 +373,8 @@ class LogStore:
         feedback joined."""
         self.open()
         with self.engine.connect() as connection:
-            found = _window(connection, model_sha256, since, limit)
-            actual = _feedback(connection, {batch for _, batch, _, _ in found})
+            found = window_entries(connection, model_sha256, since, limit)
+            actual = feedback_of(connection, {batch for _, batch, _, _ in found})
         # A big window is read in a server thread: requests get the core between pieces.
         for _, piece in pieces(found):
             for _, _, _, entry in piece:
@@ -432,73 +430,6 @@ class LogStore:
             raw.close()
         self._raw.clear()
         self.engine.dispose()
-
-
-def _candidates(
-    connection: Connection, prefix: str, counter: int, model_sha256: str | None = None
-) -> Sequence[Any]:
-    """The batches of `prefix` (and the model, if given) whose counter range holds `counter`.
-
-    A batch's range is [first, last]; the batch holding the id starts at most the widest span
-    of that prefix below it, so the index on (prefix, first_counter) is read over that stretch
-    only, however long the prefix's process has logged.
-    """
-    b = batches_table
-    span = connection.execute(sa.select(sa.func.max(b.c.span)).where(b.c.prefix == prefix))
-    widest = span.scalar()
-    if widest is None:
-        return []
-    query = sa.select(b.c.id, b.c.ids).where(
-        b.c.prefix == prefix,
-        b.c.first_counter.between(counter - widest, counter),
-        b.c.last_counter >= counter,
-    )
-    if model_sha256:
-        query = query.where(b.c.model_sha256 == model_sha256)
-    return connection.execute(query).all()
-
-
-def _window(
-    connection: Connection, model_sha256: str | None, since: float, limit: int | None
-) -> list[tuple[float, int, int, list[Any]]]:
-    """The entries from `since` on, newest first: (ts, batch, position, entry)."""
-    b = batches_table
-    query = sa.select(b.c.id, b.c.ts_last, b.c.entries).where(b.c.ts_last >= since)
-    if model_sha256:
-        query = query.where(b.c.model_sha256 == model_sha256)
-    found: list[tuple[float, int, int, list[Any]]] = []
-    # Once `limit` entries are found, batches whose newest entry is older than the limit-th
-    # newest found hold nothing more to keep.
-    floor = since
-    for batch, newest, text in connection.execute(query.order_by(b.c.ts_last.desc())):
-        if limit and newest < floor:
-            break
-        found.extend(
-            (entry[1], batch, position, entry)
-            for position, entry in enumerate(loads_exact(text.encode()))
-            if entry[1] >= since
-        )
-        if limit and len(found) >= 2 * limit:
-            found = heapq.nlargest(limit, found, key=_order)
-            floor = found[-1][0]
-        hand_over()  # a batch read (up to 500 entries) at a time: requests get the core
-    found.sort(key=_order, reverse=True)
-    return found[:limit] if limit else found
-
-
-def _order(item: tuple[float, int, int, list[Any]]) -> tuple[float, int, int]:
-    return item[0], item[1], item[2]
-
-
-def _feedback(connection: Connection, batches: set[int]) -> dict[str, Any]:
-    """The ground truth given for entries of `batches`, by prediction id."""
-    f, listed = feedback_table, sorted(batches)
-    actual: dict[str, Any] = {}
-    for start in range(0, len(listed), IN_LIST):
-        chosen = listed[start : start + IN_LIST]
-        query = sa.select(f.c.id, f.c.actual).where(f.c.batch.in_(chosen))
-        actual.update((pid, json.loads(text)) for pid, text in connection.execute(query))
-    return actual
 
 
 DatabaseDown = (DBAPIError, SQLAlchemyError, OSError)
