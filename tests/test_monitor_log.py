@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -232,7 +233,7 @@ def test_feedback_gives_the_scores_scikit_learn_gives(logged: tuple[App, Path]) 
 
 
 def test_classification_feedback_scores(cancer_model: TrainedModel, tmp_path: Path) -> None:
-    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 
     table = pd.read_csv(cancer_model.artifact.directory.parent / "cancer.csv").head(60)
     records = table.drop(columns="diagnosis").to_dict("records")
@@ -271,6 +272,33 @@ def test_classification_feedback_scores(cancer_model: TrainedModel, tmp_path: Pa
     assert summary.scores["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
     classes = list(cancer_model.artifact.card.classes)
     assert summary.scores["f1"] == pytest.approx(f1_score(truth, predicted, pos_label=classes[1]))
+    # The ranking scores training sorted by, from the logged probabilities.
+    shares = np.array([[p[c] for c in classes] for p in answer["probabilities"]])
+    shares /= shares.sum(axis=1, keepdims=True)  # float32 shares miss one by 1e-7
+    positive = [label == classes[1] for label in truth]
+    assert summary.scores["auc"] == pytest.approx(roc_auc_score(positive, shares[:, 1]))
+    assert summary.scores["log_loss"] == pytest.approx(log_loss(truth, shares, labels=classes))
+
+
+def test_live_auc_and_log_loss_are_scikit_learns_with_ties_and_many_classes() -> None:
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from tabship.monitor.summary import probability_scores
+
+    rng = np.random.default_rng(5)
+    classes = ["a", "b", "c"]
+    raw = np.round(rng.dirichlet([1, 1, 1], 300), 1) + 1e-3  # rounded: many tied scores
+    shares = raw / raw.sum(axis=1, keepdims=True)
+    truth = [classes[int(np.argmax(row + rng.normal(0, 0.2, 3)))] for row in shares]
+    found = probability_scores(truth, shares, classes)
+    expected = roc_auc_score(truth, shares, multi_class="ovr", average="weighted", labels=classes)
+    assert found["auc"] == pytest.approx(expected)
+    assert found["log_loss"] == pytest.approx(log_loss(truth, shares, labels=classes))
+    two = shares[:, :2] / shares[:, :2].sum(axis=1, keepdims=True)
+    binary = ["b" if row[1] + rng.normal(0, 0.3) > 0.5 else "a" for row in two]
+    found = probability_scores(binary, two, ["a", "b"])
+    assert found["auc"] == pytest.approx(roc_auc_score([b == "b" for b in binary], two[:, 1]))
+    assert np.isnan(probability_scores(["a"] * 5, two[:5], ["a", "b"])["auc"])  # one class
 
 
 def test_an_answer_is_read_as_the_class_training_named() -> None:

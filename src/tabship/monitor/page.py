@@ -16,7 +16,10 @@ from tabship.monitor import charts
 from tabship.monitor.drift import Drift
 from tabship.monitor.summary import Summary
 
-_SCORE_NAMES = {"regression": ("mae", "rmse", "r2"), "classification": ("accuracy", "f1")}
+_SCORE_NAMES = {
+    "regression": ("mae", "rmse", "r2"),
+    "classification": ("accuracy", "f1", "auc", "log_loss"),
+}
 
 
 def _number(value: float | None, digits: int = 4) -> str:

@@ -92,6 +92,7 @@ class LoggedRow:
     latency_ms: float
     actual: Any = None
     request_id: str = ""
+    probabilities: Any = None  # {class: share} for a classifier's prediction
 
 
 class LogStore:
@@ -384,6 +385,7 @@ class LogStore:
                     route=entry[3],
                     input=entry[4],
                     prediction=entry[5],
+                    probabilities=entry[6],
                     warnings=entry[7],
                     latency_ms=entry[8],
                     actual=actual.get(entry[0]),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -104,8 +104,53 @@ def live_scores(task: str, classes: Sequence[str], rows: Sequence[LoggedRow]) ->
     labelled = [r for r in rows if r.actual is not None and str(r.actual) in known]
     if not labelled:
         return {}
-    return classification_scores(
-        [str(r.actual) for r in labelled], [str(r.prediction) for r in labelled], classes
+    actual = [str(r.actual) for r in labelled]
+    scores = classification_scores(actual, [str(r.prediction) for r in labelled], classes)
+    shares = [r.probabilities for r in labelled]
+    if all(isinstance(row, Mapping) for row in shares):  # rows logged before had none
+        table = np.array([[_number(row.get(c)) or 0.0 for c in classes] for row in shares])
+        scores |= probability_scores(actual, table, classes)
+    return scores
+
+
+def probability_scores(
+    actual: Sequence[str], probabilities: np.ndarray, classes: Sequence[str]
+) -> dict[str, float]:
+    """AUC and log loss, as training's CV defines them (scikit-learn's roc_auc_score, binary
+    on the second class or one-vs-rest weighted by support, and log_loss), in numpy."""
+    truth = np.asarray(actual, dtype=object)
+    if len(classes) == 2:
+        auc = _auc(probabilities[:, 1], truth == classes[1])
+    else:
+        weighted = [
+            (_auc(probabilities[:, k], truth == label), int(np.sum(truth == label)))
+            for k, label in enumerate(classes)
+            if np.any(truth == label)
+        ]
+        kept = [(value, count) for value, count in weighted if math.isfinite(value)]
+        total = sum(count for _, count in kept)
+        auc = sum(value * count for value, count in kept) / total if total else math.nan
+    rows = probabilities / np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-300)
+    given = rows[np.arange(len(truth)), [list(classes).index(a) for a in truth]]
+    eps = np.finfo(np.float64).eps  # scikit-learn's clip
+    return {"auc": auc, "log_loss": float(-np.mean(np.log(np.clip(given, eps, 1 - eps))))}
+
+
+def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """The area under the ROC curve: the Mann-Whitney statistic, ties counted half; NaN
+    when one side has no rows (undefined, as scikit-learn says)."""
+    positives, negatives = int(positive.sum()), int((~positive).sum())
+    if not positives or not negatives:
+        return math.nan
+    order = np.argsort(scores, kind="mergesort")
+    ordered = scores[order]
+    # Tied scores share the mean of their ranks (1-based).
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(ordered)]
+    ranks = np.empty(len(scores))
+    ranks[order] = np.repeat((starts + ends + 1) / 2, ends - starts)
+    return float(
+        (ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives)
     )
 
 
