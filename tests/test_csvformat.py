@@ -96,3 +96,37 @@ def test_a_row_with_a_value_too_many_is_named_in_plain_words(tmp_path: Path) -> 
     (tmp_path / "ragged.csv").write_text("a,b,y\n1,2,3\n4,5,6\n7,8,9,10\n")
     with pytest.raises(DatasetError, match="line 4 has 4 values where the header has 3"):
         datasets.read_table(tmp_path / "ragged.csv")
+
+
+def test_dots_between_thousands_are_read_without_touching_dotted_dates(tmp_path: Path) -> None:
+    # pandas' own `thousands` made 31.05.2024 the number 31052024.
+    grouped = [f"{d:02d}.05.2024;{d}.{234 + d:03d},5;{d % 3}" for d in range(1, 29)]
+    (tmp_path / "de.csv").write_text("datum;betrag;x\n" + "\n".join(grouped) + "\n")
+    form = sniff(tmp_path / "de.csv")
+    assert (form.separator, form.decimal, form.thousands) == (";", ",", ".")
+    frame = datasets.read_table(tmp_path / "de.csv")
+    assert frame["datum"].iloc[0] == "01.05.2024"  # text, for the date reader
+    assert frame["betrag"].dtype == np.float64 and frame["betrag"].iloc[0] == 1235.5
+
+
+def test_predict_reads_grouped_numbers_as_training_did(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    amounts = rng.uniform(500, 90_000, 80).round(2)
+    kinds = rng.choice(["a", "b"], 80)
+    target = amounts / 100 + (kinds == "a") * 50 + rng.normal(0, 5, 80)
+
+    def german(value: float) -> str:  # 12.345,67
+        return f"{value:,.2f}".replace(",", "_").replace(".", ",").replace("_", ".")
+
+    lines = [f"{german(a)};{k};{german(y)}" for a, k, y in zip(amounts, kinds, target, strict=True)]
+    (tmp_path / "t.csv").write_text("betrag;art;y\n" + "\n".join(lines) + "\n")
+    options = TrainOptions(target="y", folds=2, models=["ridge"])
+    predictor = Predictor.load(
+        train_model(str(tmp_path / "t.csv"), options, tmp_path / "m").artifact.directory
+    )
+    assert {f.name: f.kind for f in predictor.schema.features}["betrag"] == "numeric"
+    done = predict_file(predictor, tmp_path / "t.csv", tmp_path / "out.csv")
+    assert done.warnings[0].startswith("read with semicolons between values, decimal commas")
+    records = [{"betrag": float(a), "art": str(k)} for a, k in zip(amounts, kinds, strict=True)]
+    direct = predictor.predict(records).values
+    assert np.allclose(pd.read_csv(tmp_path / "out.csv")["predicted_y"], direct, rtol=1e-6)

@@ -106,6 +106,7 @@ def csv_chunks(
         **args,
     ) as reader:
         for chunk in reader:
+            chunk = form.grouped_numbers(chunk, numbers)  # 1.234,5 as training read it
             # A CSV output writes each chunk on its own: whole numbers stay integers there.
             chunk = _one_type(chunk, numbers, integers) if parquet else chunk
             chunk.attrs[UNNAMED] = unnamed

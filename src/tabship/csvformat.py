@@ -13,9 +13,13 @@ import codecs
 import csv
 import gzip
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Enough of a file to see its header and a few hundred rows.
 SAMPLE_BYTES = 64 * 1024
@@ -29,6 +33,8 @@ _SNIFF_LINES = 50
 _COMMA_DECIMAL = re.compile(r"[+-]?\d+,\d+")
 _DOT_DECIMAL = re.compile(r"[+-]?\d*\.\d+")
 _DOT_THOUSANDS = re.compile(r"[+-]?\d{1,3}(\.\d{3})+(,\d+)?")
+# A whole column of these is numbers in a file of decimal commas: grouped or not.
+_GROUPED = re.compile(r"[+-]?\d{1,3}(\.\d{3})*(,\d+)?|[+-]?\d+(,\d+)?")
 
 
 @dataclass(frozen=True)
@@ -42,13 +48,26 @@ class CsvFormat:
 
     @property
     def read_args(self) -> dict[str, Any]:
-        """Keyword arguments for `pandas.read_csv`."""
-        return {
-            "sep": self.separator,
-            "decimal": self.decimal,
-            "thousands": self.thousands,
-            "encoding": self.encoding,
-        }
+        """Keyword arguments for `pandas.read_csv`. Not its `thousands`: pandas drops that
+        character from any cell it then reads as a number, so `31.05.2024` became 31052024;
+        `grouped_numbers` reads such columns afterwards."""
+        return {"sep": self.separator, "decimal": self.decimal, "encoding": self.encoding}
+
+    def grouped_numbers(self, frame: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
+        """`frame` with each text column of `names` whose every cell is a number written with
+        dots between thousands (`1.234,5`, `12.000`) as float64; others as they are."""
+        if self.thousands is None:
+            return frame
+        typed = {}
+        for name in names:
+            column = frame[name]
+            if column.dtype.kind in "iufbM":
+                continue
+            present = column.dropna().astype(str).str.strip()
+            if len(present) and present.str.fullmatch(_GROUPED.pattern).all():
+                text = column.astype("string").str.strip().str.replace(".", "", regex=False)
+                typed[name] = text.str.replace(",", ".", regex=False).astype("float64")
+        return frame.assign(**typed) if typed else frame
 
     @property
     def note(self) -> str | None:
@@ -129,6 +148,7 @@ def _decimal_mark(lines: list[str], separator: str) -> tuple[str, str | None]:
             cell = cell.strip().strip('"')
             if _DOT_THOUSANDS.fullmatch(cell):
                 grouped += 1
+                commas += "," in cell  # 1.234,5 has a decimal comma; 1.234 alone could be 1.234
             elif _COMMA_DECIMAL.fullmatch(cell):
                 commas += 1
             elif _DOT_DECIMAL.fullmatch(cell):

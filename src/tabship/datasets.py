@@ -183,12 +183,16 @@ def _csv_table(path: Path, form: CsvFormat) -> pd.DataFrame:
 
     args = form.read_args
     header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, **args)
-    frame = _codes_as_text(path, pd.read_csv(path, **args), args)
+
+    def read(rows: int | None = None) -> pd.DataFrame:
+        frame = pd.read_csv(path, nrows=rows, **args)
+        return _codes_as_text(path, form.grouped_numbers(frame, frame.columns), args, rows)
+
+    frame = read()
     notes = []
     totals = totals_row(frame)
     if totals:  # read again without it: its text made a number column a category
-        rows = len(frame) - 1
-        frame = _codes_as_text(path, pd.read_csv(path, nrows=rows, **args), args, rows)
+        frame = read(len(frame) - 1)
         notes.append(totals)
     frame.attrs[UNNAMED] = check_header(header.iloc[0].tolist(), list(frame.columns))
     frame.attrs[NOTES] = notes
