@@ -6,7 +6,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export TABSHIP_DATA_HOME ?= $(abspath ../shared/datasets)
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+# A workspace's shared copy of the datasets, when there is one beside this clone (no
+# download needed); elsewhere tabship's own default (a cache, filled by a checked download).
+SHARED_DATA := $(abspath ../shared/datasets)
+ifneq ($(wildcard $(SHARED_DATA)/insurance.csv),)
+export TABSHIP_DATA_HOME ?= $(SHARED_DATA)
+endif
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -36,6 +42,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The demo needs what serving and training need, not the test and lint tools (a fifth of
+# the download); `make test` adds them to the same environment.
+$(RUNTIME_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	for attempt in 1 2 3; do \
+	  $(BIN)/python -m pip install --quiet --retries 5 --upgrade pip && \
+	  $(BIN)/python -m pip install --quiet --retries 5 -e . && break; \
+	  echo "install attempt $$attempt failed; retrying" >&2; sleep 5; \
+	  [ $$attempt -lt 3 ] || exit 1; \
+	done
+	touch $(RUNTIME_STAMP)
 
 # Debian's Chromium for the browser tests, podman + runc + a local base image for the container
 # tests, PostgreSQL for the prediction-log tests (they start their own cluster; the package's
@@ -78,7 +96,7 @@ kserve-client:
 	@test -x $(KSERVE_VENV)/bin/python || rm -f $(KSERVE_STAMP)
 	@$(MAKE) --no-print-directory $(KSERVE_STAMP)
 
-demo: install
+demo: $(if $(wildcard $(STAMP)),$(STAMP),$(RUNTIME_STAMP))
 	$(BIN)/tabship demo
 
 test: install system-deps kserve-client

@@ -339,7 +339,14 @@ def deploy_gke(
         int | None,
         typer.Option(help="Standard cluster with N nodes per zone (default: Autopilot)."),
     ] = None,
-    autopilot: Annotated[bool, typer.Option(help="Autopilot cluster (the default).")] = False,
+    autopilot: Annotated[
+        bool,
+        typer.Option(
+            "--autopilot",
+            show_default=False,
+            help="Autopilot cluster: what is made without --nodes; said for clarity.",
+        ),
+    ] = False,
     builder: Annotated[
         str | None, typer.Option(help="docker or podman, to build and push (default docker).")
     ] = None,
