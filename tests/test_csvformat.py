@@ -130,3 +130,34 @@ def test_predict_reads_grouped_numbers_as_training_did(tmp_path: Path) -> None:
     records = [{"betrag": float(a), "art": str(k)} for a, k in zip(amounts, kinds, strict=True)]
     direct = predictor.predict(records).values
     assert np.allclose(pd.read_csv(tmp_path / "out.csv")["predicted_y"], direct, rtol=1e-6)
+
+
+def test_a_stray_byte_in_a_utf8_file_is_replaced_not_the_whole_file_re_read(
+    tmp_path: Path,
+) -> None:
+    # Past the sampled start: re-read as Windows-1252, every Köln became KÃ¶ln.
+    lines = "".join(f"{i},{['Köln', 'München', 'Berlin'][i % 3]},{i * 1.5}\n" for i in range(4000))
+    content = b"x,stadt,y\n" + lines.encode() + b"4000,caf\xe9,1.0\n"
+    (tmp_path / "stray.csv").write_bytes(content)
+    frame = datasets.read_table(tmp_path / "stray.csv")
+    assert set(frame["stadt"].head(3)) == {"Köln", "München", "Berlin"}
+    assert frame["stadt"].iloc[-1] == "caf\ufffd"
+    assert frame.attrs[datasets.NOTES][0].startswith("read as UTF-8 text, its bytes that are not")
+
+
+def test_more_values_than_the_header_is_named_not_read_as_a_row_label(tmp_path: Path) -> None:
+    # pandas made the first value the index: a one-column file's 1,5 was read as 5.
+    (tmp_path / "one.csv").write_text("x\n1,5\n2,5\n")
+    with pytest.raises(DatasetError, match="its first row has one value more than its header"):
+        datasets.read_table(tmp_path / "one.csv")
+    # Every row ending with a separator the header lacks (some exports): one empty value.
+    (tmp_path / "trailing.csv").write_text("a,b\n1,2,\n3,4,\n5,6,\n")
+    trailing = datasets.read_table(tmp_path / "trailing.csv")
+    assert list(trailing.columns) == ["a", "b"] and list(trailing["b"]) == [2, 4, 6]
+    # A semicolon file with one row a value too many: that line, not "save it with commas".
+    rows = "".join(f"{i};{i * 2};{i * 3}\n" for i in range(20))
+    (tmp_path / "semi.csv").write_text("a;b;y\n" + rows + "1;2;3;4\n")
+    with pytest.raises(DatasetError, match="line 22 has 4 values where the header has 3"):
+        datasets.read_table(tmp_path / "semi.csv")
+    (tmp_path / "nomark.csv").write_bytes("city,y\nKöln,1\n".encode("utf-16-le"))
+    assert list(datasets.read_table(tmp_path / "nomark.csv").columns) == ["city", "y"]

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from tabship.columnar import as_read, frame_of, nested_as_json
 from tabship.config import NUMBER_TEXT
-from tabship.csvformat import CsvFormat, sniff
+from tabship.csvformat import CsvFormat, rows_beyond_header, sniff
 from tabship.datasets import UNNAMED, check_header, parser_message
 from tabship.errors import ConfigError, DatasetError, RecordError
 from tabship.feature import NA_TEXTS
@@ -81,6 +81,9 @@ def csv_chunks(
     looks numeric in one chunk and not in the next is one type in the output.
     """
     form = form or sniff(source)
+    beyond = rows_beyond_header(form)
+    if beyond:
+        raise DatasetError(f"cannot predict {getattr(source, 'name', source)}: {beyond}")
     args = form.read_args
     columns = [str(name) for name in pd.read_csv(source, nrows=0, **args).columns]
     kinds = {feature.name: feature.kind for feature in schema.features}
@@ -427,7 +430,7 @@ def predict_file(
         except UnicodeDecodeError:  # past the sampled start: read as training's reader does
             if form is None or form.encoding != "utf-8":
                 raise
-            tally = predicted(form.as_fallback())
+            tally = predicted(form.as_fallback(source))
     except UnicodeDecodeError:
         raise DatasetError(
             f"cannot predict {source}: it is not UTF-8 text; save it as UTF-8 (CSV UTF-8)"

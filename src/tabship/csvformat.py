@@ -12,9 +12,10 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import itertools
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -30,6 +31,11 @@ FALLBACK_ENCODING = "cp1252"
 _SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "bars"}
 # Lines looked at to choose the separator: each must split into as many values as the header.
 _SNIFF_LINES = 50
+# A letter outside ASCII as UTF-8 writes it (two to four bytes): Windows-1252 text has none,
+# bar by rare chance (`Ã©` as two letters).
+_UTF8_LETTER = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
 _COMMA_DECIMAL = re.compile(r"[+-]?\d+,\d+")
 _DOT_DECIMAL = re.compile(r"[+-]?\d*\.\d+")
 _DOT_THOUSANDS = re.compile(r"[+-]?\d{1,3}(\.\d{3})+(,\d+)?")
@@ -45,13 +51,29 @@ class CsvFormat:
     decimal: str = "."
     thousands: str | None = None
     encoding: str = "utf-8"
+    # "replace" for a UTF-8 file holding a few bytes that are not: each shows as U+FFFD.
+    errors: str = "strict"
+    # Every row ends with a separator the header does not (some exports): one empty value.
+    trailing: bool = False
+    # The first row has one value more than the header (and not an empty one): pandas would
+    # take each row's first value as its label, silently (a one-column `1,5` read as 5).
+    labelled: bool = False
 
     @property
     def read_args(self) -> dict[str, Any]:
         """Keyword arguments for `pandas.read_csv`. Not its `thousands`: pandas drops that
         character from any cell it then reads as a number, so `31.05.2024` became 31052024;
         `grouped_numbers` reads such columns afterwards."""
-        return {"sep": self.separator, "decimal": self.decimal, "encoding": self.encoding}
+        return {
+            "sep": self.separator,
+            "decimal": self.decimal,
+            "encoding": self.encoding,
+            "encoding_errors": self.errors,
+            # Not the first value as a row label, which pandas makes of rows with one value
+            # more than the header; only when that value is the trailing separator's empty one
+            # (pandas drops any other with a mere warning: `rows_beyond_header` refuses it).
+            **({"index_col": False} if self.trailing else {}),
+        }
 
     def grouped_numbers(self, frame: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
         """`frame` with each text column of `names` whose every cell is a number written with
@@ -73,12 +95,12 @@ class CsvFormat:
     def note(self) -> str | None:
         """How the file was read, when it was not plain UTF-8 with commas; else None."""
         said = []
-        if self.encoding not in ("utf-8", "utf-8-sig"):
-            said.append(
-                "as UTF-16 text"
-                if self.encoding == "utf-16"
-                else "as Windows-1252 (Latin-1) text, not being UTF-8"
-            )
+        if self.errors != "strict":
+            said.append("as UTF-8 text, its bytes that are not UTF-8 shown as \ufffd")
+        elif self.encoding.startswith("utf-16"):
+            said.append("as UTF-16 text")
+        elif self.encoding != "utf-8":
+            said.append("as Windows-1252 (Latin-1) text, not being UTF-8")
         if self.separator != ",":
             said.append(f"with {_SEPARATORS[self.separator]} between values")
         if self.decimal != ".":
@@ -87,9 +109,15 @@ class CsvFormat:
             )
         return "read " + ", ".join(said) if said else None
 
-    def as_fallback(self) -> CsvFormat:
-        """The same file read as Windows-1252: its UTF-8 failed past the sampled start."""
-        return CsvFormat(self.separator, self.decimal, self.thousands, FALLBACK_ENCODING)
+    def as_fallback(self, path: Path) -> CsvFormat:
+        """The same file once its UTF-8 failed past the sampled start: still UTF-8, its stray
+        bytes replaced, when it holds UTF-8's own letters (`é` as two bytes: one stray byte
+        re-read as Windows-1252 turned every `Köln` into `KÃ¶ln`), else Windows-1252."""
+        packed = path.suffix.lower() == ".gz"
+        data = gzip.decompress(path.read_bytes()) if packed else path.read_bytes()
+        utf8 = _UTF8_LETTER.search(data) is not None
+        encoding, errors = ("utf-8", "replace") if utf8 else (FALLBACK_ENCODING, "strict")
+        return replace(self, encoding=encoding, errors=errors)
 
 
 def sniff(source: str | Path | IO[bytes], suffix: str = "") -> CsvFormat:
@@ -104,36 +132,62 @@ def sniff(source: str | Path | IO[bytes], suffix: str = "") -> CsvFormat:
         start = source.tell()
         head = source.read(SAMPLE_BYTES)
         source.seek(start)
-    encoding, text = _decoded(head)
+    encoding, errors, text = _decoded(head)
     lines = text.splitlines(keepends=True)
     separator = "\t" if suffix.lower() == ".tsv" else _separator(lines)
     decimal, thousands = _decimal_mark([line.rstrip("\r\n") for line in lines[1:]], separator)
-    return CsvFormat(separator, decimal, thousands, encoding)
+    rows = [line.rstrip("\r\n") for line in lines if line.strip()]
+    trailing = len(rows) > 1 and not rows[0].endswith(separator)
+    trailing = trailing and all(row.endswith(separator) for row in rows[1:-1])
+    first = list(itertools.islice(csv.reader(lines, delimiter=separator), 2))
+    labelled = len(first) == 2 and len(first[1]) == len(first[0]) + 1 and not trailing
+    return CsvFormat(separator, decimal, thousands, encoding, errors, trailing, labelled)
 
 
-def _decoded(head: bytes) -> tuple[str, str]:
-    """The encoding of a file's first bytes and their text."""
+def rows_beyond_header(form: CsvFormat) -> str | None:
+    """Why a file is refused before pandas reads it: its rows have one value more than its
+    header, which pandas would silently take as row labels; else None."""
+    if not form.labelled:
+        return None
+    return (
+        "its first row has one value more than its header: a value holding the separator "
+        'must be in double quotes ("1,5"), or the header lacks a name'
+    )
+
+
+def _decoded(head: bytes) -> tuple[str, str, str]:
+    """The encoding of a file's first bytes, how its errors are taken, and their text."""
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16", head.decode("utf-16", errors="replace")
+        return "utf-16", "strict", head.decode("utf-16", errors="replace")
+    if head.count(0) > len(head) // 4:  # UTF-16 without its mark: a NUL beside each ASCII
+        encoding = "utf-16-le" if head[1::2].count(0) > head[::2].count(0) else "utf-16-be"
+        return encoding, "strict", head.decode(encoding, errors="replace")
     # Incremental, so a character cut at the sample's end is not a failure.
     try:
-        return "utf-8", codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        return "utf-8", "strict", text
     except UnicodeDecodeError:
-        return FALLBACK_ENCODING, head.decode(FALLBACK_ENCODING, errors="replace")
+        if head.startswith(codecs.BOM_UTF8) or _UTF8_LETTER.search(head):
+            return "utf-8", "replace", head.decode("utf-8", errors="replace")
+        return FALLBACK_ENCODING, "strict", head.decode(FALLBACK_ENCODING, errors="replace")
 
 
 def _separator(lines: list[str]) -> str:
-    """The separator that splits the header and the first rows alike into the most values
-    (quotes respected); commas on a tie or when none does: a `Cost, USD` column name in a
-    tab-separated header is one value, and a one-column file stays one column."""
+    """The separator that splits the header and most of the first rows (four in five) alike
+    into the most values, quotes respected; commas on a tie or when none does. A `Cost, USD`
+    name in a tab-separated header is one value; a row with a value too many is the reader's
+    to name, not a reason to read the file with commas."""
     sample = [line for line in lines[:_SNIFF_LINES] if line.strip()]
     if len(sample) > 1 and not sample[-1].endswith(("\n", "\r")):
         sample = sample[:-1]  # possibly cut at the sample's end
     best, widest = ",", 1
     for candidate in _SEPARATORS:
-        counts = {len(row) for row in csv.reader(sample, delimiter=candidate)}
-        if len(counts) == 1 and (width := counts.pop()) > widest:
-            best, widest = candidate, width
+        widths = [len(row) for row in csv.reader(sample, delimiter=candidate)]
+        if not widths:
+            continue
+        alike = sum(width == widths[0] for width in widths)
+        if alike >= 0.8 * len(widths) and widths[0] > widest:
+            best, widest = candidate, widths[0]
     return best
 
 

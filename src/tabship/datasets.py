@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tabship.config import Settings
-from tabship.csvformat import CsvFormat, sniff
+from tabship.csvformat import CsvFormat, rows_beyond_header, sniff
 from tabship.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ def read_table(path: Path) -> pd.DataFrame:
             except UnicodeDecodeError:  # past the sampled start: the rest is not UTF-8 either
                 if form.encoding != "utf-8":
                     raise
-                form = form.as_fallback()
+                form = form.as_fallback(path)
                 frame = _csv_table(path, form)
             if form.note:
                 frame.attrs[NOTES] = [form.note, *frame.attrs[NOTES]]
@@ -183,6 +183,10 @@ def _csv_table(path: Path, form: CsvFormat) -> pd.DataFrame:
 
     args = form.read_args
     header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, **args)
+
+    beyond = rows_beyond_header(form)
+    if beyond:
+        raise DatasetError(f"cannot read {path}: {beyond}")
 
     def read(rows: int | None = None) -> pd.DataFrame:
         frame = pd.read_csv(path, nrows=rows, **args)
@@ -233,7 +237,7 @@ def written_column(path: Path, name: str) -> pd.Series | None:
                 usecols=[name],
                 dtype=str,
                 keep_default_na=False,
-                **form.as_fallback().read_args,
+                **form.as_fallback(path).read_args,
             )
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError):
         return None  # read_table has said (or will say) what is wrong with the file
