@@ -144,8 +144,28 @@ def test_a_spreadsheets_totals_row_is_left_out_and_said(tmp_path: Path) -> None:
     frame = datasets.read_table(tmp_path / "t.csv")
     assert len(frame) == 10 and frame["x"].dtype.kind == "i"  # not a category with 'Total:'
     assert frame.attrs[datasets.NOTES] == [
-        "the last row (11) looks like a totals row ('Total:' in column 'x'); left out"
+        "row 11 looks like a totals row ('Total:' in column 'x', the last row with values); "
+        "left out"
     ]
     (tmp_path / "u.csv").write_text("x,g,y\n" + rows + "11,total,38.5\n")  # a level
     kept = datasets.read_table(tmp_path / "u.csv")
     assert len(kept) == 11 and kept.attrs[datasets.NOTES] == []
+    # A level the first column holds elsewhere is a value; a totals row above empty ones is one.
+    levels = "".join(f"{['Total', 'Basic'][x % 2]},{x},{3.5 * x}\n" for x in range(1, 11))
+    (tmp_path / "v.csv").write_text("plan,x,y\n" + levels)
+    assert len(datasets.read_table(tmp_path / "v.csv")) == 10
+    (tmp_path / "w.csv").write_text("x,g,y\n" + rows + "Total,,192.5\n,,\n,,\n")
+    below = datasets.read_table(tmp_path / "w.csv")
+    assert len(below) == 10 and below["x"].dtype.kind == "i"
+    assert below.attrs[datasets.NOTES][0].startswith("row 11 looks like a totals row ('Total'")
+
+
+def test_the_target_as_written_has_the_rows_the_table_kept(tmp_path: Path) -> None:
+    # With one row more (the totals row), training's check that keeps an `NA` class was
+    # skipped, and the NA class dropped as empty targets.
+    rows = "".join(f"{x},{['NA', 'EU', 'AS'][x % 3]}\n" for x in range(1, 31))
+    (tmp_path / "t.csv").write_text("x,market\n" + rows + "Total,\n")
+    frame = datasets.read_table(tmp_path / "t.csv")
+    written = datasets.written_column(tmp_path / "t.csv", "market", len(frame))
+    assert written is not None and len(written) == len(frame) == 30
+    assert (written == "NA").sum() == 10

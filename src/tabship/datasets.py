@@ -195,8 +195,8 @@ def _csv_table(path: Path, form: CsvFormat) -> pd.DataFrame:
     frame = read()
     notes = []
     totals = totals_row(frame)
-    if totals:  # read again without it: its text made a number column a category
-        frame = read(len(frame) - 1)
+    if totals:  # read again without it and below: its text made a number column a category
+        frame = read(int(frame.notna().any(axis=1).to_numpy().nonzero()[0][-1]))
         notes.append(totals)
     frame.attrs[UNNAMED] = check_header(header.iloc[0].tolist(), list(frame.columns))
     frame.attrs[NOTES] = notes
@@ -218,9 +218,10 @@ def parser_message(exc: Exception) -> str:
     )
 
 
-def written_column(path: Path, name: str) -> pd.Series | None:
-    """One column of a CSV as the file wrote it (every cell text, none read as missing); None
-    for a Parquet file, whose cells are typed, or when the column cannot be read alone."""
+def written_column(path: Path, name: str, rows: int | None = None) -> pd.Series | None:
+    """One column of a CSV as the file wrote it (every cell text, none read as missing), its
+    first `rows` (those `read_table` kept); None for a Parquet file, whose cells are typed, or
+    when the column cannot be read alone."""
     import pandas as pd
 
     if path.suffix.lower() in {".parquet", ".pq"} or _parquet_bytes(path):
@@ -229,7 +230,7 @@ def written_column(path: Path, name: str) -> pd.Series | None:
         form = sniff(path)
         try:
             text = pd.read_csv(
-                path, usecols=[name], dtype=str, keep_default_na=False, **form.read_args
+                path, usecols=[name], dtype=str, keep_default_na=False, nrows=rows, **form.read_args
             )
         except UnicodeDecodeError:  # as read_table falls back
             text = pd.read_csv(
@@ -237,6 +238,7 @@ def written_column(path: Path, name: str) -> pd.Series | None:
                 usecols=[name],
                 dtype=str,
                 keep_default_na=False,
+                nrows=rows,
                 **form.as_fallback(path).read_args,
             )
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError):
@@ -279,19 +281,24 @@ _TOTAL_WORDS = frozenset(
 def totals_row(frame: pd.DataFrame) -> str | None:
     """A note when the table's last row is a spreadsheet's totals row (a cell saying `Total`),
     which training would learn from as a patient 50 times the others; else None."""
+    import numpy as np
+
     if len(frame) < 3:
         return None
     # Its first filled cell: where a spreadsheet writes the label (a category's `total`
-    # level further along is a value).
-    last = frame.iloc[-1].dropna()
-    if last.empty:
+    # level further along is a value). Past empty rows (`,,` under the table).
+    filled = np.flatnonzero(frame.notna().any(axis=1).to_numpy())
+    if not len(filled) or filled[-1] < 2:
         return None
-    name, cell = next(iter(last.items()))
+    row = int(filled[-1])
+    name, cell = next(iter(frame.iloc[row].dropna().items()))
     if not isinstance(cell, str) or cell.strip().rstrip(":").strip().casefold() not in _TOTAL_WORDS:
         return None
+    if int((frame[name] == cell).sum()) > 1:
+        return None  # a level the column holds elsewhere too: a value, not a label
     return (
-        f"the last row ({len(frame)}) looks like a totals row ({cell.strip()[:20]!r} in "
-        f"column {str(name)[:60]!r}); left out"
+        f"row {row + 1} looks like a totals row ({cell.strip()[:20]!r} in column "
+        f"{str(name)[:60]!r}, the last row with values); left out"
     )
 
 

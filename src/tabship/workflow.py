@@ -96,7 +96,8 @@ def train_model(
     check_output_free(output, force)
     path = datasets.fetch(data, settings) if builtin else datasets.resolve(data, settings)
     frame = datasets.read_table(path)
-    result = train(frame, options, progress, datasets.written_column(path, options.target))
+    written = datasets.written_column(path, options.target, len(frame))
+    result = train(frame, options, progress, written)
     if progress:
         progress("ONNX export and parity check", 1, 1)
     with threadpool_limits(limits=1, user_api="openmp"):  # see train(): no spin-waiting
