@@ -97,6 +97,9 @@ def test_a_number_target_with_a_few_text_cells_names_them_rather_than_classifyin
     words = table.assign(y=rng.choice(["low", "mid", "high"], 60))
     with pytest.raises(DataError, match=r"is not numeric \(row 1 holds '(low|mid|high)'\)"):
         prepare(words, TrainOptions(target="y", task="regression"))
+    german = table.assign(y=table["y"].str.replace(".", ",", regex=False))
+    with pytest.raises(DataError, match=r"holds numbers but for 2 cells \(row 5 '-'"):
+        prepare(german, TrainOptions(target="y"))
     # A few codes with one text among them stay classes.
     codes = table.assign(y=rng.choice(["1", "2", "3", "n/k"], 60))
     assert prepare(codes, TrainOptions(target="y"))[0] == "classification"

@@ -116,3 +116,14 @@ def test_a_category_of_percentages_is_said_to_be_numbers_kept_as_text() -> None:
         "used as a category of 15 values, not as numbers: write them as plain numbers (12 or "
         "0.12) to use their size"
     ]
+
+
+def test_a_category_of_numbers_but_for_a_few_is_said() -> None:
+    rng = np.random.default_rng(6)
+    values = [str(v) for v in rng.integers(0, 40, 200)]
+    values[150] = "0,2"  # a decimal comma late in a file of whole numbers
+    frame = pd.DataFrame({"x": values, "y": rng.normal(size=200)})
+    schema, warnings = infer_schema(frame, "y")
+    assert schema.names == ["x"] and len(warnings) == 1
+    assert warnings[0].startswith("column 'x' holds numbers but for 1 of its ")
+    assert "('0,2'); used as a category, not as numbers" in warnings[0]

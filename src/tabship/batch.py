@@ -123,14 +123,15 @@ def _one_type(chunk: pd.DataFrame, numbers: list[str], integers: set[str]) -> pd
     typed: dict[str, str] = {}
     for name in numbers:
         column = chunk[name]
-        if name in integers:
+        if name in integers and column.dtype.kind in "iu":
+            typed[name] = "Int64"  # exact, however large
+        elif name in integers:
             present = column.dropna().to_numpy(dtype=np.float64)
             # Fractions are refused by the feature, and past 2**53 a float is not the integer
             # written: both stay floats, for validation to name or the writer to cast.
             if np.all(present == np.round(present)) and np.all(np.abs(present) < 2**53):
                 typed[name] = "Int64"
-                continue
-        if column.dtype.kind in "iu":
+        elif column.dtype.kind in "iu":
             typed[name] = "float64"
     return chunk.astype(typed) if typed else chunk
 

@@ -52,7 +52,10 @@ def text_numbers_problem(
     text = y_raw.astype(str)
     if not regression and text.nunique() <= CLASSIFICATION_MAX_INTEGER_LEVELS:
         return None  # a few codes and labels: classes
-    plain = text.str.fullmatch(PLAIN_NUMBER.pattern).to_numpy(dtype=bool)
+    # A decimal comma is a number here too: a German file's `12,57` beside its `#NV`.
+    plain = (
+        text.str.fullmatch(PLAIN_NUMBER.pattern) | text.str.fullmatch(r"\s*[+-]?\d+,\d+\s*")
+    ).to_numpy(dtype=bool)
     advice = "; or pass --task classification to predict its text as labels" if regression else ""
     if plain.mean() >= NUMBER_SHARE:
         odd = np.flatnonzero(~plain)

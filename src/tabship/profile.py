@@ -86,9 +86,21 @@ _SIGN = re.compile(r"[%$€£¥]")
 
 def dressed_levels_note(name: str, levels: list[str]) -> str | None:
     """A note for a category whose levels are numbers written with %, $ or separators
-    (`12%`): kept as a category, sorted as text (`10%` before `2%`); said so it is a choice."""
-    if len(levels) < 3 or any(PLAIN_NUMBER.fullmatch(level) for level in levels):
+    (`12%`), or numbers but for a few (`0,2` among whole numbers): kept as a category, sorted
+    as text (`10%` before `2%`); said so it is a choice."""
+    if len(levels) < 3:
         return None
+    plain = [level for level in levels if PLAIN_NUMBER.fullmatch(level)]
+    if plain:
+        odd = [level for level in levels if not PLAIN_NUMBER.fullmatch(level)]
+        if len(plain) < NUMBER_SHARE * len(levels):
+            return None
+        shown = ", ".join(repr(level[:20]) for level in odd[:3])
+        return (
+            f"column {name!r} holds numbers but for {len(odd)} of its {len(levels)} values "
+            f"({shown}{', ...' if len(odd) > 3 else ''}); used as a category, not as numbers: "
+            "empty those cells or write the numbers plainly (0.2) to use their size"
+        )
     # A sign somewhere: version numbers (1.2.3) and phone numbers are dressed digits too.
     dressed = sum(1 for level in levels if DRESSED_NUMBER.fullmatch(level))
     if dressed < NUMBER_SHARE * len(levels) or not any(_SIGN.search(level) for level in levels):
