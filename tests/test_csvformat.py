@@ -147,9 +147,12 @@ def test_a_stray_byte_in_a_utf8_file_is_replaced_not_the_whole_file_re_read(
 
 def test_more_values_than_the_header_is_named_not_read_as_a_row_label(tmp_path: Path) -> None:
     # pandas made the first value the index: a one-column file's 1,5 was read as 5.
-    (tmp_path / "one.csv").write_text("x\n1,5\n2,5\n")
+    (tmp_path / "two.csv").write_text("x,y\n1,5,7\n2,5,8\n")
     with pytest.raises(DatasetError, match="its first row has one value more than its header"):
-        datasets.read_table(tmp_path / "one.csv")
+        datasets.read_table(tmp_path / "two.csv")
+    # A one-column file's commas separate nothing: decimal commas.
+    (tmp_path / "one.csv").write_text("x\n1,5\n2,5\n")
+    assert list(datasets.read_table(tmp_path / "one.csv")["x"]) == [1.5, 2.5]
     # Every row ending with a separator the header lacks (some exports): one empty value.
     (tmp_path / "trailing.csv").write_text("a,b\n1,2,\n3,4,\n5,6,\n")
     trailing = datasets.read_table(tmp_path / "trailing.csv")
@@ -161,3 +164,32 @@ def test_more_values_than_the_header_is_named_not_read_as_a_row_label(tmp_path: 
         datasets.read_table(tmp_path / "semi.csv")
     (tmp_path / "nomark.csv").write_bytes("city,y\nKöln,1\n".encode("utf-16-le"))
     assert list(datasets.read_table(tmp_path / "nomark.csv").columns) == ["city", "y"]
+
+
+def test_a_predict_file_whose_numbers_do_not_say_takes_the_training_files_marks(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(9)
+    amounts = rng.uniform(500, 9_000, 60).round(2)
+    german = [f"{a:,.2f}".replace(",", "_").replace(".", ",").replace("_", ".") for a in amounts]
+    lines = [
+        f"{g};{a / 100 + rng.normal():.2f}".replace(".", ",")
+        for g, a in zip(german, amounts, strict=True)
+    ]
+    lines = [f"{g};{line.split(';')[1]}" for g, line in zip(german, lines, strict=True)]
+    (tmp_path / "t.csv").write_text("betrag;y\n" + "\n".join(lines) + "\n")
+    options = TrainOptions(target="y", folds=2, models=["ridge"])
+    trained = train_model(str(tmp_path / "t.csv"), options, tmp_path / "m")
+    predictor = Predictor.load(trained.artifact.directory)
+    assert predictor.card.number_marks == (",", ".")
+    # Whole amounts only: 1.234 is 1234 in this model's files, not 1.234.
+    (tmp_path / "new.csv").write_text("betrag\n1.234\n5.000\n")
+    done = predict_file(predictor, tmp_path / "new.csv", tmp_path / "out.csv")
+    direct = predictor.predict([{"betrag": 1234.0}, {"betrag": 5000.0}]).values
+    assert np.allclose(pd.read_csv(tmp_path / "out.csv")["predicted_y"], direct, rtol=1e-6)
+    assert not any("outside the training range" in w for w in done.warnings)
+    # A one-column file's decimal commas: one and a half, not a row labelled 1 holding 5.
+    (tmp_path / "one.csv").write_text("betrag\n1234,5\n5000,25\n")
+    predict_file(predictor, tmp_path / "one.csv", tmp_path / "one-out.csv")
+    direct = predictor.predict([{"betrag": 1234.5}, {"betrag": 5000.25}]).values
+    assert np.allclose(pd.read_csv(tmp_path / "one-out.csv")["predicted_y"], direct, rtol=1e-6)

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from tabship.columnar import as_read, frame_of, nested_as_json
 from tabship.config import NUMBER_TEXT
-from tabship.csvformat import CsvFormat, rows_beyond_header, sniff
+from tabship.csvformat import CsvFormat, NumberMarks, rows_beyond_header, sniff
 from tabship.datasets import UNNAMED, check_header, parser_message
 from tabship.errors import ConfigError, DatasetError, RecordError
 from tabship.feature import NA_TEXTS
@@ -70,7 +70,12 @@ def _chunks(
 
 
 def csv_chunks(
-    source: Any, schema: Schema, chunk_rows: int, parquet: bool, form: CsvFormat | None = None
+    source: Any,
+    schema: Schema,
+    chunk_rows: int,
+    parquet: bool,
+    form: CsvFormat | None = None,
+    trained: NumberMarks = (".", None),
 ) -> Iterator[pd.DataFrame]:
     """A CSV file (a path or a seekable file) in chunks, read for predicting and copying.
 
@@ -80,7 +85,7 @@ def csv_chunks(
     (a category's `NA` is still read as missing, as training read it), and a column that
     looks numeric in one chunk and not in the next is one type in the output.
     """
-    form = form or sniff(source)
+    form = form or sniff(source, trained=trained)
     beyond = rows_beyond_header(form)
     if beyond:
         raise DatasetError(f"cannot predict {getattr(source, 'name', source)}: {beyond}")
@@ -408,7 +413,8 @@ def predict_file(
     """
     _check_paths(source, output, force)
     parquet = output.suffix.lower() in PARQUET_SUFFIXES
-    form = None if source.suffix.lower() in PARQUET_SUFFIXES else sniff(source)
+    trained = predictor.card.number_marks
+    form = None if source.suffix.lower() in PARQUET_SUFFIXES else sniff(source, trained=trained)
 
     def numbered(form: CsvFormat | None) -> Iterator[Chunk]:
         first = 1

@@ -101,6 +101,8 @@ class ModelCard:
     document: Mapping[str, Any]
     # The explanations' baseline and what-if ranges; None in folders trained before them.
     explanation: Background | None = None
+    # The training CSV's decimal mark and thousands separator (a German file's "," and ".").
+    number_marks: tuple[str, str | None] = (".", None)
 
     @property
     def title(self) -> str:
@@ -198,6 +200,7 @@ class ModelCard:
             sha256=str(data["metadata_sha256"]),
             document=data,
             explanation=Background.from_dict(explained, schema) if explained else None,
+            number_marks=_marks(data.get("csv_number_marks")),
         )
 
 
@@ -205,3 +208,12 @@ def _one_of(value: object, allowed: tuple[str, ...], key: str) -> str:
     if value not in allowed:
         raise ValueError(f"{key} is {value!r}; expected one of {', '.join(allowed)}")
     return str(value)
+
+
+def _marks(given: Any) -> tuple[str, str | None]:
+    """The card's decimal mark and thousands separator; the dot alone when absent (folders
+    trained before, Parquet tables) or not one of the marks a CSV is read with."""
+    if isinstance(given, list) and len(given) == 2 and given[0] in (".", ","):
+        thousands = given[1] if given[1] in (".", None) else None
+        return str(given[0]), thousands
+    return ".", None

@@ -43,6 +43,11 @@ _DOT_THOUSANDS = re.compile(r"[+-]?\d{1,3}(\.\d{3})+(,\d+)?")
 _GROUPED = re.compile(r"[+-]?\d{1,3}(\.\d{3})*(,\d+)?|[+-]?\d+(,\d+)?")
 
 
+# The decimal mark and the thousands separator (or None) a file writes its numbers with.
+NumberMarks = tuple[str, str | None]
+UNKNOWN = ""
+
+
 @dataclass(frozen=True)
 class CsvFormat:
     """The arguments pandas needs to read one CSV file as it was written."""
@@ -92,6 +97,11 @@ class CsvFormat:
         return frame.assign(**typed) if typed else frame
 
     @property
+    def marks(self) -> NumberMarks:
+        """The decimal mark and thousands separator, as a model card keeps them."""
+        return self.decimal, self.thousands
+
+    @property
     def note(self) -> str | None:
         """How the file was read, when it was not plain UTF-8 with commas; else None."""
         said = []
@@ -120,8 +130,15 @@ class CsvFormat:
         return replace(self, encoding=encoding, errors=errors)
 
 
-def sniff(source: str | Path | IO[bytes], suffix: str = "") -> CsvFormat:
-    """The format of a CSV file (a path, or a binary file left where it was found)."""
+def sniff(
+    source: str | Path | IO[bytes], suffix: str = "", trained: NumberMarks = (".", None)
+) -> CsvFormat:
+    """The format of a CSV file (a path, or a binary file left where it was found).
+
+    `trained` are the decimal and thousands marks of the file the model was trained on,
+    taken when this one's numbers do not tell (a German file of whole amounts, `1.234`:
+    read with dots as decimals it was 1.234, not 1234).
+    """
     if isinstance(source, str | Path):
         source = Path(source)
         packed = source.suffix.lower() == ".gz"  # pandas reads `.csv.gz` unpacked; so here
@@ -135,7 +152,17 @@ def sniff(source: str | Path | IO[bytes], suffix: str = "") -> CsvFormat:
     encoding, errors, text = _decoded(head)
     lines = text.splitlines(keepends=True)
     separator = "\t" if suffix.lower() == ".tsv" else _separator(lines)
-    decimal, thousands = _decimal_mark([line.rstrip("\r\n") for line in lines[1:]], separator)
+    # Commas between the header's names: then no decimal commas. A one-column file's commas
+    # separate nothing (its `1,5` is one and a half to a model trained on decimal commas).
+    separating = separator == "," and len(next(csv.reader(lines[:1]), [])) > 1
+    body = [line.rstrip("\r\n") for line in lines[1:]]
+    # A one-column file's lines are each one cell.
+    splitter = None if separator == "," else separator
+    decimal, thousands = (".", None) if separating else _decimal_mark(body, splitter)
+    if decimal == UNKNOWN:  # the training file's marks
+        decimal, thousands = trained
+    if decimal == separator:  # a one-column file: pandas needs another separator
+        separator = ";"
     rows = [line.rstrip("\r\n") for line in lines if line.strip()]
     trailing = len(rows) > 1 and not rows[0].endswith(separator)
     trailing = trailing and all(row.endswith(separator) for row in rows[1:-1])
@@ -191,14 +218,12 @@ def _separator(lines: list[str]) -> str:
     return best
 
 
-def _decimal_mark(lines: list[str], separator: str) -> tuple[str, str | None]:
+def _decimal_mark(lines: list[str], separator: str | None) -> tuple[str, str | None]:
     """Decimal commas (and dots between thousands) when a file that does not separate with
     commas writes its fractions so and none with a dot; else the dot."""
-    if separator == ",":
-        return ".", None
     commas = dots = grouped = 0
     for line in lines[:500]:
-        for cell in line.split(separator):
+        for cell in line.split(separator) if separator else [line]:
             cell = cell.strip().strip('"')
             if _DOT_THOUSANDS.fullmatch(cell):
                 grouped += 1
@@ -209,4 +234,5 @@ def _decimal_mark(lines: list[str], separator: str) -> tuple[str, str | None]:
                 dots += 1
     if commas and not dots:
         return ",", "." if grouped else None
-    return ".", None
+    # No fraction either way (whole numbers, `1.234` alone): the mark is not known.
+    return (".", None) if dots else (UNKNOWN, None)

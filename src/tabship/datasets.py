@@ -163,6 +163,7 @@ def read_table(path: Path) -> pd.DataFrame:
                 frame = _csv_table(path, form)
             if form.note:
                 frame.attrs[NOTES] = [form.note, *frame.attrs[NOTES]]
+            frame.attrs[MARKS] = form.marks
         else:
             raise DatasetError(
                 f"{path}: unknown file type {suffix!r}; give a .csv, .tsv or .parquet file"
@@ -304,6 +305,8 @@ def totals_row(frame: pd.DataFrame) -> str | None:
 
 # A table's attrs entry: notes on how the file was read, said with training's warnings.
 NOTES = "tabship_read_notes"
+# A CSV table's attrs entry: its decimal mark and thousands separator (csvformat.NumberMarks).
+MARKS = "tabship_number_marks"
 
 
 def _codes_as_text(

@@ -224,7 +224,10 @@ def _chunks(
                     yield name, first, frame
                     first += len(frame)
             else:
-                for frame in csv_chunks(handle, predictor.schema, chunk_rows, to_parquet):
+                marks = predictor.card.number_marks
+                for frame in csv_chunks(
+                    handle, predictor.schema, chunk_rows, to_parquet, trained=marks
+                ):
                     yield name, first, frame
                     first += len(frame)
 

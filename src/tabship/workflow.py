@@ -117,6 +117,8 @@ def train_model(
         "label_type": result.label_type,
         "schema": result.schema.to_dict(),
         "ignored_columns": sorted(result.schema.ignored),
+        # A CSV's decimal comma and thousands dot, for predict files whose numbers do not say.
+        "csv_number_marks": list(frame.attrs.get(datasets.MARKS, (".", None))),
         "model": {
             "name": best.name,
             "label": best.label,
