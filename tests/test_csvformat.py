@@ -193,3 +193,11 @@ def test_a_predict_file_whose_numbers_do_not_say_takes_the_training_files_marks(
     predict_file(predictor, tmp_path / "one.csv", tmp_path / "one-out.csv")
     direct = predictor.predict([{"betrag": 1234.5}, {"betrag": 5000.25}]).values
     assert np.allclose(pd.read_csv(tmp_path / "one-out.csv")["predicted_y"], direct, rtol=1e-6)
+
+
+def test_an_empty_file_is_said_to_be_empty(tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "blank.csv").write_bytes(b"\xef\xbb\xbf\n\n")
+    for name in ("empty.csv", "blank.csv"):
+        with pytest.raises(DatasetError, match="it is empty"):
+            datasets.read_table(tmp_path / name)

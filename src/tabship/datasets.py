@@ -209,6 +209,8 @@ _TOKENIZING = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 def parser_message(exc: Exception) -> str:
     """pandas' parser error in plain words: a row with more values than the header."""
+    if str(exc).startswith("No columns to parse from file"):  # pandas' EmptyDataError
+        return "it is empty (no header, no rows); give a table with a header line"
     found = _TOKENIZING.search(str(exc))
     if not found:
         return str(exc)
