@@ -22,7 +22,7 @@ from .conftest import make_tiny_table
 
 def test_the_format_is_found_from_the_files_start(tmp_path: Path) -> None:
     cases = {
-        "euro.csv": ("alter;bmi;region\n57;32,81;süd\n47;28,5;nord\n".encode(), ";", ",", None),
+        "euro.csv": ("alter;bmi;region\n57;32,81;süd\n47;28,5;nord\n".encode(), ";", ",", "."),
         "grouped.csv": (b"a;b\n1.234,5;2\n10,25;3\n", ";", ",", "."),
         "dots.csv": (b"a;b\n1.5;2\n2.25;3\n", ";", ".", None),
         "tabs.txt": (b"a\tb\n1.5\t2\n", "\t", ".", None),
@@ -64,7 +64,7 @@ def test_a_german_excel_file_trains_and_predicts_as_written(tmp_path: Path) -> N
     assert np.allclose(frame["bmi"], table["bmi"]) and set(frame["region"]) == set(table["region"])
     assert frame.attrs[datasets.NOTES] == [
         "read as Windows-1252 (Latin-1) text, not being UTF-8, with semicolons between "
-        "values, decimal commas (29,5)"
+        "values, decimal commas (29,5) and dots between thousands"
     ]
     options = TrainOptions(target="charges", folds=2, models=["ridge"])
     trained = train_model(str(tmp_path / "train.csv"), options, tmp_path / "m")
@@ -201,3 +201,29 @@ def test_an_empty_file_is_said_to_be_empty(tmp_path: Path) -> None:
     for name in ("empty.csv", "blank.csv"):
         with pytest.raises(DatasetError, match="it is empty"):
             datasets.read_table(tmp_path / name)
+
+
+def test_round_three_numbers_are_read_as_the_whole_file_writes_them(tmp_path: Path) -> None:
+    # Fractions only after the sample's rows: read past it.
+    whole = "".join(f"{1 + i % 20}.{i % 1000:03d};{i % 9};{i}\n" for i in range(8000))
+    late = "".join(f"{1 + i % 20}.{i % 1000:03d};{i % 9},5;{i}\n" for i in range(50))
+    (tmp_path / "late.csv").write_text("betrag;gewicht;y\n" + whole + late)
+    frame = datasets.read_table(tmp_path / "late.csv")
+    assert frame["betrag"].min() >= 1000 and frame["gewicht"].dtype == np.float64
+    # A version column written with dots beside prices with commas: the prices are numbers.
+    rows = "".join(
+        f"{i};{['2.1', '3.0', '1.4'][i % 3]};{i + 0.5:.1f}\n".replace(".5", ",5") for i in range(30)
+    )
+    (tmp_path / "ver.csv").write_text("id;version;preis\n" + rows)
+    assert datasets.read_table(tmp_path / "ver.csv")["preis"].dtype == np.float64
+    # 0.125 is an eighth, never a thousands group; one data row with a value too many.
+    assert sniff_marks(tmp_path, "a;b\n0.125;1\n0.500;2\n") == (".", None)
+    (tmp_path / "one.csv").write_text("a,b\n1,5,2\n")
+    with pytest.raises(DatasetError, match="its first row has one value more"):
+        datasets.read_table(tmp_path / "one.csv")
+
+
+def sniff_marks(folder: Path, text: str) -> tuple[str, str | None]:
+    (folder / "marks.csv").write_text(text)
+    found = sniff(folder / "marks.csv", trained=(",", "."))
+    return found.decimal, found.thousands

@@ -12,7 +12,6 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
-import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -24,6 +23,8 @@ if TYPE_CHECKING:
 
 # Enough of a file to see its header and a few hundred rows.
 SAMPLE_BYTES = 64 * 1024
+# Read past the sample when its numbers do not say which decimal mark the file uses.
+LATER_BYTES = 16 * 1024 * 1024
 # What a non-UTF-8 text file most likely is: Excel's "CSV" on Western-European Windows. It
 # reads every Latin-1 file too (a superset but for 32 control codes no table holds).
 FALLBACK_ENCODING = "cp1252"
@@ -38,9 +39,10 @@ _UTF8_LETTER = re.compile(
 )
 _COMMA_DECIMAL = re.compile(r"[+-]?\d+,\d+")
 _DOT_DECIMAL = re.compile(r"[+-]?\d*\.\d+")
-_DOT_THOUSANDS = re.compile(r"[+-]?\d{1,3}(\.\d{3})+(,\d+)?")
+# A leading 0 is never thousands grouping: 0.125 is an eighth.
+_DOT_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(\.\d{3})+(,\d+)?")
 # A whole column of these is numbers in a file of decimal commas: grouped or not.
-_GROUPED = re.compile(r"[+-]?\d{1,3}(\.\d{3})*(,\d+)?|[+-]?\d+(,\d+)?")
+_GROUPED = re.compile(r"[+-]?[1-9]\d{0,2}(\.\d{3})*(,\d+)?|[+-]?\d+(,\d+)?")
 
 
 # The decimal mark and the thousands separator (or None) a file writes its numbers with.
@@ -139,6 +141,7 @@ def sniff(
     taken when this one's numbers do not tell (a German file of whole amounts, `1.234`:
     read with dots as decimals it was 1.234, not 1234).
     """
+    packed = False
     if isinstance(source, str | Path):
         source = Path(source)
         packed = source.suffix.lower() == ".gz"  # pandas reads `.csv.gz` unpacked; so here
@@ -155,19 +158,25 @@ def sniff(
     # Commas between the header's names: then no decimal commas. A one-column file's commas
     # separate nothing (its `1,5` is one and a half to a model trained on decimal commas).
     separating = separator == "," and len(next(csv.reader(lines[:1]), [])) > 1
-    body = [line.rstrip("\r\n") for line in lines[1:]]
+    # The sample's rows, but a last line the sample may have cut (`12.34` read as `12.3`).
+    complete = lines if len(head) < SAMPLE_BYTES else lines[:-1]
+    body = [line.rstrip("\r\n") for line in complete[1:]]
     # A one-column file's lines are each one cell.
     splitter = None if separator == "," else separator
     decimal, thousands = (".", None) if separating else _decimal_mark(body, splitter)
+    if decimal == UNKNOWN and isinstance(source, Path):  # the fractions may come later
+        decimal, thousands = _decimal_mark(_later_lines(source, packed, encoding), splitter)
     if decimal == UNKNOWN:  # the training file's marks
         decimal, thousands = trained
     if decimal == separator:  # a one-column file: pandas needs another separator
         separator = ";"
-    rows = [line.rstrip("\r\n") for line in lines if line.strip()]
-    trailing = len(rows) > 1 and not rows[0].endswith(separator)
-    trailing = trailing and all(row.endswith(separator) for row in rows[1:-1])
-    first = list(itertools.islice(csv.reader(lines, delimiter=separator), 2))
-    labelled = len(first) == 2 and len(first[1]) == len(first[0]) + 1 and not trailing
+    parsed = [row for row in csv.reader(complete[:_SNIFF_LINES], delimiter=separator) if row]
+    header, data = (parsed[0], parsed[1:]) if parsed else ([], [])
+    wider = [row for row in data if len(row) == len(header) + 1]
+    # One more value in every row, always empty: a separator ending each line (pandas reads
+    # it with index_col=False); one more value otherwise is refused (`rows_beyond_header`).
+    trailing = bool(data) and len(wider) == len(data) and all(row[-1] == "" for row in data)
+    labelled = bool(data) and len(data[0]) == len(header) + 1 and not trailing
     return CsvFormat(separator, decimal, thousands, encoding, errors, trailing, labelled)
 
 
@@ -180,6 +189,16 @@ def rows_beyond_header(form: CsvFormat) -> str | None:
         "its first row has one value more than its header: a value holding the separator "
         'must be in double quotes ("1,5"), or the header lacks a name'
     )
+
+
+def _later_lines(path: Path, packed: bool, encoding: str) -> list[str]:
+    """The lines of a file's first LATER_BYTES past its sample, for a decimal mark the
+    sample did not show (a German file of whole amounts for 600 rows, then `3,4`)."""
+    with gzip.open(path, "rb") if packed else path.open("rb") as file:
+        file.seek(SAMPLE_BYTES)  # a gzip file reads its way there
+        data = file.read(LATER_BYTES)
+    lines = data.decode(encoding, errors="replace").splitlines()
+    return lines[1:-1]  # the first and last may be cut
 
 
 def _decoded(head: bytes) -> tuple[str, str, str]:
@@ -219,20 +238,23 @@ def _separator(lines: list[str]) -> str:
 
 
 def _decimal_mark(lines: list[str], separator: str | None) -> tuple[str, str | None]:
-    """Decimal commas (and dots between thousands) when a file that does not separate with
-    commas writes its fractions so and none with a dot; else the dot."""
-    commas = dots = grouped = 0
-    for line in lines[:500]:
-        for cell in line.split(separator) if separator else [line]:
+    """Decimal commas, with dots between thousands, when more columns write their fractions
+    with a comma than with a dot (a `2.1` version column beside `73,1` prices is text, not a
+    reason to read the prices as text); the dot when more write it; UNKNOWN when no column
+    writes a fraction (whole numbers, `1.234` alone)."""
+    commas: set[int] = set()
+    dots: set[int] = set()
+    for line in lines:
+        for column, cell in enumerate(line.split(separator) if separator else [line]):
             cell = cell.strip().strip('"')
             if _DOT_THOUSANDS.fullmatch(cell):
-                grouped += 1
-                commas += "," in cell  # 1.234,5 has a decimal comma; 1.234 alone could be 1.234
+                if "," in cell:  # 1.234,5 has a decimal comma; 1.234 alone could be 1.234
+                    commas.add(column)
             elif _COMMA_DECIMAL.fullmatch(cell):
-                commas += 1
+                commas.add(column)
             elif _DOT_DECIMAL.fullmatch(cell):
-                dots += 1
-    if commas and not dots:
-        return ",", "." if grouped else None
-    # No fraction either way (whole numbers, `1.234` alone): the mark is not known.
-    return (".", None) if dots else (UNKNOWN, None)
+                dots.add(column)
+    only_commas, only_dots = len(commas - dots), len(dots - commas)
+    if only_commas or only_dots:
+        return (",", ".") if only_commas >= only_dots else (".", None)
+    return UNKNOWN, None
