@@ -477,6 +477,9 @@ def test_serve_checks_before_it_announces_and_says_the_port_it_bound(
             taken = run("serve", model, "--port", port, "--workers", workers)
             assert_one_line_error(taken, f"--port {port} is in use on 127.0.0.1")
             assert "serving" not in taken.stderr  # nothing announced before the checks
+        log = tmp_path / "never.db"  # nothing made for a start that cannot bind
+        taken = run("serve", model, "--port", port, "--log-db", f"sqlite:///{log}")
+        assert taken.returncode != 0 and not log.exists()
         assert_one_line_error(
             run("serve", model, "--workers", "2", "--host", "http://127.0.0.1"),
             "--host 'http://127.0.0.1' is not an address or a name this machine resolves",

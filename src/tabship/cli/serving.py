@@ -423,6 +423,12 @@ def demo(
             unit=dataset.unit,
             builtin=True,  # the showcase's data, even beside a file named `insurance`
         )
+        if not no_serve:
+            # Training's worker processes (joblib's loky pool) outlive it, idle, holding
+            # about 290 MB each beside the server; a `train` process just exits.
+            from joblib.externals.loky import get_reusable_executor
+
+            get_reusable_executor().shutdown(wait=True)
     if not no_serve:
         from tabship.config import log_db_from_env
 

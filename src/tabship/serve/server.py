@@ -182,7 +182,7 @@ def listening_socket(settings: ServeSettings) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise ConfigError(
                 f"--port {settings.port} is in use on {settings.host}; stop what listens there "
-                "or choose another --port"
+                "or choose another --port (or TABSHIP_PORT, as for `make demo`)"
             ) from None
         if exc.errno == errno.EADDRNOTAVAIL:
             raise ConfigError(f"{where} is not an address of this machine") from None
@@ -204,8 +204,13 @@ def serve(
 ) -> None:
     """Serve `model`: in this process for one worker, else N worker processes on one socket;
     `announce` gets the address once everything is checked and the socket bound."""
-    predictor = _checked_start(model, settings)
+    # The port first: a port in use stops the start before anything is made (the log's file).
     sock = listening_socket(settings)
+    try:
+        predictor = _checked_start(model, settings)
+    except BaseException:
+        sock.close()
+        raise
     if announce is not None:
         announce(shown_address(sock, settings.host))
     if settings.workers == 1:
