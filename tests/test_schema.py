@@ -386,3 +386,15 @@ def test_a_huge_number_is_quoted_as_the_client_wrote_it_not_as_a_floats_digits()
     warning = age.read(1e30)[2]
     assert warning is not None and warning.startswith("age: 1e+30 is outside")
     assert (age.read(100)[2] or "").startswith("age: 100 is outside")
+
+
+def test_a_float32_reading_of_the_training_minimum_is_inside_the_range() -> None:
+    # A CSV trained the minimum as 0.02; a Parquet float32 column holds 0.0199999995.
+    x = Feature("x", "numeric", "float64", False, minimum=0.02, maximum=5.0)
+    near = float(np.float32(0.02))
+    assert near < 0.02 and x.read(near)[2] is None
+    assert x.read(0.0199)[2] is not None  # a real step outside still is
+    schema = Schema((x,))
+    frame = pd.DataFrame({"x": np.array([0.02, 5.0, 0.0199], dtype=np.float32)})
+    assert schema.validate_frame(frame).outside == {"x": 1}
+    assert schema.validate_columns({"x": [near] * 100}, 100).warnings == []  # columns too

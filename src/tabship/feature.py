@@ -52,6 +52,9 @@ BOOL_SPELLINGS = {
     "FALSE": "False",
 }
 EMPTY = "is required; it cannot be empty"
+# float32's relative rounding (2**-24), doubled: how far a float32 reading of a number may be
+# from its float64 one.
+_FLOAT32_STEP = 2.0**-23
 NOT_A_DATE = "must be a date such as 2024-05-31 or 2024-05-31T14:30 (ISO 8601), got"
 _NAT = np.datetime64("NaT", "s")
 
@@ -146,6 +149,18 @@ class Feature:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_known", frozenset(self.known_levels))
+        low = -math.inf if self.minimum is None else self.minimum
+        high = math.inf if self.maximum is None else self.maximum
+        if self.kind == "numeric":  # float32's rounding: a float32 0.02 is 0.0199999995...
+            low, high = low - abs(low) * _FLOAT32_STEP, high + abs(high) * _FLOAT32_STEP
+        object.__setattr__(self, "_bounds", (low, high))
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The training range a value is checked against (every path asks here): for a
+        number widened by float32's rounding, so a float32 input equal to the minimum of a
+        CSV's float64 training column is not an extrapolation."""
+        return self._bounds  # type: ignore[attr-defined,no-any-return]
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -231,8 +246,7 @@ class Feature:
 
     def outside(self, value: float) -> bool:
         """Whether a number (for dates: seconds since 1970) lies outside the training range."""
-        low = -math.inf if self.minimum is None else self.minimum
-        high = math.inf if self.maximum is None else self.maximum
+        low, high = self.bounds
         return bool(value < low or value > high)
 
     def range_warning(self, shown_value: str) -> str:
@@ -340,8 +354,7 @@ class Feature:
                 refused |= numbers != np.round(numbers)
             if refused.any():
                 return None
-            low = -math.inf if self.minimum is None else self.minimum
-            high = math.inf if self.maximum is None else self.maximum
+            low, high = self.bounds
             outside = np.flatnonzero((numbers < low) | (numbers > high))
         warnings = [(int(i), self.range_warning(_fmt(float(numbers[i])))) for i in outside]
         return ColumnRead(numbers, [], warnings, 0)

@@ -84,8 +84,7 @@ def _count_outside(
     feature: Feature, values: np.ndarray, usable: np.ndarray, outside: dict[str, int]
 ) -> None:
     """Count the rows outside the training range (numbers or dates) in `outside`."""
-    low = -np.inf if feature.minimum is None else feature.minimum
-    high = np.inf if feature.maximum is None else feature.maximum
+    low, high = feature.bounds
     with np.errstate(invalid="ignore"):
         count = int((usable & ((values < low) | (values > high))).sum())
     if count:
