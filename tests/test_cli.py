@@ -487,3 +487,10 @@ def test_serve_checks_before_it_announces_and_says_the_port_it_bound(
     finally:
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=60)
+
+
+def test_the_version_is_printed() -> None:
+    from tabship import __version__
+
+    done = run("--version")
+    assert done.returncode == 0 and done.stdout == f"tabship {__version__}\n"

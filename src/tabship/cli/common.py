@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -51,6 +51,28 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        from tabship import __version__
+
+        typer.echo(f"tabship {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print tabship's version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Train the best pipeline for a table, predict files with it, serve and ship it."""
+
+
 datasets_app = typer.Typer(help="Built-in datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 
