@@ -162,11 +162,15 @@ def test_failure_midway_stops_and_says_which_step(
 
 
 def test_standard_cluster_and_dry_run(
-    insurance_model: TrainedModel, standins: dict[str, str]
+    insurance_model: TrainedModel, standins: dict[str, str], tmp_path: Path
 ) -> None:
-    result = deploy(insurance_model.artifact.directory, standins, "--nodes", "2", "--dry-run")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**standins, "TMPDIR": str(scratch)}
+    result = deploy(insurance_model.artifact.directory, env, "--nodes", "2", "--dry-run")
     assert result.returncode == 0, result.stderr
     assert calls(standins) == []  # nothing ran
+    assert list(scratch.iterdir()) == []  # nor was anything made (an empty folder, each run)
     assert (
         "gcloud container clusters create tabship --num-nodes 2 --location europe-west1 --project demo-project"
         in result.stdout

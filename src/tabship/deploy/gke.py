@@ -220,13 +220,21 @@ def _manifest_step(
     )
 
 
+def manifests_scratch(runner: Runner) -> Path:
+    """A new private folder for the manifests a deploy applies; for a dry run only its
+    name (a dry run runs nothing, and left an empty folder behind each time)."""
+    if runner.dry_run:
+        return Path(tempfile.gettempdir()) / "tabship-k8s-XXXXXXXX"
+    return Path(tempfile.mkdtemp(prefix="tabship-k8s-"))
+
+
 def plan_gke(
     artifact: Artifact, options: GkeOptions, runner: Runner, state: DeployState
 ) -> list[Step]:
     """Every step of `tabship deploy gke`, in order."""
     name = dns_name(options.name or f"tabship-{artifact.card.target}")
     image = gke_image(artifact, options, name)
-    directory = options.manifests_dir or Path(tempfile.mkdtemp(prefix="tabship-k8s-"))
+    directory = options.manifests_dir or manifests_scratch(runner)
     where = ["--location", options.region, "--project", options.project]
     builder = check_builder(options.builder)
 
@@ -394,7 +402,7 @@ def plan_k8s(
 ) -> list[Step]:
     """`tabship deploy k8s`: manifests for an existing image, applied to the cluster kubectl reaches."""
     resolved = dns_name(name or f"tabship-{artifact.card.target}")
-    directory = manifests_dir or Path(tempfile.mkdtemp(prefix="tabship-k8s-"))
+    directory = manifests_dir or manifests_scratch(runner)
     kubectl = ["kubectl", *(["--context", context] if context else [])]
     if canary is not None:
         from tabship.deploy.rollout import canary_steps
