@@ -91,6 +91,9 @@ def test_few_distinct_numbers_get_one_bin_each() -> None:
     assert len(profile.shares) == len(profile.edges) + 1
     assert sum(profile.shares) == pytest.approx(1.0)
     assert profile.labels()[0].startswith("< ")
+    # Each bin holds its low edge, not its high one: "[0, 0.4)", not "0 to 0.4".
+    assert all(label.startswith("[") and label.endswith(")") for label in profile.labels()[1:-1])
+    assert profile.labels()[1].startswith("[0, ") and profile.labels()[-1].startswith(">= ")
 
 
 def test_a_newer_profile_version_is_refused() -> None:

@@ -57,11 +57,12 @@ class NumericProfile:
         return np.bincount(index, minlength=len(self.edges) + 1).astype(np.float64)
 
     def labels(self) -> list[str]:
-        """A short name per bin: '< e0', 'e0 to e1', ..., '>= eN'."""
+        """A short name per bin: '< e0', '[e0, e1)', ..., '>= eN', each bin holding its low
+        edge and not its high one ('0 to 1' read as both, for a bin of the zeros alone)."""
         if not self.edges:
             return ["all"]
         shown = [_short_number(edge) for edge in self.edges]
-        middle = [f"{low} to {high}" for low, high in itertools.pairwise(shown)]
+        middle = [f"[{low}, {high})" for low, high in itertools.pairwise(shown)]
         return [f"< {shown[0]}", *middle, f">= {shown[-1]}"]
 
 
