@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -83,7 +85,11 @@ app.add_typer(deploy_app, name="deploy")
 def console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr)
+    # Not a terminal (a pipe, CI's log): rich takes 80 columns, and the leaderboard's model
+    # names wrapped into three lines each; a log line is wider. COLUMNS still decides.
+    stream = sys.stderr if stderr else sys.stdout
+    wide = None if stream.isatty() or "COLUMNS" in os.environ else 120
+    return Console(stderr=stderr, width=wide)
 
 
 def split_names(values: list[str] | None, flag: str = "") -> list[str] | None:
