@@ -1192,3 +1192,26 @@ def test_feedback_outside_the_window_is_not_said_to_be_missing(
     assert "live scores: no feedback in this window (the log holds feedback" in render_table(later)
     page = render_monitor(later, card, card.title, "24h")  # the /monitor page says the same
     assert "no feedback in this window" in page and "no feedback yet" not in page
+
+
+def test_a_log_that_cannot_be_reached_answers_503_with_retry_after(
+    tiny_model: TrainedModel,
+) -> None:
+    # Nothing listens there: a real refused connection, not a stand-in.
+    app = started(tiny_model.artifact.directory, f"postgresql://tabship@127.0.0.1:{free_port()}/x")
+
+    async def go() -> list[httpx.Response]:
+        async with client(app) as c:
+            return [
+                await c.post("/v1/feedback", json={"id": "0123456789ab-1", "actual": 1.0}),
+                await c.get("/monitor"),
+            ]
+
+    try:
+        for answer in asyncio.run(go()):
+            assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+            assert "cannot be reached" in answer.text
+    finally:
+        monitoring = app.context.monitoring
+        assert monitoring is not None
+        monitoring.writer.close(1.0)

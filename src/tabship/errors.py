@@ -112,10 +112,15 @@ class HeadersTooLargeError(RequestError):
     status = 431
 
 
-class BusyError(RequestError):
-    """Every concurrency slot is taken: answered at once, with Retry-After, never queued."""
+class RetryLaterError(RequestError):
+    """Not now, but soon: 503 with a Retry-After of `retry_after` seconds."""
 
     status = 503
+    retry_after = 1
+
+
+class BusyError(RetryLaterError):
+    """Every concurrency slot is taken: answered at once, with Retry-After, never queued."""
 
 
 class NotExplainableError(RequestError):

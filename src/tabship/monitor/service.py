@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from tabship.classes import class_text
 from tabship.config import ServeSettings
-from tabship.errors import BodyTooLargeError, MalformedBodyError, RequestError
+from tabship.errors import BodyTooLargeError, MalformedBodyError, RetryLaterError
 from tabship.feature import FLOAT32_MAX, listed, past_float32, shown
 from tabship.monitor.page import render_monitor
 from tabship.monitor.profile import load_profile
@@ -35,10 +35,11 @@ MAX_LISTED = 10
 MONITOR_THREADS = 2
 
 
-class LogUnavailableError(RequestError):
-    """The prediction log's database cannot be reached just now."""
+class LogUnavailableError(RetryLaterError):
+    """The prediction log's database cannot be reached just now (the writer retries on its
+    own; a client retries after a few flush intervals)."""
 
-    status = 503
+    retry_after = 5
 
 
 class Monitoring:

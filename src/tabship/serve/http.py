@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 
 from tabship.errors import (
-    BusyError,
     MethodNotAllowedError,
     RecordError,
     RequestError,
+    RetryLaterError,
     TabshipError,
     UnauthorizedError,
 )
@@ -222,8 +222,8 @@ def error_answer(
     """The answer for an error, in the route's style, with the headers its status calls for."""
     status, payload = error_payload(exc, style, generic=generic)
     headers: tuple[tuple[str, str], ...] = (("content-security-policy", API_POLICY),)
-    if isinstance(exc, BusyError):
-        headers += (("retry-after", "1"),)
+    if isinstance(exc, RetryLaterError):
+        headers += (("retry-after", str(exc.retry_after)),)
     if isinstance(exc, MethodNotAllowedError):
         headers += (("allow", ", ".join(exc.allow)),)
     if isinstance(exc, UnauthorizedError):
