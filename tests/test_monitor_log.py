@@ -477,6 +477,10 @@ def test_export_and_monitor_commands(logged: tuple[App, Path], tiny_model: Train
         runner.invoke(cli, ["log", "export", model, "--log-db", url, "-o", str(csv)]).exit_code == 0
     )
     assert "'=cmd" in csv.read_text()
+    exact = path.parent / "exact.csv"  # for a program: the cells as logged
+    args = ["log", "export", model, "--log-db", url, "--no-formula-guard", "-o", str(exact)]
+    assert runner.invoke(cli, args).exit_code == 0
+    assert "'=cmd" not in exact.read_text() and "=cmd" in exact.read_text()
     report = runner.invoke(cli, ["monitor", model, "--log-db", url, "--format", "json"])
     assert report.exit_code == 0, report.output
     document = json.loads(report.output)

@@ -75,6 +75,18 @@ def _options(
     """Train the best pipeline for a table, predict files with it, serve and ship it."""
 
 
+# `predict` and `log export`: one option, one rule (batch.guard_formulas).
+FormulaGuardArg = Annotated[
+    bool,
+    typer.Option(
+        "--formula-guard/--no-formula-guard",
+        help="CSV output: prefix ' to text cells starting with = + - @ tab or CR, so a "
+        "spreadsheet shows them instead of running them as formulas. Numbers are never "
+        "changed; Parquet output is written as it is.",
+    ),
+]
+
+
 datasets_app = typer.Typer(help="Built-in datasets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tabship.cli.common import app
+from tabship.cli.common import FormulaGuardArg, app
 
 log_app = typer.Typer(help="The prediction log.", no_args_is_help=True)
 app.add_typer(log_app, name="log")
@@ -71,11 +71,12 @@ def export(
         str, typer.Option(help="Window: 30m, 24h, 7d, 2w (a bare number: hours).")
     ] = "7d",
     force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+    formula_guard: FormulaGuardArg = True,
 ) -> None:
     """Export the model's logged predictions (inputs, prediction, feedback) to a file."""
     from tabship.monitor.commands import export_log
 
-    done = export_log(model, _url(log_db), output, since, force)
+    done = export_log(model, _url(log_db), output, since, force, formula_guard)
     typer.echo(f"exported {done.rows} rows to {output}" + (f"; {done.note}" if done.note else ""))
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tabship.cli.common import app, split_names
+from tabship.cli.common import FormulaGuardArg, app, split_names
 from tabship.cli.training import run_training
 from tabship.errors import shown_field
 from tabship.feature import rows_text
@@ -47,15 +47,7 @@ def predict(
             show_default=False,
         ),
     ] = None,
-    formula_guard: Annotated[
-        bool,
-        typer.Option(
-            "--formula-guard/--no-formula-guard",
-            help="CSV output: prefix ' to text cells starting with = + - @ tab or CR, so a "
-            "spreadsheet shows them instead of running them as formulas. Numbers are never "
-            "changed; Parquet output is written as it is.",
-        ),
-    ] = True,
+    formula_guard: FormulaGuardArg = True,
     trust: Annotated[
         Path | None,
         typer.Option(

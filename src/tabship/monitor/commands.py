@@ -97,7 +97,12 @@ class Exported(NamedTuple):
 
 
 def export_log(
-    model: Path, url: str, output: Path, since: str = "7d", force: bool = False
+    model: Path,
+    url: str,
+    output: Path,
+    since: str = "7d",
+    force: bool = False,
+    formula_guard: bool = True,
 ) -> Exported:
     """Write the model's logged rows (inputs as columns, feedback joined) to Parquet or CSV."""
     import pyarrow as pa
@@ -140,7 +145,7 @@ def export_log(
             if suffix == ".parquet":
                 pq.write_table(table, partial)
             else:
-                pacsv.write_csv(guard_formulas(table), partial)
+                pacsv.write_csv(guard_formulas(table) if formula_guard else table, partial)
     except OSError as exc:
         raise ConfigError(f"-o {output}: cannot be written ({_reason(exc)})") from None
     return Exported(len(rows), note)
