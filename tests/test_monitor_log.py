@@ -491,6 +491,7 @@ def test_export_and_monitor_commands(logged: tuple[App, Path], tiny_model: Train
         assert "psi" in item["statistics"]
     table_text = runner.invoke(cli, ["monitor", model, "--log-db", url]).output
     assert "smoker" in table_text and "alert" in table_text  # every patient smokes here
+    assert "(the model's prediction)" in table_text  # a feature may be called prediction
     html = path.parent / "monitor.html"
     assert (
         runner.invoke(

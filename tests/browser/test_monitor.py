@@ -100,7 +100,9 @@ def test_monitor_page_in_chromium(browser: Any, monitored: Server, shots: Path) 
         row.get_attribute("data-feature"): row.inner_text()
         for row in page.query_selector_all("#drift tbody tr")
     }
-    assert set(rows) == {*FEATURES, "prediction"}
+    assert set(rows) == {*FEATURES, None}  # the model's answer is not a feature's row
+    output = page.query_selector("#drift tbody tr[data-output=prediction]")
+    assert output is not None and "(the model's prediction)" in output.inner_text()
     assert "alert" in rows["bmi"] and "alert" in rows["smoker"]
     assert "ok" in rows["age"] and "ok" in rows["region"]
     assert "wasserstein_std" in rows["bmi"] and "jensen_shannon" in rows["smoker"]

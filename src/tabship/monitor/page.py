@@ -28,11 +28,18 @@ def _number(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def _feature_view(item: Drift) -> dict[str, Any]:
+# The model's answer in the drift table: a feature may be called `prediction` too.
+OUTPUT_LABEL = "(the model's prediction)"
+
+
+def _feature_view(item: Drift, output: bool = False) -> dict[str, Any]:
     live = item.live if item.live else None
-    title = f"{item.name}: training and live distributions"
+    label = OUTPUT_LABEL if output else item.name
+    title = f"{label}: training and live distributions"
     return {
         "name": item.name,
+        "label": label,
+        "output": output,
         "kind": item.kind,
         "rows": item.rows,
         "status": item.status,
@@ -96,7 +103,7 @@ def render_monitor(
         summary=summary,
         card=card,
         features=[_feature_view(d) for d in drift.features] if drift else [],
-        prediction=_feature_view(drift.prediction) if drift else None,
+        prediction=_feature_view(drift.prediction, output=True) if drift else None,
         traffic=_traffic_charts(summary) if summary.buckets else [],
         scores=scores,
         no_feedback=no_feedback(summary),
@@ -113,9 +120,11 @@ def render_table(summary: Summary) -> str:
         lines.append(f"note: {summary.note}")
     if summary.drift:
         lines.append(f"{'feature':<24} {'kind':<12} {'status':<18} statistics")
-        for item in [*summary.drift.features, summary.drift.prediction]:
+        output = summary.drift.prediction
+        for item in [*summary.drift.features, output]:
             stats = "  ".join(f"{k} {_number(v)}" for k, v in item.statistics.items())
-            lines.append(f"{_cell(item.name):<24} {item.kind:<12} {item.status:<18} {stats}")
+            name = OUTPUT_LABEL if item is output else _cell(item.name)
+            lines.append(f"{name:<24} {item.kind:<12} {item.status:<18} {stats}")
     if summary.scores:
         lines.append("live scores (CV at training):")
         for name in _SCORE_NAMES[summary.task]:
