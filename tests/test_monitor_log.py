@@ -918,6 +918,7 @@ def test_odd_windows_and_outputs_get_messages_not_tracebacks(
     shown = asyncio.run(page())
     assert shown.status_code == 200  # the page falls back to 24 h, and says so
     assert "since=&#39;5.9e26s&#39; is not a window" in shown.text
+    assert "(s, m, h, d or w, at most 3650d)" in shown.text  # the units it takes, not years
     kept = path.parent / "kept.txt"
     kept.write_text("mine")
     done = runner.invoke(cli, ["monitor", model, "--log-db", url, "-o", str(kept)])

@@ -164,8 +164,8 @@ class Monitoring:
             seconds = parse_since(window)
         except ValueError:
             notice = (
-                f"since={window!r} is not a window such as 30m, 24h or 7d (at most 100 years): "
-                "showing the last 24 h"
+                f"since={window!r} is not a window such as 30m, 24h, 7d or 2w (s, m, h, d or "
+                "w, at most 3650d): showing the last 24 h"
             )
             window, seconds = "24h", DEFAULT_SINCE_SECONDS
         loop = asyncio.get_running_loop()
