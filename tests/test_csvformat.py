@@ -227,3 +227,17 @@ def sniff_marks(folder: Path, text: str) -> tuple[str, str | None]:
     (folder / "marks.csv").write_text(text)
     found = sniff(folder / "marks.csv", trained=(",", "."))
     return found.decimal, found.thousands
+
+
+def test_a_file_in_a_chinese_encoding_is_not_taken_for_utf8_and_is_said_doubtful(
+    tmp_path: Path,
+) -> None:
+    rows = "".join(f"{c},{i}\n" for i, c in enumerate(["北京", "广州", "上海"] * 10))
+    (tmp_path / "gbk.csv").write_bytes(b"city,y\n" + rows.encode("gbk"))
+    note = sniff(tmp_path / "gbk.csv").note or ""
+    assert note.startswith("read as Windows-1252") and "another encoding's (GBK" in note
+    latin = "".join(f"{c},{i}\n" for i, c in enumerate(["Köln", "München", "Besançon"] * 10))
+    (tmp_path / "latin.csv").write_bytes(b"city,y\n" + latin.encode("latin-1"))
+    assert (
+        sniff(tmp_path / "latin.csv").note == "read as Windows-1252 (Latin-1) text, not being UTF-8"
+    )

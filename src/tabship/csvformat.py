@@ -65,6 +65,9 @@ class CsvFormat:
     # The first row has one value more than the header (and not an empty one): pandas would
     # take each row's first value as its label, silently (a one-column `1,5` read as 5).
     labelled: bool = False
+    # Read as Windows-1252, most of its non-ASCII characters are symbols, not letters: the
+    # bytes of a Chinese or Japanese encoding (北京 as ±±¾©), said in the note.
+    doubtful: bool = False
 
     @property
     def read_args(self) -> dict[str, Any]:
@@ -113,6 +116,11 @@ class CsvFormat:
             said.append("as UTF-16 text")
         elif self.encoding != "utf-8":
             said.append("as Windows-1252 (Latin-1) text, not being UTF-8")
+            if self.errors == "strict" and self.doubtful:
+                said.append(
+                    "though its letters look like another encoding's (GBK, Shift-JIS, ...): if "
+                    "its text reads wrongly, save the file as UTF-8"
+                )
         if self.separator != ",":
             said.append(f"with {_SEPARATORS[self.separator]} between values")
         if self.decimal != ".":
@@ -127,8 +135,9 @@ class CsvFormat:
         re-read as Windows-1252 turned every `Köln` into `KÃ¶ln`), else Windows-1252."""
         packed = path.suffix.lower() == ".gz"
         data = gzip.decompress(path.read_bytes()) if packed else path.read_bytes()
-        utf8 = _UTF8_LETTER.search(data) is not None
-        encoding, errors = ("utf-8", "replace") if utf8 else (FALLBACK_ENCODING, "strict")
+        encoding, errors = (
+            ("utf-8", "replace") if _mostly_utf8(data) else (FALLBACK_ENCODING, "strict")
+        )
         return replace(self, encoding=encoding, errors=errors)
 
 
@@ -177,7 +186,26 @@ def sniff(
     # it with index_col=False); one more value otherwise is refused (`rows_beyond_header`).
     trailing = bool(data) and len(wider) == len(data) and all(row[-1] == "" for row in data)
     labelled = bool(data) and len(data[0]) == len(header) + 1 and not trailing
-    return CsvFormat(separator, decimal, thousands, encoding, errors, trailing, labelled)
+    doubtful = encoding == FALLBACK_ENCODING and _mostly_symbols(text)
+    return CsvFormat(separator, decimal, thousands, encoding, errors, trailing, labelled, doubtful)
+
+
+def _mostly_utf8(data: bytes) -> bool:
+    """Whether most of the bytes past ASCII are UTF-8's own letters: a UTF-8 file with a few
+    stray bytes, not a Latin-1 or GBK file whose bytes sometimes happen to pair up so."""
+    high = len(data) - len(data.translate(None, _HIGH_BYTES))
+    lettered = sum(len(found) for found in _UTF8_LETTER.findall(data))
+    return high > 0 and lettered >= 0.8 * high
+
+
+_HIGH_BYTES = bytes(range(0x80, 0x100))
+
+
+def _mostly_symbols(text: str) -> bool:
+    """Whether most of a text's non-ASCII characters are not letters (Latin-1 words are
+    letters: é, ü, ß; another encoding's bytes read as Latin-1 are ±, ¾, ©, ¹ ...)."""
+    wide = [char for char in text if ord(char) > 127]
+    return len(wide) >= 4 and sum(not char.isalpha() for char in wide) > 0.3 * len(wide)
 
 
 def rows_beyond_header(form: CsvFormat) -> str | None:
@@ -213,7 +241,7 @@ def _decoded(head: bytes) -> tuple[str, str, str]:
         text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
         return "utf-8", "strict", text
     except UnicodeDecodeError:
-        if head.startswith(codecs.BOM_UTF8) or _UTF8_LETTER.search(head):
+        if head.startswith(codecs.BOM_UTF8) or _mostly_utf8(head):
             return "utf-8", "replace", head.decode("utf-8", errors="replace")
         return FALLBACK_ENCODING, "strict", head.decode(FALLBACK_ENCODING, errors="replace")
 
