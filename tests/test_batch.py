@@ -423,3 +423,14 @@ def test_a_csvs_whole_number_features_stay_integers_in_a_parquet_output(
     assert str(written.schema.field("bmi").type) == "double"
     ages = written.column("age").to_pylist()
     assert ages[3] is None and ages[:3] == rows["age"].head(3).tolist()
+
+
+def test_a_file_that_cannot_be_read_is_said_so(predictor: Predictor) -> None:
+    from .test_monitor_store import as_another_user, shared_folder
+
+    with shared_folder() as folder:
+        source = folder / "rows.csv"
+        make_tiny_table(rows=3).drop(columns="charges").to_csv(source, index=False)
+        source.chmod(0o000)
+        with as_another_user(), pytest.raises(DatasetError, match="rows.csv: Permission denied"):
+            predict_file(predictor, source, folder / "out.csv")

@@ -397,6 +397,16 @@ def write_predictions(
     return tally
 
 
+def _csv_format(source: Path, trained: NumberMarks) -> CsvFormat | None:
+    """How a CSV to predict is written (None for Parquet); an unreadable file said so."""
+    if source.suffix.lower() in PARQUET_SUFFIXES:
+        return None
+    try:
+        return sniff(source, trained=trained)
+    except OSError as exc:
+        raise DatasetError(f"cannot predict {source}: {exc.strerror or exc}") from None
+
+
 def predict_file(
     predictor: Predictor,
     source: Path,
@@ -413,8 +423,7 @@ def predict_file(
     """
     _check_paths(source, output, force)
     parquet = output.suffix.lower() in PARQUET_SUFFIXES
-    trained = predictor.card.number_marks
-    form = None if source.suffix.lower() in PARQUET_SUFFIXES else sniff(source, trained=trained)
+    form = _csv_format(source, predictor.card.number_marks)
 
     def numbered(form: CsvFormat | None) -> Iterator[Chunk]:
         first = 1
