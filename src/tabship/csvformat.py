@@ -37,7 +37,8 @@ _SNIFF_LINES = 50
 _UTF8_LETTER = re.compile(
     rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
 )
-_COMMA_DECIMAL = re.compile(r"[+-]?\d+,\d+")
+# A number written with a decimal comma (29,5); labels reads it too.
+COMMA_DECIMAL = re.compile(r"[+-]?\d+,\d+")
 _DOT_DECIMAL = re.compile(r"[+-]?\d*\.\d+")
 # A leading 0 is never thousands grouping: 0.125 is an eighth.
 _DOT_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(\.\d{3})+(,\d+)?")
@@ -278,7 +279,7 @@ def _decimal_mark(lines: list[str], separator: str | None) -> tuple[str, str | N
             if _DOT_THOUSANDS.fullmatch(cell):
                 if "," in cell:  # 1.234,5 has a decimal comma; 1.234 alone could be 1.234
                     commas.add(column)
-            elif _COMMA_DECIMAL.fullmatch(cell):
+            elif COMMA_DECIMAL.fullmatch(cell):
                 commas.add(column)
             elif _DOT_DECIMAL.fullmatch(cell):
                 dots.add(column)
