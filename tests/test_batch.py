@@ -434,3 +434,41 @@ def test_a_file_that_cannot_be_read_is_said_so(predictor: Predictor) -> None:
         source.chmod(0o000)
         with as_another_user(), pytest.raises(DatasetError, match="rows.csv: Permission denied"):
             predict_file(predictor, source, folder / "out.csv")
+
+
+def test_one_bad_cell_among_decimal_commas_is_the_only_one_named(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    rows = make_tiny_table(rows=4).drop(columns="charges")
+    text = rows.astype(str).assign(bmi=rows["bmi"].map(lambda v: f"{v:.1f}".replace(".", ",")))
+    text.loc[2, "bmi"] = "abc"
+    text.to_csv(tmp_path / "rows.csv", sep=";", index=False)
+    # pandas left the column text at the one `abc`, and every `27,9` was refused too.
+    with pytest.raises(RecordError) as refused:
+        predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.csv")
+    assert str(refused.value) == "row 3: bmi: must be a number, got 'abc'"
+
+
+def test_a_csv_output_copies_the_numbers_as_written(predictor: Predictor, tmp_path: Path) -> None:
+    rows = make_tiny_table(rows=3).drop(columns="charges").astype(str)
+    rows.loc[0, "age"], rows.loc[1, "bmi"], rows.loc[2, "bmi"] = "030", "31.50", "NA"
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.csv")
+    written = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
+    assert written[["age", "bmi"]].to_numpy().tolist() == rows[["age", "bmi"]].to_numpy().tolist()
+    # A Parquet output has them as numbers, as the model read them.
+    predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.parquet")
+    typed = pd.read_parquet(tmp_path / "out.parquet")
+    assert typed["age"].tolist()[0] == 30 and str(typed["age"].dtype) == "Int64"
+    assert typed["bmi"].tolist()[1] == 31.5 and pd.isna(typed["bmi"].tolist()[2])
+
+
+def test_a_negative_decimal_comma_is_not_taken_for_a_formula(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    rows = make_tiny_table(rows=2).drop(columns="charges").astype(str)
+    rows["bmi"] = ["-1,5", "1.234,5"]
+    rows.to_csv(tmp_path / "rows.csv", sep=";", index=False)
+    predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.csv")
+    written = pd.read_csv(tmp_path / "out.csv", dtype=str)
+    assert written["bmi"].tolist() == ["-1,5", "1.234,5"]

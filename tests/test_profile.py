@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,25 @@ def test_numbers_the_model_cannot_read_are_said_to_be_numbers(cells: Any, said: 
     # Few distinct values: a category, as before, bad cells and all.
     few = infer_feature("x", pd.Series(["1", "2", "3", "n/a"] * 100))
     assert isinstance(few, Feature) and few.kind == "categorical"
+
+
+def test_decimal_commas_with_a_bad_cell_are_said_to_be_numbers() -> None:
+    """pandas leaves a decimal-comma column text at its first `abc`: read by the file's mark,
+    it is numbers but for that cell, said as such (it was a silent category of 500 values)."""
+    from tabship.datasets import MARKS
+
+    values = np.round(np.random.default_rng(4).uniform(1, 90, 400), 2)
+    many = [f"{v:.2f}".replace(".", ",") for v in values[:-1]] + ["abc"]
+    few = [f"{v:.1f}".replace(".", ",") for v in values[:39]] * 10 + ["abc"] * 10
+    frame = pd.DataFrame({"many": many, "few": few, "y": np.arange(400.0)})
+    frame.attrs[MARKS] = (",", ".")
+    schema, notes = infer_schema(frame, "y")
+    assert list(schema.names) == ["few"]
+    assert notes[0].startswith("column 'many' holds numbers but for 1 cells ('abc'); ignored")
+    assert re.match(r"column 'few' holds numbers but for 1 of its \d+ values \('abc'\)", notes[1])
+    # In a file of decimal points `27,9` is a number written with a separator, as before.
+    frame.attrs[MARKS] = (".", None)
+    assert "holds numbers written with signs or separators" in infer_schema(frame, "y")[1][0]
 
 
 def test_a_date_whose_part_is_named_by_a_column_is_left_out() -> None:

@@ -18,10 +18,9 @@ import pyarrow.parquet as pq
 
 from tabship.columnar import as_read, frame_of, nested_as_json
 from tabship.config import NUMBER_TEXT
-from tabship.csvformat import CsvFormat, NumberMarks, rows_beyond_header, sniff
-from tabship.datasets import UNNAMED, check_header, parser_message
+from tabship.csvformat import CsvFormat, NumberMarks, rows_beyond_header, sniff, written_numbers
+from tabship.datasets import MARKS, UNNAMED, check_header, parser_message
 from tabship.errors import ConfigError, DatasetError, RecordError
-from tabship.feature import NA_TEXTS
 from tabship.outputs import check_output_file, staged
 from tabship.predictor import Predictor
 from tabship.schema import Schema
@@ -30,8 +29,9 @@ DEFAULT_CHUNK_ROWS = 100_000
 PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
 # OWASP's CSV-injection list: a spreadsheet runs a cell starting with one of these as a formula.
 FORMULA_START = r"^[=+\-@\t\r]"
-# "-3" or "+1.5e3" is a number to a spreadsheet, not a formula: it stays as it is.
-PLAIN_NUMBER = f"^{NUMBER_TEXT}$"
+# "-3", "+1.5e3" or "-1.234,5" (a number as a CSV with decimal commas writes it, copied as
+# written) is a number to a spreadsheet, not a formula: it stays as it is.
+PLAIN_NUMBER = f"^(?:{NUMBER_TEXT}|[+-]?[0-9]+(?:[.,][0-9]+)*)$"
 
 
 @dataclass(frozen=True)
@@ -59,31 +59,29 @@ def parquet_frame(batch: pa.RecordBatch) -> pd.DataFrame:
 
 
 def _chunks(
-    path: Path, predictor: Predictor, chunk_rows: int, parquet: bool, form: CsvFormat | None
+    path: Path, predictor: Predictor, chunk_rows: int, form: CsvFormat | None
 ) -> Iterator[pd.DataFrame]:
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
             yield parquet_frame(batch)
         return
-    yield from csv_chunks(path, predictor.schema, chunk_rows, parquet, form)
+    yield from csv_chunks(path, predictor.schema, chunk_rows, form)
 
 
 def csv_chunks(
     source: Any,
     schema: Schema,
     chunk_rows: int,
-    parquet: bool,
     form: CsvFormat | None = None,
     trained: NumberMarks = (".", None),
 ) -> Iterator[pd.DataFrame]:
-    """A CSV file (a path or a seekable file) in chunks, read for predicting and copying.
+    """A CSV file (a path or a seekable file) in chunks of text, read for predicting and copying.
 
-    The model's numbers are parsed as training parsed them (for a Parquet output as floats,
-    so that a chunk of whole numbers and the next one's fractions are one column type);
-    every other column is kept as the text the user wrote: `007` stays 007, `NA` stays NA
-    (a category's `NA` is still read as missing, as training read it), and a column that
-    looks numeric in one chunk and not in the next is one type in the output.
+    Every cell is kept as the text the user wrote, the model's numbers too (`030` stays 030,
+    `27,9` stays 27,9 in a CSV output); the file's number marks go with each chunk
+    (`MARKS`), so the sink reads the numbers as training read them. A category's or
+    date's `NA` is still read as missing, as training read it.
     """
     form = form or sniff(source, trained=trained)
     beyond = rows_beyond_header(form)
@@ -91,7 +89,6 @@ def csv_chunks(
         raise DatasetError(f"cannot predict {getattr(source, 'name', source)}: {beyond}")
     args = form.read_args
     columns = [str(name) for name in pd.read_csv(source, nrows=0, **args).columns]
-    kinds = {feature.name: feature.kind for feature in schema.features}
     if hasattr(source, "seek"):
         source.seek(0)
     # The header as written: two columns of one name are refused (the reader would score
@@ -101,39 +98,40 @@ def csv_chunks(
     unnamed = check_header(written.iloc[0].tolist(), list(columns)) if len(written) else []
     if hasattr(source, "seek"):
         source.seek(0)
-    numbers = [name for name in columns if kinds.get(name) == "numeric"]
-    integers = {feature.name for feature in schema.features if feature.integer}
     with pd.read_csv(
-        source,
-        chunksize=chunk_rows,
-        dtype={name: str for name in columns if name not in numbers},
-        keep_default_na=False,
-        # Only numbers are parsed here; a category's or date's `NA` is read as missing by
-        # `Schema.validate_frame` and copied to the output as written.
-        na_values={name: sorted(NA_TEXTS) for name in numbers},
-        **args,
+        source, chunksize=chunk_rows, dtype=str, keep_default_na=False, **args
     ) as reader:
         for chunk in reader:
-            chunk = form.grouped_numbers(chunk, numbers)  # 1.234,5 as training read it
-            # A CSV output writes each chunk on its own: whole numbers stay integers there.
-            chunk = _one_type(chunk, numbers, integers) if parquet else chunk
             chunk.attrs[UNNAMED] = unnamed
+            chunk.attrs[MARKS] = form.marks
             yield chunk
 
 
-def _one_type(chunk: pd.DataFrame, numbers: list[str], integers: set[str]) -> pd.DataFrame:
-    """A chunk's number columns in the type every chunk of a Parquet output gives them: a
+def _numbers_read(chunk: pd.DataFrame, schema: Schema, marks: NumberMarks) -> pd.DataFrame:
+    """A CSV chunk's columns of the model's numbers read with the file's marks (`1.234,5`)."""
+    numbers = {
+        feature.name: written_numbers(chunk[feature.name], marks)
+        for feature in schema.features
+        if feature.kind == "numeric" and feature.name in chunk.columns
+    }
+    return chunk.assign(**numbers) if numbers else chunk
+
+
+def _one_type(chunk: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """A CSV chunk's number columns in the type every chunk of a Parquet output gives them: a
     feature of whole numbers (its gaps too) as nullable integers, as the table had them (they
     were floats), other numbers as floats (a chunk of 1 and 2 before one of 1.5)."""
     typed: dict[str, str] = {}
-    for name in numbers:
-        column = chunk[name]
-        if name in integers and column.dtype.kind in "iu":
+    for feature in schema.features:
+        if feature.kind != "numeric" or feature.name not in chunk.columns:
+            continue
+        name, column = feature.name, chunk[feature.name]
+        if feature.integer and column.dtype.kind in "iu":
             typed[name] = "Int64"  # exact, however large
-        elif name in integers:
+        elif feature.integer:
             present = column.dropna().to_numpy(dtype=np.float64)
-            # Fractions are refused by the feature, and past 2**53 a float is not the integer
-            # written: both stay floats, for validation to name or the writer to cast.
+            # Past 2**53 a float is not the integer written: it stays a float, for the
+            # writer to cast or name.
             if np.all(present == np.round(present)) and np.all(np.abs(present) < 2**53):
                 typed[name] = "Int64"
         elif column.dtype.kind in "iu":
@@ -267,9 +265,13 @@ class _Sink:
         if chunk.empty:  # a header and no rows: said as such by the caller, not by an engine
             return
         predictor = self.predictor
+        marks = chunk.attrs.pop(MARKS, None)
+        read = chunk if marks is None else _numbers_read(chunk, predictor.schema, marks)
         batch = predictor.schema.validate_frame(
-            chunk, first_row=first_row, strict_categories=predictor.strict_categories
+            read, first_row=first_row, strict_categories=predictor.strict_categories
         )
+        if marks is not None and self.parquet:  # typed numbers, one type in every chunk
+            chunk = _one_type(read, predictor.schema)
         try:
             values, proba = predictor.predict_batch(batch, self.memo)
         except RecordError as exc:  # the engine numbers the chunk's rows; say the file's
@@ -427,7 +429,7 @@ def predict_file(
 
     def numbered(form: CsvFormat | None) -> Iterator[Chunk]:
         first = 1
-        for chunk in _chunks(source, predictor, chunk_rows, parquet, form):
+        for chunk in _chunks(source, predictor, chunk_rows, form):
             yield None, first, chunk
             first += len(chunk)
 

@@ -42,8 +42,8 @@ COMMA_DECIMAL = re.compile(r"[+-]?\d+,\d+")
 _DOT_DECIMAL = re.compile(r"[+-]?\d*\.\d+")
 # A leading 0 is never thousands grouping: 0.125 is an eighth.
 _DOT_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(\.\d{3})+(,\d+)?")
-# A whole column of these is numbers in a file of decimal commas: grouped or not.
-_GROUPED = re.compile(r"[+-]?[1-9]\d{0,2}(\.\d{3})*(,\d+)?|[+-]?\d+(,\d+)?")
+# A number in a file of decimal commas, grouped or not: a whole column of them is numbers.
+COMMA_NUMBER = re.compile(r"[+-]?[1-9]\d{0,2}(\.\d{3})*(,\d+)?|[+-]?\d+(,\d+)?")
 
 
 # The decimal mark and the thousands separator (or None) a file writes its numbers with.
@@ -97,7 +97,7 @@ class CsvFormat:
             if column.dtype.kind in "iufbM":
                 continue
             present = column.dropna().astype(str).str.strip()
-            if len(present) and present.str.fullmatch(_GROUPED.pattern).all():
+            if len(present) and present.str.fullmatch(COMMA_NUMBER.pattern).all():
                 text = column.astype("string").str.strip().str.replace(".", "", regex=False)
                 typed[name] = text.str.replace(",", ".", regex=False).astype("float64")
         return frame.assign(**typed) if typed else frame
@@ -140,6 +140,28 @@ class CsvFormat:
             ("utf-8", "replace") if _mostly_utf8(data) else (FALLBACK_ENCODING, "strict")
         )
         return replace(self, encoding=encoding, errors=errors)
+
+
+def written_numbers(column: pd.Series, marks: NumberMarks) -> pd.Series:
+    """A text column of a model's number feature, read with the marks training read its file
+    with: numbers where every cell is one or a missing value (`NA`, blank), else the numbers
+    with each other cell's text kept, for the feature to name. pandas gave up on the whole
+    column at one `abc`, and every `27,9` beside it was refused as not a number."""
+    import pandas as pd
+
+    from tabship.feature import NA_TEXTS
+
+    decimal, thousands = marks
+    text = column.str.strip()
+    if thousands is not None:  # 1.234,5 -> 1234,5; 0.125 and 31.05.2024 are not grouped
+        grouped = text.str.fullmatch(_DOT_THOUSANDS.pattern, na=False)
+        text = text.mask(grouped, text.str.replace(thousands, "", regex=False))
+    if decimal != ".":
+        text = text.str.replace(decimal, ".", regex=False)
+    numbers = pd.to_numeric(text, errors="coerce")
+    empty = column.isna() | column.str.strip().isin(NA_TEXTS)
+    odd = numbers.isna() & ~empty
+    return numbers.astype(object).mask(odd, column) if odd.any() else numbers
 
 
 def sniff(

@@ -307,7 +307,8 @@ def totals_row(frame: pd.DataFrame) -> str | None:
 
 # A table's attrs entry: notes on how the file was read, said with training's warnings.
 NOTES = "tabship_read_notes"
-# A CSV table's attrs entry: its decimal mark and thousands separator (csvformat.NumberMarks).
+# A CSV table's (or predict chunk's) attrs entry: its decimal mark and thousands separator
+# (csvformat.NumberMarks).
 MARKS = "tabship_number_marks"
 
 

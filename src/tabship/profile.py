@@ -10,6 +10,7 @@ import numpy as np
 from tabship import dates
 from tabship.columnar import wall_clock
 from tabship.config import NUMBER_TEXT
+from tabship.csvformat import COMMA_NUMBER
 from tabship.feature import FLOAT32_TINY, shown
 from tabship.schema import MISSING_LEVEL, Feature, Schema
 
@@ -36,13 +37,22 @@ DRESSED_NUMBER = re.compile(r"\s*[-+(]?\s*[$€£¥]?\s*[0-9][0-9,. ]*\s*(%|[$�
 NUMBER_SHARE = 0.9
 
 
-def _numbers_as_text(name: str, present: pd.Series) -> str | None:
+def _plain(text: pd.Series, decimal: str) -> pd.Series:
+    """Which cells are plain numbers as their file writes them: `1234.5`, or `1.234,5` in a
+    file of decimal commas (where pandas leaves a column text at its first `abc`)."""
+    plain = text.str.fullmatch(PLAIN_NUMBER.pattern)
+    if decimal == ",":
+        plain |= text.str.strip().str.fullmatch(COMMA_NUMBER.pattern)
+    return plain
+
+
+def _numbers_as_text(name: str, present: pd.Series, decimal: str) -> str | None:
     """Why a text column of many distinct numbers is ignored, naming what to fix, or None:
     numbers with a few cells that are not (`?`, `-`, `n/a`), or numbers written with `$`, `,`
     or `%`. Said to be "an ID or a name" before, which sent the user looking for the wrong
     thing. (With few distinct values such a column is a category, and stays one.)"""
     text = present.astype(str)
-    plain = text.str.fullmatch(PLAIN_NUMBER.pattern)
+    plain = _plain(text, decimal)
     if plain.mean() >= NUMBER_SHARE and not plain.all():
         odd = text[~plain]
         values = list(dict.fromkeys(odd))
@@ -84,15 +94,18 @@ def _times_of_day(name: str, present: pd.Series) -> str | None:
 _SIGN = re.compile(r"[%$€£¥]")
 
 
-def dressed_levels_note(name: str, levels: list[str]) -> str | None:
+def dressed_levels_note(name: str, levels: list[str], decimal: str = ".") -> str | None:
     """A note for a category whose levels are numbers written with %, $ or separators
     (`12%`), or numbers but for a few (`0,2` among whole numbers): kept as a category, sorted
     as text (`10%` before `2%`); said so it is a choice."""
     if len(levels) < 3:
         return None
-    plain = [level for level in levels if PLAIN_NUMBER.fullmatch(level)]
+    import pandas as pd
+
+    is_plain = _plain(pd.Series(levels, dtype=object), decimal).tolist()
+    plain = [level for level, number in zip(levels, is_plain, strict=True) if number]
     if plain:
-        odd = [level for level in levels if not PLAIN_NUMBER.fullmatch(level)]
+        odd = [level for level, number in zip(levels, is_plain, strict=True) if not number]
         if len(plain) < NUMBER_SHARE * len(levels):
             return None
         shown = ", ".join(repr(level[:20]) for level in odd[:3])
@@ -184,8 +197,9 @@ def _numeric_feature(
     )
 
 
-def infer_feature(name: str, column: pd.Series) -> Feature | str:
-    """Describe one column, or return the reason it cannot be a feature."""
+def infer_feature(name: str, column: pd.Series, decimal: str = ".") -> Feature | str:
+    """Describe one column, or return the reason it cannot be a feature. `decimal` is the
+    mark its CSV file writes numbers with."""
     present = column.dropna()
     if present.empty:
         return f"column {name!r} is empty in every row; ignored"
@@ -211,7 +225,7 @@ def infer_feature(name: str, column: pd.Series) -> Feature | str:
     levels = sorted({str(value) for value in present})
     if len(column) >= ID_LIKE_MIN_ROWS and len(levels) > ID_LIKE_DISTINCT_SHARE * len(column):
         return (
-            _numbers_as_text(name, present)
+            _numbers_as_text(name, present, decimal)
             or _times_of_day(name, present)
             or (
                 f"column {name!r} looks like an ID or a name ({len(levels)} distinct values in "
@@ -234,11 +248,14 @@ def infer_schema(frame: pd.DataFrame, target: str) -> tuple[Schema, list[str]]:
     """The schema of every usable column but the target, and a warning per ignored column."""
     features: list[Feature] = []
     warnings: list[str] = []
+    from tabship.datasets import MARKS
+
     names = {str(name) for name in frame.columns}
+    decimal = frame.attrs.get(MARKS, (".", None))[0]
     for name in frame.columns:
         if name == target:
             continue
-        described = infer_feature(str(name), frame[name])
+        described = infer_feature(str(name), frame[name], decimal)
         if isinstance(described, Feature) and described.kind == "date":
             taken = sorted(set(described.inputs) & names)
             if taken:  # the model's inputs would be named twice
@@ -249,7 +266,7 @@ def infer_schema(frame: pd.DataFrame, target: str) -> tuple[Schema, list[str]]:
         if isinstance(described, Feature):
             features.append(described)
             if described.kind == "categorical" and described.dtype == "string":
-                note = dressed_levels_note(described.name, list(described.known_levels))
+                note = dressed_levels_note(described.name, list(described.known_levels), decimal)
                 warnings.extend([note] if note else [])
         else:
             warnings.append(described)
