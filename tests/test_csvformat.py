@@ -15,7 +15,7 @@ from tabship.csvformat import CsvFormat, sniff
 from tabship.errors import DatasetError
 from tabship.predictor import Predictor
 from tabship.train import TrainOptions
-from tabship.workflow import train_model
+from tabship.workflow import TrainedModel, train_model
 
 from .conftest import make_tiny_table
 
@@ -241,3 +241,25 @@ def test_a_file_in_a_chinese_encoding_is_not_taken_for_utf8_and_is_said_doubtful
     assert (
         sniff(tmp_path / "latin.csv").note == "read as Windows-1252 (Latin-1) text, not being UTF-8"
     )
+
+
+def test_excels_separator_line_names_the_separator_and_is_not_the_header(
+    tmp_path: Path, tiny_model: TrainedModel
+) -> None:
+    table = make_tiny_table(rows=30)
+    for name, line, separator in [
+        ("semi.csv", "sep=;", ";"),
+        ("quoted.csv", '"sep=;"', ";"),
+        ("tabs.csv", "sep=\t", "\t"),
+        ("commas.csv", "SEP=,", ","),
+    ]:
+        body = table.to_csv(sep=separator, decimal="," if separator == ";" else ".", index=False)
+        (tmp_path / name).write_text(f"{line}\n{body}", encoding="utf-8-sig")
+        frame = datasets.read_table(tmp_path / name)
+        assert list(frame.columns) == list(table.columns), name
+        assert np.allclose(frame["bmi"], table["bmi"]) and len(frame) == len(table), name
+    predictor = Predictor.load(tiny_model.artifact.directory)
+    rows = table.drop(columns="charges").head(4).to_csv(sep=";", decimal=",", index=False)
+    (tmp_path / "new.csv").write_text(f"sep=;\n{rows}")
+    done = predict_file(predictor, tmp_path / "new.csv", tmp_path / "out.csv")
+    assert done.rows == 4

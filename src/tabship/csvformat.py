@@ -32,6 +32,8 @@ FALLBACK_ENCODING = "cp1252"
 _SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "bars"}
 # Lines looked at to choose the separator: each must split into as many values as the header.
 _SNIFF_LINES = 50
+# The line Excel writes (and reads) before the header to name the separator: `sep=;`.
+_EXCEL_SEPARATOR = re.compile(r'"?sep=([,;\t|])"?', re.IGNORECASE)
 # A letter outside ASCII as UTF-8 writes it (two to four bytes): Windows-1252 text has none,
 # bar by rare chance (`Ã©` as two letters).
 _UTF8_LETTER = re.compile(
@@ -69,6 +71,8 @@ class CsvFormat:
     # Read as Windows-1252, most of its non-ASCII characters are symbols, not letters: the
     # bytes of a Chinese or Japanese encoding (北京 as ±±¾©), said in the note.
     doubtful: bool = False
+    # Lines before the header: Excel's `sep=;`, which names the separator.
+    skipped: int = 0
 
     @property
     def read_args(self) -> dict[str, Any]:
@@ -84,6 +88,7 @@ class CsvFormat:
             # more than the header; only when that value is the trailing separator's empty one
             # (pandas drops any other with a mere warning: `rows_beyond_header` refuses it).
             **({"index_col": False} if self.trailing else {}),
+            **({"skiprows": self.skipped} if self.skipped else {}),
         }
 
     def grouped_numbers(self, frame: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
@@ -186,7 +191,11 @@ def sniff(
         source.seek(start)
     encoding, errors, text = _decoded(head)
     lines = text.splitlines(keepends=True)
-    separator = "\t" if suffix.lower() == ".tsv" else _separator(lines)
+    first = lines[0].lstrip("\ufeff").rstrip("\r\n") if lines else ""
+    named = _EXCEL_SEPARATOR.fullmatch(first)
+    if named:  # Excel's first line naming the separator; the header follows
+        lines = lines[1:]
+    separator = named[1] if named else "\t" if suffix.lower() == ".tsv" else _separator(lines)
     # Commas between the header's names: then no decimal commas. A one-column file's commas
     # separate nothing (its `1,5` is one and a half to a model trained on decimal commas).
     separating = separator == "," and len(next(csv.reader(lines[:1]), [])) > 1
@@ -210,7 +219,17 @@ def sniff(
     trailing = bool(data) and len(wider) == len(data) and all(row[-1] == "" for row in data)
     labelled = bool(data) and len(data[0]) == len(header) + 1 and not trailing
     doubtful = encoding == FALLBACK_ENCODING and _mostly_symbols(text)
-    return CsvFormat(separator, decimal, thousands, encoding, errors, trailing, labelled, doubtful)
+    return CsvFormat(
+        separator,
+        decimal,
+        thousands,
+        encoding,
+        errors,
+        trailing,
+        labelled,
+        doubtful,
+        int(bool(named)),
+    )
 
 
 def _mostly_utf8(data: bytes) -> bool:
