@@ -151,8 +151,13 @@ def test_more_values_than_the_header_is_named_not_read_as_a_row_label(tmp_path: 
     with pytest.raises(DatasetError, match="its first row has one value more than its header"):
         datasets.read_table(tmp_path / "two.csv")
     # A one-column file's commas separate nothing: decimal commas.
+    (tmp_path / "one.csv").write_text("x\n1,5\n2,5;3\n")
+    one = datasets.read_table(tmp_path / "one.csv")
+    assert list(one["x"]) == ["1,5", "2,5;3"]  # a semicolon in a cell is no separator
     (tmp_path / "one.csv").write_text("x\n1,5\n2,5\n")
-    assert list(datasets.read_table(tmp_path / "one.csv")["x"]) == [1.5, 2.5]
+    one = datasets.read_table(tmp_path / "one.csv")
+    assert list(one["x"]) == [1.5, 2.5]
+    assert one.attrs[datasets.NOTES][0].startswith("read with decimal commas (29,5)")  # no ";"
     # Every row ending with a separator the header lacks (some exports): one empty value.
     (tmp_path / "trailing.csv").write_text("a,b\n1,2,\n3,4,\n5,6,\n")
     trailing = datasets.read_table(tmp_path / "trailing.csv")

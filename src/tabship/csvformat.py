@@ -30,6 +30,8 @@ LATER_BYTES = 16 * 1024 * 1024
 FALLBACK_ENCODING = "cp1252"
 # In order of preference: a tie goes to the first.
 _SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "bars"}
+# A one-column file's separator: the ASCII unit separator, in no spreadsheet's text.
+_NO_SEPARATOR = "\x1f"
 # Lines looked at to choose the separator: each must split into as many values as the header.
 _SNIFF_LINES = 50
 # The line Excel writes (and reads) before the header to name the separator: `sep=;`.
@@ -127,11 +129,12 @@ class CsvFormat:
                     "though its letters look like another encoding's (GBK, Shift-JIS, ...): if "
                     "its text reads wrongly, save the file as UTF-8"
                 )
-        if self.separator != ",":
+        if self.separator in _SEPARATORS and self.separator != ",":
             said.append(f"with {_SEPARATORS[self.separator]} between values")
         if self.decimal != ".":
             said.append(
-                "decimal commas (29,5)" + (" and dots between thousands" if self.thousands else "")
+                ("decimal commas (29,5)" if said else "with decimal commas (29,5)")
+                + (" and dots between thousands" if self.thousands else "")
             )
         return "read " + ", ".join(said) if said else None
 
@@ -209,8 +212,8 @@ def sniff(
         decimal, thousands = _decimal_mark(_later_lines(source, packed, encoding), splitter)
     if decimal == UNKNOWN:  # the training file's marks
         decimal, thousands = trained
-    if decimal == separator:  # a one-column file: pandas needs another separator
-        separator = ";"
+    if decimal == separator:  # a one-column file: pandas needs a separator no cell holds
+        separator = _NO_SEPARATOR
     parsed = [row for row in csv.reader(complete[:_SNIFF_LINES], delimiter=separator) if row]
     header, data = (parsed[0], parsed[1:]) if parsed else ([], [])
     wider = [row for row in data if len(row) == len(header) + 1]
