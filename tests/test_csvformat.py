@@ -268,3 +268,36 @@ def test_excels_separator_line_names_the_separator_and_is_not_the_header(
     (tmp_path / "new.csv").write_text(f"sep=;\n{rows}")
     done = predict_file(predictor, tmp_path / "new.csv", tmp_path / "out.csv")
     assert done.rows == 4
+
+
+def test_title_lines_above_the_header_are_left_out_and_said(
+    tmp_path: Path, tiny_model: TrainedModel
+) -> None:
+    table = make_tiny_table(rows=30)
+    body = table.to_csv(index=False)
+    semi = table.to_csv(sep=";", decimal=",", index=False)
+    for name, text in [
+        ("title.csv", f"Insurance export\n2024-05-01\n\n{body}"),
+        ("padded.csv", f"Insurance export;;;;;\n{semi}"),  # Excel pads a title cell
+        ("excel.csv", f"sep=;\nInsurance export\n{semi}"),
+    ]:
+        (tmp_path / name).write_text(text)
+        frame = datasets.read_table(tmp_path / name)
+        assert list(frame.columns) == list(table.columns), name
+        assert np.allclose(frame["bmi"], table["bmi"]) and len(frame) == len(table), name
+        assert (
+            "without the lines above its header ('Insurance export"
+            in frame.attrs[datasets.NOTES][0]
+        ), name
+    # Not titles: a header naming only its first column above rows of numbers, and a one-column
+    # file's values.
+    (tmp_path / "named.csv").write_text("id,,\n1,2,3\n4,5,6\n")
+    assert sniff(tmp_path / "named.csv").skipped == 0
+    (tmp_path / "one.csv").write_text("x\n1\n2\n3\n")
+    assert sniff(tmp_path / "one.csv").skipped == 0
+    predictor = Predictor.load(tiny_model.artifact.directory)
+    rows = table.drop(columns="charges").head(3).to_csv(index=False)
+    (tmp_path / "new.csv").write_text(f"Rows to score\n\n{rows}")
+    done = predict_file(predictor, tmp_path / "new.csv", tmp_path / "out.csv")
+    assert done.rows == 3 and "Rows to score" in done.warnings[0]
+    assert list(pd.read_csv(tmp_path / "out.csv").columns)[:2] == ["age", "bmi"]

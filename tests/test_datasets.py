@@ -169,3 +169,18 @@ def test_the_target_as_written_has_the_rows_the_table_kept(tmp_path: Path) -> No
     written = datasets.written_column(tmp_path / "t.csv", "market", len(frame))
     assert written is not None and len(written) == len(frame) == 30
     assert (written == "NA").sum() == 10
+
+
+def test_columns_with_neither_a_name_nor_a_value_are_left_out_in_one_note(tmp_path: Path) -> None:
+    lines = ["a,b,y,,"] + [f"{i},{i % 3},{i * 2},," for i in range(20)]
+    (tmp_path / "left.csv").write_text("\n".join(lines) + "\n")
+    frame = datasets.read_table(tmp_path / "left.csv")
+    assert list(frame.columns) == ["a", "b", "y"] and frame.attrs[datasets.UNNAMED] == []
+    assert frame.attrs[datasets.NOTES] == [
+        "2 columns with neither a name nor a value (separators past the last column) left out"
+    ]
+    # An unnamed column holding values stays, and is named as before.
+    (tmp_path / "index.csv").write_text(",a,y\n0,1,2\n1,3,4\n")
+    assert datasets.read_table(tmp_path / "index.csv").attrs[datasets.UNNAMED] == [
+        (1, "Unnamed: 0")
+    ]

@@ -32,6 +32,9 @@ FALLBACK_ENCODING = "cp1252"
 _SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "bars"}
 # A one-column file's separator: the ASCII unit separator, in no spreadsheet's text.
 _NO_SEPARATOR = "\x1f"
+# Title lines above a header looked for (a report's name, its date, blank lines).
+_MAX_TITLE_LINES = 10
+_PLAIN = re.compile(r"[+-]?[0-9.,]+")
 # Lines looked at to choose the separator: each must split into as many values as the header.
 _SNIFF_LINES = 50
 # The line Excel writes (and reads) before the header to name the separator: `sep=;`.
@@ -73,8 +76,10 @@ class CsvFormat:
     # Read as Windows-1252, most of its non-ASCII characters are symbols, not letters: the
     # bytes of a Chinese or Japanese encoding (北京 as ±±¾©), said in the note.
     doubtful: bool = False
-    # Lines before the header: Excel's `sep=;`, which names the separator.
+    # Lines before the header: Excel's `sep=;`, which names the separator, and a title.
     skipped: int = 0
+    # The text of the title lines above the header (a report's name, its date), said in the note.
+    title: str = ""
 
     @property
     def read_args(self) -> dict[str, Any]:
@@ -136,6 +141,8 @@ class CsvFormat:
                 ("decimal commas (29,5)" if said else "with decimal commas (29,5)")
                 + (" and dots between thousands" if self.thousands else "")
             )
+        if self.title:
+            said.append(f"without the lines above its header ({self.title[:60]!r})")
         return "read " + ", ".join(said) if said else None
 
     def as_fallback(self, path: Path) -> CsvFormat:
@@ -198,6 +205,9 @@ def sniff(
     named = _EXCEL_SEPARATOR.fullmatch(first)
     if named:  # Excel's first line naming the separator; the header follows
         lines = lines[1:]
+    titles = _title_lines(lines)
+    title = " ".join(line.strip().strip(";,|\t").strip() for line in lines[:titles]).strip()
+    lines = lines[titles:]
     separator = named[1] if named else "\t" if suffix.lower() == ".tsv" else _separator(lines)
     # Commas between the header's names: then no decimal commas. A one-column file's commas
     # separate nothing (its `1,5` is one and a half to a model trained on decimal commas).
@@ -231,7 +241,8 @@ def sniff(
         trailing,
         labelled,
         doubtful,
-        int(bool(named)),
+        int(bool(named)) + titles,
+        title,
     )
 
 
@@ -289,6 +300,27 @@ def _decoded(head: bytes) -> tuple[str, str, str]:
         if head.startswith(codecs.BOM_UTF8) or _mostly_utf8(head):
             return "utf-8", "replace", head.decode("utf-8", errors="replace")
         return FALLBACK_ENCODING, "strict", head.decode(FALLBACK_ENCODING, errors="replace")
+
+
+def _title_lines(lines: list[str]) -> int:
+    """How many lines above the header are a title (a report's name, a date, blank lines),
+    each one value at most (Excel pads it with separators: `Export May 2024;;;;`); 0 when
+    the first line is the header. The line below them must read as a header: several values,
+    not all numbers (`id,,,` above `1,2,3,4` is a header with unnamed columns)."""
+    start, cells = 0, []
+    for line in lines[:_MAX_TITLE_LINES]:
+        cells = max(
+            (next(csv.reader([line], delimiter=candidate), []) for candidate in _SEPARATORS),
+            key=len,
+        )
+        if any(cell.strip() for cell in cells[1:]):
+            break
+        start += 1
+    if start in (0, min(len(lines), _MAX_TITLE_LINES)):  # the header first, or no header seen
+        return 0
+    names = [cell.strip() for cell in cells]
+    numbers = [name for name in names if _PLAIN.fullmatch(name)]
+    return start if len(names) > 1 and len(numbers) < len([n for n in names if n]) else 0
 
 
 def _separator(lines: list[str]) -> str:

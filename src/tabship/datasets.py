@@ -199,7 +199,17 @@ def _csv_table(path: Path, form: CsvFormat) -> pd.DataFrame:
     if totals:  # read again without it and below: its text made a number column a category
         frame = read(int(frame.notna().any(axis=1).to_numpy().nonzero()[0][-1]))
         notes.append(totals)
-    frame.attrs[UNNAMED] = check_header(header.iloc[0].tolist(), list(frame.columns))
+    unnamed = check_header(header.iloc[0].tolist(), list(frame.columns))
+    # Columns with neither a name nor a value: a spreadsheet's separators past its last
+    # column (`a,b,,`), left out with one note rather than two warnings each.
+    leftovers = [name for _, name in unnamed if frame[name].isna().all()]
+    if leftovers:
+        frame = frame.drop(columns=leftovers)
+        notes.append(
+            f"{len(leftovers)} column{'s' if len(leftovers) > 1 else ''} with neither a name "
+            "nor a value (separators past the last column) left out"
+        )
+    frame.attrs[UNNAMED] = [(p, name) for p, name in unnamed if name not in leftovers]
     frame.attrs[NOTES] = notes
     return frame
 
