@@ -333,3 +333,18 @@ def test_a_browser_at_the_keyed_monitor_page_gets_the_page_asking_for_the_key(
     api = call(app, "GET", "/monitor")
     assert api.status_code == 401 and "detail" in api.json()
     assert call(app, "GET", "/monitor", headers={**html, **bearer(KEY)}).status_code == 200
+
+
+def test_two_keys_in_one_request_are_refused_whichever_comes_first(
+    predictor: Predictor, keys: Path
+) -> None:
+    """A proxy may check one header and the app another: one key a request, or 401."""
+    app = served(predictor, keys)
+    for headers in (
+        [("x-api-key", KEY), ("x-api-key", "wrong")],
+        [("x-api-key", "wrong"), ("x-api-key", KEY)],
+        [("x-api-key", KEY), ("authorization", f"Bearer {KEY}")],
+    ):
+        answer = call(app, "POST", "/predict_api", json={}, headers=headers)
+        assert answer.status_code == 401, headers
+        assert answer.json()["message"] == "the request carries 2 API keys; send one"

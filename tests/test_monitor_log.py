@@ -209,7 +209,31 @@ def test_feedback_gives_the_scores_scikit_learn_gives(logged: tuple[App, Path]) 
                 # Over the item limit: 413, as an oversized /v1/predict batch.
                 await c.post("/v1/feedback", json=[{"id": answer["ids"][0], "actual": 1}] * 1001),
             ]
-            assert stored.json() == {"stored": 30}
+            assert stored.json() == {"stored": 30, "replaced": 0, "warnings": []}
+            # A second answer for an id replaces the first, said; one outside the range of
+            # the model's training predictions is stored with a warning, one far outside it
+            # (a typo, cents for dollars) refused: it would swamp every live score.
+            pid = answer["ids"][0]
+            again = await c.post("/v1/feedback", json={"id": pid, "actual": actual[0]})
+            odd = await c.post("/v1/feedback", json=[{"id": pid, "actual": -5}])
+            far = await c.post("/v1/feedback", json=[{"id": pid, "actual": -3e38}])
+            twice = await c.post(
+                "/v1/feedback", json=[{"id": pid, "actual": 1.0}, {"id": pid, "actual": 2.0}]
+            )
+            restored = await c.post("/v1/feedback", json={"id": pid, "actual": actual[0]})
+            assert again.json() == {
+                "stored": 1,
+                "replaced": 1,
+                "warnings": ["1 of the ids had an answer already; the new one replaces it"],
+            }
+            assert odd.status_code == 200 and odd.json()["warnings"][0].startswith(
+                "[0].actual: -5 is well outside the range the model predicted in training ("
+            )
+            assert far.status_code == 422 and far.json()["message"].startswith(
+                "[0].actual: -3e+38 is far outside the range the model predicted in training"
+            )
+            assert twice.status_code == 422 and "answered twice in the list" in twice.text
+            assert restored.status_code == 200
             return answer["predictions"], actual, refusals
 
     predicted, actual, refusals = asyncio.run(go())
@@ -814,7 +838,7 @@ def test_feedback_takes_only_this_models_ids_and_odd_answers_never_break_the_sco
                 ),
                 await a.post(
                     "/v1/feedback",
-                    json=[{"id": ids[1], "actual": 1.0}, {"id": ids[1], "actual": 2.0}],
+                    json=[{"id": ids[1], "actual": 2.0}, {"id": ids[1], "actual": 2.0}],
                 ),
                 await a.post("/v1/feedback", json={"id": ids[2], "actual": 3.0}),
             ]
@@ -824,7 +848,7 @@ def test_feedback_takes_only_this_models_ids_and_odd_answers_never_break_the_sco
     assert infinite.status_code == huge.status_code == past_float32.status_code == 422
     assert "actual: must be a finite number" in huge.json()["message"]
     assert surrogate.status_code == 422 and "id: must be a prediction id" in surrogate.text
-    assert twice.status_code == 200 and twice.json() == {"stored": 1}  # the last answer wins
+    assert twice.status_code == 200 and twice.json()["stored"] == 1  # one answer, said twice
     assert plain.status_code == 200
     monitoring = charges.context.monitoring
     assert monitoring is not None

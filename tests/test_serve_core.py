@@ -400,3 +400,45 @@ def test_the_monitoring_routes_without_a_log_say_how_to_turn_them_on(app: App) -
             "is served with a prediction log only; start the server with --log-db"
             in (answer.json()["detail"])
         )
+
+
+def test_a_key_or_field_given_twice_is_refused_not_read_as_the_last(app: App) -> None:
+    async def scenario() -> list[httpx.Response]:
+        async with client(app) as http:
+            json_type = {"content-type": "application/json"}
+            body = json.dumps(PATIENT)[:-1]
+            return [
+                await http.post("/predict_api", content=body + ', "age": 99}', headers=json_type),
+                await http.post(
+                    "/v1/predict",
+                    content=b'{"instances": [], "instances": [' + body.encode() + b"}]}",
+                    headers=json_type,
+                ),
+                # Colons in text are no second key.
+                await http.post("/predict_api", json={**PATIENT, "region": "a:b"}),
+                await http.post(
+                    "/predict",
+                    content="&".join(f"{k}={v}" for k, v in PATIENT.items()) + "&age=99",
+                    headers={"content-type": "application/x-www-form-urlencoded"},
+                ),
+                await http.post(
+                    "/predict",
+                    content="age=40",
+                    headers={"content-type": "application/x-www-form-urlencoded; charset=utf-16"},
+                ),
+                await http.post(
+                    "/predict",
+                    content=b"age=\xff",
+                    headers={"content-type": "application/x-www-form-urlencoded"},
+                ),
+            ]
+
+    repeated, batch, colon, form, charset, bytes_ = run(scenario())
+    said = "body: the key 'age' is given twice in one object; give each once"
+    assert repeated.status_code == 422 and repeated.json()["message"] == said
+    assert batch.status_code == 422 and "'instances' is given twice" in batch.text
+    assert colon.status_code == 200
+    assert form.status_code == 422 and "the field 'age' is given twice in the form" in form.text
+    assert charset.status_code == 415 and "submit the form as UTF-8" in charset.text
+    assert bytes_.status_code == 422 and "not UTF-8 text at byte 4" in bytes_.text
+    assert "codec" not in bytes_.text  # Python's words are not the user's

@@ -36,8 +36,12 @@ def monitor_routes(monitoring: Monitoring) -> list[Route]:
             body={"application/json": feedback_schema(monitoring)},
             answer={
                 "type": "object",
-                "properties": {"stored": {"type": "integer"}},
-                "required": ["stored"],
+                "properties": {
+                    "stored": {"type": "integer"},
+                    "replaced": {"type": "integer"},
+                    "warnings": {"type": "array", "items": {"type": "string"}},
+                },
+                "required": ["stored", "replaced", "warnings"],
             },
             errors=(413, 415, 422, 503),
         ),

@@ -20,7 +20,7 @@ from tabship.config import ServeSettings
 from tabship.errors import BodyTooLargeError, MalformedBodyError, RetryLaterError
 from tabship.feature import FLOAT32_MAX, listed, past_float32, shown
 from tabship.monitor.page import render_monitor
-from tabship.monitor.profile import load_profile
+from tabship.monitor.profile import NumericProfile, load_profile
 from tabship.monitor.store import DatabaseDown, LogStore
 from tabship.monitor.summary import DEFAULT_SINCE_SECONDS, parse_since, summarize
 from tabship.monitor.writer import LogWriter
@@ -32,6 +32,8 @@ MAX_FEEDBACK = 1000
 FEEDBACK_GRACE_SECONDS = 0.3
 FEEDBACK_FLUSH_SECONDS = 1.0
 MAX_LISTED = 10
+# A regression actual this many times its training predictions' range away is refused.
+FAR = 100
 MONITOR_THREADS = 2
 
 
@@ -77,15 +79,20 @@ class Monitoring:
     async def feedback(self, request: Request) -> Answer:
         """Store ground truth for logged predictions: {"id", "actual"} or a list of them."""
         pairs, places = self._read_feedback(request)
+        warnings = self._unusual(pairs, places)
         loop = asyncio.get_running_loop()
         try:
-            unknown = await loop.run_in_executor(self.pool, self._store_feedback, pairs, True)
+            unknown, replaced = await loop.run_in_executor(
+                self.pool, self._store_feedback, pairs, True
+            )
             if unknown:
                 # Another pod may have answered them and not flushed yet: give it a few
                 # intervals, waiting here rather than in the pool (a client sending unknown
                 # ids would otherwise hold its threads).
                 await asyncio.sleep(FEEDBACK_GRACE_SECONDS)
-                unknown = await loop.run_in_executor(self.pool, self._store_feedback, pairs, False)
+                unknown, replaced = await loop.run_in_executor(
+                    self.pool, self._store_feedback, pairs, False
+                )
         except DatabaseDown:
             raise LogUnavailableError(
                 "prediction log: the database cannot be reached; retry shortly"
@@ -99,7 +106,9 @@ class Monitoring:
                 f"{listed}{more}: not a logged prediction of this model; use the ids "
                 "that /v1/predict answers (or the X-Prediction-Id header of /predict_api)"
             )
-        return json_answer({"stored": len(pairs)})
+        if replaced:
+            warnings.append(f"{replaced} of the ids had an answer already; the new one replaces it")
+        return json_answer({"stored": len(pairs), "replaced": replaced, "warnings": warnings})
 
     def _read_feedback(self, request: Request) -> tuple[list[tuple[str, Any]], dict[str, str]]:
         """The (id, actual) pairs, and each id's place in a list (`[3].`) for messages."""
@@ -109,7 +118,8 @@ class Monitoring:
             raise MalformedBodyError("body: an empty list; send at least one {id, actual}")
         if len(items) > MAX_FEEDBACK:  # 413, as an oversized /v1/predict batch
             raise BodyTooLargeError(f"body: {len(items)} items is over the limit of {MAX_FEEDBACK}")
-        pairs, places = [], {}
+        answers: dict[str, Any] = {}
+        places: dict[str, str] = {}
         for index, item in enumerate(items):
             where = f"[{index}]." if isinstance(payload, list) else ""
             _check_fields(item, where)
@@ -117,10 +127,48 @@ class Monitoring:
             # ASCII: every id this tabship gives is; a lone surrogate cannot reach the database.
             if not isinstance(pid, str) or not 0 < len(pid) <= 40 or not pid.isascii():
                 raise MalformedBodyError(f"{where}id: must be a prediction id (a short string)")
-            pairs.append((pid, self._actual(item["actual"], where)))
+            actual = self._actual(item["actual"], where)
+            if answers.get(pid, actual) != actual:  # which answer is true is unknown
+                raise MalformedBodyError(
+                    f"{where}id: {pid[:40]!r} is answered twice in the list with different "
+                    f"actuals (also at {places[pid][:-1]}); send one answer an id"
+                )
+            answers[pid] = actual
             places[pid] = where
-        # An id answered twice in one list: the last answer wins, as a later request's would.
-        return list(dict(pairs).items()), places
+        return list(answers.items()), places
+
+    def _unusual(self, pairs: list[tuple[str, Any]], places: dict[str, str]) -> list[str]:
+        """A warning per actual well outside the range of the model's own predictions in
+        training: stored (live values move), but said, as one such typo moves the live
+        scores; one a hundred ranges away is refused."""
+        predicted = self.profile.prediction if self.profile else None
+        if not isinstance(predicted, NumericProfile):  # a classifier's classes
+            return []
+        low, high = predicted.minimum, predicted.maximum
+        if low is None or high is None:
+            return []
+        span = max(high - low, abs(high), abs(low)) or 1.0
+        for pid, value in pairs:
+            # Past a hundred times the range away: a typo or a unit mix-up (cents), which
+            # would swamp every live score; refused.
+            if not low - FAR * span <= value <= high + FAR * span:
+                raise MalformedBodyError(
+                    f"{places[pid]}actual: {value:.6g} is far outside the range the model "
+                    f"predicted in training ({low:.6g} to {high:.6g}); check its value and unit"
+                )
+        # Live values go past training's (and predictions are narrower than actuals): said
+        # only a whole range beyond it, or below 0 where the model never predicted below 0.
+        floor = 0.0 if low >= 0 else low - span
+        odd = [(pid, value) for pid, value in pairs if not floor <= value <= high + span]
+        said = [
+            f"{places[pid]}actual: {value:.6g} is well outside the range the model predicted "
+            f"in training ({low:.6g} to {high:.6g}); stored: if it is a typo, send the right "
+            "value for the same id, which replaces it"
+            for pid, value in odd[:MAX_LISTED]
+        ]
+        if len(odd) > MAX_LISTED:
+            said.append(f"{len(odd) - MAX_LISTED} more actuals outside that range")
+        return said
 
     def _actual(self, value: object, where: str) -> Any:
         if self.card.task == "regression":
@@ -143,9 +191,10 @@ class Monitoring:
             )
         return text
 
-    def _store_feedback(self, pairs: list[tuple[str, Any]], first: bool) -> list[str]:
+    def _store_feedback(self, pairs: list[tuple[str, Any]], first: bool) -> tuple[list[str], int]:
         """Store the answers if every id is a logged prediction of this model (another
-        model's servers may share the database); else the ids that are not."""
+        model's servers may share the database); the ids that are not, and how many ids
+        had an answer the new one replaced."""
         if first:
             # Ids answered a moment ago may still be queued. Bounded: this waits in the log's
             # pool, and a database that is down answers nothing anyway.
@@ -153,9 +202,8 @@ class Monitoring:
         ids = [pid for pid, _ in pairs]
         known = self.store.batches_of(ids, self.card.sha256)
         unknown = [pid for pid in ids if pid not in known]
-        if not unknown:
-            self.store.add_feedback(pairs, known)
-        return unknown
+        replaced = 0 if unknown else self.store.add_feedback(pairs, known)
+        return unknown, replaced
 
     async def page(self, request: Request) -> Answer:
         """The monitor page over the whole log (every pod), the last 24 h by default."""

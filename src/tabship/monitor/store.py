@@ -332,13 +332,14 @@ class LogStore:
                             break
         return found
 
-    def add_feedback(self, pairs: Sequence[tuple[str, Any]], batches: Mapping[str, int]) -> None:
-        """Store ground truth by prediction id; a second answer for an id replaces the first."""
+    def add_feedback(self, pairs: Sequence[tuple[str, Any]], batches: Mapping[str, int]) -> int:
+        """Store ground truth by prediction id; a second answer for an id replaces the first.
+        How many ids had an answer before."""
         self.open()
         now = time.time()
         with self.engine.begin() as connection:
             ids = [pid for pid, _ in pairs]
-            connection.execute(feedback_table.delete().where(feedback_table.c.id.in_(ids)))
+            gone = connection.execute(feedback_table.delete().where(feedback_table.c.id.in_(ids)))
             connection.execute(
                 feedback_table.insert(),
                 [
@@ -346,6 +347,7 @@ class LogStore:
                     for pid, actual in pairs
                 ],
             )
+            return int(gone.rowcount)
 
     def delete_before(self, cutoff: float) -> int:
         """Delete predictions older than `cutoff` (epoch seconds), and their feedback.

@@ -184,16 +184,17 @@ class KeyRing:
         return digest(key) in self.digests
 
 
-def presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The key a request carries in `Authorization: Bearer` or `X-API-Key`, never the URL."""
+def presented_keys(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """The keys a request carries in `Authorization: Bearer` or `X-API-Key`, never the URL."""
+    keys = []
     for name, value in headers:
         if name == b"authorization":
             scheme, _, token = bytes(value).strip().partition(b" ")
             if scheme.lower() == b"bearer":
-                return token.strip()
+                keys.append(token.strip())
         elif name == b"x-api-key":
-            return bytes(value).strip()
-    return None
+            keys.append(bytes(value).strip())
+    return keys
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,10 @@ class Refusal:
 
 def check(ring: KeyRing, headers: list[tuple[bytes, bytes]]) -> Refusal | None:
     """None when the request carries an accepted key, else why not."""
-    key = presented_key(headers)
+    keys = presented_keys(headers)
+    if len(keys) > 1:  # which one is meant, and which one a proxy checked, is unknown
+        return Refusal("malformed", f"the request carries {len(keys)} API keys; send one")
+    key = keys[0] if keys else b""
     if not key:
         return Refusal("missing", f"this route needs an API key; {WHERE}")
     if len(key) > MAX_KEY_BYTES:

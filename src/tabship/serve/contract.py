@@ -324,11 +324,17 @@ def parse_json(body: bytes) -> Any:
     """
     if not has_long_digits(body):
         try:
-            return orjson.loads(body)
+            parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
             pass
+        else:
+            # Each key has one colon, so more colons than keys is text holding them, or a key
+            # given twice, which orjson (and the standard library) silently keep the last of.
+            if body.count(b":") > _key_count(parsed):
+                json.loads(body, object_pairs_hook=_once)
+            return parsed
     try:
-        return json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"), object_pairs_hook=_once)
     except UnicodeDecodeError as exc:
         raise MalformedBodyError(f"body: not valid UTF-8 at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
@@ -346,3 +352,31 @@ def parse_json(body: bytes) -> Any:
             "body: invalid JSON: a number has thousands of digits; numbers must be finite "
             "and within ±3.4e38"
         ) from None
+
+
+def _key_count(value: Any) -> int:
+    """How many keys the objects in a parsed JSON value hold, nested ones too."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            count += len(item)
+            stack.extend(v for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, dict | list))
+    return count
+
+
+def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """One JSON object, refused when it gives a key twice (which value was meant is unknown)."""
+    found = dict(pairs)
+    if len(found) == len(pairs):
+        return found
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise MalformedBodyError(
+                f"body: the key {key[:80]!r} is given twice in one object; give each once"
+            )
+        seen.add(key)
+    return found

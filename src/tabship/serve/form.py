@@ -12,7 +12,7 @@ from tabship.feature import EMPTY
 from tabship.predictor import Prediction, Predictor
 from tabship.schema import Feature
 from tabship.serve.charts import amount
-from tabship.serve.contract import body_headers, decoded_body, media_type
+from tabship.serve.contract import body_headers, declared_charset, decoded_body, media_type
 from tabship.serve.http import Answer, Request, html_answer
 from tabship.serve.pages import render
 from tabship.serve.prometheus import Metrics
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from tabship.serve.explain import ExplainApi
 
 MEDIA_TYPE = "application/x-www-form-urlencoded"
+# A form of more fields than this is no form of ours (parse_qsl's own refusal read as Python).
+MAX_FORM_FIELDS = 1000
 # A category with more levels than this is a text input with suggestions, not a select.
 SELECT_MAX_OPTIONS = 40
 
@@ -131,15 +133,25 @@ def parse_form(
         raise MediaTypeError(
             f"content type {media or 'none'!r} is not accepted; submit the form as {MEDIA_TYPE}"
         )
+    charset = declared_charset(content_type)
+    if charset not in (None, "utf-8", "utf8"):
+        raise MediaTypeError(f"charset {charset[:40]!r} is not accepted; submit the form as UTF-8")
     try:
-        pairs = parse_qsl(
-            body.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=1000
-        )
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedBodyError(f"body: not a readable form ({exc})") from None
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedBodyError(
+            f"body: not UTF-8 text at byte {exc.start}; submit the form as UTF-8"
+        ) from None
+    if text.count("&") >= MAX_FORM_FIELDS:
+        raise MalformedBodyError(f"body: more than {MAX_FORM_FIELDS:,} fields in the form")
+    pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False)
     # Browsers send every line break in a field's name as CRLF (HTML's form encoding), so a
     # column named with a newline is found by its name with line breaks made alike.
-    sent = {_one_break(key): value.strip() for key, value in pairs}
+    sent: dict[str, str] = {}
+    for key, value in pairs:
+        if _one_break(key) in sent:  # which one was meant is unknown
+            raise MalformedBodyError(f"body: the field {key[:80]!r} is given twice in the form")
+        sent[_one_break(key)] = value.strip()
     submitted = {feature.name: sent.get(_one_break(feature.name), "") for feature in features}
     record: dict[str, Any] = {}
     problems: list[Problem] = []
