@@ -164,3 +164,24 @@ def test_a_datetime_fields_examples_are_the_rfc_3339_its_schema_names() -> None:
         assert checked.is_valid(text), text
         _, problem, warning = when.read(text)
         assert problem is None and warning is None
+
+
+def test_slashed_dates_are_not_guessed_when_training_wrote_none() -> None:
+    # A training column of ISO dates says nothing of day/month order: only a slashed date
+    # that reads one way is taken (03/04/2020 was silently 4 March, 25/12/2020 refused).
+    assert dates.slash_order(["2020-04-03", "2021-01-31"]) is None
+    assert dates.slash_order(["31/01/2024", "01/02/2024"]) is True
+    assert dates.slash_order(["01/31/2024"]) is False
+    read = dates.parse(["25/12/2020", "12/25/2020", "03/04/2020", "2020-04-03"], None)
+    assert [str(v) for v in read.astype("datetime64[D]")] == [
+        "2020-12-25",
+        "2020-12-25",
+        "NaT",
+        "2020-04-03",
+    ]
+    day = Feature("d", "date", "date", allow_missing=False, day_first=None, minimum=0, maximum=1e9)
+    assert Feature.from_dict(day.to_dict()).day_first is None
+    _, problem, _ = day.read_cell("03/04/2020")
+    assert problem is not None and "reads as day/month and as month/day" in problem
+    # A card from before kept a boolean, read as before.
+    assert Feature.from_dict({**day.to_dict(), "day_first": False}).day_first is False

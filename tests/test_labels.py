@@ -112,3 +112,19 @@ def test_a_target_too_small_for_trees_to_split_is_said() -> None:
     said = small_spread_note(tiny, "y")
     assert said and said[0].startswith("'y' varies by about 9e-10") and "by 1e+10" in said[0]
     assert small_spread_note(tiny * 1e6, "y") == [] and small_spread_note(np.ones(5), "y") == []
+
+
+def test_classes_written_alike_but_for_case_spaces_or_yes_no_spellings_are_said() -> None:
+    from tabship.labels import class_spellings_note
+
+    yes_no = ["0", "1", "FALSE", "N", "TRUE", "Y", "no", "yes"]
+    assert class_spellings_note(yes_no, "ok")[0].startswith(
+        "'ok' is yes or no written 8 ways ('0', '1', 'FALSE', 'N', 'TRUE', 'Y', 'no', 'yes'), "
+        "each its own class"
+    )
+    assert class_spellings_note(["Cat", "Dog", "cat", "cat "], "pet") == [
+        "classes of 'pet' that differ only in case or spaces are kept apart ('Cat', 'cat', "
+        "'cat '): write each class one way if they are one"
+    ]
+    assert class_spellings_note(["no", "yes"], "ok") == []  # two classes, one way each
+    assert class_spellings_note(["0", "1", "2"], "level") == []  # codes, not yes and no

@@ -147,3 +147,24 @@ def test_a_category_of_numbers_but_for_a_few_is_said() -> None:
     assert schema.names == ["x"] and len(warnings) == 1
     assert warnings[0].startswith("column 'x' holds numbers but for 1 of its ")
     assert "('0,2'); used as a category, not as numbers" in warnings[0]
+
+
+def test_ids_with_gaps_repeats_or_a_telling_name_are_ignored() -> None:
+    rng = np.random.default_rng(11)
+    rows = 400
+    kept = np.sort(rng.choice(np.arange(1, rows + 1), rows - 20, replace=False))
+    repeated = np.append(np.arange(1, rows), 3)  # one duplicated row
+    random_ids = rng.choice(np.arange(10_000, 99_999), rows, replace=False)
+    for name, values, why in [
+        ("row", kept, "from a run of whole numbers with gaps"),
+        ("customer_id", repeated, "and its name says so"),
+        ("CustomerID", random_ids, "and its name says so"),
+    ]:
+        described = infer_feature(name, pd.Series(values))
+        assert described == (
+            f"column {name!r} looks like an ID (a different whole number in nearly every row, "
+            f"{why}); ignored: rename it if it is a measure"
+        )
+    # Distinct whole numbers spread wide under another name are a measure (income in dollars).
+    income = infer_feature("income", pd.Series(random_ids))
+    assert isinstance(income, Feature) and income.kind == "numeric"

@@ -60,8 +60,10 @@ def _stamp(year: str, month: str, day: str, hour: str | None, minute: str | None
     return np.datetime64(text, "s")
 
 
-def _one(text: str, day_first: bool) -> np.datetime64:
-    """One text as a datetime64, NaT when it is not a real date in a known format."""
+def _one(text: str, day_first: bool | None) -> np.datetime64:
+    """One text as a datetime64, NaT when it is not a real date in a known format. With
+    `day_first` None (the training column wrote no slashed dates) a slashed date is read only
+    when it reads one way (`25/12/2020`); `03/04/2020` is NaT (`ambiguous` says why)."""
     text = text.strip()
     try:
         if match := _ISO.match(text):
@@ -72,6 +74,10 @@ def _one(text: str, day_first: bool) -> np.datetime64:
             return _stamp(year, month, day, None, None)
         if match := _SLASHED.match(text):
             first, second, year, hour, minute = match.groups()[:5]
+            if day_first is None:
+                if (int(first) > 12) == (int(second) > 12):
+                    return np.datetime64("NaT", "s")
+                day_first = int(first) > 12
             day, month = (first, second) if day_first else (second, first)
             return _stamp(year, month, day, hour, minute)
     except ValueError:  # a date that does not exist, such as 2023-02-30
@@ -88,7 +94,20 @@ def day_first(texts: Iterable[str]) -> bool:
     return False
 
 
-def parse(texts: Iterable[object], first_is_day: bool = False) -> np.ndarray:
+def slash_order(texts: Iterable[str]) -> bool | None:
+    """A training column's slashed dates: day first (True), month first (False), or None
+    when it wrote none, so a predict file's `03/04/2020` is not guessed at."""
+    found = [text for text in texts if _SLASHED.match(text.strip())]
+    return day_first(found) if found else None
+
+
+def ambiguous(text: str) -> bool:
+    """Whether a slashed date reads as day/month and month/day alike (`03/04/2020`)."""
+    match = _SLASHED.match(text.strip())
+    return match is not None and int(match.group(1)) <= 12 and int(match.group(2)) <= 12
+
+
+def parse(texts: Iterable[object], first_is_day: bool | None = False) -> np.ndarray:
     """Text to datetime64[s]: ISO 8601, YYYYMMDD and d/m/Y or m/d/Y; NaT for anything else."""
     return np.array(
         [

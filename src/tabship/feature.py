@@ -140,8 +140,9 @@ class Feature:
     minimum: float | None = None
     maximum: float | None = None
     levels: tuple[str, ...] = ()
-    # Dates: slashed dates put the day first, as the training column did ("31/01/2024").
-    day_first: bool = False
+    # Dates: slashed dates put the day first, as the training column did ("31/01/2024");
+    # None when it wrote none: then only a slashed date that reads one way is taken.
+    day_first: bool | None = False
     # A gap in a feature that had none in training is filled by the pipeline (numbers and
     # dates: the training median; categories: as an unseen value) with a warning, rather
     # than refusing the record. Models trained before the pipeline always imputed refuse it.
@@ -226,7 +227,7 @@ class Feature:
             minimum=data.get("minimum"),
             maximum=data.get("maximum"),
             levels=tuple(str(level) for level in data.get("levels", ())),
-            day_first=bool(data.get("day_first", False)),
+            day_first=_order(data.get("day_first", False)),
             fills_gaps=bool(data.get("fills_gaps", False)),
         )
 
@@ -397,6 +398,15 @@ class Feature:
         if not isinstance(value, str):
             return _NAT, f"{NOT_A_DATE} {shown(value)}", None
         stamp = dates.parse([value], self.day_first)[0]
+        if np.isnat(stamp) and self.day_first is None and dates.ambiguous(value):
+            return (
+                _NAT,
+                (
+                    f"{NOT_A_DATE} {shown(value)}, which reads as day/month and as month/day; "
+                    "training's dates did not say which: write it as YYYY-MM-DD"
+                ),
+                None,
+            )
         if np.isnat(stamp):
             return _NAT, f"{NOT_A_DATE} {shown(value)}{self._null_hint(value)}", None
         if self.outside(float(stamp.astype(np.int64))):
@@ -440,3 +450,9 @@ def _fmt(value: float | None) -> str:
     # client's (1e30 read back as 1000000000000000019884624838656).
     whole = float(value).is_integer() and abs(value) < 1e15
     return str(int(value)) if whole else f"{value:g}"
+
+
+def _order(value: object) -> bool | None:
+    """A card's `day_first`: None where training wrote no slashed dates (cards before had a
+    boolean only)."""
+    return None if value is None else bool(value)

@@ -157,6 +157,36 @@ def small_spread_note(values: np.ndarray, target: str) -> list[str]:
     ]
 
 
+_YES = frozenset({"yes", "y", "true", "t", "1", "1.0"})
+_NO = frozenset({"no", "n", "false", "f", "0", "0.0"})
+
+
+def class_spellings_note(classes: list[str], target: str) -> list[str]:
+    """A note when classes differ only in case or spaces (`Cat`, `cat`, `cat `) or are yes
+    and no written several ways (`Y`, `TRUE`, `1`): kept apart, as written, but said, since
+    a two-class problem became one of twelve without a word."""
+    keys = [str(label).strip().casefold() for label in classes]
+    if len(classes) > 2 and set(keys) <= _YES | _NO and set(keys) & _YES and set(keys) & _NO:
+        shown = ", ".join(repr(str(label)[:20]) for label in classes[:8])
+        return [
+            f"{target!r} is yes or no written {len(classes)} ways ({shown}"
+            f"{', ...' if len(classes) > 8 else ''}), each its own class: write it one way "
+            "(yes/no) for a two-class model"
+        ]
+    groups: dict[str, list[str]] = {}
+    for key, label in zip(keys, classes, strict=True):
+        groups.setdefault(key, []).append(str(label))
+    alike = [group for group in groups.values() if len(group) > 1]
+    if not alike:
+        return []
+    shown = "; ".join(", ".join(repr(label[:20]) for label in group[:4]) for group in alike[:3])
+    more = f" and {len(alike) - 3} more groups" if len(alike) > 3 else ""
+    return [
+        f"classes of {target!r} that differ only in case or spaces are kept apart ({shown}"
+        f"{more}): write each class one way if they are one"
+    ]
+
+
 def label_type(y_raw: pd.Series) -> str:
     """The JSON type a class is answered as: a 0/1 target's classes are 0 and 1, a boolean
     target's true and false (they were "1" and "True": `y == predicted_y` never held)."""

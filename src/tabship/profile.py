@@ -22,6 +22,11 @@ ID_LIKE_MIN_ROWS = 20
 # a category: most of its levels are seen once, so they teach nothing and every new row brings
 # a new one.
 ID_LIKE_DISTINCT_SHARE = 0.5
+# A whole-number column distinct in this share of its rows is an ID when its name says so
+# (`customer_id`, `ID`, `key`) or its values are a run no longer than this many rows.
+ID_SHARE = 0.95
+ID_SPAN = 1.5
+_ID_WORDS = frozenset({"id", "ids", "uuid", "guid", "key", "idx", "index", "nr"})
 # A text column is a date column when this share of its values parse as dates; the rest
 # (typos, "unknown") become missing dates rather than a reason to ignore the column.
 DATE_SHARE = 0.95
@@ -125,6 +130,11 @@ def dressed_levels_note(name: str, levels: list[str], decimal: str = ".") -> str
     )
 
 
+def _words(name: str) -> list[str]:
+    """A column name's words: `customer_id`, `CustomerID` and `customer id` alike."""
+    return re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", name)
+
+
 def _flat(value: object) -> bool:
     """Whether a cell is one value (Parquet's lists, structs and maps come as arrays, dicts and
     lists of pairs, which no category or number can be)."""
@@ -165,7 +175,7 @@ def _date_feature(name: str, column: pd.Series, parsed: np.ndarray) -> Feature |
         # The range seen, in seconds since 1970: the form's bounds and the range warning.
         minimum=float(seconds.min()),
         maximum=float(seconds.max()),
-        day_first=dates.day_first(v for v in text if isinstance(v, str)),
+        day_first=dates.slash_order(v for v in text if isinstance(v, str)),
     )
 
 
@@ -178,6 +188,16 @@ def _numeric_feature(
     numbers_rows = values.max() - values.min() + 1 == len(column)
     if integer and distinct == len(column) >= ID_LIKE_MIN_ROWS and numbers_rows:
         return f"column {name!r} numbers the rows (a different value in each); ignored"
+    if integer and len(column) >= ID_LIKE_MIN_ROWS and distinct >= ID_SHARE * len(column):
+        # Real IDs have gaps (deleted rows), a repeat (a duplicated row) or come from a
+        # sequence: fitted as a number they only memorise, and every request must send one.
+        named = bool(_ID_WORDS & {word.lower() for word in _words(name)[:1] + _words(name)[-1:]})
+        if named or values.max() - values.min() + 1 <= ID_SPAN * len(column):
+            why = "and its name says so" if named else "from a run of whole numbers with gaps"
+            return (
+                f"column {name!r} looks like an ID (a different whole number in nearly every "
+                f"row, {why}); ignored: rename it if it is a measure"
+            )
     tiny = values[(values != 0) & (np.abs(values) < FLOAT32_TINY)]
     if len(tiny) and len(np.unique(np.where(np.abs(values) < FLOAT32_TINY, 0, values))) == 1:
         # The model computes in float32, where these are 0: one value in every row.

@@ -25,6 +25,7 @@ from tabship.datasets import NOTES, UNNAMED, separator_hint
 from tabship.errors import ConfigError, DataError, RecordError
 from tabship.feature import FLOAT32_MAX, closest, listed, past_float32, rows_text
 from tabship.labels import (
+    class_spellings_note,
     encode_target,
     infer_task,
     is_imbalanced,
@@ -238,7 +239,11 @@ def prepare(
     labels, classes = encode_target(
         frame[target], task, target, options.folds, options.positive_class
     )
-    notes.extend(small_spread_note(labels, target) if task == "regression" else [])
+    notes.extend(
+        small_spread_note(labels, target)
+        if task == "regression"
+        else class_spellings_note(classes, target)
+    )
     if len(frame) < 2 * options.folds:
         raise DataError(
             f"the table has {len(frame)} usable rows; {options.folds}-fold CV needs at least "
