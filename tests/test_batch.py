@@ -334,7 +334,9 @@ def test_an_answer_past_float32_names_the_file_row(flagged: Predictor, tmp_path:
     rows["bmi"] = rows["bmi"].astype(float)
     rows.loc[2, "bmi"] = 3e38  # within the inputs' bound; the linear model's answer is not
     rows.to_csv(tmp_path / "rows.csv", index=False)
-    with pytest.raises(RecordError, match=r"^row 3: \(record\): the model gives no finite"):
+    with pytest.raises(
+        RecordError, match=r"rows.csv: row 3: \(record\): the model gives no finite"
+    ):
         predict_file(flagged, tmp_path / "rows.csv", tmp_path / "out.csv", chunk_rows=2)
 
 
@@ -446,7 +448,7 @@ def test_one_bad_cell_among_decimal_commas_is_the_only_one_named(
     # pandas left the column text at the one `abc`, and every `27,9` was refused too.
     with pytest.raises(RecordError) as refused:
         predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.csv")
-    assert str(refused.value) == "row 3: bmi: must be a number, got 'abc'"
+    assert str(refused.value) == f"{tmp_path / 'rows.csv'}: row 3: bmi: must be a number, got 'abc'"
 
 
 def test_a_csv_output_copies_the_numbers_as_written(predictor: Predictor, tmp_path: Path) -> None:

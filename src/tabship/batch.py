@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -409,6 +409,19 @@ def _csv_format(source: Path, trained: NumberMarks) -> CsvFormat | None:
         raise DatasetError(f"cannot predict {source}: {exc.strerror or exc}") from None
 
 
+def _as_utf8_or_fallback(
+    predicted: Callable[[CsvFormat | None], Tally], form: CsvFormat | None, source: Path
+) -> Tally:
+    """`predicted(form)`, again as training's reader reads a file that is not UTF-8 past its
+    sampled start."""
+    try:
+        return predicted(form)
+    except UnicodeDecodeError:
+        if form is None or form.encoding != "utf-8":
+            raise
+        return predicted(form.as_fallback(source))
+
+
 def predict_file(
     predictor: Predictor,
     source: Path,
@@ -443,16 +456,13 @@ def predict_file(
         return tally
 
     try:
-        try:
-            tally = predicted(form)
-        except UnicodeDecodeError:  # past the sampled start: read as training's reader does
-            if form is None or form.encoding != "utf-8":
-                raise
-            tally = predicted(form.as_fallback(source))
+        tally = _as_utf8_or_fallback(predicted, form, source)
     except UnicodeDecodeError:
         raise DatasetError(
             f"cannot predict {source}: it is not UTF-8 text; save it as UTF-8 (CSV UTF-8)"
         ) from None
+    except RecordError as exc:  # `row 2: age: ...` of which file
+        raise RecordError(exc.problems, exc.more, source=str(source)) from None
     except (ValueError, OSError, pa.ArrowException) as exc:  # a ParserError is a ValueError
         raise DatasetError(f"cannot predict {source}: {parser_message(exc)}") from None
     return BatchSummary(

@@ -157,9 +157,17 @@ def shown_field(name: str) -> str:
 class RecordError(TabshipError):
     """Records do not match the model's schema; lists every bad field at once."""
 
-    def __init__(self, problems: list[Problem], more: int = 0) -> None:
+    def __init__(self, problems: list[Problem], more: int = 0, source: str = "") -> None:
         self.problems = problems
         # Problems found past the listed ones (a file's: 5,000 bad rows are not all listed).
         self.more = more
+        # The file the records came from, named before each problem (`new.csv: row 2: ...`).
+        self.source = source
         tail = [f"and {more} more problems"] if more else []
-        super().__init__("; ".join([*(str(p) for p in problems), *tail]))
+        super().__init__("; ".join([*self.lines, *tail]))
+
+    @property
+    def lines(self) -> list[str]:
+        """One line per problem, each naming the file when there is one."""
+        where = f"{self.source}: " if self.source else ""
+        return [f"{where}{problem}" for problem in self.problems]

@@ -222,7 +222,11 @@ def prepare(
     frame = target_as_written(frame, target, target_text, notes)
     empty_target = frame[target].isna()
     if empty_target.all():
-        raise DataError(f"target column {target!r} is empty in every row")
+        spelled = [] if target_text is None else sorted(set(target_text.str.strip()) - {""})
+        raise DataError(
+            f"target column {target!r} is empty in every row"
+            + (f" (it holds only {listed(spelled)}, which are read as missing)" if spelled else "")
+        )
     unbounded = _past_float32(frame[target])  # before the drop: rows as the file numbers them
     # Each kept row's place in the file, so a message names the row the user can find.
     kept = np.flatnonzero(~empty_target.to_numpy())

@@ -15,7 +15,7 @@ from tabship.errors import ConfigError, RecordError, TabshipError
 def error_lines(error: TabshipError) -> list[str]:
     """What the user reads: one line per bad field of a RecordError, else the message."""
     if isinstance(error, RecordError):
-        listed = [str(problem) for problem in error.problems]
+        listed = error.lines
         if error.more:
             listed.append(f"... and {error.more} more problems (the first {len(listed)} listed)")
         return listed
