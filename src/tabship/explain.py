@@ -212,6 +212,10 @@ class Explainer:
             out = out[picked[1]]
         out = out.reshape(records, coalitions, rows, -1)
         weighted: np.ndarray = np.einsum("ncko,k->nco", out, self._weights)
+        # Every background row of the whole coalition is the record itself: its answer as the
+        # engine gives it, not a weighted mean of copies (a probability of 1.0000000000000002).
+        whole = masks.all(axis=1)
+        weighted[:, whole] = out[:, whole, 0]
         return weighted
 
     def _distinct(
