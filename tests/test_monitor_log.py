@@ -928,9 +928,9 @@ def test_odd_windows_and_outputs_get_messages_not_tracebacks(
         done = runner.invoke(cli, [*command, "--log-db", f"sqlite:///{folder}"])
         assert done.exit_code == 1 and "is a folder; give the log's file" in done.output
     app.context.monitoring.writer.store.open()  # as a server's first write makes it
-    for since in ("5.9e26s", "9999999d", "1e300"):
+    for since in ("5.9e26s", "9999999d", "1e300", "3651d"):  # the page's notice says 3650d
         done = runner.invoke(cli, ["monitor", model, "--log-db", url, "--since", since])
-        assert done.exit_code == 1 and "over 100 years" in done.output, done.output
+        assert done.exit_code == 1 and "over 3650d (ten years)" in done.output, done.output
     for since in ("1_000d", "\u0661d", "\uff17d", "7 d"):  # float() reads all of these
         done = runner.invoke(cli, ["monitor", model, "--log-db", url, "--since", since])
         assert done.exit_code == 1 and "is not a duration" in done.output, done.output

@@ -28,7 +28,7 @@ MAX_ROWS = 100_000
 # Scores need at least this many labelled rows in a bucket to be shown.
 MIN_SCORED = 5
 # The longest window: its start is still a date every platform's calendar can show.
-MAX_SINCE_SECONDS = 100 * 365.25 * 86400
+MAX_SINCE_SECONDS = 3650 * 86400
 
 
 _NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?")
@@ -49,7 +49,7 @@ def parse_since(text: str) -> float:
         raise ValueError(f"--since {text!r} must be a positive duration such as 24h")
     # Infinite too (1e308h overflows): its start would be before any log and any calendar.
     if value > MAX_SINCE_SECONDS:
-        raise ValueError(f"--since {text!r} is over 100 years; 3650d covers any log")
+        raise ValueError(f"--since {text!r} is over 3650d (ten years), which covers any log")
     return value
 
 
