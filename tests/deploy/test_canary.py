@@ -276,3 +276,21 @@ def test_gke_canary_dry_run_prints_every_command_and_manifest(tiny_model: Traine
     assert "kind: HealthCheckPolicy" in text and "requestPath: /readyz" in text
     assert "kubectl rollout status deployment/tabship-charges-v2" in text
     assert "kubectl patch configmap tabship-charges-rollouts --type merge" in text
+
+
+def test_a_long_targets_default_name_leaves_room_for_the_canarys_version(
+    tiny_model: TrainedModel,
+) -> None:
+    from types import SimpleNamespace
+
+    from tabship.deploy.manifests import DEFAULT_NAME_CHARS, app_name
+
+    long_one = SimpleNamespace(card=SimpleNamespace(target="T" * 300))
+    other = SimpleNamespace(card=SimpleNamespace(target="T" * 299 + "U"))
+    name = app_name(long_one, None)  # type: ignore[arg-type]
+    assert len(name) == DEFAULT_NAME_CHARS and name.startswith("tabship-tttt")
+    assert name != app_name(other, None)  # type: ignore[arg-type]  # a hash of the whole
+    assert app_name(long_one, "mine") == "mine"  # type: ignore[arg-type]
+    # The canary's APP-VERSION fits Kubernetes' 63 characters (it was refused).
+    assert len(f"{name}-{'a' * 12}") <= 63
+    assert app_name(tiny_model.artifact, None) == "tabship-charges"

@@ -302,9 +302,9 @@ JOB_POLL_SECONDS = 10.0
 
 
 def _job_name(artifact: Artifact, options: ManifestOptions) -> str:
-    from tabship.deploy.manifests import dns_name
+    from tabship.deploy.manifests import app_name
 
-    base = dns_name(options.name or f"tabship-{artifact.card.target}")
+    base = app_name(artifact, options.name)
     return f"{base[:57].rstrip('-')}-batch"
 
 

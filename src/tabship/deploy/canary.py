@@ -20,7 +20,7 @@ from tabship.artifact import Artifact
 from tabship.deploy.manifests import (
     DNS_SUBDOMAIN,
     ManifestOptions,
-    dns_name,
+    app_name,
     model_version,
     render_manifests,
     to_yaml,
@@ -67,11 +67,6 @@ def canary_options(percent: int, gateway_class: str | None, gke: bool) -> Canary
             "letters, digits, '-' and '.'; kubectl get gatewayclass lists them)"
         )
     return CanaryOptions(percent, gateway_class or GKE_GATEWAY_CLASS, gke)
-
-
-def app_name(artifact: Artifact, name: str | None) -> str:
-    """The stable side's name: --name, else tabship-TARGET (as `tabship manifests` names it)."""
-    return dns_name(name or f"tabship-{artifact.card.target}")
 
 
 def canary_name(app: str, version: str) -> str:

@@ -20,7 +20,7 @@ from tabship.container import ImageOptions, build_image, check_builder
 from tabship.deploy.canary import CanaryOptions
 from tabship.deploy.manifests import (
     ManifestOptions,
-    dns_name,
+    app_name,
     model_version,
     render_manifests,
     to_yaml,
@@ -232,7 +232,7 @@ def plan_gke(
     artifact: Artifact, options: GkeOptions, runner: Runner, state: DeployState
 ) -> list[Step]:
     """Every step of `tabship deploy gke`, in order."""
-    name = dns_name(options.name or f"tabship-{artifact.card.target}")
+    name = app_name(artifact, options.name)
     image = gke_image(artifact, options, name)
     directory = options.manifests_dir or manifests_scratch(runner)
     where = ["--location", options.region, "--project", options.project]
@@ -401,7 +401,7 @@ def plan_k8s(
     batch: BatchJobOptions | None = None,
 ) -> list[Step]:
     """`tabship deploy k8s`: manifests for an existing image, applied to the cluster kubectl reaches."""
-    resolved = dns_name(name or f"tabship-{artifact.card.target}")
+    resolved = app_name(artifact, name)
     directory = manifests_dir or manifests_scratch(runner)
     kubectl = ["kubectl", *(["--context", context] if context else [])]
     if canary is not None:

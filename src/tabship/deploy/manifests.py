@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,19 @@ class ManifestOptions:
     log_sqlite: bool = False
 
 
+def app_name(artifact: Artifact, name: str | None) -> str:
+    """The objects' name: --name, else tabship-TARGET cut to DEFAULT_NAME_CHARS with a hash
+    of the whole, leaving room for what is added to it (`-VERSION` of a canary, `-batch`,
+    KServe's `-predictor-00001`): a long target's default was refused by the canary."""
+    if name:
+        return dns_name(name)
+    whole = dns_name(f"tabship-{artifact.card.target}")
+    if len(whole) <= DEFAULT_NAME_CHARS:
+        return whole
+    digest = hashlib.sha256(artifact.card.target.encode()).hexdigest()[:6]
+    return f"{whole[: DEFAULT_NAME_CHARS - 7].rstrip('-')}-{digest}"
+
+
 def dns_name(text: str) -> str:
     """A DNS-1123 label from any text: lower case, dashes, at most 63 characters."""
     label = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].strip("-")
@@ -68,6 +82,9 @@ def _image(options: ManifestOptions) -> str:
     return options.image
 
 
+# A default name's length: 63 (a DNS label) less room for what is added to it (a canary's
+# `-` and 12-character version; KServe's `-predictor-00001`).
+DEFAULT_NAME_CHARS = 47
 KEYS_DIR = "/etc/tabship/api-keys"
 KEYS_ITEM = "api-keys"
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
@@ -193,7 +210,7 @@ def mount_api_keys(pod: dict[str, Any], secret: str) -> None:
 def render_manifests(artifact: Artifact, options: ManifestOptions) -> list[dict[str, Any]]:
     """ServiceAccount, Deployment, Service, HPA, PDB and NetworkPolicy for one model."""
     _check(options)
-    name = dns_name(options.name or f"tabship-{artifact.card.target}")
+    name = app_name(artifact, options.name)
     selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name}
     labels = {
         **selector,

@@ -26,7 +26,7 @@ from tabship.deploy.canary import (
     write_canary,
 )
 from tabship.deploy.gke import Step
-from tabship.deploy.manifests import DNS_LABEL, ManifestOptions, dns_name, model_version
+from tabship.deploy.manifests import DNS_LABEL, ManifestOptions, app_name, model_version
 from tabship.errors import ConfigError
 from tabship.runner import Runner, ToolError
 
@@ -41,7 +41,7 @@ def canary_steps(
     runner: Runner,
 ) -> list[Step]:
     """Write and apply the canary beside the running stable side, wait for it, record it."""
-    app = dns_name(options.name or f"tabship-{artifact.card.target}")
+    app = app_name(artifact, options.name)
     version = model_version(artifact, options.version)
     name = canary_name(app, version)
     ns = ["--namespace", options.namespace] if options.namespace else []
