@@ -185,3 +185,13 @@ def test_slashed_dates_are_not_guessed_when_training_wrote_none() -> None:
     assert problem is not None and "reads as day/month and as month/day" in problem
     # A card from before kept a boolean, read as before.
     assert Feature.from_dict({**day.to_dict(), "day_first": False}).day_first is False
+
+
+def test_english_month_names_are_dates() -> None:
+    read = dates.parse(
+        ["25 Dec 2020", "25-Dec-2020", "December 25, 2020", "Dec 25th 2020", "3 Foo 2020"], None
+    )
+    assert [str(v) for v in read.astype("datetime64[D]")] == ["2020-12-25"] * 4 + ["NaT"]
+    days = pd.Series(pd.date_range("2020-01-01", periods=400).strftime("%d %b %Y"))
+    schema, notes = infer_schema(pd.DataFrame({"d": days, "y": np.arange(400.0)}), "y")
+    assert schema.features[0].kind == "date" and notes == []

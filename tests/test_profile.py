@@ -168,3 +168,12 @@ def test_ids_with_gaps_repeats_or_a_telling_name_are_ignored() -> None:
     # Distinct whole numbers spread wide under another name are a measure (income in dollars).
     income = infer_feature("income", pd.Series(random_ids))
     assert isinstance(income, Feature) and income.kind == "numeric"
+
+
+def test_numbers_with_a_unit_are_said_to_be_so() -> None:
+    values = np.round(np.random.default_rng(1).uniform(40, 120, 400), 1)
+    said = infer_feature("weight", pd.Series([f"{v} kg" for v in values]))
+    assert isinstance(said, str) and said.startswith("column 'weight' holds numbers with a unit")
+    # A code of a number and a letter is no measure: an ID or a name, as before.
+    code = infer_feature("flat", pd.Series([f"{i}A" for i in range(400)]))
+    assert isinstance(code, str) and "looks like an ID or a name" in code

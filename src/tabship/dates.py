@@ -22,6 +22,23 @@ _ISO = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:[ Tt](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:[Zz]|[+-]\d{2}:?\d{2})?)?$"
 )
 _COMPACT = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
+# English month names, as spreadsheets and reports write them: `25 Dec 2020`, `25-Dec-2020`,
+# `December 25, 2020`, `Dec 25th 2020` (called "an ID or a name" before).
+_DAY_MONTH = re.compile(r"^(\d{1,2})(?:st|nd|rd|th)?[ \-./]+([A-Za-z]{3,9})\.?[ \-./,]+(\d{4})$")
+_MONTH_DAY = re.compile(r"^([A-Za-z]{3,9})\.?[ \-]+(\d{1,2})(?:st|nd|rd|th)?,?[ \-]+(\d{4})$")
+_MONTHS = {
+    name: number
+    for number, names in enumerate(
+        [
+            ("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"),
+            ("may",), ("jun", "june"), ("jul", "july"), ("aug", "august"),
+            ("sep", "sept", "september"), ("oct", "october"), ("nov", "november"),
+            ("dec", "december"),
+        ],
+        start=1,
+    )
+    for name in names
+}  # fmt: skip
 
 
 def part_names(with_time: bool) -> tuple[str, ...]:
@@ -72,6 +89,10 @@ def _one(text: str, day_first: bool | None) -> np.datetime64:
         if match := _COMPACT.match(text):
             year, month, day = match.groups()
             return _stamp(year, month, day, None, None)
+        if (match := _DAY_MONTH.match(text)) and match[2].lower() in _MONTHS:
+            return _stamp(match[3], str(_MONTHS[match[2].lower()]), match[1], None, None)
+        if (match := _MONTH_DAY.match(text)) and match[1].lower() in _MONTHS:
+            return _stamp(match[3], str(_MONTHS[match[1].lower()]), match[2], None, None)
         if match := _SLASHED.match(text):
             first, second, year, hour, minute = match.groups()[:5]
             if day_first is None:
@@ -108,7 +129,8 @@ def ambiguous(text: str) -> bool:
 
 
 def parse(texts: Iterable[object], first_is_day: bool | None = False) -> np.ndarray:
-    """Text to datetime64[s]: ISO 8601, YYYYMMDD and d/m/Y or m/d/Y; NaT for anything else."""
+    """Text to datetime64[s]: ISO 8601, YYYYMMDD, d/m/Y or m/d/Y, and English month names
+    (`25 Dec 2020`, `Dec 25, 2020`); NaT for anything else."""
     return np.array(
         [
             _one(value, first_is_day) if isinstance(value, str) else np.datetime64("NaT", "s")

@@ -38,6 +38,11 @@ DATE_PROBE = 200
 # a percent sign.
 PLAIN_NUMBER = re.compile(rf"\s*{NUMBER_TEXT}\s*")
 DRESSED_NUMBER = re.compile(r"\s*[-+(]?\s*[$€£¥]?\s*[0-9][0-9,. ]*\s*(%|[$€£¥]|[A-Z]{3})?\)?\s*")
+# A number and a unit after it (`57.3 kg`, `12mm`, `3.5 h`; not a code such as `12A`): the
+# space before the unit is group 1, the unit group 2.
+_WITH_UNIT = re.compile(
+    r"\s*[-+]?[0-9]+(?:[.,][0-9]+)?(\s*)([A-Za-zµ°]{1,5}\.?(?:/[A-Za-z]{1,3})?)\s*"
+)
 # A text column this share of whose values are numbers is a number column with a few bad cells.
 NUMBER_SHARE = 0.9
 
@@ -66,6 +71,13 @@ def _numbers_as_text(name: str, present: pd.Series, decimal: str) -> str | None:
         return (
             f"column {name!r} holds numbers but for {len(odd)} cells ({shown}{more}); "
             "ignored: empty those cells (or write the numbers) to use it"
+        )
+    found = text.str.extract(_WITH_UNIT.pattern).dropna()
+    units = found[1][(found[0] != "") | (found[1].str.len() > 1)]
+    if len(units) >= NUMBER_SHARE * len(text) and units.nunique() <= 3:
+        return (
+            f"column {name!r} holds numbers with a unit (such as {text.iloc[0][:20]!r}); "
+            "ignored: write the numbers alone (57.3) and name the unit in the header to use it"
         )
     if not plain.any() and text.str.fullmatch(DRESSED_NUMBER.pattern).mean() >= NUMBER_SHARE:
         return (
