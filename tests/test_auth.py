@@ -295,7 +295,7 @@ def test_a_keys_file_every_user_can_read_is_warned_about(keys: Path) -> None:
     [
         ("127.0.0.1", "198.51.100.7, 127.0.0.1", "198.51.100.7"),  # behind a proxy on this host
         ("127.0.0.1", "10.0.0.1, 198.51.100.7", "198.51.100.7"),  # the nearest hop, as uvicorn
-        ("::1", '"><script>\n', '"><script>'),  # the client's own text, escaped as JSON
+        ("::1", '"><script>\n', "::1"),  # not an address: the proxy is named
         ("203.0.113.9", "198.51.100.7", "203.0.113.9"),  # a remote peer is not believed
         ("127.0.0.1", None, "127.0.0.1"),
     ],
@@ -348,3 +348,37 @@ def test_two_keys_in_one_request_are_refused_whichever_comes_first(
         answer = call(app, "POST", "/predict_api", json={}, headers=headers)
         assert answer.status_code == 401, headers
         assert answer.json()["message"] == "the request carries 2 API keys; send one"
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "logged"),
+    [
+        ("127.0.0.1", "<script>alert(1)</script>", "127.0.0.1"),
+        ("127.0.0.1", "198.51.100.7, not an address", "127.0.0.1"),  # the nearest hop decides
+        ("127.0.0.1", "not an address, 198.51.100.7", "198.51.100.7"),
+        ("127.0.0.1", "198.51.100.7:8080", "127.0.0.1"),  # a port is not part of an address
+        ("::1", "fe80::1%<script>", "::1"),  # a zone may be any text
+        ("::1", "2001:db8::1, ::1", "2001:db8::1"),
+        ("::1", "2001:0db8:0::1", "2001:db8::1"),  # as the address is written, not the text
+        ("127.0.0.1", "::ffff:127.0.0.1, 127.0.0.1", "127.0.0.1"),  # proxies all the way
+    ],
+)
+def test_only_an_ip_address_in_x_forwarded_for_names_the_client(
+    predictor: Predictor,
+    keys: Path,
+    capsys: pytest.CaptureFixture[str],
+    peer: str,
+    forwarded: str,
+    logged: str,
+) -> None:
+    app = served(predictor, keys)
+
+    async def scenario() -> int:
+        transport = httpx.ASGITransport(app=app, client=(peer, 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://tabship") as http:
+            headers = {"x-forwarded-for": forwarded}
+            return (await http.post("/predict_api", json=PATIENT, headers=headers)).status_code
+
+    assert run(scenario()) == 401
+    lines = [line for line in capsys.readouterr().err.splitlines() if "auth_failed" in line]
+    assert len(lines) == 1 and json.loads(lines[0])["client"] == logged

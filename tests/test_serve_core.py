@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -442,3 +443,97 @@ def test_a_key_or_field_given_twice_is_refused_not_read_as_the_last(app: App) ->
     assert charset.status_code == 415 and "submit the form as UTF-8" in charset.text
     assert bytes_.status_code == 422 and "not UTF-8 text at byte 4" in bytes_.text
     assert "codec" not in bytes_.text  # Python's words are not the user's
+
+
+def test_a_lone_bad_record_in_a_batch_is_located_in_row_0(app: App) -> None:
+    """/v1/predict names a record by its index in `instances`, one record or two (a lone
+    record was located at ['body', 'bmi'], row None, as if it were /predict_api's)."""
+
+    async def scenario() -> list[httpx.Response]:
+        async with client(app) as http:
+            return [
+                await http.post("/v1/predict", json={"instances": [{**PATIENT, "bmi": "x"}]}),
+                await http.post(
+                    "/v1/predict", json={"instances": [PATIENT, {**PATIENT, "bmi": "x"}]}
+                ),
+                await http.post("/v1/predict", json={"instances": [[]]}),
+                await http.post("/v1/predict", json={"instances": []}),
+            ]
+
+    one, two, not_object, empty = run(scenario())
+    assert one.status_code == two.status_code == 422
+    first = one.json()["detail"][0]
+    assert (first["loc"], first["row"]) == (["body", "instances", 0, "bmi"], 0)
+    assert one.json()["message"].startswith("row 0: bmi: ")
+    second = two.json()["detail"][0]
+    assert (second["loc"], second["row"]) == (["body", "instances", 1, "bmi"], 1)
+    record = not_object.json()["detail"][0]
+    assert (record["loc"], record["row"]) == (["body", "instances", 0, "(record)"], 0)
+    assert empty.json()["detail"][0]["loc"] == ["body", "instances"]  # the batch, no row
+
+
+@pytest.mark.parametrize(
+    ("allowed", "host", "status"),
+    [
+        (("localhost",), b"localhost:abc", 400),
+        (("localhost",), b"localhost:99999999", 400),
+        ((".example.com",), b"a.example.com:99999999", 400),
+        (("localhost",), b"[::1]:x", 400),
+        (("*",), b"localhost:abc", 400),  # any Host, but not an invalid one (RFC 9112 3.2)
+        (("localhost",), b"localhost.", 200),  # a name's trailing dot is the same name
+        (("localhost",), b"LOCALHOST.:8080", 200),
+        ((".example.com",), b"a.example.com.", 200),
+        (("localhost",), b"localhost:65535", 200),
+        (("localhost",), b"localhost:", 200),  # RFC 3986: the port may be empty
+    ],
+)
+def test_a_host_with_an_invalid_port_is_refused_and_a_trailing_dot_is_no_other_name(
+    allowed: tuple[str, ...], host: bytes, status: int
+) -> None:
+    layer, _ = limits(allowed_hosts=allowed)
+    out = Outbox()
+    run(layer(scope(headers=[(b"host", host)]), receiving({"type": "http.request"}), out))
+    assert out.status == status, out.messages
+    if status == 400:
+        assert "the port is not a number from 0 to 65535" in out.json["message"]
+
+
+@pytest.mark.parametrize(
+    ("expect", "status"),
+    [(b"200-ok", 417), (b"100-continue, x", 417), (b"100-Continue", 200)],
+)
+def test_an_expectation_other_than_100_continue_is_refused_417(expect: bytes, status: int) -> None:
+    out = Outbox()
+    headers = [(b"expect", expect)]
+    body = {"type": "http.request", "body": b"abc"}
+    run(dispatcher()(scope("POST", "/echo", headers), receiving(body), out))
+    assert out.status == status
+    if status == 417:
+        assert "only 100-continue is" in out.json["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        ("/v2/models/a%2fb/infer", "/v2/models/a%2Fb/infer"),  # one segment, not two
+        ("/v2/models/%6Dodel", "/v2/models/model"),
+        ("/a%252Fb", "/a%252Fb"),  # a `%` stays encoded: `a%2Fb` is text, not a slash
+        ("/caf%C3%A9", "/café"),
+        ("/plain", "/plain"),
+    ],
+)
+def test_an_encoded_slash_stays_in_its_segment(raw: str, path: str) -> None:
+    from tabship.serve.http import request_path
+
+    assert request_path(raw) == path
+    seen: list[str] = []
+
+    async def where(request: Request) -> Answer:
+        seen.append(request.path)
+        return json_answer("ok")
+
+    layer, _, _ = adapter(Route("GET", path, where, "where"))
+    out = Outbox()
+    asgi = {**scope("GET", urllib.parse.unquote(raw)), "raw_path": raw.encode() + b"?q=1"}
+    run(layer(asgi, receiving({"type": "http.request"}), out))
+    assert out.status == 200 and seen == [path]

@@ -458,3 +458,58 @@ def test_one_row_v2_requests_join_the_turns_batch(trees: TrainedModel) -> None:
         alone = original([record]).values[0]
         assert v2.status_code == 200 and v2.json()["outputs"][0]["data"] == [alone]
         assert api.json() == alone
+
+
+@pytest.mark.parametrize(
+    ("head", "status", "said"),
+    [
+        # HTTP/2.0 in text was answered as HTTP/1.1; HTTP/2's preface and 3.0 were a 400.
+        (b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", 505, b"HTTP/2.0 is not served here"),
+        (b"GET /healthz HTTP/3.0\r\nHost: x\r\n\r\n", 505, b"version is not served here"),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, b"version is not served here"),
+        (b"GET /\r\n\r\n", 400, b"names no HTTP version"),  # HTTP/0.9
+        # A method no one knows is 501 (it was 400); a malformed line stays 400.
+        (b"FOO /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 501, b"'FOO' is not a method"),
+        (b"get /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 501, b"'get' is not a method"),
+        (b'G"ET /healthz HTTP/1.1\r\nHost: x\r\n\r\n', 400, b"not valid HTTP/1.1"),
+        (b"GARBAGE\r\n\r\n", 400, b"not valid HTTP/1.1"),
+        # Only 100-continue can be met; another expectation was ignored.
+        (post(extra="Expect: 200-ok\r\n"), 417, b"'200-ok' cannot be met"),
+    ],
+)
+def test_request_lines_and_expectations_it_cannot_serve_get_their_own_status(
+    server: Server, head: bytes, status: int, said: bytes
+) -> None:
+    with connect(server) as conn:
+        conn.sendall(head)
+        answer, headers, body = read_answer(conn)
+        assert (answer, said in body) == (status, True), body
+        assert headers["connection"] == "close" and closed(conn)
+    assert logged(server, status)["route"] == "other"
+
+
+def test_an_encoded_slash_is_no_separator_on_the_wire(server: Server) -> None:
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": k, "shape": [1], "datatype": "BYTES", "data": [v]}
+                for k, v in RECORD.items()
+            ]
+        }
+    ).encode()
+    with connect(server) as conn:
+        for path, status in (
+            (b"/v2/models/model%2fx/infer", 404),
+            (b"/v2%2Fhealth%2Flive", 404),
+            (b"/heal%74hz", 200),
+        ):
+            conn.sendall(
+                b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (path, len(body), body)
+                if status == 404 and b"infer" in path
+                else b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path
+            )
+            answer, _, text = read_answer(conn)
+            assert answer == status, (path, text)
+            if b"infer" in path:
+                assert b"model 'model/x' is not served here" in text

@@ -266,10 +266,14 @@ def test_binary_tensor_codec_round_trips_and_checks_sizes() -> None:
         (
             lambda b: b["inputs"][3].update(data=[1, 2]),
             400,
-            "inputs.smoker.data[0]: '1' is not BYTES",
+            "inputs.smoker.data[0]: 1 is not BYTES; send text",
         ),
-        (lambda b: b["inputs"][0].update(data=[1.5, 2]), 400, "'1.5' is not INT64"),
-        (lambda b: b["inputs"][0].update(data=[True, 2]), 400, "'True' is not INT64"),
+        (
+            lambda b: b["inputs"][0].update(data=[1.5, 2]),
+            400,
+            "1.5 is not INT64; send whole numbers",
+        ),
+        (lambda b: b["inputs"][0].update(data=[True, 2]), 400, "data[0]: true is not INT64"),
         (
             lambda b: b["inputs"][0].update(data=[2**63, 2]),
             400,
@@ -591,3 +595,202 @@ def test_a_folder_name_that_is_no_path_segment_serves_as_its_slug(
     shutil.copytree(tiny_model.artifact.directory, folder)
     served = create_app(Predictor.load(folder), ServeSettings())
     assert request(served, "GET", "/v2/models/my-model-v1").status_code == 200
+
+
+def infer(app: App, name: str, body: Any, **kwargs: Any) -> httpx.Response:
+    return request(app, "POST", f"/v2/models/{name}/infer", json=body, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # /predict_api refuses true for a number: a BOOL tensor was taken as 1.
+        (
+            lambda b: b["inputs"][0].update(datatype="BOOL", data=[True, False]),
+            "inputs.age.datatype: 'BOOL' does not fit this numeric input; send FP64, FP32, INT64, INT32 or another number type (not BOOL)",
+        ),
+        # Float datatypes are range-checked as the integer ones are.
+        (
+            lambda b: b["inputs"][1].update(datatype="FP16", data=[31.5, 1e30]),
+            "inputs.bmi.data[1]: 1e+30 is outside FP16 (-65504 to 65504); send FP64",
+        ),
+        (
+            lambda b: b["inputs"][1].update(datatype="FP16", data=[-70000, 2]),
+            "inputs.bmi.data[0]: -70000 is outside FP16",
+        ),
+        (
+            lambda b: b["inputs"][1].update(datatype="FP32", data=[31.5, 3.5e38]),
+            "inputs.bmi.data[1]: 3.5e+38 is outside FP32 (-3.40282e+38 to 3.40282e+38)",
+        ),
+        (
+            lambda b: b["inputs"][1].update(datatype="FP64", data=[31.5, -3.5e38]),
+            "row 1: bmi: must be a finite number between -3.4e+38 and 3.4e+38",
+        ),
+        # A key no input tensor has.
+        (
+            lambda b: b["inputs"][2].update(foo=1),
+            "inputs.children.foo: is not a field of an input tensor (name, shape, datatype, "
+            "parameters, data)",
+        ),
+        (
+            lambda b: b.update(outputs=[{"name": "predict", "binary": True}]),
+            "outputs[0].binary: is not a field of a requested output (name, parameters)",
+        ),
+        # Flags are booleans, not whatever reads as true.
+        (
+            lambda b: b.update(parameters={"binary_data_output": 1}),
+            "parameters.binary_data_output: 1 is not true or false",
+        ),
+        (
+            lambda b: b.update(outputs=[{"name": "predict", "parameters": {"binary_data": "yes"}}]),
+            "outputs[0].parameters.binary_data: 'yes' is not true or false",
+        ),
+    ],
+)
+def test_v2_refuses_what_predict_api_refuses(
+    app: App, name: str, change: Any, message: str
+) -> None:
+    body: dict[str, Any] = {"inputs": tensors(ROWS)}
+    change(body)
+    answer = infer(app, name, body)
+    assert answer.status_code == 400, answer.text
+    assert message in answer.json()["error"]
+
+
+def test_v2_takes_numbers_within_their_datatype_and_nan_as_a_gap(app: App, name: str) -> None:
+    v1 = request(app, "POST", "/v1/predict", json={"instances": records(ROWS)}).json()
+    for datatype in ("FP16", "FP32"):
+        inputs = tensors(ROWS, {**TYPES, "bmi": datatype, "age": datatype})
+        answer = infer(app, name, {"inputs": inputs})
+        assert answer.json()["outputs"][0]["data"] == v1["predictions"], datatype
+    gap = json.dumps({"inputs": tensors({**ROWS, "bmi": [31.5, 1.0]}, {**TYPES, "bmi": "FP16"})})
+    answer = request(
+        app,
+        "POST",
+        f"/v2/models/{name}/infer",
+        content=gap.replace("[31.5, 1.0]", "[31.5, NaN]"),
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 200 and "bmi: empty" in answer.json()["parameters"]["warnings"]
+
+
+def test_v2_refuses_json_declared_in_another_charset_as_predict_api_does(
+    app: App, name: str
+) -> None:
+    body = json.dumps({"inputs": tensors(ROWS)})
+    for charset, status in (("latin-1", 415), ("utf-16", 415), ("UTF-8", 200), ('"utf8"', 200)):
+        answer = request(
+            app,
+            "POST",
+            f"/v2/models/{name}/infer",
+            content=body,
+            headers={"content-type": f"application/json; charset={charset}"},
+        )
+        assert answer.status_code == status, charset
+        if status == 415:
+            assert "send the JSON as UTF-8" in answer.json()["error"]
+        api = request(
+            app,
+            "POST",
+            "/predict_api",
+            content=json.dumps(records(ROWS)[0]),
+            headers={"content-type": f"application/json; charset={charset}"},
+        )
+        assert api.status_code == status, charset
+
+
+def test_the_target_as_a_tensor_is_skipped_as_predict_api_skips_it(app: App, name: str) -> None:
+    """A whole row of the training table may be sent, as to /predict_api: the target's (and
+    an ignored column's) tensor is skipped, in JSON and in binary, where its bytes are."""
+    plain = infer(app, name, {"inputs": tensors(ROWS)}).json()["outputs"]
+    with_target = tensors({"charges": [1.0, 2.0], **ROWS}, {**TYPES, "charges": "FP64"})
+    answer = infer(app, name, {"inputs": with_target})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"] == plain
+    # Twice, and of any datatype: it is not read at all.
+    twice = [*with_target, {"name": "charges", "shape": [1], "datatype": "BYTES", "data": ["x"]}]
+    assert infer(app, name, {"inputs": twice}).json()["outputs"] == plain
+    inputs = []
+    for feature, values in {"charges": [1.0, 2.0], **ROWS}.items():
+        datatype = {**TYPES, "charges": "FP64"}[feature]
+        tensor = triton.InferInput(feature, [2], datatype)
+        array = np.array(values, dtype=object if datatype == "BYTES" else np.float64)
+        tensor.set_data_from_numpy(
+            array.astype(np.int64) if datatype == "INT64" else array, binary_data=True
+        )
+        inputs.append(tensor)
+    body, size = _get_inference_request(inputs, "", None, 0, False, False, 0, None, None)
+    binary = request(
+        app,
+        "POST",
+        f"/v2/models/{name}/infer",
+        content=body,
+        headers={"Inference-Header-Content-Length": str(size)},
+    )
+    assert binary.status_code == 200, binary.text
+    result = triton.InferResult.from_response_body(
+        binary.content, header_length=int(binary.headers["inference-header-content-length"])
+    )
+    assert result.as_numpy("predict").tolist() == plain[0]["data"]
+    # A column the model never had is still refused, naming it.
+    unknown = tensors({**ROWS, "height": [1.0, 2.0]}, {**TYPES, "height": "FP64"})
+    refused = infer(app, name, {"inputs": unknown})
+    assert refused.status_code == 400
+    assert "inputs.height: is not an input of this model" in refused.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda b: b["inputs"][0].update(data=[True, 2]), "inputs.age.data[0]: true is not INT64"),
+        (
+            lambda b: b["inputs"][3].update(data=[None, 2]),
+            "inputs.smoker.data[1]: 2 is not BYTES; send text (or null for a missing value)",
+        ),
+        (
+            lambda b: b["inputs"][1].update(datatype=None),
+            "inputs.bmi.datatype: null does not fit this numeric input; send FP64",
+        ),
+        (
+            lambda b: b["inputs"][1].update(shape=[True]),
+            "inputs.bmi.shape: [true] is not [N] or [N, 1]",
+        ),
+        (
+            lambda b: b.update(model_version=["x"]),
+            'model_version: ["x"] is not ',
+        ),
+        (
+            lambda b: b["inputs"][1].update(parameters={"binary_data_size": True}),
+            "inputs.bmi.parameters.binary_data_size: must be a whole number of bytes, got true",
+        ),
+    ],
+)
+def test_v2_messages_show_values_as_json_writes_them(
+    app: App, name: str, change: Any, message: str
+) -> None:
+    body: dict[str, Any] = {"inputs": tensors(ROWS)}
+    change(body)
+    error = infer(app, name, body).json()["error"]
+    assert message in error
+    assert "True" not in error and "None" not in error
+
+
+def test_a_one_row_request_names_its_bad_value_in_row_0(app: App, name: str) -> None:
+    one = {key: values[:1] for key, values in ROWS.items()}
+    answer = infer(app, name, {"inputs": tensors({**one, "bmi": [-1e39]})})
+    assert answer.status_code == 400
+    assert answer.json()["detail"] == [
+        {"input": "bmi", "row": 0, "msg": answer.json()["detail"][0]["msg"]}
+    ]
+    assert answer.json()["error"].startswith("row 0: bmi: must be a finite number")
+
+
+def test_an_encoded_slash_in_a_model_name_is_part_of_the_name(app: App, name: str) -> None:
+    body = {"inputs": tensors(ROWS)}
+    slashed = request(app, "POST", f"/v2/models/{name}%2Fx/infer", json=body)
+    assert slashed.status_code == 404
+    assert slashed.json()["error"].startswith(f"model '{name}/x' is not served here")
+    versioned = request(app, "GET", f"/v2/models/{name}/versions/a%2Fb%25c")
+    assert versioned.status_code == 404 and "no version 'a/b%c'" in versioned.json()["error"]
+    encoded = "".join(f"%{byte:02X}" for byte in name.encode())
+    assert request(app, "POST", f"/v2/models/{encoded}/infer", json=body).status_code == 200

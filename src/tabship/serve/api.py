@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
 from tabship.config import ServeSettings
-from tabship.errors import BodyTooLargeError, MalformedBodyError, RequestTimeoutError
+from tabship.errors import BodyTooLargeError, MalformedBodyError, RecordError, RequestTimeoutError
 from tabship.monitor.ids import ColumnRecords
 from tabship.predictor import Prediction, Predictor
 from tabship.schema import Schema
@@ -51,6 +52,20 @@ def model_info(predictor: Predictor) -> dict[str, Any]:
         "engine": predictor.engine.name,
         "sha256": card.sha256,
     }
+
+
+def as_first_row(exc: RecordError) -> RecordError:
+    """A batch of one record's problems, each in row 0.
+
+    The schema reads a lone record without a row, as /predict_api's record has none; in a
+    batch the record is row 0, and /v1/predict's loc says so (`instances`, 0, the field)
+    as it does for a batch of two.
+    """
+    problems = [
+        p if p.row is not None or p.field == "instances" else replace(p, row=0)
+        for p in exc.problems
+    ]
+    return RecordError(problems, exc.more)
 
 
 class RowBatcher:
@@ -278,7 +293,12 @@ class JsonApi:
             raise BodyTooLargeError(
                 f"instances: {len(instances)} records is over the batch limit of {self.settings.max_batch}"
             )
-        prediction, ids = self._predict(request, instances)
+        try:
+            prediction, ids = self._predict(request, instances)
+        except RecordError as exc:
+            if type(instances) is list and len(instances) == 1:
+                raise as_first_row(exc) from None
+            raise
         answer: dict[str, Any] = {
             "predictions": prediction.values,
             "ids": ids,

@@ -19,7 +19,9 @@ from tabship.serve.http import (
     Request,
     Scope,
     Send,
+    request_path,
     send_answer,
+    unmet_expectation,
 )
 from tabship.serve.layers import CLIENT_CLOSED, DISCARD_FACTOR, LATE_BODY, ClientGone, Layers
 
@@ -33,9 +35,15 @@ class AsgiAdapter:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         client = scope.get("client")
+        path = scope["path"]
+        raw = scope.get("raw_path")
+        if raw and b"%" in raw:
+            # Escapes decoded here, an encoded slash kept (see `request_path`). Some clients'
+            # raw_path carries the query (httpx's): a `?` in a path is always its start.
+            path = request_path(raw.split(b"?", 1)[0].decode("ascii", "replace"))
         request = Request(
             method=scope["method"],
-            path=scope["path"],
+            path=path,
             headers=scope["headers"],
             query=scope.get("query_string", b""),
             client=str(client[0]) if client else "",
@@ -53,6 +61,9 @@ class AsgiAdapter:
 
     async def _answer(self, scope: Scope, receive: Receive, request: Request) -> Answer:
         refused = self.layers.check_host(request)
+        unmet = None if refused is not None else unmet_expectation(request.headers)
+        if unmet is not None:
+            refused = self.layers.refusal(request, unmet)
         if refused is None and _waits_for_continue(scope):
             # The first read would tell the client "100 Continue" and it would upload its
             # body: a request without a good key is refused before that.

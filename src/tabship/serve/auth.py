@@ -13,6 +13,7 @@ Kubernetes Secret takes effect without a restart and without a stat per request.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -299,18 +300,32 @@ class Gate:
 # Peers whose X-Forwarded-For is believed: a proxy on the same host, as uvicorn's default
 # (forwarded_allow_ips) believed it before the lane took over the socket.
 TRUSTED_PROXIES = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+_TRUSTED_ADDRESSES = frozenset(ipaddress.ip_address(proxy) for proxy in TRUSTED_PROXIES)
 
 
 def client_of(request: Request) -> str:
     """Who sent a request, for the auth-failure line: the socket's peer, or behind a proxy on
-    this host the nearest address in X-Forwarded-For that is not such a proxy (bounded: the
-    header is the client's to write)."""
+    this host the nearest address in X-Forwarded-For that is not such a proxy. Only an IP
+    address is taken from the header (the client writes its start): when that hop is
+    anything else (`<script>`, a name, `unknown`), the peer is named instead."""
     forwarded = request.header(b"x-forwarded-for") if request.client in TRUSTED_PROXIES else None
     if not forwarded:
         return request.client
-    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-    outside = [hop for hop in hops if hop not in TRUSTED_PROXIES]
-    return (outside[-1] if outside else request.client)[:64]
+    for hop in reversed(forwarded.split(",")):  # the nearest hop first
+        hop = hop.strip()
+        if not hop:
+            continue
+        try:
+            # A zone (`fe80::1%eth0`) names an interface of the proxy's host, and may be any
+            # text: not an address of a client.
+            address = ipaddress.ip_address(hop) if "%" not in hop else None
+        except ValueError:
+            address = None
+        if address is None:
+            return request.client
+        if address not in _TRUSTED_ADDRESSES:
+            return str(address)
+    return request.client
 
 
 SCHEMES = {

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tabship.errors import MalformedBodyError
+from tabship.feature import shown
 
 HEADER = "inference-header-content-length"
 # Element sizes and little-endian numpy types of the fixed-size datatypes.
@@ -60,7 +61,7 @@ def take(binary: memoryview, offset: int, size: object, name: str) -> tuple[memo
     if type(size) is not int or size < 0:
         raise MalformedBodyError(
             f"inputs.{name}.parameters.binary_data_size: must be a whole number of bytes, "
-            f"got {str(size)[:40]}"
+            f"got {shown(size)}"
         )
     end = offset + size
     if end > len(binary):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -52,7 +54,10 @@ V2_ERRORS = "v2"
 
 @dataclass(slots=True)
 class Request:
-    """One HTTP request once its body is in: what handlers read."""
+    """One HTTP request once its body is in: what handlers read.
+
+    `path` is percent-decoded except for `%2F` and `%25` (see `request_path`).
+    """
 
     method: str
     path: str
@@ -103,6 +108,57 @@ class Request:
     def content_type(self) -> str | None:
         """The Content-Type header."""
         return self.header(b"content-type")
+
+
+class ExpectationFailedError(RequestError):
+    """An `Expect:` header asks for something other than `100-continue` (RFC 9110 10.1.1)."""
+
+    status = 417
+
+
+class MethodNotImplementedError(RequestError):
+    """A method the server does not know at all (RFC 9110 15.6.2); a known one not taken
+    on a path is 405."""
+
+    status = 501
+
+
+class VersionNotSupportedError(RequestError):
+    """A request line of an HTTP version other than 1.x (HTTP/2.0 without its framing)."""
+
+    status = 505
+
+
+def unmet_expectation(headers: list[tuple[bytes, bytes]]) -> ExpectationFailedError | None:
+    """The refusal for an `Expect:` header this server cannot meet (anything but
+    `100-continue`), or None."""
+    for name, value in headers:
+        if name == b"expect" and bytes(value).strip().lower() != b"100-continue":
+            shown = bytes(value).decode("latin-1")[:40]
+            return ExpectationFailedError(
+                f"expect: {shown!r} cannot be met; only 100-continue is, or send no Expect"
+            )
+    return None
+
+
+# What `request_path` leaves encoded: a slash inside a segment, and `%` itself.
+_KEPT_ESCAPES = re.compile("(%2[fF]|%25)")
+
+
+def request_path(raw: str) -> str:
+    """A request target's path, percent-decoded except for `%2F` and `%25`.
+
+    An encoded slash is part of its segment's text, not a separator (`/v2/models/a%2Fb` is
+    one model name, `a/b`): decoded before routing, it would route as another path. Kept
+    encoded, every `%` left in the path starts `%2F` or `%25`, so a path parameter is
+    decoded once more, unambiguously, by its handler (`urllib.parse.unquote`).
+    """
+    if "%" not in raw:
+        return raw
+    parts = _KEPT_ESCAPES.split(raw)  # text, escape, text, ..., text
+    parts[::2] = [urllib.parse.unquote(part) for part in parts[::2]]
+    parts[1::2] = [escape.upper() for escape in parts[1::2]]
+    return "".join(parts)
 
 
 class Answer(NamedTuple):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.parse
 from collections.abc import Coroutine
 from typing import Any
 
@@ -28,7 +27,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from tabship.config import ServeSettings
 from tabship.errors import InternalError, ReadTimeoutError
-from tabship.serve.http import Answer, Request, answer_bytes
+from tabship.serve.http import Answer, Request, answer_bytes, request_path
 from tabship.serve.layers import CLIENT_CLOSED, DISCARD_FACTOR, LATE_BODY, Layers
 from tabship.serve.protocol import GuardedProtocol
 
@@ -73,12 +72,9 @@ class LaneProtocol(GuardedProtocol):
             return False
         parser = self.parser
         url = httptools.parse_url(self.url)
-        path = url.path.decode("ascii")
-        if "%" in path:
-            path = urllib.parse.unquote(path)
         request = Request(
             parser.get_method().decode("ascii"),
-            path,
+            request_path(url.path.decode("ascii")),
             self.headers,
             query=url.query or b"",
             client=self.client[0] if self.client else "",

@@ -30,6 +30,8 @@ from tabship.serve.routes import RouteTable
 if TYPE_CHECKING:
     from tabship.monitor.writer import LogWriter
 
+# How many Host values found good `Layers` remembers.
+MAX_GOOD_HOSTS = 64
 # Statuses of requests that ended without an answer: nginx's "client closed request".
 CLIENT_CLOSED = 499
 KNOWN_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
@@ -122,6 +124,8 @@ class Layers:
         entries = () if "*" in settings.allowed_hosts else settings.allowed_hosts
         self.hosts = frozenset(host_name(host) for host in entries if not host.startswith("."))
         self.domains = tuple(host for host in entries if host.startswith("."))
+        # Host values found good, as sent: the next request with one is not parsed again.
+        self._good_hosts: set[bytes] = set()
         self.access_log = AccessLog()
 
     def begin(self, request: Request) -> None:
@@ -226,12 +230,23 @@ class Layers:
         hosts = [value for key, value in headers if key == b"host"]
         if len(hosts) > 1:  # RFC 9112 3.2: a request with two Host fields is refused
             raise BadHostError("host: the request has more than one Host header")
-        if not (self.hosts or self.domains):
+        listed = self.hosts or self.domains
+        if not (listed or (hosts and b":" in hosts[0])):  # any Host, and no port to check
             return
-        host = (hosts[0] if hosts else b"").decode("latin-1")
+        given = hosts[0] if hosts else b""
+        if given in self._good_hosts:  # clients send the same Host again and again
+            return
+        host = given.decode("latin-1")
         name = host_name(host)
-        if name not in self.hosts and not (self.domains and ("." + name).endswith(self.domains)):
+        if name == BAD_PORT:  # RFC 9112 3.2: a Host field with an invalid value is a 400
+            raise BadHostError(
+                f"host {host[:100]!r}: the port is not a number from 0 to 65535; "
+                "give a valid port or none"
+            )
+        if listed and name not in self.hosts and not ("." + name).endswith(self.domains):
             raise BadHostError(f"host {host[:100]!r} is not served here; see --allowed-hosts")
+        if len(self._good_hosts) < MAX_GOOD_HOSTS:  # bounded: clients may invent Hosts
+            self._good_hosts.add(bytes(given))
 
 
 def _request_id(request: Request) -> str:
@@ -245,11 +260,29 @@ def _request_id(request: Request) -> str:
     return ""
 
 
+# What `host_name` gives for a Host value whose port is not a port (`localhost:abc`).
+BAD_PORT = "\x00bad port"
+
+
 def host_name(host: str) -> str:
-    """The name in a Host value or an --allowed-hosts entry: no port, IPv6 without brackets."""
+    """The name in a Host value or an --allowed-hosts entry: no port, IPv6 without brackets,
+    no trailing dot (`localhost.` is `localhost`, as DNS and Django read it); BAD_PORT when
+    the port is not a number from 0 to 65535."""
     host = host.strip().lower()
     if host.startswith("["):
-        inner, closed, _ = host[1:].partition("]")
+        inner, closed, port = host[1:].partition("]")
         # Brackets hold an IPv6 address only; '[localhost]' names nothing.
-        return inner if closed and ":" in inner else "\x00invalid"
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        if not (closed and ":" in inner):
+            return "\x00invalid"
+        good = not port or (port[0] == ":" and _is_port(port[1:]))
+        return inner if good else BAD_PORT
+    if host.count(":") == 1:
+        host, _, port = host.partition(":")
+        if not _is_port(port):
+            return BAD_PORT
+    return host[:-1] if host.endswith(".") else host
+
+
+def _is_port(port: str) -> bool:
+    """Whether the text after a host's colon is a port: digits up to 65535, or none (RFC 3986)."""
+    return not port or (len(port) <= 5 and port.isascii() and port.isdigit() and int(port) <= 65535)

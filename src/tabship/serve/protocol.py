@@ -11,9 +11,10 @@ through uvicorn as before.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -24,14 +25,27 @@ from tabship.errors import (
     ReadTimeoutError,
     RequestError,
 )
-from tabship.serve.http import READ_LATE, error_payload
+from tabship.serve.http import (
+    READ_LATE,
+    MethodNotImplementedError,
+    VersionNotSupportedError,
+    error_payload,
+    unmet_expectation,
+)
 
 _REASONS = {
     400: b"Bad Request",
     408: b"Request Timeout",
     413: b"Content Too Large",
+    417: b"Expectation Failed",
     431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
+    505: b"HTTP Version Not Supported",
 }
+SPEAK_HTTP_1_1 = "send HTTP/1.1 (or HTTP/1.0)"
+# What llhttp says of a request line whose version is not 1.x, or of HTTP/2's preface
+# (`PRI * HTTP/2.0`, a client speaking HTTP/2 without asking to upgrade).
+_VERSION_ERRORS = ("Invalid HTTP version", "Pause on PRI/Upgrade")
 
 
 def _raw_answer(error: RequestError) -> bytes:
@@ -50,6 +64,35 @@ def _raw_answer(error: RequestError) -> bytes:
             body,
         ]
     )
+
+
+# A request line as RFC 9112 3 writes it: a method token, a target, an HTTP/1.x version.
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) [\x21-\x7e]+ HTTP/1\.[01]\r?\n")
+
+
+class _Heedless:
+    """Parser callbacks that take nothing: for `_unknown_method`'s second look."""
+
+
+def _unknown_method(data: bytes) -> RequestError | None:
+    """501 for a well-formed request line whose method the parser does not know (`FOO /
+    HTTP/1.1`, a lower-case `get`: no route could take it), or None to refuse the bytes
+    as malformed (400): `GARBAGE`, a method with a quote, or a line this chunk does not
+    start with (pipelined behind requests read whole)."""
+    line = _REQUEST_LINE.match(data)
+    if line is None:
+        return None
+    try:  # the chunk's first line: is its own method the one the parser stopped at?
+        httptools.HttpRequestParser(_Heedless()).feed_data(line.group(0))
+    except httptools.HttpParserInvalidMethodError:
+        method = line.group(1).decode("ascii")[:32]
+        return MethodNotImplementedError(
+            f"request: {method!r} is not a method this server implements; use GET, POST or "
+            "HEAD (methods are case-sensitive)"
+        )
+    except httptools.HttpParserError:
+        pass
+    return None
 
 
 class _BadHead(Exception):
@@ -134,7 +177,14 @@ class GuardedProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
+        except httptools.HttpParserInvalidMethodError:
+            self._bad_head = self._bad_head or _unknown_method(data)
+            self.send_400_response("")
+        except httptools.HttpParserError as exc:
+            if self._bad_head is None and str(exc) in _VERSION_ERRORS:
+                self._bad_head = VersionNotSupportedError(
+                    f"request line: its HTTP version is not served here; {SPEAK_HTTP_1_1}"
+                )
             self.send_400_response("")
         except httptools.HttpParserUpgrade as upgrade:
             self._without_upgrade(data[upgrade.args[0] :])
@@ -201,14 +251,31 @@ class GuardedProtocol(HttpToolsProtocol):
             super().on_headers_complete()
 
     def _check_head(self) -> None:
-        """Refuse a head HTTP/1.1 forbids (no Host, RFC 9112 3.2) or a transfer coding other
-        than chunked: the parser reads `gzip, chunked` as chunked and would hand the
-        compressed bytes on as the body. 400, not RFC 9112 6.1's 501: a client's mistake is
-        never a server error here."""
+        """Refuse a head this server cannot take: a request line without a version (HTTP/0.9:
+        400) or of a version it does not speak (HTTP/2.0 in text: 505); an HTTP/1.1 request
+        without Host (RFC 9112 3.2); an `Expect:` other than 100-continue (417); a transfer
+        coding other than chunked, which the parser reads as chunked (`gzip, chunked`) and
+        would hand on compressed as the body (400, not RFC 9112 6.1's 501: the client's
+        mistake)."""
+        version = self.parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            if version.startswith("0."):
+                self._stop_head(
+                    RequestError(f"request line: names no HTTP version; {SPEAK_HTTP_1_1}")
+                )
+            self._stop_head(
+                VersionNotSupportedError(
+                    f"request line: HTTP/{version} is not served here; {SPEAK_HTTP_1_1}"
+                )
+            )
         host = False
         for name, value in self.headers:
             if name == b"host":
                 host = True
+            elif name == b"expect":
+                unmet = unmet_expectation([(name, value)])
+                if unmet is not None:
+                    self._stop_head(unmet)
             elif name == b"transfer-encoding":
                 codings = {c.strip().lower() for c in value.split(b",")}
                 if codings != {b"chunked"}:
@@ -218,7 +285,7 @@ class GuardedProtocol(HttpToolsProtocol):
                             "Content-Encoding: gzip instead"
                         )
                     )
-        if not host and self.parser.get_http_version() == "1.1":
+        if not host and version == "1.1":
             self._stop_head(RequestError("host: an HTTP/1.1 request must carry a Host header"))
 
     def _take_lane(self) -> bool:
@@ -262,7 +329,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._head_bytes > self.header_cap:
             self._stop_head(HeadersTooLargeError(f"headers: over the {self.header_cap}-byte limit"))
 
-    def _stop_head(self, error: RequestError) -> None:
+    def _stop_head(self, error: RequestError) -> NoReturn:
         """Stop parsing this request; it is refused with `error` (see send_400_response)."""
         self._bad_head = error
         raise _BadHead

@@ -9,6 +9,8 @@ protocol's {"error": ...} shape by the one error mapper (the routes' `style`).
 from __future__ import annotations
 
 import json
+import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +20,13 @@ from tabship.errors import (
     MalformedBodyError,
     MediaTypeError,
     NotFoundError,
+    RecordError,
 )
+from tabship.feature import shown
 from tabship.predictor import Prediction
 from tabship.serve import binary_tensors
-from tabship.serve.contract import body_headers, decoded_body, media_type
+from tabship.serve.api import as_first_row
+from tabship.serve.contract import body_headers, decoded_body, media_type, require_json
 from tabship.serve.http import (
     API_POLICY,
     JSON,
@@ -139,11 +144,13 @@ class V2Api:
         """404 unless the path names this model (and, if given, its version); the answer
         names what is served except on a probe (open when every other route wants a key)."""
         tell = not request.probe
-        name = request.params.get("name", "")
+        name = _segment_text(request.params.get("name", ""))
         if name != self.name:
             served = f"; this server serves {self.name!r}" if tell else ""
             raise NotFoundError(f"model {name[:100]!r} is not served here{served}")
         version = request.params.get("version")
+        if version is not None:
+            version = _segment_text(version)
         if version is not None and version != self.version:
             served = f"; its version is {self.version!r}" if tell else ""
             raise NotFoundError(f"model {name!r} has no version {version[:100]!r}{served}")
@@ -184,12 +191,20 @@ class V2Api:
             # One row is one record (as `validate_columns` reads it): it joins this loop
             # turn's batch with /predict_api's records, and gets the answer it would alone.
             record = {name: column[0] for name, column in columns.columns.items()}
-            prediction, ids = await self.api.predict_record(request, record)
+            try:
+                prediction, ids = await self.api.predict_record(request, record)
+            except RecordError as exc:
+                raise as_first_row(exc) from None
         return self._answer(columns, wanted, prediction, ids)
 
     def _infer(self, request: Request) -> Answer:
         columns, wanted = self._read(request)
-        prediction, ids = self.api.predict_columns(request, columns.columns, columns.rows)
+        try:
+            prediction, ids = self.api.predict_columns(request, columns.columns, columns.rows)
+        except RecordError as exc:
+            if columns.rows == 1:  # the tensors' row 0, as /v1/predict names a lone record
+                raise as_first_row(exc) from None
+            raise
         return self._answer(columns, wanted, prediction, ids)
 
     def _read(self, request: Request) -> tuple[Columns, list[tuple[str, bool]]]:
@@ -201,6 +216,8 @@ class V2Api:
                 f"content type {media!r} is not accepted; send application/json, or "
                 "application/octet-stream with Inference-Header-Content-Length"
             )
+        if media and media != BINARY:
+            require_json(content_type)  # JSON in another charset: 415, as on /predict_api
         header, binary = binary_tensors.split_body(
             decoded_body(request.body, encoding, self.max_body), request.header(_HEADER_LENGTH)
         )
@@ -277,7 +294,7 @@ class V2Api:
 
     def _outputs(self, columns: Columns) -> list[tuple[str, bool]]:
         """The outputs to answer, each with whether it goes in binary."""
-        default = columns.parameters.get("binary_data_output") is True
+        default = _flag(columns.parameters, "binary_data_output", "parameters", False)
         if not columns.outputs:  # none asked for by name: all of them
             # A copy: the answer's loop only reads it, but a shared list would outlive one.
             return list(self._binary_outputs if default else self._json_outputs)
@@ -285,6 +302,12 @@ class V2Api:
         for index, item in enumerate(columns.outputs):
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 raise MalformedBodyError(f"outputs[{index}]: must be an object with a name")
+            extra = sorted(str(key)[:60] for key in item if key not in _OUTPUT_KEYS)
+            if extra:
+                raise MalformedBodyError(
+                    f"outputs[{index}].{extra[0]}: is not a field of a requested output "
+                    "(name, parameters)"
+                )
             name = item["name"]
             if name not in self.output_types or any(name == seen for seen, _ in wanted):
                 raise MalformedBodyError(
@@ -294,8 +317,8 @@ class V2Api:
             parameters = item.get("parameters") or {}
             if not isinstance(parameters, dict):
                 raise MalformedBodyError(f"outputs[{index}].parameters: must be an object")
-            binary = parameters.get("binary_data", default)
-            wanted.append((name, binary is True))
+            where = f"outputs[{index}].parameters"
+            wanted.append((name, _flag(parameters, "binary_data", where, default)))
         return wanted
 
     def _values(self, name: str, prediction: Prediction, rows: int) -> tuple[list[Any], list[int]]:
@@ -306,6 +329,21 @@ class V2Api:
         return flat, [rows, len(self.classes)]
 
 
+def _segment_text(segment: str) -> str:
+    """A path segment's text: the router leaves `%2F` and `%25` encoded (see
+    `http.request_path`), so that a slash in a name is no separator."""
+    return urllib.parse.unquote(segment) if "%" in segment else segment
+
+
+def _flag(parameters: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+    """A boolean parameter (absent: `default`); anything but true or false is refused."""
+    value = parameters.get(key, default)
+    if type(value) is not bool:
+        raise MalformedBodyError(f"{where}.{key}: {shown(value)} is not true or false")
+    return value
+
+
+_OUTPUT_KEYS = frozenset({"name", "parameters"})
 _HEADER_LENGTH = binary_tensors.HEADER.encode()
 # What `_outputs` asks for when the request names no outputs and no binary answer.
 _PREDICT_AS_JSON = [("predict", False)]

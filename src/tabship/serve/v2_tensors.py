@@ -8,13 +8,14 @@ names, shapes, datatypes and sizes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from tabship.errors import BodyTooLargeError, MalformedBodyError
-from tabship.feature import listed
-from tabship.schema import Feature, Schema
+from tabship.feature import listed, shown
+from tabship.schema import FLOAT32_MAX, Feature, Schema
 from tabship.serve import binary_tensors
 from tabship.serve.contract import parse_json
 
@@ -25,6 +26,8 @@ NUMBERS = INTEGERS | FLOATS
 REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs", "model_name", "model_version"})
 # An input of the everyday kind: JSON data, no parameters (see `TensorReader._plain`).
 PLAIN_INPUT_KEYS = frozenset({"name", "shape", "datatype", "data"})
+# Every field an input tensor may have ($request_input).
+INPUT_KEYS = PLAIN_INPUT_KEYS | {"parameters"}
 _NO_PARAMETERS: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -51,9 +54,11 @@ def datatype_of(feature: Feature) -> str:
 
 
 def accepted(feature: Feature) -> frozenset[str]:
-    """The datatypes a feature's input may arrive in (converted to the schema's type)."""
+    """The datatypes a feature's input may arrive in (converted to the schema's type).
+
+    Not BOOL for a number: /predict_api refuses true as a number, and so does this."""
     if feature.kind == "numeric":
-        return NUMBERS | {"BOOL"}
+        return NUMBERS
     if feature.dtype == "bool":
         return frozenset({"BOOL", "BYTES"})
     return frozenset({"BYTES"})
@@ -73,6 +78,9 @@ class TensorReader:
         self.schema = schema
         self.max_batch = max_batch
         self.features = {feature.name: feature for feature in schema.features}
+        # Columns of the training table the model does not use (its target, ignored ones):
+        # skipped, as /predict_api skips them, so a client may send every column it has.
+        self.ignored = schema.ignored
         # Looked up per input on every request: computed once.
         self.accepted = {feature.name: accepted(feature) for feature in schema.features}
         # For `_plain`: by (input name, datatype), the JSON types its elements may have.
@@ -110,7 +118,9 @@ class TensorReader:
             given = payload.get(key)
             if given is not None and given != served:
                 raise MalformedBodyError(
-                    f"{key}: {str(given)[:60]!r} is not {served!r}, the model served here"
+                    f"{key}: {shown(given)} is not {shown(served)}, the "
+                    f"{key.removeprefix('model_')} served here; give it as that text, or leave "
+                    f"{key} out"
                 )
         request_id = payload.get("id")
         if request_id is not None and not isinstance(request_id, str):
@@ -163,14 +173,14 @@ class TensorReader:
                 or len(data) != (count if columns else len(data))
                 or not all(map(fits.__contains__, map(type, data)))
                 # Out of the datatype's range: the checking way names the element.
-                or (datatype in _INT_RANGES and not _in_range(datatype, data))
+                or (datatype in _RANGED and not _in_range(datatype, data))
             ):
                 return None
             count = len(data)
             if datatype in _AS_THEY_CAME:  # text and whole numbers: nothing to convert
                 columns[name] = data
             else:
-                columns[name] = _convert(self.features[name], datatype, data)
+                columns[name] = _convert(datatype, data)
         if not 0 < count <= self.max_batch:
             return None
         return columns, count
@@ -180,24 +190,20 @@ class TensorReader:
         rows: int | None = None
         offset = 0
         for index, tensor in enumerate(inputs):
-            if type(tensor) is not dict:
-                raise MalformedBodyError(f"inputs[{index}]: must be a JSON object")
-            name = tensor.get("name")
-            if type(name) is not str:
-                raise MalformedBodyError(f"inputs[{index}].name: must be a string")
+            name, size = _head(index, tensor)
+            if name in self.ignored and name not in self.features:
+                if size is not None:  # its bytes are skipped, for the next input's to be found
+                    offset = binary_tensors.take(binary, offset, size, name)[1]
+                continue
             feature = self._feature(name, columns)
             count = self._rows(tensor, name, rows)
             rows = count
-            parameters = tensor.get("parameters")
-            size = None
-            if parameters:
-                size = _object(parameters, f"inputs.{name}.parameters").get("binary_data_size")
             if size is not None:
                 raw, offset = binary_tensors.take(binary, offset, size, name)
                 values = binary_tensors.decode(name, tensor["datatype"], count, raw)
             else:
                 values = self._inline(tensor, name, count)
-            columns[feature.name] = _convert(feature, tensor["datatype"], values)
+            columns[feature.name] = _convert(tensor["datatype"], values)
         if offset != len(binary):
             raise MalformedBodyError(
                 f"body: {len(binary) - offset} bytes after the last binary input; "
@@ -229,12 +235,12 @@ class TensorReader:
         if type(datatype) is not str or datatype not in self.accepted[name]:
             feature = self.features[name]
             allowed = (
-                "FP64, FP32, INT64, INT32 or another number type"
+                "FP64, FP32, INT64, INT32 or another number type (not BOOL)"
                 if feature.kind == "numeric"
                 else " or ".join(sorted(accepted(feature)))
             )
             raise MalformedBodyError(
-                f"inputs.{name}.datatype: {str(datatype)[:20]!r} does not fit this "
+                f"inputs.{name}.datatype: {shown(datatype)} does not fit this "
                 f"{feature.kind} input; send {allowed}"
             )
         shape = tensor.get("shape")
@@ -247,7 +253,8 @@ class TensorReader:
             or (len(shape) == 2 and shape[1] != 1)
         ):
             raise MalformedBodyError(
-                f"inputs.{name}.shape: {str(shape)[:60]} is not [N] or [N, 1] (one row per element)"
+                f"inputs.{name}.shape: {shown(shape)} is not [N] or [N, 1] with N a whole "
+                "number of rows (one row per element)"
             )
         else:
             count = shape[0]
@@ -278,7 +285,7 @@ class TensorReader:
                 if type(value) not in fits:
                     break
             else:
-                if datatype not in _INT_RANGES or _in_range(datatype, data):
+                if datatype not in _RANGED or _in_range(datatype, data):
                     return data
         shape = tensor["shape"]
         if any(type(value) is list for value in data) and not _nested_as(data, shape):
@@ -314,10 +321,20 @@ _INT_RANGES = {
     for sign in ("", "U")
     for bits in (8, 16, 32, 64)
 }
+# The largest finite value of the narrower float datatypes: a JSON number past it is refused,
+# as a binary tensor could not carry it. FP64 holds every JSON number; the schema then
+# refuses what is past 32-bit floats, as it does on every route.
+_FLOAT_BOUNDS = {"FP16": 65504.0, "FP32": FLOAT32_MAX}
+# Datatypes whose JSON elements are range-checked (`_in_range`).
+_RANGED = frozenset(_INT_RANGES) | frozenset(_FLOAT_BOUNDS)
 
 
 def _in_range(datatype: str, data: list[Any]) -> bool:
-    """Whether every element of an integer tensor's data fits its datatype."""
+    """Whether every element of a number tensor's data fits its datatype (NaN is a missing
+    value; an infinity is left to the schema, which refuses it as on every route)."""
+    bound = _FLOAT_BOUNDS.get(datatype)
+    if bound is not None:
+        return not any(value is not None and bound < abs(value) < math.inf for value in data)
     low, high = _INT_RANGES[datatype]
     if not data:
         return True
@@ -356,6 +373,25 @@ def _flatten(data: list[Any], count: int) -> list[Any]:
     return flat
 
 
+def _head(index: int, tensor: Any) -> tuple[str, object]:
+    """An input tensor's name and its binary_data_size (None: its data is inline JSON)."""
+    if type(tensor) is not dict:
+        raise MalformedBodyError(f"inputs[{index}]: must be a JSON object")
+    name = tensor.get("name")
+    if type(name) is not str:
+        raise MalformedBodyError(f"inputs[{index}].name: must be a string")
+    extra = sorted(str(key)[:60] for key in tensor if key not in INPUT_KEYS)
+    if extra:
+        raise MalformedBodyError(
+            f"inputs.{name[:60]}.{extra[0]}: is not a field of an input tensor "
+            "(name, shape, datatype, parameters, data)"
+        )
+    parameters = tensor.get("parameters")
+    if not parameters:
+        return name, None
+    return name, _object(parameters, f"inputs.{name}.parameters").get("binary_data_size")
+
+
 def _check_json(name: str, datatype: str, values: list[Any]) -> None:
     """Each JSON element is of the tensor's datatype (null stands for a missing value)."""
     for index, value in enumerate(values):
@@ -372,22 +408,35 @@ def _check_json(name: str, datatype: str, values: list[Any]) -> None:
             low, high = _INT_RANGES[datatype]
             if fits and not low <= value <= high:
                 raise MalformedBodyError(
-                    f"inputs.{name}.data[{index}]: {str(value)[:40]} is outside {datatype} "
-                    f"({low} to {high})"
+                    f"inputs.{name}.data[{index}]: {shown(value)} is outside {datatype} "
+                    f"({low} to {high}); send a wider datatype"
                 )
         else:
             fits = kind is int or kind is float
+            bound = _FLOAT_BOUNDS.get(datatype)
+            if fits and bound is not None and bound < abs(value) < math.inf:
+                raise MalformedBodyError(
+                    f"inputs.{name}.data[{index}]: {shown(value)} is outside {datatype} "
+                    f"(-{bound:g} to {bound:g}); send FP64"
+                )
         if not fits:
             raise MalformedBodyError(
-                f"inputs.{name}.data[{index}]: {str(value)[:40]!r} is not {datatype}"
+                f"inputs.{name}.data[{index}]: {shown(value)} is not {datatype}; send "
+                f"{_KINDS.get(datatype, 'numbers')} (or null for a missing value)"
             )
 
 
-def _convert(feature: Feature, datatype: str, values: list[Any]) -> list[Any]:
-    """Values as the record path takes them: NaN is missing, flags of a number are 0 or 1."""
+# What a datatype's JSON elements are, for messages.
+_KINDS = {
+    "BYTES": "text",
+    "BOOL": "true or false",
+    **{datatype: "whole numbers" for datatype in INTEGERS},
+}
+
+
+def _convert(datatype: str, values: list[Any]) -> list[Any]:
+    """Values as the record path takes them: NaN is a missing value."""
     if datatype in FLOATS:
         # NaN is the one value not equal to itself.
         return [None if value != value else value for value in values]
-    if datatype == "BOOL" and feature.kind == "numeric":
-        return [None if value is None else int(value) for value in values]
     return values
