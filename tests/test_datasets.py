@@ -184,3 +184,18 @@ def test_columns_with_neither_a_name_nor_a_value_are_left_out_in_one_note(tmp_pa
     assert datasets.read_table(tmp_path / "index.csv").attrs[datasets.UNNAMED] == [
         (1, "Unnamed: 0")
     ]
+
+
+def test_na_among_letter_codes_is_the_code_not_a_gap(tmp_path: Path) -> None:
+    rows = [f"{code},{i}" for i, code in enumerate(["NA", "EU", "AS", "NA", "", "EU"] * 5)]
+    (tmp_path / "codes.csv").write_text("continent,y\n" + "\n".join(rows) + "\n")
+    frame = datasets.read_table(tmp_path / "codes.csv")
+    assert frame["continent"].head(6).tolist()[:4] == ["NA", "EU", "AS", "NA"]
+    assert frame["continent"].isna().sum() == 5  # the blank cells are the gaps
+    assert frame.attrs[datasets.NOTES] == [
+        "10 rows of 'continent' hold 'NA' among letter codes; kept as the code NA (North "
+        "America, Namibia), not missing: blank those cells if they mean unknown"
+    ]
+    # Among words, NA is R's missing value, as before.
+    (tmp_path / "words.csv").write_text("city,y\nParis,1\nNA,2\nRome,3\n")
+    assert datasets.read_table(tmp_path / "words.csv")["city"].isna().sum() == 1

@@ -191,14 +191,14 @@ def _csv_table(path: Path, form: CsvFormat) -> pd.DataFrame:
 
     def read(rows: int | None = None) -> pd.DataFrame:
         frame = pd.read_csv(path, nrows=rows, **args)
-        return _codes_as_text(path, form.grouped_numbers(frame, frame.columns), args, rows)
+        frame = _codes_as_text(path, form.grouped_numbers(frame, frame.columns), args, rows)
+        return _na_as_code(path, frame, args, rows)
 
     frame = read()
-    notes = []
     totals = totals_row(frame)
     if totals:  # read again without it and below: its text made a number column a category
         frame = read(int(frame.notna().any(axis=1).to_numpy().nonzero()[0][-1]))
-        notes.append(totals)
+    notes = [*frame.attrs.get(NOTES, []), *([totals] if totals else [])]
     unnamed = check_header(header.iloc[0].tolist(), list(frame.columns))
     # Columns with neither a name nor a value: a spreadsheet's separators past its last
     # column (`a,b,,`), left out with one note rather than two warnings each.
@@ -339,6 +339,51 @@ def _codes_as_text(
         if text.iloc[:, k].str.match(r"[+-]?0[0-9]").fillna(False).any()
     }
     return frame.assign(**coded) if coded else frame
+
+
+# A column of letter codes (`EU`, `AS`, `USA`), where `NA` is North America or Namibia.
+_LETTER_CODE = r"[A-Z]{2,3}"
+
+
+def _na_as_code(
+    path: Path, frame: pd.DataFrame, args: dict[str, Any], rows: int | None = None
+) -> pd.DataFrame:
+    """`NA` kept as the code it is in a column of letter codes (pandas reads it as missing:
+    North America became a gap, and the form had no such option), said in a note."""
+    import pandas as pd
+
+    positions = [
+        i
+        for i, name in enumerate(frame.columns)
+        if frame[name].dtype.kind in "OUT" or pd.api.types.is_string_dtype(frame[name])
+    ]
+    positions = [
+        i
+        for i in positions
+        if frame.iloc[:, i].isna().any()
+        and frame.iloc[:, i].dropna().astype(str).str.fullmatch(_LETTER_CODE).all()
+    ]
+    if not positions:
+        return frame
+    text = pd.read_csv(
+        path, usecols=positions, dtype=str, keep_default_na=False, nrows=rows, **args
+    )
+    kept, notes = {}, list(frame.attrs.get(NOTES, []))
+    for k, i in enumerate(positions):
+        name = frame.columns[i]
+        coded = frame.iloc[:, i].isna() & (text.iloc[:, k].str.strip() == "NA").to_numpy()
+        if coded.any():
+            kept[name] = frame.iloc[:, i].where(~coded, "NA")
+            notes.append(
+                f"{int(coded.sum())} rows of {str(name)!r} hold 'NA' among letter codes; kept "
+                "as the code NA (North America, Namibia), not missing: blank those cells if "
+                "they mean unknown"
+            )
+    if not kept:
+        return frame
+    frame = frame.assign(**kept)
+    frame.attrs[NOTES] = notes
+    return frame
 
 
 def separator_hint(columns: list[object]) -> str:
