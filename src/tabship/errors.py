@@ -60,6 +60,25 @@ class MediaTypeError(RequestError):
     status = 415
 
 
+class ExpectationFailedError(RequestError):
+    """An `Expect:` header asks for something other than `100-continue` (RFC 9110 10.1.1)."""
+
+    status = 417
+
+
+class MethodNotImplementedError(RequestError):
+    """A method the server does not know at all (RFC 9110 15.6.2); a known one not taken
+    on a path is 405."""
+
+    status = 501
+
+
+class VersionNotSupportedError(RequestError):
+    """A request line of an HTTP version other than 1.x (HTTP/2.0 without its framing)."""
+
+    status = 505
+
+
 class MalformedBodyError(RequestError):
     """The body is not valid JSON (or UTF-8), or not of the expected shape."""
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 
 from tabship.errors import (
+    ExpectationFailedError,
     MethodNotAllowedError,
     RecordError,
     RequestError,
@@ -108,25 +109,6 @@ class Request:
     def content_type(self) -> str | None:
         """The Content-Type header."""
         return self.header(b"content-type")
-
-
-class ExpectationFailedError(RequestError):
-    """An `Expect:` header asks for something other than `100-continue` (RFC 9110 10.1.1)."""
-
-    status = 417
-
-
-class MethodNotImplementedError(RequestError):
-    """A method the server does not know at all (RFC 9110 15.6.2); a known one not taken
-    on a path is 405."""
-
-    status = 501
-
-
-class VersionNotSupportedError(RequestError):
-    """A request line of an HTTP version other than 1.x (HTTP/2.0 without its framing)."""
-
-    status = 505
 
 
 def unmet_expectation(headers: list[tuple[bytes, bytes]]) -> ExpectationFailedError | None:

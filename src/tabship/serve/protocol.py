@@ -22,13 +22,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from tabship.errors import (
     BodyTooLargeError,
     HeadersTooLargeError,
+    MethodNotImplementedError,
     ReadTimeoutError,
     RequestError,
+    VersionNotSupportedError,
 )
 from tabship.serve.http import (
     READ_LATE,
-    MethodNotImplementedError,
-    VersionNotSupportedError,
     error_payload,
     unmet_expectation,
 )
