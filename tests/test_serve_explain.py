@@ -64,6 +64,10 @@ def test_explain_validates_like_predict(app: App) -> None:
     assert bad.status_code == 422
     fields = {item["field"] for item in bad.json()["detail"]}
     assert {"bmi", "colour"} <= fields
+    # A lone record is row 0 of its batch, located as /v1/predict locates it.
+    assert {tuple(item["loc"]) for item in bad.json()["detail"]} >= {
+        ("body", "instances", 0, "bmi")
+    }
     assert post(app, "/v1/explain", {"instances": []}).status_code == 422
     assert post(app, "/v1/explain", {"rows": [PATIENT]}).status_code == 422
     wrong = post(app, "/v1/explain", {"instances": [PATIENT], "all_classes": "yes"})

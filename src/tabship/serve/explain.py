@@ -26,7 +26,7 @@ from tabship.explain import Explainer, Explanation, Outputs
 from tabship.predictor import Predictor
 from tabship.schema import Batch
 from tabship.serve import contract
-from tabship.serve.api import INLINE_MAX_BYTES, in_thread, model_info
+from tabship.serve.api import INLINE_MAX_BYTES, as_first_row, in_thread, model_info
 from tabship.serve.http import Answer, Request, json_answer
 from tabship.whatif import DEFAULT_POINTS, MAX_POINTS, WhatIf, check_points, find_feature, what_if
 
@@ -125,9 +125,14 @@ class ExplainApi:
                 f"{self.explainer.coalitions:,} coalitions x {self.explainer.background.rows} "
                 "baseline rows); send fewer records per request"
             )
-        batch = self.predictor.schema.validate(
-            instances, strict_categories=self.predictor.strict_categories
-        )
+        try:
+            batch = self.predictor.schema.validate(
+                instances, strict_categories=self.predictor.strict_categories
+            )
+        except RecordError as exc:  # a lone record is row 0 of its batch, as /v1/predict says
+            if type(instances) is list and len(instances) == 1:
+                raise as_first_row(exc) from None
+            raise
         if inline and batch.rows * self.explainer.rows_per_record > INLINE_ROWS:
             raise _Costly
         found = explain_records(self.explainer, batch)
