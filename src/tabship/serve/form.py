@@ -128,6 +128,33 @@ def parse_form(
     body: bytes, content_type: str | None, features: tuple[Feature, ...]
 ) -> tuple[dict[str, str], dict[str, Any], list[Problem]]:
     """Submitted text, the typed record, and the problems the features found in the text."""
+    sent, repeated = _fields(_form_text(body, content_type))
+    submitted = {feature.name: sent.get(_one_break(feature.name), "") for feature in features}
+    record: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for feature in features:
+        if _one_break(feature.name) in repeated:
+            problems.append(Problem(feature.name, "is given twice in the form; give it once"))
+            record[feature.name] = None
+            continue
+        text = submitted[feature.name]
+        # The form's text is typed here; the predictor then applies the same feature rules.
+        value, problem, _ = feature.read_text(text)
+        if text == "" and not feature.allow_missing:
+            # A person is there to fill it in: the gap filling the API and files get
+            # (`Feature.fills_gaps`) would only hide a forgotten field.
+            problem = EMPTY
+        if problem is not None:
+            problems.append(Problem(feature.name, problem))
+        record[feature.name] = (
+            None if text == "" else (text if feature.kind != "numeric" else _typed(value))
+        )
+    return submitted, record, problems
+
+
+def _form_text(body: bytes, content_type: str | None) -> str:
+    """The body of a form submitted as UTF-8 (415 for another type or charset, 422 for bytes
+    that are not UTF-8 or too many fields)."""
     media = media_type(content_type)
     if media != MEDIA_TYPE:
         raise MediaTypeError(
@@ -144,31 +171,21 @@ def parse_form(
         ) from None
     if text.count("&") >= MAX_FORM_FIELDS:
         raise MalformedBodyError(f"body: more than {MAX_FORM_FIELDS:,} fields in the form")
-    pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False)
-    # Browsers send every line break in a field's name as CRLF (HTML's form encoding), so a
-    # column named with a newline is found by its name with line breaks made alike.
+    return text
+
+
+def _fields(text: str) -> tuple[dict[str, str], set[str]]:
+    """Each field's value, and the names given more than once (which value was meant is
+    unknown: said beside the field). Browsers send every line break in a field's name as CRLF
+    (HTML's form encoding), so a column named with a newline is found by its name with line
+    breaks made alike."""
     sent: dict[str, str] = {}
-    for key, value in pairs:
-        if _one_break(key) in sent:  # which one was meant is unknown
-            raise MalformedBodyError(f"body: the field {key[:80]!r} is given twice in the form")
+    repeated: set[str] = set()
+    for key, value in parse_qsl(text, keep_blank_values=True, strict_parsing=False):
+        if _one_break(key) in sent:
+            repeated.add(_one_break(key))
         sent[_one_break(key)] = value.strip()
-    submitted = {feature.name: sent.get(_one_break(feature.name), "") for feature in features}
-    record: dict[str, Any] = {}
-    problems: list[Problem] = []
-    for feature in features:
-        text = submitted[feature.name]
-        # The form's text is typed here; the predictor then applies the same feature rules.
-        value, problem, _ = feature.read_text(text)
-        if text == "" and not feature.allow_missing:
-            # A person is there to fill it in: the gap filling the API and files get
-            # (`Feature.fills_gaps`) would only hide a forgotten field.
-            problem = EMPTY
-        if problem is not None:
-            problems.append(Problem(feature.name, problem))
-        record[feature.name] = (
-            None if text == "" else (text if feature.kind != "numeric" else _typed(value))
-        )
-    return submitted, record, problems
+    return sent, repeated
 
 
 def _one_break(name: str) -> str:
