@@ -191,28 +191,6 @@ def test_classification_adds_probability_columns(
     assert (out["predicted_diagnosis"] == out["diagnosis"]).mean() > 0.9
 
 
-def test_guard_reads_every_text_layout_and_leaves_numbers() -> None:
-    import pyarrow as pa
-
-    from tabship.batch import guard_formulas
-
-    cells = ["=1", "ok", None, "-4"]
-    table = pa.table(
-        {
-            "plain": pa.array(cells, pa.string()),
-            "large": pa.array(cells, pa.large_string()),
-            "view": pa.array(cells, pa.string_view()),
-            "levels": pa.array(cells).dictionary_encode(),
-            "-1": pa.array([-1, 2, None, -3]),
-        }
-    )
-    guarded = guard_formulas(table)
-    assert guarded.column_names == ["plain", "large", "view", "levels", "-1"]
-    for name in ("plain", "large", "view", "levels"):
-        assert guarded[name].to_pylist() == ["'=1", "ok", None, "-4"], name
-    assert guarded["-1"].to_pylist() == [-1, 2, None, -3]
-
-
 def test_an_output_that_is_a_folder_or_a_link_is_refused_by_name(
     predictor: Predictor, new_rows: Path, tmp_path: Path
 ) -> None:

@@ -75,7 +75,7 @@ def _options(
     """Train the best pipeline for a table, predict files with it, serve and ship it."""
 
 
-# `predict` and `log export`: one option, one rule (batch.guard_formulas).
+# `predict` and `log export`: one option, one rule (formulas.guard_formulas).
 FormulaGuardArg = Annotated[
     bool,
     typer.Option(

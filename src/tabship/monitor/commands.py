@@ -109,7 +109,7 @@ def export_log(
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from tabship.batch import guard_formulas
+    from tabship.formulas import guard_formulas
 
     suffix = output.suffix.lower()
     if suffix not in (".parquet", ".csv"):
