@@ -429,14 +429,19 @@ def test_one_bad_cell_among_decimal_commas_is_the_only_one_named(
     assert str(refused.value) == f"{tmp_path / 'rows.csv'}: row 3: bmi: must be a number, got 'abc'"
 
 
-def test_a_csv_output_copies_the_numbers_as_written(predictor: Predictor, tmp_path: Path) -> None:
+def test_a_csv_output_writes_numbers_plainly_and_parquet_types_them(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    """The model's numbers as it read them (`030` as 30, `27,9` as 27.9): one decimal mark in
+    the whole output, so a reader gets number columns."""
     rows = make_tiny_table(rows=3).drop(columns="charges").astype(str)
-    rows.loc[0, "age"], rows.loc[1, "bmi"], rows.loc[2, "bmi"] = "030", "31.50", "NA"
-    rows.to_csv(tmp_path / "rows.csv", index=False)
+    rows["bmi"] = rows["bmi"].str.replace(".", ",")
+    rows.loc[0, "age"], rows.loc[1, "bmi"], rows.loc[2, "bmi"] = "030", "31,50", "NA"
+    rows.to_csv(tmp_path / "rows.csv", sep=";", index=False)
     predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.csv")
-    written = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
-    assert written[["age", "bmi"]].to_numpy().tolist() == rows[["age", "bmi"]].to_numpy().tolist()
-    # A Parquet output has them as numbers, as the model read them.
+    written = pd.read_csv(tmp_path / "out.csv")
+    assert written["age"].tolist()[0] == 30 and written["bmi"].tolist()[1] == 31.5
+    assert written["bmi"].dtype.kind == "f" and pd.isna(written["bmi"].tolist()[2])
     predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.parquet")
     typed = pd.read_parquet(tmp_path / "out.parquet")
     assert typed["age"].tolist()[0] == 30 and str(typed["age"].dtype) == "Int64"
@@ -447,8 +452,19 @@ def test_a_negative_decimal_comma_is_not_taken_for_a_formula(
     predictor: Predictor, tmp_path: Path
 ) -> None:
     rows = make_tiny_table(rows=2).drop(columns="charges").astype(str)
-    rows["bmi"] = ["-1,5", "1.234,5"]
+    rows["amount"] = ["-1,5", "-1.234,5"]  # not the model's: copied as written
     rows.to_csv(tmp_path / "rows.csv", sep=";", index=False)
     predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.csv")
     written = pd.read_csv(tmp_path / "out.csv", dtype=str)
-    assert written["bmi"].tolist() == ["-1,5", "1.234,5"]
+    assert written["amount"].tolist() == ["-1,5", "-1.234,5"]
+
+
+def test_a_whole_number_past_int64_in_a_parquet_output_is_a_float_not_a_crash(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    rows = make_tiny_table(rows=2).drop(columns="charges").astype(str)
+    rows.loc[0, "age"] = "12345678901234567890"  # read as uint64: no Int64 holds it
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    done = predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.parquet")
+    assert done.rows == 2
+    assert pd.read_parquet(tmp_path / "out.parquet")["age"].tolist()[0] == 1.2345678901234567e19

@@ -182,9 +182,9 @@ def test_predict_bad_rows_list_every_problem(tiny_model: TrainedModel, tmp_path:
         "predict", str(tiny_model.artifact.directory), str(bad), "-o", str(tmp_path / "o.csv")
     )
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        "error: row 2: age: must be a number, got 'old'",
-        "error: row 2: bmi: must be a number, got 'heavy'",
+    assert result.stderr.splitlines() == [  # each naming the file, as the warnings do
+        f"error: {bad}: row 2: age: must be a number, got 'old'",
+        f"error: {bad}: row 2: bmi: must be a number, got 'heavy'",
     ]
     # Past the listed twenty, how many more: 5,000 bad rows printed 20 lines and no more.
     many = tmp_path / "many.csv"
@@ -195,7 +195,9 @@ def test_predict_bad_rows_list_every_problem(tiny_model: TrainedModel, tmp_path:
     lines = run(
         "predict", str(tiny_model.artifact.directory), str(many), "-o", str(tmp_path / "o.csv")
     ).stderr.splitlines()
-    assert len(lines) == 21 and lines[19] == "error: row 20: age: must be a number, got 'old'"
+    assert (
+        len(lines) == 21 and lines[19] == f"error: {many}: row 20: age: must be a number, got 'old'"
+    )
     assert lines[20] == "error: ... and 10 more problems (the first 20 listed)"
 
 

@@ -282,19 +282,24 @@ def test_title_lines_above_the_header_are_left_out_and_said(
         ("excel.csv", f"sep=;\nInsurance export\n{semi}"),
     ]:
         (tmp_path / name).write_text(text)
-        frame = datasets.read_table(tmp_path / name)
+        frame = datasets.read_table(tmp_path / name, expected=["charges"])
         assert list(frame.columns) == list(table.columns), name
         assert np.allclose(frame["bmi"], table["bmi"]) and len(frame) == len(table), name
         assert (
             "without the lines above its header ('Insurance export"
             in frame.attrs[datasets.NOTES][0]
         ), name
-    # Not titles: a header naming only its first column above rows of numbers, and a one-column
-    # file's values.
+    # Not titles: a first line naming an expected column (a header naming only its first
+    # column, a one-column file whose values hold a bar), or part of a header cell written
+    # over two lines (Excel's Alt+Enter); and without names to look for, no line is a title.
     (tmp_path / "named.csv").write_text("id,,\n1,2,3\n4,5,6\n")
-    assert sniff(tmp_path / "named.csv").skipped == 0
-    (tmp_path / "one.csv").write_text("x\n1\n2\n3\n")
-    assert sniff(tmp_path / "one.csv").skipped == 0
+    assert sniff(tmp_path / "named.csv", expected=["id"]).skipped == 0
+    (tmp_path / "bars.csv").write_text("variant\nXL|blue\nS|red\n")
+    assert sniff(tmp_path / "bars.csv", expected=["variant"]).skipped == 0
+    (tmp_path / "two.csv").write_text('"Patient age\n(years)",charges\n1,2\n3,4\n')
+    assert sniff(tmp_path / "two.csv", expected=["charges"]).skipped == 0
+    (tmp_path / "plain.csv").write_text("Insurance export\n" + body)
+    assert sniff(tmp_path / "plain.csv").skipped == 0
     predictor = Predictor.load(tiny_model.artifact.directory)
     rows = table.drop(columns="charges").head(3).to_csv(index=False)
     (tmp_path / "new.csv").write_text(f"Rows to score\n\n{rows}")

@@ -196,6 +196,14 @@ def test_na_among_letter_codes_is_the_code_not_a_gap(tmp_path: Path) -> None:
         "10 rows of 'continent' hold 'NA' among letter codes; kept as the code NA (North "
         "America, Namibia), not missing: blank those cells if they mean unknown"
     ]
-    # Among words, NA is R's missing value, as before.
+    # Among words, or codes of three letters, or in R's export (strings quoted, NA bare),
+    # NA is the missing value, as before.
     (tmp_path / "words.csv").write_text("city,y\nParis,1\nNA,2\nRome,3\n")
     assert datasets.read_table(tmp_path / "words.csv")["city"].isna().sum() == 1
+    (tmp_path / "usd.csv").write_text("cur,y\nUSD,1\nNA,2\nEUR,3\n")
+    assert datasets.read_table(tmp_path / "usd.csv")["cur"].isna().sum() == 1
+    r_rows = "".join(
+        f'"{c}",{i}\n' if c != "NA" else f"NA,{i}\n" for i, c in enumerate(["US", "NA", "UK"] * 3)
+    )
+    (tmp_path / "r.csv").write_text('"country","y"\n' + r_rows)
+    assert datasets.read_table(tmp_path / "r.csv")["country"].isna().sum() == 3

@@ -128,3 +128,10 @@ def test_classes_written_alike_but_for_case_spaces_or_yes_no_spellings_are_said(
     ]
     assert class_spellings_note(["no", "yes"], "ok") == []  # two classes, one way each
     assert class_spellings_note(["0", "1", "2"], "level") == []  # codes, not yes and no
+
+
+def test_single_letters_alone_are_not_taken_for_yes_and_no() -> None:
+    from tabship.labels import class_spellings_note
+
+    assert class_spellings_note(["F", "N", "T"], "grade") == []
+    assert class_spellings_note(["0", "1", "t"], "flag") == []

@@ -65,3 +65,13 @@ def test_levels_met_once_are_no_evidence_and_imbalance_is_no_leak() -> None:
     # 'flag' marks the rare class exactly: named; a column of one class's majority is not.
     notes = _notes(rare.drop(columns="y"), "label")
     assert any(n.startswith("column 'flag' gives 'label' away") for n in notes)
+
+
+def test_rows_repeated_in_every_used_column_are_said() -> None:
+    from tabship.leakage import repeated_rows_note
+
+    frame = pd.DataFrame({"a": [1, 2, 1, 3], "b": ["x", "y", "x", "z"], "y": [5, 6, 5, 7]})
+    assert repeated_rows_note(frame, ["a", "b", "y"])[0].startswith(
+        "1 of 4 rows repeat an earlier row in every column used"
+    )
+    assert repeated_rows_note(frame.assign(y=[5, 6, 9, 7]), ["a", "b", "y"]) == []

@@ -155,19 +155,16 @@ def test_ids_with_gaps_repeats_or_a_telling_name_are_ignored() -> None:
     kept = np.sort(rng.choice(np.arange(1, rows + 1), rows - 20, replace=False))
     repeated = np.append(np.arange(1, rows), 3)  # one duplicated row
     random_ids = rng.choice(np.arange(10_000, 99_999), rows, replace=False)
-    for name, values, why in [
-        ("row", kept, "from a run of whole numbers with gaps"),
-        ("customer_id", repeated, "and its name says so"),
-        ("CustomerID", random_ids, "and its name says so"),
-    ]:
+    for name, values in [("id", kept), ("customer_id", repeated), ("CustomerID", random_ids)]:
         described = infer_feature(name, pd.Series(values))
         assert described == (
             f"column {name!r} looks like an ID (a different whole number in nearly every row, "
-            f"{why}); ignored: rename it if it is a measure"
+            "and its name says so); ignored: rename it if it is a measure"
         )
-    # Distinct whole numbers spread wide under another name are a measure (income in dollars).
-    income = infer_feature("income", pd.Series(random_ids))
-    assert isinstance(income, Feature) and income.kind == "numeric"
+    # Measures as distinct and as run-like stay: income in dollars, years with gaps, an index.
+    for name, values in [("income", random_ids), ("year", kept + 1900), ("price_index", kept)]:
+        measure = infer_feature(name, pd.Series(values))
+        assert isinstance(measure, Feature) and measure.kind == "numeric", name
 
 
 def test_numbers_with_a_unit_are_said_to_be_so() -> None:
@@ -177,3 +174,16 @@ def test_numbers_with_a_unit_are_said_to_be_so() -> None:
     # A code of a number and a letter is no measure: an ID or a name, as before.
     code = infer_feature("flat", pd.Series([f"{i}A" for i in range(400)]))
     assert isinstance(code, str) and "looks like an ID or a name" in code
+
+
+def test_nearly_empty_columns_and_dates_in_formats_that_disagree_are_said() -> None:
+    rng = np.random.default_rng(5)
+    sparse = np.full(400, np.nan)
+    sparse[:7] = rng.normal(size=7)
+    days = pd.date_range("2020-01-01", periods=400)
+    mixed = [d.strftime("%d/%m/%Y" if i % 2 else "%m/%d/%Y") for i, d in enumerate(days)]
+    frame = pd.DataFrame({"sparse": sparse, "signup": mixed, "y": rng.normal(size=400)})
+    schema, notes = infer_schema(frame, "y")
+    assert list(schema.names) == ["sparse"]
+    assert notes[0].startswith("column 'sparse' is empty in 98% of rows (a value in 7 of 400)")
+    assert notes[1].startswith("column 'signup' holds dates written in formats that disagree")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,14 +16,16 @@ import pyarrow.parquet as pq
 
 from tabship.columnar import as_read, frame_of, nested_as_json
 from tabship.csvformat import CsvFormat, NumberMarks, rows_beyond_header, sniff, written_numbers
-from tabship.datasets import MARKS, UNNAMED, check_header, parser_message
+from tabship.datasets import UNNAMED, check_header, parser_message
 from tabship.errors import ConfigError, DatasetError, RecordError
+from tabship.feature import NA_TEXTS
 from tabship.formulas import guard_formulas
 from tabship.outputs import check_output_file, staged
 from tabship.predictor import Predictor
 from tabship.schema import Schema
 
 DEFAULT_CHUNK_ROWS = 100_000
+_INT64_MAX = np.iinfo(np.int64).max
 PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
 
 
@@ -52,36 +54,39 @@ def parquet_frame(batch: pa.RecordBatch) -> pd.DataFrame:
 
 
 def _chunks(
-    path: Path, predictor: Predictor, chunk_rows: int, form: CsvFormat | None
+    path: Path, predictor: Predictor, chunk_rows: int, parquet: bool, form: CsvFormat | None
 ) -> Iterator[pd.DataFrame]:
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
             yield parquet_frame(batch)
         return
-    yield from csv_chunks(path, predictor.schema, chunk_rows, form)
+    yield from csv_chunks(path, predictor.schema, chunk_rows, parquet, form)
 
 
 def csv_chunks(
     source: Any,
     schema: Schema,
     chunk_rows: int,
+    parquet: bool,
     form: CsvFormat | None = None,
     trained: NumberMarks = (".", None),
 ) -> Iterator[pd.DataFrame]:
-    """A CSV file (a path or a seekable file) in chunks of text, read for predicting and copying.
+    """A CSV file (a path or a seekable file) in chunks, read for predicting and copying.
 
-    Every cell is kept as the text the user wrote, the model's numbers too (`030` stays 030,
-    `27,9` stays 27,9 in a CSV output); the file's number marks go with each chunk
-    (`MARKS`), so the sink reads the numbers as training read them. A category's or
-    date's `NA` is still read as missing, as training read it.
+    The model's numbers are parsed as training parsed them (for a Parquet output as floats,
+    so that a chunk of whole numbers and the next one's fractions are one column type);
+    every other column is kept as the text the user wrote: `007` stays 007, `NA` stays NA
+    (a category's `NA` is still read as missing, as training read it), and a column that
+    looks numeric in one chunk and not in the next is one type in the output.
     """
-    form = form or sniff(source, trained=trained)
+    form = form or sniff(source, trained=trained, expected=schema.names)
     beyond = rows_beyond_header(form)
     if beyond:
         raise DatasetError(f"cannot predict {getattr(source, 'name', source)}: {beyond}")
     args = form.read_args
     columns = [str(name) for name in pd.read_csv(source, nrows=0, **args).columns]
+    kinds = {feature.name: feature.kind for feature in schema.features}
     if hasattr(source, "seek"):
         source.seek(0)
     # The header as written: two columns of one name are refused (the reader would score
@@ -91,23 +96,33 @@ def csv_chunks(
     unnamed = check_header(written.iloc[0].tolist(), list(columns)) if len(written) else []
     if hasattr(source, "seek"):
         source.seek(0)
+    numbers = [name for name in columns if kinds.get(name) == "numeric"]
     with pd.read_csv(
-        source, chunksize=chunk_rows, dtype=str, keep_default_na=False, **args
+        source,
+        chunksize=chunk_rows,
+        dtype={name: str for name in columns if name not in numbers},
+        keep_default_na=False,
+        # Only numbers are parsed here; a category's or date's `NA` is read as missing by
+        # `Schema.validate_frame` and copied to the output as written.
+        na_values={name: sorted(NA_TEXTS) for name in numbers},
+        **args,
     ) as reader:
         for chunk in reader:
+            chunk = form.grouped_numbers(chunk, numbers)  # 1.234,5 as training read it
+            # A column pandas left text at one bad cell: its numbers read with the file's
+            # marks, so only that cell is refused (every `27,9` beside an `abc` was).
+            texts = {
+                n: written_numbers(chunk[n], form.marks) for n in numbers if _is_text(chunk[n])
+            }
+            chunk = chunk.assign(**texts) if texts else chunk
+            # A CSV output writes each chunk on its own: whole numbers stay integers there.
+            chunk = _one_type(chunk, schema) if parquet else chunk
             chunk.attrs[UNNAMED] = unnamed
-            chunk.attrs[MARKS] = form.marks
             yield chunk
 
 
-def _numbers_read(chunk: pd.DataFrame, schema: Schema, marks: NumberMarks) -> pd.DataFrame:
-    """A CSV chunk's columns of the model's numbers read with the file's marks (`1.234,5`)."""
-    numbers = {
-        feature.name: written_numbers(chunk[feature.name], marks)
-        for feature in schema.features
-        if feature.kind == "numeric" and feature.name in chunk.columns
-    }
-    return chunk.assign(**numbers) if numbers else chunk
+def _is_text(column: pd.Series) -> bool:
+    return column.dtype.kind in "OUT" or pd.api.types.is_string_dtype(column)
 
 
 def _one_type(chunk: pd.DataFrame, schema: Schema) -> pd.DataFrame:
@@ -119,8 +134,10 @@ def _one_type(chunk: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         if feature.kind != "numeric" or feature.name not in chunk.columns:
             continue
         name, column = feature.name, chunk[feature.name]
-        if feature.integer and column.dtype.kind in "iu":
+        if feature.integer and column.dtype.kind in "iu" and column.max() <= _INT64_MAX:
             typed[name] = "Int64"  # exact, however large
+        elif column.dtype.kind == "u":  # past int64 (1.2e19): no Int64 holds it
+            typed[name] = "float64"
         elif feature.integer:
             present = column.dropna().to_numpy(dtype=np.float64)
             # Past 2**53 a float is not the integer written: it stays a float, for the
@@ -219,13 +236,9 @@ class _Sink:
         if chunk.empty:  # a header and no rows: said as such by the caller, not by an engine
             return
         predictor = self.predictor
-        marks = chunk.attrs.pop(MARKS, None)
-        read = chunk if marks is None else _numbers_read(chunk, predictor.schema, marks)
         batch = predictor.schema.validate_frame(
-            read, first_row=first_row, strict_categories=predictor.strict_categories
+            chunk, first_row=first_row, strict_categories=predictor.strict_categories
         )
-        if marks is not None and self.parquet:  # typed numbers, one type in every chunk
-            chunk = _one_type(read, predictor.schema)
         try:
             values, proba = predictor.predict_batch(batch, self.memo)
         except RecordError as exc:  # the engine numbers the chunk's rows; say the file's
@@ -353,12 +366,12 @@ def write_predictions(
     return tally
 
 
-def _csv_format(source: Path, trained: NumberMarks) -> CsvFormat | None:
+def _csv_format(source: Path, trained: NumberMarks, expected: Collection[str]) -> CsvFormat | None:
     """How a CSV to predict is written (None for Parquet); an unreadable file said so."""
     if source.suffix.lower() in PARQUET_SUFFIXES:
         return None
     try:
-        return sniff(source, trained=trained)
+        return sniff(source, trained=trained, expected=expected)
     except OSError as exc:
         raise DatasetError(f"cannot predict {source}: {exc.strerror or exc}") from None
 
@@ -392,11 +405,11 @@ def predict_file(
     """
     _check_paths(source, output, force)
     parquet = output.suffix.lower() in PARQUET_SUFFIXES
-    form = _csv_format(source, predictor.card.number_marks)
+    form = _csv_format(source, predictor.card.number_marks, predictor.schema.names)
 
     def numbered(form: CsvFormat | None) -> Iterator[Chunk]:
         first = 1
-        for chunk in _chunks(source, predictor, chunk_rows, form):
+        for chunk in _chunks(source, predictor, chunk_rows, parquet, form):
             yield None, first, chunk
             first += len(chunk)
 

@@ -13,7 +13,7 @@ import codecs
 import csv
 import gzip
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -32,9 +32,9 @@ FALLBACK_ENCODING = "cp1252"
 _SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "bars"}
 # A one-column file's separator: the ASCII unit separator, in no spreadsheet's text.
 _NO_SEPARATOR = "\x1f"
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 # Title lines above a header looked for (a report's name, its date, blank lines).
 _MAX_TITLE_LINES = 10
-_PLAIN = re.compile(r"[+-]?[0-9.,]+")
 # Lines looked at to choose the separator: each must split into as many values as the header.
 _SNIFF_LINES = 50
 # The line Excel writes (and reads) before the header to name the separator: `sep=;`.
@@ -180,13 +180,18 @@ def written_numbers(column: pd.Series, marks: NumberMarks) -> pd.Series:
 
 
 def sniff(
-    source: str | Path | IO[bytes], suffix: str = "", trained: NumberMarks = (".", None)
+    source: str | Path | IO[bytes],
+    suffix: str = "",
+    trained: NumberMarks = (".", None),
+    expected: Collection[str] = (),
 ) -> CsvFormat:
     """The format of a CSV file (a path, or a binary file left where it was found).
 
     `trained` are the decimal and thousands marks of the file the model was trained on,
     taken when this one's numbers do not tell (a German file of whole amounts, `1.234`:
-    read with dots as decimals it was 1.234, not 1234).
+    read with dots as decimals it was 1.234, not 1234). `expected` are column names the file
+    should have (the target, a model's features): title lines above a header are looked for
+    only when the first line names none of them and the header below does.
     """
     packed = False
     if isinstance(source, str | Path):
@@ -200,12 +205,13 @@ def sniff(
         head = source.read(SAMPLE_BYTES)
         source.seek(start)
     encoding, errors, text = _decoded(head)
-    lines = text.splitlines(keepends=True)
+    # Lines as pandas counts them (`splitlines` also breaks at a form feed or U+2028).
+    lines = _LINE.findall(text)
     first = lines[0].lstrip("\ufeff").rstrip("\r\n") if lines else ""
     named = _EXCEL_SEPARATOR.fullmatch(first)
     if named:  # Excel's first line naming the separator; the header follows
         lines = lines[1:]
-    titles = _title_lines(lines)
+    titles = _title_lines(lines, expected)
     title = " ".join(line.strip().strip(";,|\t").strip() for line in lines[:titles]).strip()
     lines = lines[titles:]
     separator = named[1] if named else "\t" if suffix.lower() == ".tsv" else _separator(lines)
@@ -302,25 +308,34 @@ def _decoded(head: bytes) -> tuple[str, str, str]:
         return FALLBACK_ENCODING, "strict", head.decode(FALLBACK_ENCODING, errors="replace")
 
 
-def _title_lines(lines: list[str]) -> int:
-    """How many lines above the header are a title (a report's name, a date, blank lines),
-    each one value at most (Excel pads it with separators: `Export May 2024;;;;`); 0 when
-    the first line is the header. The line below them must read as a header: several values,
-    not all numbers (`id,,,` above `1,2,3,4` is a header with unnamed columns)."""
-    start, cells = 0, []
-    for line in lines[:_MAX_TITLE_LINES]:
+def _title_lines(lines: list[str], expected: Collection[str]) -> int:
+    """How many lines above the header are a title (a report's name, a date, blank lines):
+    0 unless the first line names none of the `expected` columns and the first line that is
+    not a title (blank, or one value: Excel pads a title cell with separators, `Export;;;`)
+    names one. A quote in a title line says it may be part of a quoted header cell written
+    over two lines (`"Patient age` / `(years)",bmi`): then there are no titles."""
+    if not expected or not lines or _names_one(lines[0], expected):
+        return 0
+    for start, line in enumerate(lines[:_MAX_TITLE_LINES]):
+        if '"' in line:
+            return 0
         cells = max(
             (next(csv.reader([line], delimiter=candidate), []) for candidate in _SEPARATORS),
             key=len,
         )
-        if any(cell.strip() for cell in cells[1:]):
-            break
-        start += 1
-    if start in (0, min(len(lines), _MAX_TITLE_LINES)):  # the header first, or no header seen
-        return 0
-    names = [cell.strip() for cell in cells]
-    numbers = [name for name in names if _PLAIN.fullmatch(name)]
-    return start if len(names) > 1 and len(numbers) < len([n for n in names if n]) else 0
+        if any(cell.strip() for cell in cells[1:]):  # the header, if it names a column
+            return start if start and _names_one(line, expected) else 0
+    return 0
+
+
+def _names_one(line: str, expected: Collection[str]) -> bool:
+    """Whether a line, split by any separator, names one of the `expected` columns."""
+    wanted = set(expected)
+    return any(
+        cell.strip() in wanted
+        for candidate in _SEPARATORS
+        for cell in next(csv.reader([line], delimiter=candidate), [])
+    )
 
 
 def _separator(lines: list[str]) -> str:

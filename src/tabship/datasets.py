@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,8 +142,10 @@ def resolve(source: str, settings: Settings | None = None) -> Path:
     raise DatasetError(f"no file {source}; give a CSV or Parquet path or one of: {known}")
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a whole CSV or Parquet file into a DataFrame, with one clear error if it cannot."""
+def read_table(path: Path, expected: Collection[str] = ()) -> pd.DataFrame:
+    """Read a whole CSV or Parquet file into a DataFrame, with one clear error if it cannot.
+    `expected` names columns it should have (the target): title lines above a CSV's header
+    are left out when the header below them names one."""
 
     suffix = path.suffix.lower()
     try:
@@ -153,7 +156,7 @@ def read_table(path: Path) -> pd.DataFrame:
 
             frame = frame_of(pq.ParquetFile(path).read())
         elif suffix in {".csv", ".tsv", ".txt", ".gz"} or suffix == "":
-            form = sniff(path)
+            form = sniff(path, expected=expected)
             try:
                 frame = _csv_table(path, form)
             except UnicodeDecodeError:  # past the sampled start: the rest is not UTF-8 either
@@ -240,7 +243,7 @@ def written_column(path: Path, name: str, rows: int | None = None) -> pd.Series 
     if path.suffix.lower() in {".parquet", ".pq"} or _parquet_bytes(path):
         return None
     try:
-        form = sniff(path)
+        form = sniff(path, expected=[name])
         try:
             text = pd.read_csv(
                 path, usecols=[name], dtype=str, keep_default_na=False, nrows=rows, **form.read_args
@@ -341,8 +344,12 @@ def _codes_as_text(
     return frame.assign(**coded) if coded else frame
 
 
-# A column of letter codes (`EU`, `AS`, `USA`), where `NA` is North America or Namibia.
-_LETTER_CODE = r"[A-Z]{2,3}"
+# A column of two-letter codes (`EU`, `AS`, `US`), where `NA` is North America or Namibia.
+_LETTER_CODE = r"[A-Z]{2}"
+# R's write.csv quotes every string and writes a missing value as a bare NA: such a file's
+# NA is missing, whatever its column.
+_QUOTED_CODE = re.compile(rb'"[A-Z]{2}"')
+_BARE_NA = re.compile(rb"(?:^|[,;\t|])NA(?:[,;\t|]|\r?$)", re.MULTILINE)
 
 
 def _na_as_code(
@@ -363,7 +370,7 @@ def _na_as_code(
         if frame.iloc[:, i].isna().any()
         and frame.iloc[:, i].dropna().astype(str).str.fullmatch(_LETTER_CODE).all()
     ]
-    if not positions:
+    if not positions or _r_style(path):
         return frame
     text = pd.read_csv(
         path, usecols=positions, dtype=str, keep_default_na=False, nrows=rows, **args
@@ -384,6 +391,16 @@ def _na_as_code(
     frame = frame.assign(**kept)
     frame.attrs[NOTES] = notes
     return frame
+
+
+def _r_style(path: Path) -> bool:
+    """Whether a CSV quotes its codes and writes NA bare, as R does (its NA is missing)."""
+    import gzip
+
+    packed = path.suffix.lower() == ".gz"
+    with gzip.open(path, "rb") if packed else path.open("rb") as file:
+        head = file.read(1 << 16)
+    return bool(_QUOTED_CODE.search(head) and _BARE_NA.search(head))
 
 
 def separator_hint(columns: list[object]) -> str:

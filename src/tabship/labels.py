@@ -166,7 +166,15 @@ def class_spellings_note(classes: list[str], target: str) -> list[str]:
     and no written several ways (`Y`, `TRUE`, `1`): kept apart, as written, but said, since
     a two-class problem became one of twelve without a word."""
     keys = [str(label).strip().casefold() for label in classes]
-    if len(classes) > 2 and set(keys) <= _YES | _NO and set(keys) & _YES and set(keys) & _NO:
+    # A word among them (`yes`, `TRUE`): `F`, `N` and `T` alone may be three real classes.
+    worded = any(len(key) > 1 and not key.replace(".", "").isdigit() for key in keys)
+    if (
+        len(classes) > 2
+        and worded
+        and set(keys) <= _YES | _NO
+        and set(keys) & _YES
+        and set(keys) & _NO
+    ):
         shown = ", ".join(repr(str(label)[:20]) for label in classes[:8])
         return [
             f"{target!r} is yes or no written {len(classes)} ways ({shown}"

@@ -114,3 +114,16 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
     sums = np.bincount(inverse, weights=ranks)
     return sums[inverse] / counts[inverse]
+
+
+def repeated_rows_note(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """A note when rows repeat an earlier row in every column the model uses (the target
+    too): kept, but a fold may then score copies of rows it trained on."""
+    repeated = int(frame[columns].duplicated().sum())
+    if not repeated:
+        return []
+    return [
+        f"{repeated:,} of {len(frame):,} rows repeat an earlier row in every column used (the "
+        "target too); kept: cross-validation may score copies of rows it trained on, so the "
+        "scores flatter the model if the copies are not real repeats"
+    ]

@@ -22,11 +22,13 @@ ID_LIKE_MIN_ROWS = 20
 # a category: most of its levels are seen once, so they teach nothing and every new row brings
 # a new one.
 ID_LIKE_DISTINCT_SHARE = 0.5
-# A whole-number column distinct in this share of its rows is an ID when its name says so
-# (`customer_id`, `ID`, `key`) or its values are a run no longer than this many rows.
-ID_SHARE = 0.95
-ID_SPAN = 1.5
-_ID_WORDS = frozenset({"id", "ids", "uuid", "guid", "key", "idx", "index", "nr"})
+# A feature with values in fewer than this share of rows is said to be nearly empty.
+SPARSE_SHARE = 0.05
+# A whole-number column distinct in this share of its rows is an ID when its name's first or
+# last word says so (`customer_id`, `ID`, `CustomerID`; not `index` or `key`, which measures
+# are called too: `price_index`).
+ID_SHARE = 0.9
+_ID_WORDS = frozenset({"id", "ids", "uuid", "guid"})
 # A text column is a date column when this share of its values parse as dates; the rest
 # (typos, "unknown") become missing dates rather than a reason to ignore the column.
 DATE_SHARE = 0.95
@@ -72,7 +74,7 @@ def _numbers_as_text(name: str, present: pd.Series, decimal: str) -> str | None:
             f"column {name!r} holds numbers but for {len(odd)} cells ({shown}{more}); "
             "ignored: empty those cells (or write the numbers) to use it"
         )
-    found = text.str.extract(_WITH_UNIT.pattern).dropna()
+    found = text[text.str.fullmatch(_WITH_UNIT.pattern)].str.extract(_WITH_UNIT.pattern)
     units = found[1][(found[0] != "") | (found[1].str.len() > 1)]
     if len(units) >= NUMBER_SHARE * len(text) and units.nunique() <= 3:
         return (
@@ -105,6 +107,23 @@ def _times_of_day(name: str, present: pd.Series) -> str | None:
         f"column {name!r} holds times of day without dates (such as {str(present.iloc[0])[:20]!r}), "
         "which tabship does not read; ignored: add the date (2024-05-31 14:37) or give the "
         "hour as a number column to use it"
+    )
+
+
+def _dates_that_disagree(name: str, present: pd.Series) -> str | None:
+    """Why a column of dates in several formats is ignored (`02/15/2022` beside `13/07/2021`:
+    no one order reads both), naming a date it cannot read, or None. It was called "an ID or
+    a name"."""
+    text = [value for value in present.iloc[:DATE_PROBE] if isinstance(value, str)]
+    either = ~np.isnat(dates.parse(text, True)) | ~np.isnat(dates.parse(text, False))
+    if not text or either.mean() < DATE_SHARE:
+        return None
+    unread = np.isnat(dates.parse(text, dates.day_first(text)))
+    shown = text[int(np.flatnonzero(unread)[0])] if unread.any() else text[0]
+    return (
+        f"column {name!r} holds dates written in formats that disagree (such as "
+        f"{shown[:20]!r}, which its other dates' day/month order cannot read); ignored: "
+        "write them one way (2024-05-31) to use it"
     )
 
 
@@ -200,16 +219,15 @@ def _numeric_feature(
     numbers_rows = values.max() - values.min() + 1 == len(column)
     if integer and distinct == len(column) >= ID_LIKE_MIN_ROWS and numbers_rows:
         return f"column {name!r} numbers the rows (a different value in each); ignored"
-    if integer and len(column) >= ID_LIKE_MIN_ROWS and distinct >= ID_SHARE * len(column):
-        # Real IDs have gaps (deleted rows), a repeat (a duplicated row) or come from a
-        # sequence: fitted as a number they only memorise, and every request must send one.
-        named = bool(_ID_WORDS & {word.lower() for word in _words(name)[:1] + _words(name)[-1:]})
-        if named or values.max() - values.min() + 1 <= ID_SPAN * len(column):
-            why = "and its name says so" if named else "from a run of whole numbers with gaps"
-            return (
-                f"column {name!r} looks like an ID (a different whole number in nearly every "
-                f"row, {why}); ignored: rename it if it is a measure"
-            )
+    # Real IDs have gaps (deleted rows) or a repeat (a duplicated row): fitted as a number
+    # they only memorise, and every request must send one. Told by the name: a year, a speed
+    # or a rank with gaps is as distinct and as run-like.
+    named = _ID_WORDS & {word.lower() for word in _words(name)[:1] + _words(name)[-1:]}
+    if named and integer and len(column) >= ID_LIKE_MIN_ROWS and distinct >= ID_SHARE * len(column):
+        return (
+            f"column {name!r} looks like an ID (a different whole number in nearly every row, "
+            "and its name says so); ignored: rename it if it is a measure"
+        )
     tiny = values[(values != 0) & (np.abs(values) < FLOAT32_TINY)]
     if len(tiny) and len(np.unique(np.where(np.abs(values) < FLOAT32_TINY, 0, values))) == 1:
         # The model computes in float32, where these are 0: one value in every row.
@@ -259,6 +277,7 @@ def infer_feature(name: str, column: pd.Series, decimal: str = ".") -> Feature |
         return (
             _numbers_as_text(name, present, decimal)
             or _times_of_day(name, present)
+            or _dates_that_disagree(name, present)
             or (
                 f"column {name!r} looks like an ID or a name ({len(levels)} distinct values in "
                 f"{len(column)} rows, over {ID_LIKE_DISTINCT_SHARE:.0%}); ignored"
@@ -297,6 +316,13 @@ def infer_schema(frame: pd.DataFrame, target: str) -> tuple[Schema, list[str]]:
                 )
         if isinstance(described, Feature):
             features.append(described)
+            present = int(frame[name].notna().sum())
+            if present < SPARSE_SHARE * len(frame):
+                warnings.append(
+                    f"column {str(name)!r} is empty in {1 - present / len(frame):.0%} of rows "
+                    f"(a value in {present:,} of {len(frame):,}); used, though it can teach "
+                    "the model little"
+                )
             if described.kind == "categorical" and described.dtype == "string":
                 note = dressed_levels_note(described.name, list(described.known_levels), decimal)
                 warnings.extend([note] if note else [])

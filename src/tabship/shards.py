@@ -208,7 +208,7 @@ def plan(store: Store, files: list[str], count: int) -> list[list[Piece]]:
 
 
 def _chunks(
-    store: Store, pieces: list[Piece], predictor: Predictor, chunk_rows: int
+    store: Store, pieces: list[Piece], predictor: Predictor, chunk_rows: int, to_parquet: bool
 ) -> Iterator[Chunk]:
     for piece in pieces:
         name = store.url(piece.source)
@@ -225,7 +225,9 @@ def _chunks(
                     first += len(frame)
             else:
                 marks = predictor.card.number_marks
-                for frame in csv_chunks(handle, predictor.schema, chunk_rows, trained=marks):
+                for frame in csv_chunks(
+                    handle, predictor.schema, chunk_rows, to_parquet, trained=marks
+                ):
                     yield name, first, frame
                     first += len(frame)
 
@@ -343,7 +345,7 @@ def predict_shard(
     notes = _scratch(outputs, output, summary_name)
     try:
         if pieces:
-            chunks = _chunks(inputs, pieces, predictor, chunk_rows)
+            chunks = _chunks(inputs, pieces, predictor, chunk_rows, fmt == "parquet")
             tally = write_predictions(predictor, chunks, partial, fmt == "parquet", formula_guard)
             summary.rows, summary.unseen, summary.warnings = (
                 tally.rows,

@@ -34,7 +34,7 @@ from tabship.labels import (
     target_as_written,
     text_numbers_problem,
 )
-from tabship.leakage import leak_warnings
+from tabship.leakage import leak_warnings, repeated_rows_note
 from tabship.preparation import EXPAND_MAX_WIDTH, encoded_width
 from tabship.profile import infer_schema, stamps
 from tabship.racing import compare, fit_estimate
@@ -270,6 +270,7 @@ def prepare(
     batch = _validated(schema, frame, kept)
     features = pd.DataFrame({name: column.ravel() for name, column in batch.columns.items()})
     notes.extend(leak_warnings(features, schema, labels, task, target))
+    notes.extend(repeated_rows_note(frame, [*schema.names, target]))
     return task, schema, features, labels, classes, notes
 
 

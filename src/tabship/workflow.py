@@ -95,7 +95,7 @@ def train_model(
             )
     check_output_free(output, force)
     path = datasets.fetch(data, settings) if builtin else datasets.resolve(data, settings)
-    frame = datasets.read_table(path)
+    frame = datasets.read_table(path, expected=[options.target])
     written = datasets.written_column(path, options.target, len(frame))
     result = train(frame, options, progress, written)
     if progress:
