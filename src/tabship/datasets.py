@@ -11,8 +11,9 @@ import urllib.request
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from tabship.codes import codes_as_text, na_as_code
 from tabship.config import Settings
 from tabship.csvformat import CsvFormat, rows_beyond_header, sniff
 from tabship.errors import DatasetError
@@ -194,8 +195,10 @@ def _csv_table(path: Path, form: CsvFormat) -> pd.DataFrame:
 
     def read(rows: int | None = None) -> pd.DataFrame:
         frame = pd.read_csv(path, nrows=rows, **args)
-        frame = _codes_as_text(path, form.grouped_numbers(frame, frame.columns), args, rows)
-        return _na_as_code(path, frame, args, rows)
+        frame = codes_as_text(path, form.grouped_numbers(frame, frame.columns), args, rows)
+        frame, said = na_as_code(path, frame, args, rows)
+        frame.attrs[NOTES] = said
+        return frame
 
     frame = read()
     totals = totals_row(frame)
@@ -323,84 +326,6 @@ NOTES = "tabship_read_notes"
 # A CSV table's (or predict chunk's) attrs entry: its decimal mark and thousands separator
 # (csvformat.NumberMarks).
 MARKS = "tabship_number_marks"
-
-
-def _codes_as_text(
-    path: Path, frame: pd.DataFrame, args: dict[str, Any], rows: int | None = None
-) -> pd.DataFrame:
-    """Whole-number columns written with leading zeros (ZIP codes, 007) as their text: the
-    zeros say the values are codes, and read as numbers 02134 would be a magnitude, 2134."""
-    import pandas as pd
-
-    positions = [i for i, kind in enumerate(frame.dtypes) if kind.kind in "iu"]
-    if not positions:
-        return frame
-    text = pd.read_csv(path, usecols=positions, dtype=str, nrows=rows, **args)
-    coded = {
-        str(frame.columns[i]): text.iloc[:, k]
-        for k, i in enumerate(positions)
-        if text.iloc[:, k].str.match(r"[+-]?0[0-9]").fillna(False).any()
-    }
-    return frame.assign(**coded) if coded else frame
-
-
-# A column of two-letter codes (`EU`, `AS`, `US`), where `NA` is North America or Namibia.
-_LETTER_CODE = r"[A-Z]{2}"
-# R's write.csv quotes every string and writes a missing value as a bare NA: such a file's
-# NA is missing, whatever its column.
-_QUOTED_CODE = re.compile(rb'"[A-Z]{2}"')
-_BARE_NA = re.compile(rb"(?:^|[,;\t|])NA(?:[,;\t|]|\r?$)", re.MULTILINE)
-
-
-def _na_as_code(
-    path: Path, frame: pd.DataFrame, args: dict[str, Any], rows: int | None = None
-) -> pd.DataFrame:
-    """`NA` kept as the code it is in a column of letter codes (pandas reads it as missing:
-    North America became a gap, and the form had no such option), said in a note."""
-    import pandas as pd
-
-    positions = [
-        i
-        for i, name in enumerate(frame.columns)
-        if frame[name].dtype.kind in "OUT" or pd.api.types.is_string_dtype(frame[name])
-    ]
-    positions = [
-        i
-        for i in positions
-        if frame.iloc[:, i].isna().any()
-        and frame.iloc[:, i].dropna().astype(str).str.fullmatch(_LETTER_CODE).all()
-    ]
-    if not positions or _r_style(path):
-        return frame
-    text = pd.read_csv(
-        path, usecols=positions, dtype=str, keep_default_na=False, nrows=rows, **args
-    )
-    kept, notes = {}, list(frame.attrs.get(NOTES, []))
-    for k, i in enumerate(positions):
-        name = frame.columns[i]
-        coded = frame.iloc[:, i].isna() & (text.iloc[:, k].str.strip() == "NA").to_numpy()
-        if coded.any():
-            kept[name] = frame.iloc[:, i].where(~coded, "NA")
-            notes.append(
-                f"{int(coded.sum())} rows of {str(name)!r} hold 'NA' among letter codes; kept "
-                "as the code NA (North America, Namibia), not missing: blank those cells if "
-                "they mean unknown"
-            )
-    if not kept:
-        return frame
-    frame = frame.assign(**kept)
-    frame.attrs[NOTES] = notes
-    return frame
-
-
-def _r_style(path: Path) -> bool:
-    """Whether a CSV quotes its codes and writes NA bare, as R does (its NA is missing)."""
-    import gzip
-
-    packed = path.suffix.lower() == ".gz"
-    with gzip.open(path, "rb") if packed else path.open("rb") as file:
-        head = file.read(1 << 16)
-    return bool(_QUOTED_CODE.search(head) and _BARE_NA.search(head))
 
 
 def separator_hint(columns: list[object]) -> str:
