@@ -208,25 +208,32 @@ def test_classifier_answers_labels_and_probabilities_by_default(classifier: App)
     assert [output["name"] for output in only["outputs"]] == ["predict_proba"]
 
 
-def test_tritonclient_binary_request_and_binary_answer(app: App, name: str) -> None:
-    # The body as tritonclient builds it: JSON header, then each input's bytes.
+def binary_infer(
+    app: App, name: str, rows: dict[str, list[Any]], types: dict[str, str], request_id: str = ""
+) -> httpx.Response:
+    """An infer request as tritonclient builds it: a JSON header, then each input's bytes."""
     inputs = []
-    for feature, values in ROWS.items():
-        datatype = TYPES[feature]
-        tensor = triton.InferInput(feature, [2], datatype)
+    for feature, values in rows.items():
+        datatype = types[feature]
+        tensor = triton.InferInput(feature, [len(values)], datatype)
         array = np.array(values, dtype=object if datatype == "BYTES" else np.float64)
-        if datatype == "INT64":
-            array = array.astype(np.int64)
-        tensor.set_data_from_numpy(array, binary_data=True)
+        tensor.set_data_from_numpy(
+            array.astype(np.int64) if datatype == "INT64" else array, binary_data=True
+        )
         inputs.append(tensor)
-    body, header_size = _get_inference_request(inputs, "b1", None, 0, False, False, 0, None, None)
-    answer = request(
+    body, size = _get_inference_request(inputs, request_id, None, 0, False, False, 0, None, None)
+    return request(
         app,
         "POST",
         f"/v2/models/{name}/infer",
         content=body,
-        headers={"Inference-Header-Content-Length": str(header_size)},
+        headers={"Inference-Header-Content-Length": str(size)},
     )
+
+
+def test_tritonclient_binary_request_and_binary_answer(app: App, name: str) -> None:
+    # The body as tritonclient builds it: JSON header, then each input's bytes.
+    answer = binary_infer(app, name, ROWS, TYPES, "b1")
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"] == "application/octet-stream"
     result = triton.InferResult.from_response_body(
@@ -601,6 +608,13 @@ def infer(app: App, name: str, body: Any, **kwargs: Any) -> httpx.Response:
     return request(app, "POST", f"/v2/models/{name}/infer", json=body, **kwargs)
 
 
+def changed_infer(app: App, name: str, change: Any) -> httpx.Response:
+    """Infer on the sample rows' tensors after `change` edits the body."""
+    body: dict[str, Any] = {"inputs": tensors(ROWS)}
+    change(body)
+    return infer(app, name, body)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -650,9 +664,7 @@ def infer(app: App, name: str, body: Any, **kwargs: Any) -> httpx.Response:
 def test_v2_refuses_what_predict_api_refuses(
     app: App, name: str, change: Any, message: str
 ) -> None:
-    body: dict[str, Any] = {"inputs": tensors(ROWS)}
-    change(body)
-    answer = infer(app, name, body)
+    answer = changed_infer(app, name, change)
     assert answer.status_code == 400, answer.text
     assert message in answer.json()["error"]
 
@@ -710,23 +722,7 @@ def test_the_target_as_a_tensor_is_skipped_as_predict_api_skips_it(app: App, nam
     # Twice, and of any datatype: it is not read at all.
     twice = [*with_target, {"name": "charges", "shape": [1], "datatype": "BYTES", "data": ["x"]}]
     assert infer(app, name, {"inputs": twice}).json()["outputs"] == plain
-    inputs = []
-    for feature, values in {"charges": [1.0, 2.0], **ROWS}.items():
-        datatype = {**TYPES, "charges": "FP64"}[feature]
-        tensor = triton.InferInput(feature, [2], datatype)
-        array = np.array(values, dtype=object if datatype == "BYTES" else np.float64)
-        tensor.set_data_from_numpy(
-            array.astype(np.int64) if datatype == "INT64" else array, binary_data=True
-        )
-        inputs.append(tensor)
-    body, size = _get_inference_request(inputs, "", None, 0, False, False, 0, None, None)
-    binary = request(
-        app,
-        "POST",
-        f"/v2/models/{name}/infer",
-        content=body,
-        headers={"Inference-Header-Content-Length": str(size)},
-    )
+    binary = binary_infer(app, name, {"charges": [1.0, 2.0], **ROWS}, {**TYPES, "charges": "FP64"})
     assert binary.status_code == 200, binary.text
     result = triton.InferResult.from_response_body(
         binary.content, header_length=int(binary.headers["inference-header-content-length"])
@@ -768,9 +764,7 @@ def test_the_target_as_a_tensor_is_skipped_as_predict_api_skips_it(app: App, nam
 def test_v2_messages_show_values_as_json_writes_them(
     app: App, name: str, change: Any, message: str
 ) -> None:
-    body: dict[str, Any] = {"inputs": tensors(ROWS)}
-    change(body)
-    error = infer(app, name, body).json()["error"]
+    error = changed_infer(app, name, change).json()["error"]
     assert message in error
     assert "True" not in error and "None" not in error
 

@@ -36,7 +36,7 @@ from tabship.serve.http import (
     json_answer,
     written_json_answer,
 )
-from tabship.serve.v2_tensors import Columns, TensorReader, datatype_of
+from tabship.serve.v2_tensors import Columns, TensorReader, datatype_of, refuse_unknown_keys
 
 if TYPE_CHECKING:
     from tabship.config import ServeSettings
@@ -302,12 +302,9 @@ class V2Api:
         for index, item in enumerate(columns.outputs):
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 raise MalformedBodyError(f"outputs[{index}]: must be an object with a name")
-            extra = sorted(str(key)[:60] for key in item if key not in _OUTPUT_KEYS)
-            if extra:
-                raise MalformedBodyError(
-                    f"outputs[{index}].{extra[0]}: is not a field of a requested output "
-                    "(name, parameters)"
-                )
+            refuse_unknown_keys(
+                item, _OUTPUT_KEYS, f"outputs[{index}]", "a requested output (name, parameters)"
+            )
             name = item["name"]
             if name not in self.output_types or any(name == seen for seen, _ in wanted):
                 raise MalformedBodyError(

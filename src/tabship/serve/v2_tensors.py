@@ -9,7 +9,7 @@ names, shapes, datatypes and sizes.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -373,6 +373,15 @@ def _flatten(data: list[Any], count: int) -> list[Any]:
     return flat
 
 
+def refuse_unknown_keys(
+    item: dict[str, Any], allowed: Collection[str], where: str, what: str
+) -> None:
+    """422 naming the first key of `item` that is not `allowed` (an unknown key was ignored)."""
+    extra = sorted(str(key)[:60] for key in item if key not in allowed)
+    if extra:
+        raise MalformedBodyError(f"{where}.{extra[0]}: is not a field of {what}")
+
+
 def _head(index: int, tensor: Any) -> tuple[str, object]:
     """An input tensor's name and its binary_data_size (None: its data is inline JSON)."""
     if type(tensor) is not dict:
@@ -380,12 +389,12 @@ def _head(index: int, tensor: Any) -> tuple[str, object]:
     name = tensor.get("name")
     if type(name) is not str:
         raise MalformedBodyError(f"inputs[{index}].name: must be a string")
-    extra = sorted(str(key)[:60] for key in tensor if key not in INPUT_KEYS)
-    if extra:
-        raise MalformedBodyError(
-            f"inputs.{name[:60]}.{extra[0]}: is not a field of an input tensor "
-            "(name, shape, datatype, parameters, data)"
-        )
+    refuse_unknown_keys(
+        tensor,
+        INPUT_KEYS,
+        f"inputs.{name[:60]}",
+        "an input tensor (name, shape, datatype, parameters, data)",
+    )
     parameters = tensor.get("parameters")
     if not parameters:
         return name, None
