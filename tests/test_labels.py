@@ -135,3 +135,22 @@ def test_single_letters_alone_are_not_taken_for_yes_and_no() -> None:
 
     assert class_spellings_note(["F", "N", "T"], "grade") == []
     assert class_spellings_note(["0", "1", "t"], "flag") == []
+
+
+def test_codes_past_a_floats_whole_numbers_stay_apart_as_text() -> None:
+    from tabship.labels import encode_target, label_type
+
+    codes = pd.Series([2**53, 2**53 + 1, 2**53 + 3] * 10)
+    assert label_type(codes) == "string"
+    _, classes = encode_target(codes, "classification", "y", 2)
+    assert classes == ["9007199254740992", "9007199254740993", "9007199254740995"]
+
+
+def test_the_yes_of_a_yes_no_pair_is_the_positive_class() -> None:
+    from tabship.labels import encode_target
+
+    for values, positive in [([-1, 1, 1], "1"), (["Yes", "No", "No"], "Yes"), (["n", "y"], "y")]:
+        _, classes = encode_target(pd.Series(values * 10), "classification", "y", 2)
+        assert classes[1] == positive, values
+    _, classes = encode_target(pd.Series(["ok", "ok", "fraud"] * 10), "classification", "y", 2)
+    assert classes[1] == "fraud"  # no yes among them: the rarer

@@ -82,13 +82,22 @@ def text_numbers_problem(
     return None
 
 
+_POSITIVE_WORDS = frozenset({"1", "yes", "y", "true", "t"})
+_YES_NO_PAIRS = ({"-1", "1"}, {"yes", "no"}, {"y", "n"}, {"true", "false"}, {"t", "f"})
+
+
 def _positive_second(classes: list[str], text: pd.Series, positive: str | None) -> list[str]:
     """Two classes with the positive one second, the one F1, precision and recall score
     (scikit-learn's binary average): as asked, else 1 or True (sorted second already), else
-    the rarer: "fraud" sorted before "ok" and F1 scored the 99% of rows that were fine."""
+    the yes of a yes/no pair (`1` of -1/1, `Yes`, `y`), else the rarer: "fraud" sorted before
+    "ok" and F1 scored the 99% of rows that were fine."""
     if positive is None:
         if set(classes) in ({"0", "1"}, {"False", "True"}):
             return classes
+        # The yes of a pair written as one: 1 of -1/1, Yes of Yes/No, y of y/n.
+        yes = [c for c in classes if c.strip().casefold() in _POSITIVE_WORDS]
+        if len(yes) == 1 and {c.strip().casefold() for c in classes} in _YES_NO_PAIRS:
+            return [classes[0] if yes[0] == classes[1] else classes[1], yes[0]]
         counts = text.value_counts()
         rarer = str(counts.idxmin())
         positive = classes[1] if counts[classes[0]] == counts[classes[1]] else rarer
@@ -199,6 +208,10 @@ def label_type(y_raw: pd.Series) -> str:
     """The JSON type a class is answered as: a 0/1 target's classes are 0 and 1, a boolean
     target's true and false (they were "1" and "True": `y == predicted_y` never held)."""
     kind = y_raw.dtype.kind
+    if kind in "iu" and len(y_raw) and np.abs(y_raw.to_numpy()).max() >= 2**53:
+        # Codes past a float's whole numbers (9007199254740993): as text, exact; as numbers
+        # two codes became one class, and a third one no row held.
+        return "string"
     if kind in "iuf":
         values = y_raw.dropna().to_numpy(dtype=np.float64)
         whole = np.all(values == np.round(values)) and np.all(np.abs(values) < 2**53)

@@ -46,7 +46,11 @@ def _task_line(result: Any, chosen: bool) -> str:
     else:
         what = f"regression of {target} (a number with {len(np.unique(result.labels)):,} values)"
         other = "classification"
-    return f"task: {what}" + ("" if chosen else f"; inferred, --task {other} to change it")
+    if chosen:
+        return f"task: {what}"
+    # Text classes cannot be a regression: no hint that would only fail.
+    numeric = result.task == "regression" or result.label_type in ("integer", "number")
+    return f"task: {what}; inferred" + (f", --task {other} to change it" if numeric else "")
 
 
 def _leaderboard_table(
