@@ -331,8 +331,8 @@ def _sort_metric(
     task's default; AUC for two imbalanced classes."""
     if balanced:
         notes.append(
-            "classes are imbalanced: models that take class weights (logistic regression, "
-            "trees, forests, ...) are weighted by inverse frequency"
+            "classes are imbalanced: models with a class_weight setting (logistic "
+            "regression, trees, forests, ...) are weighted by inverse frequency"
         )
     if asked is None and balanced and classes == 2:
         # Accuracy rewards always answering the commonest class: a k-NN of AUC 0.86 won
@@ -452,7 +452,10 @@ def train(
         if row.error
     )
     if balanced and "class_weight" not in pipeline.named_steps["model"].get_params():
-        notes.append(f"{best.label} takes no class weights: the shipped model is unweighted")
+        notes.append(
+            f"{best.label} was fitted without class weights (only models with a class_weight "
+            "setting get them): the shipped model is unweighted"
+        )
     holdout = None
     if held_x is not None and held_y is not None:
         scores = metrics.scorer(task, len(classes))(pipeline, held_x, held_y)
