@@ -57,9 +57,13 @@ def test_regression_report_has_its_plots_leaderboard_and_data(tiny_model: Traine
 
 
 def test_classification_report_has_confusion_roc_and_pr(cancer_model: TrainedModel) -> None:
-    plots = figures(report_of(cancer_model))
+    html = report_of(cancer_model)
+    plots = figures(html)
     assert tuple(plots) == CLASSIFICATION_PLOTS
     assert all(image.startswith(PNG) for image in plots.values())
+    # Which class F1, precision and recall score: said in the report, not only the summary.
+    positive = cancer_model.artifact.card.classes[1]
+    assert f"of the positive class, <code>{positive}</code>" in html
 
 
 def test_holdout_scores_sit_next_to_cv_and_plots_say_holdout(
@@ -88,6 +92,7 @@ def test_multiclass_report_draws_one_curve_per_class(
     html = report_of(model)
     assert tuple(figures(html)) == CLASSIFICATION_PLOTS
     assert "with classes east, north, south" in html
+    assert 'averaged weighted by its rows (scikit-learn\'s <code>average="weighted"</code>)' in html
 
 
 def test_the_server_serves_the_report_and_the_form_links_it(tiny_model: TrainedModel) -> None:
