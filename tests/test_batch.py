@@ -468,3 +468,14 @@ def test_a_whole_number_past_int64_in_a_parquet_output_is_a_float_not_a_crash(
     done = predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.parquet")
     assert done.rows == 2
     assert pd.read_parquet(tmp_path / "out.parquet")["age"].tolist()[0] == 1.2345678901234567e19
+
+
+def test_a_bad_cell_in_a_whole_number_column_is_named_for_a_parquet_output(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    rows = make_tiny_table(rows=2).drop(columns="charges").astype(str)
+    rows.loc[0, "age"] = "old"
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    # Typing the column for Parquet failed first: "could not convert string to float: 'old'".
+    with pytest.raises(RecordError, match="row 1: age: must be a number, got 'old'"):
+        predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.parquet")

@@ -138,7 +138,7 @@ def _one_type(chunk: pd.DataFrame, schema: Schema) -> pd.DataFrame:
             typed[name] = "Int64"  # exact, however large
         elif column.dtype.kind == "u":  # past int64 (1.2e19): no Int64 holds it
             typed[name] = "float64"
-        elif feature.integer:
+        elif feature.integer and not _is_text(column):  # text: validation names its cell
             present = column.dropna().to_numpy(dtype=np.float64)
             # Past 2**53 a float is not the integer written: it stays a float, for the
             # writer to cast or name.
