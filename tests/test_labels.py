@@ -154,3 +154,14 @@ def test_the_yes_of_a_yes_no_pair_is_the_positive_class() -> None:
         assert classes[1] == positive, values
     _, classes = encode_target(pd.Series(["ok", "ok", "fraud"] * 10), "classification", "y", 2)
     assert classes[1] == "fraud"  # no yes among them: the rarer
+
+
+def test_a_number_class_written_as_text_is_the_same_class() -> None:
+    from tabship.classes import class_text
+    from tabship.labels import encode_target
+
+    assert [class_text(v, "integer") for v in ("1.0", "1e1", 1.0, "1.5")] == ["1", "10", "1", None]
+    _, classes = encode_target(
+        pd.Series([10, 20, 20] * 10), "classification", "y", 2, positive="10.0"
+    )
+    assert classes == ["20", "10"]  # --positive-class 10.0 was "not a class"

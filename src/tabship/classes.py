@@ -6,9 +6,13 @@ Pure Python: the serving path (answers, feedback) reads these without pandas.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
+from tabship.config import NUMBER_TEXT
 from tabship.feature import BOOL_SPELLINGS
+
+_NUMBER = re.compile(NUMBER_TEXT)
 
 # The JSON types a class is answered as (the card's `label_type`).
 LABEL_TYPES = ("integer", "number", "boolean", "string")
@@ -23,6 +27,8 @@ def class_text(value: object, kind: str) -> str | None:
     """
     if isinstance(value, bool):
         return str(value)
+    if isinstance(value, str) and kind in ("integer", "number") and _NUMBER.fullmatch(value):
+        value = float(value)  # "1.0" or "1e1" is the number a JSON 1.0 or 10 is
     if isinstance(value, int | float) and kind in ("integer", "number"):
         number = float(value)
         if not math.isfinite(number):

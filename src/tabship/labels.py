@@ -121,7 +121,9 @@ def encode_target(
     text = _label_text(y_raw)
     classes = sorted(text.unique(), key=_class_order(y_raw))
     if positive is not None and positive not in classes:
-        positive = BOOL_SPELLINGS.get(positive, positive)  # true for a class True
+        # 20.0 for a class 20, true for a class True: as feedback reads a class.
+        positive = class_text(positive, label_type(y_raw)) or positive
+        positive = BOOL_SPELLINGS.get(positive, positive)
     if positive is not None and positive not in classes:
         raise DataError(
             f"--positive-class {positive!r} is not a class of {target!r}; the classes are "
