@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from tabship.columnar import as_read, frame_of, nested_as_json
+from tabship.columnar import as_read, frame_of, is_text, nested_as_json
 from tabship.csvformat import CsvFormat, NumberMarks, rows_beyond_header, sniff, written_numbers
 from tabship.datasets import UNNAMED, check_header, parser_message
 from tabship.errors import ConfigError, DatasetError, RecordError
@@ -111,18 +111,12 @@ def csv_chunks(
             chunk = form.grouped_numbers(chunk, numbers)  # 1.234,5 as training read it
             # A column pandas left text at one bad cell: its numbers read with the file's
             # marks, so only that cell is refused (every `27,9` beside an `abc` was).
-            texts = {
-                n: written_numbers(chunk[n], form.marks) for n in numbers if _is_text(chunk[n])
-            }
+            texts = {n: written_numbers(chunk[n], form.marks) for n in numbers if is_text(chunk[n])}
             chunk = chunk.assign(**texts) if texts else chunk
             # A CSV output writes each chunk on its own: whole numbers stay integers there.
             chunk = _one_type(chunk, schema) if parquet else chunk
             chunk.attrs[UNNAMED] = unnamed
             yield chunk
-
-
-def _is_text(column: pd.Series) -> bool:
-    return column.dtype.kind in "OUT" or pd.api.types.is_string_dtype(column)
 
 
 def _one_type(chunk: pd.DataFrame, schema: Schema) -> pd.DataFrame:
@@ -138,7 +132,7 @@ def _one_type(chunk: pd.DataFrame, schema: Schema) -> pd.DataFrame:
             typed[name] = "Int64"  # exact, however large
         elif column.dtype.kind == "u":  # past int64 (1.2e19): no Int64 holds it
             typed[name] = "float64"
-        elif feature.integer and not _is_text(column):  # text: validation names its cell
+        elif feature.integer and not is_text(column):  # text: validation names its cell
             present = column.dropna().to_numpy(dtype=np.float64)
             # Past 2**53 a float is not the integer written: it stays a float, for the
             # writer to cast or name.

@@ -54,15 +54,13 @@ def na_as_code(
     column."""
     import pandas as pd
 
+    from tabship.columnar import is_text  # columnar reads datasets, which reads this
+
     positions = [
         i
-        for i, name in enumerate(frame.columns)
-        if frame[name].dtype.kind in "OUT" or pd.api.types.is_string_dtype(frame[name])
-    ]
-    positions = [
-        i
-        for i in positions
-        if frame.iloc[:, i].isna().any()
+        for i in range(len(frame.columns))
+        if is_text(frame.iloc[:, i])
+        and frame.iloc[:, i].isna().any()
         and frame.iloc[:, i].dropna().astype(str).str.fullmatch(_LETTER_CODE).all()
         # US states' codes have no NA: there it is missing.
         and not set(frame.iloc[:, i].dropna()) <= _US_STATES

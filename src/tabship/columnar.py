@@ -24,6 +24,11 @@ import pyarrow as pa
 from tabship.datasets import UNNAMED, check_header
 
 
+def is_text(column: pd.Series) -> bool:
+    """Whether a column holds text (objects, or pandas' string types)."""
+    return column.dtype.kind in "OUT" or pd.api.types.is_string_dtype(column)
+
+
 def frame_of(table: pa.Table | pa.RecordBatch) -> pd.DataFrame:
     """`table` as a DataFrame, its names checked as a CSV header's are: two alike refused, an
     empty one called `Unnamed: N` as pandas calls a CSV's, and noted in attrs."""

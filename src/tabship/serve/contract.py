@@ -296,11 +296,14 @@ def require_json(content_type: str | None) -> None:
     if media != "application/json" and not media.endswith("+json"):
         shown = media or "none"
         raise MediaTypeError(f"content type {shown!r} is not accepted; send application/json")
+    require_utf8(content_type, "send the JSON as UTF-8 (RFC 8259)")
+
+
+def require_utf8(content_type: str | None, advice: str) -> None:
+    """Refuse a body declared in a charset other than UTF-8 (415), with `advice`."""
     charset = declared_charset(content_type)
     if charset not in (None, "utf-8", "utf8"):
-        raise MediaTypeError(
-            f"charset {charset[:40]!r} is not accepted; send the JSON as UTF-8 (RFC 8259)"
-        )
+        raise MediaTypeError(f"charset {charset[:40]!r} is not accepted; {advice}")
 
 
 def declared_charset(content_type: str | None) -> str | None:

@@ -12,7 +12,7 @@ from tabship.feature import EMPTY
 from tabship.predictor import Prediction, Predictor
 from tabship.schema import Feature
 from tabship.serve.charts import amount
-from tabship.serve.contract import body_headers, declared_charset, decoded_body, media_type
+from tabship.serve.contract import body_headers, decoded_body, media_type, require_utf8
 from tabship.serve.http import Answer, Request, html_answer
 from tabship.serve.pages import render
 from tabship.serve.prometheus import Metrics
@@ -160,9 +160,7 @@ def _form_text(body: bytes, content_type: str | None) -> str:
         raise MediaTypeError(
             f"content type {media or 'none'!r} is not accepted; submit the form as {MEDIA_TYPE}"
         )
-    charset = declared_charset(content_type)
-    if charset not in (None, "utf-8", "utf8"):
-        raise MediaTypeError(f"charset {charset[:40]!r} is not accepted; submit the form as UTF-8")
+    require_utf8(content_type, "submit the form as UTF-8")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
