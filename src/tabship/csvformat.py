@@ -44,7 +44,7 @@ _EXCEL_SEPARATOR = re.compile(r'"?sep=([,;\t|])"?', re.IGNORECASE)
 _UTF8_LETTER = re.compile(
     rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
 )
-# A number written with a decimal comma (29,5); labels reads it too.
+# A number written with a decimal comma (29,5).
 COMMA_DECIMAL = re.compile(r"[+-]?\d+,\d+")
 _DOT_DECIMAL = re.compile(r"[+-]?\d*\.\d+")
 # A leading 0 is never thousands grouping: 0.125 is an eighth.

@@ -45,8 +45,7 @@ def text_numbers_problem(
     per row ("class '33.14' has 2 rows"), so it is said when it has many distinct values;
     with --task regression it is always said. `file_rows` numbers each row as the file does.
     """
-    from tabship.csvformat import COMMA_DECIMAL
-    from tabship.profile import DRESSED_NUMBER, NUMBER_SHARE, PLAIN_NUMBER
+    from tabship.profile import DRESSED_NUMBER, NUMBER_SHARE, plain_numbers
 
     if y_raw.dtype.kind in "iufb":
         return None
@@ -54,10 +53,7 @@ def text_numbers_problem(
     if not regression and text.nunique() <= CLASSIFICATION_MAX_INTEGER_LEVELS:
         return None  # a few codes and labels: classes
     # A decimal comma is a number here too: a German file's `12,57` beside its `#NV`.
-    plain = (
-        text.str.fullmatch(PLAIN_NUMBER.pattern)
-        | text.str.strip().str.fullmatch(COMMA_DECIMAL.pattern)
-    ).to_numpy(dtype=bool)
+    plain = plain_numbers(text, ",").to_numpy(dtype=bool)
     advice = "; or pass --task classification to predict its text as labels" if regression else ""
     if plain.mean() >= NUMBER_SHARE:
         odd = np.flatnonzero(~plain)

@@ -49,7 +49,7 @@ _WITH_UNIT = re.compile(
 NUMBER_SHARE = 0.9
 
 
-def _plain(text: pd.Series, decimal: str) -> pd.Series:
+def plain_numbers(text: pd.Series, decimal: str) -> pd.Series:
     """Which cells are plain numbers as their file writes them: `1234.5`, or `1.234,5` in a
     file of decimal commas (where pandas leaves a column text at its first `abc`)."""
     plain = text.str.fullmatch(PLAIN_NUMBER.pattern)
@@ -64,7 +64,7 @@ def _numbers_as_text(name: str, present: pd.Series, decimal: str) -> str | None:
     or `%`. Said to be "an ID or a name" before, which sent the user looking for the wrong
     thing. (With few distinct values such a column is a category, and stays one.)"""
     text = present.astype(str)
-    plain = _plain(text, decimal)
+    plain = plain_numbers(text, decimal)
     if plain.mean() >= NUMBER_SHARE and not plain.all():
         odd = text[~plain]
         values = list(dict.fromkeys(odd))
@@ -138,7 +138,7 @@ def dressed_levels_note(name: str, levels: list[str], decimal: str = ".") -> str
         return None
     import pandas as pd
 
-    is_plain = _plain(pd.Series(levels, dtype=object), decimal).tolist()
+    is_plain = plain_numbers(pd.Series(levels, dtype=object), decimal).tolist()
     plain = [level for level, number in zip(levels, is_plain, strict=True) if number]
     if plain:
         odd = [level for level, number in zip(levels, is_plain, strict=True) if not number]
