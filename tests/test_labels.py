@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,30 @@ def test_answers_give_classes_as_the_target_typed_them(
     one = request(app, "POST", "/predict_api", json=record).json()
     many = request(app, "POST", "/v1/predict", json={"instances": [record]}).json()
     assert one == many["predictions"][0] == answer and type(one) is type(answer)
+    # Probabilities are keyed by the label as JSON writes it: `true`, never Python's `True`.
+    keys = [label if isinstance(label, str) else json.dumps(label) for label in labels]
+    assert list(many["probabilities"][0]) == keys
+    v2 = request(
+        app,
+        "POST",
+        f"/v2/models/{app.context.v2.name}/infer",
+        json={
+            "inputs": [
+                {
+                    "name": n,
+                    "datatype": "BYTES" if isinstance(v, str) else "FP64",
+                    "shape": [1],
+                    "data": [v],
+                }
+                for n, v in record.items()
+            ]
+        },
+    ).json()
+    assert json.loads(v2["outputs"][1]["parameters"]["classes"]) == keys
+    page = request(app, "POST", "/predict", data={k: str(v) for k, v in record.items()}).text
+    shown = answer if isinstance(answer, str) else json.dumps(answer)
+    assert f'<output id="prediction">{shown}</output>' in page
+    assert all(f"<tr><th>{key}</th>" in page for key in keys)
     spec = request(app, "GET", "/openapi.json").json()
     declared = spec["paths"]["/predict_api"]["post"]["responses"]["200"]["content"]
     assert declared["application/json"]["schema"]["enum"] == labels
@@ -74,6 +100,9 @@ def test_answers_give_classes_as_the_target_typed_them(
     done = predict_file(predictor, source, folder / f"{name}-out.parquet")
     written = pd.read_parquet(done.output)
     assert set(written["predicted_label"]) <= set(labels)
+    assert [c for c in written.columns if c.startswith("probability_")] == [
+        f"probability_{key}" for key in keys
+    ]
     if suffix == ".parquet":
         assert (written["label"] == written["predicted_label"]).mean() > 0.7
 

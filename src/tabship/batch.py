@@ -155,7 +155,7 @@ def prediction_columns(
         # As answers give them: a 0/1 target's predictions are numbers, not text.
         name: _label_column(predictor.labels)[values.astype(np.int64)]
     }
-    for index, label in enumerate(predictor.classes):
+    for index, label in enumerate(predictor.keys):
         out[f"probability_{label}"] = proba[:, index]
     return out
 

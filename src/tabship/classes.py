@@ -52,3 +52,9 @@ def typed_label(text: str, kind: str) -> Any:
     if kind == "boolean":
         return text == "True"
     return text
+
+
+def answer_key(text: str, kind: str) -> str:
+    """A class's name where answers key by it (probabilities, columns, V2's classes): its
+    label as JSON writes it, so a boolean target's `true` is keyed `true`, not `True`."""
+    return text.lower() if kind == "boolean" else text

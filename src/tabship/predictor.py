@@ -11,7 +11,7 @@ import numpy as np
 from tabship.artifact import ONNX_FILE, Artifact
 from tabship.card import ModelCard
 from tabship.cells import CellMemo
-from tabship.classes import typed_label
+from tabship.classes import answer_key, typed_label
 from tabship.engines import Engine, OnnxEngine, SklearnEngine
 from tabship.errors import ArtifactError
 from tabship.schema import Batch, Schema
@@ -42,6 +42,8 @@ class Predictor:
         self.labels: list[Any] = [
             typed_label(label, self.card.label_type) for label in self.classes
         ]
+        # Each class's name where answers key by it: `true`, the label as JSON writes it.
+        self.keys = [answer_key(label, self.card.label_type) for label in self.classes]
         self.strict_categories = strict_categories
 
     @classmethod
@@ -98,7 +100,7 @@ class Predictor:
         if self.task == "classification":
             assert proba is not None
             labels = [self.labels[int(i)] for i in values]
-            probabilities = [dict(zip(self.classes, map(float, row), strict=True)) for row in proba]
+            probabilities = [dict(zip(self.keys, map(float, row), strict=True)) for row in proba]
             return Prediction(labels, probabilities, batch.warnings, batch.unseen)
         return Prediction(values.tolist(), None, batch.warnings, batch.unseen)
 

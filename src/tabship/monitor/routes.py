@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tabship.classes import typed_label
 from tabship.monitor.service import MAX_FEEDBACK, Monitoring
 from tabship.serve.routes import FEEDBACK_PATH, MONITOR_PATH, Route
 
@@ -11,9 +12,10 @@ from tabship.serve.routes import FEEDBACK_PATH, MONITOR_PATH, Route
 def feedback_schema(monitoring: Monitoring) -> dict[str, Any]:
     """JSON Schema of a feedback body: one {id, actual} or a list of them."""
     card = monitoring.card
-    actual: dict[str, Any] = (
-        {"type": "number"} if card.task == "regression" else {"enum": list(card.classes)}
-    )
+    # A class as answers give it (`true`, 1) or as its text (`True`, "1"): feedback takes both.
+    accepted = [typed_label(c, card.label_type) for c in card.classes]
+    accepted += [c for c in card.classes if c not in accepted]
+    actual: dict[str, Any] = {"type": "number"} if card.task == "regression" else {"enum": accepted}
     item = {
         "type": "object",
         "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 40}, "actual": actual},

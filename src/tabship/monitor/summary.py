@@ -108,7 +108,10 @@ def live_scores(task: str, classes: Sequence[str], rows: Sequence[LoggedRow]) ->
     scores = classification_scores(actual, [str(r.prediction) for r in labelled], classes)
     shares = [r.probabilities for r in labelled]
     if all(isinstance(row, Mapping) for row in shares):  # rows logged before had none
-        table = np.array([[_number(row.get(c)) or 0.0 for c in classes] for row in shares])
+        # A boolean class is keyed `true` in answers, `True` in rows logged before that.
+        table = np.array(
+            [[_number(row.get(c, row.get(c.lower()))) or 0.0 for c in classes] for row in shares]
+        )
         scores |= probability_scores(actual, table, classes)
     return scores
 

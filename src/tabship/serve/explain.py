@@ -154,7 +154,7 @@ class ExplainApi:
         """One JSON object per record: prediction, base and each feature's contribution."""
         names = self.predictor.schema.names
         exact = found.method == "exact"
-        classes, labels = self.predictor.classes, self.predictor.labels
+        classes, labels = self.predictor.keys, self.predictor.labels
         out: list[dict[str, Any]] = []
         for row in range(len(found.prediction)):
 
@@ -237,7 +237,7 @@ class ExplainApi:
         }
 
     def _predicted(self, output: np.ndarray) -> dict[str, Any]:
-        classes = self.predictor.classes
+        classes = self.predictor.keys
         if not classes:
             return {"prediction": float(output[0])}
         return {

@@ -291,7 +291,7 @@ def _describe(predictor: Predictor, prediction: Prediction) -> dict[str, Any]:
     ranked = sorted(prediction.probabilities[0].items(), key=lambda item: -item[1])
     return {
         "label": label,
-        "value": str(value),
+        "value": predictor.keys[predictor.labels.index(value)],  # `true`, as answers key it
         "unit": "",
         "probabilities": [(name, f"{share * 100:.1f} %") for name, share in ranked],
     }

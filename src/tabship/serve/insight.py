@@ -51,7 +51,7 @@ def build_insight(api: ExplainApi, record: dict[str, Any]) -> dict[str, Any]:
         )
         out["method"] = found.method
         out["baseline_rows"] = api.explainer.background.rows
-        out["explained"] = str(predictor.classes[chosen]) if probability else ""
+        out["explained"] = predictor.keys[chosen] if probability else ""
         # A wide model gets what-if charts for the features that move this record most.
         moved = np.argsort(-np.abs(found.contributions[0, :, chosen]))[:MAX_CHARTS]
         shown = [schema.features[int(i)] for i in sorted(moved)]

@@ -97,7 +97,7 @@ class V2Api:
         self.version = predictor.card.sha256[:12]
         self.max_body = settings.max_body_bytes
         self.reader = TensorReader(predictor.schema, settings.max_batch, self.name, self.version)
-        self.classes = list(predictor.classes)
+        self.classes = list(predictor.keys)
         # The protocol's type for the labels as answers give them (a 0/1 target: INT64).
         by_label = {"integer": "INT64", "number": "FP64", "boolean": "BOOL", "string": "BYTES"}
         self.output_types = {
