@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from tabship.cli import app as cli
 from tabship.config import ServeSettings
 from tabship.monitor import backlog as backlog_module
-from tabship.monitor import writer as writer_module
+from tabship.monitor import batches as batches_module
 from tabship.monitor.ids import Logged, prediction_ids
 from tabship.monitor.logurl import LogDatabaseError
 from tabship.monitor.service import LogCollector
@@ -745,7 +745,7 @@ def test_flush_returns_once_a_batch_requests_rows_are_written(
         time.sleep(0.3)  # several of flush()'s 50 ms polls
         return request_entries(*request)
 
-    monkeypatch.setattr(writer_module, "request_entries", slow_rows)
+    monkeypatch.setattr(batches_module, "request_entries", slow_rows)
     store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
     writer = LogWriter(store, "sha", flush_seconds=3600)
     three = Logged(["a", "b", "c"], [PATIENT] * 3, [1.0] * 3, None, [])

@@ -9,7 +9,8 @@ one flush interval.
 
 The thread runs at idle priority (`idle_priority`), so a request never waits for its CPU
 work; a second thread at the serving thread's priority writes when the first is starved or
-behind (`LogWriter._run_catch_up`, `_leave_to_catch_up`).
+behind (`LogWriter._run_catch_up`, `_leave_to_catch_up`). What each thread takes to write, and
+how, is batches.py.
 """
 
 from __future__ import annotations
@@ -19,36 +20,18 @@ import socket
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from itertools import repeat, starmap
-from typing import TypeVar, cast
 
-from tabship.monitor.backlog import (
-    BATCH_ROWS,
-    ENTRY_WIDTH,
-    MAX_QUEUE_ROWS,
-    SPARE_SLABS,
-    WAIT_SECONDS,
-    Backlog,
-    QueuedRequest,
-)
+from tabship.monitor.backlog import BATCH_ROWS, MAX_QUEUE_ROWS, WAIT_SECONDS
+from tabship.monitor.batches import Batches
 from tabship.monitor.drift import DriftReport, compare_columns
-from tabship.monitor.handover import hand_over, idle_priority
+from tabship.monitor.handover import idle_priority
 from tabship.monitor.packed import Packed
 from tabship.monitor.profile import ReferenceProfile
 from tabship.monitor.store import BatchRefused, DatabaseDown, LogStore
-from tabship.monitor.tables import Entry, request_entries
-from tabship.monitor.window import RecentInputs
 
 FLUSH_SECONDS = 0.1
 RETRY_MAX_SECONDS = 2.0
-# Behind by more than this share of the queue's bound, a writing thread stops handing the
-# core and the GIL over between its steps: each hand-over costs it up to a switch interval
-# (5 ms) of waiting for a busy loop to give the GIL back, and under batch traffic (4 clients
-# of 1,000-row requests) it fell so far behind that three rows in four were dropped, with the
-# database healthy. Catching up, it takes the GIL as often as the loop does.
-POLITE_SHARE = 0.25
 # A hand-over (sched_yield) that came back after this long means other threads had the core
 # all along: the idle thread then gives its batch to the catch-up thread rather than begin a
 # transaction it may not get the core to finish.
@@ -60,7 +43,6 @@ LATE_PASSES = 2
 DRIFT_SECONDS = 30.0
 DRIFT_WINDOW_SECONDS = 24 * 3600.0
 RETENTION_CHECK_SECONDS = 3600.0
-T = TypeVar("T")
 
 
 def instance_name() -> str:
@@ -74,16 +56,8 @@ def said(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"
 
 
-def _pop(items: deque[T]) -> T | None:
-    """The first item, or None if another thread took the last one (one C call)."""
-    try:
-        return items.popleft()
-    except IndexError:
-        return None
-
-
-class LogWriter(Backlog):
-    """The backlog and the two threads that empty it into the store."""
+class LogWriter(Batches):
+    """The backlog (its batches, batches.py) and the two threads that empty it into the store."""
 
     def __init__(
         self,
@@ -101,6 +75,7 @@ class LogWriter(Backlog):
         low_priority: bool = True,
     ) -> None:
         super().__init__(
+            profile,
             max_queue_rows=max_queue_rows,
             wait_seconds=wait_seconds,
             batch_rows=batch_rows,
@@ -116,14 +91,6 @@ class LogWriter(Backlog):
         self.flush_seconds = flush_seconds
         self.retention_days = retention_days
         self.drift_seconds = drift_seconds
-        # The batch each writing thread has in hand, by `idle`.
-        self._pending: dict[bool, Packed | None] = {True: None, False: None}
-        # Batches the catch-up thread could not write (the database down): retried by the
-        # idle thread, whose retries back off.
-        self._returned: deque[Packed] = deque()
-        self._windows = (
-            {idle: RecentInputs(profile) for idle in (True, False)} if profile is not None else None
-        )
         self._catch_up: threading.Thread | None = None
         # Set while the catch-up thread writes: the idle one then begins no transaction.
         self._catching_up = False
@@ -137,12 +104,6 @@ class LogWriter(Backlog):
         self._next_retention = 0.0
         self.close_timeout = 20.0
         self._next_drift = 0.0
-
-    @property
-    def queued_rows(self) -> int:
-        """Rows waiting to be written (queued, pending and returned)."""
-        held = [*self._pending.values(), *self._returned]
-        return self._waiting() + sum(len(batch) for batch in held if batch)
 
     def start(self) -> None:
         """Start the writer thread (once)."""
@@ -374,82 +335,6 @@ class LogWriter(Backlog):
         self.stats.add("failures", 1)
         self.stats.add("dropped", lost)
         sys.stderr.write(f"prediction log: {lost} rows refused and dropped ({said(exc)})\n")
-
-    def _polite(self) -> bool:
-        """Whether a writing thread hands the core over between its steps (see POLITE_SHARE)."""
-        return self.queued_rows < POLITE_SHARE * self.max_queue_rows
-
-    def _hand_over(self) -> None:
-        if self._polite():
-            hand_over()
-
-    def _take(self, idle: bool) -> None:
-        """Move a batch to the `idle` or catch-up thread's pending: one returned for a retry,
-        else a filled slab, else queued requests (made into entries here, outside the books'
-        lock), else the open slab, which the loop goes on filling until it is taken."""
-        returned = _pop(self._returned)
-        if returned is not None:
-            self._pending[idle] = returned
-            return
-        slab = _pop(self._filled)
-        if slab is None and not self._queue:
-            # Shared with the loop, which waits for it at its turn's end: a thread set aside
-            # holding it gets the core back as soon as the loop stops for it.
-            with self._slab_lock:
-                if self._slab.rows:
-                    slab, self._slab = self._slab, self._fresh_slab()
-        if slab is not None:
-            batch = slab.pack()
-            if len(self._spare) < SPARE_SLABS:
-                self._spare.append(slab)
-            self._hold(batch, len(batch), idle)
-            return
-        # Up to a batch of items (a batch request is queued whole, as one item); the idle
-        # thread takes up to a batch of rows, since a thread set aside with more in hand would
-        # keep them from the other. Popped by C calls, each item by one thread: a Python loop
-        # over thousands of entries would hold the GIL (and the serving thread) for as long.
-        queue = self._queue
-        if idle:
-            items: list[Entry | QueuedRequest] = []
-            rows = 0
-            while rows < self.batch_rows and (item := _pop(queue)) is not None:
-                items.append(item)
-                rows += 1 if len(item) == ENTRY_WIDTH else len(cast(QueuedRequest, item)[0].ids)
-        else:
-            popped = starmap(_pop, repeat((queue,), min(len(queue), self.batch_rows)))
-            items = [item for item in popped if item is not None]
-        self._hold(*self._entries(items), idle)
-
-    def _hold(self, batch: Packed, taken: int, idle: bool) -> None:
-        """A batch taken by the `idle` or catch-up thread: pending first, then counted as
-        taken, so flush() never sees its rows neither queued nor pending."""
-        if self._windows is not None and len(batch):
-            self._windows[idle].extend(batch)
-        self._pending[idle] = batch if len(batch) else None
-        self._taken_by[idle] += taken
-
-    def _entries(self, items: list[Entry | QueuedRequest]) -> tuple[Packed, int]:
-        """Queued items (entries, requests) as one batch, and the rows they counted for."""
-        rows: list[Entry] = []
-        taken = 0
-        for item in items:
-            if len(item) == ENTRY_WIDTH:
-                rows.append(cast(Entry, item))
-                taken += 1
-            else:
-                request = cast(QueuedRequest, item)
-                taken += len(request[0].ids)
-                rows.extend(self._request_rows(request))
-                self._hand_over()  # a batch request's rows took a while: let the loop in
-        return Packed.of(rows), taken
-
-    def _request_rows(self, request: QueuedRequest) -> list[Entry]:
-        """A batch request's rows; none (dropped and said) if a value cannot be written."""
-        try:
-            return request_entries(*request)
-        except (TypeError, ValueError) as exc:
-            self._refuse(len(request[0].ids), exc)
-            return []
 
     def _housekeeping(self) -> None:
         now = self.clock()
