@@ -1,0 +1,206 @@
+"""The prediction log's database: SQLAlchemy Core over SQLite (embedded) or PostgreSQL (psycopg).
+
+The schema is created on first use and its version recorded in `tabship_log_meta`; a database
+written by a newer tabship is refused rather than half-understood, and one written by schema 1
+is moved to schema 2 in one transaction (see migration.py). SQLite runs in WAL mode with a busy
+timeout, so several worker processes can append to one file. What is written and read there is
+store.py; what the tables hold is tables.py.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from tabship.monitor.logurl import (
+    LogDatabaseError,
+    engine_url,
+    read_only_options,
+    read_only_uri,
+    shown_url,
+)
+from tabship.monitor.tables import SCHEMA_VERSION, VIEW, meta_table, metadata, view_sql
+
+SQLITE_BUSY_MS = 10_000
+SQLITE_PAGE_BYTES = 16384
+# WAL pages a commit may leave before it copies them into the database (SQLite's checkpoint;
+# its default, 1,000). With 16 KB pages one commit in about thirty copies 16 MB: 200 ms of a
+# writer sharing a saturated core, and four clients of 1,000-row requests to a one-core
+# server overflowed the queue meanwhile, until batch answers waited for a writer behind
+# (backlog.BACKLOG_SHARE). Every 100 pages the copying was the same in smaller pieces, each
+# with its syncs: 0.03 of the throughput at 32 connections (bench/README.md, sessions 14, 17).
+SQLITE_CHECKPOINT_PAGES = 1000
+
+
+def _sqlite_pragmas(connection: Any, _: Any) -> None:
+    cursor = connection.cursor()
+    # A new file's pages (an existing file keeps its own): a batch row (500 entries, about
+    # 90 KB) spans 6 pages, not 23, each written, checksummed and checkpointed on its own.
+    # Larger pages cost more than they save: each commit also writes the three indexes'
+    # pages whole (drained in-thread, 840,000 rows/s at 16 KB against 740,000 at 4 and 64 KB).
+    cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_BYTES}")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+    # WAL + NORMAL survives a process crash; only a power loss can drop the last commits.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
+    cursor.close()
+
+
+class LogDatabase:
+    """One database's engine and schema: the schema checked (or made) on open.
+
+    `read_only` (the commands that read a log): the database is opened so that it cannot be
+    written (SQLite's `mode=ro`, PostgreSQL's read-only transactions) and nothing is made in
+    it; one without tabship's meta table is refused, not given tabship's tables.
+    """
+
+    def __init__(self, url: str, connect_timeout: float = 5.0, read_only: bool = False) -> None:
+        self.url = engine_url(url)
+        self.shown = shown_url(self.url)
+        self.sqlite = self.url.get_backend_name() == "sqlite"
+        self.read_only = read_only
+        args: dict[str, Any] = {}
+        if self.sqlite:
+            args["timeout"] = SQLITE_BUSY_MS / 1000  # the driver's busy timeout, no PRAGMA
+        else:
+            args["connect_timeout"] = max(1, int(connect_timeout))
+            if read_only:
+                args["options"] = read_only_options(self.url)
+        if self.sqlite and read_only:
+            uri = read_only_uri(Path(str(self.url.database)))
+            self.engine: Engine = sa.create_engine(
+                self.url,
+                creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False, **args),
+            )
+        else:
+            self.engine = sa.create_engine(
+                self.url, connect_args=args, pool_pre_ping=not self.sqlite
+            )
+        if self.sqlite and not read_only:
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.ready = False
+
+    def open(self) -> None:
+        """Create the schema if absent (read-only: refuse a database that is not a log);
+        refuse an older one (see `migrate`) or a newer one."""
+        if self.ready:
+            return
+        if self.read_only:
+            tables = self.log_tables()
+            found = self._version(record=False)
+        else:
+            self._create_tables([meta_table])
+            found = self._version()
+        if found > SCHEMA_VERSION:
+            raise LogDatabaseError(
+                f"the log database {self.shown} has schema version {found}, written by a newer "
+                f"tabship; this one writes version {SCHEMA_VERSION}: upgrade tabship or use "
+                "another --log-db"
+            )
+        if found < SCHEMA_VERSION:
+            # Not moved on the way: a server's start would wait on it (and a pod's probes
+            # kill it), and a read-only command would rewrite a production database.
+            raise LogDatabaseError(
+                f"the log database {self.shown} has schema version {found}, written by an "
+                "earlier tabship: stop the servers writing to it, then run `tabship log migrate "
+                f"--log-db URL` to move it to version {SCHEMA_VERSION} (one transaction)"
+            )
+        if self.read_only:
+            missing = {t.name for t in metadata.sorted_tables} - tables
+            if missing:  # a server stopped between the meta table and the others
+                raise LogDatabaseError(
+                    f"the log database {self.shown} has no {min(missing)} table yet: start a "
+                    "server on it once, or check --log-db"
+                )
+        else:
+            self._create_tables(metadata.sorted_tables)
+            self._create_view()
+        self.ready = True
+
+    def log_tables(self) -> set[str]:
+        """The names of the database's tables; a database without tabship's meta table (a
+        new file, another application's) is refused."""
+        tables = set(sa.inspect(self.engine).get_table_names())
+        if meta_table.name not in tables:
+            raise LogDatabaseError(
+                f"the log database {self.shown} is not a tabship prediction log (no "
+                f"{meta_table.name} table); check --log-db"
+            )
+        return tables
+
+    def migrate(self) -> int:
+        """Move a schema-1 log to this schema (see migration.py); the predictions moved."""
+        from tabship.monitor.migration import migrate
+
+        self._create_tables([meta_table])
+        found = self._version()
+        moved = 0
+        if found < SCHEMA_VERSION:
+            moved = migrate(self.engine, self.sqlite)
+        self.open()
+        return moved
+
+    def _create_tables(self, tables: Sequence[sa.Table]) -> None:
+        for attempt in range(5):
+            try:
+                metadata.create_all(self.engine, tables=tables, checkfirst=True)
+                return
+            except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError):
+                # Two workers creating the schema at once: the loser sees the winner's tables.
+                if attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _version(self, record: bool = True) -> int:
+        """The recorded schema version; a new database is recorded as this one's (`record`),
+        else has none."""
+        with self.engine.begin() as connection:
+            found = connection.execute(
+                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+            ).scalar()
+            if found is None and record:
+                try:
+                    connection.execute(
+                        meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                    )
+                except sa.exc.IntegrityError:  # another worker recorded it first: this one's
+                    found = str(SCHEMA_VERSION)
+        if found is None and not record:
+            raise LogDatabaseError(
+                f"the log database {self.shown} records no schema version in "
+                f"{meta_table.name}; check --log-db"
+            )
+        if found is None:
+            return SCHEMA_VERSION
+        if not str(found).isdigit():
+            raise LogDatabaseError(
+                f"the log database {self.shown} records schema version {str(found)[:40]!r}, "
+                "which no tabship writes: its tabship_log_meta table was changed by hand, or "
+                "the database belongs to something else; use another --log-db"
+            )
+        return int(found)
+
+    def _create_view(self) -> None:
+        for attempt in range(5):
+            if VIEW in sa.inspect(self.engine).get_view_names():
+                return
+            try:
+                with self.engine.begin() as connection:
+                    connection.exec_driver_sql(view_sql(self.sqlite))
+                return
+            except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.InternalError):
+                # Two pods creating it at once: PostgreSQL refuses the second.
+                if attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def close(self) -> None:
+        """Close the pool's connections."""
+        self.engine.dispose()
