@@ -292,6 +292,31 @@ def test_a_column_that_changes_type_between_chunks_still_makes_one_parquet_file(
     assert list(out["bmi"]) == [30, 31, 32, 30.5, 31.5, 29]
 
 
+def test_a_labelled_csv_scored_into_parquet_keeps_its_target_as_numbers(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    rows = make_tiny_table(rows=6, seed=4)
+    rows["charges"] = ["1200.5", "", "NA", "abc", "980", "1e3"]
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    done = predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.parquet", chunk_rows=3)
+    out = pd.read_parquet(done.output)
+    # Typed as `predicted_charges` is, so the two compare; the one cell that is not a number
+    # is said, by row, never dropped silently, and a CSV output keeps it as written.
+    assert out["charges"].dtype == out["predicted_charges"].dtype == np.float64
+    assert out["charges"].tolist()[:1] + out["charges"].tolist()[4:] == [1200.5, 980, 1000]
+    assert out["charges"].isna().tolist() == [False, True, True, True, False, False]
+    assert done.warnings == [
+        "the input's 'charges' column is written as number values, as the predictions are; "
+        "1 cell that is not (row 4 'abc') left empty there (a CSV output keeps every cell as "
+        "written)"
+    ]
+    kept = predict_file(predictor, tmp_path / "rows.csv", tmp_path / "out.csv")
+    assert pd.read_csv(kept.output, dtype=str, keep_default_na=False)["charges"].tolist() == [
+        "1200.5", "", "NA", "abc", "980", "1e3"
+    ]  # fmt: skip
+    assert kept.warnings == []
+
+
 def test_a_column_named_like_the_prediction_is_kept_and_the_new_one_named_beside_it(
     predictor: Predictor, new_rows: Path, tmp_path: Path
 ) -> None:

@@ -16,10 +16,11 @@ import pyarrow.parquet as pq
 
 from tabship.columnar import as_read, frame_of, is_text, nested_as_json
 from tabship.csvformat import CsvFormat, NumberMarks, rows_beyond_header, sniff, written_numbers
-from tabship.datasets import UNNAMED, check_header, parser_message
+from tabship.datasets import MARKS, UNNAMED, check_header, parser_message
 from tabship.errors import ConfigError, DatasetError, RecordError
 from tabship.feature import NA_TEXTS
 from tabship.formulas import guard_formulas
+from tabship.labelled import LeftEmpty, answer_kind, typed_target
 from tabship.outputs import check_output_file, staged
 from tabship.predictor import Predictor
 from tabship.schema import Schema
@@ -116,6 +117,7 @@ def csv_chunks(
             # A CSV output writes each chunk on its own: whole numbers stay integers there.
             chunk = _one_type(chunk, schema) if parquet else chunk
             chunk.attrs[UNNAMED] = unnamed
+            chunk.attrs[MARKS] = form.marks  # for the target column's numbers (`_Sink`)
             yield chunk
 
 
@@ -224,6 +226,9 @@ class _Sink:
         self.memo = predictor.engine.memo()
         # The first chunk's columns, which every later file must have (`_same_columns`).
         self.columns: list[str] | None = None
+        # A labelled CSV's target column goes into Parquet typed as the predictions are.
+        self.kind = answer_kind(predictor.task, predictor.card.label_type)
+        self.left = LeftEmpty()
 
     def score(self, source: str | None, first_row: int, chunk: pd.DataFrame) -> None:
         """Validate, predict and write one chunk (the next chunk's parsing goes on meanwhile)."""
@@ -239,6 +244,11 @@ class _Sink:
             raise RecordError(
                 [replace(p, row=first_row + (p.row or 0)) for p in exc.problems], exc.more
             ) from None
+        target = predictor.target
+        if self.parquet and MARKS in chunk.attrs and target in chunk and is_text(chunk[target]):
+            typed, odd = typed_target(chunk[target], self.kind, chunk.attrs[MARKS])
+            self.left.add(chunk[target], odd, first_row)
+            chunk = chunk.assign(**{target: typed})
         predicted = chunk.assign(
             **self._beside(chunk, prediction_columns(predictor, values, proba))
         )
@@ -353,6 +363,9 @@ def write_predictions(
     finally:
         sink.close()
     tally = sink.tally
+    left = sink.left.note(predictor.target, sink.kind)
+    if left:
+        tally.warnings.append(left)
     for source, counts in tally.outside.items():
         prefix = f"{source}: " if source else ""
         notes = predictor.schema.counted_warnings(counts, tally.filled.get(source))

@@ -1,0 +1,75 @@
+"""A predict file's own target column, typed as the model answers it, for a Parquet output.
+
+A labelled CSV scored into Parquet kept its target as the text it was read as ('0', 'true')
+beside the typed `predicted_TARGET` (0, true), so `(y == predicted_y).mean()` was 0 however
+good the model. A CSV output has no types and keeps every cell as written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tabship.csvformat import NumberMarks, written_numbers
+from tabship.feature import NA_TEXTS
+
+# Spellings pandas read as booleans when training read the target (its true/false values).
+_TRUE, _FALSE = frozenset({"True", "true", "TRUE"}), frozenset({"False", "false", "FALSE"})
+
+
+@dataclass
+class LeftEmpty:
+    """Target cells that are not a value of the answers' type: how many, the first one's row."""
+
+    cells: int = 0
+    row: int = 0
+    text: str = ""
+
+    def add(self, column: pd.Series, odd: pd.Series, first_row: int) -> None:
+        if not odd.any():
+            return
+        if not self.cells:
+            at = int(np.flatnonzero(odd.to_numpy())[0])
+            self.row, self.text = first_row + at, str(column.iloc[at])
+        self.cells += int(odd.sum())
+
+    def note(self, target: str, kind: str) -> str:
+        """The one note a run gives, or '' when every cell was typed."""
+        if not self.cells:
+            return ""
+        shown = self.text if len(self.text) <= 40 else self.text[:40] + "..."
+        return (
+            f"the input's {target!r} column is written as {kind} values, as the predictions "
+            f"are; {self.cells:,} cell{'s' if self.cells != 1 else ''} that "
+            f"{'are' if self.cells != 1 else 'is'} not (row {self.row} {shown!r}) "
+            "left empty there (a CSV output keeps every cell as written)"
+        )
+
+
+def answer_kind(task: str, label_type: str) -> str:
+    """The type a model answers its target in: "number" for a regression, else its labels'."""
+    return "number" if task == "regression" else label_type
+
+
+def typed_target(column: pd.Series, kind: str, marks: NumberMarks) -> tuple[pd.Series, pd.Series]:
+    """`column` (text as a CSV reader kept it) in `kind`'s type, and the mask of its cells that
+    are not such a value and were left empty. Missing cells (blank, `NA`) stay missing."""
+    text = column.astype("string").str.strip()
+    empty = text.isna() | text.isin(NA_TEXTS)
+    if kind == "boolean":
+        typed = pd.Series(pd.NA, index=column.index, dtype="boolean")
+        typed[text.isin(_TRUE).fillna(False)] = True
+        typed[text.isin(_FALSE).fillna(False)] = False
+        return typed, typed.isna() & ~empty
+    if kind not in ("number", "integer"):
+        return column, pd.Series(False, index=column.index)
+    numbers = pd.to_numeric(written_numbers(column.astype(object), marks), errors="coerce")
+    numbers = numbers.astype("float64")
+    if kind == "integer":
+        # Past 2**53 a float is not the integer written; a class is never a fraction.
+        whole = (numbers == np.round(numbers)) & (numbers.abs() < 2**53)
+        numbers = numbers.where(whole)
+        return numbers.astype("Int64"), numbers.isna() & ~empty
+    return numbers, numbers.isna() & ~empty
