@@ -72,6 +72,16 @@ def test_a_category_forced_to_one_level_is_an_alert() -> None:
     assert unseen.live[-2] == 1.0
 
 
+def test_a_level_named_like_a_bucket_keeps_its_own_name_and_bar() -> None:
+    training = ["(other)", "(missing)", "a"] * 400 + [f"rare{i}" for i in range(60)] + [None] * 30
+    profile = profile_levels("kind", training)
+    drift = categorical_drift(profile, ["(other)"] * 500 + ["rare59"] * 100)
+    assert len(set(drift.bins)) == len(drift.bins)  # one bar per name on /monitor and in JSON
+    assert drift.bins[-2:] == ["(other levels)", "(missing values)"]
+    assert drift.live[drift.bins.index("(other)")] == 500 / 600
+    assert drift.live[-2] == 100 / 600
+
+
 def test_too_few_rows_give_no_number() -> None:
     profile = profile_numbers("age", np.arange(100, dtype=float))
     few = numeric_drift(profile, [1.0] * (MIN_ROWS - 1))

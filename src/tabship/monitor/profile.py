@@ -78,12 +78,23 @@ class CategoricalProfile:
     kind: str = "categorical"
 
     def bins(self) -> list[str]:
-        """The bucket names in order: the levels, then other and missing."""
-        return [*self.levels, OTHER, MISSING]
+        """The bucket names in order: the levels, then other and missing, named apart from a
+        level a table really holds (a column may have a level called `(other)`)."""
+        taken = set(self.levels)
+        return [*self.levels, _untaken(OTHER, "levels", taken), _untaken(MISSING, "values", taken)]
 
     def reference(self) -> np.ndarray:
         """The training shares of `bins()`."""
         return np.array([*self.shares, self.other, self.missing], dtype=np.float64)
+
+
+def _untaken(name: str, word: str, taken: set[str]) -> str:
+    """`name`, or `(other levels)`, `(other levels 2)`... when a level already has it."""
+    found, number = name, 1
+    while found in taken:
+        found = f"{name[:-1]} {word}{f' {number}' if number > 1 else ''})"
+        number += 1
+    return found
 
 
 def _short_number(value: float) -> str:
