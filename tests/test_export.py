@@ -15,7 +15,8 @@ from tabship.engines import onnx_feeds
 from tabship.export import PROBABILITY_TOLERANCE, REGRESSION_RELATIVE_TOLERANCE, export
 from tabship.predictor import Predictor
 from tabship.preparation import build_pipeline, is_pooled
-from tabship.train import TrainOptions, prepare
+from tabship.train import TrainOptions
+from tabship.trainset import prepare
 from tabship.workflow import train_model
 
 from .generated import make_mixed_table, with_unseen_values

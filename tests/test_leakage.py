@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tabship.train import TrainOptions, prepare
+from tabship.train import TrainOptions
+from tabship.trainset import prepare
 
 
 def _table(rows: int = 400, seed: int = 2) -> pd.DataFrame:

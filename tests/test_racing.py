@@ -11,7 +11,8 @@ import pytest
 from tabship.candidates import Candidate, select
 from tabship.crossval import CrossValidator, Row, rank
 from tabship.racing import FIRST_RUNG_ROWS, RACE_MIN_ROWS, compare, rungs
-from tabship.train import TrainOptions, prepare, train
+from tabship.train import TrainOptions, train
+from tabship.trainset import prepare
 
 from .conftest import make_tiny_table
 

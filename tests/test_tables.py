@@ -8,7 +8,7 @@ import pytest
 
 from tabship.datasets import read_table
 from tabship.errors import DatasetError
-from tabship.train import prepare
+from tabship.trainset import prepare
 
 from .conftest import make_tiny_table
 from .test_train import quick

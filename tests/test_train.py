@@ -8,7 +8,8 @@ import pytest
 
 from tabship.candidates import select
 from tabship.errors import DataError, TabshipError
-from tabship.train import TrainOptions, infer_task, train
+from tabship.labels import infer_task
+from tabship.train import TrainOptions, train
 from tabship.workflow import TrainedModel
 
 from .conftest import FAST_MODELS, make_tiny_table

@@ -9,7 +9,8 @@ import pytest
 
 from tabship.candidates import select
 from tabship.crossval import CrossValidator, Row, rank
-from tabship.train import TrainOptions, prepare, train
+from tabship.train import TrainOptions, train
+from tabship.trainset import prepare
 from tabship.tune import tune, work
 
 MODELS = ["ridge", "decision_tree", "random_forest"]
