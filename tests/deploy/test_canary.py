@@ -291,6 +291,26 @@ def test_a_long_targets_default_name_leaves_room_for_the_canarys_version(
     assert len(name) == DEFAULT_NAME_CHARS and name.startswith("tabship-tttt")
     assert name != app_name(other, None)  # type: ignore[arg-type]  # a hash of the whole
     assert app_name(long_one, "mine") == "mine"  # type: ignore[arg-type]
-    # The canary's APP-VERSION fits Kubernetes' 63 characters (it was refused).
-    assert len(f"{name}-{'a' * 12}") <= 63
     assert app_name(tiny_model.artifact, None) == "tabship-charges"
+
+
+def test_a_long_targets_canary_renders_and_passes_the_policy(tmp_path: Path) -> None:
+    """The canary's APP-VERSION fits Kubernetes' 63 characters (it was refused)."""
+    from tabship.train import TrainOptions
+    from tabship.workflow import train_model
+
+    from ..conftest import make_tiny_table
+
+    target = "yearly_medical_charges_billed_to_the_patient_" * 4
+    table = make_tiny_table(rows=60).rename(columns={"charges": target})
+    table.to_csv(tmp_path / "long.csv", index=False)
+    options = TrainOptions(target=target, folds=2, models=["ridge"])
+    artifact = train_model(str(tmp_path / "long.csv"), options, tmp_path / "model").artifact
+    canary = render_canary(artifact, ManifestOptions(image=IMAGE), CanaryOptions(10, "gc"))
+    assert check_objects(canary) == []
+    for obj in canary:
+        assert len(obj["metadata"]["name"]) <= 63, obj["metadata"]["name"]
+        labels = obj["metadata"].get("labels", {}).values()
+        assert all(len(value) <= 63 for value in labels), labels
+    deployment = kinds(canary)["Deployment"][0]
+    assert deployment["metadata"]["name"].endswith("-" + artifact.sha256[:12])
