@@ -1,6 +1,6 @@
 """Policy for the pods that are not the server: the batch Job and the DaskCluster.
 
-They get the same pod and container rules as the Deployment (policy.py), except probes, which
+They get the same pod and container rules as the Deployment (pod_policy.py), except probes, which
 a run-to-completion pod has no use for, plus the rules below.
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from tabship.deploy.policy import Finding, _container_rules, _pod_rules, _selects
+from tabship.deploy.pod_policy import _container_rules, _pod_rules
+from tabship.deploy.policy import Finding, _selects
 
 PROBE_RULES = frozenset(
     {"no-startup-probe", "no-readiness-probe", "no-liveness-probe", "pod-probes"}
