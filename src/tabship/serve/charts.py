@@ -111,9 +111,15 @@ def line(
 
 
 def levels(names: list[str], outputs: list[float], current: str) -> list[dict[str, Any]]:
-    """One bar per level, widths relative to the largest prediction's distance from the least."""
+    """One bar per level. Predictions that are never negative (an amount, a probability) are
+    measured from zero, so a bar twice as long is a prediction twice as large: measured from
+    below the least, 12,000 against 12,400 drew one bar five times the other. Others are
+    measured from a quarter of their spread below the least."""
     low, high = min(outputs), max(outputs)
-    floor = low - (high - low) * 0.25 if high > low else low - abs(low) * 0.25 - 1e-12
+    if low >= 0:
+        floor = 0.0
+    else:
+        floor = low - (high - low) * 0.25 if high > low else low - abs(low) * 0.25 - 1e-12
     span = (high - floor) or 1.0
     return [
         {
