@@ -280,6 +280,8 @@ def test_title_lines_above_the_header_are_left_out_and_said(
         ("title.csv", f"Insurance export\n2024-05-01\n\n{body}"),
         ("padded.csv", f"Insurance export;;;;;\n{semi}"),  # Excel pads a title cell
         ("excel.csv", f"sep=;\nInsurance export\n{semi}"),
+        ("comment.csv", f"# Insurance export, 2024-05-01, by team A\n# rows: 30\n{body}"),
+        ("quoted.csv", f'"Insurance export, May"\n{body}'),
     ]:
         (tmp_path / name).write_text(text)
         frame = datasets.read_table(tmp_path / name, expected=["charges"])
@@ -298,6 +300,8 @@ def test_title_lines_above_the_header_are_left_out_and_said(
     assert sniff(tmp_path / "bars.csv", expected=["variant"]).skipped == 0
     (tmp_path / "two.csv").write_text('"Patient age\n(years)",charges\n1,2\n3,4\n')
     assert sniff(tmp_path / "two.csv", expected=["charges"]).skipped == 0
+    (tmp_path / "hash.csv").write_text("#,age,charges\n1,2,3\n")  # a header naming `#`
+    assert sniff(tmp_path / "hash.csv", expected=["charges"]).skipped == 0
     (tmp_path / "plain.csv").write_text("Insurance export\n" + body)
     assert sniff(tmp_path / "plain.csv").skipped == 0
     predictor = Predictor.load(tiny_model.artifact.directory)

@@ -212,7 +212,7 @@ def sniff(
     if named:  # Excel's first line naming the separator; the header follows
         lines = lines[1:]
     titles = _title_lines(lines, expected)
-    title = " ".join(line.strip().strip(";,|\t").strip() for line in lines[:titles]).strip()
+    title = " ".join(line.strip(';,|\t"# \r\n') for line in lines[:titles]).strip()
     lines = lines[titles:]
     separator = named[1] if named else "\t" if suffix.lower() == ".tsv" else _separator(lines)
     # Commas between the header's names: then no decimal commas. A one-column file's commas
@@ -312,19 +312,24 @@ def _title_lines(lines: list[str], expected: Collection[str]) -> int:
     """How many lines above the header are a title (a report's name, a date, blank lines):
     0 unless the first line names none of the `expected` columns and the first line that is
     not a title (blank, or one value: Excel pads a title cell with separators, `Export;;;`)
-    names one. A quote in a title line says it may be part of a quoted header cell written
-    over two lines (`"Patient age` / `(years)",bmi`): then there are no titles."""
+    names one. A `#` comment line is a title whatever it holds (`# exported by X, 2024`), and
+    a quoted title is one value (`"Sales, 2024"`). A line with an open quote may be part of a
+    quoted header cell written over two lines (`"Patient age` / `(years)",bmi`): then there
+    are no titles."""
     if not expected or not lines or _names_one(lines[0], expected):
         return 0
     for start, line in enumerate(lines[:_MAX_TITLE_LINES]):
-        if '"' in line:
+        if line.count('"') % 2:
             return 0
+        named = _names_one(line, expected)
+        if line.lstrip().startswith("#") and not named:
+            continue
         cells = max(
             (next(csv.reader([line], delimiter=candidate), []) for candidate in _SEPARATORS),
             key=len,
         )
-        if any(cell.strip() for cell in cells[1:]):  # the header, if it names a column
-            return start if start and _names_one(line, expected) else 0
+        if named or any(cell.strip() for cell in cells[1:]):  # the header, if it names one
+            return start if start and named else 0
     return 0
 
 
