@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from tabship.deploy.batch_job import BatchJobOptions, render_batch_job
-from tabship.deploy.manifests import ManifestOptions
+from tabship.deploy.manifest_options import ManifestOptions
 from tabship.workflow import TrainedModel
 
 from ..conftest import make_tiny_table

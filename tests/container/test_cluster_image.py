@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tabship.deploy.dask_cluster import DaskClusterOptions, render_dask_cluster
-from tabship.deploy.manifests import ManifestOptions
+from tabship.deploy.manifest_options import ManifestOptions
 from tabship.train import TrainOptions, train
 from tabship.workflow import TrainedModel
 

@@ -283,7 +283,7 @@ def test_runs_as_the_kserve_runtime_says_and_speaks_v2(
     import tritonclient.http as triton
 
     from tabship.deploy.kserve import render_kserve
-    from tabship.deploy.manifests import ManifestOptions
+    from tabship.deploy.manifest_options import ManifestOptions
 
     objects = render_kserve(insurance_model.artifact, ManifestOptions(image=image))
     container = next(o for o in objects if o["kind"] == "ServingRuntime")["spec"]["containers"][0]

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from tabship.deploy.canary import CanaryOptions, canary_options, render_canary
-from tabship.deploy.manifests import ManifestOptions, render_manifests
+from tabship.deploy.manifest_options import ManifestOptions
+from tabship.deploy.manifests import render_manifests
 from tabship.deploy.policy import check_objects, load_folder
 from tabship.errors import ConfigError
 from tabship.workflow import TrainedModel
@@ -283,7 +284,7 @@ def test_a_long_targets_default_name_leaves_room_for_the_canarys_version(
 ) -> None:
     from types import SimpleNamespace
 
-    from tabship.deploy.manifests import DEFAULT_NAME_CHARS, app_name
+    from tabship.deploy.manifest_options import DEFAULT_NAME_CHARS, app_name
 
     long_one = SimpleNamespace(card=SimpleNamespace(target="T" * 300))
     other = SimpleNamespace(card=SimpleNamespace(target="T" * 299 + "U"))

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from tabship.deploy.kserve import render_kserve
-from tabship.deploy.manifests import ManifestOptions, render_manifests
+from tabship.deploy.manifest_options import ManifestOptions
+from tabship.deploy.manifests import render_manifests
 from tabship.deploy.policy import RULES, check_objects, load_folder
 from tabship.errors import ConfigError
 from tabship.workflow import TrainedModel

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tabship.deploy.manifests import ManifestOptions, render_manifests, write_manifests
+from tabship.deploy.manifest_options import ManifestOptions
+from tabship.deploy.manifests import render_manifests, write_manifests
 from tabship.deploy.policy import check_objects
 from tabship.errors import ConfigError
 from tabship.workflow import TrainedModel

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tabship.deploy.manifest_options import ManifestOptions
 from tabship.deploy.manifests import (
     FILES,
-    ManifestOptions,
     grace_period,
     render_manifests,
     write_folder,

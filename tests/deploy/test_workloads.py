@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from tabship.cli import app
 from tabship.deploy.batch_job import BatchJobOptions, render_batch_job
 from tabship.deploy.dask_cluster import DaskClusterOptions, render_dask_cluster
-from tabship.deploy.manifests import ManifestOptions, render_manifests
+from tabship.deploy.manifest_options import ManifestOptions
+from tabship.deploy.manifests import render_manifests
 from tabship.deploy.policy import check_objects
 from tabship.deploy.workload_policy import WORKLOAD_RULES
 from tabship.errors import ConfigError

@@ -211,7 +211,8 @@ def manifests(
 ) -> None:
     """Write a kustomize folder (kubectl apply -k DIR) that passes the policy checker."""
     from tabship.artifact import Artifact
-    from tabship.deploy.manifests import ManifestOptions, write_manifests
+    from tabship.deploy.manifest_options import ManifestOptions
+    from tabship.deploy.manifests import write_manifests
     from tabship.errors import ConfigError
 
     # An option of a mode not asked for was ignored without a word.

@@ -15,7 +15,8 @@ from typing import Any
 from tabship import __version__
 from tabship.artifact import Artifact
 from tabship.config import MAX_SHARDS
-from tabship.deploy.manifests import ManifestOptions, render_manifests, to_yaml
+from tabship.deploy.manifest_options import ManifestOptions
+from tabship.deploy.manifests import render_manifests, to_yaml
 from tabship.errors import ConfigError, OutputExistsError
 
 MODEL_PATH = "/opt/app/model"
@@ -302,7 +303,7 @@ JOB_POLL_SECONDS = 10.0
 
 
 def _job_name(artifact: Artifact, options: ManifestOptions) -> str:
-    from tabship.deploy.manifests import app_name
+    from tabship.deploy.manifest_options import app_name
 
     base = app_name(artifact, options.name)
     return f"{base[:57].rstrip('-')}-batch"

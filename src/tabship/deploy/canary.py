@@ -17,14 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tabship.artifact import Artifact
-from tabship.deploy.manifests import (
-    DNS_SUBDOMAIN,
-    ManifestOptions,
-    app_name,
-    model_version,
-    render_manifests,
-    to_yaml,
-)
+from tabship.deploy.manifest_options import DNS_SUBDOMAIN, ManifestOptions, app_name, model_version
+from tabship.deploy.manifests import render_manifests, to_yaml
 from tabship.deploy.policy import check_objects
 from tabship.errors import ConfigError, OutputExistsError
 

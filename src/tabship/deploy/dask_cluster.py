@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tabship.artifact import Artifact
-from tabship.deploy.manifests import ManifestOptions, render_manifests
+from tabship.deploy.manifest_options import ManifestOptions
+from tabship.deploy.manifests import render_manifests
 from tabship.errors import ConfigError
 
 SCHEDULER_PORT = 8786

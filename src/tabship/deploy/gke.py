@@ -18,14 +18,8 @@ from typing import TYPE_CHECKING
 from tabship.artifact import Artifact
 from tabship.container import ImageOptions, build_image, check_builder
 from tabship.deploy.canary import CanaryOptions
-from tabship.deploy.manifests import (
-    ManifestOptions,
-    app_name,
-    model_version,
-    render_manifests,
-    to_yaml,
-    write_manifests,
-)
+from tabship.deploy.manifest_options import ManifestOptions, app_name, model_version
+from tabship.deploy.manifests import render_manifests, to_yaml, write_manifests
 from tabship.errors import ConfigError, TabshipError
 from tabship.runner import Runner, ToolError
 

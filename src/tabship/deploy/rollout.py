@@ -26,7 +26,7 @@ from tabship.deploy.canary import (
     write_canary,
 )
 from tabship.deploy.gke import Step
-from tabship.deploy.manifests import DNS_LABEL, ManifestOptions, app_name, model_version
+from tabship.deploy.manifest_options import DNS_LABEL, ManifestOptions, app_name, model_version
 from tabship.errors import ConfigError
 from tabship.runner import Runner, ToolError
 
