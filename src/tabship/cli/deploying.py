@@ -72,7 +72,8 @@ def deploy_gke(
     from tabship.artifact import Artifact
     from tabship.config import Settings
     from tabship.deploy.canary import canary_options
-    from tabship.deploy.gke import DeployState, GkeOptions, apply_plan, plan_gke
+    from tabship.deploy.gke import GkeOptions, plan_gke
+    from tabship.deploy.plan import DeployState, apply_plan
     from tabship.errors import ConfigError
     from tabship.runner import Runner
 
@@ -125,7 +126,7 @@ def deploy_k8s(
     """Apply the manifests to any cluster kubectl reaches, wait for the rollout and the IP."""
     from tabship.artifact import Artifact
     from tabship.deploy.canary import canary_options
-    from tabship.deploy.gke import DeployState, apply_plan, plan_k8s
+    from tabship.deploy.plan import DeployState, apply_plan, plan_k8s
     from tabship.runner import Runner
 
     runner = Runner(dry_run=dry_run)

@@ -11,7 +11,7 @@ import typer
 from tabship.cli.common import app
 
 if TYPE_CHECKING:
-    from tabship.deploy.gke import Step
+    from tabship.deploy.plan import Step
     from tabship.deploy.rollout import RolloutTarget
     from tabship.runner import Runner
 
@@ -118,7 +118,7 @@ def _settle(
     dry_run: bool,
 ) -> None:
     """Run a promote or rollback plan against the app's stable and canary sides."""
-    from tabship.deploy.gke import apply_plan
+    from tabship.deploy.plan import apply_plan
     from tabship.deploy.rollout import RolloutTarget
     from tabship.runner import Runner
 

@@ -233,7 +233,7 @@ def plan_batch_steps(
     import time
     from dataclasses import replace as with_changes
 
-    from tabship.deploy.gke import Step
+    from tabship.deploy.plan import Step
     from tabship.runner import ToolError
 
     probe = _job_name(artifact, options)

@@ -25,8 +25,8 @@ from tabship.deploy.canary import (
     render_all,
     write_canary,
 )
-from tabship.deploy.gke import Step
 from tabship.deploy.manifest_options import DNS_LABEL, ManifestOptions, app_name, model_version
+from tabship.deploy.plan import Step
 from tabship.errors import ConfigError
 from tabship.runner import Runner, ToolError
 
