@@ -82,6 +82,40 @@ def test_a_level_named_like_a_bucket_keeps_its_own_name_and_bar() -> None:
     assert drift.live[-2] == 100 / 600
 
 
+def test_windows_of_the_training_table_itself_are_ok_at_a_hundred_rows() -> None:
+    # PSI from noise alone is about (bins - 1) / rows: 0.2 here, so by PSI these windows
+    # were warn or alert nine times in ten; the status also needs a significant difference.
+    rng = np.random.default_rng(5)
+    training = rng.choice([f"level{i:02d}" for i in range(20)], 3000)
+    numbers = rng.normal(50, 10, 3000)
+    levels, spread = profile_levels("kind", training), profile_numbers("x", numbers)
+    statuses, psis = [], []
+    for _ in range(50):
+        picked = rng.choice(3000, 100, replace=False)
+        drift = categorical_drift(levels, training[picked].tolist(), training_rows=3000)
+        statuses += [drift.status, numeric_drift(spread, numbers[picked].tolist(), 3000).status]
+        psis.append(drift.statistics["psi"])
+    assert np.median(psis) > 0.1  # what PSI alone would have said
+    assert statuses.count("ok") >= 99, statuses
+    # A real shift at the same size is still an alert, and says how sure it is.
+    forced = categorical_drift(levels, ["level03"] * 100, training_rows=3000)
+    moved = numeric_drift(spread, (numbers[:100] + 20).tolist(), 3000)
+    assert forced.status == moved.status == "alert"
+    assert forced.statistics["p_value"] < 1e-10 and moved.statistics["p_value"] < 1e-10
+
+
+def test_live_values_are_read_as_the_model_reads_them() -> None:
+    flags = profile_levels("flag", np.array(["True", "False"] * 500, dtype=object))
+    live = ["true", "FALSE", True, False, "None", "NA", "n/a", None, "maybe"] * 20
+    drift = categorical_drift(flags, live)
+    shares = dict(zip(drift.bins, drift.live, strict=True))
+    assert shares == {"False": 2 / 9, "True": 2 / 9, "(other)": 1 / 9, "(missing)": 4 / 9}
+    # A code that is a level (North America's NA) stays that level.
+    codes = profile_levels("region", np.array(["NA", "EU"] * 500, dtype=object))
+    coded = categorical_drift(codes, ["NA"] * 100)
+    assert coded.live[coded.bins.index("NA")] == 1.0
+
+
 def test_too_few_rows_give_no_number() -> None:
     profile = profile_numbers("age", np.arange(100, dtype=float))
     few = numeric_drift(profile, [1.0] * (MIN_ROWS - 1))

@@ -99,3 +99,10 @@ def test_few_distinct_numbers_get_one_bin_each() -> None:
 def test_a_newer_profile_version_is_refused() -> None:
     with pytest.raises(ArtifactError, match="install a newer tabship"):
         ReferenceProfile.from_dict({"format": "tabship-profile", "version": 99})
+
+
+def test_bin_labels_of_huge_numbers_read_as_numbers() -> None:
+    profile = profile_numbers("wealth", np.geomspace(1e3, 1e30, 500))
+    labels = profile.labels()
+    assert labels[0].startswith("< ") and "e+" in labels[-1]
+    assert not any("e+" in label and label.rstrip(")").endswith(("k", "M")) for label in labels)

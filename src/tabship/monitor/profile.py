@@ -98,8 +98,11 @@ def _untaken(name: str, word: str, taken: set[str]) -> str:
 
 
 def _short_number(value: float) -> str:
-    """A bin edge as a chart label: 4 significant digits, thousands and millions as k and M."""
+    """A bin edge as a chart label: 4 significant digits, thousands and millions as k and M,
+    larger numbers in exponent form."""
     size = abs(value)
+    if size >= 1e9:  # 4.2e+12, not 4.2e+06M
+        return f"{value:.4g}"
     if size >= 1e6:
         return f"{value / 1e6:.4g}M"
     if size >= 1e4:
