@@ -221,13 +221,13 @@ def test_feedback_gives_the_scores_scikit_learn_gives(logged: tuple[App, Path]) 
                 "/v1/feedback", json=[{"id": pid, "actual": 1.0}, {"id": pid, "actual": 2.0}]
             )
             restored = await c.post("/v1/feedback", json={"id": pid, "actual": actual[0]})
-            assert again.json() == {
-                "stored": 1,
-                "replaced": 1,
-                "warnings": ["1 of the ids had an answer already; the new one replaces it"],
-            }
+            # The same answer again changes nothing: no replacement said.
+            assert again.json() == {"stored": 1, "replaced": 0, "warnings": []}
             assert odd.status_code == 200 and odd.json()["warnings"][0].startswith(
                 "[0].actual: -5 is well outside the range the model predicted in training ("
+            )
+            assert odd.json()["replaced"] == 1 and odd.json()["warnings"][1] == (
+                "1 of the ids had another answer already; the new one replaces it"
             )
             assert far.status_code == 422 and far.json()["message"].startswith(
                 "[0].actual: -3e+38 is far outside the range the model predicted in training"
@@ -1202,6 +1202,23 @@ def test_latency_and_requests_are_per_request_not_per_row(
     assert (traffic["requests"], traffic["latency_ms_p50"]) == (22, 2.0)
 
 
+def test_an_outage_stays_a_gap_in_the_buckets(tmp_path: Path, tiny_model: TrainedModel) -> None:
+    from tabship.monitor.page import render_monitor
+    from tabship.monitor.summary import summarize
+
+    card, now = tiny_model.artifact.card, 1_700_000_000.0
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    request_rows(store, card.sha256, [("a", now - 5 * 3600, 3, 2.0), ("b", now - 60, 2, 2.0)])
+    summary = summarize(store, card, None, 86400, now=now)
+    store.close()
+    # Hourly buckets on whole hours (the same on every reload), the hours between kept empty.
+    assert [b.start % 3600 for b in summary.buckets] == [0.0] * len(summary.buckets)
+    assert [b.predictions for b in summary.buckets] == [3, 0, 0, 0, 0, 2]
+    assert summary.buckets[1].latency_p50 is None and summary.buckets[0].label.endswith(" UTC")
+    assert json.loads(json.dumps(summary.to_dict()))["traffic"][1]["latency_ms_p50"] is None
+    assert "<svg" in render_monitor(summary, card, card.title, "24h")
+
+
 def test_feedback_outside_the_window_is_not_said_to_be_missing(
     tmp_path: Path, tiny_model: TrainedModel
 ) -> None:
@@ -1245,3 +1262,85 @@ def test_a_log_that_cannot_be_reached_answers_503_with_retry_after(
         monitoring = app.context.monitoring
         assert monitoring is not None
         monitoring.writer.close(1.0)
+
+
+def test_feedback_for_ids_still_queued_behind_a_locked_database_is_503(
+    tiny_model: TrainedModel, tmp_path: Path
+) -> None:
+    from .servers import start_server
+
+    path = tmp_path / "log.db"
+    server = start_server(tiny_model.artifact.directory, tmp_path, "--log-db", f"sqlite:///{path}")
+    holder = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        first = httpx.post(f"{server.url}/v1/predict", json={"instances": [PATIENT]}).json()
+        written = {"id": first["ids"][0], "actual": 1e4}
+        assert httpx.post(f"{server.url}/v1/feedback", json=written).status_code == 200
+        # Another process holds SQLite's write lock (reads go on): new rows wait to be written.
+        holder.execute("BEGIN IMMEDIATE")
+        ids = httpx.post(f"{server.url}/v1/predict", json={"instances": [PATIENT]}).json()["ids"]
+        waiting = httpx.post(f"{server.url}/v1/feedback", json={"id": ids[0], "actual": 1e4})
+        # Not "not a logged prediction" (422): the client would throw the ground truth away.
+        assert waiting.status_code == 503 and waiting.headers["retry-after"] == "5"
+        assert "1 of the ids are waiting to be written" in waiting.text
+        # An id this server never gave is still unknown, whatever the writer's state.
+        made_up = httpx.post(f"{server.url}/v1/feedback", json={"id": "x-1", "actual": 1e4})
+        assert made_up.status_code == 422
+        holder.execute("ROLLBACK")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            again = httpx.post(f"{server.url}/v1/feedback", json={"id": ids[0], "actual": 1e4})
+            if again.status_code != 503:
+                break
+            time.sleep(0.5)
+        assert again.json() == {"stored": 1, "replaced": 0, "warnings": []}
+    finally:
+        holder.close()
+        assert server.stop() == 0
+
+
+def test_class_feedback_is_stored_as_answers_give_the_class(
+    tmp_path: Path, tiny_model: TrainedModel
+) -> None:
+    from tabship.train import TrainOptions
+    from tabship.workflow import train_model
+
+    from .conftest import make_tiny_table
+
+    table = make_tiny_table(rows=80).drop(columns="charges")
+    table["sick"] = (table["age"] > 40).astype(int)
+    table.to_csv(tmp_path / "sick.csv", index=False)
+    options = TrainOptions(target="sick", folds=2, models=["logistic"], task="classification")
+    model = train_model(str(tmp_path / "sick.csv"), options, tmp_path / "model").artifact
+    path = tmp_path / "log.db"
+    app = started(model.directory, f"sqlite:///{path}")
+    records = table.drop(columns="sick").head(20).to_dict("records")
+
+    async def go() -> None:
+        async with client(app) as c:
+            answer = (await c.post("/v1/predict", json={"instances": records})).json()
+            sent = [
+                {"id": pid, "actual": int(label) if n % 2 else str(label)}
+                for n, (pid, label) in enumerate(zip(answer["ids"], table["sick"], strict=False))
+            ]
+            assert (await c.post("/v1/feedback", json=sent)).status_code == 200
+
+    try:
+        asyncio.run(go())
+    finally:
+        assert app.context.monitoring is not None
+        app.context.monitoring.writer.close()
+    # The log's view compares them as a user would (a stored "1" never equalled a 1).
+    with sqlite3.connect(path) as db:
+        equal, answered, truth = db.execute(
+            "SELECT sum(p.prediction = f.actual), count(*), group_concat(DISTINCT f.actual)"
+            " FROM tabship_predictions p JOIN tabship_feedback f ON f.id = p.id"
+        ).fetchone()
+    hits = sum(
+        int(p == t)
+        for p, t in zip(
+            Predictor.load(model.directory).predict(records).values, table["sick"], strict=False
+        )
+    )
+    assert answered == 20 and equal == hits > 10
+    assert set(truth.split(",")) <= {"0", "1"}

@@ -174,6 +174,39 @@ def test_feedback_finds_ids_written_out_of_order(tmp_path: Path) -> None:
         assert db.execute("SELECT count(*) FROM tabship_feedback").fetchone() == (0,)
 
 
+def test_a_file_deleted_under_a_server_is_made_again_and_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tabship.monitor.database as database
+
+    monkeypatch.setattr(database, "FILE_CHECK_SECONDS", 0.0)
+    path = tmp_path / "log.db"
+    store = LogStore(f"sqlite:///{path}")
+    store.insert([entry(f"{PREFIX}-1", 1.0)], "sha", "pod:1")
+    for name in ("log.db", "log.db-wal", "log.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    # The pool's connection still held the deleted file: every later row went there, unseen.
+    store.insert([entry(f"{PREFIX}-2", 2.0)], "sha", "pod:1")
+    assert path.exists()
+    assert [r.id for r in LogStore(f"sqlite:///{path}").rows(None, 0)] == [f"{PREFIX}-2"]
+    assert "was deleted or replaced while this server ran" in capsys.readouterr().err
+    store.insert([entry(f"{PREFIX}-3", 3.0)], "sha", "pod:1")  # the new file, kept
+    assert capsys.readouterr().err == ""
+    assert len(list(store.rows(None, 0))) == 2
+
+
+def test_a_servers_retention_deletes_its_own_models_rows_only(tmp_path: Path) -> None:
+    store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    store.insert([entry(f"{PREFIX}-{c:x}", float(c)) for c in (1, 2)], "mine", "pod:1")
+    other = "ba9876543210"
+    store.insert([entry(f"{other}-{c:x}", float(c)) for c in (1, 2)], "theirs", "pod:2")
+    found = store.batches_of([f"{other}-1"])
+    store.add_feedback([(f"{other}-1", 3.0)], found)
+    assert store.delete_before(10.0, "mine") == 2
+    assert [r.id for r in store.rows(None, 0)] == [f"{other}-2", f"{other}-1"]
+    assert {r.id: r.actual for r in store.rows("theirs", 0)}[f"{other}-1"] == 3.0
+
+
 def test_a_window_is_the_newest_rows_across_batches(tmp_path: Path) -> None:
     store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
     # Two processes whose batches overlap in time, and a batch straddling the window's start.

@@ -10,6 +10,7 @@ store.py; what the tables hold is tables.py.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,9 @@ SQLITE_PAGE_BYTES = 16384
 # (backlog.BACKLOG_SHARE). Every 100 pages the copying was the same in smaller pieces, each
 # with its syncs: 0.03 of the throughput at 32 connections (bench/README.md, sessions 14, 17).
 SQLITE_CHECKPOINT_PAGES = 1000
+# How often a server's SQLite file is checked to still be the one it opened: a file deleted
+# (or replaced) under a running server took every later row and feedback with it, unseen.
+FILE_CHECK_SECONDS = 1.0
 
 
 def _sqlite_pragmas(connection: Any, _: Any) -> None:
@@ -45,7 +49,10 @@ def _sqlite_pragmas(connection: Any, _: Any) -> None:
     # Larger pages cost more than they save: each commit also writes the three indexes'
     # pages whole (drained in-thread, 840,000 rows/s at 16 KB against 740,000 at 4 and 64 KB).
     cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_BYTES}")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # Set once per file: setting it again takes a lock, so a new connection (a read of the
+    # monitor page, a writer's after a failure) failed at once while another process wrote.
+    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
     # WAL + NORMAL survives a process crash; only a power loss can drop the last commits.
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -86,11 +93,17 @@ class LogDatabase:
         if self.sqlite and not read_only:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self.ready = False
+        # The SQLite file this opened (device, inode), checked every FILE_CHECK_SECONDS.
+        self._file: tuple[int, int] | None = None
+        self._file_checked = 0.0
 
     def open(self) -> None:
         """Create the schema if absent (read-only: refuse a database that is not a log);
-        refuse an older one (see `migrate`) or a newer one."""
+        refuse an older one (see `migrate`) or a newer one. A SQLite file deleted or
+        replaced since is left for a new one at its path, said on stderr."""
         if self.ready:
+            if self._file is not None and time.monotonic() >= self._file_checked:
+                self._check_file()
             return
         if self.read_only:
             tables = self.log_tables()
@@ -122,7 +135,36 @@ class LogDatabase:
         else:
             self._create_tables(metadata.sorted_tables)
             self._create_view()
+            self._file = self._file_identity()
+            self._file_checked = time.monotonic() + FILE_CHECK_SECONDS
         self.ready = True
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        """The SQLite file's device and inode; None for PostgreSQL, memory, or no file."""
+        name = self.url.database if self.sqlite else None
+        if not name or name == ":memory:":
+            return None
+        try:
+            found = Path(name).stat()
+        except OSError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def _check_file(self) -> None:
+        self._file_checked = time.monotonic() + FILE_CHECK_SECONDS
+        if self._file_identity() == self._file:
+            return
+        print(
+            f"tabship: the log database {self.shown} was deleted or replaced while this "
+            "server ran; logging goes on in a new file at that path (rows written since "
+            "then went to the old file)",
+            file=sys.stderr,
+            flush=True,
+        )
+        self._file = None
+        self.ready = False
+        self.engine.dispose()  # the pool's connections hold the old file open
+        self.open()
 
     def log_tables(self) -> set[str]:
         """The names of the database's tables; a database without tabship's meta table (a

@@ -15,10 +15,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from tabship.classes import class_text
+from tabship.classes import class_text, typed_label
 from tabship.config import ServeSettings
 from tabship.errors import BodyTooLargeError, MalformedBodyError, RetryLaterError
 from tabship.feature import FLOAT32_MAX, listed, past_float32, shown
+from tabship.monitor.ids import PREFIX
 from tabship.monitor.page import render_monitor
 from tabship.monitor.profile import NumericProfile, load_profile
 from tabship.monitor.store import DatabaseDown, LogStore
@@ -31,6 +32,8 @@ from tabship.serve.http import Answer, Request, html_answer, json_answer
 MAX_FEEDBACK = 1000
 FEEDBACK_GRACE_SECONDS = 0.3
 FEEDBACK_FLUSH_SECONDS = 1.0
+# The start of every prediction id this process gives.
+OWN_IDS = f"{PREFIX}-"
 MAX_LISTED = 10
 # A regression actual this many times its training predictions' range away is refused.
 FAR = 100
@@ -82,7 +85,7 @@ class Monitoring:
         warnings = self._unusual(pairs, places)
         loop = asyncio.get_running_loop()
         try:
-            unknown, replaced = await loop.run_in_executor(
+            unknown, replaced, written = await loop.run_in_executor(
                 self.pool, self._store_feedback, pairs, True
             )
             if unknown:
@@ -90,13 +93,21 @@ class Monitoring:
                 # intervals, waiting here rather than in the pool (a client sending unknown
                 # ids would otherwise hold its threads).
                 await asyncio.sleep(FEEDBACK_GRACE_SECONDS)
-                unknown, replaced = await loop.run_in_executor(
+                unknown, replaced, _ = await loop.run_in_executor(
                     self.pool, self._store_feedback, pairs, False
                 )
         except DatabaseDown:
             raise LogUnavailableError(
                 "prediction log: the database cannot be reached; retry shortly"
             ) from None
+        waiting = [pid for pid in unknown if pid.startswith(OWN_IDS)]
+        if waiting and not written:
+            # This server's own ids while its writes fail: predictions still queued, not
+            # unknown ones (a 422 would have the client throw the ground truth away).
+            raise LogUnavailableError(
+                f"prediction log: {len(waiting)} of the ids are waiting to be written and the "
+                "database is not taking writes; retry shortly"
+            )
         if unknown:
             listed = ", ".join(
                 f"{places.get(pid, '')}id {pid[:40]!r}" for pid in unknown[:MAX_LISTED]
@@ -107,7 +118,9 @@ class Monitoring:
                 "that /v1/predict answers (or the X-Prediction-Id header of /predict_api)"
             )
         if replaced:
-            warnings.append(f"{replaced} of the ids had an answer already; the new one replaces it")
+            warnings.append(
+                f"{replaced} of the ids had another answer already; the new one replaces it"
+            )
         return json_answer({"stored": len(pairs), "replaced": replaced, "warnings": warnings})
 
     def _read_feedback(self, request: Request) -> tuple[list[tuple[str, Any]], dict[str, str]]:
@@ -189,21 +202,24 @@ class Monitoring:
                 f"{where}actual: must be one of the classes {listed(list(classes))}, "
                 f"got {shown(value)}"
             )
-        return text
+        # Stored as answers give the class (1, true), so the log's view compares it with
+        # the prediction (a stored "1" never equalled a predicted 1).
+        return typed_label(text, self.card.label_type)
 
-    def _store_feedback(self, pairs: list[tuple[str, Any]], first: bool) -> tuple[list[str], int]:
+    def _store_feedback(
+        self, pairs: list[tuple[str, Any]], first: bool
+    ) -> tuple[list[str], int, bool]:
         """Store the answers if every id is a logged prediction of this model (another
-        model's servers may share the database); the ids that are not, and how many ids
-        had an answer the new one replaced."""
-        if first:
-            # Ids answered a moment ago may still be queued. Bounded: this waits in the log's
-            # pool, and a database that is down answers nothing anyway.
-            self.writer.flush(FEEDBACK_FLUSH_SECONDS)
+        model's servers may share the database); the ids that are not, how many ids had an
+        answer the new one replaced, and whether everything this server queued is written."""
+        # Ids answered a moment ago may still be queued. Bounded: this waits in the log's
+        # pool, and a database that is down answers nothing anyway.
+        written = self.writer.flush(FEEDBACK_FLUSH_SECONDS) if first else True
         ids = [pid for pid, _ in pairs]
         known = self.store.batches_of(ids, self.card.sha256)
         unknown = [pid for pid in ids if pid not in known]
         replaced = 0 if unknown else self.store.add_feedback(pairs, known)
-        return unknown, replaced
+        return unknown, replaced, written
 
     async def page(self, request: Request) -> Answer:
         """The monitor page over the whole log (every pod), the last 24 h by default."""

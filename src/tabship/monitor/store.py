@@ -151,12 +151,21 @@ class LogStore(LogDatabase):
 
     def add_feedback(self, pairs: Sequence[tuple[str, Any]], batches: Mapping[str, int]) -> int:
         """Store ground truth by prediction id; a second answer for an id replaces the first.
-        How many ids had an answer before."""
+        How many ids had another answer before (the same one sent again changes nothing)."""
         self.open()
         now = time.time()
+        f = feedback_table
         with self.engine.begin() as connection:
             ids = [pid for pid, _ in pairs]
-            gone = connection.execute(feedback_table.delete().where(feedback_table.c.id.in_(ids)))
+            found = connection.execute(sa.select(f.c.id, f.c.actual).where(f.c.id.in_(ids)))
+            before = {pid: text for pid, text in found}
+            # As text, so a class stored as "1" by an earlier tabship is the 1 sent now.
+            changed = sum(
+                1
+                for pid, actual in pairs
+                if pid in before and str(json.loads(before[pid])) != str(actual)
+            )
+            connection.execute(f.delete().where(f.c.id.in_(ids)))
             connection.execute(
                 feedback_table.insert(),
                 [
@@ -164,26 +173,33 @@ class LogStore(LogDatabase):
                     for pid, actual in pairs
                 ],
             )
-            return int(gone.rowcount)
+            return changed
 
-    def delete_before(self, cutoff: float) -> int:
-        """Delete predictions older than `cutoff` (epoch seconds), and their feedback.
+    def delete_before(self, cutoff: float, model_sha256: str | None = None) -> int:
+        """Delete predictions older than `cutoff` (epoch seconds), and their feedback: one
+        model's (a server's retention: other models' servers may share the database and
+        keep theirs longer), or every model's.
 
         Whole batches go: a batch whose newest entry is older. A batch spans at most a flush
         interval (100 ms), unless the database was down while its entries waited.
         """
         self.open()
         b = batches_table
+        aged = b.c.ts_last < cutoff
+        if model_sha256 is not None:
+            aged = sa.and_(aged, b.c.model_sha256 == model_sha256)
         with self.engine.begin() as connection:
-            old = sa.select(b.c.id).where(b.c.ts_last < cutoff)
+            old = sa.select(b.c.id).where(aged)
             deleted = connection.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(b.c.size), 0)).where(b.c.ts_last < cutoff)
+                sa.select(sa.func.coalesce(sa.func.sum(b.c.size), 0)).where(aged)
             ).scalar_one()
             f = feedback_table
             connection.execute(f.delete().where(f.c.batch.in_(old)))
-            # Feedback moved from schema 1 for a prediction no longer logged has no batch.
-            connection.execute(f.delete().where(f.c.batch.is_(None), f.c.ts < cutoff))
-            connection.execute(b.delete().where(b.c.ts_last < cutoff))
+            if model_sha256 is None:
+                # Feedback moved from schema 1 for a prediction no longer logged has no
+                # batch, so no model: only a cleaning of every model's rows takes it.
+                connection.execute(f.delete().where(f.c.batch.is_(None), f.c.ts < cutoff))
+            connection.execute(b.delete().where(aged))
             return int(deleted)
 
     def rows(

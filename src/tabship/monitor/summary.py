@@ -19,6 +19,7 @@ import numpy as np
 
 from tabship.card import ModelCard
 from tabship.errors import shown_field
+from tabship.feature import listed
 from tabship.monitor.drift import MIN_ROWS, DriftReport, compare
 from tabship.monitor.profile import ReferenceProfile
 from tabship.monitor.store import LoggedRow, LogStore
@@ -182,7 +183,7 @@ class Bucket:
     @property
     def label(self) -> str:
         """The bucket's start as UTC text."""
-        return datetime.fromtimestamp(self.start, UTC).strftime("%Y-%m-%d %H:%M")
+        return datetime.fromtimestamp(self.start, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @dataclass(frozen=True)
@@ -252,14 +253,22 @@ def _bucket_seconds(span: float) -> float:
 def buckets(
     rows: Sequence[LoggedRow], since: float, until: float, task: str, classes: Sequence[str]
 ) -> list[Bucket]:
-    """Traffic, latency, warnings and scores per time bucket (at most about 48 buckets)."""
+    """Traffic, latency, warnings and scores per time bucket (at most about 48 buckets).
+
+    Buckets start at whole multiples of their size (the same on every reload), and the empty
+    ones between the first and the last are kept: a chart drawn by bucket shows an outage
+    as the gap it was, not as a line from the hour before to the day after.
+    """
     size = _bucket_seconds(until - since)
     grouped: dict[int, list[LoggedRow]] = {}
     for row in rows:
-        grouped.setdefault(int((row.ts - since) // size), []).append(row)
+        grouped.setdefault(int(row.ts // size), []).append(row)
     out = []
-    for index in sorted(grouped):
-        group = grouped[index]
+    for index in range(min(grouped, default=0), max(grouped, default=-1) + 1):
+        group = grouped.get(index)
+        if not group:
+            out.append(Bucket(index * size, 0, 0, 0, None, None, 0))
+            continue
         # A request's rows share its id, time and latency: a 300-row batch is one request of
         # one latency, not 300 that set both percentiles. Its time tells apart the requests of
         # a client that sends one X-Request-Id again.
@@ -268,7 +277,7 @@ def buckets(
         labelled = sum(1 for r in group if r.actual is not None)
         out.append(
             Bucket(
-                start=since + index * size,
+                start=index * size,
                 predictions=len(group),
                 requests=len(requests),
                 warned=sum(1 for r in group if r.warnings),
@@ -301,6 +310,8 @@ def summarize(
         )
     else:
         drift = compare(profile, [r.input for r in rows], [r.prediction for r in rows])
+        if profile.skipped:  # dates move with the calendar: their drift would always fire
+            notes.append(f"not checked for drift (dates): {listed(list(profile.skipped))}")
     others = "" if rows else other_models_note(store, card.sha256, since)
     if others:
         notes.append(others)

@@ -344,7 +344,9 @@ class LogWriter(Batches):
         if self.retention_days and now >= self._next_retention:
             self._next_retention = now + RETENTION_CHECK_SECONDS
             try:
-                self.stats.deleted += self.store.delete_before(now - self.retention_days * 86400)
+                self.stats.deleted += self.store.delete_before(
+                    now - self.retention_days * 86400, self.model_sha256
+                )
             except DatabaseDown as exc:
                 self._next_retention = now + 60
                 sys.stderr.write(
