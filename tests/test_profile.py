@@ -187,3 +187,11 @@ def test_nearly_empty_columns_and_dates_in_formats_that_disagree_are_said() -> N
     assert list(schema.names) == ["sparse"]
     assert notes[0].startswith("column 'sparse' is empty in 98% of rows (a value in 7 of 400)")
     assert notes[1].startswith("column 'signup' holds dates written in formats that disagree")
+
+
+def test_an_empty_text_in_a_parquet_column_is_a_gap_training_had() -> None:
+    # Read as missing (the model learned it so), then warned "training had no gaps here".
+    described = infer_feature("kind", pd.Series(["a", "b", ""] * 40))
+    assert isinstance(described, Feature)
+    assert described.allow_missing and described.known_levels == ("a", "b")
+    assert described.read("", False) == ("", None, None)  # no warning, no problem

@@ -283,6 +283,9 @@ def infer_feature(name: str, column: pd.Series, decimal: str = ".") -> Feature |
                 f"{len(column)} rows, over {ID_LIKE_DISTINCT_SHARE:.0%}); ignored"
             )
         )
+    if MISSING_LEVEL in levels:  # a Parquet file's empty text: missing, as a CSV's empty cell
+        levels.remove(MISSING_LEVEL)
+        allow_missing = True
     if allow_missing:
         levels.insert(0, MISSING_LEVEL)
     return Feature(
