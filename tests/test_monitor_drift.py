@@ -128,3 +128,14 @@ def test_missing_and_non_numbers_count_as_missing() -> None:
     drift = numeric_drift(profile, [None] * 500 + [5.0] * 500)
     assert drift.live[-1] == 0.5
     assert drift.status == "alert"
+
+
+def test_bar_labels_tell_spaces_apart_and_keep_the_whole_name_on_hover() -> None:
+    from tabship.monitor.charts import bars
+
+    long = "=HYPERLINK(" + "x" * 60 + ")<b>"
+    svg = bars("kind", ["a", "a ", " a", long], [0.25] * 4, [0.25] * 4)
+    quoted = ">&quot;a &quot;</text>", ">&quot; a&quot;</text>"
+    assert ">a</text>" in svg and all(label in svg for label in quoted)
+    assert f"<title>{long.replace('<', '&lt;').replace('>', '&gt;')}</title>" in svg
+    assert "<b>" not in svg

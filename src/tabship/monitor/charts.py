@@ -15,10 +15,14 @@ LIVE = "#1f6feb"
 WIDTH = 420
 BAR_HEIGHT = 14
 LABEL_WIDTH = 130
-MAX_LABEL = 22
+MAX_LABEL = 20
 
 
 def _short(text: str) -> str:
+    """A label that fits its column (wide letters too, mostly); spaces at its ends shown by
+    quotes, so `a`, `a ` and ` a` are three labels."""
+    if text != text.strip():
+        text = f'"{text}"'
     return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "\u2026"
 
 
@@ -42,7 +46,8 @@ def bars(
         y = 20 + row * per_row
         parts.append(
             f'<text x="{LABEL_WIDTH - 6}" y="{y + BAR_HEIGHT - 3}" text-anchor="end" '
-            f'font-size="11">{escape(_short(str(label)))}</text>'
+            f'font-size="11"><title>{escape(str(label))}</title>'
+            f"{escape(_short(str(label)))}</text>"
         )
         series = [(training[row], TRAINING, "training")]
         if live is not None:
