@@ -106,6 +106,7 @@ def test_every_prediction_route_logs_its_rows(logged: tuple[App, Path]) -> None:
     assert json.loads(logged_rows[1]["warnings"]) == []
     assert logged_rows[3]["route"] == "/predict"
     assert f'id="prediction-id">{logged_rows[3]["id"]}<' in form.text
+    assert "send the true value to /v1/feedback" in form.text and 'href="/monitor"' in form.text
 
 
 def test_v2_answers_carry_ids_that_feedback_takes(logged: tuple[App, Path]) -> None:
@@ -343,18 +344,22 @@ def test_without_a_log_ids_are_still_given_and_feedback_is_not_a_route(
 ) -> None:
     app = started(tiny_model.artifact.directory, None)
 
-    async def go() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+    async def go() -> tuple[httpx.Response, ...]:
         async with client(app) as c:
             return (
                 await c.post("/predict_api", json=PATIENT),
                 await c.post("/v1/predict", json={"instances": [PATIENT]}),
                 await c.post("/v1/feedback", json={"id": "x", "actual": 1}),
+                await c.post("/predict", data={k: str(v) for k, v in PATIENT.items()}),
             )
 
-    one, many, feedback = asyncio.run(go())
+    one, many, feedback, form = asyncio.run(go())
     assert one.headers["x-prediction-id"]
     assert len(many.json()["ids"]) == 1
     assert feedback.status_code == 404
+    # The form gives the id but offers neither feedback nor /monitor: both would be 404.
+    assert 'id="prediction-id">' in form.text
+    assert "/v1/feedback" not in form.text and 'href="/monitor"' not in form.text
 
 
 def test_monitor_pages_do_not_hold_the_threads_of_big_predictions(

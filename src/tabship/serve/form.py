@@ -204,9 +204,13 @@ class FormPage:
         report: bool,
         explain: ExplainApi | None = None,
         max_body: int = 1024 * 1024,
+        logged: bool = False,
     ) -> None:
         self.predictor = predictor
         self.max_body = max_body
+        # With a prediction log the page invites feedback and links /monitor; without one
+        # both answer 404, so neither is offered.
+        self.logged = logged
         self.metrics = metrics
         self.report = report
         # After Predict the page shows why (contributions) and what if (one chart per feature).
@@ -215,7 +219,9 @@ class FormPage:
     async def page(self, request: Request) -> Answer:
         """The empty form."""
         return html_answer(
-            render_page(self.predictor, fields_for(self.predictor), report=self.report)
+            render_page(
+                self.predictor, fields_for(self.predictor), report=self.report, logged=self.logged
+            )
         )
 
     async def submit(self, request: Request) -> Answer:
@@ -247,6 +253,7 @@ class FormPage:
             report=self.report,
             insight=insight,
             prediction_id=ids[0] if ids else "",
+            logged=self.logged,
         )
         return html_answer(html, status=422 if problems else 200)
 
@@ -258,6 +265,7 @@ def render_page(
     report: bool = False,
     insight: dict[str, Any] | None = None,
     prediction_id: str = "",
+    logged: bool = False,
 ) -> str:
     """The whole HTML page: form, and the prediction with its warnings when there is one."""
     card = predictor.card
@@ -277,6 +285,7 @@ def render_page(
         report=report,
         insight=insight,
         prediction_id=prediction_id,
+        logged=logged,
     )
 
 
