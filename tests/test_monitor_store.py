@@ -8,6 +8,7 @@ import pwd
 import shutil
 import sqlite3
 import tempfile
+from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 
 from tabship.monitor.ids import PREFIX as OURS
 from tabship.monitor.logurl import LogDatabaseError
+from tabship.monitor.packed import Packed
 from tabship.monitor.store import LogStore, check_log_db
 from tabship.monitor.tables import SCHEMA_VERSION, entry_text, metadata
 
@@ -43,6 +45,16 @@ SCHEMA_1 = (
 
 def entry(pid: str, ts: float) -> tuple[str, float, bytes]:
     return pid, ts, entry_text((pid, ts, pid, "/predict_api", PATIENT, 1.0, None, (), 0.5))
+
+
+def packed(prefix: str, counters: list[int]) -> Packed:
+    """Entries as a writer's thread takes them from the loop's slab: ids and lengths kept."""
+    ids = [f"{prefix}-{c:010x}" for c in counters]
+    texts = [entry(pid, float(c))[2] for pid, c in zip(ids, counters, strict=True)]
+    times = array("d", [float(c) for c in counters])
+    return Packed(
+        b",".join(texts), times, None, ",".join(ids).encode(), array("q", map(len, texts))
+    )
 
 
 def schema_1_rows(count: int) -> list[dict[str, Any]]:
@@ -182,17 +194,31 @@ def test_a_file_deleted_under_a_server_is_made_again_and_said(
     monkeypatch.setattr(database, "FILE_CHECK_SECONDS", 0.0)
     path = tmp_path / "log.db"
     store = LogStore(f"sqlite:///{path}")
-    store.insert([entry(f"{PREFIX}-1", 1.0)], "sha", "pod:1")
+    # As the writer's threads insert: a packed batch, through the thread's own connection.
+    store.insert(packed(OURS, [1]), "sha", "pod:1")
     for name in ("log.db", "log.db-wal", "log.db-shm"):
         (tmp_path / name).unlink(missing_ok=True)
-    # The pool's connection still held the deleted file: every later row went there, unseen.
-    store.insert([entry(f"{PREFIX}-2", 2.0)], "sha", "pod:1")
+    # The connections still held the deleted file: every later row went there, unseen.
+    store.insert(packed(OURS, [2]), "sha", "pod:1")
     assert path.exists()
-    assert [r.id for r in LogStore(f"sqlite:///{path}").rows(None, 0)] == [f"{PREFIX}-2"]
-    assert "was deleted or replaced while this server ran" in capsys.readouterr().err
-    store.insert([entry(f"{PREFIX}-3", 3.0)], "sha", "pod:1")  # the new file, kept
+    assert [r.id for r in LogStore(f"sqlite:///{path}").rows(None, 0)] == [f"{OURS}-{2:010x}"]
+    assert "was deleted, moved or replaced while this server ran" in capsys.readouterr().err
+    store.insert(packed(OURS, [3]), "sha", "pod:1")  # the new file, kept
     assert capsys.readouterr().err == ""
     assert len(list(store.rows(None, 0))) == 2
+    # Moved aside and replaced by what is no log (another program's file): down, said, and
+    # written again once a log is back at the path.
+    for suffix in ("", "-wal", "-shm"):  # a SQLite file moves with its WAL
+        (tmp_path / f"log.db{suffix}").rename(tmp_path / f"moved.db{suffix}")
+    with sqlite3.connect(path) as other:
+        other.execute("CREATE TABLE tabship_log_meta (key TEXT, value TEXT)")
+        other.execute("INSERT INTO tabship_log_meta VALUES ('schema_version', '1')")
+    with pytest.raises(OSError, match="schema version 1"):
+        store.insert(packed(OURS, [4]), "sha", "pod:1")
+    path.unlink()
+    store.insert(packed(OURS, [4]), "sha", "pod:1")
+    assert [r.id for r in store.rows(None, 0)] == [f"{OURS}-{4:010x}"]
+    assert len(list(LogStore(f"sqlite:///{tmp_path / 'moved.db'}").rows(None, 0))) == 2
 
 
 def test_a_servers_retention_deletes_its_own_models_rows_only(tmp_path: Path) -> None:

@@ -93,9 +93,12 @@ class LogDatabase:
         if self.sqlite and not read_only:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self.ready = False
-        # The SQLite file this opened (device, inode), checked every FILE_CHECK_SECONDS.
+        # The SQLite file this opened (device, inode), checked every FILE_CHECK_SECONDS, and
+        # how many times it was found replaced (a thread's own connection is then renewed).
         self._file: tuple[int, int] | None = None
         self._file_checked = 0.0
+        self.generation = 0
+        self._replaced = False
 
     def open(self) -> None:
         """Create the schema if absent (read-only: refuse a database that is not a log);
@@ -105,6 +108,19 @@ class LogDatabase:
             if self._file is not None and time.monotonic() >= self._file_checked:
                 self._check_file()
             return
+        if self._replaced:
+            try:
+                self._open()
+            except Exception as exc:
+                self.engine.dispose()  # its connections may hold what is at the path now
+                if isinstance(exc, LogDatabaseError):  # no log of ours: down until one is
+                    raise OSError(str(exc)) from None
+                raise
+            self._replaced = False
+            return
+        self._open()
+
+    def _open(self) -> None:
         if self.read_only:
             tables = self.log_tables()
             found = self._version(record=False)
@@ -155,14 +171,16 @@ class LogDatabase:
         if self._file_identity() == self._file:
             return
         print(
-            f"tabship: the log database {self.shown} was deleted or replaced while this "
-            "server ran; logging goes on in a new file at that path (rows written since "
-            "then went to the old file)",
+            f"tabship: the log database {self.shown} was deleted, moved or replaced while "
+            "this server ran; logging moves to the file now at that path (made if none; "
+            "rows written since then went to the old file)",
             file=sys.stderr,
             flush=True,
         )
         self._file = None
         self.ready = False
+        self._replaced = True
+        self.generation += 1  # threads' own connections (LogStore's) hold the old file too
         self.engine.dispose()  # the pool's connections hold the old file open
         self.open()
 

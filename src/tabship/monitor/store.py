@@ -59,9 +59,9 @@ class LogStore(LogDatabase):
 
     def __init__(self, url: str, connect_timeout: float = 5.0, read_only: bool = False) -> None:
         super().__init__(url, connect_timeout, read_only)
-        # The writing threads' own driver connections, by thread, and their compiled insert
-        # (see `_insert_row`).
-        self._raw: dict[int, Any] = {}
+        # The writing threads' own driver connections, by thread, each with the file
+        # generation it opened (`LogDatabase.generation`), and their compiled insert.
+        self._raw: dict[int, tuple[Any, int]] = {}
         self._insert_sql: tuple[str, Sequence[str] | None] | None = None
 
     def insert(
@@ -110,10 +110,15 @@ class LogStore(LogDatabase):
         statement, order = self._insert_sql
         dbapi = self.engine.dialect.loaded_dbapi
         thread = threading.get_ident()
-        raw = self._raw.get(thread)
+        raw, generation = self._raw.get(thread, (None, self.generation))
+        if raw is not None and generation != self.generation:  # its file was replaced
+            self._raw.pop(thread, None)
+            raw.invalidate()
+            raw = None
         try:
             if raw is None:
-                raw = self._raw[thread] = self.engine.raw_connection()
+                raw = self.engine.raw_connection()
+                self._raw[thread] = (raw, self.generation)
             cursor = raw.cursor()
             try:
                 cursor.execute(statement, [values[k] for k in order] if order else values)
@@ -263,7 +268,7 @@ class LogStore(LogDatabase):
 
     def close(self) -> None:
         """Close the pool's connections."""
-        for raw in list(self._raw.values()):
+        for raw, _ in list(self._raw.values()):
             raw.close()
         self._raw.clear()
         super().close()
