@@ -1213,7 +1213,11 @@ def test_an_outage_stays_a_gap_in_the_buckets(tmp_path: Path, tiny_model: Traine
 
     card, now = tiny_model.artifact.card, 1_700_000_000.0
     store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
-    request_rows(store, card.sha256, [("a", now - 5 * 3600, 3, 2.0), ("b", now - 60, 2, 2.0)])
+    # The last row is stamped three years ahead (a pod's wrong clock): no bucket is made
+    # for the years between.
+    later = now + 3 * 365 * 86400
+    requests = [("a", now - 5 * 3600, 3, 2.0), ("b", now - 60, 2, 2.0), ("c", later, 1, 2.0)]
+    request_rows(store, card.sha256, requests)
     summary = summarize(store, card, None, 86400, now=now)
     store.close()
     # Hourly buckets on whole hours (the same on every reload), the hours between kept empty.
@@ -1288,7 +1292,10 @@ def test_feedback_for_ids_still_queued_behind_a_locked_database_is_503(
         # Not "not a logged prediction" (422): the client would throw the ground truth away.
         assert waiting.status_code == 503 and waiting.headers["retry-after"] == "5"
         assert "1 of the ids are waiting to be written" in waiting.text
-        # An id this server never gave is still unknown, whatever the writer's state.
+        # Another worker's id (`--workers 2`: its own prefix) may be queued there alike; an
+        # id no tabship gives is unknown, whatever the writer's state.
+        other = {"id": "0123456789ab-0000000001", "actual": 1e4}
+        assert httpx.post(f"{server.url}/v1/feedback", json=other).status_code == 503
         made_up = httpx.post(f"{server.url}/v1/feedback", json={"id": "x-1", "actual": 1e4})
         assert made_up.status_code == 422
         holder.execute("ROLLBACK")

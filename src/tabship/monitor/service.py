@@ -7,6 +7,7 @@ thread, never on the event loop; the request path itself only queues (see backlo
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,7 +20,6 @@ from tabship.classes import class_text, typed_label
 from tabship.config import ServeSettings
 from tabship.errors import BodyTooLargeError, MalformedBodyError, RetryLaterError
 from tabship.feature import FLOAT32_MAX, listed, past_float32, shown
-from tabship.monitor.ids import PREFIX
 from tabship.monitor.page import render_monitor
 from tabship.monitor.profile import NumericProfile, load_profile
 from tabship.monitor.store import DatabaseDown, LogStore
@@ -32,8 +32,8 @@ from tabship.serve.http import Answer, Request, html_answer, json_answer
 MAX_FEEDBACK = 1000
 FEEDBACK_GRACE_SECONDS = 0.3
 FEEDBACK_FLUSH_SECONDS = 1.0
-# The start of every prediction id this process gives.
-OWN_IDS = f"{PREFIX}-"
+# A prediction id as every tabship process gives them: its prefix, a counter (ids.py).
+TABSHIP_ID = re.compile(r"[0-9a-f]{12}-[0-9a-f]{10}")
 MAX_LISTED = 10
 # A regression actual this many times its training predictions' range away is refused.
 FAR = 100
@@ -100,10 +100,11 @@ class Monitoring:
             raise LogUnavailableError(
                 "prediction log: the database cannot be reached; retry shortly"
             ) from None
-        waiting = [pid for pid in unknown if pid.startswith(OWN_IDS)]
+        waiting = [pid for pid in unknown if TABSHIP_ID.fullmatch(pid)]
         if waiting and not written:
-            # This server's own ids while its writes fail: predictions still queued, not
-            # unknown ones (a 422 would have the client throw the ground truth away).
+            # Ids of the form this server's processes give while its writes fail: predictions
+            # still queued, here or in another worker (whose writes fail alike), not unknown
+            # ones (a 422 would have the client throw the ground truth away).
             raise LogUnavailableError(
                 f"prediction log: {len(waiting)} of the ids are waiting to be written and the "
                 "database is not taking writes; retry shortly"
