@@ -233,6 +233,35 @@ def test_a_servers_retention_deletes_its_own_models_rows_only(tmp_path: Path) ->
     assert {r.id: r.actual for r in store.rows("theirs", 0)}[f"{other}-1"] == 3.0
 
 
+def test_the_view_compares_boolean_and_accented_classes_with_their_feedback(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "log.db"
+    store = LogStore(f"sqlite:///{path}")
+    store.open()
+    with sqlite3.connect(path) as db:  # the view an earlier tabship made: booleans read as 1
+        db.execute("DROP VIEW tabship_predictions")
+        db.execute(
+            "CREATE VIEW tabship_predictions AS SELECT b.id AS batch, json_extract(e.value, "
+            "'$[0]') AS id, json_quote(json_extract(e.value, '$[5]')) AS prediction FROM "
+            "tabship_prediction_batches AS b, json_each(b.entries) AS e"
+        )
+    store = LogStore(f"sqlite:///{path}")  # a server opening it again
+    answers = [(1, True), (2, False), (3, "élevé")]
+    for counter, value in answers:
+        pid = f"{PREFIX}-{counter:x}"
+        fields = (pid, 1.0, pid, "/predict_api", PATIENT, value, None, (), 0.5)
+        store.insert([(pid, 1.0, entry_text(fields))], "sha", "pod:1")
+    pairs = [(f"{PREFIX}-{c:x}", value) for c, value in answers]
+    store.add_feedback(pairs, store.batches_of([pid for pid, _ in pairs]))
+    with sqlite3.connect(path) as db:
+        found = db.execute(
+            "SELECT p.prediction, f.actual, p.prediction = f.actual FROM tabship_predictions p "
+            "JOIN tabship_feedback f ON f.id = p.id ORDER BY p.id"
+        ).fetchall()
+    assert found == [("true", "true", 1), ("false", "false", 1), ('"élevé"', '"élevé"', 1)]
+
+
 def test_a_window_is_the_newest_rows_across_batches(tmp_path: Path) -> None:
     store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
     # Two processes whose batches overlap in time, and a batch straddling the window's start.

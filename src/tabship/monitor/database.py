@@ -26,7 +26,14 @@ from tabship.monitor.logurl import (
     read_only_uri,
     shown_url,
 )
-from tabship.monitor.tables import SCHEMA_VERSION, VIEW, meta_table, metadata, view_sql
+from tabship.monitor.tables import (
+    SCHEMA_VERSION,
+    SQLITE_VIEW_MARK,
+    VIEW,
+    meta_table,
+    metadata,
+    view_sql,
+)
 
 SQLITE_BUSY_MS = 10_000
 SQLITE_PAGE_BYTES = 16384
@@ -249,10 +256,13 @@ class LogDatabase:
 
     def _create_view(self) -> None:
         for attempt in range(5):
-            if VIEW in sa.inspect(self.engine).get_view_names():
+            outdated = self.sqlite and self._sqlite_view_outdated()
+            if VIEW in sa.inspect(self.engine).get_view_names() and not outdated:
                 return
             try:
                 with self.engine.begin() as connection:
+                    if outdated:
+                        connection.exec_driver_sql(f"DROP VIEW IF EXISTS {VIEW}")
                     connection.exec_driver_sql(view_sql(self.sqlite))
                 return
             except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.InternalError):
@@ -260,6 +270,14 @@ class LogDatabase:
                 if attempt == 4:
                     raise
                 time.sleep(0.05 * (attempt + 1))
+
+    def _sqlite_view_outdated(self) -> bool:
+        """Whether a SQLite log has the view an earlier tabship made (booleans read as 1)."""
+        with self.engine.connect() as connection:
+            found = connection.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE type = 'view' AND name = ?", (VIEW,)
+            ).scalar()
+        return found is not None and SQLITE_VIEW_MARK not in found
 
     def close(self) -> None:
         """Close the pool's connections."""

@@ -174,7 +174,13 @@ class LogStore(LogDatabase):
             connection.execute(
                 feedback_table.insert(),
                 [
-                    {"id": pid, "ts": now, "actual": json.dumps(actual), "batch": batches[pid]}
+                    {
+                        "id": pid,
+                        "ts": now,
+                        # As the view writes a prediction: `é`, not its escape.
+                        "actual": json.dumps(actual, ensure_ascii=False),
+                        "batch": batches[pid],
+                    }
                     for pid, actual in pairs
                 ],
             )

@@ -95,13 +95,18 @@ feedback_table = sa.Table(
 )
 
 # json_extract, not -> and ->> (SQLite 3.38): Ubuntu 22.04 and Debian 11 ship older SQLite.
-# json_quote keeps a string prediction as JSON text ("yes" with its quotes), as schema 1 had.
+# json_quote keeps a string prediction as JSON text ("yes" with its quotes), as schema 1 had;
+# a boolean is spelled apart, as json_extract reads it as 1 (feedback's `true` never equalled
+# it). A log made before gets this view when a server next opens it (`SQLITE_VIEW_MARK`).
+SQLITE_VIEW_MARK = "json_type(e.value, '$[5]')"
 _SQLITE_VIEW = f"""CREATE VIEW IF NOT EXISTS {VIEW} AS
 SELECT b.id AS batch, e.key AS position,
   json_extract(e.value, '$[0]') AS id, json_extract(e.value, '$[1]') AS ts,
   json_extract(e.value, '$[2]') AS request_id, b.model_sha256 AS model_sha256,
   json_extract(e.value, '$[3]') AS route, b.instance AS instance,
-  json_extract(e.value, '$[4]') AS input, json_quote(json_extract(e.value, '$[5]')) AS prediction,
+  json_extract(e.value, '$[4]') AS input,
+  CASE {SQLITE_VIEW_MARK} WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'
+    ELSE json_quote(json_extract(e.value, '$[5]')) END AS prediction,
   json_extract(e.value, '$[6]') AS probabilities, json_extract(e.value, '$[7]') AS warnings,
   json_extract(e.value, '$[8]') AS latency_ms
 FROM tabship_prediction_batches AS b, json_each(b.entries) AS e"""  # noqa: S608 - our names
