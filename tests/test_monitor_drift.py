@@ -107,9 +107,13 @@ def test_windows_of_the_training_table_itself_are_ok_at_a_hundred_rows() -> None
 def test_live_values_are_read_as_the_model_reads_them() -> None:
     flags = profile_levels("flag", np.array(["True", "False"] * 500, dtype=object))
     live = ["true", "FALSE", True, False, "None", "NA", "n/a", None, "maybe"] * 20
-    drift = categorical_drift(flags, live)
+    drift = categorical_drift(flags, live, boolean=True)
     shares = dict(zip(drift.bins, drift.live, strict=True))
     assert shares == {"False": 2 / 9, "True": 2 / 9, "(other)": 1 / 9, "(missing)": 4 / 9}
+    # A text feature's `true` is a level training never saw (the model reads it so).
+    answers = profile_levels("answer", np.array(["True", "False", "Unknown"] * 300, dtype=object))
+    texts = categorical_drift(answers, ["true", "false"] * 250, training_rows=900)
+    assert texts.live[texts.bins.index("(other)")] == 1.0 and texts.status == "alert"
     # A code that is a level (North America's NA) stays that level.
     codes = profile_levels("region", np.array(["NA", "EU"] * 500, dtype=object))
     coded = categorical_drift(codes, ["NA"] * 100)

@@ -13,7 +13,7 @@ bins. Beside it:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,9 +170,13 @@ def numeric_drift(
 
 
 def categorical_drift(
-    reference: CategoricalProfile, values: Sequence[Any], training_rows: float = EXACT
+    reference: CategoricalProfile,
+    values: Sequence[Any],
+    training_rows: float = EXACT,
+    boolean: bool = False,
 ) -> Drift:
-    """PSI and Jensen-Shannon distance over the training levels, other and missing."""
+    """PSI and Jensen-Shannon distance over the training levels, other and missing;
+    `boolean`: a boolean feature's, which takes `true` for its level `True`."""
     bins = reference.bins()
     training = reference.reference().tolist()
     rows = len(values)
@@ -181,11 +185,12 @@ def categorical_drift(
     index = {level: i for i, level in enumerate(reference.levels)}
     other, missing = len(reference.levels), len(reference.levels) + 1
     counts = np.zeros(len(bins), dtype=np.float64)
-    # Each value as the model read it (feature.read): `true` is a boolean's `True`, and an
-    # `NA` that is not a level is missing; the log keeps the request's own spelling.
+    # Each value as the model read it (feature.read): `true` is a boolean's `True` (a text
+    # feature's `true` is a level of its own), and an `NA` that is not a level is missing;
+    # the log keeps the request's own spelling.
     for text in NA_TEXTS | {MISSING_LEVEL}:
         index.setdefault(text, missing)
-    for spelling, level in BOOL_SPELLINGS.items():
+    for spelling, level in BOOL_SPELLINGS.items() if boolean else ():
         if level in index:
             index.setdefault(spelling, index[level])
     for _, piece in pieces(values):
@@ -211,12 +216,15 @@ def categorical_drift(
 
 
 def drift_of(
-    reference: FeatureProfile, values: Sequence[Any], training_rows: float = EXACT
+    reference: FeatureProfile,
+    values: Sequence[Any],
+    training_rows: float = EXACT,
+    boolean: bool = False,
 ) -> Drift:
     """Drift of one column of live values against its profile."""
     if isinstance(reference, NumericProfile):
         return numeric_drift(reference, values, training_rows)
-    return categorical_drift(reference, values, training_rows)
+    return categorical_drift(reference, values, training_rows, boolean)
 
 
 @dataclass(frozen=True)
@@ -240,21 +248,25 @@ def compare(
     profile: ReferenceProfile,
     records: Sequence[Mapping[str, Any]],
     predictions: Sequence[Any],
+    booleans: Collection[str] = (),
 ) -> DriftReport:
-    """Drift of logged input records and their predictions against the training profile."""
+    """Drift of logged input records and their predictions against the training profile;
+    `booleans`, the names of the boolean features (the card's schema says)."""
     columns = {f.name: [record.get(f.name) for record in records] for f in profile.features}
-    return compare_columns(profile, columns, predictions)
+    return compare_columns(profile, columns, predictions, booleans)
 
 
 def compare_columns(
     profile: ReferenceProfile,
     columns: Mapping[str, Sequence[Any]],
     predictions: Sequence[Any],
+    booleans: Collection[str] = (),
 ) -> DriftReport:
     """Drift of live values given by feature name (and their predictions) against the profile."""
     features = []
     for reference in profile.features:
-        features.append(drift_of(reference, columns[reference.name], profile.rows))
+        values = columns[reference.name]
+        features.append(drift_of(reference, values, profile.rows, reference.name in booleans))
         hand_over()  # in a server's writer thread: let the event loop in between features
     predicted = drift_of(profile.prediction, list(predictions), profile.rows)
     return DriftReport(len(predictions), features, predicted)

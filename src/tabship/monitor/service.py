@@ -73,6 +73,7 @@ class Monitoring:
             # another worker's loop took its core would stall its own loop until that loop
             # rested (see handover.idle_priority).
             low_priority=settings.workers == 1,
+            booleans=[f.name for f in self.card.schema.features if f.dtype == "bool"],
         )
 
     def register(self, registry: CollectorRegistry) -> None:

@@ -314,7 +314,8 @@ def summarize(
             "this model folder has no reference profile (trained before tabship 0.2): no drift"
         )
     else:
-        drift = compare(profile, [r.input for r in rows], [r.prediction for r in rows])
+        booleans = [f.name for f in card.schema.features if f.dtype == "bool"]
+        drift = compare(profile, [r.input for r in rows], [r.prediction for r in rows], booleans)
         if profile.skipped:  # dates move with the calendar: their drift would always fire
             notes.append(f"not checked for drift (dates): {listed(list(profile.skipped))}")
     others = "" if rows else other_models_note(store, card.sha256, since)

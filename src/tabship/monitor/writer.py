@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from tabship.monitor.backlog import BATCH_ROWS, MAX_QUEUE_ROWS, WAIT_SECONDS
 from tabship.monitor.batches import Batches
@@ -73,6 +73,7 @@ class LogWriter(Batches):
         drift_seconds: float = DRIFT_SECONDS,
         clock: Callable[[], float] = time.time,
         low_priority: bool = True,
+        booleans: Collection[str] = (),
     ) -> None:
         super().__init__(
             profile,
@@ -87,6 +88,8 @@ class LogWriter(Batches):
         self.low_priority = low_priority
         self.model_sha256 = model_sha256
         self.profile = profile
+        # The boolean features, whose `true` the drift reads as the level `True`.
+        self.booleans = frozenset(booleans)
         self.instance = instance_name()
         self.flush_seconds = flush_seconds
         self.retention_days = retention_days
@@ -366,6 +369,6 @@ class LogWriter(Batches):
         for name, values in more_columns.items():
             columns[name].extend(values)
         predictions.extend(more_predictions)
-        report = compare_columns(self.profile, columns, predictions)
+        report = compare_columns(self.profile, columns, predictions, self.booleans)
         self.stats.drift, self.stats.drift_time = report, now or self.clock()
         return report
