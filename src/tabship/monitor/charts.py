@@ -7,7 +7,7 @@ the SVG text.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 
 TRAINING = "#8a94a6"
@@ -121,16 +121,14 @@ def line(
     colours = (LIVE, "#d97706", "#15803d")
     for number, (name, points) in enumerate(series):
         colour = colours[number % len(colours)]
-        coords = [
-            xy(i, v) for i, v in enumerate(points) if v is not None and math.isfinite(float(v))
-        ]
-        if coords:
-            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
-            parts.append(
-                f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>'
-            )
+        for run in _runs(points, xy):
+            if len(run) > 1:
+                path = " ".join(f"{x:.1f},{y:.1f}" for x, y in run)
+                parts.append(
+                    f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>'
+                )
             parts.extend(
-                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>' for x, y in coords
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>' for x, y in run
             )
         parts.append(
             f'<text x="{left + 4 + 110 * number}" y="{height - 4}" font-size="10" '
@@ -138,3 +136,17 @@ def line(
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _runs(
+    points: Sequence[float | None], xy: Callable[[int, float], tuple[float, float]]
+) -> list[list[tuple[float, float]]]:
+    """The points as runs of buckets with a value, one line each: a bucket without one (no
+    traffic, no feedback) is a gap, not a straight line from the point before to the next."""
+    runs: list[list[tuple[float, float]]] = [[]]
+    for index, value in enumerate(points):
+        if value is not None and math.isfinite(float(value)):
+            runs[-1].append(xy(index, value))
+        elif runs[-1]:
+            runs.append([])
+    return runs
