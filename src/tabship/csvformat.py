@@ -207,7 +207,9 @@ def sniff(
     encoding, errors, text = _decoded(head)
     # Lines as pandas counts them (`splitlines` also breaks at a form feed or U+2028).
     lines = _LINE.findall(text)
-    first = lines[0].lstrip("\ufeff").rstrip("\r\n") if lines else ""
+    if lines:  # a byte-order mark is not the first line's text (`#`, a quote, a title)
+        lines[0] = lines[0].lstrip("\ufeff")
+    first = lines[0].rstrip("\r\n") if lines else ""
     named = _EXCEL_SEPARATOR.fullmatch(first)
     if named:  # Excel's first line naming the separator; the header follows
         lines = lines[1:]
