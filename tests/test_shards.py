@@ -294,3 +294,23 @@ def test_a_missing_single_file_is_named(tiny_model: TrainedModel, tmp_path: Path
     )  # fmt: skip
     assert result.exit_code == 1
     assert "no file" in result.output and "nope.csv" in result.output
+
+
+def test_labelled_csv_and_parquet_files_share_one_typed_target_column(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    # The CSV's charges became numbers; a Parquet file's text charges then did not fit them.
+    rows = make_tiny_table(rows=4, seed=3)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    rows.to_csv(mixed / "a.csv", index=False)
+    rows.assign(charges=["1200.5", "n/k", "", "980"]).to_parquet(mixed / "b.parquet", index=False)
+    summary = predict_shard(
+        predictor, str(mixed), str(tmp_path / "out"), Shard(0, 1), fmt="parquet"
+    )
+    assert summary.output is not None
+    out = pd.read_parquet(summary.output)
+    assert out["charges"].dtype == "float64" and out["charges"].isna().sum() == 2
+    (note,) = [w for w in summary.warnings if "left empty" in w]
+    assert note.startswith("the input's 'charges' column is written as number values")
+    assert "(row 2 of " in note and "b.parquet 'n/k')" in note  # which file, when several

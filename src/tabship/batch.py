@@ -245,9 +245,11 @@ class _Sink:
                 [replace(p, row=first_row + (p.row or 0)) for p in exc.problems], exc.more
             ) from None
         target = predictor.target
-        if self.parquet and MARKS in chunk.attrs and target in chunk and is_text(chunk[target]):
-            typed, odd = typed_target(chunk[target], self.kind, chunk.attrs[MARKS])
-            self.left.add(chunk[target], odd, first_row)
+        if self.parquet and target in chunk and is_text(chunk[target]):
+            # A CSV's marks; a Parquet file's text numbers are written with dots.
+            marks = chunk.attrs.get(MARKS, (".", None))
+            typed, odd = typed_target(chunk[target], self.kind, marks)
+            self.left.add(chunk[target], odd, first_row, source)
             chunk = chunk.assign(**{target: typed})
         predicted = chunk.assign(
             **self._beside(chunk, prediction_columns(predictor, values, proba))

@@ -26,13 +26,17 @@ class LeftEmpty:
     cells: int = 0
     row: int = 0
     text: str = ""
+    source: str | None = None  # the file, when several are scored into one output
 
-    def add(self, column: pd.Series, odd: pd.Series, first_row: int) -> None:
+    def add(
+        self, column: pd.Series, odd: pd.Series, first_row: int, source: str | None = None
+    ) -> None:
         if not odd.any():
             return
         if not self.cells:
             at = int(np.flatnonzero(odd.to_numpy())[0])
             self.row, self.text = first_row + at, str(column.iloc[at])
+            self.source = source
         self.cells += int(odd.sum())
 
     def note(self, target: str, kind: str) -> str:
@@ -43,7 +47,8 @@ class LeftEmpty:
         return (
             f"the input's {target!r} column is written as {kind} values, as the predictions "
             f"are; {self.cells:,} cell{'s' if self.cells != 1 else ''} that "
-            f"{'are' if self.cells != 1 else 'is'} not (row {self.row} {shown!r}) "
+            f"{'are' if self.cells != 1 else 'is'} not (row {self.row}"
+            f"{f' of {self.source}' if self.source else ''} {shown!r}) "
             "left empty there (a CSV output keeps every cell as written)"
         )
 
