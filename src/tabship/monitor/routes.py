@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tabship.classes import typed_label
+from tabship.feature import BOOL_SPELLINGS
 from tabship.monitor.service import MAX_FEEDBACK, Monitoring
 from tabship.serve.routes import FEEDBACK_PATH, MONITOR_PATH, Route
 
@@ -12,9 +13,12 @@ from tabship.serve.routes import FEEDBACK_PATH, MONITOR_PATH, Route
 def feedback_schema(monitoring: Monitoring) -> dict[str, Any]:
     """JSON Schema of a feedback body: one {id, actual} or a list of them."""
     card = monitoring.card
-    # A class as answers give it (`true`, 1) or as its text (`True`, "1"): feedback takes both.
-    accepted = [typed_label(c, card.label_type) for c in card.classes]
-    accepted += [c for c in card.classes if c not in accepted]
+    # A class as answers give it (`true`, 1) or as text (`True`, `true`, "1"): feedback
+    # takes each (the spellings training read a boolean in too).
+    kind = card.label_type
+    accepted: list[Any] = [typed_label(c, kind) for c in card.classes]
+    texts = [*card.classes, *(BOOL_SPELLINGS if kind == "boolean" else ())]
+    accepted += [t for t in texts if t not in accepted]
     actual: dict[str, Any] = {"type": "number"} if card.task == "regression" else {"enum": accepted}
     item = {
         "type": "object",

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from tabship.classes import class_text, typed_label
+from tabship.classes import answer_key, class_text, typed_label
 from tabship.config import ServeSettings
 from tabship.errors import BodyTooLargeError, MalformedBodyError, RetryLaterError
 from tabship.feature import FLOAT32_MAX, listed, past_float32, shown
@@ -200,9 +200,9 @@ class Monitoring:
         classes = self.card.classes
         text = class_text(value, self.card.label_type)
         if text not in classes:
+            named = [answer_key(c, self.card.label_type) for c in classes]  # true, as answers
             raise MalformedBodyError(
-                f"{where}actual: must be one of the classes {listed(list(classes))}, "
-                f"got {shown(value)}"
+                f"{where}actual: must be one of the classes {listed(named)}, got {shown(value)}"
             )
         # Stored as answers give the class (1, true), so the log's view compares it with
         # the prediction (a stored "1" never equalled a predicted 1).
@@ -303,7 +303,8 @@ class LogCollector(Collector):
         )
         alert = GaugeMetricFamily(
             "tabship_drift_alert",
-            "1 when a feature's PSI is at least 0.25, else 0.",
+            "1 when a feature's drift status is alert (PSI at least 0.25 and the difference "
+            "past sampling noise, p < 0.001), else 0.",
             labels=["feature"],
         )
         prediction = GaugeMetricFamily(

@@ -187,9 +187,11 @@ class LogStore(LogDatabase):
             return changed
 
     def delete_before(self, cutoff: float, model_sha256: str | None = None) -> int:
-        """Delete predictions older than `cutoff` (epoch seconds), and their feedback: one
-        model's (a server's retention: other models' servers may share the database and
-        keep theirs longer), or every model's.
+        """Delete predictions older than `cutoff` (epoch seconds), and their feedback: a
+        server's retention (`model_sha256`) takes its model's and those of models that have
+        logged nothing since (an earlier version of it, retrained into its folder: its rows
+        were kept for ever), never a model still logging (its servers may keep theirs
+        longer); without a model, every model's.
 
         Whole batches go: a batch whose newest entry is older. A batch spans at most a flush
         interval (100 ms), unless the database was down while its entries waited.
@@ -198,7 +200,14 @@ class LogStore(LogDatabase):
         b = batches_table
         aged = b.c.ts_last < cutoff
         if model_sha256 is not None:
-            aged = sa.and_(aged, b.c.model_sha256 == model_sha256)
+            quiet = (
+                sa.select(b.c.model_sha256)
+                .group_by(b.c.model_sha256)
+                .having(sa.func.max(b.c.ts_last) < cutoff)
+            )
+            aged = sa.and_(
+                aged, sa.or_(b.c.model_sha256 == model_sha256, b.c.model_sha256.in_(quiet))
+            )
         with self.engine.begin() as connection:
             old = sa.select(b.c.id).where(aged)
             deleted = connection.execute(
@@ -206,10 +215,9 @@ class LogStore(LogDatabase):
             ).scalar_one()
             f = feedback_table
             connection.execute(f.delete().where(f.c.batch.in_(old)))
-            if model_sha256 is None:
-                # Feedback moved from schema 1 for a prediction no longer logged has no
-                # batch, so no model: only a cleaning of every model's rows takes it.
-                connection.execute(f.delete().where(f.c.batch.is_(None), f.c.ts < cutoff))
+            # Feedback moved from schema 1 for a prediction no longer logged has no batch,
+            # so no model still logging.
+            connection.execute(f.delete().where(f.c.batch.is_(None), f.c.ts < cutoff))
             connection.execute(b.delete().where(aged))
             return int(deleted)
 
