@@ -8,6 +8,9 @@ bins. Beside it:
   from 101 quantiles of each side (the profile keeps the training ones, no rows). It reads
   as "how far the values moved, in standard deviations", does not saturate with large samples
   the way a KS test's p-value does, and sees a shift inside one wide bin that PSI misses.
+The status reads PSI against fixed thresholds, but only once the live counts differ from
+training's by more than sampling noise (a chi-square test of homogeneity, `SIGNIFICANCE`):
+in a small window PSI is mostly noise, and an alert there paged someone for nothing.
 """
 
 from __future__ import annotations
