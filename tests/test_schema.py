@@ -398,3 +398,11 @@ def test_a_float32_reading_of_the_training_minimum_is_inside_the_range() -> None
     frame = pd.DataFrame({"x": np.array([0.02, 5.0, 0.0199], dtype=np.float32)})
     assert schema.validate_frame(frame).outside == {"x": 1}
     assert schema.validate_columns({"x": [near] * 100}, 100).warnings == []  # columns too
+
+
+def test_an_unseen_value_message_cuts_long_training_levels() -> None:
+    long = "L" * 300
+    feature = Feature(name="kind", kind="categorical", dtype="string", allow_missing=False,
+                      levels=(long, "b"))  # fmt: skip
+    message = feature.unseen_message("c")
+    assert len(message) < 150 and "L" * 39 + "\u2026, b" in message

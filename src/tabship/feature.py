@@ -234,9 +234,11 @@ class Feature:
     def unseen_message(self, value: object) -> str:
         """'x' is not one of the N values seen in training (e.g. a, b, c, ...)."""
         known = self.known_levels
-        examples = ", ".join(known[:MAX_SHOWN_LEVELS]) + (
-            ", ..." if len(known) > MAX_SHOWN_LEVELS else ""
-        )
+        # Each cut: a 300-character level was copied whole into every request's warning.
+        examples = ", ".join(
+            level if len(level) <= 40 else level[:39] + "\u2026"
+            for level in known[:MAX_SHOWN_LEVELS]
+        ) + (", ..." if len(known) > MAX_SHOWN_LEVELS else "")
         return f"{shown(value)} is not one of the {len(known)} values seen in training (e.g. {examples})"
 
     @property
