@@ -221,20 +221,21 @@ def test_a_file_deleted_under_a_server_is_made_again_and_said(
     assert len(list(LogStore(f"sqlite:///{tmp_path / 'moved.db'}").rows(None, 0))) == 2
 
 
-def test_a_servers_retention_spares_only_models_still_logging(tmp_path: Path) -> None:
+def test_a_servers_retention_deletes_its_own_models_rows_only(tmp_path: Path) -> None:
     store = LogStore(f"sqlite:///{tmp_path / 'log.db'}")
     store.insert([entry(f"{PREFIX}-{c:x}", float(c)) for c in (1, 2)], "mine", "pod:1")
+    store.insert([entry(f"{PREFIX}-{c:x}", float(c)) for c in (30, 31)], "mine", "pod:1")
+    # Another model's old rows stay, idle or not: its servers may keep theirs longer.
     other = "ba9876543210"
-    # Another model still logging (its newest row after the cutoff) keeps its old rows; the
-    # version this model replaced, which logs nothing since, does not.
     store.insert([entry(f"{other}-{c:x}", float(c)) for c in (1, 2)], "theirs", "pod:2")
-    store.insert([entry(f"{other}-{c:x}", float(c)) for c in (20,)], "theirs", "pod:2")
-    store.insert([entry(f"{OURS}-{c:x}", float(c)) for c in (3, 4)], "mine-before", "pod:3")
-    found = store.batches_of([f"{other}-1"])
-    store.add_feedback([(f"{other}-1", 3.0)], found)
-    assert store.delete_before(10.0, "mine") == 4
-    assert [r.id for r in store.rows(None, 0)] == [f"{other}-14", f"{other}-2", f"{other}-1"]
-    assert {r.id: r.actual for r in store.rows("theirs", 0)}[f"{other}-1"] == 3.0
+    found = store.batches_of([f"{other}-1", f"{PREFIX}-1e"])
+    store.add_feedback([(f"{other}-1", 3.0), (f"{PREFIX}-1e", 4.0)], found)
+    assert store.delete_before(10.0, "mine") == 2
+    ids = [r.id for r in store.rows(None, 0)]
+    assert ids == [f"{PREFIX}-1f", f"{PREFIX}-1e", f"{other}-2", f"{other}-1"]
+    assert {r.id: r.actual for r in store.rows(None, 0)} == {
+        f"{PREFIX}-1f": None, f"{PREFIX}-1e": 4.0, f"{other}-2": None, f"{other}-1": 3.0
+    }  # fmt: skip
 
 
 def test_the_view_compares_boolean_and_accented_classes_with_their_feedback(

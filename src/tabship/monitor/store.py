@@ -187,39 +187,32 @@ class LogStore(LogDatabase):
             return changed
 
     def delete_before(self, cutoff: float, model_sha256: str | None = None) -> int:
-        """Delete predictions older than `cutoff` (epoch seconds), and their feedback: a
-        server's retention (`model_sha256`) takes its model's and those of models that have
-        logged nothing since (an earlier version of it, retrained into its folder: its rows
-        were kept for ever), never a model still logging (its servers may keep theirs
-        longer); without a model, every model's.
+        """Delete predictions older than `cutoff` (epoch seconds), and their feedback: one
+        model's (a server's retention: other models' servers may share the database, be
+        idle for weeks, and keep theirs longer), or every model's.
 
         Whole batches go: a batch whose newest entry is older. A batch spans at most a flush
         interval (100 ms), unless the database was down while its entries waited.
         """
         self.open()
-        b = batches_table
+        b, f = batches_table, feedback_table
         aged = b.c.ts_last < cutoff
         if model_sha256 is not None:
-            quiet = (
-                sa.select(b.c.model_sha256)
-                .group_by(b.c.model_sha256)
-                .having(sa.func.max(b.c.ts_last) < cutoff)
-            )
-            aged = sa.and_(
-                aged, sa.or_(b.c.model_sha256 == model_sha256, b.c.model_sha256.in_(quiet))
-            )
+            aged = sa.and_(aged, b.c.model_sha256 == model_sha256)
         with self.engine.begin() as connection:
-            old = sa.select(b.c.id).where(aged)
-            deleted = connection.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(b.c.size), 0)).where(aged)
-            ).scalar_one()
-            f = feedback_table
-            connection.execute(f.delete().where(f.c.batch.in_(old)))
-            # Feedback moved from schema 1 for a prediction no longer logged has no batch,
-            # so no model still logging.
-            connection.execute(f.delete().where(f.c.batch.is_(None), f.c.ts < cutoff))
-            connection.execute(b.delete().where(aged))
-            return int(deleted)
+            # The batches chosen once: a batch logged meanwhile is neither deleted nor
+            # stripped of its feedback.
+            chosen = connection.execute(sa.select(b.c.id, b.c.size).where(aged)).all()
+            ids = [batch for batch, _ in chosen]
+            for start in range(0, len(ids), 500):
+                part = ids[start : start + 500]
+                connection.execute(f.delete().where(f.c.batch.in_(part)))
+                connection.execute(b.delete().where(b.c.id.in_(part)))
+            if model_sha256 is None:
+                # Feedback moved from schema 1 for a prediction no longer logged has no
+                # batch, so no model: only a cleaning of every model's rows takes it.
+                connection.execute(f.delete().where(f.c.batch.is_(None), f.c.ts < cutoff))
+            return sum(int(size) for _, size in chosen)
 
     def rows(
         self, model_sha256: str | None, since: float, limit: int | None = None
