@@ -213,12 +213,17 @@ class Backlog:
         self.stats.wait_seconds += now - started
 
     def _behind(self, now: float = 0.0) -> bool:
-        """Whether the backlog calls for backpressure: rows past BACKLOG_SHARE of the bound,
-        the last write not failed, and no insert running past STALLED_SECONDS."""
-        if self._waiting() < self._backlog_rows or self._retrying:
+        """Whether the backlog calls for backpressure: rows past BACKLOG_SHARE of the bound
+        while the database answers."""
+        return self._waiting() >= self._backlog_rows and self.database_answers(now)
+
+    def database_answers(self, now: float = 0.0, stalled: float = STALLED_SECONDS) -> bool:
+        """Whether the last write did not fail and no insert has run past `stalled` seconds
+        (a writer merely behind, on a busy core, still has a database that answers)."""
+        if self._retrying:
             return False
-        stalled = (now or time.monotonic()) - STALLED_SECONDS
-        return not any(0.0 < began < stalled for began in self._inserting)
+        since = (now or time.monotonic()) - stalled
+        return not any(0.0 < began < since for began in self._inserting)
 
     def _waiting(self) -> int:
         """Rows queued and not yet taken by a writing thread (the loop's check, once a turn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, overload
@@ -13,6 +14,15 @@ from typing import Any, NamedTuple, overload
 # finds a batch's lowest and highest ids by comparing them as text.
 PREFIX = secrets.token_hex(6)
 _COUNTER = itertools.count(1)
+
+
+# An id as this tabship gives them, in any process (another worker's prefix too).
+_ID_FORM = re.compile(r"[0-9a-f]{12}-[0-9a-f]{10}")
+
+
+def is_prediction_id(text: str) -> bool:
+    """Whether `text` has the form of the ids `prediction_ids` gives, any process's."""
+    return _ID_FORM.fullmatch(text) is not None
 
 
 def prediction_ids(count: int) -> list[str]:
@@ -61,4 +71,4 @@ class ColumnRecords(Sequence[Mapping[str, Any]]):
         return {name: column[index] for name, column in self.columns.items()}
 
 
-__all__ = ["PREFIX", "ColumnRecords", "Logged", "prediction_ids"]
+__all__ = ["PREFIX", "ColumnRecords", "Logged", "is_prediction_id", "prediction_ids"]

@@ -7,7 +7,6 @@ thread, never on the event loop; the request path itself only queues (see backlo
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,6 +19,7 @@ from tabship.classes import answer_key, class_text, typed_label
 from tabship.config import ServeSettings
 from tabship.errors import BodyTooLargeError, MalformedBodyError, RetryLaterError
 from tabship.feature import FLOAT32_MAX, listed, past_float32, shown
+from tabship.monitor.ids import is_prediction_id
 from tabship.monitor.page import render_monitor
 from tabship.monitor.profile import NumericProfile, load_profile
 from tabship.monitor.store import DatabaseDown, LogStore
@@ -32,8 +32,8 @@ from tabship.serve.http import Answer, Request, html_answer, json_answer
 MAX_FEEDBACK = 1000
 FEEDBACK_GRACE_SECONDS = 0.3
 FEEDBACK_FLUSH_SECONDS = 1.0
-# A prediction id as every tabship process gives them: its prefix, a counter (ids.py).
-TABSHIP_ID = re.compile(r"[0-9a-f]{12}-[0-9a-f]{10}")
+# An insert running this long while feedback waited for the flush: the database hangs.
+FLUSH_STALLED = FEEDBACK_FLUSH_SECONDS / 2
 MAX_LISTED = 10
 # A regression actual this many times its training predictions' range away is refused.
 FAR = 100
@@ -101,11 +101,12 @@ class Monitoring:
             raise LogUnavailableError(
                 "prediction log: the database cannot be reached; retry shortly"
             ) from None
-        waiting = [pid for pid in unknown if TABSHIP_ID.fullmatch(pid)]
-        if waiting and not written:
-            # Ids of the form this server's processes give while its writes fail: predictions
-            # still queued, here or in another worker (whose writes fail alike), not unknown
-            # ones (a 422 would have the client throw the ground truth away).
+        waiting = [pid for pid in unknown if is_prediction_id(pid)]
+        if waiting and not written and not self.writer.database_answers(stalled=FLUSH_STALLED):
+            # Ids of the form this server's processes give while its writes fail or hang:
+            # predictions still queued, here or in another worker (whose writes fail alike),
+            # not unknown ones (a 422 would have the client throw the ground truth away). A
+            # writer merely behind is no such case: those ids are unknown.
             raise LogUnavailableError(
                 f"prediction log: {len(waiting)} of the ids are waiting to be written and the "
                 "database is not taking writes; retry shortly"
