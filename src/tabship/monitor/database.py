@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,6 +107,7 @@ class LogDatabase:
         self._file_checked = 0.0
         self.generation = 0
         self._replaced = False
+        self._reopening = threading.Lock()
 
     def open(self) -> None:
         """Create the schema if absent (read-only: refuse a database that is not a log);
@@ -113,19 +115,27 @@ class LogDatabase:
         replaced since is left for a new one at its path, said on stderr."""
         if self.ready:
             if self._file is not None and time.monotonic() >= self._file_checked:
-                self._check_file()
+                with self._reopening:  # the writer's threads and the monitor's share it
+                    if self.ready and time.monotonic() >= self._file_checked:
+                        self._check_file()
             return
         if self._replaced:
-            try:
-                self._open()
-            except Exception as exc:
-                self.engine.dispose()  # its connections may hold what is at the path now
-                if isinstance(exc, LogDatabaseError):  # no log of ours: down until one is
-                    raise OSError(str(exc)) from None
-                raise
-            self._replaced = False
+            with self._reopening:
+                if self._replaced:
+                    self._reopen()
             return
         self._open()
+
+    def _reopen(self) -> None:
+        """Open what is at the path now; what is no log of ours is 'down' until one is."""
+        try:
+            self._open()
+        except Exception as exc:
+            self.engine.dispose()  # its connections may hold what is at the path now
+            if isinstance(exc, LogDatabaseError):
+                raise OSError(str(exc)) from None
+            raise
+        self._replaced = False
 
     def _open(self) -> None:
         if self.read_only:
@@ -189,7 +199,7 @@ class LogDatabase:
         self._replaced = True
         self.generation += 1  # threads' own connections (LogStore's) hold the old file too
         self.engine.dispose()  # the pool's connections hold the old file open
-        self.open()
+        self._reopen()
 
     def log_tables(self) -> set[str]:
         """The names of the database's tables; a database without tabship's meta table (a

@@ -110,15 +110,16 @@ class LogStore(LogDatabase):
         statement, order = self._insert_sql
         dbapi = self.engine.dialect.loaded_dbapi
         thread = threading.get_ident()
-        raw, generation = self._raw.get(thread, (None, self.generation))
-        if raw is not None and generation != self.generation:  # its file was replaced
+        current = self.generation  # read first: a connection made after is of this file
+        raw, generation = self._raw.get(thread, (None, current))
+        if raw is not None and generation != current:  # its file was replaced
             self._raw.pop(thread, None)
             raw.invalidate()
             raw = None
         try:
             if raw is None:
                 raw = self.engine.raw_connection()
-                self._raw[thread] = (raw, self.generation)
+                self._raw[thread] = (raw, current)
             cursor = raw.cursor()
             try:
                 cursor.execute(statement, [values[k] for k in order] if order else values)
