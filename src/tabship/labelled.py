@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 
 from tabship.csvformat import NumberMarks, written_numbers
-from tabship.feature import NA_TEXTS
+from tabship.feature import BOOL_SPELLINGS, NA_TEXTS
 
 # Spellings pandas read as booleans when training read the target (its true/false values).
-_TRUE, _FALSE = frozenset({"True", "true", "TRUE"}), frozenset({"False", "false", "FALSE"})
+_TRUE = frozenset({"True", *(s for s, level in BOOL_SPELLINGS.items() if level == "True")})
+_FALSE = frozenset({"False", *(s for s, level in BOOL_SPELLINGS.items() if level == "False")})
 
 
 @dataclass

@@ -111,6 +111,11 @@ class Schema:
         return [f.name for f in self.features]
 
     @property
+    def boolean_names(self) -> list[str]:
+        """The boolean features' names (they take `true` for their level `True`)."""
+        return [f.name for f in self.features if f.dtype == "bool"]
+
+    @property
     def inputs(self) -> list[tuple[str, bool]]:
         """The engine's input columns in order, each with whether it is text (a category)."""
         return self._inputs  # type: ignore[attr-defined,no-any-return]

@@ -19,6 +19,7 @@ from tabship.classes import answer_key, class_text, typed_label
 from tabship.config import ServeSettings
 from tabship.errors import BodyTooLargeError, MalformedBodyError, RetryLaterError
 from tabship.feature import FLOAT32_MAX, listed, past_float32, shown
+from tabship.monitor.drift import ALERT, SIGNIFICANCE
 from tabship.monitor.ids import is_prediction_id
 from tabship.monitor.page import render_monitor
 from tabship.monitor.profile import NumericProfile, load_profile
@@ -73,7 +74,7 @@ class Monitoring:
             # another worker's loop took its core would stall its own loop until that loop
             # rested (see handover.idle_priority).
             low_priority=settings.workers == 1,
-            booleans=[f.name for f in self.card.schema.features if f.dtype == "bool"],
+            booleans=self.card.schema.boolean_names,
         )
 
     def register(self, registry: CollectorRegistry) -> None:
@@ -304,8 +305,8 @@ class LogCollector(Collector):
         )
         alert = GaugeMetricFamily(
             "tabship_drift_alert",
-            "1 when a feature's drift status is alert (PSI at least 0.25 and the difference "
-            "past sampling noise, p < 0.001), else 0.",
+            f"1 when a feature's drift status is alert (PSI at least {ALERT} and the "
+            f"difference past sampling noise, p < {SIGNIFICANCE}), else 0.",
             labels=["feature"],
         )
         prediction = GaugeMetricFamily(

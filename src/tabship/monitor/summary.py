@@ -109,12 +109,17 @@ def live_scores(task: str, classes: Sequence[str], rows: Sequence[LoggedRow]) ->
     scores = classification_scores(actual, [str(r.prediction) for r in labelled], classes)
     shares = [r.probabilities for r in labelled]
     if all(isinstance(row, Mapping) for row in shares):  # rows logged before had none
-        # A boolean class is keyed `true` in answers, `True` in rows logged before that.
-        table = np.array(
-            [[_number(row.get(c, row.get(c.lower()))) or 0.0 for c in classes] for row in shares]
-        )
+        table = np.array([[_number(_share(row, c)) or 0.0 for c in classes] for row in shares])
         scores |= probability_scores(actual, table, classes)
     return scores
+
+
+def _share(probabilities: Mapping[str, Any], label: str) -> Any:
+    """A class's logged probability: a boolean class is keyed `true` in answers, `True` in
+    rows logged before that."""
+    if label in probabilities or label not in ("True", "False"):
+        return probabilities.get(label)
+    return probabilities.get(label.lower())
 
 
 def probability_scores(
@@ -314,8 +319,8 @@ def summarize(
             "this model folder has no reference profile (trained before tabship 0.2): no drift"
         )
     else:
-        booleans = [f.name for f in card.schema.features if f.dtype == "bool"]
-        drift = compare(profile, [r.input for r in rows], [r.prediction for r in rows], booleans)
+        inputs, predicted = [r.input for r in rows], [r.prediction for r in rows]
+        drift = compare(profile, inputs, predicted, card.schema.boolean_names)
         if profile.skipped:  # dates move with the calendar: their drift would always fire
             notes.append(f"not checked for drift (dates): {listed(list(profile.skipped))}")
     others = "" if rows else other_models_note(store, card.sha256, since)
