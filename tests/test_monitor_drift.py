@@ -151,3 +151,24 @@ def test_a_line_breaks_where_buckets_have_no_value() -> None:
     svg = line("p50 ms", ["a", "b", "c", "d", "e"], [("p50", [2.0, 3.0, None, None, 4.0])])
     assert svg.count("<polyline") == 1 and svg.count("<circle") == 3  # the lone last point
     assert line("x", ["a", "b"], [("x", [None, None])]).count("<polyline") == 0
+
+
+def test_two_rows_of_a_rare_level_are_not_an_alert_by_themselves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tabship.monitor import drift
+
+    rng = np.random.default_rng(5)
+    levels = [f"l{i:02d}" for i in range(19)]
+    profile = profile_levels("k", np.array([*rng.choice(levels, 2997), *["rare"] * 3], object))
+    windows = [[*rng.choice(levels, 98), "rare", "rare"] for _ in range(40)]
+
+    def alerted() -> int:
+        found = [categorical_drift(profile, window, 3000).status for window in windows]
+        return sum(status != "ok" for status in found)
+
+    # Tested alone, the rare level's bin (0.1 rows expected) made 7 windows of 40 warn or
+    # alert; bins expecting under five rows are tested as one.
+    assert alerted() == 0
+    monkeypatch.setattr(drift, "MIN_EXPECTED", 0.0)
+    assert alerted() >= 3

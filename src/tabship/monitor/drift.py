@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.special import chdtrc
 
 from tabship.feature import BOOL_SPELLINGS, MISSING_LEVEL, NA_TEXTS
 from tabship.monitor.handover import hand_over, pieces
@@ -47,6 +48,7 @@ EXACT = 1e12
 # PSI of about (bins - 1) / rows: 0.2 for a 20-level column at 100 rows, where slices of the
 # training table itself came out alert in 4 windows of 6 (and warn for a number in 1 of 3).
 SIGNIFICANCE = 0.001
+MIN_EXPECTED = 5.0
 
 
 def status_of(psi: float, p_value: float = 0.0) -> str:
@@ -59,18 +61,24 @@ def status_of(psi: float, p_value: float = 0.0) -> str:
 
 def homogeneity_p(training: np.ndarray, live: np.ndarray) -> float:
     """The chi-square test of homogeneity of two count vectors over the same bins: how likely
-    counts this different are when both sides come from one distribution."""
-    from scipy.special import chdtrc  # off the serving path: the writer's or the CLI's
-
+    counts this different are when both sides come from one distribution. Bins expecting
+    fewer than MIN_EXPECTED rows on a side are tested as one (the test's usual condition: a
+    rare level's one row weighed as much as a common level's shift)."""
     t = np.asarray(training, dtype=np.float64)
     v = np.asarray(live, dtype=np.float64)
     used = (t + v) > 0
     t, v = t[used], v[used]
-    if len(t) < 2 or t.sum() <= 0 or v.sum() <= 0:
+    if t.sum() <= 0 or v.sum() <= 0:
+        return 1.0
+    share = v.sum() / (t.sum() + v.sum())
+    small = (t + v) * min(share, 1 - share) < MIN_EXPECTED
+    if small.any():
+        t = np.append(t[~small], t[small].sum())
+        v = np.append(v[~small], v[small].sum())
+    if len(t) < 2:
         return 1.0
     total = t + v
-    expected_t = total * (t.sum() / total.sum())
-    expected_v = total * (v.sum() / total.sum())
+    expected_t, expected_v = total * (1 - share), total * share
     statistic = np.sum((t - expected_t) ** 2 / expected_t + (v - expected_v) ** 2 / expected_v)
     return float(chdtrc(len(t) - 1, statistic))
 
