@@ -172,3 +172,15 @@ def test_two_rows_of_a_rare_level_are_not_an_alert_by_themselves(
     assert alerted() == 0
     monkeypatch.setattr(drift, "MIN_EXPECTED", 0.0)
     assert alerted() >= 3
+
+
+def test_the_chi_square_tail_is_scipys_without_importing_it() -> None:
+    from scipy.special import chdtrc
+
+    from tabship.monitor.drift import chi2_survival
+
+    for dof in range(1, 45):
+        for x in [*np.linspace(0.001, 90, 60), 300.0, 1000.0]:
+            assert chi2_survival(dof, float(x)) == pytest.approx(
+                chdtrc(dof, x), rel=1e-9, abs=1e-300
+            )
