@@ -283,6 +283,7 @@ def test_title_lines_above_the_header_are_left_out_and_said(
         ("comment.csv", f"# Insurance export, 2024-05-01, by team A\n# rows: 30\n{body}"),
         ("quoted.csv", f'"Insurance export, May"\n{body}'),
         ("bom.csv", f"\ufeff# Insurance export, 2024\n{body}"),  # Excel's UTF-8 mark first
+        ("listed.csv", f"# Insurance export: age, sex, bmi, charges\n{body}"),
         ("bomquoted.csv", f'\ufeff"Insurance export, May",,\r\n{body}'),
     ]:
         (tmp_path / name).write_text(text)

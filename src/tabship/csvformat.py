@@ -314,18 +314,21 @@ def _title_lines(lines: list[str], expected: Collection[str]) -> int:
     """How many lines above the header are a title (a report's name, a date, blank lines):
     0 unless the first line names none of the `expected` columns and the first line that is
     not a title (blank, or one value: Excel pads a title cell with separators, `Export;;;`)
-    names one. A `#` comment line is a title whatever it holds (`# exported by X, 2024`), and
-    a quoted title is one value (`"Sales, 2024"`). A line with an open quote may be part of a
-    quoted header cell written over two lines (`"Patient age` / `(years)",bmi`): then there
-    are no titles."""
-    if not expected or not lines or _names_one(lines[0], expected):
+    names one. A `#` comment line is a title whatever it holds (`# exported by X, 2024`, even
+    `# columns: age, charges`), unless its first value is a column's (`#`, or an expected
+    name); a quoted title is one value (`"Sales, 2024"`). A line with an open quote may be
+    part of a quoted header cell written over two lines (`"Patient age` / `(years)",bmi`):
+    then there are no titles."""
+    if not expected or not lines:
+        return 0
+    if _names_one(lines[0], expected) and not _comment(lines[0], expected):
         return 0
     for start, line in enumerate(lines[:_MAX_TITLE_LINES]):
         if line.count('"') % 2:
             return 0
-        named = _names_one(line, expected)
-        if line.lstrip().startswith("#") and not named:
+        if _comment(line, expected):
             continue
+        named = _names_one(line, expected)
         cells = max(
             (next(csv.reader([line], delimiter=candidate), []) for candidate in _SEPARATORS),
             key=len,
@@ -333,6 +336,17 @@ def _title_lines(lines: list[str], expected: Collection[str]) -> int:
         if named or any(cell.strip() for cell in cells[1:]):  # the header, if it names one
             return start if start and named else 0
     return 0
+
+
+def _comment(line: str, expected: Collection[str]) -> bool:
+    """Whether a line is a `#` comment: it starts with `#`, and its first value, split by
+    any separator, is neither `#` alone nor an expected column's name (`#,age` is a header)."""
+    if not line.lstrip().startswith("#"):
+        return False
+    firsts = {
+        next(csv.reader([line], delimiter=candidate), [""])[0].strip() for candidate in _SEPARATORS
+    }
+    return not firsts & {"#", *expected}
 
 
 def _names_one(line: str, expected: Collection[str]) -> bool:
