@@ -16,6 +16,7 @@ from tabship.serve.contract import body_headers, decoded_body, media_type, requi
 from tabship.serve.http import Answer, Request, html_answer
 from tabship.serve.pages import render
 from tabship.serve.prometheus import Metrics
+from tabship.serve.routes import FEEDBACK_PATH, MONITOR_PATH
 
 if TYPE_CHECKING:
     from tabship.serve.explain import ExplainApi
@@ -286,6 +287,9 @@ def render_page(
         insight=insight,
         prediction_id=prediction_id,
         logged=logged,
+        # The route table's paths (added with a prediction log), not copies of them.
+        monitor_path=MONITOR_PATH,
+        feedback_path=FEEDBACK_PATH,
     )
 
 
