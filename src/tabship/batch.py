@@ -20,7 +20,7 @@ from tabship.datasets import MARKS, UNNAMED, check_header, parser_message
 from tabship.errors import ConfigError, DatasetError, RecordError
 from tabship.feature import NA_TEXTS
 from tabship.formulas import guard_formulas
-from tabship.labelled import LeftEmpty, answer_kind, typed_target
+from tabship.labelled import TargetColumn
 from tabship.outputs import check_output_file, staged
 from tabship.predictor import Predictor
 from tabship.schema import Schema
@@ -117,7 +117,7 @@ def csv_chunks(
             # A CSV output writes each chunk on its own: whole numbers stay integers there.
             chunk = _one_type(chunk, schema) if parquet else chunk
             chunk.attrs[UNNAMED] = unnamed
-            chunk.attrs[MARKS] = form.marks  # for the target column's numbers (`_Sink`)
+            chunk.attrs[MARKS] = form.marks  # for the target column's numbers (labelled.py)
             yield chunk
 
 
@@ -226,9 +226,8 @@ class _Sink:
         self.memo = predictor.engine.memo()
         # The first chunk's columns, which every later file must have (`_same_columns`).
         self.columns: list[str] | None = None
-        # A labelled CSV's target column goes into Parquet typed as the predictions are.
-        self.kind = answer_kind(predictor.task, predictor.card.label_type)
-        self.left = LeftEmpty()
+        # A labelled file's target column goes into Parquet typed as the predictions are.
+        self.labels = TargetColumn(predictor.target, predictor.task, predictor.card.label_type)
 
     def score(self, source: str | None, first_row: int, chunk: pd.DataFrame) -> None:
         """Validate, predict and write one chunk (the next chunk's parsing goes on meanwhile)."""
@@ -244,13 +243,8 @@ class _Sink:
             raise RecordError(
                 [replace(p, row=first_row + (p.row or 0)) for p in exc.problems], exc.more
             ) from None
-        target = predictor.target
-        if self.parquet and target in chunk and is_text(chunk[target]):
-            # A CSV's marks; a Parquet file's text numbers are written with dots.
-            marks = chunk.attrs.get(MARKS, (".", None))
-            typed, odd = typed_target(chunk[target], self.kind, marks)
-            self.left.add(chunk[target], odd, first_row, source)
-            chunk = chunk.assign(**{target: typed})
+        if self.parquet:
+            chunk = self.labels.typed(chunk, first_row, source)
         predicted = chunk.assign(
             **self._beside(chunk, prediction_columns(predictor, values, proba))
         )
@@ -365,7 +359,7 @@ def write_predictions(
     finally:
         sink.close()
     tally = sink.tally
-    left = sink.left.note(predictor.target, sink.kind)
+    left = sink.labels.note()
     if left:
         tally.warnings.append(left)
     for source, counts in tally.outside.items():

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tabship.columnar import is_text
 from tabship.csvformat import NumberMarks, written_numbers
+from tabship.datasets import MARKS
 from tabship.feature import BOOL_SPELLINGS, NA_TEXTS
 
 # Spellings pandas read as booleans when training read the target (its true/false values).
@@ -52,6 +54,31 @@ class LeftEmpty:
             f"{f' of {self.source}' if self.source else ''} {shown!r}) "
             "left empty there (a CSV output keeps every cell as written)"
         )
+
+
+class TargetColumn:
+    """A model's target column in the chunks scored into one Parquet output: typed as the
+    predictions are, each cell that is not such a value left empty and counted."""
+
+    def __init__(self, target: str, task: str, label_type: str) -> None:
+        self.target = target
+        self.kind = answer_kind(task, label_type)
+        self.left = LeftEmpty()
+
+    def typed(self, chunk: pd.DataFrame, first_row: int, source: str | None) -> pd.DataFrame:
+        """`chunk` with its target column typed, if it has one as text (a CSV's always)."""
+        column = chunk.get(self.target)
+        if not isinstance(column, pd.Series) or not is_text(column):
+            return chunk
+        # A CSV's marks (csv_chunks notes them); a Parquet file's text numbers have dots.
+        marks = chunk.attrs.get(MARKS, (".", None))
+        typed, odd = typed_target(column, self.kind, marks)
+        self.left.add(column, odd, first_row, source)
+        return chunk.assign(**{self.target: typed})
+
+    def note(self) -> str:
+        """The run's one note on cells left empty, or ''."""
+        return self.left.note(self.target, self.kind)
 
 
 def answer_kind(task: str, label_type: str) -> str:
