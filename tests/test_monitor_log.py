@@ -1226,6 +1226,11 @@ def test_an_outage_stays_a_gap_in_the_buckets(tmp_path: Path, tiny_model: Traine
     assert summary.buckets[1].latency_p50 is None and summary.buckets[0].label.endswith(" UTC")
     assert json.loads(json.dumps(summary.to_dict()))["traffic"][1]["latency_ms_p50"] is None
     assert "<svg" in render_monitor(summary, card, card.title, "24h")
+    # A bucket the window begins inside is labelled from the window's start.
+    (partial,) = summarize(
+        LogStore(f"sqlite:///{tmp_path / 'log.db'}"), card, None, 70, now=now
+    ).buckets
+    assert partial.start == now - 70 and partial.predictions == 2
 
 
 def test_feedback_outside_the_window_is_not_said_to_be_missing(

@@ -277,7 +277,7 @@ def buckets(
     for index in range(min(grouped, default=0), max(grouped, default=-1) + 1):
         group = grouped.get(index)
         if not group:
-            out.append(Bucket(index * size, 0, 0, 0, None, None, 0))
+            out.append(Bucket(max(index * size, since), 0, 0, 0, None, None, 0))
             continue
         # A request's rows share its id, time and latency: a 300-row batch is one request of
         # one latency, not 300 that set both percentiles. Its time tells apart the requests of
@@ -287,7 +287,8 @@ def buckets(
         labelled = sum(1 for r in group if r.actual is not None)
         out.append(
             Bucket(
-                start=index * size,
+                # The window's first bucket starts where the window does, not before it.
+                start=max(index * size, since),
                 predictions=len(group),
                 requests=len(requests),
                 warned=sum(1 for r in group if r.warnings),
