@@ -21,14 +21,8 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tabship.batch import (
-    DEFAULT_CHUNK_ROWS,
-    PARQUET_SUFFIXES,
-    Chunk,
-    csv_chunks,
-    parquet_frame,
-    write_predictions,
-)
+from tabship.batch import DEFAULT_CHUNK_ROWS, Chunk, write_predictions
+from tabship.chunks import PARQUET_SUFFIXES, csv_chunks, parquet_frame
 from tabship.config import MAX_SHARDS
 from tabship.errors import ConfigError, DatasetError, OutputExistsError
 from tabship.outputs import publish
