@@ -1292,14 +1292,18 @@ def test_feedback_for_ids_still_queued_behind_a_locked_database_is_503(
         assert httpx.post(f"{server.url}/v1/feedback", json=written).status_code == 200
         # Another process holds SQLite's write lock (reads go on): new rows wait to be written.
         holder.execute("BEGIN IMMEDIATE")
+        # A worker with nothing queued (`--workers 2`: the id is the other's) still cannot
+        # write: the id may be waiting there.
+        other = {"id": "0123456789ab-0000000001", "actual": 1e4}
+        idle = httpx.post(f"{server.url}/v1/feedback", json=other)
+        assert idle.status_code == 503 and idle.headers["retry-after"] == "5"
         ids = httpx.post(f"{server.url}/v1/predict", json={"instances": [PATIENT]}).json()["ids"]
         waiting = httpx.post(f"{server.url}/v1/feedback", json={"id": ids[0], "actual": 1e4})
         # Not "not a logged prediction" (422): the client would throw the ground truth away.
         assert waiting.status_code == 503 and waiting.headers["retry-after"] == "5"
         assert "1 of the ids are waiting to be written" in waiting.text
-        # Another worker's id (`--workers 2`: its own prefix) may be queued there alike; an
-        # id no tabship gives is unknown, whatever the writer's state.
-        other = {"id": "0123456789ab-0000000001", "actual": 1e4}
+        # Another worker's id may be queued there alike; an id no tabship gives is unknown,
+        # whatever the writer's state.
         assert httpx.post(f"{server.url}/v1/feedback", json=other).status_code == 503
         made_up = httpx.post(f"{server.url}/v1/feedback", json={"id": "x-1", "actual": 1e4})
         assert made_up.status_code == 422

@@ -9,6 +9,7 @@ store.py; what the tables hold is tables.py.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 import threading
@@ -188,9 +189,9 @@ class LogDatabase:
         if self._file_identity() == self._file:
             return
         print(
-            f"tabship: the log database {self.shown} was deleted, moved or replaced while "
-            "this server ran; logging moves to the file now at that path (made if none; "
-            "rows written since then went to the old file)",
+            f"tabship (process {os.getpid()}): the log database {self.shown} was deleted, "
+            "moved or replaced while this server ran; logging moves to the file now at that "
+            "path (made if none; rows written since then went to the old file)",
             file=sys.stderr,
             flush=True,
         )

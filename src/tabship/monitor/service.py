@@ -103,11 +103,14 @@ class Monitoring:
                 "prediction log: the database cannot be reached; retry shortly"
             ) from None
         waiting = [pid for pid in unknown if is_prediction_id(pid)]
-        if waiting and not written and not self.writer.database_answers(stalled=FLUSH_STALLED):
-            # Ids of the form this server's processes give while its writes fail or hang:
-            # predictions still queued, here or in another worker (whose writes fail alike),
-            # not unknown ones (a 422 would have the client throw the ground truth away). A
-            # writer merely behind is no such case: those ids are unknown.
+        # Ids of the form tabship gives while the database fails, hangs or takes no writes
+        # (this worker's writer says so, or another worker's would: the write lock cannot
+        # be had): predictions still queued, not unknown ones (a 422 would have the client
+        # throw the ground truth away). A writer merely behind is no such case.
+        if waiting and (
+            not (written or self.writer.database_answers(stalled=FLUSH_STALLED))
+            or not await loop.run_in_executor(self.pool, self.store.takes_writes)
+        ):
             raise LogUnavailableError(
                 f"prediction log: {len(waiting)} of the ids are waiting to be written and the "
                 "database is not taking writes; retry shortly"

@@ -7,6 +7,7 @@ is tables.py: one row per written batch of predictions.
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,6 +32,9 @@ from tabship.monitor.tables import (
     packed_values,
     split_id,
 )
+
+# How long feedback's check waits for SQLite's write lock (`LogStore.takes_writes`).
+WRITE_PROBE_SECONDS = 0.25
 
 
 def _go_on() -> None:
@@ -154,6 +158,26 @@ class LogStore(LogDatabase):
                             found[pid] = batch
                             break
         return found
+
+    def takes_writes(self, timeout: float = WRITE_PROBE_SECONDS) -> bool:
+        """Whether the database takes a write now. SQLite: its write lock can be had within
+        `timeout` (another process may hold it: another worker's writer then waits too);
+        PostgreSQL takes writes while it answers reads (its rows lock one by one)."""
+        name = self.url.database if self.sqlite else None
+        if not name or name == ":memory:":
+            return True
+        try:
+            probe = sqlite3.connect(name, timeout=timeout, isolation_level=None)
+        except sqlite3.Error:
+            return False
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+        except sqlite3.Error:
+            return False
+        finally:
+            probe.close()
+        return True
 
     def add_feedback(self, pairs: Sequence[tuple[str, Any]], batches: Mapping[str, int]) -> int:
         """Store ground truth by prediction id; a second answer for an id replaces the first.
