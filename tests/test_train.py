@@ -403,3 +403,17 @@ def test_a_label_the_image_cannot_carry_and_an_upper_case_metric_are_taken_care_
                 str(tmp_path / "t.csv"), TrainOptions(target="charges"), tmp_path / "m", **flags
             )
         assert not (tmp_path / "m").exists()  # refused before anything was trained
+
+
+def test_a_model_worse_than_the_mean_is_said() -> None:
+    # Six values a hundred million times the rest: every row's prediction was about -1e9,
+    # and the model shipped with the task line as its only word.
+    rng = np.random.default_rng(4)
+    table = pd.DataFrame({"x1": rng.normal(0, 1, 400), "x2": rng.normal(0, 1, 400)})
+    table["y"] = 10 * table["x1"] + rng.normal(0, 0.5, 400)
+    table.loc[[7, 77, 150, 222, 301, 390], "y"] = [1e9, -2e11, 5e10, 1e12, -1e9, 3e11]
+    result = train(table, TrainOptions(target="y", folds=3, models=["ridge"]))
+    assert result.leaderboard[0].mean["r2"] < 0
+    assert any("worse than predicting the mean of 'y'" in w for w in result.warnings)
+    healthy = train(table.drop(index=[7, 77, 150, 222, 301, 390]), quick("y", models=["ridge"]))
+    assert not any("worse than predicting the mean" in w for w in healthy.warnings)

@@ -316,6 +316,7 @@ def train(
             f"{best.label} was fitted without class weights (only models with a class_weight "
             "setting get them): the shipped model is unweighted"
         )
+    notes.extend(_worse_than_the_mean(task, best.mean.get("r2"), options.target))
     holdout = None
     if held_x is not None and held_y is not None:
         scores = metrics.scorer(task, len(classes))(pipeline, held_x, held_y)
@@ -337,3 +338,16 @@ def train(
         holdout=holdout,
         tuning=tuning,
     )
+
+
+def _worse_than_the_mean(task: str, r2: float | None, target: str) -> list[str]:
+    """A note when the best regressor's CV R2 is below 0: it predicts worse than the mean,
+    and shipped silently (six target values of 1e9 among values near 10 made every row's
+    prediction about -1e9)."""
+    if task != "regression" or r2 is None or not r2 < 0:
+        return []
+    return [
+        f"the best model's cross-validated R2 is {r2:.3f}, worse than predicting the mean of "
+        f"{target!r}: a few extreme values can dominate squared error (check the target for "
+        "outliers or unit mix-ups), or the features hold no signal for it"
+    ]
