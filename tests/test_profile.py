@@ -195,3 +195,11 @@ def test_an_empty_text_in_a_parquet_column_is_a_gap_training_had() -> None:
     assert isinstance(described, Feature)
     assert described.allow_missing and described.known_levels == ("a", "b")
     assert described.read("", False) == ("", None, None)  # no warning, no problem
+
+
+def test_a_single_value_with_gaps_is_not_said_to_fill_every_row() -> None:
+    said = infer_feature("flag", pd.Series(["a"] * 3 + [None] * 97, dtype=object))
+    assert said == (
+        "column 'flag' has the single value 'a' in 3% of its rows and is empty in the rest; "
+        "ignored (add a column saying whether it is filled, if that matters)"
+    )

@@ -260,9 +260,7 @@ def infer_feature(name: str, column: pd.Series, decimal: str = ".") -> Feature |
         )
     distinct = present.nunique()
     if distinct == 1:
-        value = present.iloc[0]
-        value = value.item() if isinstance(value, np.generic) else value  # 7, not np.int64(7)
-        return f"column {name!r} has the single value {shown(value)} in every row; ignored"
+        return _single_value(name, present, len(column))
     allow_missing = bool(len(present) < len(column))
     kind_code = column.dtype.kind
     if kind_code in "iuf":
@@ -296,6 +294,19 @@ def infer_feature(name: str, column: pd.Series, decimal: str = ".") -> Feature |
         fills_gaps=True,
         levels=tuple(levels),
     )
+
+
+def _single_value(name: str, present: pd.Series, rows: int) -> str:
+    """Why a column of one value (and maybe gaps) is left out."""
+    value = present.iloc[0]
+    value = value.item() if isinstance(value, np.generic) else value  # 7, not np.int64(7)
+    if len(present) < rows:  # "in every row" was said of a column 3 % filled
+        return (
+            f"column {name!r} has the single value {shown(value)} in {len(present) / rows:.0%} "
+            "of its rows and is empty in the rest; ignored (add a column saying whether it is "
+            "filled, if that matters)"
+        )
+    return f"column {name!r} has the single value {shown(value)} in every row; ignored"
 
 
 def infer_schema(frame: pd.DataFrame, target: str) -> tuple[Schema, list[str]]:
