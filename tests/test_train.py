@@ -415,5 +415,9 @@ def test_a_model_worse_than_the_mean_is_said() -> None:
     result = train(table, TrainOptions(target="y", folds=3, models=["ridge"]))
     assert result.leaderboard[0].mean["r2"] < 0
     assert any("worse than predicting the mean of 'y'" in w for w in result.warnings)
+    (extreme,) = [w for w in result.warnings if "lie more than 100 times" in w]
+    assert extreme.startswith("6 values of 'y' lie more than 100 times the spread")
+    assert "the farthest 1e+12" in extreme
     healthy = train(table.drop(index=[7, 77, 150, 222, 301, 390]), quick("y", models=["ridge"]))
     assert not any("worse than predicting the mean" in w for w in healthy.warnings)
+    assert not any("lie more than 100 times" in w for w in healthy.warnings)

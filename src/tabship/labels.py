@@ -164,6 +164,30 @@ def small_spread_note(values: np.ndarray, target: str) -> list[str]:
     ]
 
 
+# A regression target's value this many times its interquartile range from its median is
+# said: six values of 1e9 to 1e12 among values near 10 made every prediction about -1e9.
+EXTREME_IQRS = 100
+
+
+def extreme_values_note(values: np.ndarray, target: str) -> list[str]:
+    """A note when a few regression target values lie far outside the rest."""
+    finite = values[np.isfinite(values)]
+    if len(finite) < 10:
+        return []
+    low, median, high = np.percentile(finite, [25, 50, 75])
+    distance = np.abs(finite - median)
+    far = int(np.sum(distance > EXTREME_IQRS * (high - low))) if high > low else 0
+    if not far:
+        return []
+    farthest = float(finite[np.argmax(distance)])
+    return [
+        f"{far} value{'s' if far != 1 else ''} of {target!r} lie more than {EXTREME_IQRS} times "
+        f"the spread of its middle half from its median ({median:.4g}; the farthest "
+        f"{farthest:.4g}): such values dominate squared error and every model's fit; check "
+        "them for typos or unit mix-ups"
+    ]
+
+
 _YES = frozenset({"yes", "y", "true", "t", "1", "1.0"})
 _NO = frozenset({"no", "n", "false", "f", "0", "0.0"})
 

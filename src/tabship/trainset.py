@@ -16,6 +16,7 @@ from tabship.feature import FLOAT32_MAX, closest, listed, past_float32
 from tabship.labels import (
     class_spellings_note,
     encode_target,
+    extreme_values_note,
     infer_task,
     small_spread_note,
     target_as_written,
@@ -127,7 +128,7 @@ def prepare(
         frame[target], task, target, options.folds, options.positive_class
     )
     notes.extend(
-        small_spread_note(labels, target)
+        [*small_spread_note(labels, target), *extreme_values_note(labels, target)]
         if task == "regression"
         else class_spellings_note(classes, target)
     )
